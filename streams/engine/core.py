@@ -1,0 +1,344 @@
+"""The event-time correlation engine: one per partition of the correlation stage.
+
+Feed it events in arrival order with `process`; it keeps the watermark, applies
+each event to the state, and decides triggers once the watermark passes their
+deadlines. It returns findings and amendments; it never does I/O and never
+reads the clock itself (wall time comes in as an argument), so the same input
+always gives the same decisions.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from streams.catalogue import Catalogue, load_catalogue
+from streams.engine import rules
+from streams.engine.params import EngineParams
+from streams.engine.state import (
+    STAGE_NOTICE,
+    STAGE_PAST,
+    AccountState,
+    StateStore,
+    SubjectState,
+    TriggerRecord,
+)
+from streams.model.events import (
+    ConsentChanged,
+    EnrichmentMatched,
+    EnrichmentRequested,
+    Event,
+    FeatureToggled,
+    NoticeDelivered,
+    ParticipantJoined,
+    ProfileViewed,
+)
+from streams.model.findings import Amendment, Finding, amendment_id, finding_id
+
+__all__ = ["NEVER", "Engine", "EngineStats", "Output"]
+
+NEVER = -(1 << 62)  # the watermark before any event
+FOREVER = 1 << 62  # the watermark after the final flush
+_PRUNE_EVERY_MS = 3_600_000  # prune a subject at most once per hour of event time
+
+Output = Finding | Amendment
+
+
+@dataclass(slots=True)
+class EngineStats:
+    events: Counter[str] = field(default_factory=Counter)  # by event type
+    duplicates: int = 0
+    late: int = 0
+    findings: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # rule, sev, provider
+    amendments: Counter[str] = field(default_factory=Counter)  # by kind
+
+
+class Engine:
+    """Correlates one partition's events. Not thread-safe; one instance per partition."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        params: EngineParams | None = None,
+        catalogue: Catalogue | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        import time
+
+        self.store = store
+        self.params = params or EngineParams()
+        self.catalogue = catalogue or load_catalogue()
+        self._rules = {rule.id: rule for rule in self.catalogue.rules}
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.stats = EngineStats()
+        self.max_seen = NEVER
+        self.watermark = NEVER
+        # (deadline, seq, subject_id, trigger event_id, stage); the subject's
+        # TriggerRecord is the truth, this heap only orders the deadlines.
+        self._deadlines: list[tuple[int, int, str, str, int]] = []
+        self._seq = 0
+        self._wall_at_event: int | None = None
+        self._watermark_at_event = NEVER
+
+    # -- input -----------------------------------------------------------------
+
+    def process(self, event: Event, wall_ms: int | None = None) -> list[Output]:
+        """Apply one event and return what it lets the engine decide."""
+        t = event.occurred_at
+        self.stats.events[event.TYPE] += 1
+        late = t < self.watermark
+        outputs: list[Output] = []
+        if type(event) is FeatureToggled:
+            fresh = self._apply_toggle(event, late, outputs)
+        else:
+            fresh = self._apply_subject_event(event, late, outputs)
+        if not fresh:
+            self.stats.duplicates += 1
+            return outputs
+        if late:
+            self.stats.late += 1
+        if t > self.max_seen:
+            self.max_seen = t
+        self._advance(self.max_seen - self.params.allowed_lateness_ms, outputs)
+        if wall_ms is not None:
+            self._wall_at_event = wall_ms
+            self._watermark_at_event = self.watermark
+        return outputs
+
+    def idle_tick(self, wall_ms: int) -> list[Output]:
+        """Advance an idle partition's watermark by the wall-clock time since its last event."""
+        outputs: list[Output] = []
+        if self._wall_at_event is None:
+            self._wall_at_event = wall_ms
+            self._watermark_at_event = self.watermark
+            return outputs
+        idle = wall_ms - self._wall_at_event
+        if idle >= self.params.idle_timeout_ms and self._watermark_at_event > NEVER:
+            self._advance(self._watermark_at_event + idle, outputs)
+        return outputs
+
+    def flush(self) -> list[Output]:
+        """End of input: take every pending decision (the watermark goes to infinity)."""
+        outputs: list[Output] = []
+        self._advance(FOREVER, outputs)
+        return outputs
+
+    def pending(self) -> int:
+        """Decisions still waiting for the watermark."""
+        return len(self._deadlines)
+
+    def restore_deadlines(self) -> None:
+        """Rebuild the deadline index from the store (after a restart or a rebalance)."""
+        self._deadlines = []
+        for subject_id, state in self.store.subjects():
+            for record in state.triggers.values():
+                self._schedule(subject_id, record)
+
+    # -- applying events ---------------------------------------------------------
+
+    def _apply_toggle(self, event: FeatureToggled, late: bool, outputs: list[Output]) -> bool:
+        """Apply a toggle; False when it is a duplicate."""
+        account = self.store.account(event.account_id) or AccountState()
+        if event.event_id in account.seen:
+            return False
+        account.seen[event.event_id] = event.occurred_at
+        account.add_toggle(event)
+        if self.watermark - account.pruned_at >= _PRUNE_EVERY_MS:
+            account.prune(self.watermark, self.params.lookback_ms,
+                          self.params.amendment_horizon_ms)
+        self.store.put_account(event.account_id, account)
+        if late:
+            for subject_id in list(account.automatic):
+                state = self.store.subject(subject_id)
+                if state is None:
+                    continue
+                self._amend(subject_id, state, event, outputs)
+                self.store.put_subject(subject_id, state)
+        return True
+
+    def _apply_subject_event(self, event: Event, late: bool, outputs: list[Output]) -> bool:
+        """Apply an event of a subject; False when it is a duplicate."""
+        subject_id = event.subject_id  # type: ignore[union-attr]
+        state = self.store.subject(subject_id)
+        if state is None:
+            state = SubjectState()
+        elif event.event_id in state.seen:
+            return False
+        state.seen[event.event_id] = event.occurred_at
+        kind = type(event)
+        if kind is EnrichmentRequested or kind is ProfileViewed:
+            record = TriggerRecord(event, STAGE_PAST | STAGE_NOTICE)  # type: ignore[arg-type]
+            state.triggers[event.event_id] = record
+            self._schedule(subject_id, record)
+        elif kind is ConsentChanged:
+            state.add_consent(event)  # type: ignore[arg-type]
+        elif kind is NoticeDelivered:
+            state.add_notice(event.notice_kind, event.provider, event.meeting_id,  # type: ignore[union-attr]
+                             event.occurred_at)
+        elif kind is ParticipantJoined:
+            state.add_join(event)  # type: ignore[arg-type]
+        elif kind is EnrichmentMatched:
+            if event.matched and event.profile_name is not None:  # type: ignore[union-attr]
+                state.add_match(event)  # type: ignore[arg-type]
+        if late and state.triggers:
+            self._amend(subject_id, state, event, outputs)
+        if self.watermark - state.pruned_at >= _PRUNE_EVERY_MS:
+            self._prune(state)
+        self.store.put_subject(subject_id, state)
+        return True
+
+    def _schedule(self, subject_id: str, record: TriggerRecord) -> None:
+        t = record.event.occurred_at
+        if record.pending & STAGE_PAST:
+            self._seq += 1
+            heapq.heappush(self._deadlines, (t, self._seq, subject_id, record.event.event_id,
+                                             STAGE_PAST))
+        if record.pending & STAGE_NOTICE:
+            self._seq += 1
+            heapq.heappush(self._deadlines, (t + self.params.notice_grace_ms, self._seq,
+                                             subject_id, record.event.event_id, STAGE_NOTICE))
+
+    def _prune(self, state: SubjectState) -> None:
+        p = self.params
+        state.prune(self.watermark, p.lookback_ms, p.notice_validity_ms, p.amendment_horizon_ms)
+
+    # -- deciding ----------------------------------------------------------------
+
+    def _advance(self, watermark: int, outputs: list[Output]) -> None:
+        """Move the watermark forward (never back) and decide every deadline it has passed."""
+        if watermark > self.watermark:
+            self.watermark = watermark
+        watermark = self.watermark
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] < watermark:
+            _, _, subject_id, event_id, stage = heapq.heappop(deadlines)
+            self._decide(subject_id, event_id, stage, outputs)
+
+    def _evaluate(self, record: TriggerRecord, state: SubjectState, stage: int
+                  ) -> dict[str, rules.Verdict]:
+        event = record.event
+        if type(event) is EnrichmentRequested:
+            if stage == STAGE_PAST:
+                account = (self.store.account(event.account_id)
+                           if event.trigger == "AUTOMATIC" else None)
+                return rules.request_past(event, state, account)
+            return rules.request_notice(event, state, self.params)
+        if stage == STAGE_PAST:
+            return rules.view_past(event, state)
+        return rules.view_notice(event, state, self.params)
+
+    def _decide(self, subject_id: str, event_id: str, stage: int, outputs: list[Output]) -> None:
+        state = self.store.subject(subject_id)
+        record = state.triggers.get(event_id) if state is not None else None
+        if state is None or record is None or not record.pending & stage:
+            return
+        event = record.event
+        verdicts = self._evaluate(record, state, stage)
+        for rule_id, verdict in verdicts.items():
+            if verdict is None:
+                record.outcomes[rule_id] = None
+                continue
+            evidence, context = verdict
+            record.outcomes[rule_id] = evidence
+            outputs.append(self._finding(rule_id, event, evidence, context))
+        record.pending &= ~stage
+        if (stage == STAGE_PAST and type(event) is EnrichmentRequested
+                and event.trigger == "AUTOMATIC"):
+            account = self.store.account(event.account_id) or AccountState()
+            account.automatic[subject_id] = event.occurred_at
+            self.store.put_account(event.account_id, account)
+        self.store.put_subject(subject_id, state)
+
+    def _finding(self, rule_id: str, event: EnrichmentRequested | ProfileViewed,
+                 evidence: tuple[str, ...], context: dict[str, object]) -> Finding:
+        rule = self._rules[rule_id]
+        self.stats.findings[(rule_id, rule.severity, event.provider)] += 1
+        return Finding(
+            finding_id=finding_id(rule_id, event.event_id),
+            rule=rule_id,
+            severity=rule.severity,
+            subject_id=event.subject_id,
+            account_id=event.account_id,
+            meeting_id=event.meeting_id,
+            provider=event.provider,
+            trigger_event_id=event.event_id,
+            evidence_event_ids=evidence,
+            occurred_at=event.occurred_at,
+            detected_at=self._clock(),
+            explanation=rule.explain(context),
+        )
+
+    # -- late events -------------------------------------------------------------
+
+    def _amend(self, subject_id: str, state: SubjectState, late: Event,
+               outputs: list[Output]) -> None:
+        """Re-decide what a late event may change; record an amendment where it does."""
+        kind = type(late)
+        for record in list(state.triggers.values()):
+            trigger = record.event
+            if kind is ConsentChanged or kind is FeatureToggled:
+                stage = STAGE_PAST
+                relevant = type(trigger) is EnrichmentRequested and (
+                    kind is ConsentChanged
+                    or (trigger.trigger == "AUTOMATIC"  # type: ignore[union-attr]
+                        and trigger.account_id == late.account_id  # type: ignore[union-attr]
+                        and trigger.provider == late.provider)  # type: ignore[union-attr]
+                )
+            elif kind is NoticeDelivered:
+                stage = STAGE_NOTICE
+                wanted = (EnrichmentRequested if late.notice_kind == "ENRICHMENT"  # type: ignore[union-attr]
+                          else ProfileViewed)
+                relevant = type(trigger) is wanted
+            elif kind is ParticipantJoined or kind is EnrichmentMatched:
+                stage = STAGE_PAST
+                relevant = type(trigger) is ProfileViewed
+            else:
+                return
+            if not relevant or record.pending & stage:
+                continue
+            if stage == STAGE_PAST and trigger.occurred_at < late.occurred_at:
+                continue
+            verdicts = self._evaluate(record, state, stage)
+            for rule_id, verdict in verdicts.items():
+                before = record.outcomes.get(rule_id)
+                after = verdict[0] if verdict is not None else None
+                if before == after:
+                    continue
+                record.outcomes[rule_id] = after
+                if after is None:
+                    change = "RETRACTED"
+                elif before is None:
+                    change = "WOULD_RAISE"
+                else:
+                    change = "EVIDENCE_CHANGED"
+                outputs.append(self._amendment(change, rule_id, trigger, late, before, after))
+
+    def _amendment(self, change: str, rule_id: str, trigger: EnrichmentRequested | ProfileViewed,
+                   late: Event, before: tuple[str, ...] | None,
+                   after: tuple[str, ...] | None) -> Amendment:
+        fid = finding_id(rule_id, trigger.event_id)
+        self.stats.amendments[change] += 1
+        what = {
+            "RETRACTED": "would not have been raised",
+            "WOULD_RAISE": "would have been raised",
+            "EVIDENCE_CHANGED": "holds on different evidence",
+        }[change]
+        return Amendment(
+            amendment_id=amendment_id(fid, late.event_id, change),
+            kind=change,
+            finding_id=fid,
+            rule=rule_id,
+            subject_id=trigger.subject_id,
+            trigger_event_id=trigger.event_id,
+            late_event_id=late.event_id,
+            evidence_event_ids=after if after is not None else (before or ()),
+            occurred_at=late.occurred_at,
+            detected_at=self._clock(),
+            explanation=(
+                f"A {late.TYPE} event that arrived after the watermark shows that the "
+                f"{rule_id} finding for trigger {trigger.event_id} {what}."
+            ),
+        )
+

@@ -1,0 +1,40 @@
+"""The engine's parameters (spec: "Rules" and "Event time"), in milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.errors import ConfigError
+
+__all__ = ["DAY_MS", "EngineParams"]
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class EngineParams:
+    allowed_lateness_ms: int = 30_000
+    notice_grace_ms: int = 300_000
+    notice_validity_ms: int = 365 * DAY_MS
+    # A partition with no events for this long advances its watermark with the wall clock.
+    idle_timeout_ms: int = 30_000
+    # How long a decided trigger (and an event id, for duplicates) is remembered, so a
+    # late event can still amend the decision. Older state is pruned.
+    amendment_horizon_ms: int = DAY_MS
+
+    def __post_init__(self) -> None:
+        for name in (
+            "allowed_lateness_ms",
+            "notice_grace_ms",
+            "notice_validity_ms",
+            "idle_timeout_ms",
+            "amendment_horizon_ms",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ConfigError(f"{name} must be a non-negative whole number of milliseconds")
+
+    @property
+    def lookback_ms(self) -> int:
+        """How far behind the watermark a trigger may still be (re)decided."""
+        return max(self.amendment_horizon_ms, self.notice_grace_ms)

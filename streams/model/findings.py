@@ -1,0 +1,91 @@
+"""What the pipeline emits: findings, amendments to them, and dead letters."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["Amendment", "DeadLetter", "Finding", "amendment_id", "finding_id"]
+
+
+def finding_id(rule: str, trigger_event_id: str) -> str:
+    """The spec's idempotent id: SHA-256 of `rule|trigger_event_id`, lower-case hex."""
+    return hashlib.sha256(f"{rule}|{trigger_event_id}".encode()).hexdigest()
+
+
+def amendment_id(finding: str, late_event_id: str, kind: str) -> str:
+    """Deterministic too, so a replayed late event cannot mint a second amendment."""
+    return hashlib.sha256(f"{finding}|{late_event_id}|{kind}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    finding_id: str
+    rule: str
+    severity: str
+    subject_id: str
+    account_id: str
+    meeting_id: str
+    provider: str
+    trigger_event_id: str
+    evidence_event_ids: tuple[str, ...]
+    occurred_at: int
+    detected_at: int
+    explanation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["evidence_event_ids"] = list(self.evidence_event_ids)
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class Amendment:
+    """A late event changed the outcome of a decision already taken.
+
+    kind: `RETRACTED` (the finding would not have been raised), `EVIDENCE_CHANGED`
+    (it still holds, on other evidence), `WOULD_RAISE` (the sorted stream would
+    have raised `finding_id`, which was not raised).
+    """
+
+    amendment_id: str
+    kind: str
+    finding_id: str
+    rule: str
+    subject_id: str
+    trigger_event_id: str
+    late_event_id: str
+    evidence_event_ids: tuple[str, ...]
+    occurred_at: int
+    detected_at: int
+    explanation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["evidence_event_ids"] = list(self.evidence_event_ids)
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be used, kept with its original bytes.
+
+    `source` is a topic or a file; `position` the record number in a file (1-based
+    line for JSON Lines) or the offset in a topic partition.
+    """
+
+    source: str
+    partition: int | None
+    position: int | None
+    reason_code: str
+    reason: str
+    payload: bytes
+    dead_lettered_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        import base64
+
+        record = asdict(self)
+        record["payload"] = base64.b64encode(self.payload).decode("ascii")
+        return record

@@ -1,0 +1,216 @@
+"""Turn a decoded record (JSON object or Avro datum) into an event, or say why not.
+
+One validator serves every input (JSON Lines, Avro files, Kafka), so a record is
+judged the same way wherever it comes from. Messages never echo field values:
+they may be personal data and end up in logs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from streams.errors import InvalidEvent
+from streams.model.events import EVENT_TYPES, Event
+from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime, parse_rfc3339_ms
+
+__all__ = ["event_from_record"]
+
+_TAXONOMY_KEY = re.compile(r"[^\s.]+(?:\.[^\s.]+)*")
+_NO_SPACE = re.compile(r"\S+")
+
+Check = Callable[[Any], Any]
+
+
+class _Bad(Exception):
+    """Internal: a field value is of the wrong kind; `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _id(value: Any) -> str:
+    if type(value) is not str or not value:
+        raise _Bad("must be a non-empty string")
+    return value
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise _Bad("must be a string")
+    return value
+
+
+def _key(value: Any) -> str:
+    if type(value) is not str or not _TAXONOMY_KEY.fullmatch(value):
+        raise _Bad("must be a dotted taxonomy key such as user.contact.email")
+    return value
+
+
+def _provider(value: Any) -> str:
+    if type(value) is not str or not _NO_SPACE.fullmatch(value):
+        raise _Bad("must be a provider key without spaces")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Bad("must be a boolean")
+    return value
+
+
+def _timestamp(value: Any) -> int:
+    kind = type(value)
+    if kind is int:
+        ms: int = value
+    elif kind is str:
+        try:
+            ms = parse_rfc3339_ms(value)
+        except ValueError:
+            raise _Bad("must be epoch milliseconds or an RFC 3339 time with an offset") from None
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        ms = ms_from_datetime(value)
+    else:
+        raise _Bad("must be epoch milliseconds or an RFC 3339 time with an offset")
+    if not MIN_MS <= ms <= MAX_MS:
+        raise _Bad("is outside the years 1 to 9999")
+    return ms
+
+
+def _categories(value: Any) -> tuple[str, ...]:
+    if type(value) is not list and type(value) is not tuple:
+        raise _Bad("must be an array of taxonomy keys")
+    for item in value:
+        if type(item) is not str or not _TAXONOMY_KEY.fullmatch(item):
+            raise _Bad("must be an array of dotted taxonomy keys")
+    return tuple(value)
+
+
+def _enum(*symbols: str) -> Check:
+    allowed = frozenset(symbols)
+    message = "must be one of " + ", ".join(symbols)
+
+    def check(value: Any) -> str:
+        if type(value) is not str or value not in allowed:
+            raise _Bad(message)
+        return value
+
+    return check
+
+
+_REQUIRED, _OPTIONAL = False, True
+
+# Field order matches the dataclass field order in events.py.
+_FIELDS: dict[str, tuple[tuple[str, Check, bool], ...]] = {
+    "ParticipantJoined": (
+        ("event_id", _id, _REQUIRED),
+        ("occurred_at", _timestamp, _REQUIRED),
+        ("account_id", _id, _REQUIRED),
+        ("meeting_id", _id, _REQUIRED),
+        ("subject_id", _id, _REQUIRED),
+        ("display_name", _text, _REQUIRED),
+        ("email", _text, _OPTIONAL),
+        ("is_guest", _bool, _REQUIRED),
+    ),
+    "EnrichmentRequested": (
+        ("event_id", _id, _REQUIRED),
+        ("occurred_at", _timestamp, _REQUIRED),
+        ("account_id", _id, _REQUIRED),
+        ("meeting_id", _id, _REQUIRED),
+        ("subject_id", _id, _REQUIRED),
+        ("provider", _provider, _REQUIRED),
+        ("data_use", _key, _REQUIRED),
+        ("data_sent", _categories, _REQUIRED),
+        ("trigger", _enum("USER_ACTION", "AUTOMATIC"), _REQUIRED),
+        ("requested_by", _id, _OPTIONAL),
+    ),
+    "EnrichmentMatched": (
+        ("event_id", _id, _REQUIRED),
+        ("occurred_at", _timestamp, _REQUIRED),
+        ("account_id", _id, _REQUIRED),
+        ("meeting_id", _id, _REQUIRED),
+        ("subject_id", _id, _REQUIRED),
+        ("provider", _provider, _REQUIRED),
+        ("request_event_id", _id, _REQUIRED),
+        ("matched", _bool, _REQUIRED),
+        ("profile_name", _text, _OPTIONAL),
+        ("data_returned", _categories, _REQUIRED),
+    ),
+    "ProfileViewed": (
+        ("event_id", _id, _REQUIRED),
+        ("occurred_at", _timestamp, _REQUIRED),
+        ("account_id", _id, _REQUIRED),
+        ("meeting_id", _id, _REQUIRED),
+        ("subject_id", _id, _REQUIRED),
+        ("viewer_id", _id, _REQUIRED),
+        ("provider", _provider, _REQUIRED),
+        ("data_disclosed", _categories, _REQUIRED),
+    ),
+    "ConsentChanged": (
+        ("event_id", _id, _REQUIRED),
+        ("occurred_at", _timestamp, _REQUIRED),
+        ("subject_id", _id, _REQUIRED),
+        ("consent_record_id", _id, _REQUIRED),
+        ("data_use", _key, _REQUIRED),
+        ("provider", _provider, _OPTIONAL),
+        ("status", _enum("GRANTED", "WITHDRAWN"), _REQUIRED),
+        ("data_categories", _categories, _REQUIRED),
+        ("expires_at", _timestamp, _OPTIONAL),
+        ("notice_version", _text, _OPTIONAL),
+        ("jurisdiction", _text, _OPTIONAL),
+    ),
+    "NoticeDelivered": (
+        ("event_id", _id, _REQUIRED),
+        ("occurred_at", _timestamp, _REQUIRED),
+        ("account_id", _id, _REQUIRED),
+        ("subject_id", _id, _REQUIRED),
+        ("meeting_id", _id, _OPTIONAL),
+        ("notice_kind", _enum("ENRICHMENT", "PROFILE_VIEW"), _REQUIRED),
+        ("provider", _provider, _OPTIONAL),
+        ("channel", _text, _REQUIRED),
+        ("notice_version", _text, _REQUIRED),
+    ),
+    "FeatureToggled": (
+        ("event_id", _id, _REQUIRED),
+        ("occurred_at", _timestamp, _REQUIRED),
+        ("account_id", _id, _REQUIRED),
+        ("meeting_id", _id, _OPTIONAL),
+        ("provider", _provider, _REQUIRED),
+        ("enabled", _bool, _REQUIRED),
+        ("actor_id", _id, _REQUIRED),
+    ),
+}
+assert _FIELDS.keys() == EVENT_TYPES.keys()
+
+
+def event_from_record(record: Any, type_name: str | None = None) -> Event:
+    """Build the event that `record` describes.
+
+    `type_name` is the record name when the container already says it (Avro);
+    otherwise the record's own `type` field names it (JSON Lines form).
+    Raises InvalidEvent with a bounded `code` and a message safe to log.
+    """
+    if not isinstance(record, Mapping):
+        raise InvalidEvent("not_an_object", "record is not an object")
+    if type_name is None:
+        type_name = record.get("type")
+        if type_name is None:
+            raise InvalidEvent("missing_type", "record has no 'type' field")
+    fields = _FIELDS.get(type_name) if type(type_name) is str else None
+    if fields is None:
+        raise InvalidEvent("unknown_type", "'type' is not an event of the contract")
+    values = []
+    for name, check, optional in fields:
+        value = record.get(name)
+        if value is None:
+            if optional:
+                values.append(None)
+                continue
+            raise InvalidEvent("missing_field", f"{type_name}: field '{name}' is missing or null")
+        try:
+            values.append(check(value))
+        except _Bad as bad:
+            raise InvalidEvent("invalid_field", f"{type_name}: field '{name}' {bad.reason}") from None
+    return EVENT_TYPES[type_name](*values)
