@@ -1,0 +1,69 @@
+"""The `consentwatch` command line.
+
+Usage errors print one line and exit 2; invalid input records exit 1; no traceback
+reaches the user for anything they can fix themselves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from streams import __version__
+from streams.errors import ConsentwatchError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="consentwatch")
+def cli() -> None:
+    """consentwatch: proves enrichment without consent or notice, event by event."""
+
+
+def _register() -> None:
+    from streams.cli import replay_cmd, rules_cmd
+
+    cli.add_command(replay_cmd.replay)
+    cli.add_command(rules_cmd.rules)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None,
+                          prog_name="consentwatch", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        _error(exc.format_message())
+        return 2
+    except click.exceptions.Abort:
+        _error("aborted")
+        return 130
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except ConsentwatchError as exc:
+        _error(str(exc))
+        return 1
+    except BrokenPipeError:
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+def _error(message: str) -> None:
+    text = " ".join(message.split())
+    click.echo(f"consentwatch: error: {text}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
