@@ -119,7 +119,7 @@ def _replay_lines(lines: list[bytes]) -> tuple[int, list[DeadLetter]]:
 @given(st.lists(st.binary(max_size=200), max_size=20))
 def test_random_bytes_never_crash_replay(chunks: list[bytes]) -> None:
     lines = [c.replace(b"\n", b" ") for c in chunks]
-    records, letters = _replay_lines(lines)
+    records, _ = _replay_lines(lines)
     assert records == len([line for line in lines if line.strip()])
 
 

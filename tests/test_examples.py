@@ -1,4 +1,4 @@
-"""Every worked case of the spec, through the real `consentwatch replay`, gives its expected findings."""
+"""Every worked case of the spec, through the real `consentwatch replay`, gives its findings."""
 
 from __future__ import annotations
 

@@ -104,6 +104,6 @@ def replay(
 
 def _open(path: Path, mode: str) -> IO[bytes]:
     try:
-        return open(path, mode)  # noqa: SIM115 - closed by the caller's ExitStack
+        return open(path, mode)
     except OSError as exc:
         raise click.UsageError(f"cannot open {path}: {exc.strerror}") from None

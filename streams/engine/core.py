@@ -99,8 +99,7 @@ class Engine:
             return outputs
         if late:
             self.stats.late += 1
-        if t > self.max_seen:
-            self.max_seen = t
+        self.max_seen = max(self.max_seen, t)
         self._advance(self.max_seen - self.params.allowed_lateness_ms, outputs)
         if wall_ms is not None:
             self._wall_at_event = wall_ms
@@ -167,21 +166,19 @@ class Engine:
         elif event.event_id in state.seen:
             return False
         state.seen[event.event_id] = event.occurred_at
-        kind = type(event)
-        if kind is EnrichmentRequested or kind is ProfileViewed:
-            record = TriggerRecord(event, STAGE_PAST | STAGE_NOTICE)  # type: ignore[arg-type]
+        if type(event) is EnrichmentRequested or type(event) is ProfileViewed:
+            record = TriggerRecord(event, STAGE_PAST | STAGE_NOTICE)
             state.triggers[event.event_id] = record
             self._schedule(subject_id, record)
-        elif kind is ConsentChanged:
-            state.add_consent(event)  # type: ignore[arg-type]
-        elif kind is NoticeDelivered:
-            state.add_notice(event.notice_kind, event.provider, event.meeting_id,  # type: ignore[union-attr]
+        elif type(event) is ConsentChanged:
+            state.add_consent(event)
+        elif type(event) is NoticeDelivered:
+            state.add_notice(event.notice_kind, event.provider, event.meeting_id,
                              event.occurred_at)
-        elif kind is ParticipantJoined:
-            state.add_join(event)  # type: ignore[arg-type]
-        elif kind is EnrichmentMatched:
-            if event.matched and event.profile_name is not None:  # type: ignore[union-attr]
-                state.add_match(event)  # type: ignore[arg-type]
+        elif type(event) is ParticipantJoined:
+            state.add_join(event)
+        elif type(event) is EnrichmentMatched and event.matched and event.profile_name is not None:
+            state.add_match(event)
         if late and state.triggers:
             self._amend(subject_id, state, event, outputs)
         if self.watermark - state.pruned_at >= _PRUNE_EVERY_MS:
@@ -208,8 +205,7 @@ class Engine:
 
     def _advance(self, watermark: int, outputs: list[Output]) -> None:
         """Move the watermark forward (never back) and decide every deadline it has passed."""
-        if watermark > self.watermark:
-            self.watermark = watermark
+        self.watermark = max(self.watermark, watermark)
         watermark = self.watermark
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] < watermark:
@@ -225,6 +221,7 @@ class Engine:
                            if event.trigger == "AUTOMATIC" else None)
                 return rules.request_past(event, state, account)
             return rules.request_notice(event, state, self.params)
+        assert type(event) is ProfileViewed
         if stage == STAGE_PAST:
             return rules.view_past(event, state)
         return rules.view_notice(event, state, self.params)
@@ -275,31 +272,11 @@ class Engine:
     def _amend(self, subject_id: str, state: SubjectState, late: Event,
                outputs: list[Output]) -> None:
         """Re-decide what a late event may change; record an amendment where it does."""
-        kind = type(late)
         for record in list(state.triggers.values()):
+            stage = _stage_affected(record.event, late)
+            if stage == 0 or record.pending & stage:
+                continue
             trigger = record.event
-            if kind is ConsentChanged or kind is FeatureToggled:
-                stage = STAGE_PAST
-                relevant = type(trigger) is EnrichmentRequested and (
-                    kind is ConsentChanged
-                    or (trigger.trigger == "AUTOMATIC"  # type: ignore[union-attr]
-                        and trigger.account_id == late.account_id  # type: ignore[union-attr]
-                        and trigger.provider == late.provider)  # type: ignore[union-attr]
-                )
-            elif kind is NoticeDelivered:
-                stage = STAGE_NOTICE
-                wanted = (EnrichmentRequested if late.notice_kind == "ENRICHMENT"  # type: ignore[union-attr]
-                          else ProfileViewed)
-                relevant = type(trigger) is wanted
-            elif kind is ParticipantJoined or kind is EnrichmentMatched:
-                stage = STAGE_PAST
-                relevant = type(trigger) is ProfileViewed
-            else:
-                return
-            if not relevant or record.pending & stage:
-                continue
-            if stage == STAGE_PAST and trigger.occurred_at < late.occurred_at:
-                continue
             verdicts = self._evaluate(record, state, stage)
             for rule_id, verdict in verdicts.items():
                 before = record.outcomes.get(rule_id)
@@ -342,3 +319,22 @@ class Engine:
             ),
         )
 
+
+
+def _stage_affected(trigger: EnrichmentRequested | ProfileViewed, late: Event) -> int:
+    """Which decided stage of `trigger` a late event could change (0: none)."""
+    if isinstance(late, NoticeDelivered):
+        wanted = EnrichmentRequested if late.notice_kind == "ENRICHMENT" else ProfileViewed
+        return STAGE_NOTICE if type(trigger) is wanted else 0
+    if late.occurred_at > trigger.occurred_at:
+        return 0  # the rules about the past only look at events up to the trigger's time
+    if isinstance(trigger, EnrichmentRequested):
+        if isinstance(late, ConsentChanged):
+            return STAGE_PAST
+        if isinstance(late, FeatureToggled):
+            same = late.account_id == trigger.account_id and late.provider == trigger.provider
+            return STAGE_PAST if same and trigger.trigger == "AUTOMATIC" else 0
+        return 0
+    if isinstance(late, ParticipantJoined | EnrichmentMatched):
+        return STAGE_PAST
+    return 0

@@ -25,21 +25,21 @@ from streams.model.events import (
 from streams.model.timestamps import format_ms
 
 __all__ = [
-    "WITHOUT_CONSENT",
-    "EXCEEDS_CONSENT",
-    "WITHOUT_NOTICE",
     "COVERT_VIEW",
-    "PSEUDONYM",
+    "EXCEEDS_CONSENT",
     "FEATURE_INACTIVE",
+    "PSEUDONYM",
     "RULE_STAGE",
+    "WITHOUT_CONSENT",
+    "WITHOUT_NOTICE",
     "Verdict",
     "deciding_consent",
     "deciding_toggle",
     "notice_given",
-    "request_past",
     "request_notice",
-    "view_past",
+    "request_past",
     "view_notice",
+    "view_past",
 ]
 
 WITHOUT_CONSENT = "enrichment-without-consent"

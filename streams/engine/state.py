@@ -8,8 +8,8 @@ and then `put`s it back, so a store that persists (Faust tables) sees every chan
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from streams.model.events import (
     ConsentChanged,
@@ -38,6 +38,7 @@ __all__ = [
 STAGE_PAST = 1
 STAGE_NOTICE = 2
 
+_E = TypeVar("_E")
 Trigger = EnrichmentRequested | ProfileViewed
 Outcomes = dict[str, tuple[str, ...] | None]  # rule -> evidence ids, or None when it did not fire
 
@@ -113,7 +114,9 @@ class SubjectState:
             _drop_superseded(joins, oldest)
         for matches in self.matches.values():
             _drop_superseded(matches, oldest)
-        stale_meetings = [m for m, js in self.joins.items() if js[-1].occurred_at < oldest - validity_ms]
+        stale_meetings = [
+            m for m, js in self.joins.items() if js[-1].occurred_at < oldest - validity_ms
+        ]
         for meeting in stale_meetings:
             del self.joins[meeting]
         for key in list(self.notices):
@@ -168,14 +171,14 @@ class AccountState:
         self.pruned_at = watermark
 
 
-def _insert(items: list, event: object, order: object) -> None:  # type: ignore[type-arg]
-    if not items or order(event) >= order(items[-1]):  # type: ignore[operator]
+def _insert(items: list[_E], event: _E, order: Callable[[_E], tuple[Any, ...]]) -> None:
+    if not items or order(event) >= order(items[-1]):
         items.append(event)
     else:
-        insort(items, event, key=order)  # type: ignore[arg-type]
+        insort(items, event, key=order)
 
 
-def _drop_superseded(items: list, oldest: int) -> None:  # type: ignore[type-arg]
+def _drop_superseded(items: list[Any], oldest: int) -> None:
     """Keep the last item at or before `oldest` (it is still in force) and all after it."""
     keep_from = 0
     for index, item in enumerate(items):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["covers", "covered_by_any", "uncovered"]
+__all__ = ["covered_by_any", "covers", "uncovered"]
 
 
 def covers(general: str, specific: str) -> bool:

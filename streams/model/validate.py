@@ -201,7 +201,7 @@ def event_from_record(record: Any, type_name: str | None = None) -> Event:
     fields = _FIELDS.get(type_name) if type(type_name) is str else None
     if fields is None:
         raise InvalidEvent("unknown_type", "'type' is not an event of the contract")
-    values = []
+    values: list[Any] = []
     for name, check, optional in fields:
         value = record.get(name)
         if value is None:
@@ -212,5 +212,6 @@ def event_from_record(record: Any, type_name: str | None = None) -> Event:
         try:
             values.append(check(value))
         except _Bad as bad:
-            raise InvalidEvent("invalid_field", f"{type_name}: field '{name}' {bad.reason}") from None
+            message = f"{type_name}: field '{name}' {bad.reason}"
+            raise InvalidEvent("invalid_field", message) from None
     return EVENT_TYPES[type_name](*values)
