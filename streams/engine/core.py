@@ -41,7 +41,7 @@ __all__ = ["NEVER", "Engine", "EngineStats", "Output"]
 
 NEVER = -(1 << 62)  # the watermark before any event
 FOREVER = 1 << 62  # the watermark after the final flush
-_PRUNE_EVERY_MS = 3_600_000  # prune a subject at most once per hour of event time
+_PRUNE_EVERY_MS = 6 * 3_600_000  # prune a subject at most every 6 hours of event time
 
 Output = Finding | Amendment
 
@@ -79,6 +79,7 @@ class Engine:
         # TriggerRecord is the truth, this heap only orders the deadlines.
         self._deadlines: list[tuple[int, int, str, str, int]] = []
         self._seq = 0
+        self._swept_at = NEVER
         self._wall_at_event: int | None = None
         self._watermark_at_event = NEVER
 
@@ -127,6 +128,27 @@ class Engine:
     def pending(self) -> int:
         """Decisions still waiting for the watermark."""
         return len(self._deadlines)
+
+    def sweep(self) -> int:
+        """Prune every subject not touched for a while; drop the ones left empty.
+
+        Runs by itself each time the watermark has moved by `amendment_horizon`,
+        so the state of subjects that went quiet stays bounded too. Returns how
+        many subjects were dropped.
+        """
+        dropped = 0
+        stale_before = self.watermark - self.params.amendment_horizon_ms
+        for subject_id, state in self.store.subjects():
+            if state.pruned_at >= stale_before:
+                continue
+            self._prune(state)
+            if state.size() == 0:
+                self.store.delete_subject(subject_id)
+                dropped += 1
+            else:
+                self.store.put_subject(subject_id, state)
+        self._swept_at = self.watermark
+        return dropped
 
     def restore_deadlines(self) -> None:
         """Rebuild the deadline index from the store (after a restart or a rebalance)."""
@@ -211,6 +233,10 @@ class Engine:
         while deadlines and deadlines[0][0] < watermark:
             _, _, subject_id, event_id, stage = heapq.heappop(deadlines)
             self._decide(subject_id, event_id, stage, outputs)
+        if self._swept_at == NEVER:
+            self._swept_at = watermark
+        elif watermark - self._swept_at >= self.params.amendment_horizon_ms and watermark < FOREVER:
+            self.sweep()
 
     def _evaluate(self, record: TriggerRecord, state: SubjectState, stage: int
                   ) -> dict[str, rules.Verdict]:

@@ -193,7 +193,8 @@ def request_notice(
 
 
 def _discloses_name(v: ProfileViewed) -> bool:
-    return any(covers(category, "user.name") for category in v.data_disclosed)
+    """Some disclosed category is one that `user.name` covers (the spec's wording)."""
+    return any(c == "user.name" or c.startswith("user.name.") for c in v.data_disclosed)
 
 
 def _view_context(v: ProfileViewed) -> dict[str, Any]:

@@ -172,7 +172,8 @@ class AccountState:
 
 
 def _insert(items: list[_E], event: _E, order: Callable[[_E], tuple[Any, ...]]) -> None:
-    if not items or order(event) >= order(items[-1]):
+    """Insert keeping `order`; events mostly arrive in order, so appending is the fast path."""
+    if not items or event.occurred_at > items[-1].occurred_at:  # type: ignore[attr-defined]
         items.append(event)
     else:
         insort(items, event, key=order)
@@ -197,6 +198,7 @@ class StateStore(Protocol):
     def put_subject(self, subject_id: str, state: SubjectState) -> None: ...
     def account(self, account_id: str) -> AccountState | None: ...
     def put_account(self, account_id: str, state: AccountState) -> None: ...
+    def delete_subject(self, subject_id: str) -> None: ...
     def subjects(self) -> Iterator[tuple[str, SubjectState]]: ...
 
 
@@ -220,6 +222,9 @@ class DictStore:
 
     def put_account(self, account_id: str, state: AccountState) -> None:
         self._accounts[account_id] = state
+
+    def delete_subject(self, subject_id: str) -> None:
+        self._subjects.pop(subject_id, None)
 
     def subjects(self) -> Iterator[tuple[str, SubjectState]]:
         return iter(list(self._subjects.items()))

@@ -20,4 +20,7 @@ def covered_by_any(scope: Iterable[str], category: str) -> bool:
 
 def uncovered(scope: tuple[str, ...], categories: tuple[str, ...]) -> tuple[str, ...]:
     """The categories that no key of `scope` covers, in their original order."""
-    return tuple(c for c in categories if not covered_by_any(scope, c))
+    missing = [c for c in categories if c not in scope]  # exact matches are the common case
+    if not missing:
+        return ()
+    return tuple(c for c in missing if not covered_by_any(scope, c))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 __all__ = ["MAX_MS", "MIN_MS", "format_ms", "ms_from_datetime", "parse_rfc3339_ms"]
 
@@ -32,6 +33,9 @@ def parse_rfc3339_ms(text: str) -> int:
 
 
 def format_ms(ms: int) -> str:
-    """RFC 3339 form of epoch ms, for humans (explanations, reports)."""
-    value = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    """RFC 3339 form of epoch ms in UTC, for humans (explanations, reports)."""
+    seconds, millis = divmod(ms, 1000)
+    if 0 <= seconds < 253_402_300_800:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    value = _EPOCH + timedelta(milliseconds=ms)
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
