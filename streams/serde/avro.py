@@ -1,0 +1,701 @@
+"""Avro for consentwatch: the schemas in `schemas/`, datums, and object container files.
+
+Events are Avro records of the namespace `io.consentwatch.events`, one schema file
+per record (spec: "Events"). A container file of events has the union of the seven
+event records as its schema; a container whose schema is a single event record is
+read too.
+
+Every decoded event goes through `streams.model.validate.event_from_record`, the one
+validator of every input. Reading never raises on bad input: a record that decodes
+but is not a valid event becomes a DeadLetter, and a corrupt or truncated container
+ends with one `corrupt_container` DeadLetter.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import fields
+from datetime import datetime
+from operator import attrgetter
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import fastavro
+
+import streams
+from streams.errors import InvalidEvent, SchemaError
+from streams.model.events import EVENT_TYPES, Event
+from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
+from streams.model.validate import event_from_record
+
+__all__ = [
+    "CORRUPT_CONTAINER",
+    "EVENT_SCHEMA_NAMES",
+    "NAMESPACE",
+    "SCHEMA_DIR",
+    "SCHEMA_NAMES",
+    "amendment_to_record",
+    "dead_letter_to_record",
+    "event_to_record",
+    "event_union_schema",
+    "finding_to_record",
+    "load_schema",
+    "parsed_schema",
+    "read_event_container",
+    "record_to_amendment",
+    "record_to_dead_letter",
+    "record_to_event",
+    "record_to_finding",
+    "schema_history",
+    "write_event_container",
+]
+
+
+def _schema_dir() -> Path:
+    source_tree = Path(streams.__file__).resolve().parent.parent / "schemas"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(streams.__file__).parent / "_schemas"  # wheel: pyproject force-include
+
+
+SCHEMA_DIR: Path = _schema_dir()
+NAMESPACE = "io.consentwatch.events"
+# The seven events, in the order of the spec (and of the container union).
+EVENT_SCHEMA_NAMES: tuple[str, ...] = tuple(EVENT_TYPES)
+SCHEMA_NAMES: tuple[str, ...] = (*EVENT_SCHEMA_NAMES, "Finding", "Amendment", "DeadLetter")
+# reason_code of the one DeadLetter that ends a corrupt or truncated container.
+CORRUPT_CONTAINER = "corrupt_container"
+
+_PREFIX = NAMESPACE + "."
+_MAGIC = b"Obj\x01"
+# A dead letter for a corrupt container keeps at most this much of the file.
+_MAX_CORRUPT_PAYLOAD = 1 << 20
+_VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.avsc")
+# The container header after the magic (Avro spec, "Object Container Files").
+_HEADER_REST: dict[str, Any] = {
+    "type": "record",
+    "name": "org.apache.avro.file.HeaderRest",
+    "fields": [
+        {"name": "meta", "type": {"type": "map", "values": "bytes"}},
+        {"name": "sync", "type": {"type": "fixed", "name": "Sync", "size": 16}},
+    ],
+}
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def _schema_path(name: str) -> Path:
+    if name not in SCHEMA_NAMES:
+        raise SchemaError(f"no schema named {name!r}; known: {', '.join(SCHEMA_NAMES)}")
+    return SCHEMA_DIR / f"{name}.avsc"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SchemaError(f"cannot read schema file {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SchemaError(f"schema file {path} is not valid JSON: {exc}") from exc
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema `name` (e.g. "ConsentChanged") as raw JSON; a fresh copy each call."""
+    schema = _read_json(_schema_path(name))
+    if not isinstance(schema, dict):
+        raise SchemaError(f"schema {name} is not a JSON object")
+    return schema
+
+
+@functools.cache
+def parsed_schema(name: str) -> Any:
+    """`fastavro.parse_schema` of `load_schema(name)`, cached: do not mutate it."""
+    try:
+        return fastavro.parse_schema(load_schema(name))
+    except SchemaError:
+        raise
+    except Exception as exc:
+        raise SchemaError(f"schema {name} does not parse: {exc}") from exc
+
+
+@functools.cache
+def event_union_schema() -> Any:
+    """The parsed union of the seven event records (the schema of a container file)."""
+    try:
+        return fastavro.parse_schema([load_schema(name) for name in EVENT_SCHEMA_NAMES])
+    except SchemaError:
+        raise
+    except Exception as exc:
+        raise SchemaError(f"the event union does not parse: {exc}") from exc
+
+
+def schema_history(name: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every released version of schema `name`, oldest first: `[(version, schema), ...]`.
+
+    Versions live in `schemas/history/<name>/v<N>.avsc`.
+    """
+    _schema_path(name)  # validates the name
+    folder = SCHEMA_DIR / "history" / name
+    if not folder.is_dir():
+        return []
+    versions: list[tuple[int, dict[str, Any]]] = []
+    for path in folder.iterdir():
+        match = _VERSION_FILE.fullmatch(path.name)
+        if match is None:
+            continue
+        schema = _read_json(path)
+        if not isinstance(schema, dict):
+            raise SchemaError(f"{path} is not a JSON object")
+        versions.append((int(match.group(1)), schema))
+    versions.sort(key=lambda item: item[0])
+    return versions
+
+
+# --------------------------------------------------------------------------- datums
+
+_T = TypeVar("_T")
+_ToRecord = Callable[[Any], dict[str, Any]]
+
+
+def _record_maker(cls: type[Any]) -> _ToRecord:
+    """A fast `obj -> Avro datum` for a frozen dataclass: tuples become lists."""
+    names = tuple(field.name for field in fields(cls))
+    getter = attrgetter(*names)
+    arrays = tuple(field.name for field in fields(cls) if str(field.type).startswith("tuple"))
+
+    if not arrays:
+
+        def to_record(obj: Any) -> dict[str, Any]:
+            return dict(zip(names, getter(obj), strict=True))
+
+        return to_record
+
+    def to_record_with_arrays(obj: Any) -> dict[str, Any]:
+        record = dict(zip(names, getter(obj), strict=True))
+        for name in arrays:
+            record[name] = list(record[name])
+        return record
+
+    return to_record_with_arrays
+
+
+_EVENT_TO_RECORD: dict[type[Any], _ToRecord] = {
+    cls: _record_maker(cls) for cls in EVENT_TYPES.values()
+}
+_FULL_NAME: dict[type[Any], str] = {cls: _PREFIX + cls.TYPE for cls in EVENT_TYPES.values()}
+
+
+def event_to_record(event: Event) -> dict[str, Any]:
+    """The Avro datum of `event` (category tuples as lists, timestamps as epoch ms)."""
+    try:
+        to_record = _EVENT_TO_RECORD[type(event)]
+    except KeyError:
+        raise TypeError(f"not an event: {type(event).__name__}") from None
+    return to_record(event)
+
+
+def record_to_event(type_name: str, record: Mapping[str, Any]) -> Event:
+    """The event a decoded datum describes; raises InvalidEvent when it is not valid.
+
+    `type_name` is the record name, short ("ConsentChanged") or full
+    ("io.consentwatch.events.ConsentChanged"). Validation is the project's one
+    validator, `event_from_record`.
+    """
+    if type_name.startswith(_PREFIX):
+        type_name = type_name[len(_PREFIX) :]
+    return event_from_record(record, type_name)
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _ms(value: Any) -> int:
+    if type(value) is int:
+        ms: int = value
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        ms = ms_from_datetime(value)
+    else:
+        raise _Bad("must be epoch milliseconds")
+    if not MIN_MS <= ms <= MAX_MS:
+        raise _Bad("is outside the years 1 to 9999")
+    return ms
+
+
+def _checker(field_type: Any) -> tuple[Callable[[Any], Any], bool]:
+    """(check, optional) for one field type of our own schemas."""
+    optional = False
+    if isinstance(field_type, list):
+        branches = [branch for branch in field_type if branch != "null"]
+        if len(branches) != 1 or len(field_type) != 2:
+            raise SchemaError(f"unsupported union {field_type!r}")
+        optional, field_type = True, branches[0]
+    if isinstance(field_type, dict):
+        if field_type.get("logicalType") == "timestamp-millis":
+            return _ms, optional
+        kind = field_type["type"]
+        if kind == "enum":
+            return _enum_check(tuple(field_type["symbols"])), optional
+        if kind == "array" and field_type["items"] == "string":
+            return _strings, optional
+        field_type = kind
+    simple = _SIMPLE.get(field_type) if isinstance(field_type, str) else None
+    if simple is None:
+        raise SchemaError(f"unsupported field type {field_type!r}")
+    return simple, optional
+
+
+def _str(value: Any) -> str:
+    if type(value) is not str:
+        raise _Bad("must be a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise _Bad("must be an integer")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Bad("must be a boolean")
+    return value
+
+
+def _bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise _Bad("must be bytes")
+    return bytes(value)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if type(value) is not list and type(value) is not tuple:
+        raise _Bad("must be an array of strings")
+    for item in value:
+        if type(item) is not str:
+            raise _Bad("must be an array of strings")
+    return tuple(value)
+
+
+def _enum_check(symbols: tuple[str, ...]) -> Callable[[Any], str]:
+    allowed = frozenset(symbols)
+    message = "must be one of " + ", ".join(symbols)
+
+    def check(value: Any) -> str:
+        if type(value) is not str or value not in allowed:
+            raise _Bad(message)
+        return value
+
+    return check
+
+
+_SIMPLE: dict[str, Callable[[Any], Any]] = {
+    "string": _str,
+    "int": _int,
+    "long": _int,
+    "boolean": _bool,
+    "bytes": _bytes,
+}
+
+
+def _record_reader(name: str, cls: type[_T]) -> Callable[[Any], _T]:
+    """A `datum -> cls` that checks each field against the schema `name`."""
+    checks = []
+    for field in load_schema(name)["fields"]:
+        check, optional = _checker(field["type"])
+        checks.append((field["name"], check, optional))
+
+    def from_record(record: Any) -> _T:
+        if not isinstance(record, Mapping):
+            raise InvalidEvent("not_an_object", f"{name}: record is not an object")
+        values: dict[str, Any] = {}
+        for field_name, check, optional in checks:
+            value = record.get(field_name)
+            if value is None:
+                if optional:
+                    values[field_name] = None
+                    continue
+                raise InvalidEvent(
+                    "missing_field", f"{name}: field '{field_name}' is missing or null"
+                )
+            try:
+                values[field_name] = check(value)
+            except _Bad as bad:
+                raise InvalidEvent(
+                    "invalid_field", f"{name}: field '{field_name}' {bad.reason}"
+                ) from None
+        return cls(**values)
+
+    return from_record
+
+
+@functools.cache
+def _reader_for(name: str) -> Callable[[Any], Any]:
+    cls = {"Finding": Finding, "Amendment": Amendment, "DeadLetter": DeadLetter}[name]
+    return _record_reader(name, cls)
+
+
+_FINDING_TO_RECORD = _record_maker(Finding)
+_AMENDMENT_TO_RECORD = _record_maker(Amendment)
+_DEAD_LETTER_TO_RECORD = _record_maker(DeadLetter)
+
+
+def finding_to_record(finding: Finding) -> dict[str, Any]:
+    """The Avro datum of a Finding (schema `Finding`)."""
+    return _FINDING_TO_RECORD(finding)
+
+
+def record_to_finding(record: Mapping[str, Any]) -> Finding:
+    """A Finding from its datum; raises InvalidEvent (code, safe message) when malformed."""
+    finding: Finding = _reader_for("Finding")(record)
+    return finding
+
+
+def amendment_to_record(amendment: Amendment) -> dict[str, Any]:
+    """The Avro datum of an Amendment (schema `Amendment`)."""
+    return _AMENDMENT_TO_RECORD(amendment)
+
+
+def record_to_amendment(record: Mapping[str, Any]) -> Amendment:
+    """An Amendment from its datum; raises InvalidEvent when malformed."""
+    amendment: Amendment = _reader_for("Amendment")(record)
+    return amendment
+
+
+def dead_letter_to_record(dead_letter: DeadLetter) -> dict[str, Any]:
+    """The Avro datum of a DeadLetter (schema `DeadLetter`)."""
+    return _DEAD_LETTER_TO_RECORD(dead_letter)
+
+
+def record_to_dead_letter(record: Mapping[str, Any]) -> DeadLetter:
+    """A DeadLetter from its datum; raises InvalidEvent when malformed."""
+    dead_letter: DeadLetter = _reader_for("DeadLetter")(record)
+    return dead_letter
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def write_event_container(
+    fo_or_path: IO[bytes] | str | os.PathLike[str],
+    events: Iterable[Event],
+    codec: str = "null",
+) -> int:
+    """Write `events` as an Avro object container file; returns how many were written.
+
+    The file's schema is the union of the seven event records; `codec` is any
+    fastavro codec ("null", "deflate", ...).
+    """
+    count = 0
+    to_record = _EVENT_TO_RECORD
+    full_name = _FULL_NAME
+
+    def datums() -> Iterator[tuple[str, dict[str, Any]]]:
+        nonlocal count
+        for event in events:
+            kind = type(event)
+            maker = to_record.get(kind)
+            if maker is None:
+                raise TypeError(f"not an event: {kind.__name__}")
+            count += 1
+            # Tuple notation names the union branch: no per-record branch matching.
+            yield full_name[kind], maker(event)
+
+    if isinstance(fo_or_path, str | os.PathLike):
+        with open(fo_or_path, "wb") as fo:
+            fastavro.writer(fo, event_union_schema(), datums(), codec=codec)
+    else:
+        fastavro.writer(fo_or_path, event_union_schema(), datums(), codec=codec)
+    return count
+
+
+class _Source:
+    """The container's bytes for fastavro: a rewritten header, then the rest of `fo`.
+
+    `tell()` is the number of bytes of `fo` consumed since the container began, so
+    block offsets are offsets in the original file.
+    """
+
+    __slots__ = ("_fo", "_head", "consumed")
+
+    def __init__(self, fo: IO[bytes]) -> None:
+        self._fo = fo
+        self._head = b""
+        self.consumed = 0
+
+    def replace_header(self, head: bytes) -> None:
+        self._head = head
+
+    def read(self, size: int = -1) -> bytes:
+        head = self._head
+        if head:
+            if size is None or size < 0:
+                self._head = b""
+                return head + self._read_fo(-1)
+            self._head = head[size:]
+            head = head[:size]
+            if len(head) == size:
+                return head
+            return head + self._read_fo(size - len(head))
+        return self._read_fo(size)
+
+    def _read_fo(self, size: int) -> bytes:
+        data = self._fo.read(size)
+        self.consumed += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.consumed
+
+
+def _strip_timestamp_millis(schema: Any) -> Any:
+    """`schema` with timestamp-millis longs as plain longs.
+
+    They then decode as epoch-ms ints, which is what the events hold; it saves a
+    datetime per timestamp, and a timestamp out of datetime's range becomes one
+    invalid event instead of an exception that would end the file.
+    """
+    if isinstance(schema, list):
+        return [_strip_timestamp_millis(item) for item in schema]
+    if isinstance(schema, dict):
+        if schema.get("type") == "long" and schema.get("logicalType") == "timestamp-millis":
+            return {key: value for key, value in schema.items() if key != "logicalType"}
+        return {key: _strip_timestamp_millis(value) for key, value in schema.items()}
+    return schema
+
+
+def _full_name(schema: Mapping[str, Any], namespace: str | None) -> str:
+    name = str(schema.get("name", ""))
+    if "." in name:
+        return name
+    namespace = schema.get("namespace", namespace)
+    return f"{namespace}.{name}" if namespace else name
+
+
+@functools.cache
+def _event_defaults() -> dict[str, dict[str, Any]]:
+    """Per event: field name -> default, from the current schemas (for older writers)."""
+    return {
+        name: {field["name"]: field.get("default") for field in load_schema(name)["fields"]}
+        for name in EVENT_SCHEMA_NAMES
+    }
+
+
+class _Plan:
+    """What reading a container needs per record name, worked out once per schema."""
+
+    __slots__ = ("by_name", "named", "parsed", "single", "stripped")
+
+    def __init__(self, writer_schema: Any) -> None:
+        self.stripped = _strip_timestamp_millis(writer_schema)
+        branches: list[Any]
+        if isinstance(writer_schema, dict) and writer_schema.get("type") == "record":
+            self.single: str = _full_name(writer_schema, None)
+            branches = [writer_schema]
+        else:
+            self.single = ""  # not a record: the validator reports not_an_object
+            branches = writer_schema if isinstance(writer_schema, list) else []
+        defaults = _event_defaults()
+        # full name -> (event type name for the validator, defaults to add or None)
+        self.by_name: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        for branch in branches:
+            if not isinstance(branch, dict) or branch.get("type") != "record":
+                continue
+            full = _full_name(branch, None)
+            short = full[len(_PREFIX) :] if full.startswith(_PREFIX) else full
+            if short not in EVENT_TYPES:
+                self.by_name[full] = (full, None)  # the validator reports unknown_type
+                continue
+            written = {
+                field.get("name") for field in branch.get("fields", []) if isinstance(field, dict)
+            }
+            # Schema evolution: a field the writer did not have takes the reader's default.
+            fill = {
+                name: value
+                for name, value in defaults[short].items()
+                if name not in written and value is not None
+            }
+            self.by_name[full] = (short, fill or None)
+        self.parsed: Any = None
+        self.named: dict[str, Any] = {}
+
+    def payload(self, name: str, item: Any, record: Any) -> bytes:
+        """The datum re-encoded against the writer's record schema (empty if it cannot be)."""
+        try:
+            if self.parsed is None:
+                self.parsed = fastavro.parse_schema(self.stripped, self.named)
+            out = io.BytesIO()
+            branch = self.named.get(name) if name else None
+            if branch is not None and isinstance(record, Mapping):
+                fastavro.schemaless_writer(out, branch, record)
+            else:
+                fastavro.schemaless_writer(out, self.parsed, item)
+            return out.getvalue()
+        except Exception:
+            return b""
+
+
+@functools.lru_cache(maxsize=64)
+def _plan_for(schema_text: str) -> _Plan:
+    return _Plan(json.loads(schema_text))
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _bytes_from(fo: IO[bytes], start: int | None, offset: int) -> bytes:
+    """Up to _MAX_CORRUPT_PAYLOAD bytes of `fo` from `offset` (relative to `start`)."""
+    if start is None:
+        return b""
+    try:
+        fo.seek(start + offset)
+        data = fo.read(_MAX_CORRUPT_PAYLOAD)
+    except Exception:
+        return b""
+    return bytes(data) if isinstance(data, bytes | bytearray) else b""
+
+
+def _corrupt(
+    source: str,
+    fo: IO[bytes],
+    start: int | None,
+    record_number: int,
+    offset: int,
+    what: str,
+) -> DeadLetter:
+    """The one DeadLetter that ends a container; its payload is the file from `offset`."""
+    payload = _bytes_from(fo, start, offset)
+    note = (
+        f"; payload holds the first {_MAX_CORRUPT_PAYLOAD} bytes from there"
+        if len(payload) >= _MAX_CORRUPT_PAYLOAD
+        else ""
+    )
+    return DeadLetter(
+        source=source,
+        partition=None,
+        position=record_number,
+        reason_code=CORRUPT_CONTAINER,
+        reason=f"Avro container is corrupt or truncated: stopped at record {record_number}, "
+        f"{what}, payload from byte offset {offset}{note}",
+        payload=payload,
+        dead_lettered_at=_now_ms(),
+    )
+
+
+def _open_container(source: _Source) -> tuple[_Plan, Any]:
+    """Read the header, rewrite its schema for speed, and open fastavro on the rest."""
+    magic = source.read(4)
+    if magic != _MAGIC:
+        raise ValueError("not an Avro object container file (bad magic)")
+    header = fastavro.schemaless_reader(source, _HEADER_REST)  # type: ignore[arg-type]
+    if not isinstance(header, dict):
+        raise ValueError("bad header")
+    meta = header["meta"]
+    schema_text = meta["avro.schema"].decode("utf-8")
+    plan = _plan_for(schema_text)
+    meta["avro.schema"] = json.dumps(plan.stripped).encode("utf-8")
+    out = io.BytesIO()
+    out.write(_MAGIC)
+    fastavro.schemaless_writer(out, _HEADER_REST, header)
+    source.replace_header(out.getvalue())
+    blocks = fastavro.block_reader(source, return_record_name=True)  # type: ignore[arg-type]
+    return plan, blocks
+
+
+def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Event | DeadLetter]]:
+    """Yield `(record number, event or dead letter)` for each record of a container file.
+
+    Record numbers count from 1. A record that decodes but is not a valid event
+    yields a DeadLetter (position = its record number, payload = the record
+    re-encoded with the writer's schema). A corrupt or truncated container ends
+    with one `corrupt_container` DeadLetter whose payload holds the file's bytes
+    from where reading stopped (empty when `fo` cannot seek). Never raises on bad
+    input.
+    """
+    try:
+        start: int | None = fo.tell()
+    except Exception:
+        start = None
+    reader_source = _Source(fo)
+    try:
+        plan, blocks = _open_container(reader_source)
+    except Exception as exc:
+        yield 1, _corrupt(source, fo, start, 1, 0, f"bad header ({type(exc).__name__})")
+        return
+
+    by_name = plan.by_name
+    single = plan.single
+    validate = event_from_record
+    number = 0
+    stood = reader_source.consumed  # where the first block starts
+    block_iter = iter(blocks)
+    while True:
+        try:
+            block = next(block_iter)
+        except StopIteration:
+            return
+        except Exception as exc:
+            yield (
+                number + 1,
+                _corrupt(
+                    source, fo, start, number + 1, stood, f"unreadable block ({type(exc).__name__})"
+                ),
+            )
+            return
+        stood = block.offset
+        try:
+            # Every event takes bytes: a block claiming more records than it has bytes
+            # is corrupt (and would otherwise yield dead letters for ever).
+            data = getattr(block, "bytes_", None)
+            if isinstance(data, io.BytesIO) and block.num_records > len(data.getbuffer()):
+                raise ValueError("block declares more records than it has bytes")
+            for item in block:
+                number += 1
+                if type(item) is tuple:
+                    name, record = item
+                else:
+                    name, record = single, item
+                type_name, fill = by_name.get(name) or (name, None)
+                try:
+                    event = validate(record if fill is None else {**fill, **record}, type_name)
+                except InvalidEvent as exc:
+                    yield (
+                        number,
+                        DeadLetter(
+                            source=source,
+                            partition=None,
+                            position=number,
+                            reason_code=exc.code,
+                            reason=exc.message,
+                            payload=plan.payload(name, item, record),
+                            dead_lettered_at=_now_ms(),
+                        ),
+                    )
+                    continue
+                yield number, event
+        except Exception as exc:
+            yield (
+                number + 1,
+                _corrupt(
+                    source,
+                    fo,
+                    start,
+                    number + 1,
+                    stood,
+                    f"undecodable record in the block at byte offset {stood}"
+                    f" ({type(exc).__name__})",
+                ),
+            )
+            return
+        stood = block.offset + block.size

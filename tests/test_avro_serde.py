@@ -1,0 +1,520 @@
+"""streams.serde.avro: datums round-trip, container files, and bad input never raises."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import streams.serde.avro as avro_serde
+from streams.errors import InvalidEvent, SchemaError
+from streams.model.events import (
+    EVENT_TYPES,
+    ConsentChanged,
+    EnrichmentRequested,
+    Event,
+    ParticipantJoined,
+    ProfileViewed,
+)
+from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.serde.avro import (
+    CORRUPT_CONTAINER,
+    EVENT_SCHEMA_NAMES,
+    NAMESPACE,
+    SCHEMA_DIR,
+    SCHEMA_NAMES,
+    amendment_to_record,
+    dead_letter_to_record,
+    event_to_record,
+    event_union_schema,
+    finding_to_record,
+    load_schema,
+    parsed_schema,
+    read_event_container,
+    record_to_amendment,
+    record_to_dead_letter,
+    record_to_event,
+    record_to_finding,
+    schema_history,
+    write_event_container,
+)
+from tests.strategies import EVENT_CLASSES, amendments, dead_letters, event_of, events, findings
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("N", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+PJ = ParticipantJoined("e-1", 1_700_000_000_000, "acct", "meet", "subj", "Night Owl", None, True)
+ER = EnrichmentRequested(
+    "e-2",
+    1_700_000_000_500,
+    "acct",
+    "meet",
+    "subj",
+    "linkedin_sales_navigator",
+    "third_party_sharing.enrichment",
+    ("user.name", "user.contact.email"),
+    "AUTOMATIC",
+    None,
+)
+PV = ProfileViewed(
+    "e-3",
+    1_700_000_001_000,
+    "acct",
+    "meet",
+    "subj",
+    "viewer",
+    "linkedin_sales_navigator",
+    ("user.name",),
+)
+CC = ConsentChanged(
+    "e-4",
+    1_700_000_002_000,
+    "subj",
+    "c-1",
+    "third_party_sharing",
+    None,
+    "WITHDRAWN",
+    ("user",),
+    1_800_000_000_000,
+    "v2",
+    "EU",
+)
+SAMPLE: list[Event] = [PJ, ER, PV, CC]
+
+
+def _schemaless_round_trip(name: str, record: dict[str, Any]) -> Any:
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, parsed_schema(name), record)
+    buffer.seek(0)
+    decoded = fastavro.schemaless_reader(buffer, parsed_schema(name))
+    assert buffer.read() == b"", "the reader must consume exactly what was written"
+    return decoded
+
+
+def _container(items: list[Event], codec: str = "null") -> bytes:
+    buffer = io.BytesIO()
+    assert write_event_container(buffer, items, codec=codec) == len(items)
+    return buffer.getvalue()
+
+
+def _read_all(data: bytes, source: str = "test.avro") -> list[tuple[int, Event | DeadLetter]]:
+    return list(read_event_container(io.BytesIO(data), source))
+
+
+# ----------------------------------------------------------------------------- schemas API
+
+
+def test_schema_dir_holds_every_schema() -> None:
+    assert SCHEMA_DIR.is_dir()
+    assert Path(avro_serde.__file__).resolve().parents[2] / "schemas" == SCHEMA_DIR
+    for name in SCHEMA_NAMES:
+        assert load_schema(name)["name"] == name
+    assert tuple(EVENT_TYPES) == EVENT_SCHEMA_NAMES
+
+
+def test_load_schema_returns_a_fresh_copy() -> None:
+    first = load_schema("ConsentChanged")
+    first["fields"].clear()
+    assert load_schema("ConsentChanged")["fields"]
+
+
+def test_unknown_schema_name_is_a_schema_error() -> None:
+    with pytest.raises(SchemaError):
+        load_schema("NoSuchRecord")
+    with pytest.raises(SchemaError):
+        schema_history("../NoSuchRecord")
+
+
+def test_parsed_schemas_are_cached() -> None:
+    assert parsed_schema("Finding") is parsed_schema("Finding")
+    assert event_union_schema() is event_union_schema()
+
+
+def test_event_union_has_the_seven_records_in_spec_order() -> None:
+    union = event_union_schema()
+    assert [branch["name"] for branch in union] == [
+        f"{NAMESPACE}.{name}" for name in EVENT_SCHEMA_NAMES
+    ]
+
+
+def test_schema_history_lists_versions_in_order() -> None:
+    for name in SCHEMA_NAMES:
+        history = schema_history(name)
+        assert [version for version, _ in history] == list(range(1, len(history) + 1))
+        assert history, f"{name} has no released version"
+
+
+# ----------------------------------------------------------------------------- datums
+
+
+@pytest.mark.parametrize("cls", EVENT_CLASSES, ids=lambda cls: cls.TYPE)
+@SETTINGS
+@given(data=st.data())
+def test_event_datum_round_trip(cls: type[Event], data: st.DataObject) -> None:
+    event = data.draw(event_of(cls))
+    record = event_to_record(event)
+    assert list(record) == [f.name for f in fields(cls)]
+    assert all(type(value) is not tuple for value in record.values())
+    decoded = _schemaless_round_trip(cls.TYPE, record)
+    assert record_to_event(cls.TYPE, decoded) == event
+    assert record_to_event(f"{NAMESPACE}.{cls.TYPE}", decoded) == event
+
+
+@SETTINGS
+@given(findings())
+def test_finding_round_trip(finding: Finding) -> None:
+    record = finding_to_record(finding)
+    assert record == finding.to_dict()
+    assert record_to_finding(_schemaless_round_trip("Finding", record)) == finding
+
+
+@SETTINGS
+@given(amendments())
+def test_amendment_round_trip(amendment: Amendment) -> None:
+    record = amendment_to_record(amendment)
+    assert record == amendment.to_dict()
+    assert record_to_amendment(_schemaless_round_trip("Amendment", record)) == amendment
+
+
+@SETTINGS
+@given(dead_letters())
+def test_dead_letter_round_trip(dead_letter: DeadLetter) -> None:
+    record = dead_letter_to_record(dead_letter)
+    assert record_to_dead_letter(_schemaless_round_trip("DeadLetter", record)) == dead_letter
+
+
+def test_record_to_event_goes_through_the_validator() -> None:
+    record = event_to_record(PJ) | {"event_id": ""}
+    with pytest.raises(InvalidEvent) as caught:
+        record_to_event("ParticipantJoined", record)
+    assert caught.value.code == "invalid_field"
+    with pytest.raises(InvalidEvent) as caught:
+        record_to_event("com.example.Other", event_to_record(PJ))
+    assert caught.value.code == "unknown_type"
+
+
+def test_event_to_record_rejects_non_events() -> None:
+    with pytest.raises(TypeError):
+        event_to_record(object())  # type: ignore[arg-type]
+
+
+def test_record_to_finding_rejects_malformed_records() -> None:
+    finding = Finding(
+        "f" * 64, "covert-profile-view", "HIGH", "s", "a", "m", "p", "t", ("t",), 1, 2, "x"
+    )
+    good = finding_to_record(finding)
+    assert record_to_finding(good) == finding
+    for change, code in [
+        ({"severity": "SEVERE"}, "invalid_field"),
+        ({"occurred_at": "yesterday"}, "invalid_field"),
+        ({"evidence_event_ids": "t"}, "invalid_field"),
+        ({"rule": None}, "missing_field"),
+    ]:
+        with pytest.raises(InvalidEvent) as caught:
+            record_to_finding(good | change)
+        assert caught.value.code == code
+    with pytest.raises(InvalidEvent):
+        record_to_finding([])  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- containers
+
+
+@SETTINGS
+@given(st.lists(events(), max_size=30), st.sampled_from(["null", "deflate"]))
+def test_container_round_trip(items: list[Event], codec: str) -> None:
+    got = _read_all(_container(items, codec))
+    assert [number for number, _ in got] == list(range(1, len(items) + 1))
+    assert [item for _, item in got] == items
+
+
+def test_container_round_trip_through_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "events.avro"
+    assert write_event_container(path, SAMPLE) == len(SAMPLE)
+    assert write_event_container(str(path), SAMPLE) == len(SAMPLE)
+    with path.open("rb") as fo:
+        assert [item for _, item in read_event_container(fo, str(path))] == SAMPLE
+
+
+def test_container_schema_is_the_event_union() -> None:
+    reader = fastavro.reader(io.BytesIO(_container(SAMPLE)))
+    names = [branch["name"] for branch in reader.writer_schema]
+    assert names == [f"{NAMESPACE}.{name}" for name in EVENT_SCHEMA_NAMES]
+    # Timestamps are timestamp-millis for every other reader of the file.
+    first = next(iter(reader))
+    assert isinstance(first, dict)
+    assert first["occurred_at"].timestamp() * 1000 == PJ.occurred_at
+
+
+def test_container_with_a_single_record_schema() -> None:
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, parsed_schema("ConsentChanged"), [event_to_record(CC)] * 3)
+    got = _read_all(buffer.getvalue())
+    assert got == [(1, CC), (2, CC), (3, CC)]
+
+
+def test_container_written_by_another_library() -> None:
+    import avro.datafile
+    import avro.io
+    import avro.schema
+
+    schema = avro.schema.parse(json.dumps(load_schema("ProfileViewed")))
+    buffer = io.BytesIO()
+    writer = avro.datafile.DataFileWriter(buffer, avro.io.DatumWriter(), schema)
+    record = event_to_record(PV)
+    # apache avro wants aware datetimes for timestamp-millis
+    occurred = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=PV.occurred_at)
+    writer.append(record | {"occurred_at": occurred})
+    writer.flush()
+    assert _read_all(buffer.getvalue()) == [(1, PV)]
+
+
+def test_invalid_event_becomes_a_dead_letter_and_the_rest_come_through() -> None:
+    bad = event_to_record(ER) | {"event_id": ""}
+    records = [
+        (f"{NAMESPACE}.ParticipantJoined", event_to_record(PJ)),
+        (f"{NAMESPACE}.EnrichmentRequested", bad),
+        (f"{NAMESPACE}.ProfileViewed", event_to_record(PV)),
+    ]
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, event_union_schema(), records)
+    got = _read_all(buffer.getvalue(), "in.avro")
+    assert [number for number, _ in got] == [1, 2, 3]
+    assert got[0][1] == PJ
+    assert got[2][1] == PV
+    letter = got[1][1]
+    assert isinstance(letter, DeadLetter)
+    assert letter.source == "in.avro"
+    assert letter.partition is None
+    assert letter.position == 2
+    assert letter.reason_code == "invalid_field"
+    assert "event_id" in letter.reason
+    assert letter.dead_lettered_at > 1_600_000_000_000
+    # The payload is the record, encoded with the writer's record schema.
+    decoded = fastavro.schemaless_reader(
+        io.BytesIO(letter.payload), parsed_schema("EnrichmentRequested")
+    )
+    assert decoded["event_id"] == ""
+    assert decoded["data_sent"] == list(ER.data_sent)
+
+
+def test_timestamp_out_of_range_is_one_dead_letter_not_a_corrupt_file() -> None:
+    # Microseconds by mistake: year 55,000. Would overflow datetime in a naive reader.
+    wrong = event_to_record(PJ) | {"occurred_at": PJ.occurred_at * 1000_000}
+    records = [
+        (f"{NAMESPACE}.ParticipantJoined", wrong),
+        (f"{NAMESPACE}.ParticipantJoined", event_to_record(PJ)),
+    ]
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, event_union_schema(), records)
+    got = _read_all(buffer.getvalue())
+    assert isinstance(got[0][1], DeadLetter)
+    assert got[0][1].reason_code == "invalid_field"
+    assert got[1] == (2, PJ)
+
+
+def test_record_of_an_unknown_type_is_a_dead_letter() -> None:
+    other = {
+        "type": "record",
+        "name": "Other",
+        "namespace": "com.example",
+        "fields": [{"name": "event_id", "type": "string"}],
+    }
+    schema = fastavro.parse_schema([other, load_schema("ParticipantJoined")])
+    buffer = io.BytesIO()
+    fastavro.writer(
+        buffer,
+        schema,
+        [
+            ("com.example.Other", {"event_id": "x"}),
+            (f"{NAMESPACE}.ParticipantJoined", event_to_record(PJ)),
+        ],
+    )
+    got = _read_all(buffer.getvalue())
+    assert isinstance(got[0][1], DeadLetter)
+    assert got[0][1].reason_code == "unknown_type"
+    assert got[0][1].payload == b"\x02x"
+    assert got[1] == (2, PJ)
+
+
+def test_container_of_non_records_yields_dead_letters() -> None:
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema("string"), ["a", "b"])
+    got = _read_all(buffer.getvalue())
+    assert [(n, item.reason_code) for n, item in got if isinstance(item, DeadLetter)] == [
+        (1, "not_an_object"),
+        (2, "not_an_object"),
+    ]
+
+
+def test_older_writer_gets_the_defaults_of_new_fields() -> None:
+    # A v0 writer without the optional `email`: the current reader treats it as null.
+    schema = load_schema("ParticipantJoined")
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != "email"]
+    record = event_to_record(PJ)
+    del record["email"]
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema(schema), [record])
+    assert _read_all(buffer.getvalue()) == [(1, PJ)]
+
+
+def test_truncated_container_yields_good_records_then_one_corrupt_dead_letter() -> None:
+    items = [PJ, ER, PV, CC] * 500
+    buffer = io.BytesIO()
+    fastavro.writer(
+        buffer,
+        event_union_schema(),
+        [(f"{NAMESPACE}.{e.TYPE}", event_to_record(e)) for e in items],
+        sync_interval=4096,
+    )
+    data = buffer.getvalue()
+    cut = len(data) * 2 // 3
+    got = _read_all(data[:cut])
+    *good, (number, last) = got
+    assert good, "the blocks before the cut must come through"
+    assert [item for _, item in good] == items[: len(good)]
+    assert isinstance(last, DeadLetter)
+    assert last.reason_code == CORRUPT_CONTAINER
+    assert number == last.position == len(good) + 1
+    assert f"record {len(good) + 1}" in last.reason
+    # The payload is the file from the start of the block that could not be read.
+    assert last.payload
+    assert data[:cut].endswith(last.payload)
+
+
+def test_corrupt_block_ends_the_file_with_one_dead_letter() -> None:
+    data = bytearray(_container([PJ, ER, PV, CC] * 50))
+    data[len(data) // 2 :] = b"\xff" * (len(data) - len(data) // 2)
+    got = _read_all(bytes(data))
+    letters = [item for _, item in got if isinstance(item, DeadLetter)]
+    assert len(letters) >= 1
+    assert letters[-1].reason_code == CORRUPT_CONTAINER
+    assert got[-1][1] is letters[-1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"Obj",
+        b"Obj\x01",
+        b"not avro at all",
+        b"Obj\x01\x02\x16avro.schema\x02{\x00" + b"\x00" * 16,
+    ],
+)
+def test_bad_header_is_one_dead_letter(data: bytes) -> None:
+    got = _read_all(data)
+    assert len(got) == 1
+    number, letter = got[0]
+    assert number == 1
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason_code == CORRUPT_CONTAINER
+    assert letter.payload == data
+
+
+def test_unseekable_stream_is_read_and_corruption_still_reported() -> None:
+    class Pipe(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            chunk = self._data.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    data = _container(SAMPLE)
+    assert [item for _, item in read_event_container(Pipe(data), "-")] == SAMPLE  # type: ignore[arg-type]
+    got = list(read_event_container(Pipe(data[:-7]), "-"))  # type: ignore[arg-type]
+    assert isinstance(got[-1][1], DeadLetter)
+    assert got[-1][1].reason_code == CORRUPT_CONTAINER
+
+
+def test_reading_starts_where_the_stream_stands() -> None:
+    data = b"prefix" + _container(SAMPLE)
+    fo = io.BytesIO(data)
+    fo.read(6)
+    assert [item for _, item in read_event_container(fo, "x")] == SAMPLE
+    fo = io.BytesIO(data[:-5])
+    fo.read(6)
+    last = list(read_event_container(fo, "x"))[-1][1]
+    assert isinstance(last, DeadLetter)
+    assert data[:-5].endswith(last.payload)
+    assert not last.payload.startswith(b"prefix")
+
+
+@SETTINGS
+@given(st.binary(max_size=2048))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    for number, item in _read_all(data):
+        assert isinstance(item, DeadLetter)
+        assert number >= 1
+
+
+@SETTINGS
+@given(st.data())
+def test_random_bytes_after_a_valid_header_never_raise(data: st.DataObject) -> None:
+    valid = _container([PJ])
+    header_end = valid.index(valid[-16:])  # the sync marker ends the header too
+    body = data.draw(st.binary(max_size=512))
+    for _, item in _read_all(valid[: header_end + 16] + body):
+        assert isinstance(item, DeadLetter | ParticipantJoined)
+
+
+@SETTINGS
+@given(st.lists(events(), min_size=1, max_size=10), st.data())
+def test_damaged_container_never_raises(items: list[Event], data: st.DataObject) -> None:
+    container = bytearray(_container(items, data.draw(st.sampled_from(["null", "deflate"]))))
+    for _ in range(data.draw(st.integers(1, 4))):
+        index = data.draw(st.integers(0, len(container) - 1))
+        container[index] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(container)))
+    got = _read_all(bytes(container[:cut]))
+    numbers = [number for number, _ in got]
+    assert numbers == sorted(numbers)
+    corrupt = [
+        item
+        for _, item in got
+        if isinstance(item, DeadLetter) and item.reason_code == CORRUPT_CONTAINER
+    ]
+    assert len(corrupt) <= 1
+    if corrupt:
+        assert got[-1][1] is corrupt[0]
+
+
+def test_block_claiming_more_records_than_bytes_ends_the_file() -> None:
+    # A header for the schema "null" and one block that claims 2**40 records in 0 bytes:
+    # without the guard this would yield dead letters for ever.
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema("null"), [None])
+    data = buffer.getvalue()
+    sync = data[-16:]
+    header = data[: data.index(sync) + 16]
+    block = b"\x80\x80\x80\x80\x80\x40" + b"\x00" + sync  # zigzag long 2**40, size 0
+    got = _read_all(header + block)
+    assert len(got) == 1
+    assert isinstance(got[0][1], DeadLetter)
+    assert got[0][1].reason_code == CORRUPT_CONTAINER
+
+
+def test_corrupt_payload_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(avro_serde, "_MAX_CORRUPT_PAYLOAD", 100)
+    data = _container([PJ, ER, PV, CC] * 200)
+    letter = _read_all(b"Obj\x01" + data[4:200])[-1][1]  # header cut short
+    assert isinstance(letter, DeadLetter)
+    assert letter.payload == data[:100]
+    assert "first 100 bytes" in letter.reason

@@ -1,0 +1,67 @@
+"""The engine's state: bounded over time, restorable, and behind the store interface."""
+
+from __future__ import annotations
+
+from streams.engine import DictStore, Engine, EngineParams
+from streams.engine.state import SubjectState
+from streams.model.validate import event_from_record
+from tests.builders import DAY, SUBJECT, consent, feed, joined, make_engine, notice, requested
+
+
+def _state(engine: Engine, subject: str = SUBJECT) -> SubjectState:
+    state = engine.store.subject(subject)
+    assert state is not None
+    return state
+
+
+def test_state_of_a_busy_subject_stays_bounded_over_years() -> None:
+    engine = make_engine(notice_validity_ms=30 * DAY, amendment_horizon_ms=DAY)
+    sizes = []
+    for day in range(3 * 365):
+        at = day * DAY
+        feed(engine, [
+            consent(at, status="GRANTED" if day % 2 else "WITHDRAWN"),
+            notice(at + 1),
+            joined(at + 2, meeting_id=f"m{day}"),
+            requested(at + 3, meeting_id=f"m{day}"),
+        ])
+        sizes.append(_state(engine).size())
+    # superseded consents, notices past their validity, old meetings and decided
+    # triggers past the amendment horizon are pruned: the state stops growing
+    assert max(sizes[400:]) <= max(sizes[60:120])
+    state = _state(engine)
+    assert sum(map(len, state.consents.values())) <= 3
+    assert sum(map(len, state.notices.values())) <= 32
+    assert len(state.joins) <= 32
+    assert len(state.triggers) <= 3
+
+
+def test_latest_consent_survives_pruning_however_old() -> None:
+    engine = make_engine(amendment_horizon_ms=DAY)
+    feed(engine, [consent(0, status="GRANTED")])
+    for day in range(1, 800):
+        feed(engine, [notice(day * DAY, subject_id="someone-else")])
+    outputs = feed(engine, [notice(800 * DAY), requested(800 * DAY + 1)]) + engine.flush()
+    assert [o.rule for o in outputs] == []  # the two-year-old grant is still in force
+
+
+def test_sweep_drops_subjects_that_hold_nothing_any_more() -> None:
+    engine = make_engine(notice_validity_ms=DAY, amendment_horizon_ms=DAY)
+    feed(engine, [notice(0, subject_id="quiet")])
+    for day in range(1, 10):
+        feed(engine, [notice(day * DAY)])
+    assert engine.store.subject("quiet") is None
+    assert engine.store.subject(SUBJECT) is not None
+
+
+def test_pending_deadlines_are_restored_from_the_store() -> None:
+    store = DictStore()
+    first = Engine(store, EngineParams())
+    first.process(event_from_record(requested(0)))
+    assert first.pending() == 2
+    # a new engine over the same store (a restart) rebuilds its deadline index
+    second = Engine(store, EngineParams())
+    second.restore_deadlines()
+    assert second.pending() == 2
+    rules = sorted(o.rule for o in second.flush())
+    assert rules == ["enrichment-without-consent", "enrichment-without-notice"]
