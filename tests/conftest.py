@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,39 @@ def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProce
 @pytest.fixture
 def cli() -> object:
     return run_cli
+
+
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real single-node Kafka broker shared by the whole session: '127.0.0.1:PORT'.
+
+    Started by deploy/kafka/kafka.sh in a fresh temporary dir (the first run on a machine
+    also fetches the jars with Maven), stopped at the end of the session. Set
+    CONSENTWATCH_BROKER to use a broker that is already running instead.
+    """
+    existing = os.environ.get("CONSENTWATCH_BROKER")
+    if existing:
+        yield existing
+        return
+    data_dir = tmp_path_factory.mktemp("kafka")
+    started = subprocess.run(
+        [str(KAFKA_SH), "start", "--dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"deploy/kafka/kafka.sh start failed:\n{started.stderr}", pytrace=False)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(
+            [str(KAFKA_SH), "stop", "--dir", str(data_dir)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )

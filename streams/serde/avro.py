@@ -54,6 +54,7 @@ __all__ = [
     "record_to_event",
     "record_to_finding",
     "schema_history",
+    "strip_timestamp_millis",
     "write_event_container",
 ]
 
@@ -458,7 +459,7 @@ class _Source:
         return self.consumed
 
 
-def _strip_timestamp_millis(schema: Any) -> Any:
+def strip_timestamp_millis(schema: Any) -> Any:
     """`schema` with timestamp-millis longs as plain longs.
 
     They then decode as epoch-ms ints, which is what the events hold; it saves a
@@ -466,11 +467,11 @@ def _strip_timestamp_millis(schema: Any) -> Any:
     invalid event instead of an exception that would end the file.
     """
     if isinstance(schema, list):
-        return [_strip_timestamp_millis(item) for item in schema]
+        return [strip_timestamp_millis(item) for item in schema]
     if isinstance(schema, dict):
         if schema.get("type") == "long" and schema.get("logicalType") == "timestamp-millis":
             return {key: value for key, value in schema.items() if key != "logicalType"}
-        return {key: _strip_timestamp_millis(value) for key, value in schema.items()}
+        return {key: strip_timestamp_millis(value) for key, value in schema.items()}
     return schema
 
 
@@ -497,7 +498,7 @@ class _Plan:
     __slots__ = ("by_name", "named", "parsed", "single", "stripped")
 
     def __init__(self, writer_schema: Any) -> None:
-        self.stripped = _strip_timestamp_millis(writer_schema)
+        self.stripped = strip_timestamp_millis(writer_schema)
         branches: list[Any]
         if isinstance(writer_schema, dict) and writer_schema.get("type") == "record":
             self.single: str = _full_name(writer_schema, None)

@@ -1,0 +1,217 @@
+"""Avro on the wire: one record per Kafka message.
+
+Default framing is the Avro specification's single-object encoding: the marker
+`C3 01`, the writer schema's 8-byte CRC-64-AVRO fingerprint (little-endian), then
+the Avro binary datum. A reader finds the writer's schema among `schemas/`
+(current and every released version) by that fingerprint, with no registry, and
+resolves it into the current schema.
+
+For platforms that run a Confluent Schema Registry, `ConfluentFraming` writes and
+reads its framing: a zero magic byte and the 4-byte big-endian schema id. It takes
+the id <-> schema mapping from a `SchemaIds` resolver (a dict in tests, the
+registry's REST API in production).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from streams.errors import InvalidEvent
+from streams.model.events import Event
+from streams.serde.avro import (
+    EVENT_SCHEMA_NAMES,
+    NAMESPACE,
+    event_to_record,
+    load_schema,
+    record_to_event,
+    schema_history,
+    strip_timestamp_millis,
+)
+
+__all__ = [
+    "SINGLE_OBJECT_MARKER",
+    "ConfluentFraming",
+    "DictSchemaIds",
+    "SchemaIds",
+    "SingleObjectFraming",
+    "WireFormat",
+    "fingerprint_of",
+]
+
+SINGLE_OBJECT_MARKER = b"\xc3\x01"
+_CONFLUENT_MAGIC = 0
+
+
+def fingerprint_of(schema: Mapping[str, Any] | list[Any]) -> bytes:
+    """The CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, as 8 bytes LE."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A writer schema this build can read, ready for fastavro."""
+
+    name: str
+    writer: Any  # parsed, timestamps as plain longs
+    reader: Any  # the current schema of `name`, parsed the same way
+
+
+@cache
+def _current(name: str) -> Any:
+    return fastavro.parse_schema(strip_timestamp_millis(load_schema(name)))
+
+
+@cache
+def _known_by_fingerprint() -> dict[bytes, _Known]:
+    known: dict[bytes, _Known] = {}
+    for name in EVENT_SCHEMA_NAMES:
+        versions = [schema for _, schema in schema_history(name)] + [load_schema(name)]
+        for schema in versions:
+            parsed = fastavro.parse_schema(strip_timestamp_millis(schema))
+            known[fingerprint_of(schema)] = _Known(name, parsed, _current(name))
+    return known
+
+
+@cache
+def _current_fingerprint(name: str) -> bytes:
+    return fingerprint_of(load_schema(name))
+
+
+def _decode_datum(payload: bytes, offset: int, known: _Known) -> Event:
+    stream = io.BytesIO(payload)
+    stream.seek(offset)
+    try:
+        if known.writer is known.reader:
+            record = fastavro.schemaless_reader(stream, known.writer, None)
+        else:
+            record = fastavro.schemaless_reader(stream, known.writer, known.reader)
+    except (EOFError, StopIteration, IndexError, ValueError, UnicodeDecodeError, OverflowError,
+            struct.error) as exc:
+        raise InvalidEvent("truncated_avro",
+                           f"the Avro datum of {known.name} is truncated or corrupt "
+                           f"({type(exc).__name__})") from None
+    except fastavro.read.SchemaResolutionError:
+        raise InvalidEvent("schema_mismatch",
+                           f"the writer schema of {known.name} cannot be read as the current "
+                           "one") from None
+    if stream.tell() != len(payload):
+        raise InvalidEvent("trailing_bytes", f"{len(payload) - stream.tell()} bytes follow the "
+                           f"Avro datum of {known.name}")
+    return record_to_event(known.name, record)
+
+
+def _encode_datum(event: Event) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, _current(event.TYPE), event_to_record(event))
+    return out.getvalue()
+
+
+class WireFormat(Protocol):
+    def encode(self, event: Event) -> bytes: ...
+    def decode(self, payload: bytes) -> Event: ...
+
+
+class SingleObjectFraming:
+    """The Avro specification's single-object encoding (the default)."""
+
+    name = "single-object"
+
+    def encode(self, event: Event) -> bytes:
+        return SINGLE_OBJECT_MARKER + _current_fingerprint(event.TYPE) + _encode_datum(event)
+
+    def decode(self, payload: bytes) -> Event:
+        """The event in `payload`; raises InvalidEvent with a bounded reason code."""
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        if payload[:2] != SINGLE_OBJECT_MARKER:
+            raise InvalidEvent("bad_marker", "the message does not start with the Avro "
+                               "single-object marker C3 01")
+        if len(payload) < 10:
+            raise InvalidEvent("truncated_avro", "the message ends inside the schema fingerprint")
+        known = _known_by_fingerprint().get(payload[2:10])
+        if known is None:
+            raise InvalidEvent("unknown_fingerprint", "the writer schema's fingerprint "
+                               f"{payload[2:10].hex()} is not among the known schemas")
+        return _decode_datum(payload, 10, known)
+
+
+class SchemaIds(Protocol):
+    """Where Confluent schema ids come from (a registry, or a dict in tests)."""
+
+    def id_for(self, subject: str, schema: Mapping[str, Any]) -> int: ...
+    def schema_for(self, schema_id: int) -> Mapping[str, Any] | None: ...
+
+
+class DictSchemaIds:
+    """Schema ids kept in memory: for tests and for pinned deployments."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, Mapping[str, Any]] = {}
+        self._by_fingerprint: dict[bytes, int] = {}
+
+    def id_for(self, subject: str, schema: Mapping[str, Any]) -> int:
+        key = fingerprint_of(schema)  # type: ignore[arg-type]
+        if key not in self._by_fingerprint:
+            schema_id = len(self._by_id) + 1
+            self._by_id[schema_id] = schema
+            self._by_fingerprint[key] = schema_id
+        return self._by_fingerprint[key]
+
+    def schema_for(self, schema_id: int) -> Mapping[str, Any] | None:
+        return self._by_id.get(schema_id)
+
+
+class ConfluentFraming:
+    """Confluent Schema Registry framing: magic byte 0, 4-byte big-endian id, Avro binary.
+
+    Subjects follow the TopicRecordNameStrategy's record part: the record's full name.
+    """
+
+    name = "confluent"
+
+    def __init__(self, ids: SchemaIds,
+                 subject_for: Callable[[str], str] | None = None) -> None:
+        self._ids = ids
+        self._subject_for = subject_for or (lambda name: f"{NAMESPACE}.{name}")
+        self._encode_ids: dict[str, int] = {}
+        self._decode_known: dict[int, _Known | None] = {}
+
+    def encode(self, event: Event) -> bytes:
+        schema_id = self._encode_ids.get(event.TYPE)
+        if schema_id is None:
+            schema_id = self._ids.id_for(self._subject_for(event.TYPE), load_schema(event.TYPE))
+            self._encode_ids[event.TYPE] = schema_id
+        return struct.pack(">bI", _CONFLUENT_MAGIC, schema_id) + _encode_datum(event)
+
+    def decode(self, payload: bytes) -> Event:
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        if len(payload) < 5 or payload[0] != _CONFLUENT_MAGIC:
+            raise InvalidEvent("bad_marker", "the message does not start with the Confluent "
+                               "magic byte and a 4-byte schema id")
+        (schema_id,) = struct.unpack_from(">I", payload, 1)
+        if schema_id not in self._decode_known:
+            self._decode_known[schema_id] = self._resolve(schema_id)
+        known = self._decode_known[schema_id]
+        if known is None:
+            raise InvalidEvent("unknown_schema_id",
+                               f"schema id {schema_id} is not an event schema known here")
+        return _decode_datum(payload, 5, known)
+
+    def _resolve(self, schema_id: int) -> _Known | None:
+        schema = self._ids.schema_for(schema_id)
+        if schema is None:
+            return None
+        name = str(schema.get("name", "")).rsplit(".", 1)[-1]
+        if name not in EVENT_SCHEMA_NAMES:
+            return None
+        writer = fastavro.parse_schema(strip_timestamp_millis(dict(schema)))
+        return _Known(name, writer, _current(name))
