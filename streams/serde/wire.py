@@ -52,7 +52,8 @@ _CONFLUENT_MAGIC = 0
 
 def fingerprint_of(schema: Mapping[str, Any] | list[Any]) -> bytes:
     """The CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, as 8 bytes LE."""
-    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+    canonical = to_parsing_canonical_form(dict(schema) if isinstance(schema, Mapping) else schema)
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ def _decode_datum(payload: bytes, offset: int, known: _Known) -> Event:
     if stream.tell() != len(payload):
         raise InvalidEvent("trailing_bytes", f"{len(payload) - stream.tell()} bytes follow the "
                            f"Avro datum of {known.name}")
+    if not isinstance(record, Mapping):
+        raise InvalidEvent("not_an_object", f"the Avro datum of {known.name} is not a record")
     return record_to_event(known.name, record)
 
 
@@ -158,7 +161,7 @@ class DictSchemaIds:
         self._by_fingerprint: dict[bytes, int] = {}
 
     def id_for(self, subject: str, schema: Mapping[str, Any]) -> int:
-        key = fingerprint_of(schema)  # type: ignore[arg-type]
+        key = fingerprint_of(schema)
         if key not in self._by_fingerprint:
             schema_id = len(self._by_id) + 1
             self._by_id[schema_id] = schema
