@@ -40,10 +40,16 @@ def replay_records(
     engine = engine or Engine(DictStore(), params)
     summary = ReplaySummary()
     write_finding = findings_out.write
+    # A trigger re-sent after the engine's dedupe horizon is decided again, with the
+    # same finding id; one file never lists a finding twice.
+    written: set[str] = set()
 
     def emit(outputs: list[Finding | Amendment]) -> None:
         for output in outputs:
             if type(output) is Finding:
+                if output.finding_id in written:
+                    continue
+                written.add(output.finding_id)
                 summary.findings += 1
                 write_finding(dump_line(output))
             else:

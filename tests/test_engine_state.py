@@ -65,3 +65,23 @@ def test_pending_deadlines_are_restored_from_the_store() -> None:
     assert second.pending() == 2
     rules = sorted(o.rule for o in second.flush())
     assert rules == ["enrichment-without-consent", "enrichment-without-notice"]
+
+
+def test_a_trigger_resent_after_the_dedupe_horizon_is_written_once_by_replay() -> None:
+    import io
+
+    import orjson
+
+    from streams.replay import replay_records
+    from tests.builders import requested as make_request
+
+    r = make_request(0)
+    later = [notice(day * DAY, subject_id="someone-else") for day in range(1, 12)]
+    records = [r, *later, dict(r)]
+    out = io.BytesIO()
+    events = [(n, event_from_record(rec)) for n, rec in enumerate(records, 1)]
+    summary = replay_records(events, out, EngineParams(dedupe_horizon_ms=2 * DAY))
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    ids = [line["finding_id"] for line in lines]
+    assert len(ids) == len(set(ids)) == 2  # without consent, without notice
+    assert summary.late == 1  # the copy came back far behind the watermark

@@ -139,7 +139,7 @@ class Engine:
         dropped = 0
         stale_before = self.watermark - self.params.amendment_horizon_ms
         for subject_id, state in self.store.subjects():
-            if state.pruned_at >= stale_before:
+            if state.pruned_at > stale_before:
                 continue
             self._prune(state)
             if state.size() == 0:
@@ -168,7 +168,7 @@ class Engine:
         account.add_toggle(event)
         if self.watermark - account.pruned_at >= _PRUNE_EVERY_MS:
             account.prune(self.watermark, self.params.lookback_ms,
-                          self.params.amendment_horizon_ms)
+                          self.params.amendment_horizon_ms, self.params.dedupe_horizon_ms)
         self.store.put_account(event.account_id, account)
         if late:
             for subject_id in list(account.automatic):
@@ -221,7 +221,8 @@ class Engine:
 
     def _prune(self, state: SubjectState) -> None:
         p = self.params
-        state.prune(self.watermark, p.lookback_ms, p.notice_validity_ms, p.amendment_horizon_ms)
+        state.prune(self.watermark, p.lookback_ms, p.notice_validity_ms, p.amendment_horizon_ms,
+                    p.dedupe_horizon_ms)
 
     # -- deciding ----------------------------------------------------------------
 

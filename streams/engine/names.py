@@ -10,9 +10,14 @@ __all__ = ["is_pseudonym", "name_tokens"]
 
 @lru_cache(maxsize=65_536)
 def name_tokens(name: str) -> frozenset[str]:
-    """NFKD, drop combining marks, casefold, split on non-alphanumerics, keep len >= 2."""
+    """NFKD, drop combining marks, casefold, split on non-alphanumerics, keep len >= 2.
+
+    Combining marks are every character of Unicode category M (Mn, Mc, Me): the
+    vowel signs of Indic scripts are marks too, not separators.
+    """
     decomposed = unicodedata.normalize("NFKD", name)
-    folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    category = unicodedata.category
+    folded = "".join(c for c in decomposed if category(c)[0] != "M").casefold()
     tokens: set[str] = set()
     current: list[str] = []
     for char in folded:

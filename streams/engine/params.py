@@ -18,9 +18,11 @@ class EngineParams:
     notice_validity_ms: int = 365 * DAY_MS
     # A partition with no events for this long advances its watermark with the wall clock.
     idle_timeout_ms: int = 30_000
-    # How long a decided trigger (and an event id, for duplicates) is remembered, so a
-    # late event can still amend the decision. Older state is pruned.
+    # How long a decided trigger is remembered, so a late event can still amend it.
     amendment_horizon_ms: int = DAY_MS
+    # How long an event id is remembered to recognise a duplicate. A copy that comes
+    # back later still cannot mint a second finding (finding ids are deterministic).
+    dedupe_horizon_ms: int = 7 * DAY_MS
 
     def __post_init__(self) -> None:
         for name in (
@@ -29,6 +31,7 @@ class EngineParams:
             "notice_validity_ms",
             "idle_timeout_ms",
             "amendment_horizon_ms",
+            "dedupe_horizon_ms",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 0:

@@ -97,7 +97,8 @@ class SubjectState:
     def add_match(self, event: EnrichmentMatched) -> None:
         _insert(self.matches.setdefault(event.provider, []), event, event_order)
 
-    def prune(self, watermark: int, lookback_ms: int, validity_ms: int, horizon_ms: int) -> None:
+    def prune(self, watermark: int, lookback_ms: int, validity_ms: int, horizon_ms: int,
+              dedupe_ms: int) -> None:
         """Drop what no decision can look at any more.
 
         `oldest` is the earliest trigger time that may still be decided or amended.
@@ -107,7 +108,7 @@ class SubjectState:
         that old is dropped with its meeting.
         """
         oldest = watermark - lookback_ms
-        self.seen = {k: t for k, t in self.seen.items() if t >= watermark - horizon_ms}
+        self.seen = {k: t for k, t in self.seen.items() if t >= watermark - dedupe_ms}
         for consents in self.consents.values():
             _drop_superseded(consents, oldest)
         for joins in self.joins.values():
@@ -162,9 +163,9 @@ class AccountState:
         _insert(self.toggles.setdefault((event.provider, event.meeting_id), []), event,
                 toggle_order)
 
-    def prune(self, watermark: int, lookback_ms: int, horizon_ms: int) -> None:
+    def prune(self, watermark: int, lookback_ms: int, horizon_ms: int, dedupe_ms: int) -> None:
         oldest = watermark - lookback_ms
-        self.seen = {k: t for k, t in self.seen.items() if t >= watermark - horizon_ms}
+        self.seen = {k: t for k, t in self.seen.items() if t >= watermark - dedupe_ms}
         self.automatic = {k: t for k, t in self.automatic.items() if t >= watermark - horizon_ms}
         for toggles in self.toggles.values():
             _drop_superseded(toggles, oldest)
