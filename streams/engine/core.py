@@ -80,13 +80,20 @@ class Engine:
         self._deadlines: list[tuple[int, int, str, str, int]] = []
         self._seq = 0
         self._swept_at = NEVER
+        self._position = -1
         self._wall_at_event: int | None = None
         self._watermark_at_event = NEVER
 
     # -- input -----------------------------------------------------------------
 
-    def process(self, event: Event, wall_ms: int | None = None) -> list[Output]:
-        """Apply one event and return what it lets the engine decide."""
+    def process(self, event: Event, wall_ms: int | None = None,
+                position: int = -1) -> list[Output]:
+        """Apply one event and return what it lets the engine decide.
+
+        `wall_ms` (the wall clock now) feeds the idle advance; `position` (the
+        input offset) is recorded with each decision, see `decided_since`.
+        """
+        self._position = position
         t = event.occurred_at
         self.stats.events[event.TYPE] += 1
         late = t < self.watermark
@@ -150,12 +157,43 @@ class Engine:
         self._swept_at = self.watermark
         return dropped
 
+    def restore(self, max_seen: int, watermark: int) -> None:
+        """Resume from a saved watermark and rebuild the deadlines from the store.
+
+        Used after a restart or a rebalance, once the store holds the partition's state.
+        """
+        self.max_seen = max(self.max_seen, max_seen)
+        self.watermark = max(self.watermark, watermark)
+        self.restore_deadlines()
+
     def restore_deadlines(self) -> None:
         """Rebuild the deadline index from the store (after a restart or a rebalance)."""
         self._deadlines = []
         for subject_id, state in self.store.subjects():
             for record in state.triggers.values():
                 self._schedule(subject_id, record)
+
+    def decided_since(self, position: int) -> list[Finding]:
+        """The findings of decisions taken while processing input at or after `position`.
+
+        At-least-once recovery: state changes may have reached the changelog while
+        the findings they led to had not reached their topic. Sending these again
+        is harmless, since a finding's id is deterministic.
+        """
+        findings: list[Finding] = []
+        for _, state in self.store.subjects():
+            for record in state.triggers.values():
+                if record.decided_at < position:
+                    continue
+                for stage in (STAGE_PAST, STAGE_NOTICE):
+                    if record.pending & stage:
+                        continue
+                    for rule_id, verdict in self._evaluate(record, state, stage).items():
+                        if verdict is not None and record.outcomes.get(rule_id) is not None:
+                            findings.append(self._finding(rule_id, record.event,
+                                                          record.outcomes[rule_id] or (),
+                                                          verdict[1], count=False))
+        return findings
 
     # -- applying events ---------------------------------------------------------
 
@@ -268,6 +306,7 @@ class Engine:
             record.outcomes[rule_id] = evidence
             outputs.append(self._finding(rule_id, event, evidence, context))
         record.pending &= ~stage
+        record.decided_at = self._position
         if (stage == STAGE_PAST and type(event) is EnrichmentRequested
                 and event.trigger == "AUTOMATIC"):
             account = self.store.account(event.account_id) or AccountState()
@@ -276,9 +315,11 @@ class Engine:
         self.store.put_subject(subject_id, state)
 
     def _finding(self, rule_id: str, event: EnrichmentRequested | ProfileViewed,
-                 evidence: tuple[str, ...], context: dict[str, object]) -> Finding:
+                 evidence: tuple[str, ...], context: dict[str, object],
+                 count: bool = True) -> Finding:
         rule = self._rules[rule_id]
-        self.stats.findings[(rule_id, rule.severity, event.provider)] += 1
+        if count:
+            self.stats.findings[(rule_id, rule.severity, event.provider)] += 1
         return Finding(
             finding_id=finding_id(rule_id, event.event_id),
             rule=rule_id,

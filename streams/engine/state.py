@@ -59,12 +59,15 @@ def event_order(event: ParticipantJoined | EnrichmentMatched) -> tuple[int, str]
 class TriggerRecord:
     """A trigger waiting for its decisions, or decided and kept for amendments."""
 
-    __slots__ = ("event", "outcomes", "pending")
+    __slots__ = ("decided_at", "event", "outcomes", "pending")
 
     def __init__(self, event: Trigger, pending: int) -> None:
         self.event = event
         self.pending = pending
         self.outcomes: Outcomes = {}
+        # The input position (Kafka offset) whose processing took the last decision:
+        # after a restart, decisions taken at or after the committed offset are sent again.
+        self.decided_at = -1
 
 
 class SubjectState:

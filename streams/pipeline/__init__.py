@@ -1,0 +1,1 @@
+"""The streaming pipeline: topics, Kafka connection settings, and the Faust worker."""
