@@ -24,10 +24,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from streams.cli import replay_cmd, rules_cmd
+    from streams.cli import kafka_cmds, replay_cmd, rules_cmd
 
     cli.add_command(replay_cmd.replay)
     cli.add_command(rules_cmd.rules)
+    for command in (kafka_cmds.topics, kafka_cmds.produce, kafka_cmds.findings,
+                    kafka_cmds.worker):
+        cli.add_command(command)
 
 
 _register()

@@ -9,13 +9,10 @@ from typing import IO
 
 import click
 
-from streams.engine import DAY_MS, EngineParams
+from streams.cli.options import engine_options, make_params
 from streams.model.findings import Amendment, DeadLetter
 
 __all__ = ["replay"]
-
-_SECONDS = click.FloatRange(min=0, max=10 * 365 * 86_400)
-_DAYS = click.FloatRange(min=0, max=36_500)
 
 
 @click.command()
@@ -23,12 +20,7 @@ _DAYS = click.FloatRange(min=0, max=36_500)
                                           path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write findings here (JSON Lines); default stdout.")
-@click.option("--allowed-lateness", type=_SECONDS, default=30, show_default=True,
-              metavar="SECONDS", help="How far behind the newest event an event may arrive.")
-@click.option("--notice-grace", type=_SECONDS, default=300, show_default=True,
-              metavar="SECONDS", help="How long after the act a notice still counts.")
-@click.option("--notice-validity", type=_DAYS, default=365, show_default=True,
-              metavar="DAYS", help="How long before the act a notice still counts.")
+@engine_options
 @click.option("--dead-letter", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write invalid records here (JSON Lines, with reason and original bytes).")
 @click.option("--amendments", type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -52,11 +44,7 @@ def replay(
     from streams.replay import replay_records
     from streams.serde.sources import detect_format, read_events
 
-    params = EngineParams(
-        allowed_lateness_ms=round(allowed_lateness * 1000),
-        notice_grace_ms=round(notice_grace * 1000),
-        notice_validity_ms=round(notice_validity * DAY_MS),
-    )
+    params = make_params(allowed_lateness, notice_grace, notice_validity)
     units = {"jsonl": "line", "avro": "record"}
     unit = "line"
 

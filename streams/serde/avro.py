@@ -599,7 +599,7 @@ def _open_container(source: _Source) -> tuple[_Plan, Any]:
     magic = source.read(4)
     if magic != _MAGIC:
         raise ValueError("not an Avro object container file (bad magic)")
-    header = fastavro.schemaless_reader(source, _HEADER_REST)  # type: ignore[arg-type]
+    header = fastavro.schemaless_reader(source, _HEADER_REST)
     if not isinstance(header, dict):
         raise ValueError("bad header")
     meta = header["meta"]
@@ -610,7 +610,7 @@ def _open_container(source: _Source) -> tuple[_Plan, Any]:
     out.write(_MAGIC)
     fastavro.schemaless_writer(out, _HEADER_REST, header)
     source.replace_header(out.getvalue())
-    blocks = fastavro.block_reader(source, return_record_name=True)  # type: ignore[arg-type]
+    blocks = fastavro.block_reader(source, return_record_name=True)
     return plan, blocks
 
 

@@ -26,6 +26,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from streams.errors import InvalidEvent
 from streams.model.events import Event
+from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.serde.avro import (
     EVENT_SCHEMA_NAMES,
     NAMESPACE,
@@ -43,6 +44,8 @@ __all__ = [
     "SchemaIds",
     "SingleObjectFraming",
     "WireFormat",
+    "decode_output",
+    "encode_output",
     "fingerprint_of",
 ]
 
@@ -218,3 +221,55 @@ class ConfluentFraming:
             return None
         writer = fastavro.parse_schema(strip_timestamp_millis(dict(schema)))
         return _Known(name, writer, _current(name))
+
+
+# -- outputs: findings, amendments and dead letters on their topics ----------------------
+
+_OUTPUT_NAMES = ("Finding", "Amendment", "DeadLetter")
+
+
+@cache
+def _outputs() -> dict[bytes, tuple[str, Any]]:
+    return {_current_fingerprint(name): (name, _current(name)) for name in _OUTPUT_NAMES}
+
+
+def encode_output(item: Finding | Amendment | DeadLetter) -> bytes:
+    """A finding, amendment or dead letter in single-object encoding."""
+    from streams.serde import avro
+
+    name = type(item).__name__
+    record: dict[str, Any]
+    if isinstance(item, Finding):
+        record = avro.finding_to_record(item)
+    elif isinstance(item, Amendment):
+        record = avro.amendment_to_record(item)
+    else:
+        record = avro.dead_letter_to_record(item)
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, _current(name), record)
+    return SINGLE_OBJECT_MARKER + _current_fingerprint(name) + out.getvalue()
+
+
+def decode_output(payload: bytes) -> Finding | Amendment | DeadLetter:
+    """The finding, amendment or dead letter in `payload`; raises InvalidEvent."""
+    from streams.serde import avro
+
+    if payload[:2] != SINGLE_OBJECT_MARKER or len(payload) < 10:
+        raise InvalidEvent("bad_marker", "not an Avro single-object message")
+    known = _outputs().get(payload[2:10])
+    if known is None:
+        raise InvalidEvent("unknown_fingerprint", "not a finding, amendment or dead letter")
+    name, schema = known
+    stream = io.BytesIO(payload)
+    stream.seek(10)
+    try:
+        record = fastavro.schemaless_reader(stream, schema, None)
+    except (EOFError, ValueError, UnicodeDecodeError, IndexError, OverflowError) as exc:
+        raise InvalidEvent("truncated_avro", f"truncated {name} ({type(exc).__name__})") from None
+    if not isinstance(record, Mapping):
+        raise InvalidEvent("not_an_object", f"the {name} datum is not a record")
+    if name == "Finding":
+        return avro.record_to_finding(record)
+    if name == "Amendment":
+        return avro.record_to_amendment(record)
+    return avro.record_to_dead_letter(record)

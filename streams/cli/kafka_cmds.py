@@ -1,0 +1,142 @@
+"""Commands that talk to Kafka: `topics create`, `produce`, `findings`, `worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from streams.cli.options import engine_options, kafka_options, make_params, resolve_kafka
+from streams.model.events import Event
+from streams.model.findings import DeadLetter
+
+__all__ = ["findings", "produce", "topics", "worker"]
+
+
+@click.group()
+def topics() -> None:
+    """Manage the pipeline's topics."""
+
+
+@topics.command("create")
+@kafka_options
+@click.option("--partitions", type=click.IntRange(1, 10_000), default=4, show_default=True)
+@click.option("--replication", type=click.IntRange(1, 100), default=1, show_default=True)
+def topics_create(broker: str | None, topic_prefix: str, kafka_config: Path | None,
+                  partitions: int, replication: int) -> int:
+    """Create the input, correlate, findings, amendments and dead-letter topics."""
+    from streams.pipeline.kafka_io import create_topics
+
+    connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
+    result = asyncio.run(create_topics(connection, names, partitions, replication))
+    for name, status in sorted(result.items()):
+        click.echo(f"{status:8} {name}")
+    return 0
+
+
+@click.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, allow_dash=True,
+                                          path_type=Path))
+@kafka_options
+@click.option("--rate", type=click.FloatRange(min=0.1), metavar="EVENTS_PER_S",
+              help="Send at most this many events per second.")
+def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: Path | None,
+            rate: float | None) -> int:
+    """Publish the events of a JSON Lines or Avro file to their topics, as Avro."""
+    from streams.pipeline.kafka_io import produce_events
+    from streams.serde.sources import read_events
+
+    connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
+    invalid = 0
+
+    def valid() -> list[Event]:
+        nonlocal invalid
+        result: list[Event] = []
+        with (sys.stdin.buffer if str(events) == "-" else open(events, "rb")) as stream:
+            for number, item in read_events(stream, str(events)):
+                if isinstance(item, DeadLetter):
+                    invalid += 1
+                    click.echo(f"consentwatch: record {number}: invalid event "
+                               f"({item.reason_code}): {item.reason}", err=True)
+                else:
+                    result.append(item)
+        return result
+
+    batch = valid()
+    sent = asyncio.run(produce_events(connection, names, batch, rate=rate))
+    click.echo(f"consentwatch: produced {sent} events, {invalid} invalid", err=True)
+    return 1 if invalid else 0
+
+
+@click.command()
+@kafka_options
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new findings.")
+@click.option("--amendments", "which", flag_value="amendments", help="Print amendments instead.")
+@click.option("--dead-letters", "which", flag_value="dead_letters",
+              help="Print dead letters instead.")
+def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, follow: bool,
+             which: str | None) -> int:
+    """Print the findings on the findings topic as JSON Lines."""
+    from streams.pipeline.kafka_io import read_outputs
+
+    connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
+    topic = {None: names.findings, "amendments": names.amendments,
+             "dead_letters": names.dead_letters}[which]
+    out = sys.stdout.buffer
+
+    def bad(record: object, exc: Exception) -> None:
+        click.echo(f"consentwatch: skipped an unreadable record: {type(exc).__name__}", err=True)
+
+    async def run() -> None:
+        async for item in read_outputs(connection, topic, follow, on_error=bad):
+            out.write(orjson.dumps(item.to_dict()) + b"\n")
+            if follow:
+                out.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    out.flush()
+    return 0
+
+
+@click.command()
+@kafka_options
+@engine_options
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("var/worker"), show_default=True, envvar="CONSENTWATCH_DATA_DIR",
+              help="Where the worker keeps its local state.")
+@click.option("--web-port", type=click.IntRange(0, 65_535), default=6066, show_default=True,
+              envvar="CONSENTWATCH_WEB_PORT", help="Port of the web server (/metrics).")
+@click.option("--store", type=click.Choice(["rocksdb", "memory"]), default="rocksdb",
+              show_default=True, help="Table storage: RocksDB (rocksdict) on disk, or memory.")
+@click.option("--partitions", type=click.IntRange(1, 10_000), default=4, show_default=True,
+              help="Partitions of the correlate topic and the state table.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=30, show_default=True,
+              metavar="SECONDS", help="After this long with no events a partition's "
+              "watermark advances with the wall clock.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
+           allowed_lateness: float, notice_grace: float, notice_validity: float,
+           data_dir: Path, web_port: int, store: str, partitions: int, idle_timeout: float,
+           log_level: str) -> int:
+    """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
+    import faust
+
+    from streams.pipeline.worker import WorkerSettings, build_app
+
+    connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
+    params = make_params(allowed_lateness, notice_grace, notice_validity,
+                         idle_timeout_ms=round(idle_timeout * 1000))
+    settings = WorkerSettings(connection=connection, topics=names, data_dir=data_dir,
+                              partitions=partitions, store=store, web_port=web_port,
+                              params=params)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(settings)
+    runner = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)
+    runner.execute_from_commandline()
+    return 0

@@ -1,0 +1,68 @@
+"""Options shared by every command that talks to Kafka."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from streams.engine import DAY_MS, EngineParams
+from streams.pipeline.connection import KafkaConnection
+from streams.pipeline.topics import DEFAULT_PREFIX, TopicNames
+
+__all__ = ["engine_options", "kafka_options", "make_params", "resolve_kafka"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SECONDS = click.FloatRange(min=0, max=10 * 365 * 86_400)
+DAYS = click.FloatRange(min=0, max=36_500)
+
+
+def kafka_options(command: F) -> F:
+    """--broker, --topic-prefix and --kafka-config, each also from the environment."""
+    command = click.option(
+        "--kafka-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="CONSENTWATCH_KAFKA_CONFIG",
+        help="TOML file with TLS/SASL settings (security_protocol, sasl_mechanism, ...).",
+    )(command)
+    command = click.option(
+        "--topic-prefix", default=DEFAULT_PREFIX, show_default=True,
+        envvar="CONSENTWATCH_TOPIC_PREFIX", help="Prefix of every topic and the group id.",
+    )(command)
+    command = click.option(
+        "--broker", envvar="CONSENTWATCH_BROKER", metavar="HOST:PORT",
+        help="Kafka bootstrap address (or CONSENTWATCH_BROKER).",
+    )(command)
+    return command
+
+
+def resolve_kafka(broker: str | None, topic_prefix: str,
+                  kafka_config: Path | None) -> tuple[KafkaConnection, TopicNames]:
+    return KafkaConnection.resolve(broker, kafka_config), TopicNames(topic_prefix)
+
+
+def engine_options(command: F) -> F:
+    """The engine's parameters, with the spec's defaults."""
+    for option in reversed([
+        click.option("--allowed-lateness", type=SECONDS, default=30, show_default=True,
+                     metavar="SECONDS", help="How far behind the newest event an event may "
+                     "arrive."),
+        click.option("--notice-grace", type=SECONDS, default=300, show_default=True,
+                     metavar="SECONDS", help="How long after the act a notice still counts."),
+        click.option("--notice-validity", type=DAYS, default=365, show_default=True,
+                     metavar="DAYS", help="How long before the act a notice still counts."),
+    ]):
+        command = option(command)
+    return command
+
+
+def make_params(allowed_lateness: float, notice_grace: float, notice_validity: float,
+                **extra: int) -> EngineParams:
+    return EngineParams(
+        allowed_lateness_ms=round(allowed_lateness * 1000),
+        notice_grace_ms=round(notice_grace * 1000),
+        notice_validity_ms=round(notice_validity * DAY_MS),
+        **extra,
+    )

@@ -1,0 +1,136 @@
+"""Small Kafka clients for the command line: create topics, produce events, read outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from streams.errors import ConsentwatchError
+from streams.model.events import Event, FeatureToggled
+from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.pipeline.connection import KafkaConnection
+from streams.pipeline.topics import TopicNames, topic_configs
+from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
+
+__all__ = ["create_topics", "event_key", "produce_events", "read_outputs"]
+
+
+class KafkaUnavailable(ConsentwatchError):
+    """The broker could not be reached or refused the request."""
+
+
+def event_key(event: Event) -> bytes:
+    """Input topics are keyed by subject; toggles, which have none, by account."""
+    if isinstance(event, FeatureToggled):
+        return event.account_id.encode()
+    return event.subject_id.encode()
+
+
+async def create_topics(connection: KafkaConnection, names: TopicNames, partitions: int,
+                        replication: int) -> dict[str, str]:
+    """Create every topic of the pipeline; returns topic -> "created" | "exists"."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(**connection.aiokafka_options())
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
+                               f"{type(exc).__name__}") from None
+    try:
+        existing = set(await admin.list_topics())
+        configs = topic_configs(names)
+        wanted = [NewTopic(name, partitions, replication, topic_configs=configs[name])
+                  for name in names.all() if name not in existing]
+        result = {name: "exists" for name in names.all() if name in existing}
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # lost a race: fine
+                await admin.create_topics(wanted)
+            result.update({topic.name: "created" for topic in wanted})
+        return result
+    finally:
+        await admin.close()
+
+
+async def produce_events(connection: KafkaConnection, names: TopicNames,
+                         events: Iterable[Event], framing: WireFormat | None = None,
+                         rate: float | None = None) -> int:
+    """Send events as Avro to their input topics, keyed; returns how many were sent."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    framing = framing or SingleObjectFraming()
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, enable_idempotence=True,
+                                **connection.aiokafka_options())
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
+                               f"{type(exc).__name__}") from None
+    topics = names.inputs
+    sent = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        pending = []
+        for event in events:
+            pending.append(await producer.send(topics[event.TYPE], framing.encode(event),
+                                               key=event_key(event)))
+            sent += 1
+            if rate and sent % 100 == 0:
+                ahead = sent / rate - (loop.time() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def read_outputs(connection: KafkaConnection, topic: str, follow: bool,
+                       on_error: Callable[[Any, Exception], None] | None = None,
+                       ) -> AsyncIterator[Finding | Amendment | DeadLetter]:
+    """Every record of an output topic from the beginning; without `follow`, stop at its end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                **connection.aiokafka_options())
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
+                               f"{type(exc).__name__}") from None
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KafkaUnavailable(f"topic {topic} does not exist (run `consentwatch topics "
+                                   "create`)")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while True:
+            if not follow:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    return
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        yield decode_output(record.value)
+                    except Exception as exc:
+                        if on_error is not None:
+                            on_error(record, exc)
+    finally:
+        await consumer.stop()
