@@ -38,6 +38,9 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    from streams.runtime import tune_gc
+
+    tune_gc()
     try:
         result = cli.main(args=list(argv) if argv is not None else None,
                           prog_name="consentwatch", standalone_mode=False)

@@ -13,6 +13,7 @@ import heapq
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from streams.catalogue import Catalogue, load_catalogue
 from streams.engine import rules
@@ -41,9 +42,9 @@ __all__ = ["NEVER", "Engine", "EngineStats", "Output"]
 
 NEVER = -(1 << 62)  # the watermark before any event
 FOREVER = 1 << 62  # the watermark after the final flush
-_PRUNE_EVERY_MS = 6 * 3_600_000  # prune a subject at most every 6 hours of event time
 
 Output = Finding | Amendment
+Trigger = EnrichmentRequested | ProfileViewed
 
 
 @dataclass(slots=True)
@@ -69,6 +70,11 @@ class Engine:
 
         self.store = store
         self.params = params or EngineParams()
+        # A subject is pruned when touched, at most once per amendment horizon of event time.
+        self._prune_every = max(3_600_000, self.params.amendment_horizon_ms)
+        self._lateness = self.params.allowed_lateness_ms
+        self._get_subject = store.subject
+        self._put_subject = store.put_subject
         self.catalogue = catalogue or load_catalogue()
         self._rules = {rule.id: rule for rule in self.catalogue.rules}
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
@@ -107,8 +113,11 @@ class Engine:
             return outputs
         if late:
             self.stats.late += 1
-        self.max_seen = max(self.max_seen, t)
-        self._advance(self.max_seen - self.params.allowed_lateness_ms, outputs)
+        if t > self.max_seen:
+            self.max_seen = t
+        if (self.max_seen - self._lateness > self.watermark
+                or (self._deadlines and self._deadlines[0][0] < self.watermark)):
+            self._advance(self.max_seen - self._lateness, outputs)
         if wall_ms is not None:
             self._wall_at_event = wall_ms
             self._watermark_at_event = self.watermark
@@ -199,12 +208,15 @@ class Engine:
 
     def _apply_toggle(self, event: FeatureToggled, late: bool, outputs: list[Output]) -> bool:
         """Apply a toggle; False when it is a duplicate."""
-        account = self.store.account(event.account_id) or AccountState()
-        if event.event_id in account.seen:
+        account = self.store.account(event.account_id)
+        if account is None:
+            account = AccountState()
+            account.pruned_at = self.watermark
+        elif event.event_id in account.seen:
             return False
         account.seen[event.event_id] = event.occurred_at
         account.add_toggle(event)
-        if self.watermark - account.pruned_at >= _PRUNE_EVERY_MS:
+        if self.watermark - account.pruned_at >= self._prune_every:
             account.prune(self.watermark, self.params.lookback_ms,
                           self.params.amendment_horizon_ms, self.params.dedupe_horizon_ms)
         self.store.put_account(event.account_id, account)
@@ -219,31 +231,36 @@ class Engine:
 
     def _apply_subject_event(self, event: Event, late: bool, outputs: list[Output]) -> bool:
         """Apply an event of a subject; False when it is a duplicate."""
-        subject_id = event.subject_id  # type: ignore[union-attr]
-        state = self.store.subject(subject_id)
+        subject_id: str = event.subject_id  # type: ignore[union-attr]
+        state = self._get_subject(subject_id)
         if state is None:
             state = SubjectState()
+            state.pruned_at = self.watermark  # nothing to prune yet
         elif event.event_id in state.seen:
             return False
         state.seen[event.event_id] = event.occurred_at
-        if type(event) is EnrichmentRequested or type(event) is ProfileViewed:
-            record = TriggerRecord(event, STAGE_PAST | STAGE_NOTICE)
+        kind = type(event)
+        if kind is EnrichmentRequested or kind is ProfileViewed:
+            record = TriggerRecord(cast(Trigger, event), STAGE_PAST | STAGE_NOTICE)
             state.triggers[event.event_id] = record
             self._schedule(subject_id, record)
-        elif type(event) is ConsentChanged:
-            state.add_consent(event)
-        elif type(event) is NoticeDelivered:
-            state.add_notice(event.notice_kind, event.provider, event.meeting_id,
-                             event.occurred_at)
-        elif type(event) is ParticipantJoined:
-            state.add_join(event)
-        elif type(event) is EnrichmentMatched and event.matched and event.profile_name is not None:
-            state.add_match(event)
+        elif kind is NoticeDelivered:
+            notice = cast(NoticeDelivered, event)
+            state.add_notice(notice.notice_kind, notice.provider, notice.meeting_id,
+                             notice.occurred_at)
+        elif kind is ParticipantJoined:
+            state.add_join(cast(ParticipantJoined, event))
+        elif kind is ConsentChanged:
+            state.add_consent(cast(ConsentChanged, event))
+        elif kind is EnrichmentMatched:
+            match = cast(EnrichmentMatched, event)
+            if match.matched and match.profile_name is not None:
+                state.add_match(match)
         if late and state.triggers:
             self._amend(subject_id, state, event, outputs)
-        if self.watermark - state.pruned_at >= _PRUNE_EVERY_MS:
+        if self.watermark - state.pruned_at >= self._prune_every:
             self._prune(state)
-        self.store.put_subject(subject_id, state)
+        self._put_subject(subject_id, state)
         return True
 
     def _schedule(self, subject_id: str, record: TriggerRecord) -> None:
@@ -292,7 +309,7 @@ class Engine:
         return rules.view_notice(event, state, self.params)
 
     def _decide(self, subject_id: str, event_id: str, stage: int, outputs: list[Output]) -> None:
-        state = self.store.subject(subject_id)
+        state = self._get_subject(subject_id)
         record = state.triggers.get(event_id) if state is not None else None
         if state is None or record is None or not record.pending & stage:
             return
@@ -312,7 +329,7 @@ class Engine:
             account = self.store.account(event.account_id) or AccountState()
             account.automatic[subject_id] = event.occurred_at
             self.store.put_account(event.account_id, account)
-        self.store.put_subject(subject_id, state)
+        self._put_subject(subject_id, state)
 
     def _finding(self, rule_id: str, event: EnrichmentRequested | ProfileViewed,
                  evidence: tuple[str, ...], context: dict[str, object],

@@ -207,25 +207,20 @@ class StateStore(Protocol):
 
 
 class DictStore:
-    """State in plain dicts, for `replay` and tests."""
+    """State in plain dicts, for `replay` and tests.
 
-    __slots__ = ("_accounts", "_subjects")
+    The lookups are the dicts' own bound methods: this store sits on the hot path.
+    """
+
+    __slots__ = ("_accounts", "_subjects", "account", "put_account", "put_subject", "subject")
 
     def __init__(self) -> None:
         self._subjects: dict[str, SubjectState] = {}
         self._accounts: dict[str, AccountState] = {}
-
-    def subject(self, subject_id: str) -> SubjectState | None:
-        return self._subjects.get(subject_id)
-
-    def put_subject(self, subject_id: str, state: SubjectState) -> None:
-        self._subjects[subject_id] = state
-
-    def account(self, account_id: str) -> AccountState | None:
-        return self._accounts.get(account_id)
-
-    def put_account(self, account_id: str, state: AccountState) -> None:
-        self._accounts[account_id] = state
+        self.subject: Callable[[str], SubjectState | None] = self._subjects.get
+        self.put_subject: Callable[[str, SubjectState], None] = self._subjects.__setitem__
+        self.account: Callable[[str], AccountState | None] = self._accounts.get
+        self.put_account: Callable[[str, AccountState], None] = self._accounts.__setitem__
 
     def delete_subject(self, subject_id: str) -> None:
         self._subjects.pop(subject_id, None)
