@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
@@ -60,6 +61,31 @@ def replay_records(
                     on_amendment(output)  # type: ignore[arg-type]
 
     process = engine.process
+    # A batch run: the engine's state makes no reference cycles, so the cyclic
+    # collector would only spend time (about a third of it) finding nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _feed(records, process, emit, summary, dead_letters_out, on_dead_letter, on_progress)
+        emit(engine.flush())
+    finally:
+        if collecting:
+            gc.enable()
+    summary.events = summary.records - summary.dead_letters
+    summary.duplicates = engine.stats.duplicates
+    summary.late = engine.stats.late
+    return summary
+
+
+def _feed(
+    records: Iterable[tuple[int, Event | DeadLetter]],
+    process: Callable[[Event], list[Finding | Amendment]],
+    emit: Callable[[list[Finding | Amendment]], None],
+    summary: ReplaySummary,
+    dead_letters_out: IO[bytes] | None,
+    on_dead_letter: Callable[[DeadLetter], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> None:
     for _, item in records:
         summary.records += 1
         if type(item) is DeadLetter:
@@ -74,8 +100,3 @@ def replay_records(
                 emit(outputs)
         if on_progress is not None and summary.records % 65_536 == 0:
             on_progress(summary.records)
-    emit(engine.flush())
-    summary.events = summary.records - summary.dead_letters
-    summary.duplicates = engine.stats.duplicates
-    summary.late = engine.stats.late
-    return summary

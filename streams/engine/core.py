@@ -113,8 +113,7 @@ class Engine:
             return outputs
         if late:
             self.stats.late += 1
-        if t > self.max_seen:
-            self.max_seen = t
+        self.max_seen = max(self.max_seen, t)
         if (self.max_seen - self._lateness > self.watermark
                 or (self._deadlines and self._deadlines[0][0] < self.watermark)):
             self._advance(self.max_seen - self._lateness, outputs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = ["Amendment", "DeadLetter", "Finding", "amendment_id", "finding_id"]
@@ -35,9 +35,8 @@ class Finding:
     explanation: str
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["evidence_event_ids"] = list(self.evidence_event_ids)
-        return record
+        return {name: getattr(self, name) for name in _FINDING_FIELDS} | {
+            "evidence_event_ids": list(self.evidence_event_ids)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +61,8 @@ class Amendment:
     explanation: str
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["evidence_event_ids"] = list(self.evidence_event_ids)
-        return record
+        return {name: getattr(self, name) for name in _AMENDMENT_FIELDS} | {
+            "evidence_event_ids": list(self.evidence_event_ids)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +84,11 @@ class DeadLetter:
     def to_dict(self) -> dict[str, Any]:
         import base64
 
-        record = asdict(self)
+        record = {name: getattr(self, name) for name in _DEAD_LETTER_FIELDS}
         record["payload"] = base64.b64encode(self.payload).decode("ascii")
         return record
+
+
+_FINDING_FIELDS = tuple(f.name for f in fields(Finding))
+_AMENDMENT_FIELDS = tuple(f.name for f in fields(Amendment))
+_DEAD_LETTER_FIELDS = tuple(f.name for f in fields(DeadLetter))

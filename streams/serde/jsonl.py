@@ -56,8 +56,11 @@ def event_to_json(event: Event) -> dict[str, Any]:
 
 
 def dump_line(item: Finding | Amendment | DeadLetter | dict[str, Any]) -> bytes:
-    record = item if isinstance(item, dict) else item.to_dict()
-    return orjson.dumps(record) + b"\n"
+    """One JSON line. orjson writes findings and amendments (slotted dataclasses,
+    tuples as arrays) directly; dead letters go through `to_dict` for base64."""
+    if type(item) is Finding or type(item) is Amendment or type(item) is dict:
+        return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(item.to_dict(), option=orjson.OPT_APPEND_NEWLINE)  # type: ignore[union-attr]
 
 
 def write_events_jsonl(out: IO[bytes], events: Iterable[Event]) -> int:
