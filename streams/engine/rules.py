@@ -136,6 +136,7 @@ def request_past(
     """Consent, scope and feature rules for an EnrichmentRequested, at its time."""
     t = r.occurred_at
     verdicts: dict[str, Verdict] = {}
+    context: dict[str, Any] = {}  # one explanation context, filled only if a rule fires
     consent = deciding_consent(state, r.data_use, r.provider, t)
     in_force = (
         consent is not None
@@ -171,7 +172,7 @@ def request_past(
         if toggle is not None and toggle.enabled:
             verdicts[FEATURE_INACTIVE] = None
         else:
-            context = _request_context(r)
+            context = context or _request_context(r)
             if toggle is None:
                 context["feature_state"] = "it was never turned on"
                 verdicts[FEATURE_INACTIVE] = ((r.event_id,), context)

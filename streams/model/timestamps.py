@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 __all__ = ["MAX_MS", "MIN_MS", "format_ms", "ms_from_datetime", "parse_rfc3339_ms"]
 
@@ -11,6 +11,7 @@ __all__ = ["MAX_MS", "MIN_MS", "format_ms", "ms_from_datetime", "parse_rfc3339_m
 MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
 
 
 def ms_from_datetime(value: datetime) -> int:
@@ -32,10 +33,17 @@ def parse_rfc3339_ms(text: str) -> int:
     return ms_from_datetime(value)
 
 
+@lru_cache(maxsize=4096)
+def _day(days_since_epoch: int) -> str:
+    return (_EPOCH_DATE + timedelta(days=days_since_epoch)).isoformat()
+
+
 def format_ms(ms: int) -> str:
     """RFC 3339 form of epoch ms in UTC, for humans (explanations, reports)."""
-    seconds, millis = divmod(ms, 1000)
-    if 0 <= seconds < 253_402_300_800:
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-    value = _EPOCH + timedelta(milliseconds=ms)
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if not MIN_MS <= ms <= MAX_MS:
+        raise ValueError("timestamp outside the years 1 to 9999")
+    days, rest = divmod(ms, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
