@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import click
 
 from streams import __version__
-from streams.errors import ConsentwatchError
+from streams.errors import ConfigError, ConsentwatchError
 
 __all__ = ["cli", "main"]
 
@@ -38,9 +38,14 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    import logging
+
     from streams.runtime import tune_gc
 
     tune_gc()
+    # Client libraries log connection failures themselves; the commands report them
+    # once, in one line. The worker sets up its own logging.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         result = cli.main(args=list(argv) if argv is not None else None,
                           prog_name="consentwatch", standalone_mode=False)
@@ -53,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         _error(exc.format_message())
         return exc.exit_code
+    except ConfigError as exc:
+        _error(str(exc))
+        return 2
     except ConsentwatchError as exc:
         _error(str(exc))
         return 1

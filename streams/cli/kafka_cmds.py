@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 import orjson
 
-from streams.cli.options import engine_options, kafka_options, make_params, resolve_kafka
+from streams.cli.options import (
+    engine_options,
+    kafka_options,
+    make_params,
+    resolve_kafka,
+    wire_options,
+)
 from streams.model.events import Event
 from streams.model.findings import DeadLetter
 
@@ -42,15 +48,18 @@ def topics_create(broker: str | None, topic_prefix: str, kafka_config: Path | No
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, allow_dash=True,
                                           path_type=Path))
 @kafka_options
+@wire_options
 @click.option("--rate", type=click.FloatRange(min=0.1), metavar="EVENTS_PER_S",
               help="Send at most this many events per second.")
 def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: Path | None,
-            rate: float | None) -> int:
+            wire_format: str, schema_registry: str | None, rate: float | None) -> int:
     """Publish the events of a JSON Lines or Avro file to their topics, as Avro."""
     from streams.pipeline.kafka_io import produce_events
     from streams.serde.sources import read_events
+    from streams.serde.wire import wire_format as make_wire_format
 
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
+    framing = make_wire_format(wire_format, schema_registry)
     invalid = 0
 
     def valid() -> list[Event]:
@@ -67,7 +76,7 @@ def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: P
         return result
 
     batch = valid()
-    sent = asyncio.run(produce_events(connection, names, batch, rate=rate))
+    sent = asyncio.run(produce_events(connection, names, batch, framing=framing, rate=rate))
     click.echo(f"consentwatch: produced {sent} events, {invalid} invalid", err=True)
     return 1 if invalid else 0
 
@@ -105,6 +114,7 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 
 @click.command()
 @kafka_options
+@wire_options
 @engine_options
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("var/worker"), show_default=True, envvar="CONSENTWATCH_DATA_DIR",
@@ -121,20 +131,27 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
-           allowed_lateness: float, notice_grace: float, notice_validity: float,
+           wire_format: str, schema_registry: str | None, allowed_lateness: float,
+           notice_grace: float, notice_validity: float,
            data_dir: Path, web_port: int, store: str, partitions: int, idle_timeout: float,
            log_level: str) -> int:
     """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
+    import logging
+
     import faust
 
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker logs what its clients say
+
     from streams.pipeline.worker import WorkerSettings, build_app
+    from streams.serde.wire import wire_format as make_wire_format
 
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
+    framing = make_wire_format(wire_format, schema_registry)
     params = make_params(allowed_lateness, notice_grace, notice_validity,
                          idle_timeout_ms=round(idle_timeout * 1000))
     settings = WorkerSettings(connection=connection, topics=names, data_dir=data_dir,
                               partitions=partitions, store=store, web_port=web_port,
-                              params=params)
+                              params=params, framing=framing)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
     runner = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)

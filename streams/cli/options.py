@@ -12,7 +12,7 @@ from streams.engine import DAY_MS, EngineParams
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import DEFAULT_PREFIX, TopicNames
 
-__all__ = ["engine_options", "kafka_options", "make_params", "resolve_kafka"]
+__all__ = ["engine_options", "kafka_options", "make_params", "resolve_kafka", "wire_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,6 +34,20 @@ def kafka_options(command: F) -> F:
     command = click.option(
         "--broker", envvar="CONSENTWATCH_BROKER", metavar="HOST:PORT",
         help="Kafka bootstrap address (or CONSENTWATCH_BROKER).",
+    )(command)
+    return command
+
+
+def wire_options(command: F) -> F:
+    """--wire-format and --schema-registry."""
+    command = click.option(
+        "--schema-registry", envvar="CONSENTWATCH_SCHEMA_REGISTRY", metavar="URL",
+        help="Confluent Schema Registry URL, for --wire-format confluent.",
+    )(command)
+    command = click.option(
+        "--wire-format", type=click.Choice(["single-object", "confluent"]),
+        default="single-object", show_default=True, envvar="CONSENTWATCH_WIRE_FORMAT",
+        help="Avro single-object encoding (no registry) or Confluent registry framing.",
     )(command)
     return command
 

@@ -38,6 +38,7 @@ async def create_topics(connection: KafkaConnection, names: TopicNames, partitio
     try:
         await admin.start()
     except KafkaError as exc:
+        await admin.close()
         raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
                                f"{type(exc).__name__}") from None
     try:
@@ -68,6 +69,7 @@ async def produce_events(connection: KafkaConnection, names: TopicNames,
     try:
         await producer.start()
     except KafkaError as exc:
+        await producer.stop()
         raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
                                f"{type(exc).__name__}") from None
     topics = names.inputs
@@ -105,6 +107,7 @@ async def read_outputs(connection: KafkaConnection, topic: str, follow: bool,
     try:
         await consumer.start()
     except KafkaError as exc:
+        await consumer.stop()
         raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
                                f"{type(exc).__name__}") from None
     try:

@@ -41,12 +41,14 @@ __all__ = [
     "SINGLE_OBJECT_MARKER",
     "ConfluentFraming",
     "DictSchemaIds",
+    "RegistrySchemaIds",
     "SchemaIds",
     "SingleObjectFraming",
     "WireFormat",
     "decode_output",
     "encode_output",
     "fingerprint_of",
+    "wire_format",
 ]
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -273,3 +275,74 @@ def decode_output(payload: bytes) -> Finding | Amendment | DeadLetter:
     if name == "Amendment":
         return avro.record_to_amendment(record)
     return avro.record_to_dead_letter(record)
+
+
+class RegistrySchemaIds:
+    """Schema ids from a Confluent Schema Registry's REST API (the client side only).
+
+    `id_for` registers the schema under its subject (the registry returns the existing
+    id when it is already there); `schema_for` fetches a writer schema by id. Both are
+    cached for the life of the process.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self._url = url.rstrip("/")
+        self._timeout = timeout_s
+        self._ids: dict[tuple[str, bytes], int] = {}
+        self._schemas: dict[int, Mapping[str, Any] | None] = {}
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self._url + path, data=data, method=method,
+            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise InvalidEvent("registry_error", f"schema registry answered {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+            raise InvalidEvent("registry_error",
+                               f"schema registry unreachable ({type(exc).__name__})") from None
+
+    def id_for(self, subject: str, schema: Mapping[str, Any]) -> int:
+        import json
+        from urllib.parse import quote
+
+        key = (subject, fingerprint_of(schema))
+        if key not in self._ids:
+            answer = self._call("POST", f"/subjects/{quote(subject, safe='')}/versions",
+                                {"schema": json.dumps(schema)})
+            if not answer or "id" not in answer:
+                raise InvalidEvent("registry_error", "the registry did not return a schema id")
+            self._ids[key] = int(answer["id"])
+        return self._ids[key]
+
+    def schema_for(self, schema_id: int) -> Mapping[str, Any] | None:
+        import json
+
+        if schema_id not in self._schemas:
+            answer = self._call("GET", f"/schemas/ids/{schema_id}")
+            self._schemas[schema_id] = json.loads(answer["schema"]) if answer else None
+        return self._schemas[schema_id]
+
+
+def wire_format(name: str, registry_url: str | None = None) -> WireFormat:
+    """`single-object` (default) or `confluent` (needs the registry's URL)."""
+    if name == "single-object":
+        return SingleObjectFraming()
+    if name == "confluent":
+        if not registry_url:
+            from streams.errors import ConfigError
+
+            raise ConfigError("the confluent wire format needs --schema-registry URL")
+        return ConfluentFraming(RegistrySchemaIds(registry_url))
+    from streams.errors import ConfigError
+
+    raise ConfigError(f"unknown wire format {name!r}")
