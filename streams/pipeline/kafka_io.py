@@ -79,8 +79,10 @@ async def produce_events(connection: KafkaConnection, names: TopicNames,
     try:
         pending = []
         for event in events:
+            # The message timestamp is the event time: the worker merges topics by it.
             pending.append(await producer.send(topics[event.TYPE], framing.encode(event),
-                                               key=event_key(event)))
+                                               key=event_key(event),
+                                               timestamp_ms=max(event.occurred_at, 0)))
             sent += 1
             if rate and sent % 100 == 0:
                 ahead = sent / rate - (loop.time() - started)

@@ -34,6 +34,7 @@ from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.faust_store import FaustStore
+from streams.pipeline.scheduling import EventTimeScheduler
 from streams.pipeline.topics import TopicNames
 from streams.serde.wire import SingleObjectFraming, WireFormat, encode_output
 
@@ -230,6 +231,7 @@ def build_app(settings: WorkerSettings) -> Any:
         table_standby_replicas=0,
         autodiscover=False,
         processing_guarantee="at_least_once",
+        ConsumerScheduler=EventTimeScheduler,
     )
     pipeline = _Pipeline(app, settings)
     app.consentwatch = pipeline  # for tests and metrics
