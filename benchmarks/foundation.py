@@ -241,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="take each measurement this many times, keep the best")
     parser.add_argument("--cpu", type=int, default=0, help="the core to pin children to")
     parser.add_argument("--no-pin", action="store_true", help="do not pin children")
-    parser.add_argument("--engine-gc", choices=("on", "freeze", "off"), default="on",
-                        help="engine child, an experiment: after loading the events, leave the "
-                             "garbage collector on (default), gc.freeze() them, or disable it")
+    parser.add_argument("--engine-gc", choices=("on", "freeze", "off"), default="off",
+                        help="engine child: after loading the events, disable the garbage "
+                             "collector (default: as `replay` runs the engine), gc.freeze() "
+                             "them, or leave it on")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args(argv)
     if args.quick:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import sys
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             events = [it for _, it in read_jsonl(fh, str(jsonl)) if type(it) is not DeadLetter]
         engine = Engine(DictStore(), EngineParams())
         process = engine.process
+        gc.collect()
+        gc.disable()  # as `replay` runs the engine (and the foundation's engine child)
         profiler.enable()
         for event in events:
             process(event)

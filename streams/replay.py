@@ -86,17 +86,25 @@ def _feed(
     on_dead_letter: Callable[[DeadLetter], None] | None,
     on_progress: Callable[[int], None] | None,
 ) -> None:
-    for _, item in records:
-        summary.records += 1
-        if type(item) is DeadLetter:
-            summary.dead_letters += 1
-            if dead_letters_out is not None:
-                dead_letters_out.write(dump_line(item))
-            if on_dead_letter is not None:
-                on_dead_letter(item)
-        else:
-            outputs = process(item)  # type: ignore[arg-type]
-            if outputs:
-                emit(outputs)
-        if on_progress is not None and summary.records % 65_536 == 0:
-            on_progress(summary.records)
+    # The record count lives in a local while the loop runs (once per record), and is
+    # stored in `summary` whenever something may look at it, and at the end.
+    count = summary.records
+    try:
+        for _, item in records:
+            count += 1
+            if type(item) is not DeadLetter:
+                outputs = process(item)  # type: ignore[arg-type]
+                if outputs:
+                    emit(outputs)
+            else:
+                summary.records = count
+                summary.dead_letters += 1
+                if dead_letters_out is not None:
+                    dead_letters_out.write(dump_line(item))
+                if on_dead_letter is not None:
+                    on_dead_letter(item)
+            if on_progress is not None and count % 65_536 == 0:
+                summary.records = count
+                on_progress(count)
+    finally:
+        summary.records = count

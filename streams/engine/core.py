@@ -35,10 +35,16 @@ from streams.model.events import (
     NoticeDelivered,
     ParticipantJoined,
     ProfileViewed,
+    fast_constructor,
 )
 from streams.model.findings import Amendment, Finding, amendment_id, finding_id
 
 __all__ = ["NEVER", "Engine", "EngineStats", "Output"]
+
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+# Finding(...) with its fields in order, built without the frozen __init__'s cost.
+_make_finding = fast_constructor(Finding)
 
 NEVER = -(1 << 62)  # the watermark before any event
 FOREVER = 1 << 62  # the watermark after the final flush
@@ -73,6 +79,7 @@ class Engine:
         # A subject is pruned when touched, at most once per amendment horizon of event time.
         self._prune_every = max(3_600_000, self.params.amendment_horizon_ms)
         self._lateness = self.params.allowed_lateness_ms
+        self._grace = self.params.notice_grace_ms
         self._get_subject = store.subject
         self._put_subject = store.put_subject
         self.catalogue = catalogue or load_catalogue()
@@ -101,22 +108,27 @@ class Engine:
         """
         self._position = position
         t = event.occurred_at
-        self.stats.events[event.TYPE] += 1
-        late = t < self.watermark
+        stats = self.stats
+        stats.events[event.TYPE] += 1
+        watermark = self.watermark
+        late = t < watermark
         outputs: list[Output] = []
         if type(event) is FeatureToggled:
             fresh = self._apply_toggle(event, late, outputs)
         else:
             fresh = self._apply_subject_event(event, late, outputs)
         if not fresh:
-            self.stats.duplicates += 1
+            stats.duplicates += 1
             return outputs
         if late:
-            self.stats.late += 1
-        self.max_seen = max(self.max_seen, t)
-        if (self.max_seen - self._lateness > self.watermark
-                or (self._deadlines and self._deadlines[0][0] < self.watermark)):
-            self._advance(self.max_seen - self._lateness, outputs)
+            stats.late += 1
+        max_seen = self.max_seen
+        if t > max_seen:
+            self.max_seen = max_seen = t
+        deadlines = self._deadlines
+        if (max_seen - self._lateness > watermark
+                or (deadlines and deadlines[0][0] < watermark)):
+            self._advance(max_seen - self._lateness, outputs)
         if wall_ms is not None:
             self._wall_at_event = wall_ms
             self._watermark_at_event = self.watermark
@@ -231,22 +243,24 @@ class Engine:
     def _apply_subject_event(self, event: Event, late: bool, outputs: list[Output]) -> bool:
         """Apply an event of a subject; False when it is a duplicate."""
         subject_id: str = event.subject_id  # type: ignore[union-attr]
+        event_id = event.event_id
         state = self._get_subject(subject_id)
         if state is None:
             state = SubjectState()
             state.pruned_at = self.watermark  # nothing to prune yet
-        elif event.event_id in state.seen:
+        elif event_id in state.seen:
             return False
-        state.seen[event.event_id] = event.occurred_at
+        state.seen[event_id] = event.occurred_at
         kind = type(event)
-        if kind is EnrichmentRequested or kind is ProfileViewed:
-            record = TriggerRecord(cast(Trigger, event), STAGE_PAST | STAGE_NOTICE)
-            state.triggers[event.event_id] = record
-            self._schedule(subject_id, record)
-        elif kind is NoticeDelivered:
+        # The most frequent kinds first.
+        if kind is NoticeDelivered:
             notice = cast(NoticeDelivered, event)
             state.add_notice(notice.notice_kind, notice.provider, notice.meeting_id,
                              notice.occurred_at)
+        elif kind is EnrichmentRequested or kind is ProfileViewed:
+            record = TriggerRecord(cast(Trigger, event), STAGE_PAST | STAGE_NOTICE)
+            state.triggers[event_id] = record
+            self._schedule(subject_id, record)
         elif kind is ParticipantJoined:
             state.add_join(cast(ParticipantJoined, event))
         elif kind is ConsentChanged:
@@ -263,15 +277,18 @@ class Engine:
         return True
 
     def _schedule(self, subject_id: str, record: TriggerRecord) -> None:
-        t = record.event.occurred_at
-        if record.pending & STAGE_PAST:
-            self._seq += 1
-            heapq.heappush(self._deadlines, (t, self._seq, subject_id, record.event.event_id,
-                                             STAGE_PAST))
-        if record.pending & STAGE_NOTICE:
-            self._seq += 1
-            heapq.heappush(self._deadlines, (t + self.params.notice_grace_ms, self._seq,
-                                             subject_id, record.event.event_id, STAGE_NOTICE))
+        event = record.event
+        t = event.occurred_at
+        pending = record.pending
+        seq = self._seq
+        if pending & STAGE_PAST:
+            seq += 1
+            _heappush(self._deadlines, (t, seq, subject_id, event.event_id, STAGE_PAST))
+        if pending & STAGE_NOTICE:
+            seq += 1
+            _heappush(self._deadlines, (t + self._grace, seq, subject_id, event.event_id,
+                                        STAGE_NOTICE))
+        self._seq = seq
 
     def _prune(self, state: SubjectState) -> None:
         p = self.params
@@ -285,9 +302,10 @@ class Engine:
         self.watermark = max(self.watermark, watermark)
         watermark = self.watermark
         deadlines = self._deadlines
+        decide = self._decide
         while deadlines and deadlines[0][0] < watermark:
-            _, _, subject_id, event_id, stage = heapq.heappop(deadlines)
-            self._decide(subject_id, event_id, stage, outputs)
+            _, _, subject_id, event_id, stage = _heappop(deadlines)
+            decide(subject_id, event_id, stage, outputs)
         if self._swept_at == NEVER:
             self._swept_at = watermark
         elif watermark - self._swept_at >= self.params.amendment_horizon_ms and watermark < FOREVER:
@@ -308,24 +326,44 @@ class Engine:
         return rules.view_notice(event, state, self.params)
 
     def _decide(self, subject_id: str, event_id: str, stage: int, outputs: list[Output]) -> None:
+        # `_evaluate`, inlined: this runs twice for every trigger.
         state = self._get_subject(subject_id)
-        record = state.triggers.get(event_id) if state is not None else None
-        if state is None or record is None or not record.pending & stage:
+        if state is None:
+            return
+        record = state.triggers.get(event_id)
+        if record is None or not record.pending & stage:
             return
         event = record.event
-        verdicts = self._evaluate(record, state, stage)
+        automatic = False
+        account: AccountState | None = None
+        if type(event) is EnrichmentRequested:
+            if stage == STAGE_PAST:
+                automatic = event.trigger == "AUTOMATIC"
+                if automatic:
+                    account = self.store.account(event.account_id)
+                verdicts = rules.request_past(event, state, account)
+            else:
+                verdicts = rules.request_notice(event, state, self.params)
+        else:
+            assert type(event) is ProfileViewed
+            if stage == STAGE_PAST:
+                verdicts = rules.view_past(event, state)
+            else:
+                verdicts = rules.view_notice(event, state, self.params)
+        outcomes = record.outcomes
         for rule_id, verdict in verdicts.items():
             if verdict is None:
-                record.outcomes[rule_id] = None
+                outcomes[rule_id] = None
                 continue
             evidence, context = verdict
-            record.outcomes[rule_id] = evidence
+            outcomes[rule_id] = evidence
             outputs.append(self._finding(rule_id, event, evidence, context))
         record.pending &= ~stage
         record.decided_at = self._position
-        if (stage == STAGE_PAST and type(event) is EnrichmentRequested
-                and event.trigger == "AUTOMATIC"):
-            account = self.store.account(event.account_id) or AccountState()
+        if automatic:
+            # The account looked up for the rules: nothing has changed it since.
+            if account is None:
+                account = AccountState()
             account.automatic[subject_id] = event.occurred_at
             self.store.put_account(event.account_id, account)
         self._put_subject(subject_id, state)
@@ -334,21 +372,23 @@ class Engine:
                  evidence: tuple[str, ...], context: dict[str, object],
                  count: bool = True) -> Finding:
         rule = self._rules[rule_id]
+        severity = rule.severity
         if count:
-            self.stats.findings[(rule_id, rule.severity, event.provider)] += 1
-        return Finding(
-            finding_id=finding_id(rule_id, event.event_id),
-            rule=rule_id,
-            severity=rule.severity,
-            subject_id=event.subject_id,
-            account_id=event.account_id,
-            meeting_id=event.meeting_id,
-            provider=event.provider,
-            trigger_event_id=event.event_id,
-            evidence_event_ids=evidence,
-            occurred_at=event.occurred_at,
-            detected_at=self._clock(),
-            explanation=rule.explain(context),
+            self.stats.findings[(rule_id, severity, event.provider)] += 1
+        trigger_id = event.event_id
+        return _make_finding(
+            finding_id(rule_id, trigger_id),  # finding_id
+            rule_id,  # rule
+            severity,  # severity
+            event.subject_id,  # subject_id
+            event.account_id,  # account_id
+            event.meeting_id,  # meeting_id
+            event.provider,  # provider
+            trigger_id,  # trigger_event_id
+            evidence,  # evidence_event_ids
+            event.occurred_at,  # occurred_at
+            self._clock(),  # detected_at
+            rule.explain(context),  # explanation
         )
 
     # -- late events -------------------------------------------------------------

@@ -6,8 +6,9 @@ Category lists are tuples so an event stays hashable and immutable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "EVENT_TYPES",
@@ -20,7 +21,37 @@ __all__ = [
     "NoticeDelivered",
     "ParticipantJoined",
     "ProfileViewed",
+    "fast_constructor",
 ]
+
+_T = TypeVar("_T")
+
+
+def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
+    """A positional constructor equal to `cls(*fields)`, for a frozen slotted dataclass.
+
+    The `__init__` of a frozen dataclass sets every field through
+    `object.__setattr__` (about 0.07 us a field: 0.7 us an event, on every record
+    of every input). This builds the instance as a mutable twin class with the very
+    same slots (plain stores), then retypes it to `cls`: `__class__` assignment is
+    allowed between classes of the same slot layout. The result is an ordinary `cls`
+    instance (equal, hashable, frozen, picklable, serialised alike). Only for classes
+    whose `__init__` does nothing but store its arguments: no defaults, no
+    `__post_init__`, no `InitVar` (checked here).
+    """
+    names = tuple(field.name for field in fields(cls))  # type: ignore[arg-type]
+    if (getattr(cls, "__slots__", None) != names or hasattr(cls, "__post_init__")
+            or any(not field.init for field in fields(cls))):  # type: ignore[arg-type]
+        raise TypeError(f"{cls.__name__} is not a plain frozen slotted dataclass")
+    twin = type(f"_Mutable{cls.__name__}", (), {"__slots__": names})
+    args = ", ".join(names)
+    body = "".join(f"    o.{name} = {name}\n" for name in names)
+    source = f"def make({args}):\n    o = twin()\n{body}    o.__class__ = cls\n    return o\n"
+    namespace: dict[str, Any] = {"twin": twin, "cls": cls}
+    exec(source, namespace)
+    make: Callable[..., _T] = namespace["make"]
+    make.__qualname__ = make.__name__ = f"make_{cls.__name__}"
+    return make
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from streams.errors import InvalidEvent, SchemaError
 from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
-from streams.model.validate import event_from_record
+from streams.model.validate import event_from_record, validator_for
 
 __all__ = [
     "CORRUPT_CONTAINER",
@@ -495,7 +495,7 @@ def _event_defaults() -> dict[str, dict[str, Any]]:
 class _Plan:
     """What reading a container needs per record name, worked out once per schema."""
 
-    __slots__ = ("by_name", "named", "parsed", "single", "stripped")
+    __slots__ = ("by_name", "fast", "named", "parsed", "single", "stripped")
 
     def __init__(self, writer_schema: Any) -> None:
         self.stripped = strip_timestamp_millis(writer_schema)
@@ -527,6 +527,13 @@ class _Plan:
                 if name not in written and value is not None
             }
             self.by_name[full] = (short, fill or None)
+        # The common case, a union of event records that need no defaults: full name ->
+        # the validator of that event, looked up once here instead of once per record.
+        self.fast: dict[str, Callable[[Any], Event]] = {}
+        for full, (short, defaults_to_add) in self.by_name.items():
+            validate = validator_for(short) if defaults_to_add is None else None
+            if validate is not None:
+                self.fast[full] = validate
         self.parsed: Any = None
         self.named: dict[str, Any] = {}
 
@@ -594,6 +601,19 @@ def _corrupt(
     )
 
 
+def _invalid(source: str, number: int, exc: InvalidEvent, payload: bytes) -> DeadLetter:
+    """The DeadLetter of a record that decodes but is not a valid event."""
+    return DeadLetter(
+        source=source,
+        partition=None,
+        position=number,
+        reason_code=exc.code,
+        reason=exc.message,
+        payload=payload,
+        dead_lettered_at=_now_ms(),
+    )
+
+
 def _open_container(source: _Source) -> tuple[_Plan, Any]:
     """Read the header, rewrite its schema for speed, and open fastavro on the rest."""
     magic = source.read(4)
@@ -636,6 +656,7 @@ def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Even
         return
 
     by_name = plan.by_name
+    fast_get = plan.fast.get
     single = plan.single
     validate = event_from_record
     number = 0
@@ -667,22 +688,19 @@ def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Even
                     name, record = item
                 else:
                     name, record = single, item
-                type_name, fill = by_name.get(name) or (name, None)
+                # An event record that needs no defaults (the common case): its validator,
+                # found once per schema. fastavro decodes a record to a dict, so this is
+                # what `event_from_record` would call after its checks.
+                quick = fast_get(name)
                 try:
-                    event = validate(record if fill is None else {**fill, **record}, type_name)
+                    if quick is not None:
+                        event = quick(record)
+                    else:
+                        type_name, fill = by_name.get(name) or (name, None)
+                        event = validate(record if fill is None else {**fill, **record},
+                                         type_name)
                 except InvalidEvent as exc:
-                    yield (
-                        number,
-                        DeadLetter(
-                            source=source,
-                            partition=None,
-                            position=number,
-                            reason_code=exc.code,
-                            reason=exc.message,
-                            payload=plan.payload(name, item, record),
-                            dead_lettered_at=_now_ms(),
-                        ),
-                    )
+                    yield number, _invalid(source, number, exc, plan.payload(name, item, record))
                     continue
                 yield number, event
         except Exception as exc:

@@ -1,0 +1,440 @@
+"""The streaming pipeline on a real broker: one worker against two baselines.
+
+    .venv/bin/python benchmarks/pipeline.py [--quick] [--events N] [--subjects S]
+        [--broker HOST:PORT] [--partitions 4] [--json OUT]
+
+Produces the benchmark mix (benchmarks/mix.py) to fresh topics, then measures on
+those same topics, in one run:
+
+* `aiokafka_events_per_s`: a plain aiokafka consumer that reads and decodes
+  (Avro single-object) every input record;
+* `faust_agent_events_per_s`: a plain Faust agent that only iterates them;
+* `worker_events_per_s`: one `consentwatch worker` (RocksDB state, changelogs),
+  from its start to the last finding (all input routed and correlated, then the
+  sentinel toggle that closes every pending decision, then the last finding);
+* latency at half the worker's rate: a fresh pipeline fed at that rate; for the
+  rules about the past, p50/p99 of (finding produced - trigger appended).
+
+Each of the three rates counts from the start of its own client or process. The
+worker's findings are checked against `replay` of the same events.
+Without --broker, a broker is started with deploy/kafka/kafka.sh and stopped after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+PAST_RULES = {"enrichment-without-consent", "enrichment-exceeds-consent",
+              "automatic-egress-feature-inactive", "pseudonym-deanonymized"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _events(n: int, subjects: int, seed: int) -> list[Any]:
+    from mix import generate
+
+    return list(generate(n, subjects, seed))
+
+
+def _expected(events: list[Any]) -> set[tuple[str, str, str]]:
+    import io
+
+    import orjson
+
+    from streams.replay import replay_records
+
+    out = io.BytesIO()
+    replay_records(enumerate(events, 1), out)
+    return {(f["rule"], f["subject_id"], f["trigger_event_id"])
+            for f in map(orjson.loads, out.getvalue().splitlines())}
+
+
+def _connection(broker: str) -> Any:
+    from streams.pipeline.connection import KafkaConnection
+
+    return KafkaConnection(bootstrap=broker)
+
+
+async def _offsets(broker: str, group: str, topics: list[str]) -> tuple[int, int]:
+    """(committed, end) summed over every partition of `topics` for `group`."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(t, p) for t in topics
+               for p in (consumer.partitions_for_topic(t) or ())]
+        end = await consumer.end_offsets(tps)
+        committed = 0
+        for tp in tps:
+            committed += (await consumer.committed(tp)) or 0
+        return committed, sum(end.values())
+    finally:
+        await consumer.stop()
+
+
+async def _count_findings(broker: str, topic: str) -> list[Any]:
+    from streams.pipeline.connection import KafkaConnection
+    from streams.pipeline.kafka_io import read_outputs
+
+    return [f async for f in read_outputs(KafkaConnection(bootstrap=broker), topic, False)]
+
+
+async def _finding_times(broker: str, topic: str) -> dict[str, tuple[str, str, int]]:
+    """finding_id -> (rule, trigger_event_id, message timestamp of its first copy)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.serde.wire import decode_output
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        seen: dict[str, tuple[str, str, int]] = {}
+        while any(await consumer.position(tp) < end[tp] for tp in tps):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    finding = decode_output(record.value)
+                    fid = finding.finding_id  # type: ignore[union-attr]
+                    if fid not in seen:
+                        seen[fid] = (finding.rule, finding.trigger_event_id,  # type: ignore[union-attr]
+                                     record.timestamp)
+        return seen
+    finally:
+        await consumer.stop()
+
+
+def _wait(predicate: Any, timeout: float, every: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def _sentinel(broker: str, prefix: str, at: int) -> None:
+    from streams.model.events import FeatureToggled
+    from streams.pipeline.kafka_io import produce_events
+    from streams.pipeline.topics import TopicNames
+
+    toggle = FeatureToggled("zz-sentinel", at, "zz-sentinel", None, "zz-sentinel", False, "bench")
+    asyncio.run(produce_events(_connection(broker), TopicNames(prefix), [toggle]))
+
+
+def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
+                  partitions: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "streams.cli.app", "worker", "--broker", broker,
+           "--topic-prefix", prefix, "--data-dir", str(data_dir), "--web-port",
+           str(_free_port()), "--log-level", "warning", "--partitions", str(partitions)]
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# -- the measurements ----------------------------------------------------------------
+
+
+def measure_aiokafka(broker: str, prefix: str, n: int) -> dict[str, float]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.pipeline.topics import TopicNames
+    from streams.serde.wire import SingleObjectFraming
+
+    async def run() -> dict[str, float]:
+        started = time.perf_counter()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        decode = SingleObjectFraming().decode
+        try:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in TopicNames(prefix).inputs.values()
+                   for p in consumer.partitions_for_topic(t) or ()]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            count = 0
+            while count < n:
+                for records in (await consumer.getmany(timeout_ms=500,
+                                                       max_records=10_000)).values():
+                    for record in records:
+                        decode(record.value)
+                        count += 1
+            seconds = time.perf_counter() - started
+            return {"events": count, "seconds": seconds, "events_per_s": count / seconds}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str) -> None:
+    """A plain Faust agent that only iterates the input topics; prints its rate and exits."""
+    import faust
+
+    from streams.pipeline.topics import TopicNames
+
+    started = time.perf_counter()
+    app = faust.App(f"{prefix}.faust-baseline", broker=f"kafka://{broker}",
+                    store="memory://", datadir=data_dir, web_enabled=False,
+                    autodiscover=False, consumer_auto_offset_reset="earliest",
+                    key_serializer="raw", value_serializer="raw")
+    topic = app.topic(*TopicNames(prefix).inputs.values(), key_type=bytes, value_type=bytes)
+    count = 0
+
+    @app.agent(topic)
+    async def iterate(stream: Any) -> None:
+        nonlocal count
+        async for _ in stream:
+            count += 1
+            if count >= n:
+                seconds = time.perf_counter() - started
+                print(json.dumps({"events": count, "seconds": seconds,
+                                  "events_per_s": count / seconds}), flush=True)
+                os._exit(0)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def measure_faust_agent(broker: str, prefix: str, n: int, work: Path) -> dict[str, float]:
+    cmd = [sys.executable, str(HERE / "pipeline.py"), "--child-faust-agent", broker, prefix,
+           str(n), str(work / "faust-baseline")]
+    result = subprocess.run(cmd, capture_output=True, timeout=3600, cwd=ROOT, check=False)
+    for line in result.stdout.decode().splitlines():
+        if line.startswith("{"):
+            return json.loads(line)  # type: ignore[no-any-return]
+    raise RuntimeError(f"the Faust baseline failed: {result.stderr.decode()[-2000:]}")
+
+
+def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, str, str]],
+                   last_time: int, partitions: int, work: Path) -> dict[str, Any]:
+    from streams.pipeline.topics import TopicNames
+
+    names = TopicNames(prefix)
+    started = time.perf_counter()
+    proc = _start_worker(broker, prefix, work / "worker", work / "worker.log", partitions)
+    try:
+        def routed_and_correlated() -> bool:
+            inputs = asyncio.run(_offsets(broker, names.group_id, list(names.inputs.values())))
+            correlate = asyncio.run(_offsets(broker, names.group_id, [names.correlate]))
+            return inputs[0] >= inputs[1] == n and correlate[1] > 0 and \
+                correlate[0] >= correlate[1]
+
+        if not _wait(routed_and_correlated, 3600, 2.0):
+            raise RuntimeError("the worker did not consume its input")
+        processed = time.perf_counter() - started
+        _sentinel(broker, prefix, last_time + 2 * 86_400_000)
+        found: list[Any] = []
+
+        def complete() -> bool:
+            nonlocal found
+            found = asyncio.run(_count_findings(broker, names.findings))
+            return len({f.finding_id for f in found}) >= len(expected)
+
+        _wait(complete, 600, 2.0)
+        seconds = time.perf_counter() - started
+        got = {(f.rule, f.subject_id, f.trigger_event_id) for f in found}
+        return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
+                "seconds_to_consume": processed, "findings": len(got),
+                "expected_findings": len(expected), "findings_match_replay": got == expected,
+                "missing": len(expected - got), "unexpected": len(got - expected)}
+    finally:
+        _stop(proc)
+
+
+def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
+                    partitions: int, work: Path) -> dict[str, Any]:
+    """Feed a fresh pipeline at `rate`; latency of the past rules' findings."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.pipeline.kafka_io import create_topics, event_key
+    from streams.pipeline.topics import TopicNames
+    from streams.serde.wire import SingleObjectFraming
+
+    names = TopicNames(prefix)
+    asyncio.run(create_topics(_connection(broker), names, partitions, 1))
+    proc = _start_worker(broker, prefix, work / "latency-worker", work / "latency.log",
+                         partitions)
+    appended: dict[str, float] = {}
+    try:
+        time.sleep(15)  # let the worker join its group first
+
+        async def feed() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=2, acks="all")
+            await producer.start()
+            encode = SingleObjectFraming().encode
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                for index, event in enumerate(events, 1):
+                    future = await producer.send(names.inputs[event.TYPE], encode(event),
+                                                 key=event_key(event),
+                                                 timestamp_ms=event.occurred_at)
+                    if event.TYPE in ("EnrichmentRequested", "ProfileViewed"):
+                        future.add_done_callback(
+                            lambda _, eid=event.event_id: appended.setdefault(eid, time.time()))
+                    ahead = index / rate - (loop.time() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                await producer.flush()
+            finally:
+                await producer.stop()
+
+        asyncio.run(feed())
+        time.sleep(60)  # the last decisions need the watermark to pass them
+        times = asyncio.run(_finding_times(broker, names.findings))
+    finally:
+        _stop(proc)
+    latencies = sorted(ts / 1000 - appended[trigger]
+                       for rule, trigger, ts in times.values()
+                       if rule in PAST_RULES and trigger in appended)
+    if not latencies:
+        return {"rate": rate, "findings": 0}
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
+    return {"rate_events_per_s": rate, "events": len(events), "past_rule_findings":
+            len(latencies), "p50_s": pct(0.50), "p99_s": pct(0.99), "max_s": latencies[-1]}
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in order
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child-faust-agent":
+        child_faust_agent(argv[1], argv[2], int(argv[3]), argv[4])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--subjects", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="100,000 events, 10,000 subjects")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--broker", help="use this broker instead of starting one")
+    parser.add_argument("--latency-events", type=int, default=50_000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.subjects = 100_000, 10_000
+
+    from streams.pipeline.kafka_io import create_topics, produce_events
+    from streams.pipeline.topics import TopicNames
+
+    work = Path(tempfile.mkdtemp(prefix="cw-pipeline-bench-"))
+    broker = args.broker
+    kafka_dir = work / "kafka"
+    if broker is None:
+        broker = subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "start", "--dir",
+                                 str(kafka_dir)], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    try:
+        print(f"generating {args.events:,} events over {args.subjects:,} subjects", flush=True)
+        events = _events(args.events, args.subjects, args.seed)
+        expected = _expected(events)
+        prefix = f"bench{int(time.time())}"
+        names = TopicNames(prefix)
+        asyncio.run(create_topics(_connection(broker), names, args.partitions, 1))
+        started = time.perf_counter()
+        asyncio.run(produce_events(_connection(broker), names, events))
+        produce_s = time.perf_counter() - started
+        print(f"produced in {produce_s:.1f} s", flush=True)
+        results: dict[str, Any] = {
+            "params": {"events": args.events, "subjects": args.subjects,
+                       "partitions": args.partitions, "store": "rocksdb",
+                       "cpu_count": os.cpu_count()},
+            "produce_events_per_s": args.events / produce_s,
+        }
+        results["aiokafka"] = measure_aiokafka(broker, prefix, args.events)
+        print(f"aiokafka: {results['aiokafka']['events_per_s']:,.0f} events/s", flush=True)
+        results["faust_agent"] = measure_faust_agent(broker, prefix, args.events, work)
+        print(f"faust agent: {results['faust_agent']['events_per_s']:,.0f} events/s", flush=True)
+        results["worker"] = measure_worker(broker, prefix, args.events, expected,
+                                           max(e.occurred_at for e in events),
+                                           args.partitions, work)
+        print(f"worker: {results['worker']['events_per_s']:,.0f} events/s", flush=True)
+        worker_rate = results["worker"]["events_per_s"]
+        results["aiokafka_events_per_s"] = results["aiokafka"]["events_per_s"]
+        results["faust_agent_events_per_s"] = results["faust_agent"]["events_per_s"]
+        results["worker_events_per_s"] = worker_rate
+        results["worker_vs_aiokafka"] = worker_rate / results["aiokafka_events_per_s"]
+        results["worker_vs_faust_agent"] = worker_rate / results["faust_agent_events_per_s"]
+        n_latency = min(args.latency_events, len(events))
+        results["latency"] = measure_latency(broker, f"{prefix}lat", events[:n_latency],
+                                             worker_rate / 2, args.partitions, work)
+        _print_table(results)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        if args.broker is None:
+            subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "stop", "--dir",
+                            str(kafka_dir)], capture_output=True, check=False)
+    return 0
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"consentwatch pipeline: {results['params']['events']:,} events, "
+                        f"{results['params']['partitions']} partitions, one worker")
+    table.add_column("measurement")
+    table.add_column("events/s", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("ratio to worker", justify="right")
+    worker = results["worker_events_per_s"]
+    for key, label in (("aiokafka", "plain aiokafka consumer (read + decode)"),
+                       ("faust_agent", "plain Faust agent (iterate)"),
+                       ("worker", "consentwatch worker (start to last finding)")):
+        row = results[key]
+        table.add_row(label, f"{row['events_per_s']:,.0f}", f"{row['seconds']:.1f}",
+                      f"{worker / row['events_per_s']:.3f}")
+    Console().print(table)
+    w = results["worker"]
+    print(f"worker findings match replay: {w['findings_match_replay']} "
+          f"({w['findings']:,} of {w['expected_findings']:,}; missing {w['missing']}, "
+          f"unexpected {w['unexpected']})")
+    lat = results["latency"]
+    if lat.get("past_rule_findings"):
+        print(f"latency at {lat['rate_events_per_s']:,.0f} events/s (half the worker's rate), "
+              f"rules about the past: p50 {lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, "
+              f"max {lat['max_s']:.2f} s over {lat['past_rule_findings']:,} findings")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
