@@ -1,39 +1,84 @@
-"""Hand fetched records to the agents in event-time order across topics.
+"""Hand the route stage its input records in event-time order across topics.
 
-The route stage reads seven input topics at once. Faust's default scheduler
-round-robins between topics, so a topic with small records (whose fetch covers
-more event time) can run far ahead of the others, and the correlate partitions
-would then see events out of order by more than the allowed lateness. This
-scheduler merges the records of one fetch by their timestamps (the producer sets
-each message's timestamp to the event's `occurred_at`), keeping every partition's
-own order: the merge only ever compares the heads of the partitions' lists.
+The route stage reads the seven input topics at once. Each fetch brings up to a
+megabyte per partition, and a sparse topic (feature toggles) covers hours of event
+time in one fetch where a busy one (notices) covers seconds. Handed over as they
+come (Faust round-robins between topics), the toggles of the whole backlog would
+reach the correlate partitions first, push their watermarks hours ahead, and make
+every other event late.
+
+So this scheduler does what Kafka Streams does for a task's input partitions: it
+buffers the fetched records per partition and always hands over the record with
+the smallest timestamp (the producer sets it to the event's `occurred_at`), but
+only while every input partition that is still receiving data has a record
+buffered, since the next record of an empty partition could be older. A partition
+that has received nothing for `idle_ms` is not waited for (`max.task.idle.ms`).
+Each partition's own order is kept. Records of other topics (the correlate topic,
+changelogs) pass straight through.
+
+Records held here have not reached the agent, so they are not acknowledged and
+their offsets are not committed: a crash loses none of them.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Mapping
-from typing import Any
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
 
-__all__ = ["EventTimeScheduler"]
+__all__ = ["EventTimeScheduler", "event_time_scheduler"]
 
 
 class EventTimeScheduler:
-    """A Faust `ConsumerScheduler`: a k-way merge of each fetch by record timestamp."""
+    """A Faust `ConsumerScheduler`; `merge_topics` names the topics to merge by time."""
+
+    merge_topics: ClassVar[frozenset[str]] = frozenset()
+    idle_ms: ClassVar[int] = 500
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buffers: dict[Any, deque[Any]] = {}
+        self._last_fetch: dict[Any, float] = {}
 
     def iterate(self, records: Mapping[Any, list[Any]]) -> Iterator[tuple[Any, Any]]:
-        if len(records) == 1:
-            for tp, messages in records.items():
+        now = self._clock()
+        for tp, messages in records.items():
+            if tp.topic not in self.merge_topics:
                 for record in messages:
                     yield tp, record
-            return
-        streams = [_keyed(index, tp, messages)
-                   for index, (tp, messages) in enumerate(records.items())]
-        for _, _, _, tp, record in heapq.merge(*streams):
-            yield tp, record
+                continue
+            if messages:
+                self._buffers.setdefault(tp, deque()).extend(messages)
+                self._last_fetch[tp] = now
+        yield from self._release(now)
+
+    def _release(self, now: float) -> Iterator[tuple[Any, Any]]:
+        idle_s = self.idle_ms / 1000
+        heads = [(buffer[0].timestamp, index, tp)
+                 for index, (tp, buffer) in enumerate(self._buffers.items()) if buffer]
+        heapq.heapify(heads)
+        waiting_for = {tp for tp, buffer in self._buffers.items()
+                       if not buffer and now - self._last_fetch.get(tp, now) < idle_s}
+        while heads and not waiting_for:
+            _, index, tp = heapq.heappop(heads)
+            buffer = self._buffers[tp]
+            yield tp, buffer.popleft()
+            if buffer:
+                heapq.heappush(heads, (buffer[0].timestamp, index, tp))
+            elif now - self._last_fetch.get(tp, now) < idle_s:
+                waiting_for.add(tp)  # its next record may be older than the others' heads
+
+    def forget_all(self) -> None:
+        """Drop every held record: after a rebalance Faust seeks back to the committed
+        offsets, so they will be fetched again."""
+        self._buffers.clear()
+        self._last_fetch.clear()
 
 
-def _keyed(index: int, tp: Any, messages: list[Any]) -> Iterator[tuple[int, int, int, Any, Any]]:
-    # (timestamp, partition index, position): unique, so records are never compared
-    for position, record in enumerate(messages):
-        yield record.timestamp, index, position, tp, record
+def event_time_scheduler(topics: set[str] | frozenset[str],
+                         idle_ms: int = 500) -> type[EventTimeScheduler]:
+    """An EventTimeScheduler class bound to the input topics (Faust instantiates it)."""
+    return type("InputEventTimeScheduler", (EventTimeScheduler,),
+                {"merge_topics": frozenset(topics), "idle_ms": idle_ms})

@@ -34,7 +34,7 @@ from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.faust_store import FaustStore
-from streams.pipeline.scheduling import EventTimeScheduler
+from streams.pipeline.scheduling import EventTimeScheduler, event_time_scheduler
 from streams.pipeline.topics import TopicNames
 from streams.serde.wire import SingleObjectFraming, WireFormat, encode_output
 
@@ -231,7 +231,7 @@ def build_app(settings: WorkerSettings) -> Any:
         table_standby_replicas=0,
         autodiscover=False,
         processing_guarantee="at_least_once",
-        ConsumerScheduler=EventTimeScheduler,
+        ConsumerScheduler=event_time_scheduler(set(settings.topics.inputs.values())),
     )
     pipeline = _Pipeline(app, settings)
     app.consentwatch = pipeline  # for tests and metrics
@@ -254,6 +254,12 @@ def build_app(settings: WorkerSettings) -> Any:
 
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         pipeline.revoked(revoked)
+        # Faust seeks every partition back to its committed offset after a rebalance:
+        # records held for event-time merging would come again, so drop them all.
+        consumer = getattr(app, "_consumer", None)
+        scheduler = getattr(consumer, "scheduler", None)
+        if isinstance(scheduler, EventTimeScheduler):
+            scheduler.forget_all()
 
     app.on_partitions_revoked.connect(on_revoked)
     del route, correlate, tick
