@@ -117,7 +117,7 @@ async def _finding_times(broker: str, topic: str) -> dict[str, tuple[str, str, i
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         seen: dict[str, tuple[str, str, int]] = {}
-        while any(await consumer.position(tp) < end[tp] for tp in tps):
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     finding = decode_output(record.value)
@@ -236,9 +236,10 @@ def measure_faust_agent(broker: str, prefix: str, n: int, work: Path) -> dict[st
     cmd = [sys.executable, str(HERE / "pipeline.py"), "--child-faust-agent", broker, prefix,
            str(n), str(work / "faust-baseline")]
     result = subprocess.run(cmd, capture_output=True, timeout=3600, cwd=ROOT, check=False)
-    for line in result.stdout.decode().splitlines():
-        if line.startswith("{"):
-            return json.loads(line)  # type: ignore[no-any-return]
+    # Faust's worker redirects stdout into its log: find the line wherever it went.
+    for line in (result.stdout + result.stderr).decode().splitlines():
+        if '{"events"' in line:
+            return json.loads(line[line.index('{"events"'):])  # type: ignore[no-any-return]
     raise RuntimeError(f"the Faust baseline failed: {result.stderr.decode()[-2000:]}")
 
 

@@ -83,3 +83,21 @@ def test_other_topics_pass_straight_through() -> None:
     tp = _TP("correlate", 3)
     records = [_Record(9, 0), _Record(1, 1)]
     assert list(scheduler.iterate({tp: records})) == [(tp, records[0]), (tp, records[1])]  # type: ignore[attr-defined]
+
+
+def test_an_empty_partition_with_more_data_in_kafka_is_waited_for() -> None:
+    clock = _Clock()
+    highwater = {_TP("in.a", 0): 100, _TP("in.b", 0): 3}
+    scheduler = event_time_scheduler(INPUTS, idle_ms=500, highwater=highwater.get)(clock)
+    busy, sparse = _TP("in.a", 0), _TP("in.b", 0)
+    out = list(scheduler.iterate({busy: [_Record(t, t) for t in range(10)],
+                                  sparse: [_Record(t * 100, t) for t in range(3)]}))
+    assert [r.timestamp for _, r in out] == [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    clock.now += 5  # long after idle_ms: "in.a" still has 90 records in Kafka
+    assert list(scheduler.iterate({})) == []
+    out = list(scheduler.iterate({busy: [_Record(t, t) for t in range(10, 100)]}))
+    # "in.a" is caught up now (fetched to its high watermark), but not idle yet
+    assert [r.timestamp for tp, r in out if tp == sparse] == []
+    clock.now += 1
+    rest = list(scheduler.iterate({}))
+    assert [r.timestamp for _, r in rest] == [100, 200]

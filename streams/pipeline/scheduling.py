@@ -11,8 +11,11 @@ So this scheduler does what Kafka Streams does for a task's input partitions: it
 buffers the fetched records per partition and always hands over the record with
 the smallest timestamp (the producer sets it to the event's `occurred_at`), but
 only while every input partition that is still receiving data has a record
-buffered, since the next record of an empty partition could be older. A partition
-that has received nothing for `idle_ms` is not waited for (`max.task.idle.ms`).
+buffered, since the next record of an empty partition could be older. An empty
+partition known to hold more data (its fetched position is below its high
+watermark) is always waited for, up to `stall_ms`; one that is caught up is waited
+for only `idle_ms` (Kafka Streams' `max.task.idle.ms`), so a quiet topic does not
+hold the others back.
 Each partition's own order is kept. Records of other topics (the correlate topic,
 changelogs) pass straight through.
 
@@ -36,11 +39,13 @@ class EventTimeScheduler:
 
     merge_topics: ClassVar[frozenset[str]] = frozenset()
     idle_ms: ClassVar[int] = 500
+    stall_ms: ClassVar[int] = 30_000
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buffers: dict[Any, deque[Any]] = {}
         self._last_fetch: dict[Any, float] = {}
+        self._fetched_to: dict[Any, int] = {}
 
     def iterate(self, records: Mapping[Any, list[Any]]) -> Iterator[tuple[Any, Any]]:
         now = self._clock()
@@ -52,33 +57,51 @@ class EventTimeScheduler:
             if messages:
                 self._buffers.setdefault(tp, deque()).extend(messages)
                 self._last_fetch[tp] = now
+                self._fetched_to[tp] = messages[-1].offset + 1
         yield from self._release(now)
 
+    def highwater(self, tp: Any) -> int | None:
+        """The partition's high watermark as last fetched (None when unknown)."""
+        return None
+
+    def _must_wait(self, tp: Any, now: float) -> bool:
+        """Should an empty partition hold the others back? Its next record may be older."""
+        quiet = now - self._last_fetch.get(tp, now)
+        highwater = self.highwater(tp)
+        if highwater is not None and self._fetched_to.get(tp, 0) < highwater:
+            return quiet < self.stall_ms / 1000  # more data is there: wait for it
+        return quiet < self.idle_ms / 1000
+
     def _release(self, now: float) -> Iterator[tuple[Any, Any]]:
-        idle_s = self.idle_ms / 1000
         heads = [(buffer[0].timestamp, index, tp)
                  for index, (tp, buffer) in enumerate(self._buffers.items()) if buffer]
         heapq.heapify(heads)
         waiting_for = {tp for tp, buffer in self._buffers.items()
-                       if not buffer and now - self._last_fetch.get(tp, now) < idle_s}
+                       if not buffer and self._must_wait(tp, now)}
         while heads and not waiting_for:
             _, index, tp = heapq.heappop(heads)
             buffer = self._buffers[tp]
             yield tp, buffer.popleft()
             if buffer:
                 heapq.heappush(heads, (buffer[0].timestamp, index, tp))
-            elif now - self._last_fetch.get(tp, now) < idle_s:
-                waiting_for.add(tp)  # its next record may be older than the others' heads
+            elif self._must_wait(tp, now):
+                waiting_for.add(tp)
 
     def forget_all(self) -> None:
         """Drop every held record: after a rebalance Faust seeks back to the committed
         offsets, so they will be fetched again."""
         self._buffers.clear()
         self._last_fetch.clear()
+        self._fetched_to.clear()
 
 
-def event_time_scheduler(topics: set[str] | frozenset[str],
-                         idle_ms: int = 500) -> type[EventTimeScheduler]:
+def event_time_scheduler(
+    topics: set[str] | frozenset[str],
+    idle_ms: int = 500,
+    highwater: Callable[[Any], int | None] | None = None,
+) -> type[EventTimeScheduler]:
     """An EventTimeScheduler class bound to the input topics (Faust instantiates it)."""
-    return type("InputEventTimeScheduler", (EventTimeScheduler,),
-                {"merge_topics": frozenset(topics), "idle_ms": idle_ms})
+    attributes: dict[str, Any] = {"merge_topics": frozenset(topics), "idle_ms": idle_ms}
+    if highwater is not None:
+        attributes["highwater"] = lambda self, tp: highwater(tp)
+    return type("InputEventTimeScheduler", (EventTimeScheduler,), attributes)

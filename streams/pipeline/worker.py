@@ -210,6 +210,15 @@ class _Pipeline:
                 self.partitions.pop(tp.partition, None)
 
 
+def _highwater(app: Any, tp: Any) -> int | None:
+    """The partition's high watermark as of the consumer's last fetch, if known."""
+    try:
+        value = app.consumer.highwater(tp)
+    except Exception:  # not started, or the partition is not assigned any more
+        return None
+    return int(value) if value is not None else None
+
+
 def build_app(settings: WorkerSettings) -> Any:
     """The Faust app with both stages wired; `faust.Worker(app).execute_from_commandline()`."""
     import faust
@@ -219,7 +228,8 @@ def build_app(settings: WorkerSettings) -> Any:
         broker=f"kafka://{settings.connection.bootstrap}",
         broker_credentials=settings.connection.faust_credentials(),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
-        datadir=str(settings.data_dir),
+        # one folder per pipeline: a data dir shared by two prefixes must not mix tables
+        datadir=str(settings.data_dir / settings.topics.group_id),
         web_port=settings.web_port,
         web_host=settings.web_host,
         web_bind=settings.web_host,
@@ -231,7 +241,8 @@ def build_app(settings: WorkerSettings) -> Any:
         table_standby_replicas=0,
         autodiscover=False,
         processing_guarantee="at_least_once",
-        ConsumerScheduler=event_time_scheduler(set(settings.topics.inputs.values())),
+        ConsumerScheduler=event_time_scheduler(set(settings.topics.inputs.values()),
+                                               highwater=lambda tp: _highwater(app, tp)),
     )
     pipeline = _Pipeline(app, settings)
     app.consentwatch = pipeline  # for tests and metrics
