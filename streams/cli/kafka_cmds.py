@@ -154,6 +154,39 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
                               params=params, framing=framing)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
-    runner = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)
+    runner = _worker_class(faust.Worker)(app, loglevel=log_level, quiet=True,
+                                         redirect_stdouts=False)
     runner.execute_from_commandline()
     return 0
+
+
+_SHUTDOWN_GRACE_S = 30.0
+
+
+def _worker_class(base: type) -> type:
+    """Faust's Worker, with a deadline on a graceful stop.
+
+    On SIGTERM or Ctrl-C Faust stops cleanly, committing what it processed; with
+    the broker gone that can wait for ever. After the grace period the process
+    exits anyway: at-least-once delivery means nothing is lost, the uncommitted
+    records are read again.
+    """
+
+    def arm() -> None:
+        import os
+        import threading
+
+        timer = threading.Timer(_SHUTDOWN_GRACE_S, os._exit, args=(1,))
+        timer.daemon = True
+        timer.start()
+
+    class Worker(base):  # type: ignore[misc]
+        def _on_sigterm(self) -> None:
+            arm()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            arm()
+            super()._on_sigint()
+
+    return Worker
