@@ -21,6 +21,18 @@ class KafkaUnavailable(ConsentwatchError):
     """The broker could not be reached or refused the request."""
 
 
+async def _start(client: Any, connection: KafkaConnection, stop: str = "stop") -> None:
+    """Start an aiokafka client, or close it and say in one line why it could not."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        await client.start()
+    except KafkaError as exc:
+        await getattr(client, stop)()
+        raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
+                               f"{type(exc).__name__}") from None
+
+
 def event_key(event: Event) -> bytes:
     """Input topics are keyed by subject; toggles, which have none, by account."""
     if isinstance(event, FeatureToggled):
@@ -32,15 +44,10 @@ async def create_topics(connection: KafkaConnection, names: TopicNames, partitio
                         replication: int) -> dict[str, str]:
     """Create every topic of the pipeline; returns topic -> "created" | "exists"."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+    from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(**connection.aiokafka_options())
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
-                               f"{type(exc).__name__}") from None
+    await _start(admin, connection, stop="close")
     try:
         existing = set(await admin.list_topics())
         configs = topic_configs(names)
@@ -61,17 +68,11 @@ async def produce_events(connection: KafkaConnection, names: TopicNames,
                          rate: float | None = None) -> int:
     """Send events as Avro to their input topics, keyed; returns how many were sent."""
     from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
 
     framing = framing or SingleObjectFraming()
     producer = AIOKafkaProducer(acks="all", linger_ms=5, enable_idempotence=True,
                                 **connection.aiokafka_options())
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        await producer.stop()
-        raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
-                               f"{type(exc).__name__}") from None
+    await _start(producer, connection)
     topics = names.inputs
     sent = 0
     loop = asyncio.get_running_loop()
@@ -102,16 +103,10 @@ async def read_outputs(connection: KafkaConnection, topic: str, follow: bool,
                        ) -> AsyncIterator[Finding | Amendment | DeadLetter]:
     """Every record of an output topic from the beginning; without `follow`, stop at its end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.errors import KafkaError
 
     consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
                                 **connection.aiokafka_options())
-    try:
-        await consumer.start()
-    except KafkaError as exc:
-        await consumer.stop()
-        raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
-                               f"{type(exc).__name__}") from None
+    await _start(consumer, connection)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
