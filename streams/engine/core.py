@@ -118,9 +118,11 @@ class Engine:
         else:
             fresh = self._apply_subject_event(event, late, outputs)
         if not fresh:
+            # Counted and otherwise ignored. Its time was seen with the first copy, so
+            # this changes nothing, except after a restart, where the copies read again
+            # bring the watermark back to where it was.
             stats.duplicates += 1
-            return outputs
-        if late:
+        elif late:
             stats.late += 1
         max_seen = self.max_seen
         if t > max_seen:
@@ -134,8 +136,12 @@ class Engine:
             self._watermark_at_event = self.watermark
         return outputs
 
-    def idle_tick(self, wall_ms: int) -> list[Output]:
-        """Advance an idle partition's watermark by the wall-clock time since its last event."""
+    def idle_tick(self, wall_ms: int, position: int = -1) -> list[Output]:
+        """Advance an idle partition's watermark by the wall-clock time since its last event.
+
+        `position` is that of the tick in the input, recorded with the decisions it takes.
+        """
+        self._position = position
         outputs: list[Output] = []
         if self._wall_at_event is None:
             self._wall_at_event = wall_ms

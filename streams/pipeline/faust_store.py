@@ -1,6 +1,6 @@
 """The engine's state store over a Faust table, for one partition of the correlation stage.
 
-Keys carry the partition (`s/<p>/<subject>`, `a/<p>/<account>`, `m/<p>`): Faust's
+Keys carry the partition (`s/<p>/<subject>`, `a/<p>/<account>`): Faust's
 RocksDB store looks a key up across every partition a worker holds, and account
 state (feature toggles) exists once per partition. Values are pickled state objects.
 
@@ -30,7 +30,6 @@ class FaustStore:
         self.partition = partition
         self._subject_prefix = f"s/{partition}/"
         self._account_prefix = f"a/{partition}/"
-        self._meta_key = f"m/{partition}".encode()
         self._cache: dict[bytes, Any] = {}
         self._dirty: dict[bytes, Any] = {}
         self._cache_size = cache_size
@@ -62,15 +61,6 @@ class FaustStore:
             state = self._load(key)
             if state is not None:
                 yield key[len(prefix):].decode(), state
-
-    # -- the partition's watermark -------------------------------------------------
-
-    def load_meta(self) -> dict[str, int]:
-        raw = self._table.get(self._meta_key)
-        return pickle.loads(raw) if raw else {}
-
-    def save_meta(self, meta: dict[str, int]) -> None:
-        self._dirty[self._meta_key] = dict(meta)
 
     # -- writing -------------------------------------------------------------------
 

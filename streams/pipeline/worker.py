@@ -43,7 +43,6 @@ __all__ = ["TICK", "WorkerSettings", "build_app"]
 log = logging.getLogger("consentwatch.worker")
 
 TICK = b"\x00consentwatch-tick"
-_META_EVERY = 512  # save a partition's watermark every this many messages (and on ticks)
 
 
 def _now_ms() -> int:
@@ -68,17 +67,11 @@ class WorkerSettings:
 class _Partition:
     """One partition's engine and store, opened on its first message after assignment."""
 
-    __slots__ = ("engine", "since_meta", "store")
+    __slots__ = ("engine", "store")
 
     def __init__(self, engine: Engine, store: FaustStore) -> None:
         self.engine = engine
         self.store = store
-        self.since_meta = 0
-
-    def save_meta(self) -> None:
-        self.store.save_meta({"max_seen": self.engine.max_seen,
-                              "watermark": self.engine.watermark})
-        self.since_meta = 0
 
 
 def _dead_letter(message: Any, error: InvalidEvent) -> DeadLetter:
@@ -149,9 +142,9 @@ class _Pipeline:
     def open_partition(self, number: int, first_offset: int) -> tuple[_Partition, list[Finding]]:
         store = FaustStore(self.table, number)
         engine = Engine(store, self.settings.params)
-        meta = store.load_meta()
-        engine.restore(meta.get("max_seen", engine.max_seen),
-                       meta.get("watermark", engine.watermark))
+        # The watermark is not restored: the records read again from the committed
+        # offset (duplicates included) bring it back, and it is never ahead of the state.
+        engine.restore_deadlines()
         again = engine.decided_since(first_offset)
         if again:
             log.info("partition %s: sending %d findings again after recovery", number, len(again))
@@ -183,8 +176,7 @@ class _Pipeline:
         engine = part.engine
         now = _now_ms()
         if message.value == TICK:
-            outputs.extend(engine.idle_tick(now))
-            part.save_meta()
+            outputs.extend(engine.idle_tick(now, position=message.offset))
         else:
             try:
                 decoded = self.framing.decode(message.value or b"")
@@ -192,9 +184,6 @@ class _Pipeline:
                 await self.send_dead_letter(message, error)
                 return
             outputs.extend(engine.process(decoded, wall_ms=now, position=message.offset))
-            part.since_meta += 1
-            if part.since_meta >= _META_EVERY:
-                part.save_meta()
         part.store.flush()
         if outputs:
             await self.send_outputs(outputs)
