@@ -309,6 +309,7 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
     from aiokafka import AIOKafkaProducer
 
     from streams.pipeline.kafka_io import create_topics, event_key
+    from streams.pipeline.scheduling import EVENT_TIME_HEADER
     from streams.pipeline.topics import TopicNames
     from streams.serde.wire import SingleObjectFraming
 
@@ -328,9 +329,10 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
             started = loop.time()
             try:
                 for index, event in enumerate(events, 1):
+                    header = (EVENT_TIME_HEADER,
+                              event.occurred_at.to_bytes(8, "big", signed=True))
                     future = await producer.send(names.inputs[event.TYPE], encode(event),
-                                                 key=event_key(event),
-                                                 timestamp_ms=event.occurred_at)
+                                                 key=event_key(event), headers=[header])
                     if event.TYPE in ("EnrichmentRequested", "ProfileViewed"):
                         future.add_done_callback(
                             lambda _, eid=event.event_id: appended.setdefault(eid, time.time()))

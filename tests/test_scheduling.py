@@ -20,6 +20,7 @@ class _TP:
 class _Record:
     timestamp: int
     offset: int
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class _Clock:
@@ -101,3 +102,11 @@ def test_an_empty_partition_with_more_data_in_kafka_is_waited_for() -> None:
     clock.now += 1
     rest = list(scheduler.iterate({}))
     assert [r.timestamp for _, r in rest] == [100, 200]
+
+
+def test_the_occurred_at_header_wins_over_the_kafka_timestamp() -> None:
+    from streams.pipeline.scheduling import EVENT_TIME_HEADER, event_time
+
+    stamped = _Record(999, 0, ((EVENT_TIME_HEADER, (-5).to_bytes(8, "big", signed=True)),))
+    assert event_time(stamped) == -5
+    assert event_time(_Record(999, 0)) == 999

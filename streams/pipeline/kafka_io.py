@@ -11,6 +11,7 @@ from streams.errors import ConsentwatchError
 from streams.model.events import Event, FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.pipeline.connection import KafkaConnection
+from streams.pipeline.scheduling import EVENT_TIME_HEADER
 from streams.pipeline.topics import TopicNames, topic_configs
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
 
@@ -80,10 +81,10 @@ async def produce_events(connection: KafkaConnection, names: TopicNames,
     try:
         pending = []
         for event in events:
-            # The message timestamp is the event time: the worker merges topics by it.
+            # The worker merges its input topics by this header (see scheduling.py).
+            header = (EVENT_TIME_HEADER, event.occurred_at.to_bytes(8, "big", signed=True))
             pending.append(await producer.send(topics[event.TYPE], framing.encode(event),
-                                               key=event_key(event),
-                                               timestamp_ms=max(event.occurred_at, 0)))
+                                               key=event_key(event), headers=[header]))
             sent += 1
             if rate and sent % 100 == 0:
                 ahead = sent / rate - (loop.time() - started)

@@ -9,7 +9,7 @@ every other event late.
 
 So this scheduler does what Kafka Streams does for a task's input partitions: it
 buffers the fetched records per partition and always hands over the record with
-the smallest timestamp (the producer sets it to the event's `occurred_at`), but
+the smallest event time, but
 only while every input partition that is still receiving data has a record
 buffered, since the next record of an empty partition could be older. An empty
 partition known to hold more data (its fetched position is below its high
@@ -18,6 +18,13 @@ for only `idle_ms` (Kafka Streams' `max.task.idle.ms`), so a quiet topic does no
 hold the others back.
 Each partition's own order is kept. Records of other topics (the correlate topic,
 changelogs) pass straight through.
+
+The event time of a record is its `occurred-at` header (8 bytes, big-endian epoch
+ms), which `consentwatch produce` sets; without it, the record's Kafka timestamp,
+which a live platform's producer sets when the event happens. The Kafka timestamp
+itself is left to the producer's clock: set to the event time, topic retention
+would delete replayed history at once, and the broker refuses times more than an
+hour ahead.
 
 Records held here have not reached the agent, so they are not acknowledged and
 their offsets are not committed: a crash loses none of them.
@@ -31,7 +38,17 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
-__all__ = ["EventTimeScheduler", "event_time_scheduler"]
+__all__ = ["EVENT_TIME_HEADER", "EventTimeScheduler", "event_time", "event_time_scheduler"]
+
+EVENT_TIME_HEADER = "occurred-at"
+
+
+def event_time(record: Any) -> int:
+    """The record's event time: its `occurred-at` header, else its Kafka timestamp."""
+    for key, value in record.headers or ():
+        if key == EVENT_TIME_HEADER and len(value) == 8:
+            return int.from_bytes(value, "big", signed=True)
+    return int(record.timestamp)
 
 
 class EventTimeScheduler:
@@ -73,7 +90,7 @@ class EventTimeScheduler:
         return quiet < self.idle_ms / 1000
 
     def _release(self, now: float) -> Iterator[tuple[Any, Any]]:
-        heads = [(buffer[0].timestamp, index, tp)
+        heads = [(event_time(buffer[0]), index, tp)
                  for index, (tp, buffer) in enumerate(self._buffers.items()) if buffer]
         heapq.heapify(heads)
         waiting_for = {tp for tp, buffer in self._buffers.items()
@@ -83,7 +100,7 @@ class EventTimeScheduler:
             buffer = self._buffers[tp]
             yield tp, buffer.popleft()
             if buffer:
-                heapq.heappush(heads, (buffer[0].timestamp, index, tp))
+                heapq.heappush(heads, (event_time(buffer[0]), index, tp))
             elif self._must_wait(tp, now):
                 waiting_for.add(tp)
 
