@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the demo use beside Kafka:
+#   prometheus (prometheus, promtool), prometheus-alertmanager (amtool), postgresql.
+# Idempotent and quick when they are already there. Needs root (CI runs as root).
+set -euo pipefail
+packages=(prometheus prometheus-alertmanager postgresql)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+        missing+=("$package")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "deploy/packages.sh: installing ${missing[*]} needs root" >&2
+    exit 1
+fi
+echo "deploy/packages.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
