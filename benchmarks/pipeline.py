@@ -9,9 +9,11 @@ those same topics, in one run:
 * `aiokafka_events_per_s`: a plain aiokafka consumer that reads and decodes
   (Avro single-object) every input record;
 * `faust_agent_events_per_s`: a plain Faust agent that only iterates them;
+* `faust_table_agent_events_per_s`: a Faust agent that makes one table update per
+  event (RocksDB through rocksdict, with its changelog);
 * `worker_events_per_s`: one `consentwatch worker` (RocksDB state, changelogs),
   from its start to the last finding (all input routed and correlated, then the
-  sentinel toggle that closes every pending decision, then the last finding);
+  sentinels that close every pending decision, then the last finding);
 * latency at half the worker's rate: a fresh pipeline fed at that rate; for the
   rules about the past, p50/p99 of (finding produced - trigger appended).
 
@@ -140,12 +142,10 @@ def _wait(predicate: Any, timeout: float, every: float = 1.0) -> bool:
 
 
 def _sentinel(broker: str, prefix: str, at: int) -> None:
-    from streams.model.events import FeatureToggled
-    from streams.pipeline.kafka_io import produce_events
+    from streams.pipeline.sentinel import produce_sentinels
     from streams.pipeline.topics import TopicNames
 
-    toggle = FeatureToggled("zz-sentinel", at, "zz-sentinel", None, "zz-sentinel", False, "bench")
-    asyncio.run(produce_events(_connection(broker), TopicNames(prefix), [toggle]))
+    asyncio.run(produce_sentinels(_connection(broker), TopicNames(prefix), at))
 
 
 def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
@@ -204,24 +204,33 @@ def measure_aiokafka(broker: str, prefix: str, n: int) -> dict[str, float]:
     return asyncio.run(run())
 
 
-def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str) -> None:
-    """A plain Faust agent that only iterates the input topics; prints its rate and exits."""
+def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str, table: bool) -> None:
+    """A plain Faust agent over the input topics; prints its rate and exits.
+
+    Without `table` it only iterates; with it, it makes one table update per event
+    (RocksDB store through rocksdict, with its changelog), as the issue's baseline asks.
+    """
     import faust
 
     from streams.pipeline.topics import TopicNames
 
     started = time.perf_counter()
-    app = faust.App(f"{prefix}.faust-baseline", broker=f"kafka://{broker}",
-                    store="memory://", datadir=data_dir, web_enabled=False,
-                    autodiscover=False, consumer_auto_offset_reset="earliest",
+    name = "faust-table-baseline" if table else "faust-baseline"
+    app = faust.App(f"{prefix}.{name}", broker=f"kafka://{broker}",
+                    store="rocksdb://" if table else "memory://", datadir=data_dir,
+                    web_enabled=False, autodiscover=False,
+                    consumer_auto_offset_reset="earliest",
                     key_serializer="raw", value_serializer="raw")
     topic = app.topic(*TopicNames(prefix).inputs.values(), key_type=bytes, value_type=bytes)
+    counts = app.Table("counts", default=None, key_type=bytes, value_type=bytes) if table else None
     count = 0
 
     @app.agent(topic)
     async def iterate(stream: Any) -> None:
         nonlocal count
-        async for _ in stream:
+        async for event in stream.events():
+            if counts is not None:
+                counts[event.key or b""] = event.value
             count += 1
             if count >= n:
                 seconds = time.perf_counter() - started
@@ -232,9 +241,11 @@ def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str) -> None:
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
-def measure_faust_agent(broker: str, prefix: str, n: int, work: Path) -> dict[str, float]:
+def measure_faust_agent(broker: str, prefix: str, n: int, work: Path,
+                        table: bool = False) -> dict[str, float]:
+    kind = "table" if table else "plain"
     cmd = [sys.executable, str(HERE / "pipeline.py"), "--child-faust-agent", broker, prefix,
-           str(n), str(work / "faust-baseline")]
+           str(n), str(work / f"faust-baseline-{kind}"), kind]
     result = subprocess.run(cmd, capture_output=True, timeout=3600, cwd=ROOT, check=False)
     # Faust's worker redirects stdout into its log: find the line wherever it went.
     for line in (result.stdout + result.stderr).decode().splitlines():
@@ -244,12 +255,16 @@ def measure_faust_agent(broker: str, prefix: str, n: int, work: Path) -> dict[st
 
 
 def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, str, str]],
-                   last_time: int, partitions: int, work: Path) -> dict[str, Any]:
+                   last_time: int, partitions: int, work: Path,
+                   workers: int = 1) -> dict[str, Any]:
+    """`workers` processes of one consumer group (they share the partitions)."""
     from streams.pipeline.topics import TopicNames
 
     names = TopicNames(prefix)
     started = time.perf_counter()
-    proc = _start_worker(broker, prefix, work / "worker", work / "worker.log", partitions)
+    procs = [_start_worker(broker, prefix, work / f"{prefix}-worker{i}",
+                           work / f"{prefix}-worker{i}.log", partitions)
+             for i in range(workers)]
     try:
         def routed_and_correlated() -> bool:
             inputs = asyncio.run(_offsets(broker, names.group_id, list(names.inputs.values())))
@@ -276,7 +291,8 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                 "expected_findings": len(expected), "findings_match_replay": got == expected,
                 "missing": len(expected - got), "unexpected": len(got - expected)}
     finally:
-        _stop(proc)
+        for proc in procs:
+            _stop(proc)
 
 
 def _live(events: list[Any], rate: float) -> list[Any]:
@@ -309,7 +325,6 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
     from aiokafka import AIOKafkaProducer
 
     from streams.pipeline.kafka_io import create_topics, event_key
-    from streams.pipeline.scheduling import EVENT_TIME_HEADER
     from streams.pipeline.topics import TopicNames
     from streams.serde.wire import SingleObjectFraming
 
@@ -329,10 +344,8 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
             started = loop.time()
             try:
                 for index, event in enumerate(events, 1):
-                    header = (EVENT_TIME_HEADER,
-                              event.occurred_at.to_bytes(8, "big", signed=True))
                     future = await producer.send(names.inputs[event.TYPE], encode(event),
-                                                 key=event_key(event), headers=[header])
+                                                 key=event_key(event))
                     if event.TYPE in ("EnrichmentRequested", "ProfileViewed"):
                         future.add_done_callback(
                             lambda _, eid=event.event_id: appended.setdefault(eid, time.time()))
@@ -365,7 +378,7 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in order
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child-faust-agent":
-        child_faust_agent(argv[1], argv[2], int(argv[3]), argv[4])
+        child_faust_agent(argv[1], argv[2], int(argv[3]), argv[4], argv[5] == "table")
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -411,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
         print(f"aiokafka: {results['aiokafka']['events_per_s']:,.0f} events/s", flush=True)
         results["faust_agent"] = measure_faust_agent(broker, prefix, args.events, work)
         print(f"faust agent: {results['faust_agent']['events_per_s']:,.0f} events/s", flush=True)
+        results["faust_table_agent"] = measure_faust_agent(broker, prefix, args.events, work,
+                                                           table=True)
+        print(f"faust agent with a table update per event: "
+              f"{results['faust_table_agent']['events_per_s']:,.0f} events/s", flush=True)
         results["worker"] = measure_worker(broker, prefix, args.events, expected,
                                            max(e.occurred_at for e in events),
                                            args.partitions, work)
@@ -421,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
         results["worker_events_per_s"] = worker_rate
         results["worker_vs_aiokafka"] = worker_rate / results["aiokafka_events_per_s"]
         results["worker_vs_faust_agent"] = worker_rate / results["faust_agent_events_per_s"]
+        results["faust_table_agent_events_per_s"] = results["faust_table_agent"]["events_per_s"]
+        results["worker_vs_faust_table_agent"] = (
+            worker_rate / results["faust_table_agent_events_per_s"])
         n_latency = min(args.latency_events, len(events))
         results["latency"] = measure_latency(broker, f"{prefix}lat", events[:n_latency],
                                              worker_rate / 2, args.partitions, work)
@@ -448,6 +468,7 @@ def _print_table(results: dict[str, Any]) -> None:
     worker = results["worker_events_per_s"]
     for key, label in (("aiokafka", "plain aiokafka consumer (read + decode)"),
                        ("faust_agent", "plain Faust agent (iterate)"),
+                       ("faust_table_agent", "Faust agent, one table update per event"),
                        ("worker", "consentwatch worker (start to last finding)")):
         row = results[key]
         table.add_row(label, f"{row['events_per_s']:,.0f}", f"{row['seconds']:.1f}",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from streams.engine import DictStore, Engine, EngineParams
+from streams.evidence.pseudonymise import Pseudonymiser, default_pseudonymiser
 from streams.model.events import Event
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.serde.jsonl import dump_line
@@ -36,9 +37,15 @@ def replay_records(
     on_amendment: Callable[[Amendment], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     engine: Engine | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> ReplaySummary:
-    """Feed every record to one engine, then flush it; write each output as it appears."""
+    """Feed every record to one engine, then flush it; write each output as it appears.
+
+    Findings and amendments are written with their evidence pseudonymised by
+    `pseudonymiser` (default: the development key's).
+    """
     engine = engine or Engine(DictStore(), params)
+    pseudonymiser = pseudonymiser or default_pseudonymiser()
     summary = ReplaySummary()
     write_finding = findings_out.write
     # A trigger re-sent after the engine's dedupe horizon is decided again, with the
@@ -52,11 +59,11 @@ def replay_records(
                     continue
                 written.add(output.finding_id)
                 summary.findings += 1
-                write_finding(dump_line(output))
+                write_finding(dump_line(output, pseudonymiser))
             else:
                 summary.amendments += 1
                 if amendments_out is not None:
-                    amendments_out.write(dump_line(output))
+                    amendments_out.write(dump_line(output, pseudonymiser))
                 if on_amendment is not None:
                     on_amendment(output)  # type: ignore[arg-type]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres_fixture import postgres_url  # noqa: F401 (the session's PostgreSQL)
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_DIR = Path(os.environ.get("CONSENTWATCH_SPEC_DIR", ROOT.parent / "shared" / "spec"))
 EXAMPLES_DIR = SPEC_DIR / "examples"

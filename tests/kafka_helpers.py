@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from streams.model.events import ConsentChanged, Event, FeatureToggled
+from streams.model.events import ConsentChanged, Event
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import TopicNames
 from streams.serde.jsonl import write_events_jsonl
@@ -33,8 +33,6 @@ from streams.serde.jsonl import write_events_jsonl
 T = TypeVar("T")
 
 PARTITIONS = 4
-SENTINEL_ACCOUNT = "zz-sentinel"
-SENTINEL_PROVIDER = "zz-sentinel-provider"
 CLI_TIMEOUT_S = 300.0
 DAY_MS = 86_400_000
 
@@ -228,15 +226,13 @@ class Pipeline:
 
         return asyncio.run(produce_events(self.connection, self.names, list(events)))
 
-    def sentinel(self, at: int) -> FeatureToggled:
-        """A toggle of a dummy account at event time `at`, copied to every correlate
-        partition by the route stage: every partition's watermark jumps to `at` minus
-        the allowed lateness. Send it only once the worker has consumed everything else
-        (`wait_consumed`), or what it has not consumed yet becomes late."""
-        event = FeatureToggled(f"zz-sentinel-{at}", at, SENTINEL_ACCOUNT, None,
-                               SENTINEL_PROVIDER, False, "zz-sentinel")
-        self.send_events([event])
-        return event
+    def sentinel(self, at: int) -> list[Event]:
+        """Sentinels at event time `at` on every input partition (streams/pipeline/
+        sentinel.py): every pending decision before `at` is taken. Send them only once
+        the worker has consumed everything else (`wait_consumed`)."""
+        from streams.pipeline.sentinel import produce_sentinels
+
+        return asyncio.run(produce_sentinels(self.connection, self.names, at))
 
     # -- progress of the worker group, from the broker ---------------------------------
 
@@ -323,7 +319,9 @@ def send_raw(bootstrap: str, topic: str, value: bytes, key: bytes | None = None
     return send_raw_many(bootstrap, [(topic, value, key)])[0]
 
 
-def send_raw_many(bootstrap: str, records: Iterable[tuple[str, bytes, bytes | None]]
+def send_raw_many(bootstrap: str,
+                  records: Iterable[tuple[str, bytes, bytes | None]
+                                    | tuple[str, bytes, bytes | None, int | None]]
                   ) -> list[tuple[int, int]]:
     """Records one after the other (each acknowledged before the next is sent, so
     records with the same key land in this order); returns each (partition, offset)."""
@@ -334,8 +332,9 @@ def send_raw_many(bootstrap: str, records: Iterable[tuple[str, bytes, bytes | No
         await producer.start()
         placed: list[tuple[int, int]] = []
         try:
-            for topic, value, key in records:
-                meta = await producer.send_and_wait(topic, value, key=key)
+            for topic, value, key, *partition in records:
+                meta = await producer.send_and_wait(topic, value, key=key,
+                                                    partition=partition[0] if partition else None)
                 placed.append((meta.partition, meta.offset))
         finally:
             await producer.stop()

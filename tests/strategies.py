@@ -188,6 +188,8 @@ _rules = st.sampled_from(
     ]
 )
 _id_lists = st.lists(ids, max_size=4).map(tuple)
+# Raw evidence events, as the engine emits them (serialisers pseudonymise them).
+_evidence = st.deferred(lambda: st.lists(events(), max_size=3).map(tuple))
 
 
 def findings() -> st.SearchStrategy[Finding]:
@@ -206,6 +208,7 @@ def findings() -> st.SearchStrategy[Finding]:
             "occurred_at": timestamps_ms,
             "detected_at": timestamps_ms,
             "explanation": texts,
+            "evidence": _evidence,
         },
     )
 
@@ -225,6 +228,8 @@ def amendments() -> st.SearchStrategy[Amendment]:
             "occurred_at": timestamps_ms,
             "detected_at": timestamps_ms,
             "explanation": texts,
+            "evidence": _evidence,
+            "late_event": events(),
         },
     )
 

@@ -24,7 +24,13 @@ def test_replay_gives_expected_findings(case: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", example_cases(), ids=lambda p: p.name)
-def test_replay_writes_complete_findings_to_stdout(case: Path) -> None:
+def test_replay_writes_complete_findings_to_stdout(
+    case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a pseudonymisation key configured, a quiet run says nothing on stderr.
+    key = tmp_path / "pseudonym.key"
+    key.write_bytes(b"k" * 32)
+    monkeypatch.setenv("CONSENTWATCH_PSEUDONYM_KEY", str(key))
     result = run_cli("replay", str(case / "events.jsonl"), "--quiet")
     assert result.returncode == 0
     assert result.stderr == b""
@@ -33,9 +39,10 @@ def test_replay_writes_complete_findings_to_stdout(case: Path) -> None:
         assert set(finding) >= {
             "finding_id", "rule", "severity", "subject_id", "account_id", "meeting_id",
             "provider", "trigger_event_id", "evidence_event_ids", "occurred_at",
-            "detected_at", "explanation",
+            "detected_at", "explanation", "evidence",
         }
         assert finding["trigger_event_id"] in finding["evidence_event_ids"]
+        assert [e["event_id"] for e in finding["evidence"]] == finding["evidence_event_ids"]
         assert isinstance(finding["occurred_at"], int)
         assert finding["explanation"].endswith(".")
     assert _keys(result.stdout) == _keys((case / "expected.jsonl").read_bytes())

@@ -4,8 +4,8 @@ Each test has its own topic prefix (so its own topics and consumer group: the sp
 examples reuse event ids), its own data dirs and free web ports. A finite input never
 pushes a partition's watermark past its last deadlines, so once the worker has consumed
 everything (its group's committed offsets reach the end of the input and correlate
-topics) a test sends a sentinel: a FeatureToggled of a dummy account, two days after the
-last event, which the route stage copies to every correlate partition.
+topics) a test sends sentinels (streams/pipeline/sentinel.py): one harmless event on every
+input partition, two days after the last event, so every watermark passes every deadline.
 """
 
 from __future__ import annotations
@@ -320,14 +320,15 @@ def test_kill_9_mid_stream_then_restart_loses_no_finding(kafka_bootstrap: str,
     data_dir = tmp_path / "worker-data"
     worker = workers.start(pipeline.prefix, data_dir=data_dir, name="first")
 
-    # kill -9 half way through, once findings are coming out (so some are decided but
-    # not yet sent, or sent but not committed), and restart on the same data dir:
-    # RocksDB as the killed process left it, the rest from the changelog.
-    pipeline.wait_committed(names.correlate, correlate_records // 2, timeout=400,
-                            on_timeout=worker.tail)
-    assert pipeline.finding_keys(), "findings before the crash"
+    # kill -9 mid-stream, once findings are coming out (so some are decided but not yet
+    # sent, or sent but not committed), and restart on the same data dir: RocksDB as
+    # the killed process left it, the rest from the changelog.
+    kh.wait_until(lambda: sum(pipeline.end_offsets([names.findings]).values()) > 0, 400,
+                  interval=0.2, what="the first findings", on_timeout=worker.tail)
     check_worker_healthy(worker)
+    behind = pipeline.lag([*names.inputs.values(), names.correlate])
     worker.kill()
+    assert behind > 0, "the worker had consumed everything before the kill"
     note(f"kill -9 at correlate offset {pipeline.committed_total(names.correlate)} of "
          f"{correlate_records}, {len(pipeline.finding_keys())} finding records out")
     worker = workers.start(pipeline.prefix, data_dir=data_dir, name="restart")
@@ -356,16 +357,11 @@ def test_kill_9_mid_stream_then_restart_loses_no_finding(kafka_bootstrap: str,
 # -- 4. two workers, one leaves -----------------------------------------------------------
 
 
-MULTI_WORKER_ORDER_BUG = (
-    "with two workers, each correlate partition gets FeatureToggled copies from both "
-    "workers' route stages, which the per-worker event-time merge cannot order: events "
-    "arrive minutes late, and findings differ from replay (see the report)")
-
-
 @pytest.mark.parametrize("lateness", [
-    # The default 30 s: the spec's pipeline as deployed.
-    pytest.param(None, id="default-lateness",
-                 marks=pytest.mark.xfail(strict=False, reason=MULTI_WORKER_ORDER_BUG)),
+    # The default 30 s: the spec's pipeline as deployed. Each correlate partition gets
+    # records from both workers' route stages, in no common order; its watermark is the
+    # minimum over the input partitions (watermarks.py), so none of them is late.
+    pytest.param(None, id="default-lateness"),
     # A day: nothing is late and nothing decided before the sentinel, whatever the order
     # in which the two route stages hand events over; what is left to check is the
     # hand-over itself (state from the changelog, offsets from the group).

@@ -55,6 +55,9 @@ def outcome(records: list[Record], params: Params) -> Outcome:
     for f in findings:
         assert f.finding_id == hashlib.sha256(
             f"{f.rule}|{f.trigger_event_id}".encode()).hexdigest()
+        # The finding carries the very events it cites, in the order of their ids.
+        cited = [e.event_id for e in f.evidence if not isinstance(e, dict)]
+        assert cited == list(f.evidence_event_ids)
     keys = frozenset((f.rule, f.subject_id, f.trigger_event_id, tuple(f.evidence_event_ids))
                      for f in findings)
     assert len(keys) == len(findings)

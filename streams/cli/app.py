@@ -31,6 +31,17 @@ def _register() -> None:
     for command in (kafka_cmds.topics, kafka_cmds.produce, kafka_cmds.findings,
                     kafka_cmds.worker):
         cli.add_command(command)
+    from streams.cli import evidence_cmds
+
+    for command in (evidence_cmds.keys, evidence_cmds.export, evidence_cmds.verify):
+        cli.add_command(command)
+    from streams.cli import demo_cmd, simulate_cmd
+
+    cli.add_command(simulate_cmd.simulate)
+    cli.add_command(demo_cmd.demo)
+    from streams.cli import ledger_cmd
+
+    cli.add_command(ledger_cmd.ledger)
 
 
 _register()

@@ -119,8 +119,10 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("var/worker"), show_default=True, envvar="CONSENTWATCH_DATA_DIR",
               help="Where the worker keeps its local state.")
-@click.option("--web-port", type=click.IntRange(0, 65_535), default=6066, show_default=True,
+@click.option("--web-port", type=click.IntRange(1, 65_535), default=6066, show_default=True,
               envvar="CONSENTWATCH_WEB_PORT", help="Port of the web server (/metrics).")
+@click.option("--web-host", default="127.0.0.1", show_default=True, envvar="CONSENTWATCH_WEB_HOST",
+              help="Address the web server (/metrics) listens on; 0.0.0.0 in a container.")
 @click.option("--store", type=click.Choice(["rocksdb", "memory"]), default="rocksdb",
               show_default=True, help="Table storage: RocksDB (rocksdict) on disk, or memory.")
 @click.option("--partitions", type=click.IntRange(1, 10_000), default=4, show_default=True,
@@ -133,7 +135,8 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            wire_format: str, schema_registry: str | None, allowed_lateness: float,
            notice_grace: float, notice_validity: float,
-           data_dir: Path, web_port: int, store: str, partitions: int, idle_timeout: float,
+           data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
+           idle_timeout: float,
            log_level: str) -> int:
     """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
     import logging
@@ -151,6 +154,7 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
                          idle_timeout_ms=round(idle_timeout * 1000))
     settings = WorkerSettings(connection=connection, topics=names, data_dir=data_dir,
                               partitions=partitions, store=store, web_port=web_port,
+                              web_host=web_host,
                               params=params, framing=framing)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -12,7 +12,19 @@ from streams.engine import DAY_MS, EngineParams
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import DEFAULT_PREFIX, TopicNames
 
-__all__ = ["engine_options", "kafka_options", "make_params", "resolve_kafka", "wire_options"]
+if TYPE_CHECKING:
+    from streams.evidence.pseudonymise import Pseudonymiser
+
+__all__ = [
+    "engine_options",
+    "kafka_options",
+    "make_params",
+    "make_pseudonymiser",
+    "pseudonym_key_option",
+    "resolve_kafka",
+    "warn_development_key",
+    "wire_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,3 +92,31 @@ def make_params(allowed_lateness: float, notice_grace: float, notice_validity: f
         notice_validity_ms=round(notice_validity * DAY_MS),
         **extra,
     )
+
+
+def pseudonym_key_option(command: F) -> F:
+    """--pseudonym-key FILE (or CONSENTWATCH_PSEUDONYM_KEY): the key of evidence pseudonyms."""
+    return click.option(
+        "--pseudonym-key", type=click.Path(dir_okay=False, path_type=Path),
+        envvar="CONSENTWATCH_PSEUDONYM_KEY", metavar="FILE",
+        help="Key file (32+ bytes) for the HMAC-SHA256 pseudonyms of personal data in "
+        "findings' evidence (or CONSENTWATCH_PSEUDONYM_KEY); without one, a public "
+        "development key, with a warning.",
+    )(command)
+
+
+def make_pseudonymiser(pseudonym_key: Path | None) -> Pseudonymiser:
+    """The pseudonymiser of `--pseudonym-key` (or the development key when there is none);
+    raises ConfigError (exit 2, one line) for an unusable key file. Call it before doing
+    any work, and `warn_development_key` once the command's usage has been checked."""
+    from streams.evidence.pseudonymise import load_pseudonymiser
+
+    return load_pseudonymiser(pseudonym_key)
+
+
+def warn_development_key(pseudonymiser: Pseudonymiser) -> None:
+    """One warning line on stderr when evidence is pseudonymised with the development key."""
+    from streams.evidence.pseudonymise import development_key_warning
+
+    if pseudonymiser.development:
+        click.echo(f"consentwatch: warning: {development_key_warning()}", err=True)

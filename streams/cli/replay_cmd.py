@@ -5,12 +5,21 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from streams.cli.options import engine_options, make_params
+from streams.cli.options import (
+    engine_options,
+    make_params,
+    make_pseudonymiser,
+    pseudonym_key_option,
+    warn_development_key,
+)
 from streams.model.findings import Amendment, DeadLetter
+
+if TYPE_CHECKING:
+    from streams.metrics import PipelineMetrics
 
 __all__ = ["replay"]
 
@@ -25,6 +34,10 @@ __all__ = ["replay"]
               help="Write invalid records here (JSON Lines, with reason and original bytes).")
 @click.option("--amendments", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write amendments caused by late events here (JSON Lines).")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="At the end, write the run's metrics here in the Prometheus text format "
+                   "(for node_exporter's textfile collector: name it *.prom).")
+@pseudonym_key_option
 @click.option("--quiet", "-q", is_flag=True, help="No summary on stderr.")
 def replay(
     events: Path,
@@ -34,6 +47,8 @@ def replay(
     notice_validity: float,
     dead_letter: Path | None,
     amendments: Path | None,
+    metrics_file: Path | None,
+    pseudonym_key: Path | None,
     quiet: bool,
 ) -> int:
     """Replay EVENTS (JSON Lines or an Avro container file, '-' for stdin) through the engine.
@@ -41,16 +56,22 @@ def replay(
     Exits 0 when every record was a valid event, 1 when some were not (each is
     reported on stderr with its line or record number), 2 on a usage error.
     """
+    from streams.engine import DictStore, Engine
     from streams.replay import replay_records
     from streams.serde.sources import detect_format, read_events
 
     params = make_params(allowed_lateness, notice_grace, notice_validity)
+    pseudonymiser = make_pseudonymiser(pseudonym_key)
+    engine = Engine(DictStore(), params)
+    metrics = _metrics() if metrics_file is not None else None
     units = {"jsonl": "line", "avro": "record"}
     unit = "line"
 
     def report_dead(letter: DeadLetter) -> None:
         click.echo(f"consentwatch: {unit} {letter.position}: invalid event "
                    f"({letter.reason_code}): {letter.reason}", err=True)
+        if metrics is not None:
+            metrics.observe_dead_letter(letter.reason_code)
 
     def report_amendment(amendment: Amendment) -> None:
         if amendments is None:
@@ -67,6 +88,7 @@ def replay(
                                    else sys.stdout.buffer)
         dead_out = stack.enter_context(_open(dead_letter, "wb")) if dead_letter else None
         amend_out = stack.enter_context(_open(amendments, "wb")) if amendments else None
+        warn_development_key(pseudonymiser)
         fmt = detect_format(source)
         unit = units[fmt]
         records = read_events(source, str(events), fmt)
@@ -78,8 +100,16 @@ def replay(
             amendments_out=amend_out,
             on_dead_letter=report_dead,
             on_amendment=report_amendment,
+            engine=engine,
+            pseudonymiser=pseudonymiser,
         )
         findings_out.flush()
+    if metrics is not None and metrics_file is not None:
+        from streams.metrics import SingleEngineView, write_textfile
+
+        # Read from the engine's own counters once, at the end: no work per event.
+        metrics.view = SingleEngineView(engine)
+        write_textfile(metrics, metrics_file)
     if not quiet:
         click.echo(
             f"consentwatch: replayed {summary.records} records: {summary.findings} findings, "
@@ -88,6 +118,12 @@ def replay(
             err=True,
         )
     return 1 if summary.dead_letters else 0
+
+
+def _metrics() -> PipelineMetrics:
+    from streams.metrics import PipelineMetrics
+
+    return PipelineMetrics()
 
 
 def _open(path: Path, mode: str) -> IO[bytes]:

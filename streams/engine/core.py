@@ -10,13 +10,14 @@ always gives the same decisions.
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 from streams.catalogue import Catalogue, load_catalogue
 from streams.engine import rules
+from streams.engine.evidence import evidence_events
 from streams.engine.params import EngineParams
 from streams.engine.state import (
     STAGE_NOTICE,
@@ -39,7 +40,7 @@ from streams.model.events import (
 )
 from streams.model.findings import Amendment, Finding, amendment_id, finding_id
 
-__all__ = ["NEVER", "Engine", "EngineStats", "Output"]
+__all__ = ["NEVER", "Engine", "EngineStats", "Output", "idle_watermark"]
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
@@ -47,6 +48,7 @@ _heappop = heapq.heappop
 _make_finding = fast_constructor(Finding)
 
 NEVER = -(1 << 62)  # the watermark before any event
+LATENCY_BUFFER = 65_536  # finding latencies kept until the metrics read them
 FOREVER = 1 << 62  # the watermark after the final flush
 
 Output = Finding | Amendment
@@ -60,6 +62,20 @@ class EngineStats:
     late: int = 0
     findings: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # rule, sev, provider
     amendments: Counter[str] = field(default_factory=Counter)  # by kind
+    # (detected - trigger occurred_at, detected - trigger received) in ms, per finding of a
+    # trigger received with a wall time; drained by the metrics, the oldest dropped if not.
+    latencies: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=LATENCY_BUFFER))
+
+
+def idle_watermark(watermark_at_event: int, wall_at_event: int, wall_ms: int,
+                   idle_timeout_ms: int) -> int | None:
+    """The spec's idle advance: after `idle_timeout` of wall time with no events, the
+    watermark is the one at the last event plus the wall time since; None before."""
+    idle = wall_ms - wall_at_event
+    if idle >= idle_timeout_ms:
+        return watermark_at_event + idle
+    return None
 
 
 class Engine:
@@ -71,6 +87,7 @@ class Engine:
         params: EngineParams | None = None,
         catalogue: Catalogue | None = None,
         clock: Callable[[], int] | None = None,
+        external_watermark: bool = False,
     ) -> None:
         import time
 
@@ -86,6 +103,8 @@ class Engine:
         self._rules = {rule.id: rule for rule in self.catalogue.rules}
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.stats = EngineStats()
+        # True: only `advance_to` moves the watermark (the worker's correlate stage).
+        self._external_watermark = external_watermark
         self.max_seen = NEVER
         self.watermark = NEVER
         # (deadline, seq, subject_id, trigger event_id, stage); the subject's
@@ -96,6 +115,7 @@ class Engine:
         self._position = -1
         self._wall_at_event: int | None = None
         self._watermark_at_event = NEVER
+        self._received_at: int | None = None  # `wall_ms` of the event being processed
 
     # -- input -----------------------------------------------------------------
 
@@ -107,6 +127,7 @@ class Engine:
         input offset) is recorded with each decision, see `decided_since`.
         """
         self._position = position
+        self._received_at = wall_ms
         t = event.occurred_at
         stats = self.stats
         stats.events[event.TYPE] += 1
@@ -128,7 +149,8 @@ class Engine:
         if t > max_seen:
             self.max_seen = max_seen = t
         deadlines = self._deadlines
-        if (max_seen - self._lateness > watermark
+        if not self._external_watermark and (
+                max_seen - self._lateness > watermark
                 or (deadlines and deadlines[0][0] < watermark)):
             self._advance(max_seen - self._lateness, outputs)
         if wall_ms is not None:
@@ -147,9 +169,23 @@ class Engine:
             self._wall_at_event = wall_ms
             self._watermark_at_event = self.watermark
             return outputs
-        idle = wall_ms - self._wall_at_event
-        if idle >= self.params.idle_timeout_ms and self._watermark_at_event > NEVER:
-            self._advance(self._watermark_at_event + idle, outputs)
+        if self._watermark_at_event > NEVER:
+            advanced = idle_watermark(self._watermark_at_event, self._wall_at_event, wall_ms,
+                                      self.params.idle_timeout_ms)
+            if advanced is not None:
+                self._advance(advanced, outputs)
+        return outputs
+
+    def advance_to(self, watermark: int, position: int = -1) -> list[Output]:
+        """Move the watermark to `watermark` (if ahead) and take what it lets decide.
+
+        For an engine whose watermark comes from outside (`external_watermark`): the
+        worker's correlate stage, where it is the minimum over the input partitions.
+        """
+        self._position = position
+        outputs: list[Output] = []
+        if watermark > self.watermark:
+            self._advance(watermark, outputs)
         return outputs
 
     def flush(self) -> list[Output]:
@@ -218,7 +254,7 @@ class Engine:
                         if verdict is not None and record.outcomes.get(rule_id) is not None:
                             findings.append(self._finding(rule_id, record.event,
                                                           record.outcomes[rule_id] or (),
-                                                          verdict[1], count=False))
+                                                          verdict[1], state, count=False))
         return findings
 
     # -- applying events ---------------------------------------------------------
@@ -264,7 +300,8 @@ class Engine:
             state.add_notice(notice.notice_kind, notice.provider, notice.meeting_id,
                              notice.occurred_at)
         elif kind is EnrichmentRequested or kind is ProfileViewed:
-            record = TriggerRecord(cast(Trigger, event), STAGE_PAST | STAGE_NOTICE)
+            record = TriggerRecord(cast(Trigger, event), STAGE_PAST | STAGE_NOTICE,
+                                   self._received_at)
             state.triggers[event_id] = record
             self._schedule(subject_id, record)
         elif kind is ParticipantJoined:
@@ -363,7 +400,11 @@ class Engine:
                 continue
             evidence, context = verdict
             outcomes[rule_id] = evidence
-            outputs.append(self._finding(rule_id, event, evidence, context))
+            outputs.append(self._finding(rule_id, event, evidence, context, state))
+            if record.received_at is not None:
+                detected = cast(Finding, outputs[-1]).detected_at
+                self.stats.latencies.append((detected - event.occurred_at,
+                                             detected - record.received_at))
         record.pending &= ~stage
         record.decided_at = self._position
         if automatic:
@@ -376,7 +417,9 @@ class Engine:
 
     def _finding(self, rule_id: str, event: EnrichmentRequested | ProfileViewed,
                  evidence: tuple[str, ...], context: dict[str, object],
-                 count: bool = True) -> Finding:
+                 state: SubjectState, count: bool = True) -> Finding:
+        """The finding of a decision; it holds the evidence events themselves (references
+        into the state, pseudonymised only where findings leave the process)."""
         rule = self._rules[rule_id]
         severity = rule.severity
         if count:
@@ -395,6 +438,7 @@ class Engine:
             event.occurred_at,  # occurred_at
             self._clock(),  # detected_at
             rule.explain(context),  # explanation
+            evidence_events(evidence, event, state, self.store.account),  # evidence
         )
 
     # -- late events -------------------------------------------------------------
@@ -420,12 +464,14 @@ class Engine:
                     change = "WOULD_RAISE"
                 else:
                     change = "EVIDENCE_CHANGED"
-                outputs.append(self._amendment(change, rule_id, trigger, late, before, after))
+                outputs.append(self._amendment(change, rule_id, trigger, late, before, after,
+                                               state))
 
     def _amendment(self, change: str, rule_id: str, trigger: EnrichmentRequested | ProfileViewed,
                    late: Event, before: tuple[str, ...] | None,
-                   after: tuple[str, ...] | None) -> Amendment:
+                   after: tuple[str, ...] | None, state: SubjectState) -> Amendment:
         fid = finding_id(rule_id, trigger.event_id)
+        cited = after if after is not None else (before or ())
         self.stats.amendments[change] += 1
         what = {
             "RETRACTED": "would not have been raised",
@@ -440,13 +486,15 @@ class Engine:
             subject_id=trigger.subject_id,
             trigger_event_id=trigger.event_id,
             late_event_id=late.event_id,
-            evidence_event_ids=after if after is not None else (before or ()),
+            evidence_event_ids=cited,
             occurred_at=late.occurred_at,
             detected_at=self._clock(),
             explanation=(
                 f"A {late.TYPE} event that arrived after the watermark shows that the "
                 f"{rule_id} finding for trigger {trigger.event_id} {what}."
             ),
+            evidence=evidence_events(cited, trigger, state, self.store.account),
+            late_event=late,
         )
 
 

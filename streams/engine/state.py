@@ -59,15 +59,24 @@ def event_order(event: ParticipantJoined | EnrichmentMatched) -> tuple[int, str]
 class TriggerRecord:
     """A trigger waiting for its decisions, or decided and kept for amendments."""
 
-    __slots__ = ("decided_at", "event", "outcomes", "pending")
+    __slots__ = ("decided_at", "event", "outcomes", "pending", "received_at")
 
-    def __init__(self, event: Trigger, pending: int) -> None:
+    def __init__(self, event: Trigger, pending: int, received_at: int | None = None) -> None:
         self.event = event
         self.pending = pending
         self.outcomes: Outcomes = {}
         # The input position (Kafka offset) whose processing took the last decision:
         # after a restart, decisions taken at or after the committed offset are sent again.
         self.decided_at = -1
+        # The wall clock (epoch ms) when the engine received the trigger, if it was
+        # told (a worker; not a replay): the start of the ingestion-to-finding latency.
+        self.received_at = received_at
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        # Records pickled (Faust table) before `received_at` existed lack it.
+        self.received_at = None
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
 
 class SubjectState:

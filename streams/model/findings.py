@@ -6,7 +6,22 @@ import hashlib
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Amendment", "DeadLetter", "Finding", "amendment_id", "finding_id"]
+from streams.model.events import Event
+
+__all__ = [
+    "Amendment",
+    "DeadLetter",
+    "EvidenceItem",
+    "Finding",
+    "amendment_id",
+    "evidence_record",
+    "finding_id",
+]
+
+# One evidence event: the event itself in a finding straight from the engine; its
+# pseudonymised JSON form (`{"type": ..., ...fields}`) once it has been through
+# `streams.evidence.pseudonymise`, or when read back from a topic or a file.
+EvidenceItem = Event | dict[str, Any]
 
 
 def finding_id(rule: str, trigger_event_id: str) -> str:
@@ -19,8 +34,24 @@ def amendment_id(finding: str, late_event_id: str, kind: str) -> str:
     return hashlib.sha256(f"{finding}|{late_event_id}|{kind}".encode()).hexdigest()
 
 
+def evidence_record(item: EvidenceItem) -> dict[str, Any]:
+    """The JSON form of an evidence item that is already pseudonymised.
+
+    A raw event is refused: personal data leaves the process only through a
+    `Pseudonymiser` (`streams.evidence.pseudonymise`), never by accident.
+    """
+    if type(item) is dict:
+        return item
+    raise TypeError(
+        f"evidence event {type(item).__name__} is not pseudonymised: "
+        "pass the finding through streams.evidence.pseudonymise first"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """A rule fired. `evidence` holds the events of `evidence_event_ids`, in that order."""
+
     finding_id: str
     rule: str
     severity: str
@@ -33,10 +64,13 @@ class Finding:
     occurred_at: int
     detected_at: int
     explanation: str
+    evidence: tuple[EvidenceItem, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form; the evidence must be pseudonymised already (see `evidence_record`)."""
         return {name: getattr(self, name) for name in _FINDING_FIELDS} | {
-            "evidence_event_ids": list(self.evidence_event_ids)}
+            "evidence_event_ids": list(self.evidence_event_ids),
+            "evidence": [evidence_record(item) for item in self.evidence]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +79,8 @@ class Amendment:
 
     kind: `RETRACTED` (the finding would not have been raised), `EVIDENCE_CHANGED`
     (it still holds, on other evidence), `WOULD_RAISE` (the sorted stream would
-    have raised `finding_id`, which was not raised).
+    have raised `finding_id`, which was not raised). `evidence` holds the events
+    of `evidence_event_ids` in that order, `late_event` the late event itself.
     """
 
     amendment_id: str
@@ -59,10 +94,16 @@ class Amendment:
     occurred_at: int
     detected_at: int
     explanation: str
+    evidence: tuple[EvidenceItem, ...] = ()
+    late_event: EvidenceItem | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form; the evidence must be pseudonymised already (see `evidence_record`)."""
+        late = self.late_event
         return {name: getattr(self, name) for name in _AMENDMENT_FIELDS} | {
-            "evidence_event_ids": list(self.evidence_event_ids)}
+            "evidence_event_ids": list(self.evidence_event_ids),
+            "evidence": [evidence_record(item) for item in self.evidence],
+            "late_event": None if late is None else evidence_record(late)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,17 @@
 """The engine's state store over a Faust table, for one partition of the correlation stage.
 
-Keys carry the partition (`s/<p>/<subject>`, `a/<p>/<account>`): Faust's
-RocksDB store looks a key up across every partition a worker holds, and account
-state (feature toggles) exists once per partition. Values are pickled state objects.
+Faust keeps the table: its storage (one RocksDB per partition through rocksdict, or
+memory), its changelog topic, and its recovery from that changelog when a partition
+is assigned. What this store changes is how the state is written: not with
+`table[key] = value` (one changelog send per write, and only inside an agent's
+event), but once per batch: `flush()` writes every changed key to the partition's
+storage and returns the changelog records, which the worker appends to the changelog
+partition in one producer batch, then records the changelog offset in the store as
+Faust does (`set_persisted_offset`), so recovery reads only what came after.
 
-Reads go through an in-process cache of live objects; writes are collected and
-flushed to the table once per message (`flush`), so a message that touches a
-subject three times writes one changelog record, not three.
+Keys carry the partition (`s/<p>/<subject>`, `a/<p>/<account>`) so that the memory
+store, one dict for all partitions, keeps them apart. Values are pickled state
+objects; reads go through an in-process cache of live objects.
 """
 
 from __future__ import annotations
@@ -17,22 +22,39 @@ from typing import Any
 
 from streams.engine.state import AccountState, SubjectState
 
-__all__ = ["FaustStore"]
+__all__ = ["ChangelogRecord", "TableStore"]
+
+ChangelogRecord = tuple[bytes, bytes | None]  # key, value (None deletes)
 
 _DELETED = object()
 
 
-class FaustStore:
-    """StateStore for one partition. Must be flushed inside the agent's event context."""
+class TableStore:
+    """StateStore for one partition of a Faust table (`table.data` is Faust's Store)."""
 
     def __init__(self, table: Any, partition: int, cache_size: int = 200_000) -> None:
-        self._table = table
         self.partition = partition
+        self._store = table.data
         self._subject_prefix = f"s/{partition}/"
         self._account_prefix = f"a/{partition}/"
         self._cache: dict[bytes, Any] = {}
         self._dirty: dict[bytes, Any] = {}
         self._cache_size = cache_size
+        db_for_partition = getattr(self._store, "_db_for_partition", None)
+        if db_for_partition is not None:  # RocksDB: this partition's own database
+            db = db_for_partition(partition)
+            self._get_raw = db.get
+            self._put_raw = db.put
+            self._delete_raw = db.delete
+            self._keys = db.keys
+            self._estimate = getattr(db, "property_int_value", None)
+        else:  # memory: one dict
+            data = self._store.data
+            self._get_raw = data.get
+            self._put_raw = data.__setitem__
+            self._delete_raw = lambda key: data.pop(key, None)
+            self._keys = data.keys
+            self._estimate = None
 
     # -- StateStore ------------------------------------------------------------------
 
@@ -40,7 +62,9 @@ class FaustStore:
         return self._load((self._subject_prefix + subject_id).encode())  # type: ignore[no-any-return]
 
     def put_subject(self, subject_id: str, state: SubjectState) -> None:
-        self._store((self._subject_prefix + subject_id).encode(), state)
+        key = (self._subject_prefix + subject_id).encode()
+        self._cache[key] = state
+        self._dirty[key] = state
 
     def delete_subject(self, subject_id: str) -> None:
         key = (self._subject_prefix + subject_id).encode()
@@ -51,50 +75,67 @@ class FaustStore:
         return self._load((self._account_prefix + account_id).encode())  # type: ignore[no-any-return]
 
     def put_account(self, account_id: str, state: AccountState) -> None:
-        self._store((self._account_prefix + account_id).encode(), state)
+        key = (self._account_prefix + account_id).encode()
+        self._cache[key] = state
+        self._dirty[key] = state
 
     def subjects(self) -> Iterator[tuple[str, SubjectState]]:
         prefix = self._subject_prefix.encode()
-        keys = {key for key in self._table if key.startswith(prefix)}
-        keys.update(key for key in self._cache if key.startswith(prefix))
+        keys = {key for key in self._keys() if isinstance(key, bytes) and key.startswith(prefix)}
+        keys.update(key for key, value in self._dirty.items()
+                    if key.startswith(prefix) and value is not _DELETED)
+        keys.difference_update(key for key, value in self._dirty.items() if value is _DELETED)
         for key in sorted(keys):
             state = self._load(key)
             if state is not None:
                 yield key[len(prefix):].decode(), state
 
-    # -- writing -------------------------------------------------------------------
+    def size(self) -> int:
+        """Keys in this partition's state (RocksDB's own estimate; exact in memory)."""
+        if self._estimate is not None:
+            return int(self._estimate("rocksdb.estimate-num-keys") or 0)
+        prefix = self._subject_prefix.encode()
+        return sum(1 for key in self._keys() if key.startswith(prefix))
 
-    def flush(self) -> int:
-        """Write every changed value to the table (one changelog record per key)."""
-        written = len(self._dirty)
+    # -- writing ---------------------------------------------------------------------
+
+    def flush(self) -> list[ChangelogRecord]:
+        """Write every changed key to storage; return the changelog records to send."""
+        records: list[ChangelogRecord] = []
+        dumps = pickle.dumps
+        protocol = pickle.HIGHEST_PROTOCOL
         for key, value in self._dirty.items():
             if value is _DELETED:
-                if key in self._table:
-                    del self._table[key]
+                self._delete_raw(key)
+                records.append((key, None))
             else:
-                self._table[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                raw = dumps(value, protocol=protocol)
+                self._put_raw(key, raw)
+                records.append((key, raw))
         self._dirty.clear()
         if len(self._cache) > self._cache_size:
             self._evict()
-        return written
+        return records
+
+    def persisted(self, tp: Any, offset: int) -> None:
+        """The changelog holds everything up to `offset` (what Faust's recovery reads)."""
+        self._store.set_persisted_offset(tp, offset)
 
     def _load(self, key: bytes) -> Any:
         value = self._cache.get(key)
         if value is not None:
             return value
-        raw = self._table.get(key)
+        if self._dirty.get(key) is _DELETED:
+            return None
+        raw = self._get_raw(key)
         if raw is None:
             return None
         value = pickle.loads(raw)
         self._cache[key] = value
         return value
 
-    def _store(self, key: bytes, value: Any) -> None:
-        self._cache[key] = value
-        self._dirty[key] = value
-
     def _evict(self) -> None:
-        """Drop the oldest tenth of the cache (it is only a cache: the table has it all)."""
+        """Drop the oldest tenth of the cache (it is only a cache: storage has it all)."""
         for key in list(self._cache)[: self._cache_size // 10]:
             if key not in self._dirty:
                 del self._cache[key]

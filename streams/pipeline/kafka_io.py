@@ -11,7 +11,6 @@ from streams.errors import ConsentwatchError
 from streams.model.events import Event, FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.scheduling import EVENT_TIME_HEADER
 from streams.pipeline.topics import TopicNames, topic_configs
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
 
@@ -81,10 +80,8 @@ async def produce_events(connection: KafkaConnection, names: TopicNames,
     try:
         pending = []
         for event in events:
-            # The worker merges its input topics by this header (see scheduling.py).
-            header = (EVENT_TIME_HEADER, event.occurred_at.to_bytes(8, "big", signed=True))
             pending.append(await producer.send(topics[event.TYPE], framing.encode(event),
-                                               key=event_key(event), headers=[header]))
+                                               key=event_key(event)))
             sent += 1
             if rate and sent % 100 == 0:
                 ahead = sent / rate - (loop.time() - started)

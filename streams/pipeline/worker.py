@@ -1,48 +1,64 @@
 """`consentwatch worker`: the Faust app that puts the engine on Kafka.
 
-Two stages:
+Two stages, each fed in batches straight from the consumer's fetches (see
+`batching.py`; Faust's per-record agent path costs more than the engine itself):
 
 1. `route` reads every input topic, decodes each record, sends poison records to
    the dead-letter topic (with source topic, partition, offset, reason and the
    original bytes) and forwards valid ones, unchanged, to the correlate topic keyed
-   by subject. A FeatureToggled is account-wide, so it is copied to every
-   partition of the correlate topic: each partition then sees the toggles in its
-   own event-time order, exactly as `replay` does.
-2. `correlate` runs one engine per partition of the correlate topic, its state in
-   a Faust table (RocksDB via rocksdict by default), and produces findings and
-   amendments. A timer sends a tick into each partition this worker owns, so an
-   idle partition advances its watermark by the wall clock inside the agent (Faust
-   tables can only be written there).
+   by subject. A FeatureToggled is account-wide, so it is copied to every partition
+   of the correlate topic. After the records, it sends every correlate partition a
+   marker with the watermark of each input partition it reads (`watermarks.py`);
+   a timer sends one every second too, so an idle input advances with the wall clock.
+2. `correlate` runs one engine per partition of the correlate topic. Its watermark
+   is the minimum over the input partitions' watermarks, so records that one input
+   (or one worker) delivers ahead of another are never made late by it. State is in
+   a Faust table (RocksDB through rocksdict by default, memory as an option),
+   written once per batch (`faust_store.py`).
 
-Delivery is at-least-once. Faust flushes the producer before it commits offsets;
-after a restart, decisions recorded at or after the first offset read again are
-sent again (`Engine.decided_since`), so no finding is lost and a copy carries the
-same finding id, rule, subject, trigger and evidence.
+Delivery is at-least-once. A batch's offsets are acknowledged only after its state
+reached the changelog and its findings their topic; after a restart, decisions
+recorded at or after the first offset read again are sent again
+(`Engine.decided_since`), so no finding is lost and a copy carries the same finding
+id, rule, subject, trigger and evidence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streams.engine import Engine, EngineParams
 from streams.errors import InvalidEvent
+from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.pipeline.batching import batching_transport
 from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.faust_store import FaustStore
-from streams.pipeline.scheduling import EventTimeScheduler, event_time_scheduler
+from streams.pipeline.faust_store import ChangelogRecord, TableStore
 from streams.pipeline.topics import TopicNames
+from streams.pipeline.watermarks import (
+    SourceClocks,
+    SourceWatermarks,
+    decode_marker,
+    encode_marker,
+    is_marker,
+    source_id,
+)
 from streams.serde.wire import SingleObjectFraming, WireFormat, encode_output
 
-__all__ = ["TICK", "WorkerSettings", "build_app"]
+__all__ = ["WorkerSettings", "build_app"]
 
 log = logging.getLogger("consentwatch.worker")
 
-TICK = b"\x00consentwatch-tick"
+# Route sends markers after its batches at most this often (and every tick_interval_s).
+_MARKER_INTERVAL_S = 0.1
+_PARTITION_CACHE = 1_000_000
 
 
 def _now_ms() -> int:
@@ -65,154 +81,365 @@ class WorkerSettings:
 
 
 class _Partition:
-    """One partition's engine and store, opened on its first message after assignment."""
+    """One correlate partition's engine, store and source watermarks."""
 
-    __slots__ = ("engine", "store")
+    __slots__ = ("engine", "sources", "store")
 
-    def __init__(self, engine: Engine, store: FaustStore) -> None:
+    def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks) -> None:
         self.engine = engine
         self.store = store
+        self.sources = sources
 
 
-def _dead_letter(message: Any, error: InvalidEvent) -> DeadLetter:
-    return DeadLetter(
-        source=message.topic,
-        partition=message.partition,
-        position=message.offset,
-        reason_code=error.code,
-        reason=error.message,
-        payload=bytes(message.value or b""),
-        dead_lettered_at=_now_ms(),
-    )
+class _Batch:
+    """What one stage's batch sends: appended to producer batches, awaited together."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._builders: dict[tuple[str, int], Any] = {}
+        self.futures: list[asyncio.Future[Any]] = []
+        self.batches: list[tuple[str, int, asyncio.Future[Any], int]] = []
+
+    async def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None
+                     ) -> None:
+        builder = self._builders.get((topic, partition))
+        if builder is None:
+            builder = self._builders[(topic, partition)] = self._producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            await self._send(topic, partition, builder)
+            builder = self._builders[(topic, partition)] = self._producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError("record larger than the producer's batch size")
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """One keyed record, partitioned by the producer (findings, dead letters)."""
+        self.futures.append(await self._producer.send(topic, value, key=key))
+
+    async def _send(self, topic: str, partition: int, builder: Any) -> None:
+        count = builder.record_count()
+        future = await self._producer.send_batch(builder, topic, partition=partition)
+        self.futures.append(future)
+        self.batches.append((topic, partition, future, count))
+
+    async def done(self) -> list[tuple[str, int, int]]:
+        """Send what is left, wait for every record; the last offset of each batch."""
+        for (topic, partition), builder in self._builders.items():
+            if builder.record_count():
+                await self._send(topic, partition, builder)
+        self._builders.clear()
+        if self.futures:
+            await asyncio.gather(*self.futures)
+        return [(topic, partition, future.result().offset + count - 1)
+                for topic, partition, future, count in self.batches]
 
 
 class _Pipeline:
-    """The worker's topics, table and per-partition engines; the agents call into it."""
+    """The worker's topics, table and per-partition engines; the batch handlers."""
 
     def __init__(self, app: Any, settings: WorkerSettings) -> None:
         names = settings.topics
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw"}
+        self.app = app
         self.settings = settings
         self.framing = settings.framing
-        self.inputs = app.topic(*names.inputs.values(), **raw)
+        self.input_topics = sorted(names.inputs.values())
+        self.inputs = app.topic(*self.input_topics, **raw)
         self.correlate = app.topic(names.correlate, partitions=settings.partitions, **raw)
-        self.findings = app.topic(names.findings, **raw)
-        self.amendments = app.topic(names.amendments, **raw)
-        self.dead_letters = app.topic(names.dead_letters, **raw)
         # bytes keys and values make Faust use its "raw" codec for the table and its store
         self.table = app.Table("state", default=None, partitions=settings.partitions,
                                key_type=bytes, value_type=bytes)
         self.partitions: dict[int, _Partition] = {}
+        params = settings.params
+        self.clocks = SourceClocks(params.allowed_lateness_ms, params.idle_timeout_ms)
+        self._earliest: dict[str, int] = {}
+        self._expected: list[str] | None = None
+        self._partition_of: dict[bytes, int] = {}
+        self._markers_sent = 0.0
+        self.metrics = PipelineMetrics(view=_WorkerView(self))
+        self._last_report: dict[str, int | None] = {}
 
-    async def send_dead_letter(self, message: Any, error: InvalidEvent) -> None:
-        letter = _dead_letter(message, error)
+    # -- helpers ---------------------------------------------------------------------
+
+    def _producer(self) -> Any:
+        return self.app.producer._ensure_producer()
+
+    def _consumer(self) -> Any:
+        return self.app.consumer
+
+    def _correlate_partition(self, key: bytes) -> int:
+        partition = self._partition_of.get(key)
+        if partition is None:
+            from aiokafka.partitioner import murmur2
+
+            if len(self._partition_of) >= _PARTITION_CACHE:
+                self._partition_of.clear()
+            partition = (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions
+            self._partition_of[key] = partition
+        return partition
+
+    async def _dead_letter(self, batch: _Batch, tp: Any, record: Any,
+                           error: InvalidEvent) -> None:
+        self.metrics.observe_dead_letter(error.code)
+        letter = DeadLetter(source=tp.topic, partition=tp.partition, position=record.offset,
+                            reason_code=error.code, reason=error.message,
+                            payload=bytes(record.value or b""), dead_lettered_at=_now_ms())
         key = f"{letter.source}/{letter.partition}/{letter.position}".encode()
-        await self.dead_letters.send(key=key, value=encode_output(letter))
+        await batch.send(self.settings.topics.dead_letters, key, encode_output(letter))
 
-    async def send_outputs(self, outputs: list[Finding | Amendment]) -> None:
+    async def _send_outputs(self, batch: _Batch, outputs: Iterable[Finding | Amendment]
+                            ) -> None:
+        names = self.settings.topics
         for output in outputs:
             if isinstance(output, Finding):
-                await self.findings.send(key=output.finding_id.encode(),
-                                         value=encode_output(output))
+                await batch.send(names.findings, output.finding_id.encode(),
+                                 encode_output(output))
             else:
-                await self.amendments.send(key=output.amendment_id.encode(),
-                                           value=encode_output(output))
+                await batch.send(names.amendments, output.amendment_id.encode(),
+                                 encode_output(output))
 
-    async def route(self, message: Any) -> None:
-        """Stage 1: decode, dead-letter or forward to the correlate topic."""
+    def _decode(self, record: Any) -> Any:
+        """The record's event; InvalidEvent for a poison record (a decoder bug too)."""
         try:
-            decoded = self.framing.decode(message.value or b"")
-        except InvalidEvent as error:
-            await self.send_dead_letter(message, error)
+            return self.framing.decode(record.value or b"")
+        except InvalidEvent:
+            raise
+        except Exception:  # a decoder bug must not stop the stage
+            log.exception("unexpected error decoding %s[%s]@%s", record.topic,
+                          record.partition, record.offset)
+            raise InvalidEvent("internal_error", "the record could not be decoded") from None
+
+    # -- stage 1: route ---------------------------------------------------------------
+
+    async def route(self, tp: Any, records: list[Any]) -> None:
+        batch = _Batch(self._producer())
+        correlate = self.settings.topics.correlate
+        partitions = range(self.settings.partitions)
+        latest: int | None = None
+        for record in records:
+            try:
+                event = self._decode(record)
+            except InvalidEvent as error:
+                await self._dead_letter(batch, tp, record, error)
+                continue
+            if type(event) is FeatureToggled:
+                key = event.account_id.encode()
+                for partition in partitions:
+                    await batch.append(correlate, partition, key, record.value)
+            else:
+                key = event.subject_id.encode()
+                await batch.append(correlate, self._correlate_partition(key), key, record.value)
+            if latest is None or event.occurred_at > latest:
+                latest = event.occurred_at
+        await batch.done()
+        if latest is not None:
+            self.clocks.observe(source_id(tp.topic, tp.partition), latest, _now_ms())
+        if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
+            await self.send_markers()
+
+    async def send_markers(self) -> None:
+        """Every correlate partition gets this worker's report on its input partitions."""
+        self._markers_sent = time.monotonic()
+        report = self.clocks.report(_now_ms(), self._caught_up)
+        if not report or report == self._last_report:
             return
-        except Exception:  # a decoder bug must not crash-loop the agent
-            log.exception("unexpected error decoding %s[%s]@%s", message.topic,
-                          message.partition, message.offset)
-            await self.send_dead_letter(message, InvalidEvent(
-                "internal_error", "the record could not be decoded"))
+        self._last_report = report
+        log.debug("watermark report: %s", report)
+        batch = _Batch(self._producer())
+        value = encode_marker(report)
+        for partition in range(self.settings.partitions):
+            await batch.append(self.settings.topics.correlate, partition, None, value)
+        await batch.done()
+
+    def _caught_up(self, source: str) -> bool | None:
+        from faust.types import TP
+
+        topic, _, number = source.rpartition(":")
+        tp = TP(topic, int(number))
+        consumer = self._consumer()
+        try:
+            highwater: int | None = consumer.highwater(tp)
+        except Exception:  # not assigned any more, or not fetched yet
+            return None
+        if highwater is None:
+            return None
+        last = consumer._batch_last.get(tp)
+        if last is not None:
+            return bool(last + 1 >= highwater)
+        # Nothing read from it yet: EMPTY only if nothing lies past where this consumer
+        # started (its committed offset, kept by Faust's seek, or the earliest offset).
+        # Not the fetch position: records fetched ahead are not forwarded yet.
+        start = consumer._read_offset[tp]
+        if start is None:
+            start = self._earliest.get(source)
+        if start is None:
+            return None
+        return bool(start >= highwater)
+
+    async def refresh_earliest(self) -> None:
+        """The earliest offsets of this worker's inputs, asked once for all of them."""
+        from faust.types import TP
+
+        missing = [source for source in self.clocks.sources() if source not in self._earliest]
+        if not missing:
             return
-        if isinstance(decoded, FeatureToggled):
-            key = decoded.account_id.encode()
-            for partition in range(self.settings.partitions):
-                await self.correlate.send(key=key, value=message.value, partition=partition)
-        else:
-            await self.correlate.send(key=decoded.subject_id.encode(), value=message.value)
+        tps = {TP(source.rpartition(":")[0], int(source.rpartition(":")[2])): source
+               for source in missing}
+        try:
+            earliest = await self._consumer().earliest_offsets(*tps)
+        except Exception:  # not assigned any more, or the broker is away: next tick
+            return
+        for tp, offset in earliest.items():
+            if tp in tps and offset is not None:
+                self._earliest[tps[tp]] = int(offset)
+
+    # -- stage 2: correlate -------------------------------------------------------------
+
+    def expected_sources(self) -> list[str] | None:
+        """Every input partition, once the topics' metadata is known."""
+        if self._expected is None:
+            consumer = self._consumer()
+            sources: list[str] = []
+            for topic in self.input_topics:
+                count = consumer.topic_partitions(topic)
+                if not count:
+                    return None
+                sources.extend(source_id(topic, n) for n in range(count))
+            self._expected = sources
+        return self._expected
 
     def open_partition(self, number: int, first_offset: int) -> tuple[_Partition, list[Finding]]:
-        store = FaustStore(self.table, number)
-        engine = Engine(store, self.settings.params)
-        # The watermark is not restored: the records read again from the committed
-        # offset (duplicates included) bring it back, and it is never ahead of the state.
+        store = TableStore(self.table, number)
+        engine = Engine(store, self.settings.params, external_watermark=True)
+        # The watermark is not restored: the markers read again from the committed
+        # offset bring it back, and it is never ahead of the state.
         engine.restore_deadlines()
         again = engine.decided_since(first_offset)
         if again:
             log.info("partition %s: sending %d findings again after recovery", number, len(again))
-        part = _Partition(engine, store)
+        part = _Partition(engine, store, SourceWatermarks(self.expected_sources))
         self.partitions[number] = part
         return part, again
 
-    async def correlate_one(self, message: Any) -> None:
-        """Stage 2: one message of the correlate topic through its partition's engine.
-
-        Nothing raised here may escape: a crashed Faust agent is restarted on the same
-        record, again and again.
-        """
-        try:
-            await self._correlate(message)
-        except Exception:
-            log.exception("engine error at %s[%s]@%s", message.topic, message.partition,
-                          message.offset)
-            await self.send_dead_letter(message, InvalidEvent(
-                "internal_error", "the correlation stage failed on this record"))
-
-    async def _correlate(self, message: Any) -> None:
-        number = message.partition
+    async def correlate_batch(self, tp: Any, records: list[Any]) -> None:
+        number = tp.partition
         part = self.partitions.get(number)
         outputs: list[Finding | Amendment] = []
         if part is None:
-            part, again = self.open_partition(number, message.offset)
+            part, again = self.open_partition(number, records[0].offset)
             outputs.extend(again)
         engine = part.engine
+        batch = _Batch(self._producer())
         now = _now_ms()
-        if message.value == TICK:
-            outputs.extend(engine.idle_tick(now, position=message.offset))
-        else:
+        for record in records:
+            value = record.value
             try:
-                decoded = self.framing.decode(message.value or b"")
+                if is_marker(value):
+                    part.sources.update(decode_marker(value))
+                    watermark = part.sources.watermark()
+                    log.debug("partition %s: watermark %s", number, watermark)
+                    if watermark is not None:
+                        outputs.extend(engine.advance_to(watermark, position=record.offset))
+                    continue
+                event = self._decode(record)
             except InvalidEvent as error:
-                await self.send_dead_letter(message, error)
-                return
-            outputs.extend(engine.process(decoded, wall_ms=now, position=message.offset))
-        part.store.flush()
-        if outputs:
-            await self.send_outputs(outputs)
+                await self._dead_letter(batch, tp, record, error)
+                continue
+            try:
+                outputs.extend(engine.process(event, wall_ms=now, position=record.offset))
+            except Exception:  # an engine bug must not stop the partition
+                log.exception("engine error at %s[%s]@%s", tp.topic, tp.partition,
+                              record.offset)
+                await self._dead_letter(batch, tp, record, InvalidEvent(
+                    "internal_error", "the correlation stage failed on this record"))
+        await self._write_changelog(batch, number, part.store.flush())
+        await self._send_outputs(batch, outputs)
+        changelog = self.table.changelog_topic.get_topic_name()
+        for topic, partition, offset in await batch.done():
+            if topic == changelog:
+                from faust.types import TP
 
-    async def tick(self, assignment: Any) -> None:
-        for tp in assignment:
-            if tp.topic == self.settings.topics.correlate:
-                await self.correlate.send(key=None, value=TICK, partition=tp.partition)
+                part.store.persisted(TP(topic, partition), offset)
 
-    def revoked(self, revoked: Any) -> None:
+    async def _write_changelog(self, batch: _Batch, partition: int,
+                               records: list[ChangelogRecord]) -> None:
+        topic = self.table.changelog_topic.get_topic_name()
+        for key, value in records:
+            await batch.append(topic, partition, key, value)
+
+    # -- rebalancing ---------------------------------------------------------------------
+
+    def assigned(self, assigned: Iterable[Any]) -> None:
+        inputs = set(self.input_topics)
+        self.clocks.assign(source_id(tp.topic, tp.partition) for tp in assigned
+                           if tp.topic in inputs)
+
+    def revoked(self, revoked: Iterable[Any]) -> None:
+        inputs = set(self.input_topics)
         for tp in revoked:
             if tp.topic == self.settings.topics.correlate:
-                self.partitions.pop(tp.partition, None)
+                part = self.partitions.pop(tp.partition, None)
+                if part is not None:  # keep what it counted since the last scrape
+                    self.metrics.observe_engine(tp.partition, part.engine.stats)
+                    self.metrics.forget_engine(tp.partition)
+            elif tp.topic in inputs:
+                source = source_id(tp.topic, tp.partition)
+                self.clocks.revoke([source])
+                self._earliest.pop(source, None)
 
 
-def _highwater(app: Any, tp: Any) -> int | None:
-    """The partition's high watermark as of the consumer's last fetch, if known."""
-    try:
-        value = app.consumer.highwater(tp)
-    except Exception:  # not started, or the partition is not assigned any more
-        return None
-    return int(value) if value is not None else None
+class _WorkerView:
+    """What the metrics read at scrape time (streams/metrics/view.py)."""
+
+    def __init__(self, pipeline: _Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def partitions(self) -> dict[int, PartitionView]:
+        return {number: EnginePartition(part.engine, part.store.size)
+                for number, part in self._pipeline.partitions.items()}
+
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Records past the last one processed, for each input and correlate partition."""
+        pipeline = self._pipeline
+        consumer = getattr(pipeline.app, "_consumer", None)
+        if consumer is None:
+            return {}
+        topics = {*pipeline.input_topics, pipeline.settings.topics.correlate}
+        lag: dict[tuple[str, int], int] = {}
+        try:
+            assignment = consumer.assignment()
+        except Exception:  # not started yet
+            return {}
+        for tp in assignment:
+            if tp.topic not in topics:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # revoked meanwhile
+                continue
+            if highwater is None:
+                continue
+            last = consumer._batch_last.get(tp)
+            start = last + 1 if last is not None else consumer._read_offset[tp]
+            if start is None:
+                start = pipeline._earliest.get(source_id(tp.topic, tp.partition))
+            if start is not None:
+                lag[(tp.topic, tp.partition)] = max(0, int(highwater) - int(start))
+        return lag
 
 
 def build_app(settings: WorkerSettings) -> Any:
     """The Faust app with both stages wired; `faust.Worker(app).execute_from_commandline()`."""
     import faust
 
-    app = faust.App(
+    handlers: dict[str, Any] = {}
+    transport = batching_transport(handlers)
+
+    class App(faust.App):  # type: ignore[misc]
+        def _new_transport(self) -> Any:
+            return transport(self.conf.broker_consumer, self)
+
+    app = App(
         settings.topics.group_id,
         broker=f"kafka://{settings.connection.bootstrap}",
         broker_credentials=settings.connection.faust_credentials(),
@@ -230,37 +457,52 @@ def build_app(settings: WorkerSettings) -> Any:
         table_standby_replicas=0,
         autodiscover=False,
         processing_guarantee="at_least_once",
-        ConsumerScheduler=event_time_scheduler(set(settings.topics.inputs.values()),
-                                               highwater=lambda tp: _highwater(app, tp)),
+        # The stages append whole batches (batching.py): larger producer batches, fewer
+        # requests. A record still fits: the largest state value is far below this.
+        producer_max_batch_size=256 * 1024,
     )
     pipeline = _Pipeline(app, settings)
     app.consentwatch = pipeline  # for tests and metrics
+    for topic in pipeline.input_topics:
+        handlers[topic] = pipeline.route
+    handlers[settings.topics.correlate] = pipeline.correlate_batch
 
+    # The agents subscribe the topics and let Faust assign their partitions together
+    # with the table's; their records go down the batch path and never reach them.
     @app.agent(pipeline.inputs)
     async def route(stream: Any) -> None:
-        async for event in stream.events():
-            await pipeline.route(event.message)
+        async for _ in stream.events():
+            raise RuntimeError("records of the input topics take the batch path")
 
     @app.agent(pipeline.correlate)
     async def correlate(stream: Any) -> None:
-        async for event in stream.events():
-            await pipeline.correlate_one(event.message)
+        async for _ in stream.events():
+            raise RuntimeError("records of the correlate topic take the batch path")
 
     @app.timer(interval=settings.tick_interval_s)
     async def tick() -> None:
-        consumer = getattr(app, "_consumer", None)
-        if consumer is not None:
-            await pipeline.tick(consumer.assignment())
+        # An exception in a Faust timer stops the whole worker: log it, try next time.
+        try:
+            await pipeline.send_markers()
+            await pipeline.refresh_earliest()
+        except Exception:
+            log.exception("the watermark timer failed; it runs again in a second")
+
+    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        pipeline.assigned(assigned)
 
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         pipeline.revoked(revoked)
-        # Faust seeks every partition back to its committed offset after a rebalance:
-        # records held for event-time merging would come again, so drop them all.
-        consumer = getattr(app, "_consumer", None)
-        scheduler = getattr(consumer, "scheduler", None)
-        if isinstance(scheduler, EventTimeScheduler):
-            scheduler.forget_all()
 
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        from streams.metrics import exposition
+
+        body, content_type = exposition(pipeline.metrics, request.headers.get("Accept"))
+        # aiohttp refuses a content_type argument that carries a charset
+        return web.bytes(body, headers={"Content-Type": content_type})
+
+    app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)
-    del route, correlate, tick
+    del route, correlate, tick, metrics
     return app

@@ -24,16 +24,19 @@ from dataclasses import fields
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import fastavro
 
 import streams
 from streams.errors import InvalidEvent, SchemaError
 from streams.model.events import EVENT_TYPES, Event
-from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.findings import Amendment, DeadLetter, Finding, evidence_record
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
 from streams.model.validate import event_from_record, validator_for
+
+if TYPE_CHECKING:
+    from streams.evidence.pseudonymise import Pseudonymiser
 
 __all__ = [
     "CORRUPT_CONTAINER",
@@ -240,6 +243,8 @@ def _checker(field_type: Any) -> tuple[Callable[[Any], Any], bool]:
         if len(branches) != 1 or len(field_type) != 2:
             raise SchemaError(f"unsupported union {field_type!r}")
         optional, field_type = True, branches[0]
+    if field_type == _EVIDENCE:  # a reference to the record, in a union
+        return _evidence_item, optional
     if isinstance(field_type, dict):
         if field_type.get("logicalType") == "timestamp-millis":
             return _ms, optional
@@ -248,6 +253,11 @@ def _checker(field_type: Any) -> tuple[Callable[[Any], Any], bool]:
             return _enum_check(tuple(field_type["symbols"])), optional
         if kind == "array" and field_type["items"] == "string":
             return _strings, optional
+        items = field_type.get("items")
+        if kind == "array" and isinstance(items, dict) and items.get("name") == _EVIDENCE:
+            return _evidence_items, optional
+        if kind == "record" and field_type.get("name") == _EVIDENCE:
+            return _evidence_item, optional
         field_type = kind
     simple = _SIMPLE.get(field_type) if isinstance(field_type, str) else None
     if simple is None:
@@ -300,6 +310,53 @@ def _enum_check(symbols: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
+# The record of one evidence event in Finding and Amendment: type, event_id and
+# occurred_at, then a map of the event's other fields (see streams.evidence).
+_EVIDENCE = "EvidenceEvent"
+_EVIDENCE_HEAD = frozenset({"type", "event_id", "occurred_at"})
+
+
+def _evidence_value(value: Any) -> Any:
+    if value is None or type(value) in (bool, int, str):
+        return value
+    if type(value) is list or type(value) is tuple:
+        return list(_strings(value))
+    raise _Bad("has an evidence field that is not null, a boolean, a long, a string or "
+               "an array of strings")
+
+
+def _evidence_item(value: Any) -> dict[str, Any]:
+    """The JSON form of one evidence event from its Avro datum."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("fields"), Mapping):
+        raise _Bad("must hold evidence event records")
+    item: dict[str, Any] = {
+        "type": _str(value.get("type")),
+        "event_id": _str(value.get("event_id")),
+        "occurred_at": _ms(value.get("occurred_at")),
+    }
+    for name, field_value in value["fields"].items():
+        if type(name) is not str or name in _EVIDENCE_HEAD:
+            raise _Bad("has an evidence event with a bad field name")
+        item[name] = _evidence_value(field_value)
+    return item
+
+
+def _evidence_items(value: Any) -> tuple[dict[str, Any], ...]:
+    if type(value) is not list and type(value) is not tuple:
+        raise _Bad("must be an array of evidence event records")
+    return tuple(_evidence_item(item) for item in value)
+
+
+def _evidence_datum(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The Avro datum of one evidence event from its (pseudonymised) JSON form."""
+    return {
+        "type": item["type"],
+        "event_id": item["event_id"],
+        "occurred_at": item["occurred_at"],
+        "fields": {name: value for name, value in item.items() if name not in _EVIDENCE_HEAD},
+    }
+
+
 _SIMPLE: dict[str, Callable[[Any], Any]] = {
     "string": _str,
     "int": _int,
@@ -312,9 +369,12 @@ _SIMPLE: dict[str, Callable[[Any], Any]] = {
 def _record_reader(name: str, cls: type[_T]) -> Callable[[Any], _T]:
     """A `datum -> cls` that checks each field against the schema `name`."""
     checks = []
+    defaults: dict[str, Any] = {}
     for field in load_schema(name)["fields"]:
         check, optional = _checker(field["type"])
         checks.append((field["name"], check, optional))
+        if field.get("default") is not None:  # a field added later: absent in older data
+            defaults[field["name"]] = check(field["default"])
 
     def from_record(record: Any) -> _T:
         if not isinstance(record, Mapping):
@@ -325,6 +385,9 @@ def _record_reader(name: str, cls: type[_T]) -> Callable[[Any], _T]:
             if value is None:
                 if optional:
                     values[field_name] = None
+                    continue
+                if field_name in defaults and field_name not in record:
+                    values[field_name] = defaults[field_name]
                     continue
                 raise InvalidEvent(
                     "missing_field", f"{name}: field '{field_name}' is missing or null"
@@ -351,9 +414,16 @@ _AMENDMENT_TO_RECORD = _record_maker(Amendment)
 _DEAD_LETTER_TO_RECORD = _record_maker(DeadLetter)
 
 
-def finding_to_record(finding: Finding) -> dict[str, Any]:
-    """The Avro datum of a Finding (schema `Finding`)."""
-    return _FINDING_TO_RECORD(finding)
+def finding_to_record(finding: Finding,
+                      pseudonymiser: Pseudonymiser | None = None) -> dict[str, Any]:
+    """The Avro datum of a Finding (schema `Finding`), its evidence pseudonymised by
+    `pseudonymiser` (see `streams.evidence.pseudonymise.seal_output` when None)."""
+    from streams.evidence.pseudonymise import seal_output
+
+    finding = seal_output(finding, pseudonymiser)
+    record = _FINDING_TO_RECORD(finding)
+    record["evidence"] = [_evidence_datum(evidence_record(item)) for item in finding.evidence]
+    return record
 
 
 def record_to_finding(record: Mapping[str, Any]) -> Finding:
@@ -362,9 +432,18 @@ def record_to_finding(record: Mapping[str, Any]) -> Finding:
     return finding
 
 
-def amendment_to_record(amendment: Amendment) -> dict[str, Any]:
-    """The Avro datum of an Amendment (schema `Amendment`)."""
-    return _AMENDMENT_TO_RECORD(amendment)
+def amendment_to_record(amendment: Amendment,
+                        pseudonymiser: Pseudonymiser | None = None) -> dict[str, Any]:
+    """The Avro datum of an Amendment (schema `Amendment`), its evidence and late event
+    pseudonymised as in `finding_to_record`."""
+    from streams.evidence.pseudonymise import seal_output
+
+    amendment = seal_output(amendment, pseudonymiser)
+    record = _AMENDMENT_TO_RECORD(amendment)
+    record["evidence"] = [_evidence_datum(evidence_record(item)) for item in amendment.evidence]
+    late = amendment.late_event
+    record["late_event"] = None if late is None else _evidence_datum(evidence_record(late))
+    return record
 
 
 def record_to_amendment(record: Mapping[str, Any]) -> Amendment:

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -36,6 +36,9 @@ from streams.serde.avro import (
     schema_history,
     strip_timestamp_millis,
 )
+
+if TYPE_CHECKING:
+    from streams.evidence.pseudonymise import Pseudonymiser
 
 __all__ = [
     "SINGLE_OBJECT_MARKER",
@@ -231,20 +234,31 @@ _OUTPUT_NAMES = ("Finding", "Amendment", "DeadLetter")
 
 
 @cache
-def _outputs() -> dict[bytes, tuple[str, Any]]:
-    return {_current_fingerprint(name): (name, _current(name)) for name in _OUTPUT_NAMES}
+def _outputs() -> dict[bytes, _Known]:
+    """Every released version of the output schemas, by fingerprint: a finding written
+    before its schema gained a field still reads (with that field's default)."""
+    known: dict[bytes, _Known] = {}
+    for name in _OUTPUT_NAMES:
+        for _, schema in schema_history(name):
+            known[fingerprint_of(schema)] = _Known(
+                name, fastavro.parse_schema(strip_timestamp_millis(schema)), _current(name))
+        known[_current_fingerprint(name)] = _Known(name, _current(name), _current(name))
+    return known
 
 
-def encode_output(item: Finding | Amendment | DeadLetter) -> bytes:
-    """A finding, amendment or dead letter in single-object encoding."""
+def encode_output(item: Finding | Amendment | DeadLetter,
+                  pseudonymiser: Pseudonymiser | None = None) -> bytes:
+    """A finding, amendment or dead letter in single-object encoding; the evidence of a
+    finding or amendment is pseudonymised by `pseudonymiser` (see
+    `streams.evidence.pseudonymise.seal_output` when None)."""
     from streams.serde import avro
 
     name = type(item).__name__
     record: dict[str, Any]
     if isinstance(item, Finding):
-        record = avro.finding_to_record(item)
+        record = avro.finding_to_record(item, pseudonymiser)
     elif isinstance(item, Amendment):
-        record = avro.amendment_to_record(item)
+        record = avro.amendment_to_record(item, pseudonymiser)
     else:
         record = avro.dead_letter_to_record(item)
     out = io.BytesIO()
@@ -261,11 +275,14 @@ def decode_output(payload: bytes) -> Finding | Amendment | DeadLetter:
     known = _outputs().get(payload[2:10])
     if known is None:
         raise InvalidEvent("unknown_fingerprint", "not a finding, amendment or dead letter")
-    name, schema = known
+    name = known.name
     stream = io.BytesIO(payload)
     stream.seek(10)
     try:
-        record = fastavro.schemaless_reader(stream, schema, None)
+        if known.writer is known.reader:
+            record = fastavro.schemaless_reader(stream, known.writer, None)
+        else:
+            record = fastavro.schemaless_reader(stream, known.writer, known.reader)
     except (EOFError, ValueError, UnicodeDecodeError, IndexError, OverflowError) as exc:
         raise InvalidEvent("truncated_avro", f"truncated {name} ({type(exc).__name__})") from None
     if not isinstance(record, Mapping):

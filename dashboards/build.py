@@ -1,0 +1,324 @@
+"""Grafana dashboards as code: builds dashboards/oncall.json and dashboards/compliance.json.
+
+    .venv/bin/python dashboards/build.py           # write the JSON next to this file
+    .venv/bin/python dashboards/build.py --check   # exit 1 if the committed JSON is stale
+
+Built with Grafana Labs' grafana-foundation-sdk (typed builders generated from Grafana's
+own schemas; the pinned flavour targets Grafana 11.6). Every query reads only the metrics
+of the contract (notes/contracts.md) or Prometheus' `up`; tests/test_dashboards.py checks
+that and that the committed JSON is what this script writes.
+
+Counters and their first sample: a counter series appears at its first increment, maybe
+already at 1, and increase()/rate() need two samples, so they would miss a rare finding
+entirely. The compliance panels count, per series, its whole value when it did not exist
+at the start of the window, else its increase (the same pattern as the alert rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import bargauge, stat, table, text, timeseries
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders.dashboard import (
+    Dashboard,
+    DatasourceVariable,
+    Row,
+    ThresholdsConfig,
+)
+from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import text as text_models
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+    VariableOption,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+__all__ = ["DASHBOARDS", "compliance", "main", "oncall", "render"]
+
+HERE = Path(__file__).resolve().parent
+JOB = 'job="consentwatch"'
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# The uid of the datasource in deploy/grafana/provisioning/datasources/prometheus.yml.
+PROVISIONED_DATASOURCE_UID = "consentwatch-prometheus"
+TAGS = ["consentwatch", "generated"]
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def query(expr: str, legend: str = "__auto", ref: str = "A") -> Dataquery:
+    return (Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE))
+
+
+def instant_table_query(expr: str, ref: str = "A") -> Dataquery:
+    return query(expr, ref=ref).instant().format(PromQueryFormat.TABLE)
+
+
+def counted(metric: str, window: str, matchers: str = JOB) -> str:
+    """Per series: its whole value if it was born within `window`, else its increase."""
+    selector = f"{metric}{{{matchers}}}"
+    return (f"(({selector} unless {selector} offset {window}) "
+            f"or increase({selector}[{window}]))")
+
+
+def rule(name: str) -> str:
+    """The label matchers of one rule's findings."""
+    return f'{JOB},rule="{name}"'
+
+
+def thresholds(*steps: tuple[float | None, str]) -> ThresholdsConfig:
+    return (ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE)
+            .steps([Threshold(value=value, color=color) for value, color in steps]))
+
+
+def graph(title: str, description: str, *targets: Dataquery, unit: str = "short",
+          span: int = 12, bars: bool = False) -> timeseries.Panel:
+    panel = (timeseries.Panel().title(title).description(description).datasource(DATASOURCE)
+             .unit(unit).span(span).height(8).min(0)
+             .legend(common_builders.VizLegendOptions().show_legend(True)
+                     .display_mode(common.LegendDisplayMode.TABLE)
+                     .placement(common.LegendPlacement.BOTTOM)
+                     .calcs(["lastNotNull", "max"])))
+    if bars:
+        panel = (panel.draw_style(common.GraphDrawStyle.BARS).fill_opacity(80)
+                 .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+                 .interval("1m"))
+    for target in targets:
+        panel = panel.with_target(target)
+    return panel
+
+
+def single(title: str, description: str, expr: str, unit: str = "short",
+           steps: tuple[tuple[float | None, str], ...] = ((None, "green"),),
+           span: int = 6) -> stat.Panel:
+    return (stat.Panel().title(title).description(description).datasource(DATASOURCE)
+            .with_target(query(expr).instant()).unit(unit).span(span).height(4)
+            .thresholds(thresholds(*steps))
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .graph_mode(common.BigValueGraphMode.NONE)
+            .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"])))
+
+
+def datasource_variable() -> DatasourceVariable:
+    return (DatasourceVariable("datasource").label("Prometheus").type("prometheus")
+            .current(VariableOption(selected=True, text="Prometheus",
+                                    value=PROVISIONED_DATASOURCE_UID)))
+
+
+def base(title: str, uid: str, description: str) -> Dashboard:
+    return (Dashboard(title).uid(uid).description(description).tags(TAGS)
+            .refresh("30s").time("now-6h", "now").timezone("utc")
+            .tooltip(DashboardCursorSync.CROSSHAIR).with_variable(datasource_variable()))
+
+
+# -- the on-call overview ---------------------------------------------------------------------
+
+
+def oncall() -> Dashboard:
+    rate = "$__rate_interval"
+    return (
+        base("consentwatch on call", "consentwatch-oncall",
+             "Is the pipeline healthy and keeping up? Throughput, consumer lag, watermark "
+             "delay, dead letters, worker health. Runbooks: docs/runbooks/.")
+        .with_row(Row("Health"))
+        .with_panel(single(
+            "Workers up", "Targets of job consentwatch that answered their last scrape.",
+            f"sum(up{{{JOB}}})", steps=((None, "red"), (1, "green"))))
+        .with_panel(single(
+            "Workers down", "Targets of job consentwatch that did not answer (alert "
+            "ConsentwatchWorkerDown after 5 minutes).",
+            f"count(up{{{JOB}}} == 0) or vector(0)", steps=((None, "green"), (1, "red"))))
+        .with_panel(single(
+            "Consumer lag", "Records not yet consumed, all topics and partitions.",
+            f"sum(consentwatch_consumer_lag_records{{{JOB}}}) or vector(0)",
+            steps=((None, "green"), (10_000, "orange"), (100_000, "red"))))
+        .with_panel(single(
+            "Worst watermark delay", "The partition furthest behind the wall clock (alert "
+            "ConsentwatchWatermarkBehind above 15 minutes).",
+            f"max(consentwatch_watermark_lag_seconds{{{JOB}}})", unit="s",
+            steps=((None, "green"), (300, "orange"), (900, "red"))))
+        .with_panel(graph(
+            "Worker up", "1 when Prometheus could scrape the worker, 0 when not.",
+            query(f"up{{{JOB}}}", "{{instance}}"), span=12))
+        .with_panel(
+            table.Panel().title("Build").description("Version and rule catalogue of each "
+                                                     "worker.")
+            .datasource(DATASOURCE).span(12).height(8)
+            .with_target(instant_table_query(f"consentwatch_build_info{{{JOB}}}")))
+        .with_row(Row("Throughput"))
+        .with_panel(graph(
+            "Events consumed", "Events read and decoded per second, by event type.",
+            query(f"sum by (type) (rate(consentwatch_events_consumed_total{{{JOB}}}[{rate}]))",
+                  "{{type}}"), unit="ops"))
+        .with_panel(graph(
+            "Duplicates and late events", "Events ignored as duplicates (an event id seen "
+            "before) and events that arrived after the watermark (applied, may amend).",
+            query(f"sum(rate(consentwatch_duplicate_events_total{{{JOB}}}[{rate}]))",
+                  "duplicates", "A"),
+            query(f"sum(rate(consentwatch_late_events_total{{{JOB}}}[{rate}]))", "late", "B"),
+            unit="ops"))
+        .with_panel(graph(
+            "Findings raised", "Findings per second by rule (the compliance dashboard has "
+            "the detail).",
+            query(f"sum by (rule) (rate(consentwatch_findings_total{{{JOB}}}[{rate}]))",
+                  "{{rule}}"), unit="ops"))
+        .with_panel(graph(
+            "Decision latency p99", "99th percentile of the time from a trigger to its "
+            "finding: since its event time (includes the allowed lateness and notice grace) "
+            "and since it was ingested.",
+            query("histogram_quantile(0.99, sum by (le, since) (rate("
+                  f"consentwatch_finding_latency_seconds_bucket{{{JOB}}}[{rate}])))",
+                  "p99 since {{since}}"), unit="s"))
+        .with_row(Row("Lag"))
+        .with_panel(graph(
+            "Consumer lag by topic", "Records behind the end of each topic (read at scrape "
+            "time). Growing while nothing is consumed: ConsentwatchPipelineStalled.",
+            query(f"sum by (topic) (consentwatch_consumer_lag_records{{{JOB}}})", "{{topic}}")))
+        .with_panel(graph(
+            "Watermark delay by partition", "Wall clock minus each partition's watermark. "
+            "Healthy: about allowed lateness + idle timeout (a minute).",
+            query(f"max by (instance, partition) (consentwatch_watermark_lag_seconds{{{JOB}}})",
+                  "{{instance}} p{{partition}}"), unit="s"))
+        .with_row(Row("Dead letters and state"))
+        .with_panel(graph(
+            "Dead letters", "Records sent to the dead-letter topic per second, by reason.",
+            query(f"sum by (reason) (rate(consentwatch_dead_letters_total{{{JOB}}}[{rate}]))",
+                  "{{reason}}"), unit="ops", span=8))
+        .with_panel(graph(
+            "Pending decisions", "Triggers waiting for the watermark (open notice deadlines).",
+            query(f"sum by (instance) (consentwatch_pending_decisions{{{JOB}}})",
+                  "{{instance}}"), span=8))
+        .with_panel(graph(
+            "State size", "Subjects held in the engine's state.",
+            query(f"sum by (instance) (consentwatch_state_subjects{{{JOB}}})", "{{instance}}"),
+            span=8))
+    )
+
+
+# -- the compliance view ------------------------------------------------------------------
+
+
+TOP_ACCOUNTS_NOTE = """\
+### Top accounts
+
+Account ids are not metric labels: they identify customers and people's organisations,
+and their number is unbounded, so Prometheus never sees them. The ranking by account comes
+from the findings themselves, for the period you need:
+
+    consentwatch findings | jq -r .account_id | sort | uniq -c | sort -rn | head
+
+or from the evidence ledger (`consentwatch export --ledger ... --account A`). The panel
+beside this one ranks **providers** instead (a bounded label: the first 32 providers by
+name, the rest as `other`).
+"""
+
+
+def compliance() -> Dashboard:
+    findings = "consentwatch_findings_total"
+    return (
+        base("consentwatch compliance", "consentwatch-compliance",
+             "What consentwatch found: findings by rule, severity and provider over time, "
+             "top providers, amendments. Findings are evidence; the numbers of record are in "
+             "the evidence ledger.")
+        .with_row(Row("In the selected time range"))
+        .with_panel(single(
+            "Findings", "New findings in the time range, all rules.",
+            f"sum({counted(findings, '$__range')}) or vector(0)", span=6,
+            steps=((None, "green"), (1, "orange"))))
+        .with_panel(single(
+            "Pseudonyms de-anonymised", "New pseudonym-deanonymized findings (each pages: "
+            "ConsentwatchPseudonymDeanonymized).",
+            f"sum({counted(findings, '$__range', rule('pseudonym-deanonymized'))})"
+            " or vector(0)", span=6, steps=((None, "green"), (1, "red"))))
+        .with_panel(single(
+            "Egress with the feature off", "New automatic-egress-feature-inactive findings "
+            "(each pages).",
+            f"sum({counted(findings, '$__range', rule('automatic-egress-feature-inactive'))})"
+            " or vector(0)", span=6, steps=((None, "green"), (1, "red"))))
+        .with_panel(single(
+            "Amendments", "Decisions changed by late events (retracted, evidence changed, "
+            "would raise).",
+            f"sum({counted('consentwatch_amendments_total', '$__range')}) or vector(0)",
+            span=6, steps=((None, "green"), (1, "orange"))))
+        .with_row(Row("Over time"))
+        .with_panel(graph(
+            "Findings by rule", "New findings per interval, by rule.",
+            query(f"sum by (rule) ({counted(findings, '$__interval')})", "{{rule}}"),
+            bars=True))
+        .with_panel(graph(
+            "Findings by severity", "New findings per interval, by the rule's severity.",
+            query(f"sum by (severity) ({counted(findings, '$__interval')})", "{{severity}}"),
+            bars=True))
+        .with_panel(graph(
+            "Findings by provider", "New findings per interval, by enrichment provider "
+            "(the first 32 providers by name, the rest as other).",
+            query(f"sum by (provider) ({counted(findings, '$__interval')})", "{{provider}}"),
+            bars=True))
+        .with_panel(graph(
+            "Amendments by kind", "Amendments per interval: RETRACTED, EVIDENCE_CHANGED, "
+            "WOULD_RAISE.",
+            query(f"sum by (kind) ({counted('consentwatch_amendments_total', '$__interval')})",
+                  "{{kind}}"), bars=True))
+        .with_row(Row("Top"))
+        .with_panel(
+            bargauge.Panel().title("Top providers").description(
+                "The ten providers with the most findings in the time range.")
+            .datasource(DATASOURCE).span(12).height(10).unit("short").min(0)
+            .with_target(query(
+                f"topk(10, sum by (provider) ({counted(findings, '$__range')}))",
+                "{{provider}}").instant())
+            .orientation(common.VizOrientation.HORIZONTAL)
+            .display_mode(common.BarGaugeDisplayMode.BASIC)
+            .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"])))
+        .with_panel(text.Panel().title("Top accounts").span(12).height(10)
+                    .mode(text_models.TextMode.MARKDOWN).content(TOP_ACCOUNTS_NOTE))
+    )
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+DASHBOARDS = {"oncall.json": oncall, "compliance.json": compliance}
+
+
+def render(name: str) -> str:
+    """The dashboard's JSON as committed: sorted keys, two spaces, a final newline."""
+    built: Any = DASHBOARDS[name]().build()
+    for number, panel in enumerate(built.panels, 1):  # stable ids, in layout order
+        panel.id_val = number
+    return JSONEncoder(sort_keys=True, indent=2).encode(built) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if a committed file differs")
+    parser.add_argument("--out", type=Path, default=HERE, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in DASHBOARDS:
+        path = args.out / name
+        content = render(name)
+        if args.check:
+            if not path.exists() or path.read_text() != content:
+                stale.append(name)
+        else:
+            path.write_text(content)
+    if stale:
+        print(f"stale: {', '.join(stale)}; run .venv/bin/python dashboards/build.py",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

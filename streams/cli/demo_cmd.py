@@ -1,0 +1,374 @@
+"""`consentwatch demo`: the whole product in about a minute, on a real local broker.
+
+Starts a broker (deploy/kafka/kafka.sh), creates the topics under a fresh prefix,
+starts a worker (with its /metrics endpoint), produces simulated traffic at a rate
+while showing progress, then closes the run, waits for every decision, and scores
+the findings against the simulator's ground truth. If the evidence commands are
+installed it loads the findings into a ledger, exports a signed bundle and verifies
+it. Everything it started is stopped at the end, also on Ctrl-C or SIGTERM: the
+broker and the worker run in their own sessions (a terminal's Ctrl-C reaches only
+the demo) and the demo's `finally` stops both.
+
+Event time runs as fast as the wall clock (the simulator's event rate is the
+production rate), as on a live platform, so the rules about the past decide while
+the traffic flows. Closing the run: the last triggers wait for the watermark to pass
+their time plus the notice grace (300 s of event time); rather than wait that long
+for the idle advance, once the worker has consumed every input record the demo sends
+the pipeline's end-of-input sentinels (streams/pipeline/sentinel.py: one harmless
+event on every input partition, dated past every pending deadline, raising nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import orjson
+
+from streams.errors import ConfigError, ConsentwatchError
+from streams.model.events import Event
+from streams.model.timestamps import format_ms
+
+__all__ = ["demo"]
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+_WORKER_STOP_S = 15.0
+
+
+@click.command()
+@click.option("--duration", type=click.FloatRange(min=1, max=3_600), default=60,
+              show_default=True, metavar="SECONDS", help="How long to produce traffic.")
+@click.option("--rate", type=click.FloatRange(min=1, max=100_000), default=200,
+              show_default=True, metavar="EVENTS_PER_S", help="Events produced per second.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
+@click.option("--partitions", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("var/demo"), show_default=True,
+              help="Where the findings, the truth and the evidence bundle are written.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Broker and worker state (default: a temporary directory, removed after).")
+@click.option("--drain-timeout", type=click.FloatRange(min=1), default=180, show_default=True,
+              metavar="SECONDS", help="How long to wait for the worker to decide everything.")
+def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path,
+         work_dir: Path | None, drain_timeout: float) -> int:
+    """Run broker, worker and simulator; score the findings; export and verify evidence."""
+    from streams.cli.demo_view import console
+
+    if not KAFKA_SH.is_file():
+        raise ConfigError(f"the demo needs {KAFKA_SH} (run it from a source checkout)")
+    out = console()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    work = work_dir or Path(tempfile.mkdtemp(prefix="consentwatch-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    stack = _Processes(work)
+    try:
+        out.print(f"starting a Kafka broker in {work / 'kafka'} ...")
+        broker = stack.start_broker()
+        prefix = f"demo{int(time.time() * 1000) % 10**10}"
+        out.print(f"broker {broker}; topics under prefix {prefix}")
+        from streams.pipeline.connection import KafkaConnection
+        from streams.pipeline.kafka_io import create_topics
+        from streams.pipeline.topics import TopicNames
+
+        connection, names = KafkaConnection(bootstrap=broker), TopicNames(prefix)
+        asyncio.run(create_topics(connection, names, partitions, 1))
+        port = _free_port()
+        stack.start_worker(broker, prefix, partitions, port)
+        out.print(f"worker started: metrics at http://127.0.0.1:{port}/metrics "
+                  f"(log {work / 'worker.log'})")
+        run = _Run(connection, names, seed, round(duration * rate), rate, stack, drain_timeout)
+        asyncio.run(run.main())
+        return _report(run, out_dir, work, out)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
+        try:
+            out.print("stopping the worker and the broker ...")
+            stack.stop()
+            if work_dir is None:
+                import shutil
+
+                shutil.rmtree(work, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Processes:
+    """The broker and the worker, each in its own session, stopped by their own ids."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.kafka_dir = work / "kafka"
+        self.broker_started = False
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def start_broker(self) -> str:
+        self.broker_started = True  # even half-started, `stop` must run kafka.sh stop
+        starter = subprocess.Popen([str(KAFKA_SH), "start", "--dir", str(self.kafka_dir)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+        try:
+            stdout, stderr = starter.communicate(timeout=600)
+        except BaseException:
+            # Let the script finish (it records the broker's pid), so `stop` finds it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                starter.wait(120)
+            raise
+        if starter.returncode != 0:
+            last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise ConsentwatchError(f"the broker did not start: {last[0]}")
+        return stdout.decode().strip()
+
+    def start_worker(self, broker: str, prefix: str, partitions: int, port: int) -> None:
+        with open(self.work / "worker.log", "ab") as log:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli.app", "worker", "--broker", broker,
+                 "--topic-prefix", prefix, "--data-dir", str(self.work / "worker"),
+                 "--web-port", str(port), "--partitions", str(partitions),
+                 "--log-level", "warning"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def worker_exit(self) -> int | None:
+        return None if self.worker is None else self.worker.poll()
+
+    def stop(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.worker.pid, signal.SIGTERM)
+            try:
+                self.worker.wait(_WORKER_STOP_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.worker.pid, signal.SIGKILL)
+                self.worker.wait()
+        if self.broker_started:
+            subprocess.run([str(KAFKA_SH), "stop", "--dir", str(self.kafka_dir)],
+                           capture_output=True, check=False, start_new_session=True,
+                           timeout=120)
+
+
+class _Run:
+    """The asynchronous part: produce, follow the findings and the lag, show progress."""
+
+    def __init__(self, connection: Any, names: Any, seed: int, events: int, rate: float,
+                 processes: _Processes, drain_timeout: float) -> None:
+        from streams.cli.demo_view import Progress
+
+        self.connection, self.names = connection, names
+        self.seed, self.events, self.rate = seed, events, rate
+        self.processes, self.drain_timeout = processes, drain_timeout
+        self.progress = Progress(events)
+        self.expected: set[tuple[str, str, str]] = set()
+        self.expected_lines: list[bytes] = []
+        self.found: dict[str, dict[str, Any]] = {}  # finding_id -> finding
+        self.last_event_ms = 0
+        self.input_lag: int | None = None
+
+    def found_keys(self) -> set[tuple[str, str, str]]:
+        return {(f["rule"], f["subject_id"], f["trigger_event_id"]) for f in self.found.values()}
+
+    def _traffic(self) -> Iterator[Event]:
+        from streams.simulate import Expected, SimulationConfig, simulate
+
+        def on_expected(e: Expected) -> None:
+            self.expected.add((e.rule, e.subject_id, e.trigger_event_id))
+            self.expected_lines.append(orjson.dumps(e.to_dict()))
+            self.progress.expected[e.rule] += 1
+
+        config = SimulationConfig(seed=self.seed, events=self.events, event_rate=self.rate)
+        for event in simulate(config, on_expected):
+            self.progress.produced += 1
+            self.last_event_ms = max(self.last_event_ms, event.occurred_at)
+            yield event
+
+    async def main(self) -> None:
+        from streams.pipeline.kafka_io import produce_events
+        from streams.pipeline.sentinel import produce_sentinels
+
+        tasks = [asyncio.create_task(self._follow_findings()),
+                 asyncio.create_task(self._watch_lag()),
+                 asyncio.create_task(self._show())]
+        try:
+            self.progress.phase = "producing"
+            await produce_events(self.connection, self.names, self._traffic(), rate=self.rate)
+            self.progress.phase = "waiting for the worker to consume everything"
+            await self._wait(lambda: self.input_lag == 0)
+            self.progress.phase = "closing the run"
+            # Past every pending deadline: the allowed lateness, the notice grace, a minute.
+            await produce_sentinels(self.connection, self.names,
+                                    self.last_event_ms + 30_000 + 300_000 + 60_000)
+            self.progress.phase = "waiting for the worker's last decisions"
+            await self._drain()
+            self.progress.phase = "done"
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _wait(self, done: Callable[[], bool]) -> bool:
+        """Poll `done` until the drain timeout; False when it ran out."""
+        deadline = time.monotonic() + self.drain_timeout
+        while time.monotonic() < deadline:
+            self._check_worker()
+            if done():
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+    async def _drain(self) -> None:
+        if await self._wait(lambda: self.progress.lag == 0
+                            and self.expected <= self.found_keys()):
+            await asyncio.sleep(2.0)  # any finding beyond the truth would show up now
+
+    def _check_worker(self) -> None:
+        code = self.processes.worker_exit()
+        if code is not None:
+            raise ConsentwatchError(f"the worker stopped (exit status {code}); see "
+                                    f"{self.processes.work / 'worker.log'}")
+
+    async def _follow_findings(self) -> None:
+        from streams.model.findings import Finding
+        from streams.pipeline.kafka_io import read_outputs
+
+        while True:  # the topic exists; a broker hiccup only restarts the reading
+            with contextlib.suppress(ConsentwatchError):
+                async for item in read_outputs(self.connection, self.names.findings, True):
+                    if isinstance(item, Finding) and item.finding_id not in self.found:
+                        self.found[item.finding_id] = item.to_dict()
+                        self.progress.found[item.rule] += 1
+            await asyncio.sleep(1.0)
+
+    async def _watch_lag(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        options = self.connection.aiokafka_options()
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
+        admin = AIOKafkaAdminClient(**options)
+        await consumer.start()
+        await admin.start()
+        inputs = set(self.names.inputs.values())
+        topics = [*inputs, self.names.correlate]
+        try:
+            while True:
+                with contextlib.suppress(Exception):  # a rebalance: try again next time
+                    tps = [TopicPartition(t, p) for t in topics
+                           for p in consumer.partitions_for_topic(t) or ()]
+                    if not tps:
+                        await consumer._client.force_metadata_update()
+                    end = await consumer.end_offsets(tps)
+                    committed = await admin.list_consumer_group_offsets(self.names.group_id)
+                    lag = {tp: max(0, end[tp] - (committed[tp].offset if tp in committed
+                                                 else 0)) for tp in tps}
+                    self.progress.lag = sum(lag.values())
+                    self.input_lag = sum(n for tp, n in lag.items() if tp.topic in inputs)
+                await asyncio.sleep(1.0)
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def _show(self) -> None:
+        from rich.live import Live
+
+        from streams.cli.demo_view import console, progress_line, progress_table
+
+        out = console()
+        if not out.is_terminal:
+            while True:
+                await asyncio.sleep(5.0)
+                out.print(progress_line(self.progress))
+        with Live(progress_table(self.progress), console=out, refresh_per_second=4) as live:
+            while True:
+                await asyncio.sleep(0.25)
+                live.update(progress_table(self.progress))
+
+
+def _report(run: _Run, out_dir: Path, work: Path, out: Any) -> int:
+    from streams.cli.demo_view import score, summary_table
+
+    found = run.found_keys()
+    out.print(summary_table(run.expected, found))
+    result = score(run.expected, found)
+    out.print(f"precision {result.precision:.3f} recall {result.recall:.3f} "
+              f"({run.progress.produced:,} events, {len(found):,} findings)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    findings_file, truth_file = out_dir / "findings.jsonl", out_dir / "truth.jsonl"
+    findings_file.write_bytes(b"".join(orjson.dumps(f) + b"\n" for f in run.found.values()))
+    truth_file.write_bytes(b"".join(line + b"\n" for line in run.expected_lines))
+    out.print(f"findings in {findings_file}, ground truth in {truth_file}")
+    evidence_ok = _evidence(findings_file, run.found.values(), out_dir, work, out)
+    return 0 if result.precision == result.recall == 1.0 and evidence_ok else 1
+
+
+def _has_command(*path: str) -> bool:
+    from streams.cli.app import cli
+
+    command: Any = cli
+    for name in path:
+        if not isinstance(command, click.Group) or name not in command.commands:
+            return False
+        command = command.commands[name]
+    return True
+
+
+def _evidence(findings_file: Path, findings: Iterable[dict[str, Any]], out_dir: Path,
+              work: Path, out: Any) -> bool:
+    """Ledger, signed export and verification, through the real commands; False on failure."""
+    needed = (("keys", "generate"), ("ledger", "load"), ("export",), ("verify",))
+    missing = [" ".join(p) for p in needed if not _has_command(*p)]
+    if missing:
+        out.print(f"evidence bundle skipped: `consentwatch {', '.join(missing)}` not available")
+        return True
+    times = [f["occurred_at"] for f in findings]
+    if not times:
+        out.print("evidence bundle skipped: no findings")
+        return True
+    keys, ledger, bundle = work / "keys", work / "ledger.sqlite", out_dir / "evidence-bundle"
+    env = {**os.environ, "CONSENTWATCH_SIGNING_KEY": str(keys / "consentwatch.key"),
+           "CONSENTWATCH_LEDGER": str(ledger)}
+    steps = [
+        ["keys", "generate", "--out", str(keys)],
+        ["ledger", "load", str(findings_file), "--ledger", str(ledger)],
+        ["export", "--ledger", str(ledger), "--from", format_ms(min(times)),
+         "--to", format_ms(max(times) + 1), "--purpose", "consentwatch demo", str(bundle)],
+        ["verify", f"{bundle}.zip" if Path(f"{bundle}.zip").exists() else str(bundle),
+         "--public-key", str(keys / "consentwatch.pub")],
+    ]
+    for args in steps:
+        if args[0] == "verify":  # the bundle's name is known once export has run
+            args[1] = f"{bundle}.zip" if Path(f"{bundle}.zip").exists() else str(bundle)
+        done = subprocess.run([sys.executable, "-m", "streams.cli.app", *args], env=env,
+                              capture_output=True, timeout=600, check=False)
+        text = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+        if done.returncode != 0:
+            out.print(f"[red]evidence: `consentwatch {' '.join(args[:2])}` failed[/]: "
+                      f"{text[-1] if text else done.returncode}")
+            return False
+        out.print(f"evidence: consentwatch {args[0]}: {text[-1] if text else 'ok'}")
+    out.print(f"evidence bundle written to {bundle} and verified")
+    return True

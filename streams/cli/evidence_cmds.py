@@ -1,0 +1,173 @@
+"""`consentwatch keys generate`, `export` and `verify`: the regulator-facing commands.
+
+`export` needs the ledger and the signing key; `verify` needs only the bundle and the
+public key, so a regulator can run it on a machine with nothing else.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.cli.options import engine_options, make_params
+
+__all__ = ["export", "keys", "ledger_option", "signing_key_option", "verify"]
+
+
+def ledger_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--ledger PATH_OR_URL (or CONSENTWATCH_LEDGER)."""
+    return click.option("--ledger", "ledger_url", envvar="CONSENTWATCH_LEDGER", required=True,
+                        metavar="PATH_OR_URL",
+                        help="SQLite file or postgresql:// URL (or CONSENTWATCH_LEDGER).")(command)
+
+
+def signing_key_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--private-key FILE (or CONSENTWATCH_SIGNING_KEY, a file path)."""
+    return click.option("--private-key", envvar="CONSENTWATCH_SIGNING_KEY", required=True,
+                        type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                        help="Ed25519 private key (PEM) to sign with (or "
+                             "CONSENTWATCH_SIGNING_KEY).")(command)
+
+
+@click.group()
+def keys() -> None:
+    """Ed25519 signing keys for the ledger and evidence bundles."""
+
+
+@keys.command("generate")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR", help="Directory for consentwatch.key and consentwatch.pub.")
+def generate(out_dir: Path) -> None:
+    """Write a new key pair: DIR/consentwatch.key (0600) and DIR/consentwatch.pub.
+
+    Refuses to overwrite an existing key.
+    """
+    from streams.evidence.keys import generate_keypair
+
+    key_path, pub_path = generate_keypair(out_dir)
+    click.echo(f"private key: {key_path} (keep it secret)")
+    click.echo(f"public key:  {pub_path} (give it to whoever verifies bundles)")
+
+
+def _rfc3339(_ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from streams.model.timestamps import parse_rfc3339_ms
+
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339_ms(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an RFC 3339 time with an offset",
+                                 param=param) from exc
+
+
+@click.command()
+@ledger_option
+@click.option("--from", "from_ms", required=True, callback=_rfc3339, metavar="TIME",
+              help="Start of the window, RFC 3339 (inclusive).")
+@click.option("--to", "to_ms", required=True, callback=_rfc3339, metavar="TIME",
+              help="End of the window, RFC 3339 (exclusive).")
+@click.option("--purpose", required=True, metavar="TEXT",
+              help="Why the data is exported (recorded in the ledger and the bundle).")
+@click.option("--rule", help="Only findings of this rule.")
+@click.option("--account", help="Only findings of this account.")
+@click.option("--subject", help="Only findings about this subject.")
+@click.option("--actor", help="Who exports (recorded in the ledger); default the OS user.")
+@signing_key_option
+@engine_options
+@click.argument("out", type=click.Path(path_type=Path))
+def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | None,
+           account: str | None, subject: str | None, actor: str | None, private_key: Path,
+           allowed_lateness: float, notice_grace: float, notice_validity: float,
+           out: Path) -> None:
+    """Write the evidence bundle OUT (a directory) and OUT.zip.
+
+    Selects the ledger's findings with FROM <= occurred_at < TO (and the filters),
+    proves each against a checkpoint the ledger signs now, signs the manifest, and
+    records the export in the ledger. The engine options say which parameters the
+    pipeline ran with (they are written to the manifest and draw the notice grace).
+    """
+    from streams.errors import ConfigError
+    from streams.evidence.export import ExportQuery, export_bundle
+    from streams.evidence.keys import load_private_key
+    from streams.evidence.ledger import is_postgres_url, open_ledger
+
+    if not purpose.strip():
+        raise click.UsageError("--purpose must say why the data is exported")
+    assert from_ms is not None and to_ms is not None  # required options
+    query = ExportQuery(from_ms, to_ms, purpose, rule, account, subject)
+    if from_ms >= to_ms:
+        raise ConfigError("--from must be earlier than --to")
+    key = load_private_key(private_key)
+    params = make_params(allowed_lateness, notice_grace, notice_validity)
+    if not is_postgres_url(ledger_url) and not Path(ledger_url).is_file():
+        # Opening would create an empty ledger and export nothing, silently.
+        raise ConfigError(f"no ledger at {ledger_url}")
+    ledger = open_ledger(ledger_url)
+    try:
+        with _progress() as progress:
+            result = export_bundle(ledger, out, query, key, actor=actor or _os_user(),
+                                   params=params, progress=progress)
+    finally:
+        ledger.close()
+    click.echo(f"exported {result.findings} findings and {result.amendments} amendments "
+               f"(checkpoint size {result.checkpoint_size}) to {result.directory} and "
+               f"{result.zip_path}; manifest sha256 {result.manifest_sha256}")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar on stderr when it is a terminal (never in logs or pipes)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(f"writing {step}", total=total)
+            bar.update(tasks[step], completed=done)
+
+        yield update
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE",
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--public-key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="KEY", help="The signer's Ed25519 public key (PEM).")
+def verify(bundle_path: Path, public_key: Path) -> int:
+    """Verify the evidence bundle BUNDLE (directory or .zip) offline.
+
+    Prints OK, or one line per failure and exits 1.
+    """
+    from streams.evidence.keys import load_public_key
+    from streams.evidence.verify import verify_bundle
+
+    failures, counts = verify_bundle(bundle_path, load_public_key(public_key))
+    if failures:
+        for failure in failures:
+            click.echo(f"FAIL {failure}")
+        click.echo(f"verification failed: {len(failures)} problem(s)", err=True)
+        return 1
+    click.echo(f"OK: {counts['findings']} findings and {counts['amendments']} amendments "
+               f"proven against the signed checkpoint of size {counts['checkpoint_size']}; "
+               f"{counts['files']} files match the signed manifest")
+    return 0

@@ -1,0 +1,218 @@
+"""Write an evidence bundle: select findings, prove them, sign, zip, record the export.
+
+Order of work, chosen so that a bundle never claims more than the ledger signed:
+1. the ledger signs a checkpoint of its current tree (size N, root R);
+2. the findings in the window (and filters) with a leaf index below N are selected,
+   with the ledger's amendments of them;
+3. the first N leaf hashes are read, their root must be R, and every selected
+   leaf gets its inclusion proof against (N, R);
+4. the files and OUT.zip are written into a temporary sibling, the manifest is
+   signed, then they are renamed to OUT and OUT.zip;
+   the export (who, when, why, what, the bundle's id) is recorded in the ledger just
+   before the rename, so a bundle that exists has always been recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from streams import __version__
+from streams.catalogue import load_catalogue
+from streams.errors import ConfigError, ConsentwatchError
+from streams.evidence import bundle
+from streams.evidence.checkpoint import verifier_key, verify_checkpoint
+from streams.evidence.export.report import render_report
+from streams.evidence.export.summary import render_summary
+from streams.evidence.keys import KEY_NAME
+from streams.evidence.merkle import inclusion_proofs, root_hash
+from streams.model.timestamps import format_ms
+
+if TYPE_CHECKING:
+    from streams.engine import EngineParams
+    from streams.evidence.ledger import Ledger, LedgerEntry
+
+__all__ = ["ExportQuery", "ExportResult", "Progress", "export_bundle"]
+
+#: Called as (step, done, total) while findings are written; the CLI draws a bar.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportQuery:
+    """What to export and why. The window is half-open: from_ms <= occurred_at < to_ms."""
+
+    from_ms: int
+    to_ms: int
+    purpose: str
+    rule: str | None = None
+    account: str | None = None
+    subject: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": format_ms(self.from_ms), "to": format_ms(self.to_ms),
+                "from_ms": self.from_ms, "to_ms": self.to_ms,
+                "filters": {"rule": self.rule, "account": self.account,
+                            "subject": self.subject}}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    directory: Path
+    zip_path: Path
+    manifest_sha256: str
+    findings: int
+    amendments: int
+    checkpoint_size: int
+
+
+@dataclass(slots=True)
+class _Selection:
+    findings: list[LedgerEntry] = field(default_factory=list)
+    amendments: list[LedgerEntry] = field(default_factory=list)
+
+
+def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519PrivateKey, *,
+                  actor: str, params: EngineParams | None = None,
+                  progress: Progress | None = None, now_ms: int | None = None) -> ExportResult:
+    """Write the bundle OUT (directory) and OUT.zip, record the export; see the module doc."""
+    if not query.purpose.strip():
+        raise ConfigError("--purpose must say why the data is exported")
+    if query.from_ms >= query.to_ms:
+        raise ConfigError("--from must be earlier than --to")
+    zip_path = out.with_name(out.name + ".zip")
+    for path in (out, zip_path):
+        if path.exists():
+            raise ConfigError(f"{path} exists; refusing to overwrite an evidence bundle")
+    at_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+
+    note = ledger.checkpoint(key, KEY_NAME)
+    checkpoint = verify_checkpoint(note, key.public_key())
+    selection = _select(ledger, query, checkpoint.size)
+    leaf_hashes = ledger.leaf_hashes(checkpoint.size)
+    if len(leaf_hashes) != checkpoint.size or root_hash(leaf_hashes) != checkpoint.root:
+        raise ConsentwatchError("the ledger's leaves do not match the checkpoint it signed")
+    entries = selection.findings + selection.amendments
+    proofs = dict(zip((e.index for e in entries),
+                      inclusion_proofs([e.index for e in entries], leaf_hashes), strict=True))
+
+    files = _content_files(selection, params, query, note, progress)
+    manifest = _manifest(query, params, note, key, files, selection, proofs, leaf_hashes, at_ms)
+    manifest_bytes = rfc8785.dumps(manifest)
+    files[bundle.MANIFEST] = manifest_bytes
+    files[bundle.SIGNATURE] = key.sign(manifest_bytes)
+    manifest_sha256 = bundle.sha256_hex(manifest_bytes)
+
+    def record() -> None:
+        ledger.record_export(actor, query.purpose, query.to_dict() | {
+            "findings": len(selection.findings), "amendments": len(selection.amendments),
+            "checkpoint_size": checkpoint.size}, manifest_sha256, at_ms)
+
+    _write_atomically(out, zip_path, files, before_publish=record)
+    return ExportResult(out, zip_path, manifest_sha256, len(selection.findings),
+                        len(selection.amendments), checkpoint.size)
+
+
+def _select(ledger: Ledger, query: ExportQuery, size: int) -> _Selection:
+    selection = _Selection()
+    selection.findings = [
+        entry for entry in ledger.entries(kind="finding", from_ms=query.from_ms,
+                                          to_ms=query.to_ms, rule=query.rule,
+                                          account=query.account, subject=query.subject)
+        if entry.index < size]
+    wanted = {entry.entry_id for entry in selection.findings}
+    if wanted:
+        selection.amendments = [entry for entry in ledger.entries(kind="amendment")
+                                if entry.index < size
+                                and entry.record.get("finding_id") in wanted]
+    return selection
+
+
+def _content_files(selection: _Selection, params: EngineParams | None, query: ExportQuery,
+                   note: str, progress: Progress | None) -> dict[str, bytes]:
+    files: dict[str, bytes] = {
+        bundle.FINDINGS: b"".join(e.leaf + b"\n" for e in selection.findings),
+        bundle.AMENDMENTS: b"".join(e.leaf + b"\n" for e in selection.amendments),
+    }
+    total = len(selection.findings)
+    for done, entry in enumerate(selection.findings, 1):
+        for event in bundle.evidence_events(entry.record):
+            files.setdefault(bundle.evidence_file(event["event_id"]), rfc8785.dumps(event))
+        if progress is not None:
+            progress("evidence", done, total)
+    files[bundle.SUMMARY] = render_summary(selection.findings)
+    files[bundle.REPORT] = render_report(selection.findings, selection.amendments, query=query,
+                                         params=params, checkpoint_note=note,
+                                         progress=progress)
+    return files
+
+
+def _manifest(query: ExportQuery, params: EngineParams | None, note: str,
+              key: Ed25519PrivateKey, files: Mapping[str, bytes], selection: _Selection,
+              proofs: Mapping[int, list[bytes]], leaf_hashes: list[bytes],
+              at_ms: int) -> dict[str, Any]:
+    def proven(entry: LedgerEntry) -> dict[str, Any]:
+        return {"id": entry.entry_id, "leaf_index": entry.index,
+                "leaf_hash": leaf_hashes[entry.index].hex(),
+                "inclusion_proof": [h.hex() for h in proofs[entry.index]]}
+
+    return {
+        "format": bundle.FORMAT,
+        "tool": {"name": "consentwatch", "version": __version__},
+        "rules_version": load_catalogue().version,
+        "parameters": None if params is None else {
+            "allowed_lateness_ms": params.allowed_lateness_ms,
+            "notice_grace_ms": params.notice_grace_ms,
+            "notice_validity_ms": params.notice_validity_ms},
+        "created_at": format_ms(at_ms),
+        "purpose": query.purpose,
+        "window": {"from": format_ms(query.from_ms), "to": format_ms(query.to_ms),
+                   "from_ms": query.from_ms, "to_ms": query.to_ms,
+                   "selects": "from_ms <= occurred_at < to_ms"},
+        "filters": {"rule": query.rule, "account": query.account, "subject": query.subject},
+        "files": {name: bundle.sha256_hex(data) for name, data in sorted(files.items())},
+        "checkpoint": note,
+        "key_name": KEY_NAME,
+        "verifier_key": verifier_key(KEY_NAME, key.public_key()),
+        "findings": [proven(e) for e in selection.findings],
+        "amendments": [proven(e) for e in selection.amendments],
+    }
+
+
+def _write_atomically(out: Path, zip_path: Path, files: Mapping[str, bytes], *,
+                      before_publish: Callable[[], None]) -> None:
+    """Write into a temporary sibling, then rename: OUT is either complete or absent.
+
+    `before_publish` (recording the export in the ledger) runs once everything is
+    written and before the bundle appears: a bundle that exists is always recorded.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the bundle next to {out}: {exc.strerror}") from exc
+    try:
+        for name, data in files.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        staging_zip = staging.with_name(staging.name + ".zip")
+        bundle.write_zip(staging_zip, out.name, files)
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700
+        before_publish()
+        staging.rename(out)
+        staging_zip.rename(zip_path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the bundle {out}: {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.with_name(staging.name + ".zip").unlink(missing_ok=True)

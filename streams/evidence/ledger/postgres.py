@@ -1,0 +1,166 @@
+"""The PostgreSQL backend, for deployments where several machines write one ledger.
+
+Same tables and rules as SQLite, in PostgreSQL's dialect: plpgsql triggers refuse
+UPDATE, DELETE and TRUNCATE of entries, checkpoints and exports, and any insert that
+is not the next leaf. Writers serialise on the tree_state row (SELECT ... FOR
+UPDATE). The schema is created on first open under an advisory lock, so two
+processes opening a fresh database at once do not race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from streams.errors import ConfigError
+from streams.evidence.ledger.base import LedgerError
+from streams.evidence.ledger.sql import SqlLedger
+
+__all__ = ["PostgresLedger"]
+
+SCHEMA_VERSION = "1"
+_SCHEMA_LOCK = 0x63775F6C6564  # "cw_led": the advisory lock held while creating the schema
+_APPEND_ONLY = ("entries", "checkpoints", "exports")
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS entries (
+        idx BIGINT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('finding', 'amendment')),
+        entry_id TEXT NOT NULL,
+        occurred_at BIGINT NOT NULL,
+        rule TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        subject_id TEXT NOT NULL,
+        leaf BYTEA NOT NULL,
+        leaf_hash BYTEA NOT NULL CHECK (length(leaf_hash) = 32),
+        stored_at BIGINT NOT NULL,
+        UNIQUE (kind, entry_id))""",
+    "CREATE INDEX IF NOT EXISTS entries_occurred ON entries (kind, occurred_at)",
+    "CREATE INDEX IF NOT EXISTS entries_rule ON entries (rule)",
+    "CREATE INDEX IF NOT EXISTS entries_account ON entries (account_id)",
+    "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject_id)",
+    """CREATE TABLE IF NOT EXISTS tree_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        size BIGINT NOT NULL,
+        frontier BYTEA NOT NULL)""",
+    "INSERT INTO tree_state (id, size, frontier) VALUES (1, 0, '') ON CONFLICT DO NOTHING",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        size BIGINT NOT NULL,
+        root BYTEA NOT NULL,
+        note TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        signed_at BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS exports (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        actor TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        query TEXT NOT NULL,
+        bundle_sha256 TEXT NOT NULL,
+        at_ms BIGINT NOT NULL)""",
+    """CREATE OR REPLACE FUNCTION consentwatch_append_only() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'the consentwatch ledger is append-only: % on % refused',
+                TG_OP, TG_TABLE_NAME;
+        END $$""",
+    """CREATE OR REPLACE FUNCTION consentwatch_next_leaf() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.idx IS DISTINCT FROM (SELECT COALESCE(MAX(idx) + 1, 0) FROM entries) THEN
+                RAISE EXCEPTION 'a ledger entry must be the next leaf';
+            END IF;
+            RETURN NEW;
+        END $$""",
+    """CREATE OR REPLACE FUNCTION consentwatch_tree_grows() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.size < OLD.size THEN
+                RAISE EXCEPTION 'the ledger tree cannot shrink';
+            END IF;
+            RETURN NEW;
+        END $$""",
+    *(f"""CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION consentwatch_append_only()"""
+      for table in _APPEND_ONLY),
+    *(f"""CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+        FOR EACH STATEMENT EXECUTE FUNCTION consentwatch_append_only()"""
+      for table in (*_APPEND_ONLY, "tree_state")),
+    """CREATE OR REPLACE TRIGGER entries_next_leaf BEFORE INSERT ON entries
+        FOR EACH ROW EXECUTE FUNCTION consentwatch_next_leaf()""",
+    """CREATE OR REPLACE TRIGGER tree_state_no_delete BEFORE DELETE ON tree_state
+        FOR EACH ROW EXECUTE FUNCTION consentwatch_append_only()""",
+    """CREATE OR REPLACE TRIGGER tree_state_grows BEFORE UPDATE ON tree_state
+        FOR EACH ROW EXECUTE FUNCTION consentwatch_tree_grows()""",
+    f"""INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')
+        ON CONFLICT DO NOTHING""",
+]
+
+
+def _message(exc: Exception) -> str:
+    """The server's primary message only: DETAIL lines may quote stored values."""
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+    lines = str(exc).strip().splitlines()
+    text = primary or (lines[0] if lines else type(exc).__name__)
+    return " ".join(str(text).split())
+
+
+class PostgresLedger(SqlLedger):
+    """The ledger in a PostgreSQL database named by a `postgresql://` URL."""
+
+    _FOR_UPDATE = " FOR UPDATE"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            # libpq's message names host and port, never the password.
+            raise ConfigError(f"cannot connect to the PostgreSQL ledger: {_message(exc)}") from None
+        try:
+            with self._write() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                cur.execute("SELECT to_regclass('meta') IS NOT NULL")
+                exists = cur.fetchone()[0]
+                version = None
+                if exists:
+                    cur.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+                    row = cur.fetchone()
+                    version = row[0] if row else None
+                if version is None:
+                    for statement in _SCHEMA:
+                        cur.execute(statement)
+                    version = SCHEMA_VERSION
+        except LedgerError as exc:
+            self._conn.close()
+            raise ConfigError(f"the PostgreSQL database is not a usable ledger: {exc}") from None
+        if version != SCHEMA_VERSION:
+            self._conn.close()
+            raise ConfigError(f"the PostgreSQL ledger has schema version {version}; this "
+                              f"consentwatch reads version {SCHEMA_VERSION}")
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield cur
+        except self._psycopg.Error as exc:
+            raise LedgerError(f"writing the PostgreSQL ledger failed: {_message(exc)}") from exc
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        try:
+            with self._conn.cursor() as cur:
+                yield cur
+        except self._psycopg.Error as exc:
+            raise LedgerError(f"reading the PostgreSQL ledger failed: {_message(exc)}") from exc
+
+    def close(self) -> None:
+        self._conn.close()

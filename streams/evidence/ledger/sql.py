@@ -1,0 +1,246 @@
+"""The ledger over a SQL database: everything the SQLite and PostgreSQL backends share.
+
+Tables (created by each backend in its own dialect):
+
+- `entries`: one row per leaf, `idx` the 0-based leaf index; `(kind, entry_id)` is
+  unique, so a finding or amendment can be stored once only; `leaf` holds the RFC 8785
+  bytes and `leaf_hash` their RFC 9162 leaf hash. Triggers refuse UPDATE and DELETE
+  and any insert that is not the next leaf.
+- `tree_state`: one row, the tree size and its frontier (see frontier.py), written in
+  the same transaction as the leaves, so a checkpoint costs O(log n).
+- `checkpoints`, `exports`: append-only too.
+
+A write transaction first takes the writer lock (SQLite: BEGIN IMMEDIATE; PostgreSQL:
+the tree_state row FOR UPDATE), so concurrent writers, in one process or many,
+assign leaf indexes one after the other and never store an id twice.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from streams.evidence.ledger.base import CHECKPOINT_ORIGIN, Kind, LedgerEntry, LedgerError
+from streams.evidence.ledger.frontier import Frontier
+from streams.evidence.ledger.records import Row, check_kind, record_of, to_row
+
+__all__ = ["SqlLedger"]
+
+_PAGE = 1000
+_ID_CHUNK = 500
+
+_ENTRY_COLUMNS = ("idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SqlLedger(ABC):
+    """A `Ledger` over a DB-API connection; subclasses supply the dialect.
+
+    SQL here is written with `?` placeholders; `_sql` turns them into the driver's.
+    """
+
+    _FOR_UPDATE = ""
+
+    # -- what a backend supplies --------------------------------------------------------
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Any]:
+        """A write transaction holding the writer lock; yields a cursor. Commits when the
+        block ends normally, rolls back when it raises."""
+
+    @abstractmethod
+    def _cursor(self) -> AbstractContextManager[Any]:
+        """A cursor for reads outside a write transaction."""
+
+    def _sql(self, text: str) -> str:
+        return text
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- writes ------------------------------------------------------------------------
+
+    def append(self, kind: Kind, records: Iterable[Mapping[str, Any]]) -> int:
+        """See `Ledger.append`."""
+        check_kind(kind)
+        return self.append_mixed((kind, record) for record in records)
+
+    def append_mixed(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Findings and amendments together, in the order given, in ONE transaction.
+
+        What `ledger run` uses: a Kafka batch holds both kinds. Returns how many were
+        new; raises InvalidRecord (storing nothing) if any record is unusable.
+        """
+        return self.append_rows([to_row(kind, record) for kind, record in items])
+
+    def append_rows(self, rows: Sequence[Row]) -> int:
+        """Rows checked beforehand with `records.to_row`, in ONE transaction; returns how
+        many were new. For callers that skip bad records instead of failing the batch."""
+        if not rows:
+            return 0
+        with self._write() as cur:
+            cur.execute(self._sql("SELECT size, frontier FROM tree_state WHERE id = 1"
+                                  + self._FOR_UPDATE))
+            size, packed = cur.fetchone()
+            frontier = self._frontier(cur, size, bytes(packed))
+            present = self._present(cur, rows)
+            fresh: list[Row] = []
+            for row in rows:
+                key = (row.kind, row.entry_id)
+                if key not in present:
+                    present.add(key)
+                    fresh.append(row)
+            if not fresh:
+                return 0
+            stored_at = _now_ms()
+            values = []
+            for row in fresh:
+                values.append((frontier.size, row.kind, row.entry_id, row.occurred_at,
+                               row.rule, row.account_id, row.subject_id, row.leaf,
+                               row.leaf_hash, stored_at))
+                frontier.append(row.leaf_hash)
+            cur.executemany(self._sql(
+                "INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, "
+                "subject_id, leaf, leaf_hash, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                values)
+            cur.execute(self._sql("UPDATE tree_state SET size = ?, frontier = ? WHERE id = 1"),
+                        (frontier.size, frontier.to_bytes()))
+            return len(fresh)
+
+    def _frontier(self, cur: Any, size: int, packed: bytes) -> Frontier:
+        """The stored frontier, after checking it describes the stored leaves."""
+        cur.execute(self._sql("SELECT MAX(idx) FROM entries"))
+        (last,) = cur.fetchone()
+        if (last + 1 if last is not None else 0) != size:
+            raise LedgerError("the ledger's tree state does not match its entries "
+                              "(was the database edited by hand?)")
+        try:
+            return Frontier.from_bytes(size, packed)
+        except ValueError as exc:
+            raise LedgerError(f"the ledger's tree state is corrupt: {exc}") from None
+
+    def _present(self, cur: Any, rows: Sequence[Row]) -> set[tuple[str, str]]:
+        """Which of the rows' (kind, id) pairs are stored already."""
+        present: set[tuple[str, str]] = set()
+        for kind in {row.kind for row in rows}:
+            ids = sorted({row.entry_id for row in rows if row.kind == kind})
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start:start + _ID_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                cur.execute(self._sql(f"SELECT entry_id FROM entries WHERE kind = ? "
+                                      f"AND entry_id IN ({marks})"), (kind, *chunk))
+                present.update((kind, entry_id) for (entry_id,) in cur.fetchall())
+        return present
+
+    def checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> str:
+        """See `Ledger.checkpoint`."""
+        from streams.evidence.checkpoint import Checkpoint, sign_checkpoint
+
+        with self._write() as cur:
+            cur.execute(self._sql("SELECT size, frontier FROM tree_state WHERE id = 1"
+                                  + self._FOR_UPDATE))
+            size, packed = cur.fetchone()
+            root = self._frontier(cur, size, bytes(packed)).root()
+            note = sign_checkpoint(Checkpoint(CHECKPOINT_ORIGIN, size, root), key, key_name)
+            cur.execute(self._sql("INSERT INTO checkpoints (size, root, note, key_name, "
+                                  "signed_at) VALUES (?, ?, ?, ?, ?)"),
+                        (size, root, note, key_name, _now_ms()))
+        return note
+
+    def record_export(self, actor: str, purpose: str, query: dict[str, Any],
+                      bundle_sha256: str, at_ms: int) -> None:
+        """See `Ledger.record_export`."""
+        import rfc8785
+
+        with self._write() as cur:
+            cur.execute(self._sql("INSERT INTO exports (actor, purpose, query, bundle_sha256, "
+                                  "at_ms) VALUES (?, ?, ?, ?, ?)"),
+                        (actor, purpose, rfc8785.dumps(query).decode(), bundle_sha256, at_ms))
+
+    # -- reads -------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT size FROM tree_state WHERE id = 1"))
+            return int(cur.fetchone()[0])
+
+    def root(self) -> bytes:
+        """The root hash of the current tree (from the stored frontier, O(log n))."""
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT size, frontier FROM tree_state WHERE id = 1"))
+            size, packed = cur.fetchone()
+            return Frontier.from_bytes(size, bytes(packed)).root()
+
+    def leaf_hashes(self, size: int | None = None) -> list[bytes]:
+        with self._cursor() as cur:
+            if size is None:
+                cur.execute(self._sql("SELECT leaf_hash FROM entries ORDER BY idx"))
+            else:
+                if size < 0:
+                    raise ValueError("a tree size cannot be negative")
+                cur.execute(self._sql("SELECT leaf_hash FROM entries WHERE idx < ? "
+                                      "ORDER BY idx"), (size,))
+            hashes = [bytes(value) for (value,) in cur.fetchall()]
+        if size is not None and len(hashes) != size:
+            raise LedgerError(f"the ledger holds {len(hashes)} leaves, not {size}")
+        return hashes
+
+    def entries(self, *, kind: Kind = "finding", from_ms: int | None = None,
+                to_ms: int | None = None, rule: str | None = None,
+                account: str | None = None, subject: str | None = None,
+                ) -> Iterator[LedgerEntry]:
+        """See `Ledger.entries`; reads page by page (by leaf index), so a long export
+        holds no transaction open."""
+        check_kind(kind)
+        where, params = ["kind = ?"], list[str | int]([kind])
+        for clause, value in (("occurred_at >= ?", from_ms), ("occurred_at < ?", to_ms),
+                              ("rule = ?", rule), ("account_id = ?", account),
+                              ("subject_id = ?", subject)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        query = self._sql(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {' AND '.join(where)} "
+                          f"AND idx > ? ORDER BY idx LIMIT {_PAGE}")
+        last = -1
+        while True:
+            with self._cursor() as cur:
+                cur.execute(query, (*params, last))
+                page = cur.fetchall()
+            for idx, kind_, entry_id, occurred_at, rule_, account_id, subject_id, leaf in page:
+                data = bytes(leaf)
+                yield LedgerEntry(index=idx, kind=kind_, entry_id=entry_id,
+                                  occurred_at=occurred_at, rule=rule_, account_id=account_id,
+                                  subject_id=subject_id, record=record_of(data), leaf=data)
+            if len(page) < _PAGE:
+                return
+            last = page[-1][0]
+
+    def latest_checkpoint(self) -> str | None:
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT note FROM checkpoints ORDER BY seq DESC LIMIT 1"))
+            row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def exports(self) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT actor, purpose, query, bundle_sha256, at_ms "
+                                  "FROM exports ORDER BY seq"))
+            rows = cur.fetchall()
+        return [{"actor": actor, "purpose": purpose, "query": orjson.loads(query),
+                 "bundle_sha256": digest, "at_ms": at_ms}
+                for actor, purpose, query, digest, at_ms in rows]
+
+    def __enter__(self) -> SqlLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

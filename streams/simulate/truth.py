@@ -1,0 +1,172 @@
+"""The ground truth of a simulated story: the findings the spec says must follow.
+
+Written from the rule catalogue of the spec (../shared/spec/events.md, "Rules"),
+over the facts one story unit created, and on purpose independent of
+`streams.engine`: the engine is what the truth is checked against, so the truth
+must not come from it. A story touches fresh subjects and a fresh meeting, so the
+facts of one story are all that can decide its triggers; the only shared facts
+are the account-wide feature toggles, which the generator fixes at the start.
+
+Whether a join is under a pseudonym is decided by the generator (see
+`people.py`), not computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.engine.rules import (
+    COVERT_VIEW,
+    EXCEEDS_CONSENT,
+    FEATURE_INACTIVE,
+    PSEUDONYM,
+    WITHOUT_CONSENT,
+    WITHOUT_NOTICE,
+)
+from streams.model.events import (
+    ConsentChanged,
+    EnrichmentMatched,
+    EnrichmentRequested,
+    FeatureToggled,
+    NoticeDelivered,
+    ParticipantJoined,
+    ProfileViewed,
+)
+
+__all__ = ["Expected", "Story", "TruthParams", "expected_findings"]
+
+
+@dataclass(frozen=True, slots=True)
+class TruthParams:
+    """The spec's parameters the truth depends on (defaults as in the spec)."""
+
+    notice_grace_ms: int = 300_000
+    notice_validity_ms: int = 365 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """One finding the spec requires: the ground-truth line."""
+
+    rule: str
+    subject_id: str
+    trigger_event_id: str
+    evidence_event_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "subject_id": self.subject_id,
+                "trigger_event_id": self.trigger_event_id,
+                "evidence_event_ids": list(self.evidence_event_ids)}
+
+
+@dataclass(slots=True)
+class Story:
+    """What happened to one subject in one story unit."""
+
+    subject_id: str
+    consents: list[ConsentChanged] = field(default_factory=list)
+    notices: list[NoticeDelivered] = field(default_factory=list)
+    # Each join with the generator's decision: is its display name a pseudonym?
+    joins: list[tuple[ParticipantJoined, bool]] = field(default_factory=list)
+    matches: list[EnrichmentMatched] = field(default_factory=list)
+    triggers: list[EnrichmentRequested | ProfileViewed] = field(default_factory=list)
+
+
+def _covers(general: str, specific: str) -> bool:
+    """Spec: a key covers another when equal to it or a dot-separated prefix of it."""
+    return specific == general or specific.startswith(general + ".")
+
+
+def _consent(story: Story, use: str, provider: str, t: int) -> ConsentChanged | None:
+    """The latest ConsentChanged at t whose data use covers `use`, for `provider` or any;
+    at equal times the withdrawal wins."""
+    candidates = [c for c in story.consents
+                  if c.occurred_at <= t and _covers(c.data_use, use)
+                  and c.provider in (None, provider)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (c.occurred_at, c.status == "WITHDRAWN"))
+
+
+def _toggle(toggles: Iterable[FeatureToggled], account: str, meeting: str, provider: str,
+            t: int) -> FeatureToggled | None:
+    """The latest FeatureToggled of the account and provider at t, for the meeting or
+    account-wide; at equal times `enabled = false` wins."""
+    candidates = [g for g in toggles
+                  if g.account_id == account and g.provider == provider
+                  and g.meeting_id in (None, meeting) and g.occurred_at <= t]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda g: (g.occurred_at, not g.enabled))
+
+
+def _notice_given(story: Story, kind: str, provider: str, meeting: str, t: int,
+                  params: TruthParams) -> bool:
+    return any(n.notice_kind == kind and n.provider in (None, provider)
+               and n.meeting_id in (None, meeting)
+               and t - params.notice_validity_ms <= n.occurred_at <= t + params.notice_grace_ms
+               for n in story.notices)
+
+
+def _latest(items: Sequence[Any], t: int) -> Any:
+    before = [item for item in items if item.occurred_at <= t]
+    return max(before, key=lambda item: item.occurred_at) if before else None
+
+
+def _request(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
+             params: TruthParams) -> list[Expected]:
+    out: list[Expected] = []
+    consent = _consent(story, r.data_use, r.provider, r.occurred_at)
+    in_force = (consent is not None and consent.status == "GRANTED"
+                and (consent.expires_at is None or consent.expires_at > r.occurred_at))
+    if not in_force:
+        evidence = (r.event_id,) if consent is None else (r.event_id, consent.event_id)
+        out.append(Expected(WITHOUT_CONSENT, r.subject_id, r.event_id, evidence))
+    else:
+        assert consent is not None
+        if any(not any(_covers(scope, sent) for scope in consent.data_categories)
+               for sent in r.data_sent):
+            out.append(Expected(EXCEEDS_CONSENT, r.subject_id, r.event_id,
+                                (r.event_id, consent.event_id)))
+    if not _notice_given(story, "ENRICHMENT", r.provider, r.meeting_id, r.occurred_at, params):
+        out.append(Expected(WITHOUT_NOTICE, r.subject_id, r.event_id, (r.event_id,)))
+    if r.trigger == "AUTOMATIC":
+        toggle = _toggle(toggles, r.account_id, r.meeting_id, r.provider, r.occurred_at)
+        if toggle is None or not toggle.enabled:
+            evidence = (r.event_id,) if toggle is None else (r.event_id, toggle.event_id)
+            out.append(Expected(FEATURE_INACTIVE, r.subject_id, r.event_id, evidence))
+    return out
+
+
+def _view(v: ProfileViewed, story: Story, params: TruthParams) -> list[Expected]:
+    if v.viewer_id == v.subject_id:
+        return []
+    out: list[Expected] = []
+    if not _notice_given(story, "PROFILE_VIEW", v.provider, v.meeting_id, v.occurred_at, params):
+        out.append(Expected(COVERT_VIEW, v.subject_id, v.event_id, (v.event_id,)))
+    if any(_covers("user.name", c) for c in v.data_disclosed):
+        joins = [(j, pseudonym) for j, pseudonym in story.joins
+                 if j.meeting_id == v.meeting_id and j.occurred_at <= v.occurred_at]
+        named = [m for m in story.matches
+                 if m.provider == v.provider and m.matched and m.profile_name is not None]
+        match = _latest(named, v.occurred_at)
+        if joins and match is not None:
+            join, pseudonym = max(joins, key=lambda item: item[0].occurred_at)
+            if pseudonym:
+                out.append(Expected(PSEUDONYM, v.subject_id, v.event_id,
+                                    (join.event_id, match.event_id, v.event_id)))
+    return out
+
+
+def expected_findings(story: Story, toggles: Sequence[FeatureToggled],
+                      params: TruthParams) -> list[Expected]:
+    """Every finding the spec requires for the story's triggers, in trigger order."""
+    out: list[Expected] = []
+    for trigger in story.triggers:
+        if isinstance(trigger, EnrichmentRequested):
+            out.extend(_request(trigger, story, toggles, params))
+        else:
+            out.extend(_view(trigger, story, params))
+    return out

@@ -1,0 +1,120 @@
+"""The batch path through Faust's consumer, and what it relies on in faust-streaming.
+
+`BatchingConsumer` replaces Faust's drain loop and touches its private bookkeeping.
+These tests fail when an upgrade of faust-streaming renames or reshapes what it uses,
+before a worker silently stops committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import pytest
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.pipeline.batching import BatchingConsumer, batching_transport
+
+
+def test_faust_still_has_what_the_batch_path_relies_on() -> None:
+    base = faust_consumer.Consumer
+    for name in ("_drain_messages", "_wait_next_records", "commit", "perform_seek",
+                 "_new_offset", "_commit_tps"):
+        assert callable(getattr(base, name, None)), name
+    assert "fetcher" in inspect.signature(base._drain_messages).parameters
+    source = inspect.getsource(base)
+    for attribute in ("_read_offset", "_committed_offset", "_acked", "_acked_index",
+                      "_buffered_partitions", "_n_acked", "_commit_every"):
+        assert f"self.{attribute}" in source, attribute
+    assert callable(getattr(faust_aiokafka.Consumer, "_to_message", None))
+    assert callable(getattr(faust.App, "_new_transport", None))
+    # _new_offset reads the acked offsets of a partition as a sorted run from the
+    # committed one: the contract _ack_batch fills.
+    assert "consecutive_numbers(acked)" in inspect.getsource(base._new_offset)
+
+
+def test_the_transport_carries_the_handlers_filled_after_it_was_made() -> None:
+    handlers: dict[str, Any] = {}
+    transport = batching_transport(handlers)
+    handlers["t"] = object()
+    consumer_class = transport.Consumer
+    assert issubclass(consumer_class, BatchingConsumer)
+    assert consumer_class.batch_handlers["t"] is handlers["t"]
+
+
+@dataclass
+class _Record:
+    offset: int
+    value: bytes = b""
+
+
+class _FakeApp:
+    consumer_generation_id = 1
+
+
+def _consumer(handlers: dict[str, Any]) -> Any:
+    """A BatchingConsumer with only the state its batch path reads (no broker)."""
+    consumer = object.__new__(batching_transport(handlers).Consumer)
+    consumer._batch_last = {}
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._committed_offset = defaultdict(lambda: None)
+    consumer._acked = defaultdict(list)
+    consumer._acked_index = defaultdict(set)
+    consumer._buffered_partitions = set()
+    consumer._n_acked = 0
+    consumer._commit_every = None
+    consumer.flow_active = True
+    consumer.app = _FakeApp()
+    return consumer
+
+
+def test_a_batch_goes_to_its_handler_whole_and_its_offsets_are_acked() -> None:
+    seen: list[tuple[TP, list[int]]] = []
+
+    async def handler(tp: TP, records: list[_Record]) -> None:
+        seen.append((tp, [r.offset for r in records]))
+
+    consumer = _consumer({"t": handler})
+    tp = TP("t", 0)
+    consumer._committed_offset[tp] = 5
+    asyncio.run(consumer._drain_batch({tp: [_Record(5), _Record(6), _Record(8)]}, {tp}))
+    assert seen == [(tp, [5, 6, 8])]
+    # 7 holds no record (a transaction marker, say): acked too, or the commit stalls
+    assert consumer._acked[tp] == [5, 6, 7, 8]
+    assert consumer._n_acked == 4
+    assert consumer._read_offset[tp] == 8
+    # the next fetch: only what is new goes through, and the gap before it is covered
+    asyncio.run(consumer._drain_batch({tp: [_Record(8), _Record(10)]}, {tp}))
+    assert seen[-1] == (tp, [8, 10])
+    assert consumer._acked[tp] == [5, 6, 7, 8, 9, 10]
+
+
+def test_nothing_is_acked_when_the_handler_fails() -> None:
+    async def handler(tp: TP, records: list[_Record]) -> None:
+        raise RuntimeError("boom")
+
+    consumer = _consumer({"t": handler})
+    tp = TP("t", 0)
+    with pytest.raises(RuntimeError):
+        asyncio.run(consumer._drain_batch({tp: [_Record(0), _Record(1)]}, {tp}))
+    assert consumer._acked[tp] == [] and consumer._n_acked == 0
+
+
+def test_a_rebalance_stops_the_batch_and_inactive_partitions_are_skipped() -> None:
+    seen: list[TP] = []
+
+    async def handler(tp: TP, records: list[_Record]) -> None:
+        seen.append(tp)
+        consumer.flow_active = False  # a rebalance begins while this batch runs
+
+    consumer = _consumer({"t": handler})
+    one, two, paused = TP("t", 1), TP("t", 2), TP("t", 3)
+    records = {paused: [_Record(0)], one: [_Record(0)], two: [_Record(0)]}
+    asyncio.run(consumer._drain_batch(records, {one, two}))
+    assert seen == [one]

@@ -1,0 +1,358 @@
+"""`export` then `verify`, end to end on a real SQLite ledger (streams.evidence.ledger).
+
+Findings come from `replay` of the spec's seed scenario (so they carry real evidence),
+plus hand-made records for the window edges, an amendment and an unsafe event id.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import shutil
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import rfc8785
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from streams.engine import EngineParams
+from streams.evidence import bundle
+from streams.evidence.export import ExportQuery, export_bundle
+from streams.evidence.export.timeline import mark_for
+from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
+from streams.evidence.ledger import Ledger, open_ledger
+from streams.evidence.verify import verify_bundle
+from streams.model.timestamps import parse_rfc3339_ms
+from tests.conftest import EXAMPLES_DIR, run_cli
+
+FROM, TO = "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"
+FROM_MS, TO_MS = parse_rfc3339_ms(FROM), parse_rfc3339_ms(TO)
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("replay") / "findings.jsonl"
+    done = run_cli("replay", str(EXAMPLES_DIR / "seed-scenario" / "events.jsonl"),
+                   "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(records) >= 3 and all(r.get("evidence") for r in records)
+    return records
+
+
+def _finding(name: str, occurred_at: int, *, rule: str = "covert-profile-view",
+             subject: str = "u-other", event_id: str | None = None) -> dict[str, Any]:
+    trigger = event_id or f"ev-{name}"
+    return {
+        "finding_id": hashlib.sha256(f"{rule}|{trigger}".encode()).hexdigest(),
+        "rule": rule, "severity": "HIGH", "subject_id": subject, "account_id": "acct9",
+        "meeting_id": "m9", "provider": "prov", "trigger_event_id": trigger,
+        "evidence_event_ids": [trigger], "occurred_at": occurred_at,
+        "detected_at": occurred_at + 400_000, "explanation": f"made-up finding {name}",
+        "evidence": [{"type": "ProfileViewed", "event_id": trigger, "occurred_at": occurred_at,
+                      "account_id": "acct9", "meeting_id": "m9", "subject_id": subject,
+                      "viewer_id": "hmac-sha256:00", "provider": "prov",
+                      "data_disclosed": ["user.name"]}],
+    }
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    return generate_keypair(tmp_path / "keys")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, replayed: list[dict[str, Any]]) -> Iterator[Ledger]:
+    led = open_ledger(str(tmp_path / "ledger.db"))
+    led.append("finding", [_finding("before", FROM_MS - 1)])
+    led.append("finding", replayed)
+    led.append("finding", [_finding("at-from", FROM_MS), _finding("at-to", TO_MS),
+                           _finding("odd-id", FROM_MS + 5, event_id="../odd id/1")])
+    first = replayed[0]
+    led.append("amendment", [{
+        "amendment_id": "a" * 64, "kind": "EVIDENCE_CHANGED", "finding_id": first["finding_id"],
+        "rule": first["rule"], "subject_id": first["subject_id"],
+        "trigger_event_id": first["trigger_event_id"], "late_event_id": "late-1",
+        "evidence_event_ids": first["evidence_event_ids"], "occurred_at": first["occurred_at"],
+        "detected_at": first["detected_at"] + 1, "explanation": "a late event changed it"}])
+    yield led
+    led.close()
+
+
+def _export(ledger: Ledger, keys: tuple[Path, Path], out: Path, **filters: str) -> Path:
+    query = ExportQuery(FROM_MS, TO_MS, "inquiry 42 of the supervisory authority", **filters)
+    export_bundle(ledger, out, query, load_private_key(keys[0]), actor="tester",
+                  params=EngineParams())
+    return out
+
+
+@pytest.fixture
+def exported(tmp_path: Path, ledger: Ledger, keys: tuple[Path, Path]) -> Path:
+    return _export(ledger, keys, tmp_path / "bundle")
+
+
+def _failures(path: Path, public: Path) -> list[str]:
+    return verify_bundle(path, load_public_key(public))[0]
+
+
+def test_cli_keys_export_verify_dir_and_zip(tmp_path: Path, ledger: Ledger,
+                                            replayed: list[dict[str, Any]]) -> None:
+    ledger.close()
+    keydir = tmp_path / "k"
+    assert run_cli("keys", "generate", "--out", str(keydir)).returncode == 0
+    again = run_cli("keys", "generate", "--out", str(keydir))
+    assert again.returncode == 2 and again.stderr.decode().count("\n") == 1
+    out = tmp_path / "cli-bundle"
+    done = run_cli("export", "--ledger", str(tmp_path / "ledger.db"), "--from", FROM, "--to", TO,
+                   "--purpose", "DPA inquiry", "--private-key", str(keydir / "consentwatch.key"),
+                   str(out))
+    assert done.returncode == 0, done.stderr
+    for target in (out, tmp_path / "cli-bundle.zip"):
+        check = run_cli("verify", str(target), "--public-key", str(keydir / "consentwatch.pub"))
+        assert check.returncode == 0, check.stdout
+        assert check.stdout.decode().startswith("OK")
+    lines = (out / bundle.FINDINGS).read_bytes().splitlines()
+    assert len(lines) == len(replayed) + 2  # + at-from and odd-id; before and at-to are out
+    reopened = open_ledger(str(tmp_path / "ledger.db"))
+    try:
+        [record] = reopened.exports()
+    finally:
+        reopened.close()
+    assert record["actor"] == getpass.getuser() and record["purpose"] == "DPA inquiry"
+    assert record["bundle_sha256"] == hashlib.sha256((out / bundle.MANIFEST).read_bytes()
+                                                     ).hexdigest()
+    assert "consentwatch export" not in done.stderr.decode()
+
+
+def test_cli_refuses_without_purpose_and_bad_times(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    base = ["export", "--ledger", str(tmp_path / "l.db"), "--private-key", str(keys[0])]
+    for args in (["--from", FROM, "--to", TO, str(tmp_path / "o")],
+                 ["--from", FROM, "--to", TO, "--purpose", "  ", str(tmp_path / "o")],
+                 ["--from", "2026-03-01", "--to", TO, "--purpose", "x", str(tmp_path / "o")],
+                 ["--from", TO, "--to", FROM, "--purpose", "x", str(tmp_path / "o")]):
+        done = run_cli(*base, *args)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.decode().count("\n") == 1
+        assert not (tmp_path / "o").exists()
+    done = run_cli(*base, "--from", FROM, "--to", TO, "--purpose", "x", str(tmp_path / "o"))
+    assert done.returncode == 2 and b"no ledger at" in done.stderr
+    assert not (tmp_path / "l.db").exists()
+
+
+def test_window_is_half_open_and_filters_apply(tmp_path: Path, ledger: Ledger,
+                                               keys: tuple[Path, Path]) -> None:
+    out = _export(ledger, keys, tmp_path / "b")
+    times = [orjson.loads(line)["occurred_at"]
+             for line in (out / bundle.FINDINGS).read_bytes().splitlines()]
+    assert FROM_MS in times and TO_MS not in times and FROM_MS - 1 not in times
+    only = _export(ledger, keys, tmp_path / "only", rule="covert-profile-view", subject="u-other")
+    rules = {orjson.loads(line)["explanation"]
+             for line in (only / bundle.FINDINGS).read_bytes().splitlines()}
+    assert rules == {"made-up finding at-from", "made-up finding odd-id"}
+    manifest = orjson.loads((only / bundle.MANIFEST).read_bytes())
+    assert manifest["filters"] == {"rule": "covert-profile-view", "subject": "u-other",
+                                   "account": None}
+    assert _failures(only, keys[1]) == []
+
+
+def test_bundle_contents(exported: Path, ledger: Ledger, keys: tuple[Path, Path]) -> None:
+    manifest = orjson.loads((exported / bundle.MANIFEST).read_bytes())
+    assert (exported / bundle.MANIFEST).read_bytes() == rfc8785.dumps(manifest)
+    assert manifest["purpose"] == "inquiry 42 of the supervisory authority"
+    assert manifest["parameters"]["notice_grace_ms"] == 300_000
+    assert manifest["rules_version"] and manifest["tool"]["version"]
+    listed = set(manifest["files"]) | {bundle.MANIFEST, bundle.SIGNATURE}
+    on_disk = {p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()}
+    assert listed == on_disk
+    # findings.jsonl lines are the ledger's leaves, byte for byte, in leaf order
+    leaves = {e.entry_id: e.leaf for e in ledger.entries(kind="finding")}
+    lines = (exported / bundle.FINDINGS).read_bytes().splitlines()
+    ids = [orjson.loads(line)["finding_id"] for line in lines]
+    assert [leaves[i] for i in ids] == lines
+    assert [f["id"] for f in manifest["findings"]] == ids
+    indexes = [f["leaf_index"] for f in manifest["findings"]]
+    assert indexes == sorted(indexes)
+    assert len(manifest["amendments"]) == 1
+    # the unsafe event id becomes a hashed file name inside evidence/
+    odd = bundle.evidence_file("../odd id/1")
+    assert odd.startswith("evidence/sha256-") and (exported / odd).is_file()
+    event = orjson.loads((exported / "evidence" / "e002.json").read_bytes())
+    assert (exported / "evidence" / "e002.json").read_bytes() == rfc8785.dumps(event)
+    with zipfile.ZipFile(exported.with_name("bundle.zip")) as archive:
+        assert {n.split("/", 1)[1] for n in archive.namelist()} == on_disk
+    # the manifest signature is a plain Ed25519 signature (openssl can check it)
+    load_public_key(keys[1]).verify((exported / bundle.SIGNATURE).read_bytes(),
+                                    (exported / bundle.MANIFEST).read_bytes())
+
+
+def test_report_is_self_contained_one_section_per_finding(exported: Path) -> None:
+    html = (exported / bundle.REPORT).read_text()
+    findings = (exported / bundle.FINDINGS).read_bytes().splitlines()
+    assert html.count("<section ") == len(findings)
+    assert "<script" not in html and "src=" not in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in html
+    assert "GDPR Art. 6(1)(a)" in html  # the rule's regulation, from the catalogue
+    assert "a late event changed it" in html  # the amendment
+    assert "notice grace (5 min): no notice delivered" in html
+    svgs = html.split("<svg ")[1:]
+    assert len(svgs) == len(findings)
+    for svg in svgs:
+        ET.fromstring("<svg " + svg.split("</svg>")[0] + "</svg>")  # well-formed XML
+    assert '<rect class="mark"' in html  # the grace window of the notice rules
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_flipping_any_byte_of_any_file_fails(tmp_path: Path, exported: Path,
+                                             keys: tuple[Path, Path]) -> None:
+    names = sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file())
+    assert len(names) >= 8
+    for name in names:
+        size = (exported / name).stat().st_size
+        if size == 0:  # amendments.jsonl can be empty; nothing to flip
+            continue
+        for offset in sorted({0, size // 2, size - 1}):
+            copy = tmp_path / f"t-{name.replace('/', '_')}-{offset}"
+            shutil.copytree(exported, copy)
+            _flip(copy / name, offset)
+            failures = _failures(copy, keys[1])
+            assert failures, f"flipping byte {offset} of {name} went unnoticed"
+            target = bundle.MANIFEST if name == bundle.SIGNATURE else name
+            assert any(target in f for f in failures), (name, failures)
+            shutil.rmtree(copy)
+
+
+def test_tampered_zip_fails(tmp_path: Path, exported: Path, keys: tuple[Path, Path]) -> None:
+    original = exported.with_name("bundle.zip")
+    assert _failures(original, keys[1]) == []
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(original) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(bundle.SUMMARY):
+                data = data.replace(b"HIGH", b"LOW", 1)
+            dst.writestr(info, data)
+    failures = _failures(tampered, keys[1])
+    assert failures == [f"{bundle.SUMMARY}: SHA-256 does not match the manifest (file changed)"]
+
+
+def test_removing_a_finding_fails(tmp_path: Path, exported: Path, keys: tuple[Path, Path]) -> None:
+    lines = (exported / bundle.FINDINGS).read_bytes().splitlines(keepends=True)
+    (exported / bundle.FINDINGS).write_bytes(b"".join(lines[:1] + lines[2:]))
+    failures = _failures(exported, keys[1])
+    assert any("holds" in f and "entry removed or added" in f for f in failures), failures
+    assert any("reordered" in f for f in failures)
+    assert f"{bundle.FINDINGS}: SHA-256 does not match the manifest (file changed)" in failures
+
+
+def test_removing_a_finding_and_resigning_with_own_key_fails(
+        tmp_path: Path, exported: Path, keys: tuple[Path, Path]) -> None:
+    """The forger rewrites manifest and findings consistently but has not got the key."""
+    lines = (exported / bundle.FINDINGS).read_bytes().splitlines(keepends=True)
+    (exported / bundle.FINDINGS).write_bytes(b"".join(lines[1:]))
+    manifest = orjson.loads((exported / bundle.MANIFEST).read_bytes())
+    manifest["findings"] = manifest["findings"][1:]
+    manifest["files"][bundle.FINDINGS] = bundle.sha256_hex((exported / bundle.FINDINGS
+                                                            ).read_bytes())
+    raw = rfc8785.dumps(manifest)
+    (exported / bundle.MANIFEST).write_bytes(raw)
+    (exported / bundle.SIGNATURE).write_bytes(Ed25519PrivateKey.generate().sign(raw))
+    failures = _failures(exported, keys[1])
+    assert failures[0].startswith(f"{bundle.SIGNATURE}: the signature of {bundle.MANIFEST} "
+                                  "does not verify")
+    # Everything else is consistent: the signature is what catches the forgery.
+    assert len(failures) == 1 or all("evidence/" in f for f in failures[1:]), failures
+
+
+def test_reordering_findings_fails(exported: Path, keys: tuple[Path, Path]) -> None:
+    lines = (exported / bundle.FINDINGS).read_bytes().splitlines(keepends=True)
+    (exported / bundle.FINDINGS).write_bytes(b"".join([lines[1], lines[0], *lines[2:]]))
+    failures = _failures(exported, keys[1])
+    assert any(f.startswith(f"{bundle.FINDINGS} line 1: holds") and "reordered" in f
+               for f in failures), failures
+
+
+def test_another_key_fails(tmp_path: Path, exported: Path) -> None:
+    _, other_pub = generate_keypair(tmp_path / "other")
+    failures = _failures(exported, other_pub)
+    assert f"{bundle.SIGNATURE}: the signature of {bundle.MANIFEST} does not verify with the " \
+        "given public key" in failures
+    assert "checkpoint: checkpoint is not signed by the given key" in failures
+    done = run_cli("verify", str(exported), "--public-key", str(other_pub))
+    assert done.returncode == 1
+    assert all(line.startswith("FAIL ") for line in done.stdout.decode().splitlines())
+
+
+def test_added_file_and_wrong_evidence_fail(exported: Path, keys: tuple[Path, Path]) -> None:
+    (exported / "evidence" / "extra.json").write_bytes(b"{}")
+    failures = _failures(exported, keys[1])
+    assert "evidence/extra.json: not listed in the manifest (file added)" in failures
+    assert "evidence/extra.json: no exported finding cites it" in failures
+
+
+def test_no_private_key_material_in_bundle(exported: Path, keys: tuple[Path, Path]) -> None:
+    key = load_private_key(keys[0])
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    needles = [b"PRIVATE KEY", raw, raw.hex().encode(), base64.b64encode(raw),
+               base64.b64encode(raw).rstrip(b"=")[:40], keys[0].read_bytes().splitlines()[1]]
+    blobs = [p.read_bytes() for p in exported.rglob("*") if p.is_file()]
+    with zipfile.ZipFile(exported.with_name("bundle.zip")) as archive:
+        blobs += [archive.read(name) for name in archive.namelist()]
+    blobs.append(exported.with_name("bundle.zip").read_bytes())
+    for blob in blobs:
+        for needle in needles:
+            assert needle not in blob
+
+
+def test_refuses_to_overwrite_a_bundle(exported: Path, ledger: Ledger,
+                                       keys: tuple[Path, Path]) -> None:
+    from streams.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        _export(ledger, keys, exported)
+
+
+def test_empty_export_verifies(tmp_path: Path, ledger: Ledger, keys: tuple[Path, Path]) -> None:
+    out = _export(ledger, keys, tmp_path / "empty", rule="no-such-rule")
+    assert (out / bundle.FINDINGS).read_bytes() == b""
+    assert _failures(out, keys[1]) == []
+
+
+def test_timeline_marks() -> None:
+    t = 1_000_000
+    consent = {"type": "ConsentChanged", "event_id": "c", "occurred_at": t - 5000,
+               "status": "WITHDRAWN"}
+    expired = consent | {"status": "GRANTED", "expires_at": t - 1000}
+    assert mark_for("enrichment-without-notice", t, [], 300_000).end == t + 300_000
+    assert mark_for("enrichment-without-consent", t, [], None).label.startswith("missing consent")
+    assert mark_for("enrichment-without-consent", t, [consent], None).start == t - 5000
+    assert mark_for("enrichment-without-consent", t, [expired], None).start == t - 1000
+    assert mark_for("automatic-egress-feature-inactive", t, [], None).start == t
+
+
+def test_progress_is_reported_per_finding(tmp_path: Path, ledger: Ledger,
+                                          keys: tuple[Path, Path]) -> None:
+    calls: list[tuple[str, int, int]] = []
+    query = ExportQuery(FROM_MS, TO_MS, "audit")
+    result = export_bundle(ledger, tmp_path / "p", query, load_private_key(keys[0]),
+                           actor="tester", progress=lambda *a: calls.append(a))
+    assert result.findings >= 3
+    for step in ("evidence", "report"):
+        done = [c for c in calls if c[0] == step]
+        assert [c[1] for c in done] == list(range(1, result.findings + 1))
+        assert {c[2] for c in done} == {result.findings}
+    manifest = orjson.loads((tmp_path / "p" / bundle.MANIFEST).read_bytes())
+    assert manifest["parameters"] is None  # not given: the manifest does not guess

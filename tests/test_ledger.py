@@ -1,0 +1,492 @@
+"""The evidence ledger, on SQLite and on a real PostgreSQL server: the same tests for both.
+
+Append-only and idempotent storage, the filters exports use, leaf hashes that anyone
+can recompute from a record, signed checkpoints of the right tree, the export log, and
+`ledger load` (bad lines, concurrent loads of one file).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from streams.evidence import merkle
+from streams.evidence.checkpoint import CheckpointError, verify_checkpoint
+from streams.evidence.ledger import (
+    CHECKPOINT_ORIGIN,
+    InvalidRecord,
+    LedgerError,
+    SqlLedger,
+    open_ledger,
+)
+from streams.evidence.ledger.frontier import Frontier
+from streams.evidence.ledger.records import to_row
+from streams.evidence.ledger.sqlite import SqliteLedger
+from streams.evidence.merkle import leaf_hash, root_hash
+from streams.model.findings import amendment_id, finding_id
+from tests.postgres_fixture import fresh_database
+
+HOUR_MS = 3_600_000
+T0 = 1_772_445_600_000  # 2026-03-02T10:00:00Z
+
+
+def finding(n: int, *, rule: str = "enrichment-without-consent", account: str = "acct1",
+            subject: str | None = None, occurred_at: int | None = None) -> dict[str, Any]:
+    """A finding record as `replay` writes it (the ledger stores whatever fields it has)."""
+    trigger = f"e{n:05d}"
+    return {
+        "finding_id": finding_id(rule, trigger), "rule": rule, "severity": "HIGH",
+        "subject_id": subject or f"u-{n % 7}", "account_id": account, "meeting_id": "m1",
+        "provider": "linkedin_sales_navigator", "trigger_event_id": trigger,
+        "evidence_event_ids": [trigger], "occurred_at": T0 + n * HOUR_MS if occurred_at is None
+        else occurred_at, "detected_at": T0 + 10**9, "explanation": f"Finding number {n}.",
+    }
+
+
+def amendment(of: dict[str, Any], late: str = "e99999") -> dict[str, Any]:
+    return {
+        "amendment_id": amendment_id(of["finding_id"], late, "RETRACTED"), "kind": "RETRACTED",
+        "finding_id": of["finding_id"], "rule": of["rule"], "subject_id": of["subject_id"],
+        "trigger_event_id": of["trigger_event_id"], "late_event_id": late,
+        "evidence_event_ids": [late], "occurred_at": of["occurred_at"],
+        "detected_at": of["detected_at"] + 1, "explanation": "Retracted.",
+    }
+
+
+# -- one fresh ledger per test, per backend ---------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A ledger nobody used yet: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[SqlLedger]:
+    store = open_ledger(ledger_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def raw_execute(url: str) -> Callable[[str], None]:
+    """Run SQL on the ledger's database directly, past the Ledger API (as a tamperer would)."""
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        def run_pg(sql: str) -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(sql)
+        return run_pg
+    import sqlite3
+
+    def run_sqlite(sql: str) -> None:
+        conn = sqlite3.connect(url, isolation_level=None)
+        try:
+            conn.execute(sql)
+        finally:
+            conn.close()
+    return run_sqlite
+
+
+def all_ids(store: SqlLedger, kind: str = "finding") -> list[str]:
+    return [entry.entry_id for entry in store.entries(kind=kind)]  # type: ignore[arg-type]
+
+
+# -- appending ---------------------------------------------------------------------------
+
+
+def test_append_stores_each_finding_once(ledger: SqlLedger) -> None:
+    records = [finding(n) for n in range(20)]
+    assert ledger.append("finding", records) == 20
+    assert ledger.append("finding", records) == 0
+    assert ledger.append("finding", [*records[:5], finding(20), finding(20)]) == 1
+    assert ledger.size() == 21
+    assert all_ids(ledger) == [r["finding_id"] for r in [*records, finding(20)]]
+
+
+def test_idempotence_is_by_id_not_by_content(ledger: SqlLedger) -> None:
+    first = finding(1)
+    resent = first | {"detected_at": first["detected_at"] + 5_000}  # a worker's re-send
+    ledger.append("finding", [first])
+    assert ledger.append("finding", [resent]) == 0
+    [stored] = ledger.entries()
+    assert stored.record == first
+
+
+def test_amendments_are_idempotent_by_amendment_id(ledger: SqlLedger) -> None:
+    base = finding(1)
+    ledger.append("finding", [base])
+    a1, a2 = amendment(base), amendment(base, late="e88888")
+    assert ledger.append("amendment", [a1, a1, a2]) == 2
+    assert ledger.append("amendment", [a2]) == 0
+    assert ledger.size() == 3
+    entries = list(ledger.entries(kind="amendment"))
+    assert [e.entry_id for e in entries] == [a1["amendment_id"], a2["amendment_id"]]
+    assert [e.index for e in entries] == [1, 2]
+    assert entries[0].account_id == ""  # amendments carry no account
+    assert all_ids(ledger) == [base["finding_id"]]
+
+
+def test_append_mixed_is_one_transaction(ledger: SqlLedger) -> None:
+    base = finding(1)
+    assert ledger.append_mixed([("finding", base), ("amendment", amendment(base))]) == 2
+    broken = finding(3)
+    del broken["occurred_at"]
+    with pytest.raises(InvalidRecord, match="occurred_at"):
+        ledger.append_mixed([("finding", finding(2)), ("finding", broken)])
+    assert ledger.size() == 2  # finding 2 was not stored either
+
+
+@pytest.mark.parametrize("change", [
+    {"finding_id": ""}, {"finding_id": 7}, {"rule": None}, {"subject_id": ["x"]},
+    {"account_id": None}, {"occurred_at": "2026-03-02T10:00:00Z"}, {"occurred_at": True},
+    {"occurred_at": 1.5}, {"detected_at": 2**60},  # not representable in RFC 8785 JSON
+])
+def test_records_the_ledger_cannot_index_are_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        to_row("finding", finding(1) | change)
+    assert "u-1" not in str(caught.value) and "acct1" not in str(caught.value)
+
+
+def test_a_batch_with_a_bad_record_stores_nothing(ledger: SqlLedger) -> None:
+    with pytest.raises(InvalidRecord):
+        ledger.append("finding", [finding(1), finding(2) | {"rule": 3}])
+    assert ledger.size() == 0
+    with pytest.raises(InvalidRecord, match="kind"):
+        ledger.append("verdict", [finding(1)])  # type: ignore[arg-type]
+
+
+# -- append-only, in the database itself -------------------------------------------------
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE entries SET rule = 'other'",
+    "DELETE FROM entries",
+    "DELETE FROM entries WHERE idx = 1",
+    "UPDATE checkpoints SET size = 0",
+    "DELETE FROM checkpoints",
+    "UPDATE exports SET purpose = 'none'",
+    "DELETE FROM exports",
+    "DELETE FROM tree_state",
+    "UPDATE tree_state SET size = 1",
+    "INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, subject_id, "
+    "leaf, leaf_hash, stored_at) SELECT 7, kind, 'x', occurred_at, rule, account_id, "
+    "subject_id, leaf, leaf_hash, stored_at FROM entries WHERE idx = 0",
+])
+def test_the_database_refuses_to_rewrite_history(ledger_url: str, statement: str) -> None:
+    store = open_ledger(ledger_url)
+    try:
+        store.append("finding", [finding(n) for n in range(3)])
+        store.checkpoint(Ed25519PrivateKey.generate(), "consentwatch")
+        store.record_export("auditor", "case 42", {"rule": None}, "ab" * 32, T0)
+        before = (store.size(), store.leaf_hashes(), store.latest_checkpoint(), store.exports())
+    finally:
+        store.close()
+    with pytest.raises(Exception, match=r"append-only|next leaf|cannot shrink"):
+        raw_execute(ledger_url)(statement)
+    store = open_ledger(ledger_url)
+    try:
+        assert (store.size(), store.leaf_hashes(), store.latest_checkpoint(),
+                store.exports()) == before
+    finally:
+        store.close()
+
+
+def test_postgres_also_refuses_truncate(postgres_url: str) -> None:
+    with fresh_database(postgres_url) as url:
+        with open_ledger(url) as store:
+            store.append("finding", [finding(1)])
+        for table in ("entries", "checkpoints", "exports", "tree_state"):
+            with pytest.raises(Exception, match="append-only"):
+                raw_execute(url)(f"TRUNCATE {table}")
+        with open_ledger(url) as store:
+            assert store.size() == 1
+
+
+# -- reading: the filters exports use ----------------------------------------------------
+
+
+def test_entries_filters(ledger: SqlLedger) -> None:
+    records = [
+        finding(0, occurred_at=T0),
+        finding(1, occurred_at=T0 + HOUR_MS, rule="notice-missing", subject="u-a"),
+        finding(2, occurred_at=T0 + 2 * HOUR_MS, account="acct2", subject="u-a"),
+        finding(3, occurred_at=T0 + 3 * HOUR_MS, rule="notice-missing", account="acct2"),
+        finding(4, occurred_at=T0 - HOUR_MS),
+    ]
+    ledger.append("finding", records)
+    ledger.append("amendment", [amendment(records[1])])
+
+    def ids(**query: Any) -> list[int]:
+        return [int(e.record["trigger_event_id"][1:]) for e in ledger.entries(**query)]
+
+    assert ids() == [0, 1, 2, 3, 4]  # leaf order, not time order
+    assert ids(from_ms=T0 + HOUR_MS) == [1, 2, 3]  # from is inclusive
+    assert ids(to_ms=T0 + 2 * HOUR_MS) == [0, 1, 4]  # to is exclusive
+    assert ids(from_ms=T0, to_ms=T0 + 3 * HOUR_MS) == [0, 1, 2]
+    assert ids(rule="notice-missing") == [1, 3]
+    assert ids(account="acct2") == [2, 3]
+    assert ids(subject="u-a") == [1, 2]
+    assert ids(rule="notice-missing", account="acct2", from_ms=T0 + 3 * HOUR_MS) == [3]
+    assert ids(account="nobody") == []
+    [amended] = ledger.entries(kind="amendment", rule="notice-missing", subject="u-a")
+    assert amended.index == 5 and amended.entry_id == amendment(records[1])["amendment_id"]
+    assert list(ledger.entries(kind="amendment", account="acct1")) == []
+
+
+def test_entries_carry_their_record_and_leaf(ledger: SqlLedger) -> None:
+    record = finding(3, subject="u-zoë") | {"explanation": "naïve — café ✓", "nested": {
+        "b": [1, 2, {"y": None, "x": True}], "a": -5}}
+    ledger.append("finding", [record])
+    [entry] = ledger.entries()
+    assert entry.index == 0 and entry.kind == "finding"
+    assert entry.entry_id == record["finding_id"]
+    assert (entry.occurred_at, entry.rule, entry.account_id, entry.subject_id) == (
+        record["occurred_at"], record["rule"], "acct1", "u-zoë")
+    assert entry.record == record
+    assert entry.leaf == rfc8785.dumps(record)
+
+
+def test_entries_page_through_large_ledgers(ledger: SqlLedger) -> None:
+    ledger.append("finding", [finding(n, rule="r" if n % 3 else "s") for n in range(2_345)])
+    indexes = [e.index for e in ledger.entries(rule="r")]
+    assert indexes == [n for n in range(2_345) if n % 3]
+
+
+# -- Merkle leaves and checkpoints -------------------------------------------------------
+
+
+def test_leaf_hashes_are_rfc9162_hashes_of_canonical_records(ledger: SqlLedger) -> None:
+    base = finding(0)
+    reordered = dict(reversed(list(finding(1).items())))  # key order must not matter
+    ledger.append_mixed([("finding", base), ("finding", reordered),
+                         ("amendment", amendment(base))])
+    expected = [leaf_hash(rfc8785.dumps(r)) for r in (base, finding(1), amendment(base))]
+    assert ledger.leaf_hashes() == expected
+    assert ledger.leaf_hashes(2) == expected[:2]
+    assert ledger.leaf_hashes(0) == []
+    assert [leaf_hash(e.leaf) for e in ledger.entries()] == expected[:2]
+    with pytest.raises(LedgerError):
+        ledger.leaf_hashes(4)
+
+
+def test_checkpoint_signs_the_size_and_root_of_the_tree(ledger: SqlLedger) -> None:
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    assert ledger.latest_checkpoint() is None
+    empty = verify_checkpoint(ledger.checkpoint(key, "consentwatch"), key.public_key())
+    assert (empty.origin, empty.size, empty.root) == (CHECKPOINT_ORIGIN, 0, root_hash([]))
+    for batch in ([finding(n) for n in range(7)], [finding(n) for n in range(5, 12)]):
+        ledger.append("finding", batch)
+        note = ledger.checkpoint(key, "consentwatch")
+        assert ledger.latest_checkpoint() == note
+        checkpoint = verify_checkpoint(note, key.public_key())
+        assert checkpoint.size == ledger.size()
+        assert checkpoint.root == root_hash(ledger.leaf_hashes()) == ledger.root()
+    assert checkpoint.size == 12
+    with pytest.raises(CheckpointError):
+        verify_checkpoint(note, other.public_key())
+
+
+def test_the_tree_survives_reopening(ledger_url: str) -> None:
+    with open_ledger(ledger_url) as first:
+        first.append("finding", [finding(n) for n in range(13)])
+        root = first.root()
+    with open_ledger(ledger_url) as second:
+        assert (second.size(), second.root()) == (13, root)
+        second.append("finding", [finding(n) for n in range(10, 21)])
+        assert second.root() == root_hash(second.leaf_hashes())
+        assert second.size() == 21
+
+
+@pytest.mark.parametrize("batches", [[1] * 70, [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5], [64, 1, 63]])
+def test_the_stored_frontier_gives_the_rfc9162_root_at_every_size(
+        ledger: SqlLedger, batches: list[int]) -> None:
+    n = 0
+    for count in batches:
+        ledger.append("finding", [finding(i) for i in range(n, n + count)])
+        n += count
+        assert ledger.root() == root_hash(ledger.leaf_hashes()), f"size {n}"
+
+
+def test_frontier_matches_merkle_root_hash() -> None:
+    frontier, leaves = Frontier(), []
+    for n in range(300):
+        assert frontier.root() == root_hash(leaves)
+        assert Frontier.from_bytes(frontier.size, frontier.to_bytes()).root() == frontier.root()
+        leaf = merkle.leaf_hash(n.to_bytes(4, "big"))
+        frontier.append(leaf)
+        leaves.append(leaf)
+    with pytest.raises(ValueError, match="frontier"):
+        Frontier.from_bytes(5, b"\x00" * 32)
+
+
+def test_a_tampered_tree_state_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with open_ledger(str(path)) as store:
+        store.append("finding", [finding(n) for n in range(3)])
+    raw_execute(str(path))("UPDATE tree_state SET size = 5, frontier = zeroblob(64)")
+    with open_ledger(str(path)) as store, pytest.raises(LedgerError, match="does not match"):
+        store.append("finding", [finding(9)])
+
+
+# -- the export log ----------------------------------------------------------------------
+
+
+def test_exports_are_recorded(ledger: SqlLedger) -> None:
+    assert ledger.exports() == []
+    query = {"from_ms": T0, "to_ms": T0 + HOUR_MS, "rule": None, "account": "acct1"}
+    ledger.record_export("alice@host", "DPA request 2026-17", query, "a" * 64, T0 + 5)
+    ledger.record_export("bob", "second look", {}, "b" * 64, T0 + 9)
+    assert ledger.exports() == [
+        {"actor": "alice@host", "purpose": "DPA request 2026-17", "query": query,
+         "bundle_sha256": "a" * 64, "at_ms": T0 + 5},
+        {"actor": "bob", "purpose": "second look", "query": {}, "bundle_sha256": "b" * 64,
+         "at_ms": T0 + 9},
+    ]
+    assert ledger.size() == 0  # exports are not leaves
+
+
+# -- several writers ---------------------------------------------------------------------
+
+
+def test_concurrent_appends_of_the_same_records_store_each_once(ledger_url: str) -> None:
+    records = [finding(n) for n in range(400)]
+    open_ledger(ledger_url).close()  # the schema exists before the race
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        try:
+            with open_ledger(ledger_url) as store:
+                for start in range(offset, 400 + offset, 50):
+                    chunk = [records[i % 400] for i in range(start, start + 50)]
+                    results.append(store.append("finding", chunk))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(offset,)) for offset in (0, 150, 275)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert sum(results) == 400
+    with open_ledger(ledger_url) as store:
+        assert sorted(all_ids(store)) == sorted(r["finding_id"] for r in records)
+        assert [e.index for e in store.entries()] == list(range(400))
+        assert store.root() == root_hash(store.leaf_hashes())
+
+
+def _cli(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "streams.cli.app", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_concurrent_loads_of_one_file_do_not_double(ledger_url: str, tmp_path: Path) -> None:
+    records = [finding(n) for n in range(1_500)]
+    path = tmp_path / "findings.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    loads = [_cli("ledger", "load", str(path), "--ledger", ledger_url) for _ in range(3)]
+    outcomes = [(p.returncode, err.decode()) for p in loads
+                for _, err in [p.communicate(timeout=120)]]
+    assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
+    stored = [int(re.search(r"(\d+) findings stored", text).group(1))  # type: ignore[union-attr]
+              for _, text in outcomes]
+    assert sum(stored) == 1_500, stored
+    with open_ledger(ledger_url) as store:
+        assert store.size() == 1_500
+        assert sorted(all_ids(store)) == sorted(r["finding_id"] for r in records)
+
+
+def test_load_reports_bad_lines_and_stores_the_rest(ledger_url: str, tmp_path: Path) -> None:
+    findings_file, amendments_file = tmp_path / "f.jsonl", tmp_path / "a.jsonl"
+    good = [finding(n) for n in range(4)]
+    lines = [orjson.dumps(good[0]), b"{not json", orjson.dumps(good[1]), b"",
+             orjson.dumps(finding(9) | {"finding_id": None}), b"[1, 2]",
+             orjson.dumps(good[2]), b"\xff\xfe", orjson.dumps(good[3])]
+    findings_file.write_bytes(b"\n".join(lines) + b"\n")
+    amendments_file.write_bytes(orjson.dumps(amendment(good[0])) + b"\n")
+    key_dir = tmp_path / "keys"
+    subprocess.run([sys.executable, "-m", "streams.cli.app", "keys", "generate", "--out",
+                    str(key_dir)], check=True, capture_output=True)
+    process = _cli("ledger", "load", str(findings_file), "--amendments", str(amendments_file),
+                   "--ledger", ledger_url, "--private-key", str(key_dir / "consentwatch.key"))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    text = err.decode()
+    for number in (2, 5, 6, 8):
+        assert f"f.jsonl:{number}: " in text
+    assert "f.jsonl:4:" not in text and "u-9" not in text  # blank line; no personal data
+    assert "4 findings stored" in text and "1 amendments stored" in text
+    from streams.evidence.keys import load_public_key
+
+    with open_ledger(ledger_url) as store:
+        assert all_ids(store) == [r["finding_id"] for r in good]
+        note = store.latest_checkpoint()
+        assert note is not None
+        checkpoint = verify_checkpoint(note, load_public_key(key_dir / "consentwatch.pub"))
+        assert (checkpoint.size, checkpoint.root) == (5, store.root())
+
+
+def test_open_ledger_errors_are_one_line(tmp_path: Path) -> None:
+    from streams.errors import ConfigError
+
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("hello\n" * 100)
+    with pytest.raises(ConfigError, match="not a usable ledger"):
+        open_ledger(str(not_a_db))
+    assert not_a_db.read_text() == "hello\n" * 100
+    with pytest.raises(ConfigError, match="SQLite file path or a postgresql"):
+        open_ledger("mysql://localhost/x")
+    with pytest.raises(ConfigError) as caught:
+        open_ledger("postgresql://someone:s3cret-pw@127.0.0.1:1/nothing")
+    assert "s3cret-pw" not in str(caught.value)
+    assert isinstance(open_ledger(str(tmp_path / "fresh.db")), SqliteLedger)
+
+
+def test_postgres_sh_start_and_stop_are_idempotent() -> None:
+    import shutil
+    import tempfile
+
+    from tests.postgres_fixture import POSTGRES_SH
+
+    data_dir = tempfile.mkdtemp(prefix="consentwatch-pg-")
+
+    def sh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(POSTGRES_SH), *args, "--dir", data_dir], capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    try:
+        first = sh("start")
+        assert first.returncode == 0, first.stderr
+        url = first.stdout.strip()
+        assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/consentwatch", url)
+        again = sh("start")
+        assert (again.returncode, again.stdout.strip()) == (0, url)
+        assert "already running" in again.stderr
+        assert sh("status").stdout.strip() == url
+        with open_ledger(url) as store:
+            assert store.append("finding", [finding(1)]) == 1
+    finally:
+        stopped = sh("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert sh("stop").returncode == 0
+        assert sh("status").returncode == 3
+        shutil.rmtree(data_dir, ignore_errors=True)
