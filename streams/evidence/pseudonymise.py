@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from streams.errors import ConfigError
 from streams.model.events import (
@@ -92,8 +92,6 @@ _NAMES: Final = frozenset({"display_name", "profile_name"})
 NAMES_IN_CLEAR_FOR: Final = frozenset({"pseudonym-deanonymized"})
 # Distinct values whose pseudonym is remembered (a value repeats across findings).
 _CACHE_SIZE = 1 << 16
-# Evidence events whose pseudonymised form is remembered, by identity.
-_RECENT_EVENTS = 1 << 12
 
 
 def _forms(names_in_clear: bool) -> dict[type[Any], JsonForm]:
@@ -111,6 +109,7 @@ _finding_head = attrgetter(*(f.name for f in fields(Finding) if f.name != "evide
 _amendment_head = attrgetter(*(f.name for f in fields(Amendment)
                                if f.name not in ("evidence", "late_event")))
 _log = logging.getLogger("consentwatch.evidence")
+_T = TypeVar("_T")
 
 
 class Pseudonymiser:
@@ -120,14 +119,13 @@ class Pseudonymiser:
     The key never appears in `repr` or in any message.
     """
 
-    __slots__ = ("_cache", "_key", "_recent", "development")
+    __slots__ = ("_cache", "_key", "development")
 
     def __init__(self, key: bytes, *, development: bool = False) -> None:
         if not key:
             raise ConfigError("the pseudonymisation key is empty")
         self._key = bytes(key)
         self._cache: dict[str, str] = {}
-        self._recent: dict[tuple[int, bool], tuple[EvidenceItem, dict[str, Any]]] = {}
         self.development = development
 
     def __repr__(self) -> str:
@@ -146,60 +144,47 @@ class Pseudonymiser:
 
     def event(self, item: EvidenceItem, names_in_clear: bool = False) -> dict[str, Any]:
         """The pseudonymised JSON form of one evidence event (a dict passes unchanged:
-        it was pseudonymised where it was made).
-
-        A trigger is cited by up to three findings, decided together: its form is
-        remembered for a while (by identity, the event held so its id stays unique)
-        and shared. Treat it as read-only.
-        """
+        it was pseudonymised where it was made)."""
         if type(item) is dict:
             return item
-        recent = self._recent
-        key = (id(item), names_in_clear)
-        known = recent.get(key)
-        if known is not None and known[0] is item:
-            return known[1]
-        record = _FORMS[names_in_clear][type(item)](item, self.pseudonym)
-        if len(recent) >= _RECENT_EVENTS:
-            recent.clear()
-        recent[key] = (item, record)
-        return record
+        return _FORMS[names_in_clear][type(item)](item, self.pseudonym)
 
     def finding(self, finding: Finding) -> Finding:
         """`finding` with its evidence pseudonymised (the same object if it already is)."""
-        evidence = finding.evidence
-        if _sealed(evidence):
+        if _is_sealed(finding):
             return finding
         clear = finding.rule in NAMES_IN_CLEAR_FOR
         event = self.event
         return _make_finding(*_finding_head(finding),
-                             tuple([event(item, clear) for item in evidence]))
+                             tuple([event(item, clear) for item in finding.evidence]))
 
     def amendment(self, amendment: Amendment) -> Amendment:
         """`amendment` with its evidence and late event pseudonymised."""
-        late = amendment.late_event
-        if _sealed(amendment.evidence) and (late is None or type(late) is dict):
+        if _is_sealed(amendment):
             return amendment
+        late = amendment.late_event
         clear = amendment.rule in NAMES_IN_CLEAR_FOR
         return _make_amendment(*_amendment_head(amendment),
                                tuple([self.event(item, clear) for item in amendment.evidence]),
                                None if late is None else self.event(late, clear))
 
-    def seal(self, item: Any) -> Any:
+    def seal(self, item: _T) -> _T:
         """A finding or amendment pseudonymised; anything else (a dead letter) unchanged."""
         kind = type(item)
         if kind is Finding:
-            return self.finding(item)
+            return cast(_T, self.finding(cast(Finding, item)))
         if kind is Amendment:
-            return self.amendment(item)
+            return cast(_T, self.amendment(cast(Amendment, item)))
         return item
 
 
-def _sealed(evidence: tuple[EvidenceItem, ...]) -> bool:
-    for item in evidence:  # noqa: SIM110 (a loop is cheaper than any() of a generator)
-        if type(item) is not dict:
+def _is_sealed(item: Finding | Amendment) -> bool:
+    """Whether every evidence event of `item` is in its pseudonymised form already."""
+    for event in item.evidence:  # a loop: cheaper than all() of a generator
+        if type(event) is not dict:
             return False
-    return True
+    late = item.late_event if type(item) is Amendment else None
+    return late is None or type(late) is dict
 
 
 def load_pseudonymiser(path: Path | str | None = None,
@@ -246,20 +231,12 @@ def default_pseudonymiser() -> Pseudonymiser:
     return Pseudonymiser(DEV_KEY, development=True)
 
 
-def seal_output(item: Any, pseudonymiser: Pseudonymiser | None = None) -> Any:
+def seal_output(item: _T, pseudonymiser: Pseudonymiser | None = None) -> _T:
     """For serialisers: a finding or amendment with its evidence pseudonymised by
     `pseudonymiser`, or by `default_pseudonymiser()` when none was given and some
     evidence is still raw; anything else unchanged."""
     if pseudonymiser is None:
-        kind = type(item)
-        if kind is Finding:
-            if _sealed(item.evidence):
-                return item
-        elif kind is Amendment:
-            late = item.late_event
-            if _sealed(item.evidence) and (late is None or type(late) is dict):
-                return item
-        else:
+        if not isinstance(item, Finding | Amendment) or _is_sealed(item):
             return item
         pseudonymiser = default_pseudonymiser()
     return pseudonymiser.seal(item)
