@@ -58,28 +58,20 @@ SECTIONS = ("foundation", "pipeline", "latency", "scaling")
 
 
 class _RocksTable:
-    """The little of a Faust table that FaustStore uses, over a rocksdict database."""
+    """The little of a Faust table that the worker's TableStore uses (`table.data`, a store
+    with one RocksDB per partition), over one rocksdict database."""
 
     def __init__(self, path: str) -> None:
         from rocksdict import Rdict
 
-        self._db = Rdict(path)
-        self.get = self._db.get
+        self.db = Rdict(path)
+        self.data = self
 
-    def __contains__(self, key: bytes) -> bool:
-        return key in self._db
+    def _db_for_partition(self, partition: int) -> Any:
+        return self.db
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._db[key] = value
 
-    def __delitem__(self, key: bytes) -> None:
-        del self._db[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._db.keys())
-
-    def close(self) -> None:
-        self._db.close()
+BATCH = 1_000  # the worker writes its state once per batch
 
 
 def child_scaling(path: str, state_dir: str) -> dict[str, Any]:
@@ -89,12 +81,12 @@ def child_scaling(path: str, state_dir: str) -> dict[str, Any]:
 
     from streams.engine import Engine, EngineParams
     from streams.model.findings import DeadLetter
-    from streams.pipeline.faust_store import FaustStore
+    from streams.pipeline.faust_store import TableStore
     from streams.serde.jsonl import read_jsonl
 
     table = _RocksTable(state_dir)
-    store = FaustStore(table, 0)
-    engine = Engine(store, EngineParams())  # type: ignore[arg-type]
+    store = TableStore(table, 0)
+    engine = Engine(store, EngineParams())
     process, flush = engine.process, store.flush
     gc.disable()
     events = outputs = 0
@@ -105,11 +97,12 @@ def child_scaling(path: str, state_dir: str) -> dict[str, Any]:
                 continue
             events += 1
             outputs += len(process(item))  # type: ignore[arg-type]
-            flush()
+            if events % BATCH == 0:
+                flush()
     outputs += len(engine.flush())
     flush()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    table.close()
+    table.db.close()
     return {"events": events, "seconds": seconds, "cpu_seconds": cpu, "outputs": outputs,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -249,17 +242,24 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_1m_at_start": round(os.getloadavg()[0], 2)},
     }
     started = time.perf_counter()
+    def pipeline_section() -> dict[str, Any]:
+        with _broker(args.broker, work) as broker:
+            return measure_pipeline(broker, *sizes["pipeline"], args.seed, args.partitions,
+                                    sizes["latency"], sections, work)
+
+    plan = {
+        "foundation": lambda: measure_foundation(*sizes["foundation"], args.seed, args.cpu),
+        "pipeline": pipeline_section,
+        "scaling": lambda: measure_scaling(sizes["scaling"], args.seed, args.cpu, work),
+    }
     try:
-        if "foundation" in sections:
-            figures["foundation"] = measure_foundation(*sizes["foundation"], args.seed,
-                                                       args.cpu)
-        if sections & {"pipeline", "latency"}:
-            with _broker(args.broker, work) as broker:
-                figures["pipeline"] = measure_pipeline(
-                    broker, *sizes["pipeline"], args.seed, args.partitions, sizes["latency"],
-                    sections, work)
-        if "scaling" in sections:
-            figures["scaling"] = measure_scaling(sizes["scaling"], args.seed, args.cpu, work)
+        for name, measure in plan.items():
+            if name in sections or (name == "pipeline" and "latency" in sections):
+                try:
+                    figures[name] = measure()
+                except (Exception, SystemExit) as exc:  # one failed section spoils no other
+                    figures.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+                    print(f"{name} failed: {exc}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     figures["suite_seconds"] = round(time.perf_counter() - started, 1)
@@ -349,6 +349,8 @@ def print_table(figures: dict[str, Any]) -> None:
     console = Console(width=None if sys.stdout.isatty() else 170)
     console.print(table)
     console.print(f"suite: {figures['suite_seconds']:.0f} s")
+    for name, error in figures.get("errors", {}).items():
+        console.print(f"[red]{name} failed[/]: {error[:500]}")
 
 
 if __name__ == "__main__":

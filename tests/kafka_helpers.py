@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from streams.engine import EngineParams
 from streams.model.events import ConsentChanged, Event
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import TopicNames
@@ -417,12 +418,13 @@ def finding_tuple(finding: Mapping[str, Any]) -> tuple[str, str, str, tuple[str,
             tuple(finding["evidence_event_ids"]))
 
 
-def replay_findings(events: Iterable[Event]) -> list[dict[str, Any]]:
+def replay_findings(events: Iterable[Event], params: EngineParams | None = None
+                    ) -> list[dict[str, Any]]:
     """The findings of `replay` (in-process) over these events, in file order."""
     from streams.replay import replay_records
 
     out = io.BytesIO()
-    replay_records(enumerate(events, 1), out)
+    replay_records(enumerate(events, 1), out, params=params)
     return [orjson.loads(line) for line in out.getvalue().splitlines() if line.strip()]
 
 

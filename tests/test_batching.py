@@ -35,7 +35,7 @@ def test_faust_still_has_what_the_batch_path_relies_on() -> None:
     assert callable(getattr(faust_aiokafka.Consumer, "_to_message", None))
     assert callable(getattr(faust.App, "_new_transport", None))
     # _new_offset reads the acked offsets of a partition as a sorted run from the
-    # committed one: the contract _ack_batch fills.
+    # committed one: the contract BatchingConsumer._ack fills.
     assert "consecutive_numbers(acked)" in inspect.getsource(base._new_offset)
 
 
@@ -55,13 +55,15 @@ class _Record:
 
 
 class _FakeApp:
-    consumer_generation_id = 1
+    def __init__(self) -> None:
+        self.consumer_generation_id = 1
 
 
 def _consumer(handlers: dict[str, Any]) -> Any:
     """A BatchingConsumer with only the state its batch path reads (no broker)."""
     consumer = object.__new__(batching_transport(handlers).Consumer)
     consumer._batch_last = {}
+    consumer._in_flight = set()
     consumer._read_offset = defaultdict(lambda: None)
     consumer._committed_offset = defaultdict(lambda: None)
     consumer._acked = defaultdict(list)
@@ -93,6 +95,46 @@ def test_a_batch_goes_to_its_handler_whole_and_its_offsets_are_acked() -> None:
     asyncio.run(consumer._drain_batch({tp: [_Record(8), _Record(10)]}, {tp}))
     assert seen[-1] == (tp, [8, 10])
     assert consumer._acked[tp] == [5, 6, 7, 8, 9, 10]
+
+
+def test_a_batch_is_acked_once_what_it_produced_is_delivered() -> None:
+    async def scenario() -> Any:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def handler(tp: TP, records: list[_Record]) -> asyncio.Future[None]:
+            return delivered
+
+        consumer = _consumer({"t": handler})
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(0), _Record(1)]}, {tp})
+        assert consumer._acked[tp] == []  # not delivered yet
+        delivered.set_result(None)
+        await asyncio.gather(*consumer._in_flight)
+        return consumer._acked[tp]
+
+    assert asyncio.run(scenario()) == [0, 1]
+
+
+def test_a_batch_delivered_after_a_rebalance_or_not_at_all_is_not_acked() -> None:
+    async def scenario(fail: bool) -> Any:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def handler(tp: TP, records: list[_Record]) -> asyncio.Future[None]:
+            return delivered
+
+        consumer = _consumer({"t": handler})
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(0)]}, {tp})
+        if fail:
+            delivered.set_exception(RuntimeError("broker gone"))
+        else:
+            consumer.app.consumer_generation_id = 2  # partitions were reassigned
+            delivered.set_result(None)
+        await asyncio.gather(*consumer._in_flight)
+        return consumer._acked[tp]
+
+    assert asyncio.run(scenario(fail=False)) == []
+    assert asyncio.run(scenario(fail=True)) == []
 
 
 def test_nothing_is_acked_when_the_handler_fails() -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+
+from hypothesis import given
+
 from streams.engine import DictStore, Engine, EngineParams
 from streams.engine.state import SubjectState
+from streams.model.events import Event
 from streams.model.validate import event_from_record
+from tests import strategies
 from tests.builders import DAY, SUBJECT, consent, feed, joined, make_engine, notice, requested
 
 
@@ -85,3 +91,25 @@ def test_a_trigger_resent_after_the_dedupe_horizon_is_written_once_by_replay() -
     ids = [line["finding_id"] for line in lines]
     assert len(ids) == len(set(ids)) == 2  # without consent, without notice
     assert summary.late == 1  # the copy came back far behind the watermark
+
+
+@given(strategies.events())
+def test_every_event_pickles_to_an_equal_event_of_its_type(event: Event) -> None:
+    # The worker's table keeps pickled state; events reduce to (type, values).
+    again = pickle.loads(pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL))
+    assert again == event and type(again) is type(event)
+    assert hash(again) == hash(event)
+
+
+def test_a_subject_state_pickles_with_its_events_and_decisions() -> None:
+    engine = make_engine()
+    feed(engine, [joined(0), consent(1), requested(2), notice(3)])
+    engine.flush()
+    state = engine.store.subject(SUBJECT)
+    assert state is not None
+    again = pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    assert again.consents == state.consents and again.joins == state.joins
+    assert again.notices == state.notices and again.seen == state.seen
+    assert {k: (r.event, r.pending, r.outcomes, r.decided_at)
+            for k, r in again.triggers.items()} == {
+        k: (r.event, r.pending, r.outcomes, r.decided_at) for k, r in state.triggers.items()}

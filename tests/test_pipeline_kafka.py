@@ -23,6 +23,7 @@ import fastavro
 import orjson
 import pytest
 
+from streams.engine import EngineParams
 from streams.errors import InvalidEvent
 from streams.model.events import Event, FeatureToggled
 from streams.model.findings import DeadLetter
@@ -398,3 +399,37 @@ def test_two_workers_share_partitions_and_one_leaves(lateness: int | None,
     pipeline.wait_consumed(timeout=120)
     check_stream_findings(pipeline, expected, workers)
     check_worker_healthy(second)
+
+
+# -- 5. an idle pipeline still decides --------------------------------------------------
+
+
+def test_idle_inputs_advance_with_the_wall_clock_and_notice_deadlines_fire(
+        kafka_bootstrap: str, workers: kh.Workers) -> None:
+    """No sentinel: once every input is quiet for the idle timeout, the watermarks move
+    with the wall clock, and both a past rule and a notice rule (grace 2 s) decide."""
+    from tests import builders
+
+    now = time.time_ns() // 1_000_000
+    at = now - builders.T0  # builders place events at T0 + at
+    subject = f"u-idle-{uuid.uuid4().hex[:6]}"
+    records = [builders.joined(at, subject_id=subject),
+               builders.requested(at + 100, subject_id=subject)]
+    events = [event_from_record(record) for record in records]
+    params = EngineParams(allowed_lateness_ms=1_000, notice_grace_ms=2_000)
+    expected = kh.replay_findings(events, params)
+    assert {f["rule"] for f in expected} == {"enrichment-without-consent",
+                                             "enrichment-without-notice"}
+    pipeline = new_pipeline(kafka_bootstrap, "idle")
+    worker = workers.start(pipeline.prefix, extra_args=(
+        "--allowed-lateness", "1", "--notice-grace", "2", "--idle-timeout", "1"))
+    pipeline.wait_assigned(timeout=180)
+    pipeline.send_events(events)
+    def all_out() -> list[dict[str, Any]] | None:
+        findings = pipeline.read()
+        return findings if len(findings) >= len(expected) else None
+
+    got = kh.wait_until(all_out, timeout=60, interval=1.0,
+                        what="the findings of an idle pipeline", on_timeout=worker.tail)
+    compare(got, expected)
+    check_worker_healthy(worker)

@@ -14,7 +14,10 @@ from streams.cli.options import (
     engine_options,
     kafka_options,
     make_params,
+    make_pseudonymiser,
+    pseudonym_key_option,
     resolve_kafka,
+    warn_development_key,
     wire_options,
 )
 from streams.model.events import Event
@@ -116,6 +119,7 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 @kafka_options
 @wire_options
 @engine_options
+@pseudonym_key_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("var/worker"), show_default=True, envvar="CONSENTWATCH_DATA_DIR",
               help="Where the worker keeps its local state.")
@@ -134,7 +138,7 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
               default="info", show_default=True)
 def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            wire_format: str, schema_registry: str | None, allowed_lateness: float,
-           notice_grace: float, notice_validity: float,
+           notice_grace: float, notice_validity: float, pseudonym_key: Path | None,
            data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
            idle_timeout: float,
            log_level: str) -> int:
@@ -152,9 +156,11 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     framing = make_wire_format(wire_format, schema_registry)
     params = make_params(allowed_lateness, notice_grace, notice_validity,
                          idle_timeout_ms=round(idle_timeout * 1000))
+    pseudonymiser = make_pseudonymiser(pseudonym_key)
+    warn_development_key(pseudonymiser)
     settings = WorkerSettings(connection=connection, topics=names, data_dir=data_dir,
                               partitions=partitions, store=store, web_port=web_port,
-                              web_host=web_host,
+                              web_host=web_host, pseudonymiser=pseudonymiser,
                               params=params, framing=framing)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)

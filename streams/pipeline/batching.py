@@ -18,6 +18,7 @@ tests/test_batching.py): `Consumer._drain_messages(fetcher)` as the fetch loop,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -25,8 +26,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 __all__ = ["BatchHandler", "BatchingConsumer", "batching_transport"]
 
-# (topic, partition, records) -> processed; the records are aiokafka ConsumerRecords.
-BatchHandler = Callable[[Any, list[Any]], Awaitable[None]]
+log = logging.getLogger("consentwatch.worker")
+
+# (topic-partition, records) -> None when done, or an awaitable that completes once
+# what the batch produced is delivered; the records are aiokafka ConsumerRecords.
+BatchHandler = Callable[[Any, list[Any]], Awaitable[Awaitable[Any] | None]]
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
@@ -37,7 +41,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._batch_last: dict[Any, int] = {}  # last offset acknowledged, by partition
+        self._batch_last: dict[Any, int] = {}  # last offset handled, by partition
+        self._in_flight: set[asyncio.Future[None]] = set()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
@@ -79,8 +84,17 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             if handler is None:
                 await self._one_by_one(tp, batch)
             else:
-                await handler(tp, batch)
-                self._ack_batch(tp, batch)
+                delivered = await handler(tp, batch)
+                offsets = self._offsets_of(tp, batch)
+                if delivered is None:
+                    self._ack(tp, offsets)
+                else:
+                    # Acknowledged once what the batch produced is delivered; the next
+                    # batch is processed meanwhile (Faust commits runs without gaps).
+                    task = asyncio.ensure_future(
+                        self._ack_when_delivered(delivered, tp, offsets, generation))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
             self._read_offset[tp] = batch[-1].offset
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
@@ -93,9 +107,9 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             message = self._to_message(tp, record)
             await self.wait_first(callback(message), self.suspend_flow.wait())
 
-    def _ack_batch(self, tp: Any, batch: list[Any]) -> None:
-        """Mark every offset of the batch as processed, and the offsets without a record
-        just before it (transaction markers, say), which would stall the commit."""
+    def _offsets_of(self, tp: Any, batch: list[Any]) -> range:
+        """The offsets a batch covers: its own, and those without a record just before
+        it (transaction markers, say), which would otherwise stall the commit."""
         committed = self._committed_offset[tp]
         first = batch[0].offset
         floor = committed if committed is not None else first
@@ -104,10 +118,26 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             floor = max(floor, previous + 1)
         last = batch[-1].offset
         self._batch_last[tp] = last
+        return range(min(first, floor), last + 1)
+
+    async def _ack_when_delivered(self, delivered: Awaitable[Any], tp: Any, offsets: range,
+                                  generation: int) -> None:
+        try:
+            await delivered
+        except Exception:
+            # Not acknowledged: the commit stops before this batch, which is read again
+            # after the next restart or rebalance.
+            log.exception("a batch of %s was not delivered", tp)
+            return
+        if self.app.consumer_generation_id == generation:
+            self._ack(tp, offsets)
+
+    def _ack(self, tp: Any, offsets: range) -> None:
+        committed = self._committed_offset[tp]
         acked = self._acked[tp]
         index = self._acked_index[tp]
         added = 0
-        for offset in range(min(first, floor), last + 1):
+        for offset in offsets:
             if offset not in index and (committed is None or offset >= committed):
                 index.add(offset)
                 acked.append(offset)

@@ -42,10 +42,31 @@ class TableStore:
         self._cache_size = cache_size
         db_for_partition = getattr(self._store, "_db_for_partition", None)
         if db_for_partition is not None:  # RocksDB: this partition's own database
+            import rocksdict
+
             db = db_for_partition(partition)
+            # No write-ahead log for these writes: the changelog topic is what makes
+            # them durable. A crash loses the unflushed memtable as a whole, this
+            # store's data and its persisted offset alike (both written here, in
+            # order), so what survives is a consistent earlier state, and Faust's
+            # recovery reads the changelog from that offset on.
+            unlogged = rocksdict.WriteOptions()
+            unlogged.disable_wal = True
+            offset_key = self._store.offset_key
+
+            def put(key: bytes, value: bytes) -> None:
+                db.put(key, value, unlogged)
+
+            def delete(key: bytes) -> None:
+                db.delete(key, unlogged)
+
+            def put_offset(offset: int) -> None:
+                db.put(offset_key, str(offset).encode(), unlogged)
+
             self._get_raw = db.get
-            self._put_raw = db.put
-            self._delete_raw = db.delete
+            self._put_raw = put
+            self._delete_raw = delete
+            self._put_offset = put_offset
             self._keys = db.keys
             self._estimate = getattr(db, "property_int_value", None)
         else:  # memory: one dict
@@ -53,6 +74,7 @@ class TableStore:
             self._get_raw = data.get
             self._put_raw = data.__setitem__
             self._delete_raw = lambda key: data.pop(key, None)
+            self._put_offset = lambda offset: None  # Faust keeps no offset in memory
             self._keys = data.keys
             self._estimate = None
 
@@ -117,9 +139,10 @@ class TableStore:
             self._evict()
         return records
 
-    def persisted(self, tp: Any, offset: int) -> None:
-        """The changelog holds everything up to `offset` (what Faust's recovery reads)."""
-        self._store.set_persisted_offset(tp, offset)
+    def persisted(self, offset: int) -> None:
+        """The changelog holds everything up to `offset`: what Faust's recovery reads
+        from, kept as Faust's own `set_persisted_offset` keeps it (but unlogged)."""
+        self._put_offset(offset)
 
     def _load(self, key: bytes) -> Any:
         value = self._cache.get(key)

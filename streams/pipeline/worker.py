@@ -35,6 +35,7 @@ from typing import Any
 
 from streams.engine import Engine, EngineParams
 from streams.errors import InvalidEvent
+from streams.evidence.pseudonymise import Pseudonymiser
 from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
@@ -78,6 +79,8 @@ class WorkerSettings:
     params: EngineParams = field(default_factory=EngineParams)
     tick_interval_s: float = 1.0
     framing: WireFormat = field(default_factory=SingleObjectFraming)
+    # None: the public development key (the CLI warns); one key for every worker
+    pseudonymiser: Pseudonymiser | None = None
 
 
 class _Partition:
@@ -89,6 +92,15 @@ class _Partition:
         self.engine = engine
         self.store = store
         self.sources = sources
+
+
+_PARTITION_COUNTS: dict[str, int] = {}
+
+
+def _murmur2_partition(key: bytes, partitions: int) -> int:
+    from aiokafka.partitioner import murmur2
+
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class _Batch:
@@ -111,9 +123,13 @@ class _Batch:
             if builder.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError("record larger than the producer's batch size")
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """One keyed record, partitioned by the producer (findings, dead letters)."""
-        self.futures.append(await self._producer.send(topic, value, key=key))
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """One keyed record, partitioned as the producer's default partitioner would
+        (murmur2 of the key): findings, amendments, dead letters."""
+        count = _PARTITION_COUNTS.get(topic)
+        if count is None:
+            count = _PARTITION_COUNTS[topic] = len(await self._producer.partitions_for(topic))
+        await self.append(topic, _murmur2_partition(key, count), key, value)
 
     async def _send(self, topic: str, partition: int, builder: Any) -> None:
         count = builder.record_count()
@@ -121,16 +137,22 @@ class _Batch:
         self.futures.append(future)
         self.batches.append((topic, partition, future, count))
 
-    async def done(self) -> list[tuple[str, int, int]]:
-        """Send what is left, wait for every record; the last offset of each batch."""
+    async def enqueue(self) -> asyncio.Future[list[tuple[str, int, int]]]:
+        """Hand what is left to the producer; a future of the last offset of each batch,
+        done once every record is delivered."""
         for (topic, partition), builder in self._builders.items():
             if builder.record_count():
                 await self._send(topic, partition, builder)
         self._builders.clear()
-        if self.futures:
-            await asyncio.gather(*self.futures)
-        return [(topic, partition, future.result().offset + count - 1)
-                for topic, partition, future, count in self.batches]
+        futures, batches = self.futures, self.batches
+
+        async def delivered() -> list[tuple[str, int, int]]:
+            if futures:
+                await asyncio.gather(*futures)
+            return [(topic, partition, future.result().offset + count - 1)
+                    for topic, partition, future, count in batches]
+
+        return asyncio.ensure_future(delivered())
 
 
 class _Pipeline:
@@ -170,11 +192,9 @@ class _Pipeline:
     def _correlate_partition(self, key: bytes) -> int:
         partition = self._partition_of.get(key)
         if partition is None:
-            from aiokafka.partitioner import murmur2
-
             if len(self._partition_of) >= _PARTITION_CACHE:
                 self._partition_of.clear()
-            partition = (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions
+            partition = _murmur2_partition(key, self.settings.partitions)
             self._partition_of[key] = partition
         return partition
 
@@ -190,13 +210,14 @@ class _Pipeline:
     async def _send_outputs(self, batch: _Batch, outputs: Iterable[Finding | Amendment]
                             ) -> None:
         names = self.settings.topics
+        pseudonymiser = self.settings.pseudonymiser
         for output in outputs:
             if isinstance(output, Finding):
                 await batch.send(names.findings, output.finding_id.encode(),
-                                 encode_output(output))
+                                 encode_output(output, pseudonymiser))
             else:
                 await batch.send(names.amendments, output.amendment_id.encode(),
-                                 encode_output(output))
+                                 encode_output(output, pseudonymiser))
 
     def _decode(self, record: Any) -> Any:
         """The record's event; InvalidEvent for a poison record (a decoder bug too)."""
@@ -211,7 +232,7 @@ class _Pipeline:
 
     # -- stage 1: route ---------------------------------------------------------------
 
-    async def route(self, tp: Any, records: list[Any]) -> None:
+    async def route(self, tp: Any, records: list[Any]) -> asyncio.Future[Any]:
         batch = _Batch(self._producer())
         correlate = self.settings.topics.correlate
         partitions = range(self.settings.partitions)
@@ -231,17 +252,23 @@ class _Pipeline:
                 await batch.append(correlate, self._correlate_partition(key), key, record.value)
             if latest is None or event.occurred_at > latest:
                 latest = event.occurred_at
-        await batch.done()
+        delivered = await batch.enqueue()
+        # Records are in the producer's queue before any marker that covers them.
         if latest is not None:
             self.clocks.observe(source_id(tp.topic, tp.partition), latest, _now_ms())
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
+        return delivered
 
-    async def send_markers(self) -> None:
-        """Every correlate partition gets this worker's report on its input partitions."""
+    async def send_markers(self, always: bool = False) -> None:
+        """Every correlate partition gets this worker's report on its input partitions.
+
+        After its batches, only a changed report is sent; the timer sends it `always`:
+        a correlate partition that moved to another worker learns every source again
+        from the records after its committed offset."""
         self._markers_sent = time.monotonic()
         report = self.clocks.report(_now_ms(), self._caught_up)
-        if not report or report == self._last_report:
+        if not report or (report == self._last_report and not always):
             return
         self._last_report = report
         log.debug("watermark report: %s", report)
@@ -249,7 +276,7 @@ class _Pipeline:
         value = encode_marker(report)
         for partition in range(self.settings.partitions):
             await batch.append(self.settings.topics.correlate, partition, None, value)
-        await batch.done()
+        await batch.enqueue()
 
     def _caught_up(self, source: str) -> bool | None:
         from faust.types import TP
@@ -321,7 +348,7 @@ class _Pipeline:
         self.partitions[number] = part
         return part, again
 
-    async def correlate_batch(self, tp: Any, records: list[Any]) -> None:
+    async def correlate_batch(self, tp: Any, records: list[Any]) -> asyncio.Future[Any]:
         number = tp.partition
         part = self.partitions.get(number)
         outputs: list[Finding | Amendment] = []
@@ -354,12 +381,16 @@ class _Pipeline:
                     "internal_error", "the correlation stage failed on this record"))
         await self._write_changelog(batch, number, part.store.flush())
         await self._send_outputs(batch, outputs)
+        delivered = await batch.enqueue()
         changelog = self.table.changelog_topic.get_topic_name()
-        for topic, partition, offset in await batch.done():
-            if topic == changelog:
-                from faust.types import TP
+        store = part.store
 
-                part.store.persisted(TP(topic, partition), offset)
+        async def persisted() -> None:
+            for topic, _, offset in await delivered:
+                if topic == changelog and self.partitions.get(number) is part:
+                    store.persisted(offset)
+
+        return asyncio.ensure_future(persisted())
 
     async def _write_changelog(self, batch: _Batch, partition: int,
                                records: list[ChangelogRecord]) -> None:
@@ -460,6 +491,9 @@ def build_app(settings: WorkerSettings) -> Any:
         # The stages append whole batches (batching.py): larger producer batches, fewer
         # requests. A record still fits: the largest state value is far below this.
         producer_max_batch_size=256 * 1024,
+        # Larger fetches, larger batches: a subject's events of one meeting then more
+        # often share a batch, and its state is written once for them.
+        consumer_max_fetch_size=4 * 1024 * 1024,
     )
     pipeline = _Pipeline(app, settings)
     app.consentwatch = pipeline  # for tests and metrics
@@ -483,7 +517,7 @@ def build_app(settings: WorkerSettings) -> Any:
     async def tick() -> None:
         # An exception in a Faust timer stops the whole worker: log it, try next time.
         try:
-            await pipeline.send_markers()
+            await pipeline.send_markers(always=True)
             await pipeline.refresh_earliest()
         except Exception:
             log.exception("the watermark timer failed; it runs again in a second")
