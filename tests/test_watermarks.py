@@ -38,11 +38,13 @@ def test_a_bad_marker_is_an_invalid_record(body: bytes) -> None:
 
 def test_clock_reports_max_event_minus_lateness_and_leaves_unknown_sources_out() -> None:
     clocks = SourceClocks(LATENESS, IDLE)
-    clocks.assign([A, B, C])
+    clocks.assign([A, B, C], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.observe(A, 90_000, wall_ms=1)  # an older event does not move it back
     state = {A: False, B: None, C: True}
-    assert clocks.report(2, state.__getitem__) == {A: 70_000, C: None}
+    # C looks caught up, having given nothing: EMPTY only once idle for the timeout
+    assert clocks.report(2, state.__getitem__) == {A: 70_000}
+    assert clocks.report(IDLE, state.__getitem__) == {A: 70_000, C: None}
 
 
 def test_an_idle_caught_up_source_advances_with_the_wall_clock_not_before() -> None:

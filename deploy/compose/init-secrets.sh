@@ -3,10 +3,12 @@
 #   consentwatch.key, consentwatch.pub   the ledger's Ed25519 signing key pair
 #                                        (`consentwatch keys generate`)
 #   postgres-password                    the ledger database's password (random)
+#   pseudonym.key                        the workers' HMAC-SHA256 key for pseudonyms in
+#                                        findings' evidence (32 random bytes, hex)
 # Existing files are kept. The folder is ignored by git: these are development
 # secrets for one laptop. Compose bind-mounts a file secret with its owner and mode
 # as they are, and the containers run as other users (consentwatch 10001, postgres),
-# so the files are made readable to them (0644).
+# so the files (all three secrets) are made readable to them (0644).
 #   usage: deploy/compose/init-secrets.sh [DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,4 +35,9 @@ if [[ ! -e $out/postgres-password ]]; then
         >"$out/postgres-password")
     echo "init-secrets.sh: wrote $out/postgres-password" >&2
 fi
-chmod 0644 "$out/consentwatch.key" "$out/postgres-password"
+if [[ ! -e $out/pseudonym.key ]]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' \
+        >"$out/pseudonym.key")
+    echo "init-secrets.sh: wrote $out/pseudonym.key" >&2
+fi
+chmod 0644 "$out/consentwatch.key" "$out/postgres-password" "$out/pseudonym.key"

@@ -11,8 +11,11 @@ sources:
 - `SourceClocks` (route side) follows each input partition a worker reads: the
   greatest event time forwarded from it, and when. After `idle_timeout` with no
   events on a source that is caught up, its watermark advances with the wall clock
-  (`idle_watermark`, the engine's own rule). A source that is caught up and has
-  given nothing since the worker started is reported EMPTY: it holds nobody back.
+  (`idle_watermark`, the engine's own rule). A source that has given nothing since
+  it was assigned, and is caught up, is reported EMPTY once the idle timeout has
+  passed too: from then on it holds nobody back. (Not at once: the high watermark
+  seen is that of the last fetch, and a source that only looks empty would make
+  every event it then delivers late.)
 - A marker record on the correlate topic carries a worker's report for all of its
   sources; it is sent to every correlate partition after the records it covers
   (one producer, so a partition receives them in that order).
@@ -64,9 +67,9 @@ def decode_marker(value: bytes) -> dict[str, int | None]:
 class _Clock:
     __slots__ = ("max_event", "wall_at_event")
 
-    def __init__(self) -> None:
+    def __init__(self, wall_ms: int) -> None:
         self.max_event: int | None = None
-        self.wall_at_event = 0
+        self.wall_at_event = wall_ms  # since assignment, while no event came
 
 
 class SourceClocks:
@@ -77,9 +80,9 @@ class SourceClocks:
         self._idle_timeout = idle_timeout_ms
         self._clocks: dict[str, _Clock] = {}
 
-    def assign(self, sources: Iterable[str]) -> None:
+    def assign(self, sources: Iterable[str], wall_ms: int) -> None:
         for source in sources:
-            self._clocks.setdefault(source, _Clock())
+            self._clocks.setdefault(source, _Clock(wall_ms))
 
     def revoke(self, sources: Iterable[str]) -> None:
         for source in sources:
@@ -92,7 +95,7 @@ class SourceClocks:
         """Records up to `max_event_ms` from `source` have been handed to the producer."""
         clock = self._clocks.get(source)
         if clock is None:
-            clock = self._clocks[source] = _Clock()
+            clock = self._clocks[source] = _Clock(wall_ms)
         if clock.max_event is None or max_event_ms > clock.max_event:
             clock.max_event = max_event_ms
         clock.wall_at_event = wall_ms
@@ -109,7 +112,7 @@ class SourceClocks:
         for source, clock in self._clocks.items():
             state = caught_up(source)
             if clock.max_event is None:
-                if state:
+                if state and wall_ms - clock.wall_at_event >= self._idle_timeout:
                     report[source] = None
                 continue
             watermark = clock.max_event - self._lateness

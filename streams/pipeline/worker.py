@@ -402,8 +402,8 @@ class _Pipeline:
 
     def assigned(self, assigned: Iterable[Any]) -> None:
         inputs = set(self.input_topics)
-        self.clocks.assign(source_id(tp.topic, tp.partition) for tp in assigned
-                           if tp.topic in inputs)
+        self.clocks.assign((source_id(tp.topic, tp.partition) for tp in assigned
+                            if tp.topic in inputs), _now_ms())
 
     def revoked(self, revoked: Iterable[Any]) -> None:
         inputs = set(self.input_topics)
