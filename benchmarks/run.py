@@ -17,7 +17,7 @@ subjects, cached under benchmarks/data/):
 * latency: a fresh pipeline fed live at half the one-worker rate; p50/p99 of
   (finding produced - trigger appended) for the rules about the past;
 * scaling: `replay`-style runs (stream-read JSON Lines, engine, flush) with the
-  state on disk (the worker's FaustStore over RocksDB via rocksdict, its 200,000-object
+  state on disk (the worker's TableStore over RocksDB via rocksdict, its 200,000-object
   cache) for 10,000, 100,000 and 1,000,000 subjects, same number of events:
   events/s and peak RSS, and the 1,000,000 / 10,000 throughput ratio (target >= 0.7).
 
@@ -59,7 +59,10 @@ SECTIONS = ("foundation", "pipeline", "latency", "scaling")
 
 class _RocksTable:
     """The little of a Faust table that the worker's TableStore uses (`table.data`, a store
-    with one RocksDB per partition), over one rocksdict database."""
+    with one RocksDB per partition and the key of its persisted offset), over one rocksdict
+    database."""
+
+    offset_key = b"__faust\0offset__"
 
     def __init__(self, path: str) -> None:
         from rocksdict import Rdict
