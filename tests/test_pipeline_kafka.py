@@ -433,3 +433,23 @@ def test_idle_inputs_advance_with_the_wall_clock_and_notice_deadlines_fire(
                         what="the findings of an idle pipeline", on_timeout=worker.tail)
     compare(got, expected)
     check_worker_healthy(worker)
+
+
+def test_two_workers_that_both_stay_decide_every_partition(kafka_bootstrap: str,
+                                                            workers: kh.Workers,
+                                                            tmp_path: Path) -> None:
+    """Each correlate partition needs the watermarks of the input partitions the other
+    worker reads; the worker that does not lead the group must know them all too."""
+    events = kh.mix(10_000, 1_000, seed=29)
+    expected = kh.replay_findings(events)
+    pipeline = new_pipeline(kafka_bootstrap, "both")
+    workers.start(pipeline.prefix, name="a")
+    workers.start(pipeline.prefix, name="b")
+    pipeline.wait_assigned(timeout=180, members=2)
+    stream = tmp_path / "stream.jsonl"
+    kh.write_jsonl(stream, events)
+    pipeline.produce(stream)
+    pipeline.wait_consumed(timeout=240)
+    pipeline.sentinel(max(event.occurred_at for event in events) + 2 * DAY_MS)
+    pipeline.wait_consumed(timeout=120)
+    check_stream_findings(pipeline, expected, workers)

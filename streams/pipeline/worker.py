@@ -328,7 +328,7 @@ class _Pipeline:
             consumer = self._consumer()
             sources: list[str] = []
             for topic in self.input_topics:
-                count = consumer.topic_partitions(topic)
+                count = _partition_count(consumer, topic)
                 if not count:
                     return None
                 sources.extend(source_id(topic, n) for n in range(count))
@@ -417,6 +417,20 @@ class _Pipeline:
                 source = source_id(tp.topic, tp.partition)
                 self.clocks.revoke([source])
                 self._earliest.pop(source, None)
+
+
+def _partition_count(consumer: Any, topic: str) -> int | None:
+    """How many partitions `topic` has, from the consumer's cluster metadata.
+
+    Not Faust's `topic_partitions`: it reads the group coordinator's metadata snapshot,
+    which only the group's leader keeps, so on any other worker it knows nothing.
+    """
+    try:
+        cluster = consumer._thread._ensure_consumer()._client.cluster
+        partitions = cluster.partitions_for_topic(topic)
+    except Exception:  # not started yet
+        return None
+    return len(partitions) if partitions else None
 
 
 class _WorkerView:
