@@ -5,7 +5,7 @@
 
 Built with Grafana Labs' grafana-foundation-sdk (typed builders generated from Grafana's
 own schemas; the pinned flavour targets Grafana 11.6). Every query reads only the metrics
-of the contract (notes/contracts.md) or Prometheus' `up`; tests/test_dashboards.py checks
+of the contract (tests/promql_names.py) or Prometheus' `up`; tests/test_dashboards.py checks
 that and that the committed JSON is what this script writes.
 
 Counters and their first sample: a counter series appears at its first increment, maybe

@@ -11,7 +11,8 @@ import re
 
 __all__ = ["ALLOWED_SERIES", "CONTRACT_METRICS", "metric_names"]
 
-# /work/notes/contracts.md, "Metric names (issue 4)": name -> type.
+# The metric names the alerts and dashboards rely on (issue 4), pinned here: name -> type.
+# tests/test_metrics.py checks that streams/metrics declares exactly these.
 CONTRACT_METRICS: dict[str, str] = {
     "consentwatch_events_consumed_total": "counter",
     "consentwatch_duplicate_events_total": "counter",

@@ -45,23 +45,9 @@ from tests.builders import (
     viewed,
 )
 from tests.conftest import EXAMPLES_DIR, example_cases, run_cli
+from tests.promql_names import CONTRACT_METRICS
 
 PROMTOOL = "/usr/bin/promtool"
-CONTRACT = {
-    "consentwatch_events_consumed_total": "counter",
-    "consentwatch_duplicate_events_total": "counter",
-    "consentwatch_late_events_total": "counter",
-    "consentwatch_dead_letters_total": "counter",
-    "consentwatch_findings_total": "counter",
-    "consentwatch_amendments_total": "counter",
-    "consentwatch_finding_latency_seconds": "histogram",
-    "consentwatch_watermark_timestamp_seconds": "gauge",
-    "consentwatch_watermark_lag_seconds": "gauge",
-    "consentwatch_pending_decisions": "gauge",
-    "consentwatch_state_subjects": "gauge",
-    "consentwatch_consumer_lag_records": "gauge",
-    "consentwatch_build_info": "gauge",
-}
 NOW = 1_800_000_000.0  # the wall clock of the fake scrapes, in seconds
 
 
@@ -167,7 +153,8 @@ def test_replay_metrics_file_counts_the_expected_findings(case: Path, tmp_path: 
     assert by_label(metrics["consentwatch_events_consumed_total"], "type") == Counter(
         e["type"] for e in events)
     declared = {f.name: f.type for f in text_string_to_metric_families(text.decode())}
-    assert declared == {name.removesuffix("_total"): kind for name, kind in CONTRACT.items()}
+    assert declared == {name.removesuffix("_total"): kind
+                        for name, kind in CONTRACT_METRICS.items()}
     # Everything was decided at the end of the replay; the temporary file was renamed.
     assert metrics["consentwatch_pending_decisions"] == {(("partition", "0"),): 0.0}
     assert {p.name for p in tmp_path.iterdir()} == {"f.jsonl", "replay.prom"}
@@ -236,7 +223,7 @@ def test_every_contract_metric_is_populated_and_promtool_reports_nothing() -> No
     assert content_type.startswith("text/plain; version=0.0.4")
     promtool_check(body)
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-    for name, kind in CONTRACT.items():
+    for name, kind in CONTRACT_METRICS.items():
         base = name.removesuffix("_total") if kind == "counter" else name
         assert families[base].type == kind, name
         assert families[base].samples, f"{name} has no samples"
