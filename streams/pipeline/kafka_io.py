@@ -14,14 +14,15 @@ from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import TopicNames, topic_configs
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
 
-__all__ = ["create_topics", "event_key", "produce_events", "read_outputs"]
+__all__ = ["KafkaUnavailable", "create_topics", "event_key", "produce_events", "read_outputs",
+           "start_client"]
 
 
 class KafkaUnavailable(ConsentwatchError):
     """The broker could not be reached or refused the request."""
 
 
-async def _start(client: Any, connection: KafkaConnection, stop: str = "stop") -> None:
+async def start_client(client: Any, connection: KafkaConnection, stop: str = "stop") -> None:
     """Start an aiokafka client, or close it and say in one line why it could not."""
     from aiokafka.errors import KafkaError
 
@@ -47,7 +48,7 @@ async def create_topics(connection: KafkaConnection, names: TopicNames, partitio
     from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(**connection.aiokafka_options())
-    await _start(admin, connection, stop="close")
+    await start_client(admin, connection, stop="close")
     try:
         existing = set(await admin.list_topics())
         configs = topic_configs(names)
@@ -72,7 +73,7 @@ async def produce_events(connection: KafkaConnection, names: TopicNames,
     framing = framing or SingleObjectFraming()
     producer = AIOKafkaProducer(acks="all", linger_ms=5, enable_idempotence=True,
                                 **connection.aiokafka_options())
-    await _start(producer, connection)
+    await start_client(producer, connection)
     topics = names.inputs
     sent = 0
     loop = asyncio.get_running_loop()
@@ -104,7 +105,7 @@ async def read_outputs(connection: KafkaConnection, topic: str, follow: bool,
 
     consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
                                 **connection.aiokafka_options())
-    await _start(consumer, connection)
+    await start_client(consumer, connection)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:

@@ -20,7 +20,7 @@ from typing import Any
 from streams.model.events import Event
 from streams.model.validate import event_from_record
 from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.kafka_io import _start
+from streams.pipeline.kafka_io import event_key, start_client
 from streams.pipeline.topics import TopicNames
 from streams.serde.wire import SingleObjectFraming, WireFormat
 
@@ -75,17 +75,16 @@ async def produce_sentinels(connection: KafkaConnection, names: TopicNames, at: 
 
     framing = framing or SingleObjectFraming()
     producer = AIOKafkaProducer(acks="all", **connection.aiokafka_options())
-    await _start(producer, connection)
+    await start_client(producer, connection)
     sent: list[Event] = []
     try:
-        counts = []
-        for topic in names.inputs.values():
-            counts.append(len(await producer.partitions_for(topic)))
+        counts = {topic: len(await producer.partitions_for(topic))
+                  for topic in names.inputs.values()}
         futures = []
-        for topic, partition, event in sentinel_events(names, max(counts), at):
-            if partition < len(await producer.partitions_for(topic)):
-                key = event.subject_id.encode() if hasattr(event, "subject_id") else None
-                futures.append(await producer.send(topic, framing.encode(event), key=key,
+        for topic, partition, event in sentinel_events(names, max(counts.values()), at):
+            if partition < counts[topic]:
+                futures.append(await producer.send(topic, framing.encode(event),
+                                                   key=event_key(event),
                                                    partition=partition))
                 sent.append(event)
         await asyncio.gather(*futures)

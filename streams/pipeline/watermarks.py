@@ -26,6 +26,7 @@ sources:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -33,7 +34,7 @@ from streams.engine.core import idle_watermark
 from streams.errors import InvalidEvent
 
 __all__ = ["MARKER", "SourceClocks", "SourceWatermarks", "decode_marker", "encode_marker",
-           "is_marker", "source_id"]
+           "is_marker", "source_id", "source_tp"]
 
 # Not Avro single-object encoding (C3 01), not JSON: cannot be mistaken for an event.
 MARKER = b"\x00consentwatch-watermarks\n"
@@ -42,6 +43,14 @@ MARKER = b"\x00consentwatch-watermarks\n"
 def source_id(topic: str, partition: int) -> str:
     """`topic:partition` (a Kafka topic name has no colon)."""
     return f"{topic}:{partition}"
+
+
+def source_tp(source: str) -> Any:
+    """The Faust topic-partition of a source id (the inverse of `source_id`)."""
+    from faust.types import TP
+
+    topic, _, number = source.rpartition(":")
+    return TP(topic, int(number))
 
 
 def is_marker(value: bytes | None) -> bool:

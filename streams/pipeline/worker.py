@@ -50,6 +50,7 @@ from streams.pipeline.watermarks import (
     encode_marker,
     is_marker,
     source_id,
+    source_tp,
 )
 from streams.serde.wire import SingleObjectFraming, WireFormat, encode_output
 
@@ -278,11 +279,15 @@ class _Pipeline:
             await batch.append(self.settings.topics.correlate, partition, None, value)
         await batch.enqueue()
 
-    def _caught_up(self, source: str) -> bool | None:
-        from faust.types import TP
+    def position(self, tp: Any) -> tuple[int, int] | None:
+        """(next offset to hand over, high watermark) of a partition this worker reads,
+        or None while either is not known.
 
-        topic, _, number = source.rpartition(":")
-        tp = TP(topic, int(number))
+        The next offset follows the last record handed to a stage; before the first,
+        where this consumer started (its committed offset, kept by Faust's seek, or the
+        earliest offset). Never the fetch position: records fetched ahead are not
+        handed over yet.
+        """
         consumer = self._consumer()
         try:
             highwater: int | None = consumer.highwater(tp)
@@ -291,27 +296,23 @@ class _Pipeline:
         if highwater is None:
             return None
         last = consumer._batch_last.get(tp)
-        if last is not None:
-            return bool(last + 1 >= highwater)
-        # Nothing read from it yet: EMPTY only if nothing lies past where this consumer
-        # started (its committed offset, kept by Faust's seek, or the earliest offset).
-        # Not the fetch position: records fetched ahead are not forwarded yet.
-        start = consumer._read_offset[tp]
+        start = last + 1 if last is not None else consumer._read_offset[tp]
         if start is None:
-            start = self._earliest.get(source)
+            start = self._earliest.get(source_id(tp.topic, tp.partition))
         if start is None:
             return None
-        return bool(start >= highwater)
+        return int(start), int(highwater)
+
+    def _caught_up(self, source: str) -> bool | None:
+        position = self.position(source_tp(source))
+        return None if position is None else position[0] >= position[1]
 
     async def refresh_earliest(self) -> None:
         """The earliest offsets of this worker's inputs, asked once for all of them."""
-        from faust.types import TP
-
         missing = [source for source in self.clocks.sources() if source not in self._earliest]
         if not missing:
             return
-        tps = {TP(source.rpartition(":")[0], int(source.rpartition(":")[2])): source
-               for source in missing}
+        tps = {source_tp(source): source for source in missing}
         try:
             earliest = await self._consumer().earliest_offsets(*tps)
         except Exception:  # not assigned any more, or the broker is away: next tick
@@ -456,20 +457,10 @@ class _WorkerView:
         except Exception:  # not started yet
             return {}
         for tp in assignment:
-            if tp.topic not in topics:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # revoked meanwhile
-                continue
-            if highwater is None:
-                continue
-            last = consumer._batch_last.get(tp)
-            start = last + 1 if last is not None else consumer._read_offset[tp]
-            if start is None:
-                start = pipeline._earliest.get(source_id(tp.topic, tp.partition))
-            if start is not None:
-                lag[(tp.topic, tp.partition)] = max(0, int(highwater) - int(start))
+            if tp.topic in topics:
+                position = pipeline.position(tp)
+                if position is not None:
+                    lag[(tp.topic, tp.partition)] = max(0, position[1] - position[0])
         return lag
 
 

@@ -112,14 +112,14 @@ async def consume_into_ledger(connection: KafkaConnection, names: TopicNames,
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
-    from streams.pipeline.kafka_io import _start
+    from streams.pipeline.kafka_io import start_client
 
     consumer = AIOKafkaConsumer(
         names.findings, names.amendments, group_id=ledger_group_id(names),
         enable_auto_commit=False, auto_offset_reset="earliest",
         isolation_level="read_committed", max_poll_records=settings.batch_size,
         **connection.aiokafka_options())
-    await _start(consumer, connection)
+    await start_client(consumer, connection)
     stats = RunStats()
     uncovered = 0  # entries stored since the last checkpoint
     last_checkpoint = time.monotonic()
