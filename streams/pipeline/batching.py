@@ -92,7 +92,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     # Acknowledged once what the batch produced is delivered; the next
                     # batch is processed meanwhile (Faust commits runs without gaps).
                     task = asyncio.ensure_future(
-                        self._ack_when_delivered(delivered, tp, offsets, generation))
+                        self._ack_when_delivered(delivered, tp, offsets))
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
             self._read_offset[tp] = batch[-1].offset
@@ -120,8 +120,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._batch_last[tp] = last
         return range(min(first, floor), last + 1)
 
-    async def _ack_when_delivered(self, delivered: Awaitable[Any], tp: Any, offsets: range,
-                                  generation: int) -> None:
+    async def _ack_when_delivered(self, delivered: Awaitable[Any], tp: Any,
+                                  offsets: range) -> None:
         try:
             await delivered
         except Exception:
@@ -129,8 +129,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             # after the next restart or rebalance.
             log.exception("a batch of %s was not delivered", tp)
             return
-        if self.app.consumer_generation_id == generation:
-            self._ack(tp, offsets)
+        # Acknowledged even when a rebalance came in between: what it produced is out,
+        # and Faust commits only the partitions still assigned. Dropping it would leave
+        # a gap that stops the partition's commits where it kept the partition.
+        self._ack(tp, offsets)
 
     def _ack(self, tp: Any, offsets: range) -> None:
         committed = self._committed_offset[tp]
