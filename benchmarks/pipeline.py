@@ -153,6 +153,12 @@ def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
     cmd = [sys.executable, "-m", "streams.cli.app", "worker", "--broker", broker,
            "--topic-prefix", prefix, "--data-dir", str(data_dir), "--web-port",
            str(_free_port()), "--log-level", "warning", "--partitions", str(partitions)]
+    profile_dir = os.environ.get("CONSENTWATCH_BENCH_PROFILE")
+    if profile_dir:  # where the worker's time goes: a py-spy flame graph per worker
+        seconds = os.environ.get("CONSENTWATCH_BENCH_PROFILE_S", "60")
+        out = Path(profile_dir) / f"{data_dir.name}.txt"  # collapsed stacks
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "50",
+               "--duration", seconds, "--format", "raw", "-o", str(out), "--", *cmd]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 start_new_session=True)
@@ -419,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
     parser.add_argument("--baseline-events", type=int, default=200_000,
                         help="events read by the two Faust baselines (their rate is steady: "
                              "a table update per event takes minutes per 100,000)")
+    parser.add_argument("--latency-only", type=float, metavar="RATE",
+                        help="only the latency measurement, fed at RATE events/s (to compare "
+                             "two builds at one rate)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.quick:
@@ -435,6 +444,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
                                  str(kafka_dir)], capture_output=True, text=True,
                                 check=True).stdout.strip()
     try:
+        if args.latency_only:
+            rate = args.latency_only
+            latency = measure_latency(broker, f"bench{int(time.time())}lat",
+                                      latency_events(rate, args.subjects, args.seed + 1),
+                                      rate, args.partitions, work)
+            print(json.dumps(latency, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps({"latency": latency}, indent=2))
+            return 0
         print(f"generating {args.events:,} events over {args.subjects:,} subjects", flush=True)
         events = _events(args.events, args.subjects, args.seed)
         expected = _expected(events)

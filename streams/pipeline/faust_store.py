@@ -121,6 +121,10 @@ class TableStore:
 
     # -- writing ---------------------------------------------------------------------
 
+    def dirty_keys(self) -> int:
+        """How many keys changed since the last flush."""
+        return len(self._dirty)
+
     def flush(self) -> list[ChangelogRecord]:
         """Write every changed key to storage; return the changelog records to send."""
         records: list[ChangelogRecord] = []

@@ -5,8 +5,9 @@ Two stages, each fed in batches straight from the consumer's fetches (see
 
 1. `route` reads every input topic, decodes each record, sends poison records to
    the dead-letter topic (with source topic, partition, offset, reason and the
-   original bytes) and forwards valid ones, unchanged, to the correlate topic keyed
-   by subject. A FeatureToggled is account-wide, so it is copied to every partition
+   original bytes) and forwards valid ones to the correlate topic keyed by subject,
+   as the validated event's values (`streams/serde/relay.py`: no second Avro
+   decode). A FeatureToggled is account-wide, so it is copied to every partition
    of the correlate topic. After the records, it sends every correlate partition a
    marker with the watermark of each input partition it reads (`watermarks.py`);
    a timer sends one every second too, so an idle input advances with the wall clock.
@@ -14,10 +15,12 @@ Two stages, each fed in batches straight from the consumer's fetches (see
    is the minimum over the input partitions' watermarks, so records that one input
    (or one worker) delivers ahead of another are never made late by it. State is in
    a Faust table (RocksDB through rocksdict by default, memory as an option),
-   written once per batch (`faust_store.py`).
+   written at most every `state_flush_interval_s` (`faust_store.py`): a subject
+   touched by many batches in that time is serialised and logged once.
 
-Delivery is at-least-once. A batch's offsets are acknowledged only after its state
-reached the changelog and its findings their topic; after a restart, decisions
+Delivery is at-least-once. A batch's findings are sent as soon as it is processed;
+its offsets are acknowledged only after they are delivered and after the state it
+changed reached the changelog (the first flush after it); after a restart, decisions
 recorded at or after the first offset read again are sent again
 (`Engine.decided_since`), so no finding is lost and a copy carries the same finding
 id, rule, subject, trigger and evidence.
@@ -41,7 +44,7 @@ from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.pipeline.batching import batching_transport
 from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.faust_store import ChangelogRecord, TableStore
+from streams.pipeline.faust_store import TableStore
 from streams.pipeline.topics import TopicNames
 from streams.pipeline.watermarks import (
     SourceClocks,
@@ -52,6 +55,7 @@ from streams.pipeline.watermarks import (
     source_id,
     source_tp,
 )
+from streams.serde.relay import decode_relayed, encode_relayed, is_relayed
 from streams.serde.wire import SingleObjectFraming, WireFormat, encode_output
 
 __all__ = ["WorkerSettings", "build_app"]
@@ -79,20 +83,31 @@ class WorkerSettings:
     web_host: str = "127.0.0.1"
     params: EngineParams = field(default_factory=EngineParams)
     tick_interval_s: float = 1.0
+    # How long a correlate partition's changed state may stay unwritten. Each flush
+    # serialises every subject changed since the last one, so a longer interval writes
+    # a busy subject fewer times; the offsets its batches cover are committed only
+    # after the flush. Markers reach every correlate partition each tick_interval_s,
+    # so a batch comes along to flush even on a quiet partition.
+    state_flush_interval_s: float = 2.0
+    # A flush also starts once this many keys are waiting (bounds a flush's size).
+    state_flush_max_keys: int = 50_000
     framing: WireFormat = field(default_factory=SingleObjectFraming)
     # None: the public development key (the CLI warns); one key for every worker
     pseudonymiser: Pseudonymiser | None = None
 
 
 class _Partition:
-    """One correlate partition's engine, store and source watermarks."""
+    """One correlate partition's engine, store and source watermarks, and the batches
+    whose state changes wait for the next flush."""
 
-    __slots__ = ("engine", "sources", "store")
+    __slots__ = ("dirty_since", "engine", "sources", "store", "waiting")
 
     def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks) -> None:
         self.engine = engine
         self.store = store
         self.sources = sources
+        self.dirty_since: float | None = None  # monotonic time of the first unflushed change
+        self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
 
 
 _PARTITION_COUNTS: dict[str, int] = {}
@@ -200,11 +215,14 @@ class _Pipeline:
         return partition
 
     async def _dead_letter(self, batch: _Batch, tp: Any, record: Any,
-                           error: InvalidEvent) -> None:
+                           error: InvalidEvent, event: Any = None) -> None:
+        """`event`: the record's event when it decoded; the payload is then that event in
+        the input's own encoding (a correlate record holds it relayed, see relay.py)."""
         self.metrics.observe_dead_letter(error.code)
+        payload = bytes(record.value or b"") if event is None else self.framing.encode(event)
         letter = DeadLetter(source=tp.topic, partition=tp.partition, position=record.offset,
                             reason_code=error.code, reason=error.message,
-                            payload=bytes(record.value or b""), dead_lettered_at=_now_ms())
+                            payload=payload, dead_lettered_at=_now_ms())
         key = f"{letter.source}/{letter.partition}/{letter.position}".encode()
         await batch.send(self.settings.topics.dead_letters, key, encode_output(letter))
 
@@ -223,7 +241,10 @@ class _Pipeline:
     def _decode(self, record: Any) -> Any:
         """The record's event; InvalidEvent for a poison record (a decoder bug too)."""
         try:
-            return self.framing.decode(record.value or b"")
+            value = record.value or b""
+            if is_relayed(value):
+                return decode_relayed(value)
+            return self.framing.decode(value)
         except InvalidEvent:
             raise
         except Exception:  # a decoder bug must not stop the stage
@@ -244,13 +265,14 @@ class _Pipeline:
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue
+            relayed = encode_relayed(event)
             if type(event) is FeatureToggled:
                 key = event.account_id.encode()
                 for partition in partitions:
-                    await batch.append(correlate, partition, key, record.value)
+                    await batch.append(correlate, partition, key, relayed)
             else:
                 key = event.subject_id.encode()
-                await batch.append(correlate, self._correlate_partition(key), key, record.value)
+                await batch.append(correlate, self._correlate_partition(key), key, relayed)
             if latest is None or event.occurred_at > latest:
                 latest = event.occurred_at
         delivered = await batch.enqueue()
@@ -379,25 +401,66 @@ class _Pipeline:
                 log.exception("engine error at %s[%s]@%s", tp.topic, tp.partition,
                               record.offset)
                 await self._dead_letter(batch, tp, record, InvalidEvent(
-                    "internal_error", "the correlation stage failed on this record"))
-        await self._write_changelog(batch, number, part.store.flush())
+                    "internal_error", "the correlation stage failed on this record"), event)
         await self._send_outputs(batch, outputs)
+        if not part.store.dirty_keys():
+            return await batch.enqueue()  # nothing of its own waits for a flush
+        now_s = time.monotonic()
+        if part.dirty_since is None:
+            part.dirty_since = now_s
+        if (self.partitions.get(number) is not part  # revoked meanwhile
+                or now_s - part.dirty_since >= self.settings.state_flush_interval_s
+                or part.store.dirty_keys() >= self.settings.state_flush_max_keys):
+            return await self._flush(part, number, batch)
+        flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        part.waiting.append(flushed)
         delivered = await batch.enqueue()
+
+        async def acknowledgeable() -> None:
+            await delivered
+            await flushed
+
+        return asyncio.ensure_future(acknowledgeable())
+
+    async def _flush(self, part: _Partition, number: int,
+                     batch: _Batch | None = None) -> asyncio.Future[Any]:
+        """Write the partition's changed state to its storage and changelog (in `batch`,
+        or a batch of its own); a future done once that and the batch are delivered,
+        which also releases the batches that waited for this flush."""
+        batch = batch or _Batch(self._producer())
+        waiting, part.waiting, part.dirty_since = part.waiting, [], None
         changelog = self.table.changelog_topic.get_topic_name()
+        for key, value in part.store.flush():
+            await batch.append(changelog, number, key, value)
+        delivered = await batch.enqueue()
         store = part.store
 
         async def persisted() -> None:
-            for topic, _, offset in await delivered:
+            try:
+                offsets = await delivered
+            except BaseException as error:
+                for future in waiting:  # not acknowledged: read again after a restart
+                    if not future.done():
+                        future.set_exception(error)
+                raise
+            for topic, _, offset in offsets:
                 if topic == changelog and self.partitions.get(number) is part:
                     store.persisted(offset)
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
 
         return asyncio.ensure_future(persisted())
 
-    async def _write_changelog(self, batch: _Batch, partition: int,
-                               records: list[ChangelogRecord]) -> None:
-        topic = self.table.changelog_topic.get_topic_name()
-        for key, value in records:
-            await batch.append(topic, partition, key, value)
+    async def flush_revoked(self, parts: Iterable[tuple[int, _Partition]]) -> None:
+        """A revoked partition's unflushed state goes out now: the batches that wait for
+        it are acknowledged (see `_ack_when_delivered`), so it must be in the changelog."""
+        for number, part in parts:
+            if part.store.dirty_keys() or part.waiting:
+                try:
+                    await self._flush(part, number)
+                except Exception:
+                    log.exception("partition %s: the state flush on revocation failed", number)
 
     # -- rebalancing ---------------------------------------------------------------------
 
@@ -406,18 +469,22 @@ class _Pipeline:
         self.clocks.assign((source_id(tp.topic, tp.partition) for tp in assigned
                             if tp.topic in inputs), _now_ms())
 
-    def revoked(self, revoked: Iterable[Any]) -> None:
+    def revoked(self, revoked: Iterable[Any]) -> list[tuple[int, _Partition]]:
+        """Forget the revoked partitions; returns the correlate ones, to `flush_revoked`."""
         inputs = set(self.input_topics)
+        dropped: list[tuple[int, _Partition]] = []
         for tp in revoked:
             if tp.topic == self.settings.topics.correlate:
                 part = self.partitions.pop(tp.partition, None)
                 if part is not None:  # keep what it counted since the last scrape
+                    dropped.append((tp.partition, part))
                     self.metrics.observe_engine(tp.partition, part.engine.stats)
                     self.metrics.forget_engine(tp.partition)
             elif tp.topic in inputs:
                 source = source_id(tp.topic, tp.partition)
                 self.clocks.revoke([source])
                 self._earliest.pop(source, None)
+        return dropped
 
 
 def _partition_count(consumer: Any, topic: str) -> int | None:
@@ -531,7 +598,7 @@ def build_app(settings: WorkerSettings) -> Any:
         pipeline.assigned(assigned)
 
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        pipeline.revoked(revoked)
+        await pipeline.flush_revoked(pipeline.revoked(revoked))
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

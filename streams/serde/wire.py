@@ -256,9 +256,9 @@ def encode_output(item: Finding | Amendment | DeadLetter,
     name = type(item).__name__
     record: dict[str, Any]
     if isinstance(item, Finding):
-        record = avro.finding_to_record(item, pseudonymiser)
+        record = avro.finding_to_record(item, pseudonymiser, tagged=True)
     elif isinstance(item, Amendment):
-        record = avro.amendment_to_record(item, pseudonymiser)
+        record = avro.amendment_to_record(item, pseudonymiser, tagged=True)
     else:
         record = avro.dead_letter_to_record(item)
     out = io.BytesIO()
