@@ -115,11 +115,10 @@ class Engine:
         self._position = -1
         self._wall_at_event: int | None = None
         self._watermark_at_event = NEVER
-        self._received_at: int | None = None  # `wall_ms` of the event being processed
 
     # -- input -----------------------------------------------------------------
 
-    def process(self, event: Event, wall_ms: int | None = None,
+    def process(self, event: Event, wall_ms: int | None = None,  # noqa: PLR0915 (hot loop)
                 position: int = -1) -> list[Output]:
         """Apply one event and return what it lets the engine decide.
 
@@ -127,7 +126,6 @@ class Engine:
         input offset) is recorded with each decision, see `decided_since`.
         """
         self._position = position
-        self._received_at = wall_ms
         t = event.occurred_at
         stats = self.stats
         stats.events[event.TYPE] += 1
@@ -138,10 +136,13 @@ class Engine:
         if kind is FeatureToggled:
             fresh = self._apply_toggle(event, late, outputs)  # type: ignore[arg-type]
         else:
-            # A subject's event: looked up here, not in a method of its own (this runs
-            # for nearly every event; a call costs about 3% of the engine's time).
-            subject_id: str = event.subject_id  # type: ignore[union-attr]
-            event_id = event.event_id
+            # A subject's event, applied here rather than in a method of its own: this
+            # runs for nearly every event, and a call costs about 3% of the engine's time.
+            # (`subject` is typed Any: `kind` says what it is, and a `cast` would be a
+            # function call per event.)
+            subject: Any = event
+            subject_id: str = subject.subject_id
+            event_id = subject.event_id
             state = self._get_subject(subject_id)
             if state is None:
                 state = SubjectState()
@@ -150,7 +151,27 @@ class Engine:
             else:
                 fresh = event_id not in state.seen
             if fresh:
-                self._apply_to(state, subject_id, event, kind, t, late, outputs)
+                state.seen[event_id] = t
+                # The most frequent kinds first.
+                if kind is NoticeDelivered:
+                    state.add_notice(subject.notice_kind, subject.provider, subject.meeting_id,
+                                     t)
+                elif kind is EnrichmentRequested or kind is ProfileViewed:
+                    record = TriggerRecord(subject, STAGE_PAST | STAGE_NOTICE, wall_ms)
+                    state.triggers[event_id] = record
+                    self._schedule(subject_id, record)
+                elif kind is ParticipantJoined:
+                    state.add_join(subject)
+                elif kind is ConsentChanged:
+                    state.add_consent(subject)
+                elif (kind is EnrichmentMatched and subject.matched
+                      and subject.profile_name is not None):
+                    state.add_match(subject)  # only a named match can show a pseudonym
+                if late and state.triggers:
+                    self._amend(subject_id, state, subject, outputs)
+                if watermark - state.pruned_at >= self._prune_every:
+                    self._prune(state)
+                self._put_subject(subject_id, state)
         if not fresh:
             # Counted and otherwise ignored. Its time was seen with the first copy, so
             # this changes nothing, except after a restart, where the copies read again
@@ -295,33 +316,6 @@ class Engine:
                 self.store.put_subject(subject_id, state)
         return True
 
-    def _apply_to(self, state: SubjectState, subject_id: str, event: Any, kind: type,
-                  t: int, late: bool, outputs: list[Output]) -> None:
-        """Apply a subject's event that is not a duplicate to its state, and store it.
-
-        (`event` is typed Any: `kind`, its type, is tested below, and a `cast` per event
-        would be a function call each.)
-        """
-        event_id = event.event_id
-        state.seen[event_id] = t
-        # The most frequent kinds first.
-        if kind is NoticeDelivered:
-            state.add_notice(event.notice_kind, event.provider, event.meeting_id, t)
-        elif kind is EnrichmentRequested or kind is ProfileViewed:
-            record = TriggerRecord(event, STAGE_PAST | STAGE_NOTICE, self._received_at)
-            state.triggers[event_id] = record
-            self._schedule(subject_id, record)
-        elif kind is ParticipantJoined:
-            state.add_join(event)
-        elif kind is ConsentChanged:
-            state.add_consent(event)
-        elif kind is EnrichmentMatched and event.matched and event.profile_name is not None:
-            state.add_match(event)  # only a named match can show a pseudonym overridden
-        if late and state.triggers:
-            self._amend(subject_id, state, event, outputs)
-        if self.watermark - state.pruned_at >= self._prune_every:
-            self._prune(state)
-        self._put_subject(subject_id, state)
 
     def _schedule(self, subject_id: str, record: TriggerRecord) -> None:
         event = record.event

@@ -42,8 +42,15 @@ def format_ms(ms: int) -> str:
     """RFC 3339 form of epoch ms in UTC, for humans (explanations, reports)."""
     if not MIN_MS <= ms <= MAX_MS:
         raise ValueError("timestamp outside the years 1 to 9999")
-    days, rest = divmod(ms, 86_400_000)
-    hours, rest = divmod(rest, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds, millis = divmod(rest, 1000)
-    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+    seconds, millis = divmod(ms, 1000)
+    return f"{_second(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=65_536)
+def _second(epoch_seconds: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of a second since the epoch (UTC); cached, since the
+    explanations of one run mention the same seconds again and again."""
+    days, rest = divmod(epoch_seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}"

@@ -130,7 +130,15 @@ class TableStore:
         records: list[ChangelogRecord] = []
         dumps = pickle.dumps
         protocol = pickle.HIGHEST_PROTOCOL
-        for key, value in self._dirty.items():
+        # Accounts first. A flush may reach the changelog only in part (a crash between
+        # two producer batches), and recovery then reads that part. A subject's decisions
+        # cite its account's toggles, the only evidence kept outside the subject's own
+        # state: with the accounts ahead, a subject recovered from this flush always finds
+        # its account as recent, and a copy of a decision re-sent after the restart cites
+        # what the first one cited.
+        account_prefix = self._account_prefix.encode()
+        dirty = sorted(self._dirty.items(), key=lambda item: not item[0].startswith(account_prefix))
+        for key, value in dirty:
             if value is _DELETED:
                 self._delete_raw(key)
                 records.append((key, None))
