@@ -45,6 +45,7 @@ from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.pipeline.batching import batching_transport
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.faust_store import TableStore
+from streams.pipeline.murmur2 import partition_for
 from streams.pipeline.topics import TopicNames
 from streams.pipeline.watermarks import (
     SourceClocks,
@@ -113,12 +114,6 @@ class _Partition:
 _PARTITION_COUNTS: dict[str, int] = {}
 
 
-def _murmur2_partition(key: bytes, partitions: int) -> int:
-    from aiokafka.partitioner import murmur2
-
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 class _Batch:
     """What one stage's batch sends: appended to producer batches, awaited together."""
 
@@ -145,7 +140,7 @@ class _Batch:
         count = _PARTITION_COUNTS.get(topic)
         if count is None:
             count = _PARTITION_COUNTS[topic] = len(await self._producer.partitions_for(topic))
-        await self.append(topic, _murmur2_partition(key, count), key, value)
+        await self.append(topic, partition_for(key, count), key, value)
 
     async def _send(self, topic: str, partition: int, builder: Any) -> None:
         count = builder.record_count()
@@ -210,7 +205,7 @@ class _Pipeline:
         if partition is None:
             if len(self._partition_of) >= _PARTITION_CACHE:
                 self._partition_of.clear()
-            partition = _murmur2_partition(key, self.settings.partitions)
+            partition = partition_for(key, self.settings.partitions)
             self._partition_of[key] = partition
         return partition
 
