@@ -428,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
     parser.add_argument("--latency-only", type=float, metavar="RATE",
                         help="only the latency measurement, fed at RATE events/s (to compare "
                              "two builds at one rate)")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="skip the latency measurement")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.quick:
@@ -492,10 +494,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
         results["faust_table_agent_events_per_s"] = results["faust_table_agent"]["events_per_s"]
         results["worker_vs_faust_table_agent"] = (
             worker_rate / results["faust_table_agent_events_per_s"])
-        results["latency"] = measure_latency(broker, f"{prefix}lat",
-                                             latency_events(worker_rate / 2, args.subjects,
-                                                            args.seed + 1),
-                                             worker_rate / 2, args.partitions, work)
+        if not args.no_latency:
+            results["latency"] = measure_latency(
+                broker, f"{prefix}lat", latency_events(worker_rate / 2, args.subjects,
+                                                       args.seed + 1),
+                worker_rate / 2, args.partitions, work)
         _print_table(results)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -530,7 +533,7 @@ def _print_table(results: dict[str, Any]) -> None:
     print(f"worker findings match replay: {w['findings_match_replay']} "
           f"({w['findings']:,} of {w['expected_findings']:,}; missing {w['missing']}, "
           f"unexpected {w['unexpected']})")
-    lat = results["latency"]
+    lat = results.get("latency", {})
     if lat.get("past_rule_findings"):
         print(f"latency at {lat['rate_events_per_s']:,.0f} events/s (half the worker's rate), "
               f"rules about the past: p50 {lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, "

@@ -21,8 +21,15 @@ subjects, cached under benchmarks/data/):
   cache) for 10,000, 100,000 and 1,000,000 subjects, same number of events:
   events/s and peak RSS, and the 1,000,000 / 10,000 throughput ratio (target >= 0.7).
 
---quick: 100,000 events for foundation and scaling, 20,000 through the pipeline,
-8,000 for latency: a few minutes. The full run: 1,000,000, 100,000 and 30,000.
+  Beside them, on the topics of the one-worker run: a plain Faust agent that only
+  iterates, and one that makes a table update per record (RocksDB, changelog), over
+  the first --baseline-events records. The JSON's top level of `pipeline` carries
+  worker_events_per_s, workers_2_events_per_s (combined), aiokafka_events_per_s,
+  faust_agent_events_per_s, faust_table_events_per_s and worker_vs_faust_table;
+
+--quick: 100,000 events for foundation and scaling, 20,000 through the pipeline and
+a live minute at half its rate for latency: a few minutes. The full run: 1,000,000
+events everywhere (100,000 subjects), the Faust agents on 200,000.
 """
 
 from __future__ import annotations
@@ -177,7 +184,7 @@ def measure_foundation(events: int, subjects: int, seed: int, cpu: int | None
 
 
 def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partitions: int,
-                     sections: set[str], work: Path) -> dict[str, Any]:
+                     sections: set[str], work: Path, baseline_events: int) -> dict[str, Any]:
     from streams.pipeline.kafka_io import create_topics, produce_events
     from streams.pipeline.topics import TopicNames
 
@@ -201,7 +208,24 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
             run["baseline_events_per_s"] = baseline["events_per_s"]
             run["vs_baseline"] = run["events_per_s"] / baseline["events_per_s"]
             results[f"workers_{workers}"] = run
+            if workers == 1:
+                # Faust's own per-record path on the same topics, the first
+                # `baseline_events` records (its rate is steady; a table update per
+                # record would take minutes for a million).
+                n = min(events, baseline_events)
+                print(f"pipeline: Faust agents, {n:,} events ...", file=sys.stderr, flush=True)
+                results["faust_agent"] = pipeline.measure_faust_agent(
+                    broker, prefix, n, work, partitions)
+                results["faust_table_agent"] = pipeline.measure_faust_agent(
+                    broker, prefix, n, work, partitions, table=True)
         worker_rate = results["workers_1"]["events_per_s"]
+        # The figures the speed issue names, all from this run.
+        results["worker_events_per_s"] = worker_rate
+        results["workers_2_events_per_s"] = results["workers_2"]["events_per_s"]  # combined
+        results["aiokafka_events_per_s"] = results["workers_1"]["baseline_events_per_s"]
+        results["faust_agent_events_per_s"] = results["faust_agent"]["events_per_s"]
+        results["faust_table_events_per_s"] = results["faust_table_agent"]["events_per_s"]
+        results["worker_vs_faust_table"] = worker_rate / results["faust_table_events_per_s"]
     if "latency" in sections:
         rate = (worker_rate or 1_000.0) / 2
         # A live feed of about a minute (pipeline.LATENCY_FEED_S): the last triggers
@@ -229,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cpu", type=int, default=0, help="pin single-core children here")
+    parser.add_argument("--baseline-events", type=int, default=200_000,
+                        help="records the two Faust agents read (default 200,000)")
     parser.add_argument("--skip", default="", help="comma-separated sections to leave out: "
                         + ", ".join(SECTIONS))
     args = parser.parse_args(argv)
@@ -237,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {"foundation": (100_000, 10_000), "pipeline": (20_000, 10_000),
                  "scaling": 100_000}
     else:
-        sizes = {"foundation": (1_000_000, 100_000), "pipeline": (100_000, 10_000),
+        sizes = {"foundation": (1_000_000, 100_000), "pipeline": (1_000_000, 100_000),
                  "scaling": 1_000_000}
     work = Path(tempfile.mkdtemp(prefix="cw-bench-"))
     figures: dict[str, Any] = {
@@ -250,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     def pipeline_section() -> dict[str, Any]:
         with _broker(args.broker, work) as broker:
             return measure_pipeline(broker, *sizes["pipeline"], args.seed, args.partitions,
-                                    sections, work)
+                                    sections, work, args.baseline_events)
 
     plan = {
         "foundation": lambda: measure_foundation(*sizes["foundation"], args.seed, args.cpu),
@@ -333,6 +359,13 @@ def print_table(figures: dict[str, Any]) -> None:
                           n(run["baseline_events_per_s"]), n(run["vs_baseline"], 3), "",
                           f"baseline: aiokafka read+decode; findings = replay: "
                           f"{run['findings_match_replay']}")
+    for key, label in (("faust_agent", "Faust agent, iterate only"),
+                       ("faust_table_agent", "Faust agent, a table update per record")):
+        agent = p.get(key)
+        if agent:
+            ratio = p["worker_events_per_s"] / agent["events_per_s"]
+            table.add_row(label, n(agent["events"]), n(agent["events_per_s"]), "", "", "",
+                          f"1 worker is {ratio:.2f}x this")
     lat = p.get("latency")
     if lat and lat.get("past_rule_findings"):
         table.add_row("decision latency at half load", n(lat["events"]),

@@ -272,7 +272,7 @@ def test_the_files_the_image_copies_build_the_consentwatch_wheel(tmp_path: Path)
     assert any(n.startswith("streams/_schemas/") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "consentwatch = streams.cli.app:main" in entry_points
+    assert "consentwatch = streams.cli.app:run" in entry_points
 
 
 # --- Kubernetes ------------------------------------------------------------------------

@@ -3,11 +3,11 @@ wait for `flush`, which writes them in a safe order and returns the changelog re
 
 from __future__ import annotations
 
-import pickle
 from types import SimpleNamespace
 
 from streams.engine.state import AccountState, SubjectState
 from streams.pipeline.faust_store import TableStore
+from streams.pipeline.state_codec import decode_state
 
 
 def memory_table() -> SimpleNamespace:
@@ -28,7 +28,7 @@ def test_changes_wait_for_the_flush_then_reach_storage_and_changelog() -> None:
     assert store.dirty_keys() == 0
     assert [key for key, _ in records] == [b"s/3/s-1"]
     assert table.data.data[b"s/3/s-1"] == records[0][1]
-    assert pickle.loads(records[0][1]).seen == {"e-1": 1}
+    assert decode_state(records[0][1]).seen == {"e-1": 1}
     store.delete_subject("s-1")
     assert store.subject("s-1") is None
     assert store.flush() == [(b"s/3/s-1", None)]
@@ -57,4 +57,4 @@ def test_a_key_changed_many_times_is_written_once_per_flush() -> None:
         store.put_subject("busy", state)
     records = store.flush()
     assert len(records) == 1
-    assert len(pickle.loads(records[0][1]).seen) == 100
+    assert len(decode_state(records[0][1]).seen) == 100

@@ -14,7 +14,7 @@ import click
 from streams import __version__
 from streams.errors import ConfigError, ConsentwatchError
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,10 +85,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The console script: `main`, then the exit, without freeing what a command built
+    when it asked for that (`streams.runtime.exit_without_teardown`)."""
+    status = main()
+    from streams.runtime import fast_exit_requested
+
+    if fast_exit_requested():
+        import logging
+        import os
+
+        logging.shutdown()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (BrokenPipeError, OSError):
+            status = status or 1
+        os._exit(status)
+    sys.exit(status)
+
+
 def _error(message: str) -> None:
     text = " ".join(message.split())
     click.echo(f"consentwatch: error: {text}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

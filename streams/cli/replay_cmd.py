@@ -104,6 +104,9 @@ def replay(
             pseudonymiser=pseudonymiser,
         )
         findings_out.flush()
+    from streams.runtime import exit_without_teardown
+
+    exit_without_teardown(engine)
     if metrics is not None and metrics_file is not None:
         from streams.metrics import SingleEngineView, write_textfile
 

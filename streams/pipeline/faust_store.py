@@ -10,17 +10,17 @@ partition in one producer batch, then records the changelog offset in the store 
 Faust does (`set_persisted_offset`), so recovery reads only what came after.
 
 Keys carry the partition (`s/<p>/<subject>`, `a/<p>/<account>`) so that the memory
-store, one dict for all partitions, keeps them apart. Values are pickled state
-objects; reads go through an in-process cache of live objects.
+store, one dict for all partitions, keeps them apart. Values are state objects in
+`state_codec`'s form; reads go through an in-process cache of live objects.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator
 from typing import Any
 
 from streams.engine.state import AccountState, SubjectState
+from streams.pipeline.state_codec import decode_state, encode_state
 
 __all__ = ["ChangelogRecord", "TableStore"]
 
@@ -128,8 +128,6 @@ class TableStore:
     def flush(self) -> list[ChangelogRecord]:
         """Write every changed key to storage; return the changelog records to send."""
         records: list[ChangelogRecord] = []
-        dumps = pickle.dumps
-        protocol = pickle.HIGHEST_PROTOCOL
         # Accounts first. A flush may reach the changelog only in part (a crash between
         # two producer batches), and recovery then reads that part. A subject's decisions
         # cite its account's toggles, the only evidence kept outside the subject's own
@@ -143,7 +141,7 @@ class TableStore:
                 self._delete_raw(key)
                 records.append((key, None))
             else:
-                raw = dumps(value, protocol=protocol)
+                raw = encode_state(value)
                 self._put_raw(key, raw)
                 records.append((key, raw))
         self._dirty.clear()
@@ -165,7 +163,7 @@ class TableStore:
         raw = self._get_raw(key)
         if raw is None:
             return None
-        value = pickle.loads(raw)
+        value = decode_state(raw)
         self._cache[key] = value
         return value
 

@@ -1,0 +1,147 @@
+"""How the worker's state objects are written to its table and changelog.
+
+A subject's or an account's state becomes plain values (the events it keeps as
+tuples of their fields, in the dataclass field order) written with `marshal`, behind a
+two-byte tag. This replaces pickle, which called a Python `__reduce__` for every
+event kept: serialising the state was the worker's largest cost after Avro decoding.
+marshal builds only plain values and never runs code; `decode_state` rebuilds the
+objects and turns damaged bytes into a ValueError.
+
+A value written by pickle (a changelog from before this format) still reads.
+"""
+
+from __future__ import annotations
+
+import marshal
+import pickle
+from collections.abc import Callable
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any
+
+from streams.engine.state import AccountState, SubjectState, TriggerRecord
+from streams.model.events import (
+    ConsentChanged,
+    EnrichmentMatched,
+    EnrichmentRequested,
+    FeatureToggled,
+    ParticipantJoined,
+    ProfileViewed,
+    fast_constructor,
+)
+
+__all__ = ["decode_state", "encode_state"]
+
+_SUBJECT = b"S1"
+_ACCOUNT = b"A1"
+_PICKLE = b"\x80"  # pickle protocol 2 and later start with PROTO
+_MARSHAL_VERSION = 4  # read by every Python since 3.4
+
+
+def _values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    return attrgetter(*(f.name for f in fields(cls)))
+
+
+_CONSENT, _JOIN, _MATCH, _TOGGLE = (_values(cls) for cls in (
+    ConsentChanged, ParticipantJoined, EnrichmentMatched, FeatureToggled))
+_TRIGGER_VALUES = {EnrichmentRequested: (0, _values(EnrichmentRequested)),
+                   ProfileViewed: (1, _values(ProfileViewed))}
+_make_consent = fast_constructor(ConsentChanged)
+_make_join = fast_constructor(ParticipantJoined)
+_make_match = fast_constructor(EnrichmentMatched)
+_make_toggle = fast_constructor(FeatureToggled)
+_MAKE_TRIGGER = (fast_constructor(EnrichmentRequested), fast_constructor(ProfileViewed))
+
+
+def encode_state(state: SubjectState | AccountState) -> bytes:
+    if type(state) is SubjectState:
+        return _SUBJECT + marshal.dumps(_subject_values(state), _MARSHAL_VERSION)
+    if type(state) is AccountState:
+        return _ACCOUNT + marshal.dumps(_account_values(state), _MARSHAL_VERSION)
+    raise TypeError(f"not a state object: {type(state).__name__}")
+
+
+def decode_state(raw: bytes) -> SubjectState | AccountState:
+    """The state object of `raw`; ValueError when it is not one."""
+    tag = raw[:2]
+    if tag[:1] == _PICKLE:
+        try:
+            state = pickle.loads(raw)
+        except Exception as exc:  # pickle raises many kinds on damaged data
+            raise ValueError(f"damaged pickled state ({type(exc).__name__})") from None
+        if type(state) not in (SubjectState, AccountState):
+            raise ValueError("the pickled value is not a state object")
+        return state  # type: ignore[no-any-return]
+    try:
+        values = marshal.loads(memoryview(raw)[2:])
+        if tag == _SUBJECT:
+            return _subject_from(values)
+        if tag == _ACCOUNT:
+            return _account_from(values)
+    except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ValueError(f"damaged state value ({type(exc).__name__})") from None
+    raise ValueError("not a state value")
+
+
+# -- subjects -------------------------------------------------------------------------------
+
+
+def _subject_values(state: SubjectState) -> tuple[Any, ...]:
+    return (
+        state.pruned_at,
+        state.seen,  # str -> int: marshal writes it as it is
+        {key: [_CONSENT(e) for e in events] for key, events in state.consents.items()},
+        state.notices,  # tuple key -> list of int
+        {key: [_JOIN(e) for e in events] for key, events in state.joins.items()},
+        {key: [_MATCH(e) for e in events] for key, events in state.matches.items()},
+        {event_id: _trigger_values(record) for event_id, record in state.triggers.items()},
+    )
+
+
+def _trigger_values(record: TriggerRecord) -> tuple[Any, ...]:
+    kind, values = _TRIGGER_VALUES[type(record.event)]
+    return (kind, values(record.event), record.pending, record.outcomes, record.decided_at,
+            record.received_at)
+
+
+def _subject_from(values: tuple[Any, ...]) -> SubjectState:
+    pruned_at, seen, consents, notices, joins, matches, triggers = values
+    state = SubjectState()
+    state.pruned_at = pruned_at
+    state.seen = seen
+    state.consents = {key: [_make_consent(*e) for e in events] for key, events in consents.items()}
+    state.notices = notices
+    state.joins = {key: [_make_join(*e) for e in events] for key, events in joins.items()}
+    state.matches = {key: [_make_match(*e) for e in events] for key, events in matches.items()}
+    state.triggers = {event_id: _trigger_from(record) for event_id, record in triggers.items()}
+    return state
+
+
+def _trigger_from(values: tuple[Any, ...]) -> TriggerRecord:
+    kind, event, pending, outcomes, decided_at, received_at = values
+    record = TriggerRecord(_MAKE_TRIGGER[kind](*event), pending, received_at)
+    record.outcomes = outcomes
+    record.decided_at = decided_at
+    return record
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+def _account_values(state: AccountState) -> tuple[Any, ...]:
+    return (
+        state.pruned_at,
+        state.seen,
+        {key: [_TOGGLE(e) for e in events] for key, events in state.toggles.items()},
+        state.automatic,
+    )
+
+
+def _account_from(values: tuple[Any, ...]) -> AccountState:
+    pruned_at, seen, toggles, automatic = values
+    state = AccountState()
+    state.pruned_at = pruned_at
+    state.seen = seen
+    state.toggles = {key: [_make_toggle(*e) for e in events] for key, events in toggles.items()}
+    state.automatic = automatic
+    return state
