@@ -327,13 +327,32 @@ def _jitters(events: list[Any], rate: float) -> list[tuple[int, float]]:
 
 
 def _live(event: Any, now_ms: int, offset_ms: int, scale: float) -> Any:
-    import dataclasses
-
+    """`event` at `now_ms + offset_ms` (its expiry, if any, moved along, scaled)."""
+    make, values, names = _REMAKE[type(event)]
+    fields = list(values(event))
     at = now_ms + offset_ms
-    changes: dict[str, int] = {"occurred_at": at}
+    fields[names.index("occurred_at")] = at
     if getattr(event, "expires_at", None) is not None:
-        changes["expires_at"] = at + round((event.expires_at - event.occurred_at) * scale)
-    return dataclasses.replace(event, **changes)
+        fields[names.index("expires_at")] = at + round(
+            (event.expires_at - event.occurred_at) * scale)
+    return make(*fields)
+
+
+def _remakers() -> dict[type, tuple[Any, Any, list[str]]]:
+    """Per event class: its fast constructor, its fields' getter and their names."""
+    import dataclasses
+    from operator import attrgetter
+
+    from streams.model.events import EVENT_TYPES, fast_constructor
+
+    remake: dict[type, tuple[Any, Any, list[str]]] = {}
+    for cls in EVENT_TYPES.values():
+        names = [f.name for f in dataclasses.fields(cls)]
+        remake[cls] = (fast_constructor(cls), attrgetter(*names), names)
+    return remake
+
+
+_REMAKE = _remakers()
 
 
 LATENCY_FEED_S = 60.0
@@ -347,14 +366,74 @@ def latency_events(rate: float, subjects: int, seed: int) -> list[Any]:
     return _events(max(10_000, round(rate * LATENCY_FEED_S)), subjects, seed)
 
 
+async def _feed_live(broker: str, names: Any, events: list[Any],
+                     jitters: list[tuple[int, float]], rate: float,
+                     appended: dict[str, float], feed_end: list[float]) -> None:
+    """Feed `events` live at `rate`; `appended`: trigger id -> when its batch was acked."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.pipeline.kafka_io import event_key
+    from streams.pipeline.murmur2 import partition_for
+    from streams.serde.wire import SingleObjectFraming
+
+    # The load generator appends to producer batches itself (one per partition,
+    # sent whenever it is ahead of its schedule): a send() per record would take
+    # it most of a core at these rates, a core the worker under test then lacks.
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    encode = SingleObjectFraming().encode
+    loop = asyncio.get_running_loop()
+    counts = {topic: len(await producer.partitions_for(topic))
+              for topic in names.inputs.values()}
+    open_batches: dict[tuple[str, int], tuple[Any, list[str]]] = {}
+    sent: list[asyncio.Future[Any]] = []
+
+    def stamp(trigger_ids: list[str]) -> None:
+        now = time.time()
+        for eid in trigger_ids:
+            appended.setdefault(eid, now)
+
+    async def send(where: tuple[str, int]) -> None:
+        builder, trigger_ids = open_batches.pop(where)
+        future = await producer.send_batch(builder, where[0], partition=where[1])
+        future.add_done_callback(lambda _, ids=trigger_ids: stamp(ids))
+        sent.append(future)
+
+    started = loop.time()
+    try:
+        pairs = zip(events, jitters, strict=True)
+        for index, (planned, (offset, scale)) in enumerate(pairs, 1):
+            event = _live(planned, time.time_ns() // 1_000_000, offset, scale)
+            topic, key = names.inputs[event.TYPE], event_key(event)
+            where = (topic, partition_for(key, counts[topic]))
+            value = encode(event)
+            if where not in open_batches:
+                open_batches[where] = (producer.create_batch(), [])
+            if open_batches[where][0].append(key=key, value=value,
+                                             timestamp=None) is None:
+                await send(where)
+                open_batches[where] = (producer.create_batch(), [])
+                open_batches[where][0].append(key=key, value=value, timestamp=None)
+            if event.TYPE in ("EnrichmentRequested", "ProfileViewed"):
+                open_batches[where][1].append(event.event_id)
+            ahead = index / rate - (loop.time() - started)
+            if ahead > 0.002:
+                for open_where in list(open_batches):
+                    await send(open_where)
+                await asyncio.sleep(ahead)
+        for open_where in list(open_batches):
+            await send(open_where)
+        await asyncio.gather(*sent)
+        feed_end.append(time.time())
+    finally:
+        await producer.stop()
+
+
 def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
                     partitions: int, work: Path) -> dict[str, Any]:
     """Feed a fresh pipeline live at `rate`; latency of the past rules' findings."""
-    from aiokafka import AIOKafkaProducer
-
-    from streams.pipeline.kafka_io import create_topics, event_key
+    from streams.pipeline.kafka_io import create_topics
     from streams.pipeline.topics import TopicNames
-    from streams.serde.wire import SingleObjectFraming
 
     names = TopicNames(prefix)
     asyncio.run(create_topics(_connection(broker), names, partitions, 1))
@@ -364,32 +443,9 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
     try:
         time.sleep(15)  # let the worker join its group first
 
-        async def feed() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=2, acks="all")
-            await producer.start()
-            encode = SingleObjectFraming().encode
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            try:
-                pairs = zip(events, jitters, strict=True)
-                for index, (planned, (offset, scale)) in enumerate(pairs, 1):
-                    event = _live(planned, time.time_ns() // 1_000_000, offset, scale)
-                    future = await producer.send(names.inputs[event.TYPE], encode(event),
-                                                 key=event_key(event))
-                    if event.TYPE in ("EnrichmentRequested", "ProfileViewed"):
-                        future.add_done_callback(
-                            lambda _, eid=event.event_id: appended.setdefault(eid, time.time()))
-                    ahead = index / rate - (loop.time() - started)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-                await producer.flush()
-                feed_end.append(time.time())
-            finally:
-                await producer.stop()
-
         feed_end: list[float] = []
         jitters = _jitters(events, rate)
-        asyncio.run(feed())
+        asyncio.run(_feed_live(broker, names, events, jitters, rate, appended, feed_end))
         time.sleep(60)  # the last decisions need the watermark to pass them
         times = asyncio.run(_finding_times(broker, names.findings))
     finally:
