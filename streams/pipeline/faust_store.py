@@ -4,9 +4,10 @@ Faust keeps the table: its storage (one RocksDB per partition through rocksdict,
 memory), its changelog topic, and its recovery from that changelog when a partition
 is assigned. What this store changes is how the state is written: not with
 `table[key] = value` (one changelog send per write, and only inside an agent's
-event), but once per batch: `flush()` writes every changed key to the partition's
+event), but when the worker flushes (at most every `state_flush_interval_s`):
+`flush()` writes every key changed since the last flush, once, to the partition's
 storage and returns the changelog records, which the worker appends to the changelog
-partition in one producer batch, then records the changelog offset in the store as
+partition in producer batches, then records the changelog offset in the store as
 Faust does (`set_persisted_offset`), so recovery reads only what came after.
 
 Keys carry the partition (`s/<p>/<subject>`, `a/<p>/<account>`) so that the memory
