@@ -81,10 +81,10 @@ class _RocksTable:
         return self.db
 
 
-# The worker writes a correlate partition's changed state at most every 2 s
+# The worker writes a correlate partition's changed state at most every 5 s
 # (state_flush_interval_s): at its 20,000 events/s over 4 partitions, once per
-# 10,000 events of a partition. This child is one partition.
-BATCH = 10_000
+# 25,000 events of a partition. This child is one partition.
+BATCH = 25_000
 
 
 def child_scaling(path: str, state_dir: str) -> dict[str, Any]:

@@ -88,9 +88,11 @@ class WorkerSettings:
     # How long a correlate partition's changed state may stay unwritten. Each flush
     # serialises every subject changed since the last one, so a longer interval writes
     # a busy subject fewer times; the offsets its batches cover are committed only
-    # after the flush. Markers reach every correlate partition each tick_interval_s,
-    # so a batch comes along to flush even on a quiet partition.
-    state_flush_interval_s: float = 2.0
+    # after the flush, so after a crash up to this much more input is read again
+    # (Kafka Streams flushes its state caches at each commit, every 30 s by default).
+    # Markers reach every correlate partition each tick_interval_s, so a batch comes
+    # along to flush even on a quiet partition.
+    state_flush_interval_s: float = 5.0
     # A flush also starts once this many keys are waiting (bounds a flush's size).
     state_flush_max_keys: int = 50_000
     framing: WireFormat = field(default_factory=SingleObjectFraming)
