@@ -134,13 +134,17 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=30, show_default=True,
               metavar="SECONDS", help="After this long with no events a partition's "
               "watermark advances with the wall clock.")
+@click.option("--state-flush-interval", type=click.FloatRange(min=0), default=5,
+              show_default=True, metavar="SECONDS", envvar="CONSENTWATCH_STATE_FLUSH_INTERVAL",
+              help="Longest a partition's changed state waits before it is written to its "
+              "store and changelog; offsets are committed after it.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            wire_format: str, schema_registry: str | None, allowed_lateness: float,
            notice_grace: float, notice_validity: float, pseudonym_key: Path | None,
            data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
-           idle_timeout: float,
+           idle_timeout: float, state_flush_interval: float,
            log_level: str) -> int:
     """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
     import logging
@@ -161,7 +165,8 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     settings = WorkerSettings(connection=connection, topics=names, data_dir=data_dir,
                               partitions=partitions, store=store, web_port=web_port,
                               web_host=web_host, pseudonymiser=pseudonymiser,
-                              params=params, framing=framing)
+                              params=params, framing=framing,
+                              state_flush_interval_s=state_flush_interval)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
     runner = _worker_class(faust.Worker)(app, loglevel=log_level, quiet=True,
