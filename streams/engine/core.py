@@ -52,7 +52,6 @@ LATENCY_BUFFER = 65_536  # finding latencies kept until the metrics read them
 FOREVER = 1 << 62  # the watermark after the final flush
 
 Output = Finding | Amendment
-Trigger = EnrichmentRequested | ProfileViewed
 
 
 @dataclass(slots=True)
