@@ -328,31 +328,27 @@ def _jitters(events: list[Any], rate: float) -> list[tuple[int, float]]:
 
 def _live(event: Any, now_ms: int, offset_ms: int, scale: float) -> Any:
     """`event` at `now_ms + offset_ms` (its expiry, if any, moved along, scaled)."""
-    make, values, names = _REMAKE[type(event)]
-    fields = list(values(event))
+    names = _FIELD_NAMES[type(event)]
+    values = list(_EVENT_VALUES[type(event)](event))
     at = now_ms + offset_ms
-    fields[names.index("occurred_at")] = at
+    values[names.index("occurred_at")] = at
     if getattr(event, "expires_at", None) is not None:
-        fields[names.index("expires_at")] = at + round(
+        values[names.index("expires_at")] = at + round(
             (event.expires_at - event.occurred_at) * scale)
-    return make(*fields)
+    return _EVENT_MAKERS[event.TYPE](*values)
 
 
-def _remakers() -> dict[type, tuple[Any, Any, list[str]]]:
-    """Per event class: its fast constructor, its fields' getter and their names."""
+def _event_forms() -> tuple[dict[type, list[str]], dict[type, Any], dict[str, Any]]:
+    """Per event class its field names; the project's value getters and constructors."""
     import dataclasses
-    from operator import attrgetter
 
-    from streams.model.events import EVENT_TYPES, fast_constructor
+    from streams.model.events import EVENT_MAKERS, EVENT_TYPES, EVENT_VALUES
 
-    remake: dict[type, tuple[Any, Any, list[str]]] = {}
-    for cls in EVENT_TYPES.values():
-        names = [f.name for f in dataclasses.fields(cls)]
-        remake[cls] = (fast_constructor(cls), attrgetter(*names), names)
-    return remake
+    names = {cls: [f.name for f in dataclasses.fields(cls)] for cls in EVENT_TYPES.values()}
+    return names, EVENT_VALUES, EVENT_MAKERS
 
 
-_REMAKE = _remakers()
+_FIELD_NAMES, _EVENT_VALUES, _EVENT_MAKERS = _event_forms()
 
 
 LATENCY_FEED_S = 60.0

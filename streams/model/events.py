@@ -11,7 +11,9 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 __all__ = [
+    "EVENT_MAKERS",
     "EVENT_TYPES",
+    "EVENT_VALUES",
     "TRIGGER_TYPES",
     "ConsentChanged",
     "EnrichmentMatched",
@@ -179,24 +181,27 @@ EVENT_TYPES: dict[str, type[Event]] = {
 TRIGGER_TYPES: frozenset[str] = frozenset({EnrichmentRequested.TYPE, ProfileViewed.TYPE})
 
 
-# Pickling (the worker's state store pickles the events a subject's state keeps): a
-# frozen slotted dataclass pickles through `dataclasses`' generic __getstate__, which
-# walks `fields()` for every instance. An event reduces to its type name and its
-# values instead, rebuilt by the fast constructor: several times quicker both ways.
-_MAKERS: dict[str, Callable[..., Event]] = {}
+# An event as plain values and back, for every form that stores events compactly
+# (pickling below, the correlate topic's relay, the worker's state codec): per class,
+# its field values in field order (one C call); per type name, its fast constructor.
+EVENT_VALUES: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+EVENT_MAKERS: dict[str, Callable[..., Event]] = {}
 
 
+# Pickling: a frozen slotted dataclass pickles through `dataclasses`' generic
+# __getstate__, which walks `fields()` for every instance. An event reduces to its type
+# name and its values instead, rebuilt by the fast constructor: several times quicker
+# both ways.
 def _rebuild(type_name: str, values: tuple[Any, ...]) -> Event:
-    return _MAKERS[type_name](*values)
+    return EVENT_MAKERS[type_name](*values)
 
 
 def _install_reduce(cls: type[Event]) -> None:
     from operator import attrgetter
 
-    names = [field.name for field in fields(cls)]
-    values = attrgetter(*names)
+    values = EVENT_VALUES[cls] = attrgetter(*(field.name for field in fields(cls)))
     type_name = cls.TYPE
-    _MAKERS[type_name] = fast_constructor(cls)
+    EVENT_MAKERS[type_name] = fast_constructor(cls)
 
     def reduce(self: Event) -> tuple[Callable[..., Event], tuple[str, tuple[Any, ...]]]:
         return _rebuild, (type_name, values(self))

@@ -15,19 +15,18 @@ from __future__ import annotations
 import marshal
 import pickle
 from collections.abc import Callable
-from dataclasses import fields
-from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 from streams.engine.state import AccountState, SubjectState, TriggerRecord
 from streams.model.events import (
+    EVENT_MAKERS,
+    EVENT_VALUES,
     ConsentChanged,
     EnrichmentMatched,
     EnrichmentRequested,
     FeatureToggled,
     ParticipantJoined,
     ProfileViewed,
-    fast_constructor,
 )
 
 __all__ = ["decode_state", "encode_state"]
@@ -37,20 +36,16 @@ _ACCOUNT = b"A1"
 _PICKLE = b"\x80"  # pickle protocol 2 and later start with PROTO
 _MARSHAL_VERSION = 4  # read by every Python since 3.4
 
-
-def _values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    return attrgetter(*(f.name for f in fields(cls)))
-
-
-_CONSENT, _JOIN, _MATCH, _TOGGLE = (_values(cls) for cls in (
+_CONSENT, _JOIN, _MATCH, _TOGGLE = (EVENT_VALUES[cls] for cls in (
     ConsentChanged, ParticipantJoined, EnrichmentMatched, FeatureToggled))
-_TRIGGER_VALUES = {EnrichmentRequested: (0, _values(EnrichmentRequested)),
-                   ProfileViewed: (1, _values(ProfileViewed))}
-_make_consent = fast_constructor(ConsentChanged)
-_make_join = fast_constructor(ParticipantJoined)
-_make_match = fast_constructor(EnrichmentMatched)
-_make_toggle = fast_constructor(FeatureToggled)
-_MAKE_TRIGGER = (fast_constructor(EnrichmentRequested), fast_constructor(ProfileViewed))
+_TRIGGER_VALUES = {EnrichmentRequested: (0, EVENT_VALUES[EnrichmentRequested]),
+                   ProfileViewed: (1, EVENT_VALUES[ProfileViewed])}
+_make_consent = cast(Callable[..., ConsentChanged], EVENT_MAKERS[ConsentChanged.TYPE])
+_make_join = cast(Callable[..., ParticipantJoined], EVENT_MAKERS[ParticipantJoined.TYPE])
+_make_match = cast(Callable[..., EnrichmentMatched], EVENT_MAKERS[EnrichmentMatched.TYPE])
+_make_toggle = cast(Callable[..., FeatureToggled], EVENT_MAKERS[FeatureToggled.TYPE])
+_MAKE_TRIGGER = cast(tuple[Callable[..., EnrichmentRequested], Callable[..., ProfileViewed]],
+                     (EVENT_MAKERS[EnrichmentRequested.TYPE], EVENT_MAKERS[ProfileViewed.TYPE]))
 
 
 def encode_state(state: SubjectState | AccountState) -> bytes:

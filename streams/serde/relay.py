@@ -23,7 +23,7 @@ from operator import attrgetter
 from typing import Any
 
 from streams.errors import InvalidEvent
-from streams.model.events import EVENT_TYPES, Event, fast_constructor
+from streams.model.events import EVENT_MAKERS, EVENT_TYPES, Event
 
 __all__ = ["RELAY_MAGIC", "decode_relayed", "encode_relayed", "is_relayed"]
 
@@ -33,12 +33,12 @@ _MAGIC_LENGTH = len(RELAY_MAGIC)
 # marshal's format version: 4 since Python 3.4, read by every later version
 _MARSHAL_VERSION = 4
 
+# The type name and the field values in one C call (what `EVENT_VALUES` gives, led by
+# the name); and, by type name, how many items a record of that type has.
 _VALUES: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     cls: attrgetter("TYPE", *(f.name for f in fields(cls))) for cls in EVENT_TYPES.values()
 }
-_MAKERS: dict[str, tuple[int, Callable[..., Event]]] = {
-    name: (len(fields(cls)) + 1, fast_constructor(cls)) for name, cls in EVENT_TYPES.items()
-}
+_LENGTHS: dict[str, int] = {name: len(fields(cls)) + 1 for name, cls in EVENT_TYPES.items()}
 
 
 def is_relayed(value: bytes | None) -> bool:
@@ -57,7 +57,7 @@ def decode_relayed(value: bytes) -> Event:
         raise InvalidEvent("bad_relay", "the relayed record cannot be read") from None
     if type(items) is not tuple or not items:
         raise InvalidEvent("bad_relay", "the relayed record is not an event")
-    maker = _MAKERS.get(items[0]) if type(items[0]) is str else None
-    if maker is None or len(items) != maker[0]:
+    name = items[0]
+    if type(name) is not str or _LENGTHS.get(name) != len(items):
         raise InvalidEvent("bad_relay", "the relayed record is not an event of the contract")
-    return maker[1](*items[1:])
+    return EVENT_MAKERS[name](*items[1:])
