@@ -433,8 +433,8 @@ class _Pipeline:
         changelog = self.table.changelog_topic.get_topic_name()
         for key, value in part.store.flush():
             await batch.append(changelog, number, key, value)
-        self._collector.settle()
         delivered = await batch.enqueue()
+        self._collector.settle()  # once the batch is with the producer: it waits for none
         store = part.store
 
         async def persisted() -> None:
