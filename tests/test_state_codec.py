@@ -11,9 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.engine import DictStore, Engine
-from streams.engine.state import AccountState, SubjectState, TriggerRecord
+from streams.engine import state as state_module
+from streams.engine.state import (
+    ACCOUNT_FIELDS,
+    SUBJECT_FIELDS,
+    AccountState,
+    SubjectState,
+    TriggerRecord,
+)
 from streams.model.events import Event
+from streams.model.validate import event_from_record
 from streams.pipeline.state_codec import decode_state, encode_state
+from tests.builders import requested
 from tests.strategies import events
 
 
@@ -29,8 +38,8 @@ def canonical(state: SubjectState | AccountState) -> object:
             return [plain(item) for item in value]
         return value
 
-    return (type(state).__name__,
-            {name: plain(getattr(state, name)) for name in type(state).__slots__})
+    names = SUBJECT_FIELDS if type(state) is SubjectState else ACCOUNT_FIELDS
+    return (type(state).__name__, {name: plain(getattr(state, name)) for name in names})
 
 
 def states_after(feed: list[Event], wall_ms: int | None) -> list[SubjectState | AccountState]:
@@ -59,6 +68,33 @@ def test_a_pickled_state_still_reads(feed: list[Event]) -> None:
     for state in states_after(feed, None):
         back = decode_state(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
         assert canonical(back) == canonical(state)
+
+
+def test_a_trigger_pickled_before_received_at_existed_still_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = [event_from_record(requested(0))]
+    [state] = [s for s in states_after(feed, None) if type(s) is SubjectState]
+    [(event_id, record)] = state.triggers.items()
+
+    class TriggerRecord:  # as it was: no `received_at`, pickled by pickle's default
+        __slots__ = ("decided_at", "event", "outcomes", "pending")
+
+    TriggerRecord.__module__ = "streams.engine.state"
+    TriggerRecord.__qualname__ = "TriggerRecord"
+    old = TriggerRecord()
+    old.event, old.pending, old.outcomes, old.decided_at = (
+        record.event, record.pending, {"enrichment-without-consent": None}, 7)
+    state.triggers = {event_id: old}  # type: ignore[dict-item]
+    with monkeypatch.context() as patch:  # pickle names the class by module and name
+        patch.setattr(state_module, "TriggerRecord", TriggerRecord)
+        raw = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    back = decode_state(raw)
+    assert type(back) is SubjectState
+    loaded = back.triggers[event_id]
+    assert type(loaded) is state_module.TriggerRecord
+    assert (loaded.event, loaded.pending, loaded.outcomes, loaded.decided_at,
+            loaded.received_at) == (record.event, record.pending,
+                                    {"enrichment-without-consent": None}, 7, None)
 
 
 @settings(max_examples=200, deadline=None)

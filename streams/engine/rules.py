@@ -116,9 +116,13 @@ def notice_given(
 
 def _latest_before(events: list[Any] | None, at: int) -> Any:
     if events:
-        for event in reversed(events):
+        # An index loop: mypyc (streams.native) fails on reversed() over a list[Any].
+        index = len(events) - 1
+        while index >= 0:
+            event = events[index]
             if event.occurred_at <= at:
                 return event
+            index -= 1
     return None
 
 
