@@ -147,11 +147,12 @@ def build(force: bool = False, quiet: bool = False) -> bool:
         "paths = sys.argv[1:sys.argv.index('--')]\n"
         "del sys.argv[1:sys.argv.index('--') + 1]\n"
         "setup(name='consentwatch-native', packages=[], py_modules=[],\n"
-        "      ext_modules=mypycify(paths, opt_level='3'))\n"
+        f"      ext_modules=mypycify(paths, opt_level='3', target_dir={str(work / 'c')!r}))\n"
     )
     command = [sys.executable, "-c", setup, "--config-file", config.name,
                "--cache-dir", str(work / "mypy-cache"), *MODULES, "--",
-               "build_ext", "--inplace", "--build-temp", str(work / "temp")]
+               "build_ext", "--inplace", "--build-temp", str(work / "temp"),
+               "--build-lib", str(work / "lib")]
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     finally:
