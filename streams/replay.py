@@ -44,37 +44,16 @@ def replay_records(
     Findings and amendments are written with their evidence pseudonymised by
     `pseudonymiser` (default: the development key's).
     """
-    engine = engine or Engine(DictStore(), params)
-    pseudonymiser = pseudonymiser or default_pseudonymiser()
-    summary = ReplaySummary()
-    write_finding = findings_out.write
-    # A trigger re-sent after the engine's dedupe horizon is decided again, with the
-    # same finding id; one file never lists a finding twice.
-    written: set[str] = set()
-
-    def emit(outputs: list[Finding | Amendment]) -> None:
-        for output in outputs:
-            if type(output) is Finding:
-                if output.finding_id in written:
-                    continue
-                written.add(output.finding_id)
-                summary.findings += 1
-                write_finding(dump_line(output, pseudonymiser))
-            else:
-                summary.amendments += 1
-                if amendments_out is not None:
-                    amendments_out.write(dump_line(output, pseudonymiser))
-                if on_amendment is not None:
-                    on_amendment(output)  # type: ignore[arg-type]
-
-    process = engine.process
+    run = _Run(engine or Engine(DictStore(), params), pseudonymiser or default_pseudonymiser(),
+               findings_out, amendments_out, dead_letters_out, on_dead_letter, on_amendment,
+               on_progress)
     # A batch run: the engine's state makes no reference cycles, so the cyclic
     # collector would only spend time (about a third of it) finding nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _feed(records, process, emit, summary, dead_letters_out, on_dead_letter, on_progress)
-        emit(engine.flush())
+        run.feed(records)
+        run.emit(run.engine.flush())
     finally:
         if collecting:
             # Everything the run allocated sits in the youngest generation, unexamined:
@@ -83,40 +62,87 @@ def replay_records(
             # Frozen objects are still freed when no longer referenced.
             gc.freeze()
             gc.enable()
+    engine = run.engine
+    summary = run.summary
     summary.events = summary.records - summary.dead_letters
     summary.duplicates = engine.stats.duplicates
     summary.late = engine.stats.late
     return summary
 
 
-def _feed(
-    records: Iterable[tuple[int, Event | DeadLetter]],
-    process: Callable[[Event], list[Finding | Amendment]],
-    emit: Callable[[list[Finding | Amendment]], None],
-    summary: ReplaySummary,
-    dead_letters_out: IO[bytes] | None,
-    on_dead_letter: Callable[[DeadLetter], None] | None,
-    on_progress: Callable[[int], None] | None,
-) -> None:
-    # The record count lives in a local while the loop runs (once per record), and is
-    # stored in `summary` whenever something may look at it, and at the end.
-    count = summary.records
-    try:
-        for _, item in records:
-            count += 1
-            if type(item) is not DeadLetter:
-                outputs = process(item)  # type: ignore[arg-type]
-                if outputs:
-                    emit(outputs)
+class _Run:
+    """One replay: the engine and where its outputs go.
+
+    A class rather than closures so that, compiled (streams.native), the per-record
+    calls are direct calls.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        pseudonymiser: Pseudonymiser,
+        findings_out: IO[bytes],
+        amendments_out: IO[bytes] | None,
+        dead_letters_out: IO[bytes] | None,
+        on_dead_letter: Callable[[DeadLetter], None] | None,
+        on_amendment: Callable[[Amendment], None] | None,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.pseudonymiser = pseudonymiser
+        self.findings_out = findings_out
+        self.amendments_out = amendments_out
+        self.dead_letters_out = dead_letters_out
+        self.on_dead_letter = on_dead_letter
+        self.on_amendment = on_amendment
+        self.on_progress = on_progress
+        self.summary = ReplaySummary()
+        # A trigger re-sent after the engine's dedupe horizon is decided again, with the
+        # same finding id; one file never lists a finding twice.
+        self.written: set[str] = set()
+
+    def emit(self, outputs: list[Finding | Amendment]) -> None:
+        summary = self.summary
+        for output in outputs:
+            if type(output) is Finding:
+                if output.finding_id in self.written:
+                    continue
+                self.written.add(output.finding_id)
+                summary.findings += 1
+                self.findings_out.write(dump_line(output, self.pseudonymiser))
             else:
-                summary.records = count
-                summary.dead_letters += 1
-                if dead_letters_out is not None:
-                    dead_letters_out.write(dump_line(item))
-                if on_dead_letter is not None:
-                    on_dead_letter(item)
-            if on_progress is not None and count % 65_536 == 0:
-                summary.records = count
-                on_progress(count)
-    finally:
-        summary.records = count
+                summary.amendments += 1
+                if self.amendments_out is not None:
+                    self.amendments_out.write(dump_line(output, self.pseudonymiser))
+                if self.on_amendment is not None:
+                    self.on_amendment(output)  # type: ignore[arg-type]
+
+    def feed(self, records: Iterable[tuple[int, Event | DeadLetter]]) -> None:
+        summary = self.summary
+        engine = self.engine
+        on_progress = self.on_progress
+        # The record count lives in a local while the loop runs (once per record), and
+        # is stored in `summary` whenever something may look at it, and at the end.
+        count = summary.records
+        try:
+            for _, item in records:
+                count += 1
+                if type(item) is not DeadLetter:
+                    outputs = engine.process(item)  # type: ignore[arg-type]
+                    if outputs:
+                        self.emit(outputs)
+                else:
+                    summary.records = count
+                    self.dead_letter(item)
+                if on_progress is not None and count % 65_536 == 0:
+                    summary.records = count
+                    on_progress(count)
+        finally:
+            summary.records = count
+
+    def dead_letter(self, item: DeadLetter) -> None:
+        self.summary.dead_letters += 1
+        if self.dead_letters_out is not None:
+            self.dead_letters_out.write(dump_line(item))
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(item)

@@ -342,10 +342,9 @@ class Engine:
         self.watermark = max(self.watermark, watermark)
         watermark = self.watermark
         deadlines = self._deadlines
-        decide = self._decide
         while deadlines and deadlines[0][0] < watermark:
             _, _, subject_id, event_id, stage = _heappop(deadlines)
-            decide(subject_id, event_id, stage, outputs)
+            self._decide(subject_id, event_id, stage, outputs)
         if self._swept_at == NEVER:
             self._swept_at = watermark
         elif watermark - self._swept_at >= self.params.amendment_horizon_ms and watermark < FOREVER:
