@@ -36,7 +36,7 @@ ROOT = PACKAGE.parent  # where `streams/...` paths start
 STAMP = PACKAGE / ".native-build.json"
 
 # What `replay` and the worker's correlate stage spend their time in. Modules that
-# build classes at run time (the events, the validators) stay interpreted.
+# build classes at run time (the events, findings) stay interpreted.
 MODULES = (
     "streams/engine/core.py",
     "streams/engine/state.py",
@@ -46,6 +46,7 @@ MODULES = (
     "streams/engine/names.py",
     "streams/catalogue/__init__.py",
     "streams/model/timestamps.py",
+    "streams/model/validate.py",
     "streams/evidence/pseudonymise.py",
     "streams/serde/jsonl.py",
     "streams/serde/avro.py",

@@ -13,7 +13,7 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from streams.catalogue import Catalogue, load_catalogue
 from streams.engine import rules
@@ -42,14 +42,14 @@ from streams.model.findings import Amendment, Finding, amendment_id, finding_id
 
 __all__ = ["NEVER", "Engine", "EngineStats", "Output", "idle_watermark"]
 
-_heappush = heapq.heappush
-_heappop = heapq.heappop
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
 # Finding(...) with its fields in order, built without the frozen __init__'s cost.
-_make_finding = fast_constructor(Finding)
+_make_finding: Final = fast_constructor(Finding)
 
-NEVER = -(1 << 62)  # the watermark before any event
-LATENCY_BUFFER = 65_536  # finding latencies kept until the metrics read them
-FOREVER = 1 << 62  # the watermark after the final flush
+NEVER: Final = -(1 << 62)  # the watermark before any event
+LATENCY_BUFFER: Final = 65_536  # finding latencies kept until the metrics read them
+FOREVER: Final = 1 << 62  # the watermark after the final flush
 
 Output = Finding | Amendment
 

@@ -8,7 +8,7 @@ These are the only implementations of the rules.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Final
 
 from streams.engine.names import is_pseudonym
 from streams.engine.params import EngineParams
@@ -42,12 +42,12 @@ __all__ = [
     "view_past",
 ]
 
-WITHOUT_CONSENT = "enrichment-without-consent"
-EXCEEDS_CONSENT = "enrichment-exceeds-consent"
-WITHOUT_NOTICE = "enrichment-without-notice"
-COVERT_VIEW = "covert-profile-view"
-PSEUDONYM = "pseudonym-deanonymized"
-FEATURE_INACTIVE = "automatic-egress-feature-inactive"
+WITHOUT_CONSENT: Final = "enrichment-without-consent"
+EXCEEDS_CONSENT: Final = "enrichment-exceeds-consent"
+WITHOUT_NOTICE: Final = "enrichment-without-notice"
+COVERT_VIEW: Final = "covert-profile-view"
+PSEUDONYM: Final = "pseudonym-deanonymized"
+FEATURE_INACTIVE: Final = "automatic-egress-feature-inactive"
 
 RULE_STAGE = {
     WITHOUT_CONSENT: 1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from streams.model.events import (
     ConsentChanged,
@@ -38,8 +38,8 @@ __all__ = [
 
 # A trigger is decided in up to two stages: the rules about the past once the
 # watermark passes its time, the notice rules once it passes time + notice_grace.
-STAGE_PAST = 1
-STAGE_NOTICE = 2
+STAGE_PAST: Final = 1
+STAGE_NOTICE: Final = 2
 
 _E = TypeVar("_E")
 Trigger = EnrichmentRequested | ProfileViewed

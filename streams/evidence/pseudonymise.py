@@ -91,7 +91,7 @@ _NAMES: Final = frozenset({"display_name", "profile_name"})
 # The rules whose evidence keeps both names in clear (the override is the finding).
 NAMES_IN_CLEAR_FOR: Final = frozenset({"pseudonym-deanonymized"})
 # Distinct values whose pseudonym is remembered (a value repeats across findings).
-_CACHE_SIZE = 1 << 16
+_CACHE_SIZE: Final = 1 << 16
 
 
 def _forms(names_in_clear: bool) -> dict[type[Any], JsonForm]:
@@ -102,11 +102,11 @@ def _forms(names_in_clear: bool) -> dict[type[Any], JsonForm]:
 
 
 _FORMS: Final = (_forms(False), _forms(True))  # indexed by names_in_clear
-_make_finding = fast_constructor(Finding)
-_make_amendment = fast_constructor(Amendment)
+_make_finding: Final = fast_constructor(Finding)
+_make_amendment: Final = fast_constructor(Amendment)
 # Every field before the evidence, in order: a sealed copy is built from these.
-_finding_head = attrgetter(*(f.name for f in fields(Finding) if f.name != "evidence"))
-_amendment_head = attrgetter(*(f.name for f in fields(Amendment)
+_finding_head: Final = attrgetter(*(f.name for f in fields(Finding) if f.name != "evidence"))
+_amendment_head: Final = attrgetter(*(f.name for f in fields(Amendment)
                                if f.name not in ("evidence", "late_event")))
 _log = logging.getLogger("consentwatch.evidence")
 _T = TypeVar("_T")

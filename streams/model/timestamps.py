@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Final
 
 __all__ = ["MAX_MS", "MIN_MS", "format_ms", "ms_from_datetime", "parse_rfc3339_ms"]
 
 # Avro `long` bounds, and the range `datetime` can represent.
-MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
-MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MIN_MS: Final = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+MAX_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = date(1970, 1, 1)
 

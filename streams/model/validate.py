@@ -119,18 +119,17 @@ def _categories(value: Any) -> tuple[str, ...]:
     return _remember(as_tuple, tuple(sys.intern(item) for item in as_tuple))  # type: ignore[no-any-return]
 
 
-def _enum(*symbols: str) -> Check:
-    allowed = frozenset(symbols)
-    message = "must be one of " + ", ".join(symbols)
+class _Enum:
+    """An enum field's check: one of `symbols`, returned as the canonical string."""
 
-    canonical = {symbol: symbol for symbol in symbols}
+    def __init__(self, *symbols: str) -> None:
+        self.canonical = {symbol: symbol for symbol in symbols}
+        self.message = "must be one of " + ", ".join(symbols)
 
-    def check(value: Any) -> str:
-        if type(value) is not str or value not in allowed:
-            raise _Bad(message)
-        return canonical[value]
-
-    return check
+    def __call__(self, value: Any) -> str:
+        if type(value) is not str or value not in self.canonical:
+            raise _Bad(self.message)
+        return self.canonical[value]
 
 
 _REQUIRED, _OPTIONAL = False, True
@@ -156,7 +155,7 @@ _FIELDS: dict[str, tuple[tuple[str, Check, bool], ...]] = {
         ("provider", _provider, _REQUIRED),
         ("data_use", _key, _REQUIRED),
         ("data_sent", _categories, _REQUIRED),
-        ("trigger", _enum("USER_ACTION", "AUTOMATIC"), _REQUIRED),
+        ("trigger", _Enum("USER_ACTION", "AUTOMATIC"), _REQUIRED),
         ("requested_by", _id, _OPTIONAL),
     ),
     "EnrichmentMatched": (
@@ -188,7 +187,7 @@ _FIELDS: dict[str, tuple[tuple[str, Check, bool], ...]] = {
         ("consent_record_id", _id, _REQUIRED),
         ("data_use", _key, _REQUIRED),
         ("provider", _provider, _OPTIONAL),
-        ("status", _enum("GRANTED", "WITHDRAWN"), _REQUIRED),
+        ("status", _Enum("GRANTED", "WITHDRAWN"), _REQUIRED),
         ("data_categories", _categories, _REQUIRED),
         ("expires_at", _timestamp, _OPTIONAL),
         ("notice_version", _text, _OPTIONAL),
@@ -200,7 +199,7 @@ _FIELDS: dict[str, tuple[tuple[str, Check, bool], ...]] = {
         ("account_id", _id, _REQUIRED),
         ("subject_id", _id, _REQUIRED),
         ("meeting_id", _id, _OPTIONAL),
-        ("notice_kind", _enum("ENRICHMENT", "PROFILE_VIEW"), _REQUIRED),
+        ("notice_kind", _Enum("ENRICHMENT", "PROFILE_VIEW"), _REQUIRED),
         ("provider", _provider, _OPTIONAL),
         ("channel", _text, _REQUIRED),
         ("notice_version", _text, _REQUIRED),
@@ -218,54 +217,76 @@ _FIELDS: dict[str, tuple[tuple[str, Check, bool], ...]] = {
 assert _FIELDS.keys() == EVENT_TYPES.keys()
 
 
-def _compile(type_name: str) -> Callable[[Mapping[str, Any]], Event]:
-    """One straight-line validator per event type, generated from `_FIELDS`.
+# How a field is checked on the common path; anything else goes to its Check.
+_ANY, _ID, _TIMESTAMP, _TEXT, _BOOL, _ENUM = range(6)
+_KINDS: dict[Any, int] = {_id: _ID, _timestamp: _TIMESTAMP, _text: _TEXT, _bool: _BOOL}
 
-    The same checks as calling each field's check in a loop, without the per-field
-    call overhead on the common path: this runs once per record on every input.
-    """
-    lines = [f"def validate_{type_name}(record):", "    get = record.get"]
-    # `cls` builds the event like the dataclass's own constructor, only faster.
-    names: dict[str, Any] = {"InvalidEvent": InvalidEvent, "_Bad": _Bad,
-                             "cls": fast_constructor(EVENT_TYPES[type_name]),
-                             "MIN_MS": MIN_MS, "MAX_MS": MAX_MS}
-    args = []
-    for index, (name, check, optional) in enumerate(_FIELDS[type_name]):
-        var = f"v{index}"
-        args.append(var)
-        names[f"check{index}"] = check
+
+class _Field:
+    __slots__ = ("check", "invalid", "kind", "missing", "name", "optional", "symbols")
+
+    def __init__(self, type_name: str, name: str, check: Check, optional: bool) -> None:
+        self.name = name
+        self.check = check
+        self.optional = optional
+        self.kind = _ENUM if isinstance(check, _Enum) else _KINDS.get(check, _ANY)
+        self.symbols: dict[str, str] = check.canonical if isinstance(check, _Enum) else {}
         where = f"{type_name}: field '{name}'"
-        lines.append(f"    {var} = get({name!r})")
-        if optional:
-            lines.append(f"    if {var} is not None:")
-            indent = "        "
-        else:
-            lines.append(f"    if {var} is None:")
-            missing = where + " is missing or null"
-            lines.append(f"        raise InvalidEvent('missing_field', {missing!r})")
-            indent = "    "
-        if check is _id:
-            test = f"type({var}) is not str or not {var}"
-        elif check is _bool:
-            test = f"type({var}) is not bool"
-        elif check is _timestamp:
-            test = f"type({var}) is not int or not MIN_MS <= {var} <= MAX_MS"
-        elif check is _text:
-            test = f"type({var}) is not str"
-        else:
-            test = "True"
-        lines.append(f"{indent}if {test}:")
-        lines.append(f"{indent}    try:")
-        lines.append(f"{indent}        {var} = check{index}({var})")
-        lines.append(f"{indent}    except _Bad as bad:")
-        lines.append(f"{indent}        raise InvalidEvent('invalid_field', "
-                     f"{where!r} + ' ' + bad.reason) from None")
-    lines.append(f"    return cls({', '.join(args)})")
-    exec("\n".join(lines), names)
-    return names[f"validate_{type_name}"]  # type: ignore[no-any-return]
+        self.missing = where + " is missing or null"
+        self.invalid = where + " "
 
 
-_VALIDATORS = {name: _compile(name) for name in _FIELDS}
+class _Validator:
+    """The validator of one event type, from its row of `_FIELDS`.
+
+    Its checks are those of each field's Check; the usual cases (a non-empty id, a
+    timestamp in range, a known symbol) are decided here without calling it.
+    Compiled with the engine (streams.native), for it runs once per record of every
+    input.
+    """
+
+    def __init__(self, type_name: str) -> None:
+        self.fields = [_Field(type_name, name, check, optional)
+                       for name, check, optional in _FIELDS[type_name]]
+        # Builds the event like the dataclass's own constructor, only faster.
+        self.make: Callable[..., Event] = fast_constructor(EVENT_TYPES[type_name])
+
+    def __call__(self, record: Mapping[str, Any]) -> Event:
+        fields: dict[str, Any] = record if type(record) is dict else dict(record)
+        values: list[Any] = []
+        for field in self.fields:
+            value = fields.get(field.name)
+            if value is None:
+                if not field.optional:
+                    raise InvalidEvent("missing_field", field.missing)
+                values.append(None)
+                continue
+            kind = field.kind
+            if kind == _ID:
+                ok = type(value) is str and len(value) > 0
+            elif kind == _TIMESTAMP:
+                ok = type(value) is int and MIN_MS <= value <= MAX_MS
+            elif kind == _TEXT:
+                ok = type(value) is str
+            elif kind == _BOOL:
+                ok = type(value) is bool
+            elif kind == _ENUM:
+                canonical = field.symbols.get(value) if type(value) is str else None
+                ok = canonical is not None
+                if ok:
+                    value = canonical
+            else:
+                ok = False
+            if not ok:
+                try:
+                    value = field.check(value)
+                except _Bad as bad:
+                    raise InvalidEvent("invalid_field", field.invalid + bad.reason) from None
+            values.append(value)
+        return self.make(*values)
+
+
+_VALIDATORS = {name: _Validator(name) for name in _FIELDS}
 
 
 def validator_for(type_name: str) -> Callable[[Mapping[str, Any]], Event] | None:
