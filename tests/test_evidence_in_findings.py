@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import fastavro
 import orjson
 import pytest
+from hypothesis import given, settings
 
 from streams.engine.rules import (
     COVERT_VIEW,
@@ -55,6 +57,7 @@ from tests.builders import (
     viewed,
 )
 from tests.conftest import run_cli
+from tests.strategies import findings
 
 KEY = b"0123456789abcdef0123456789abcdef"
 PZ = Pseudonymiser(KEY)
@@ -372,3 +375,16 @@ def test_evidence_is_found_even_where_no_rule_looks_today() -> None:
                            lambda _: None) == (c, j, v)
     assert evidence_events(("nowhere", v.event_id), v, state,  # type: ignore[arg-type]
                            lambda _: None) == (v,)
+
+
+@settings(max_examples=150, deadline=None)
+@given(findings())
+def test_the_json_form_of_a_finding_is_that_of_its_sealed_copy(finding: Finding) -> None:
+    # `replay` writes findings from `finding_json`; it must equal the sealed dataclass,
+    # field for field and in order, for raw and already pseudonymised evidence alike.
+    pseudonymiser = Pseudonymiser(b"k" * 32)
+    assert (orjson.dumps(pseudonymiser.finding_json(finding))
+            == orjson.dumps(pseudonymiser.finding(finding)))
+    assert list(pseudonymiser.finding_json(finding)) == [f.name for f in fields(Finding)]
+    assert dump_line(finding, pseudonymiser) == orjson.dumps(
+        pseudonymiser.finding(finding), option=orjson.OPT_APPEND_NEWLINE)

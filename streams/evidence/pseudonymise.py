@@ -158,6 +158,27 @@ class Pseudonymiser:
         return _make_finding(*_finding_head(finding),
                              tuple([event(item, clear) for item in finding.evidence]))
 
+    def finding_json(self, finding: Finding) -> dict[str, Any]:
+        """What orjson writes of `self.finding(finding)`, built directly: `replay`
+        writes every finding this way (a sealed copy first cost as much again)."""
+        clear = finding.rule in NAMES_IN_CLEAR_FOR
+        event = self.event
+        return {  # the fields of Finding, in order (tests/test_evidence_in_findings.py checks)
+            "finding_id": finding.finding_id,
+            "rule": finding.rule,
+            "severity": finding.severity,
+            "subject_id": finding.subject_id,
+            "account_id": finding.account_id,
+            "meeting_id": finding.meeting_id,
+            "provider": finding.provider,
+            "trigger_event_id": finding.trigger_event_id,
+            "evidence_event_ids": finding.evidence_event_ids,
+            "occurred_at": finding.occurred_at,
+            "detected_at": finding.detected_at,
+            "explanation": finding.explanation,
+            "evidence": [event(item, clear) for item in finding.evidence],
+        }
+
     def amendment(self, amendment: Amendment) -> Amendment:
         """`amendment` with its evidence and late event pseudonymised."""
         if _is_sealed(amendment):

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
@@ -729,7 +730,27 @@ def _open_container(source: _Source) -> tuple[_Plan, Any]:
     fastavro.schemaless_writer(out, _HEADER_REST, header)
     source.replace_header(out.getvalue())
     blocks = fastavro.block_reader(source, return_record_name=True)
+    _intern_field_names(blocks.writer_schema)
     return plan, blocks
+
+
+def _intern_field_names(schema: Any) -> None:
+    """Intern the field names of the schema fastavro decodes with, in place.
+
+    fastavro keys each record dict with these very strings; interned, they are the
+    validator's own field-name strings, so its lookups match by identity instead of
+    comparing strings (a million records, ten fields each).
+    """
+    if isinstance(schema, list):
+        for item in schema:
+            _intern_field_names(item)
+    elif isinstance(schema, dict):
+        for field in schema.get("fields") or ():
+            if isinstance(field, dict) and isinstance(field.get("name"), str):
+                field["name"] = sys.intern(field["name"])
+                _intern_field_names(field.get("type"))
+        for key in ("items", "values"):
+            _intern_field_names(schema.get(key))
 
 
 def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Event | DeadLetter]]:

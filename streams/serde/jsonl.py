@@ -107,6 +107,9 @@ def dump_line(item: Finding | Amendment | DeadLetter | dict[str, Any],
     (without one, the development key's, see `default_pseudonymiser`); dead letters
     go through `to_dict` for base64."""
     kind = type(item)
+    if kind is Finding and pseudonymiser is not None:
+        return orjson.dumps(pseudonymiser.finding_json(item),  # type: ignore[arg-type]
+                            option=orjson.OPT_APPEND_NEWLINE)
     if kind is Finding or kind is Amendment:
         if pseudonymiser is not None:
             item = pseudonymiser.seal(item)
