@@ -420,8 +420,8 @@ def test_providers_are_bounded_and_never_free_text() -> None:
     metrics = new_metrics()
     stats = EngineStats()
     for i in range(MAX_PROVIDERS + 8):
-        stats.findings[("covert-profile-view", "HIGH", f"provider_{i:02d}")] += 1
-    stats.findings[("covert-profile-view", "HIGH", "alice@example.com")] += 1
+        stats.findings[("covert-profile-view", "HIGH", f"provider_{i:02d}")] = 1
+    stats.findings[("covert-profile-view", "HIGH", "alice@example.com")] = 1
     metrics.observe_engine(0, stats)
     providers = {labels["provider"] for name, labels in series(metrics)
                  if name == "consentwatch_findings_total"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -177,7 +177,7 @@ class PipelineMetrics:
         self.dead_letters.labels(reason=self._reason(reason_code)).inc()
 
 
-def _deltas(now: Counter[_K], before: Counter[_K]) -> list[tuple[_K, int]]:
+def _deltas(now: Mapping[_K, int], before: Counter[_K]) -> list[tuple[_K, int]]:
     """The increases of `now` over `before`, which is brought up to date."""
     changed = [(key, count - before[key]) for key, count in now.items() if count > before[key]]
     for key, delta in changed:
