@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ENV_VAR", "MODULES", "STAMP", "build", "clean", "stale", "status"]
 
@@ -84,12 +85,16 @@ def _digest(path: str) -> str:
     return hashlib.sha256((ROOT / path).read_bytes()).hexdigest()
 
 
-def _recorded() -> dict[str, str]:
+def _stamp() -> dict[str, Any]:
     try:
         data = json.loads(STAMP.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    sources = data.get("sources") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded() -> dict[str, str]:
+    sources = _stamp().get("sources")
     return sources if isinstance(sources, dict) else {}
 
 
@@ -119,8 +124,9 @@ def clean() -> int:
         for file in _extension_files(path):
             file.unlink()
             removed += 1
-    for file in ROOT.glob("*__mypyc*"):
-        if file.is_file():
+    for name in _stamp().get("shared", []):  # only the ones this build made
+        file = ROOT / str(name)
+        if "/" not in str(name) and file.is_file():
             file.unlink()
             removed += 1
     STAMP.unlink(missing_ok=True)
@@ -128,19 +134,31 @@ def clean() -> int:
 
 
 def build(force: bool = False, quiet: bool = False) -> bool:
-    """Compile MODULES in place unless the last build is fresh. True when compiled.
+    """Compile MODULES unless the last build is fresh. True when compiled.
 
-    Raises RuntimeError (with mypyc's or the compiler's output) when the build fails;
-    the sources keep working in that case.
+    mypyc compiles a copy of the package's sources (beside an installed package sit
+    other packages it must not take for ours); the extension modules are then put
+    beside the sources they were compiled from. Raises RuntimeError (with mypyc's or
+    the compiler's output) when the build fails; the sources keep working then.
     """
     if not force and all(state == "compiled" for state in status().values()):
         return True
     clean()
     digests = {path: _digest(path) for path in MODULES}
-    work = ROOT / "build" / "native"
-    work.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".ini", dir=work, delete=False) as config:
-        config.write(_MYPY_CONFIG)
+    if (ROOT / "pyproject.toml").exists():  # a checkout: keep mypyc's C and its cache
+        return _build_in(ROOT / "build" / "native", digests, quiet)
+    with tempfile.TemporaryDirectory(prefix="consentwatch-native-") as temporary:
+        # an installed package (the image): leave nothing but the modules
+        return _build_in(Path(temporary), digests, quiet)
+
+
+def _build_in(work: Path, digests: dict[str, str], quiet: bool) -> bool:
+    stage = work / "src"
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.copytree(PACKAGE, stage / PACKAGE.name, ignore=shutil.ignore_patterns(
+        "*.so", "*.pyd", "__pycache__", STAMP.name))
+    config = work / "mypy.ini"
+    config.write_text(_MYPY_CONFIG, encoding="utf-8")
     setup = (
         "import sys\n"
         "from setuptools import setup\n"
@@ -150,23 +168,26 @@ def build(force: bool = False, quiet: bool = False) -> bool:
         "setup(name='consentwatch-native', packages=[], py_modules=[],\n"
         f"      ext_modules=mypycify(paths, opt_level='3', target_dir={str(work / 'c')!r}))\n"
     )
-    command = [sys.executable, "-c", setup, "--config-file", config.name,
+    command = [sys.executable, "-c", setup, "--config-file", str(config),
                "--cache-dir", str(work / "mypy-cache"), *MODULES, "--",
                "build_ext", "--inplace", "--build-temp", str(work / "temp"),
                "--build-lib", str(work / "lib")]
-    try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    finally:
-        os.unlink(config.name)
+    done = subprocess.run(command, cwd=stage, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        clean()
         raise RuntimeError(f"mypyc build failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+    built = [file for file in stage.rglob("*") if file.is_file()
+             and file.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+    for file in built:
+        target = ROOT / file.relative_to(stage)
+        shutil.copyfile(file, target.with_name(target.name + ".tmp"))
+        os.replace(target.with_name(target.name + ".tmp"), target)
     missing = [path for path in MODULES if not _extension_files(path)]
+    shared = sorted(file.name for file in built if file.parent == stage)
+    STAMP.write_text(json.dumps({"sources": digests, "shared": shared}, indent=1,
+                                sort_keys=True) + "\n", encoding="utf-8")
     if missing:
         clean()
         raise RuntimeError(f"mypyc build made no extension for {', '.join(missing)}")
-    STAMP.write_text(json.dumps({"sources": digests}, indent=1, sort_keys=True) + "\n",
-                     encoding="utf-8")
     if not quiet:
         print(f"compiled {len(MODULES)} modules with mypyc", file=sys.stderr)
     return True
