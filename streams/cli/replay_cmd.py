@@ -131,6 +131,6 @@ def _metrics() -> PipelineMetrics:
 
 def _open(path: Path, mode: str) -> IO[bytes]:
     try:
-        return open(path, mode)
+        return open(path, mode, buffering=1 << 20)  # findings: some 250 MB a million events
     except OSError as exc:
         raise click.UsageError(f"cannot open {path}: {exc.strerror}") from None

@@ -23,6 +23,7 @@ from streams.engine.state import (
     STAGE_NOTICE,
     STAGE_PAST,
     AccountState,
+    DictStore,
     StateStore,
     SubjectState,
     TriggerRecord,
@@ -100,6 +101,11 @@ class Engine:
         self._grace = self.params.notice_grace_ms
         self._get_subject = store.subject
         self._put_subject = store.put_subject
+        # The plain store's dict of subjects (replay), used directly: compiled
+        # (streams.native), a lookup is then no call, and putting back an object the dict
+        # already holds is skipped. None for any other store (the worker's tables).
+        self._plain: dict[str, SubjectState] | None = (
+            store.subject_states if type(store) is DictStore else None)
         self.catalogue = catalogue or load_catalogue()
         self._rules = {rule.id: rule for rule in self.catalogue.rules}
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
@@ -145,7 +151,9 @@ class Engine:
             subject: Any = event
             subject_id: str = subject.subject_id
             event_id = subject.event_id
-            state = self._get_subject(subject_id)
+            plain = self._plain
+            state = plain.get(subject_id) if plain is not None else self._get_subject(subject_id)
+            created = state is None
             if state is None:
                 state = SubjectState()
                 state.pruned_at = watermark  # nothing to prune yet
@@ -173,7 +181,10 @@ class Engine:
                     self._amend(subject_id, state, subject, outputs)
                 if watermark - state.pruned_at >= self._prune_every:
                     self._prune(state)
-                self._put_subject(subject_id, state)
+                if plain is None:
+                    self._put_subject(subject_id, state)
+                elif created:
+                    plain[subject_id] = state
         if not fresh:
             # Counted and otherwise ignored. Its time was seen with the first copy, so
             # this changes nothing, except after a restart, where the copies read again
@@ -369,7 +380,8 @@ class Engine:
 
     def _decide(self, subject_id: str, event_id: str, stage: int, outputs: list[Output]) -> None:
         # `_evaluate`, inlined: this runs twice for every trigger.
-        state = self._get_subject(subject_id)
+        plain = self._plain
+        state = plain.get(subject_id) if plain is not None else self._get_subject(subject_id)
         if state is None:
             return
         record = state.triggers.get(event_id)
@@ -412,7 +424,8 @@ class Engine:
                 account = AccountState()
             account.automatic[subject_id] = event.occurred_at
             self.store.put_account(event.account_id, account)
-        self._put_subject(subject_id, state)
+        if plain is None:
+            self._put_subject(subject_id, state)
 
     def _finding(self, rule_id: str, event: EnrichmentRequested | ProfileViewed,
                  evidence: tuple[str, ...], context: dict[str, object],

@@ -257,10 +257,12 @@ class DictStore:
     The lookups are the dicts' own bound methods: this store sits on the hot path.
     """
 
-    __slots__ = ("_accounts", "_subjects", "account", "put_account", "put_subject", "subject")
+    __slots__ = ("_accounts", "_subjects", "account", "put_account", "put_subject", "subject",
+                 "subject_states")
 
     def __init__(self) -> None:
         self._subjects: dict[str, SubjectState] = {}
+        self.subject_states = self._subjects  # the engine reads this one directly
         self._accounts: dict[str, AccountState] = {}
         self.subject: Callable[[str], SubjectState | None] = self._subjects.get
         self.put_subject: Callable[[str, SubjectState], None] = self._subjects.__setitem__
