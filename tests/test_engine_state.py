@@ -11,7 +11,17 @@ from streams.engine.state import SubjectState
 from streams.model.events import Event
 from streams.model.validate import event_from_record
 from tests import strategies
-from tests.builders import DAY, SUBJECT, consent, feed, joined, make_engine, notice, requested
+from tests.builders import (
+    DAY,
+    SEC,
+    SUBJECT,
+    consent,
+    feed,
+    joined,
+    make_engine,
+    notice,
+    requested,
+)
 
 
 def _state(engine: Engine, subject: str = SUBJECT) -> SubjectState:
@@ -113,3 +123,22 @@ def test_a_subject_state_pickles_with_its_events_and_decisions() -> None:
     assert {k: (r.event, r.pending, r.outcomes, r.decided_at)
             for k, r in again.triggers.items()} == {
         k: (r.event, r.pending, r.outcomes, r.decided_at) for k, r in state.triggers.items()}
+
+
+def test_a_notice_given_before_the_trigger_settles_its_notice_rules_with_its_past() -> None:
+    # The watermark passes the request (lateness 30 s), not request + notice_grace (300 s).
+    given = make_engine()
+    feed(given, [notice(0), requested(SEC), joined(40 * SEC)])
+    assert given.pending() == 0  # a notice given stays given: both stages are decided
+    waiting = make_engine()
+    feed(waiting, [requested(SEC), joined(40 * SEC)])
+    assert waiting.pending() == 1  # the notice rule waits: a notice may still come
+    feed(waiting, [notice(200 * SEC), joined(302 * SEC)])
+    assert waiting.pending() == 1
+    decided = feed(waiting, [joined(332 * SEC)])
+    assert waiting.pending() == 0
+    assert decided == []  # the notice within the grace counted: no finding
+    unnoticed = make_engine()
+    feed(unnoticed, [requested(SEC), joined(40 * SEC)])
+    assert [o.rule for o in feed(unnoticed, [joined(332 * SEC)])] == [
+        "enrichment-without-notice"]

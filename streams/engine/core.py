@@ -118,6 +118,7 @@ class Engine:
         # TriggerRecord is the truth, this heap only orders the deadlines.
         self._deadlines: list[tuple[int, int, str, str, int]] = []
         self._seq = 0
+        self._undecided = 0  # trigger stages not decided yet (`pending`)
         self._swept_at = NEVER
         self._position = -1
         self._wall_at_event: int | None = None
@@ -243,7 +244,7 @@ class Engine:
 
     def pending(self) -> int:
         """Decisions still waiting for the watermark."""
-        return len(self._deadlines)
+        return self._undecided
 
     def sweep(self) -> int:
         """Prune every subject not touched for a while; drop the ones left empty.
@@ -278,6 +279,7 @@ class Engine:
     def restore_deadlines(self) -> None:
         """Rebuild the deadline index from the store (after a restart or a rebalance)."""
         self._deadlines = []
+        self._undecided = 0
         for subject_id, state in self.store.subjects():
             for record in state.triggers.values():
                 self._schedule(subject_id, record)
@@ -331,18 +333,43 @@ class Engine:
 
 
     def _schedule(self, subject_id: str, record: TriggerRecord) -> None:
-        event = record.event
-        t = event.occurred_at
+        """Index a trigger's first undecided stage by its deadline (and count its stages).
+
+        The notice stage of a trigger whose past is undecided is indexed only once the
+        past is decided (`_settle_notices`)."""
         pending = record.pending
-        seq = self._seq
+        self._undecided += (1 if pending & STAGE_PAST else 0) + (1 if pending & STAGE_NOTICE else 0)
         if pending & STAGE_PAST:
-            seq += 1
-            _heappush(self._deadlines, (t, seq, subject_id, event.event_id, STAGE_PAST))
-        if pending & STAGE_NOTICE:
-            seq += 1
-            _heappush(self._deadlines, (t + self._grace, seq, subject_id, event.event_id,
-                                        STAGE_NOTICE))
-        self._seq = seq
+            self._deadline(record.event.occurred_at, subject_id, record, STAGE_PAST)
+        elif pending & STAGE_NOTICE:
+            self._deadline(record.event.occurred_at + self._grace, subject_id, record,
+                           STAGE_NOTICE)
+
+    def _deadline(self, at: int, subject_id: str, record: TriggerRecord, stage: int) -> None:
+        self._seq += 1
+        _heappush(self._deadlines, (at, self._seq, subject_id, record.event.event_id, stage))
+
+    def _settle_notices(self, subject_id: str, record: TriggerRecord,
+                        state: SubjectState) -> None:
+        """Right after a trigger's past is decided: its notice rules too, when a notice
+        already given settles them (a later event can only add notices, and a notice
+        given stays given), else at the trigger's time + notice_grace. Deciding now
+        spares a second visit to the subject's state, long cold by then."""
+        event = record.event
+        if type(event) is EnrichmentRequested:
+            verdicts = rules.request_notice(event, state, self.params)
+        else:
+            assert type(event) is ProfileViewed
+            verdicts = rules.view_notice(event, state, self.params)
+        for verdict in verdicts.values():
+            if verdict is not None:  # not settled: a notice may still come
+                self._deadline(event.occurred_at + self._grace, subject_id, record,
+                               STAGE_NOTICE)
+                return
+        for rule_id in verdicts:
+            record.outcomes[rule_id] = None
+        record.pending &= ~STAGE_NOTICE
+        self._undecided -= 1
 
     def _prune(self, state: SubjectState) -> None:
         p = self.params
@@ -379,7 +406,7 @@ class Engine:
         return rules.view_notice(event, state, self.params)
 
     def _decide(self, subject_id: str, event_id: str, stage: int, outputs: list[Output]) -> None:
-        # `_evaluate`, inlined: this runs twice for every trigger.
+        # `_evaluate`, inlined: this runs up to twice for every trigger.
         plain = self._plain
         state = plain.get(subject_id) if plain is not None else self._get_subject(subject_id)
         if state is None:
@@ -418,6 +445,9 @@ class Engine:
                                              detected - record.received_at))
         record.pending &= ~stage
         record.decided_at = self._position
+        self._undecided -= 1
+        if stage == STAGE_PAST and record.pending & STAGE_NOTICE:
+            self._settle_notices(subject_id, record, state)
         if automatic:
             # The account looked up for the rules: nothing has changed it since.
             if account is None:
