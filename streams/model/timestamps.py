@@ -39,19 +39,17 @@ def _day(days_since_epoch: int) -> str:
     return (_EPOCH_DATE + timedelta(days=days_since_epoch)).isoformat()
 
 
+# The pieces of an RFC 3339 time of day, made once: explanations format many times.
+_HOUR_MINUTE: Final = [f"T{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
+_SECOND: Final = [f"{s:02d}." for s in range(60)]
+_MILLI: Final = [f"{ms:03d}Z" for ms in range(1000)]
+
+
 def format_ms(ms: int) -> str:
     """RFC 3339 form of epoch ms in UTC, for humans (explanations, reports)."""
     if not MIN_MS <= ms <= MAX_MS:
         raise ValueError("timestamp outside the years 1 to 9999")
     seconds, millis = divmod(ms, 1000)
-    return f"{_second(seconds)}.{millis:03d}Z"
-
-
-@lru_cache(maxsize=65_536)
-def _second(epoch_seconds: int) -> str:
-    """`YYYY-MM-DDTHH:MM:SS` of a second since the epoch (UTC); cached, since the
-    explanations of one run mention the same seconds again and again."""
-    days, rest = divmod(epoch_seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}"
+    days, rest = divmod(seconds, 86_400)
+    minutes, second = divmod(rest, 60)
+    return f"{_day(days)}{_HOUR_MINUTE[minutes]}{_SECOND[second]}{_MILLI[millis]}"

@@ -40,14 +40,16 @@ def _id(value: Any) -> str:
 
 # Taxonomy keys, providers and category lists take few distinct values: each is
 # checked once and shared (which also keeps a million stored events small).
-_KNOWN: dict[Any, Any] = {}
 _KNOWN_MAX = 65_536
+_KNOWN_KEYS: dict[str, str] = {}
+_KNOWN_PROVIDERS: dict[str, str] = {}
+_KNOWN_CATEGORIES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
-def _remember(value: Any, canonical: Any) -> Any:
-    if len(_KNOWN) >= _KNOWN_MAX:
-        _KNOWN.clear()
-    _KNOWN[value] = canonical
+def _remember(known: dict[Any, Any], value: Any, canonical: Any) -> Any:
+    if len(known) >= _KNOWN_MAX:
+        known.clear()
+    known[value] = canonical
     return canonical
 
 
@@ -60,23 +62,24 @@ def _text(value: Any) -> str:
 def _key(value: Any) -> str:
     if type(value) is not str:
         raise _Bad("must be a dotted taxonomy key such as user.contact.email")
-    known = _KNOWN.get(("key", value))
+    known = _KNOWN_KEYS.get(value)
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return known
     if not _TAXONOMY_KEY.fullmatch(value):
         raise _Bad("must be a dotted taxonomy key such as user.contact.email")
-    return _remember(("key", value), sys.intern(value))  # type: ignore[no-any-return]
+    return _remember(_KNOWN_KEYS, value, sys.intern(value))  # type: ignore[no-any-return]
 
 
 def _provider(value: Any) -> str:
     if type(value) is not str:
         raise _Bad("must be a provider key without spaces")
-    known = _KNOWN.get(("provider", value))
+    known = _KNOWN_PROVIDERS.get(value)
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return known
     if not _NO_SPACE.fullmatch(value):
         raise _Bad("must be a provider key without spaces")
-    return _remember(("provider", value), sys.intern(value))  # type: ignore[no-any-return]
+    return _remember(_KNOWN_PROVIDERS, value,  # type: ignore[no-any-return]
+                     sys.intern(value))
 
 
 def _bool(value: Any) -> bool:
@@ -110,13 +113,14 @@ def _categories(value: Any) -> tuple[str, ...]:
         if type(item) is not str:
             raise _Bad("must be an array of dotted taxonomy keys")
     as_tuple = tuple(value)
-    known = _KNOWN.get(as_tuple)
+    known = _KNOWN_CATEGORIES.get(as_tuple)
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return known
     for item in as_tuple:
         if not _TAXONOMY_KEY.fullmatch(item):
             raise _Bad("must be an array of dotted taxonomy keys")
-    return _remember(as_tuple, tuple(sys.intern(item) for item in as_tuple))  # type: ignore[no-any-return]
+    return _remember(_KNOWN_CATEGORIES, as_tuple,  # type: ignore[no-any-return]
+                     tuple(sys.intern(item) for item in as_tuple))
 
 
 class _Enum:
