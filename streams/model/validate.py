@@ -17,7 +17,7 @@ from streams.errors import InvalidEvent
 from streams.model.events import EVENT_TYPES, Event, fast_constructor
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime, parse_rfc3339_ms
 
-__all__ = ["event_from_record", "validator_for"]
+__all__ = ["Validator", "event_from_record", "validator_for"]
 
 _TAXONOMY_KEY = re.compile(r"[^\s.]+(?:\.[^\s.]+)*")
 _NO_SPACE = re.compile(r"\S+")
@@ -240,7 +240,7 @@ class _Field:
         self.invalid = where + " "
 
 
-class _Validator:
+class Validator:
     """The validator of one event type, from its row of `_FIELDS`.
 
     Its checks are those of each field's Check; the usual cases (a non-empty id, a
@@ -256,6 +256,11 @@ class _Validator:
         self.make: Callable[..., Event] = fast_constructor(EVENT_TYPES[type_name])
 
     def __call__(self, record: Mapping[str, Any]) -> Event:
+        return self.validate(record)
+
+    def validate(self, record: Mapping[str, Any]) -> Event:
+        """The event `record` describes; InvalidEvent says why not. (A method call, not
+        `self(record)`, is a direct call when compiled.)"""
         fields: dict[str, Any] = record if type(record) is dict else dict(record)
         values: list[Any] = []
         for field in self.fields:
@@ -290,10 +295,10 @@ class _Validator:
         return self.make(*values)
 
 
-_VALIDATORS = {name: _Validator(name) for name in _FIELDS}
+_VALIDATORS = {name: Validator(name) for name in _FIELDS}
 
 
-def validator_for(type_name: str) -> Callable[[Mapping[str, Any]], Event] | None:
+def validator_for(type_name: str) -> Validator | None:
     """The validator `event_from_record` uses for records of `type_name`, or None.
 
     For a reader that already knows the type of a run of records and that they are
@@ -319,4 +324,4 @@ def event_from_record(record: Any, type_name: str | None = None) -> Event:
     validate = _VALIDATORS.get(type_name) if type(type_name) is str else None
     if validate is None:
         raise InvalidEvent("unknown_type", "'type' is not an event of the contract")
-    return validate(record)
+    return validate.validate(record)

@@ -34,7 +34,7 @@ from streams.errors import InvalidEvent, SchemaError
 from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding, evidence_record
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
-from streams.model.validate import event_from_record, validator_for
+from streams.model.validate import Validator, event_from_record, validator_for
 
 if TYPE_CHECKING:
     from streams.evidence.pseudonymise import Pseudonymiser
@@ -628,7 +628,7 @@ class _Plan:
             self.by_name[full] = (short, fill or None)
         # The common case, a union of event records that need no defaults: full name ->
         # the validator of that event, looked up once here instead of once per record.
-        self.fast: dict[str, Callable[[Any], Event]] = {}
+        self.fast: dict[str, Validator] = {}
         for full, (short, defaults_to_add) in self.by_name.items():
             validate = validator_for(short) if defaults_to_add is None else None
             if validate is not None:
@@ -775,7 +775,7 @@ def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Even
         return
 
     by_name = plan.by_name
-    fast_get = plan.fast.get
+    fast = plan.fast
     single = plan.single
     validate = event_from_record
     number = 0
@@ -810,10 +810,10 @@ def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Even
                 # An event record that needs no defaults (the common case): its validator,
                 # found once per schema. fastavro decodes a record to a dict, so this is
                 # what `event_from_record` would call after its checks.
-                quick = fast_get(name)
+                quick = fast.get(name)
                 try:
                     if quick is not None:
-                        event = quick(record)
+                        event = quick.validate(record)
                     else:
                         type_name, fill = by_name.get(name) or (name, None)
                         event = validate(record if fill is None else {**fill, **record},
