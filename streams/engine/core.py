@@ -355,15 +355,10 @@ class Engine:
         already given settles them (a later event can only add notices, and a notice
         given stays given), else at the trigger's time + notice_grace. Deciding now
         spares a second visit to the subject's state, long cold by then."""
-        event = record.event
-        if type(event) is EnrichmentRequested:
-            verdicts = rules.request_notice(event, state, self.params)
-        else:
-            assert type(event) is ProfileViewed
-            verdicts = rules.view_notice(event, state, self.params)
+        verdicts = self._evaluate(record, state, STAGE_NOTICE)
         for verdict in verdicts.values():
             if verdict is not None:  # not settled: a notice may still come
-                self._deadline(event.occurred_at + self._grace, subject_id, record,
+                self._deadline(record.event.occurred_at + self._grace, subject_id, record,
                                STAGE_NOTICE)
                 return
         for rule_id in verdicts:

@@ -257,23 +257,23 @@ class DictStore:
     The lookups are the dicts' own bound methods: this store sits on the hot path.
     """
 
-    __slots__ = ("_accounts", "_subjects", "account", "put_account", "put_subject", "subject",
+    __slots__ = ("_accounts", "account", "put_account", "put_subject", "subject",
                  "subject_states")
 
     def __init__(self) -> None:
-        self._subjects: dict[str, SubjectState] = {}
-        self.subject_states = self._subjects  # the engine reads this one directly
+        self.subject_states: dict[str, SubjectState] = {}  # the engine reads it directly
         self._accounts: dict[str, AccountState] = {}
-        self.subject: Callable[[str], SubjectState | None] = self._subjects.get
-        self.put_subject: Callable[[str, SubjectState], None] = self._subjects.__setitem__
+        self.subject: Callable[[str], SubjectState | None] = self.subject_states.get
+        self.put_subject: Callable[[str, SubjectState], None] = (
+            self.subject_states.__setitem__)
         self.account: Callable[[str], AccountState | None] = self._accounts.get
         self.put_account: Callable[[str, AccountState], None] = self._accounts.__setitem__
 
     def delete_subject(self, subject_id: str) -> None:
-        self._subjects.pop(subject_id, None)
+        self.subject_states.pop(subject_id, None)
 
     def subjects(self) -> Iterator[tuple[str, SubjectState]]:
-        return iter(list(self._subjects.items()))
+        return iter(list(self.subject_states.items()))
 
     def accounts(self) -> Iterator[tuple[str, AccountState]]:
         return iter(list(self._accounts.items()))

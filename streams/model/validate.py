@@ -255,12 +255,8 @@ class Validator:
         # Builds the event like the dataclass's own constructor, only faster.
         self.make: Callable[..., Event] = fast_constructor(EVENT_TYPES[type_name])
 
-    def __call__(self, record: Mapping[str, Any]) -> Event:
-        return self.validate(record)
-
     def validate(self, record: Mapping[str, Any]) -> Event:
-        """The event `record` describes; InvalidEvent says why not. (A method call, not
-        `self(record)`, is a direct call when compiled.)"""
+        """The event `record` describes; InvalidEvent says why not."""
         fields: dict[str, Any] = record if type(record) is dict else dict(record)
         values: list[Any] = []
         for field in self.fields:
