@@ -75,10 +75,9 @@ def _module_name(path: str) -> str:
 def _extension_files(path: str) -> list[Path]:
     """The compiled files that would shadow the source `path`."""
     source = ROOT / path
-    stem = source.parent / ("__init__" if source.name == "__init__.py" else source.stem)
-    return [stem.with_name(stem.name + suffix)
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES
-            if stem.with_name(stem.name + suffix).exists()]
+    candidates = (source.with_name(source.stem + suffix)
+                  for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    return [file for file in candidates if file.exists()]
 
 
 def _digest(path: str) -> str:
