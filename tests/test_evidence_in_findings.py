@@ -20,6 +20,7 @@ from hypothesis import given, settings
 
 from streams.engine.rules import (
     COVERT_VIEW,
+    DISCLOSURE_WITHOUT_CONSENT,
     EXCEEDS_CONSENT,
     FEATURE_INACTIVE,
     PSEUDONYM,
@@ -228,7 +229,7 @@ def test_replay_output_shows_no_personal_data_but_the_override(tmp_path: Path) -
     assert result.stderr == b""
     findings = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert {f["rule"] for f in findings} == {WITHOUT_CONSENT, WITHOUT_NOTICE, FEATURE_INACTIVE,
-                                             PSEUDONYM, COVERT_VIEW}
+                                             PSEUDONYM, COVERT_VIEW, DISCLOSURE_WITHOUT_CONSENT}
     for finding in findings:
         assert [e["event_id"] for e in finding["evidence"]] == finding["evidence_event_ids"]
         text = orjson.dumps(finding).decode()
@@ -298,7 +299,7 @@ def test_the_key_never_shows() -> None:
 
 def test_raw_evidence_never_leaves_without_pseudonymisation() -> None:
     findings, _, _ = run([viewed(0, viewer_id=VIEWER)])
-    (finding,) = findings
+    (finding,) = [f for f in findings if f.rule == COVERT_VIEW]
     with pytest.raises(TypeError, match="not pseudonymised"):
         finding.to_dict()
     # Serialisers given no pseudonymiser fall back to the development key, never to clear.

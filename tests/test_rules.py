@@ -42,6 +42,7 @@ WITHOUT_NOTICE = "enrichment-without-notice"
 COVERT_VIEW = "covert-profile-view"
 PSEUDONYM = "pseudonym-deanonymized"
 FEATURE_INACTIVE = "automatic-egress-feature-inactive"
+DISCLOSURE = "disclosure-without-consent"
 
 SEVERITY = {
     WITHOUT_CONSENT: "HIGH",
@@ -50,6 +51,7 @@ SEVERITY = {
     COVERT_VIEW: "HIGH",
     PSEUDONYM: "CRITICAL",
     FEATURE_INACTIVE: "HIGH",
+    DISCLOSURE: "HIGH",
 }
 
 
@@ -69,6 +71,12 @@ def one(findings: list[Finding], rule: str, trigger: dict) -> Finding:
 
 def ids(*records: dict) -> tuple[str, ...]:
     return tuple(r["event_id"] for r in records)
+
+
+def shared() -> dict:
+    """A standing grant that covers every user category a view can show, a day before T0:
+    `disclosure-without-consent` stays quiet in the view tests about other rules."""
+    return consent(-DAY, event_id="c-shared", data_categories=["user"])
 
 
 def covered() -> list[dict]:
@@ -356,7 +364,7 @@ def test_enrichment_notice_must_match_provider_meeting_and_kind(overrides: dict,
 
 def test_covert_view_fires_without_a_profile_view_notice() -> None:
     v = viewed(data_disclosed=["user.workplace"])
-    findings, _, _ = run([v])
+    findings, _, _ = run([shared(), v])
     f = one(findings, COVERT_VIEW, v)
     assert f.evidence_event_ids == ids(v)
     assert f.severity == "HIGH"
@@ -390,6 +398,112 @@ def test_viewing_ones_own_profile_raises_neither_view_rule() -> None:
     v = viewed(0, viewer_id=SUBJECT)
     findings, _, _ = run([j, m, v])
     assert findings == []
+
+
+# -- disclosure-without-consent ----------------------------------------------------------
+
+
+def _view_rules(*before: dict, **view: object) -> tuple[list[Finding], dict]:
+    v = viewed(0, **view)
+    findings, _, _ = run([*before, notice(-DAY, meeting_id=None, notice_kind="PROFILE_VIEW"), v])
+    return findings, v
+
+
+def test_disclosure_fires_without_any_consent() -> None:
+    findings, v = _view_rules(data_disclosed=["user.workplace"])
+    f = one(findings, DISCLOSURE, v)
+    assert f.evidence_event_ids == ids(v)
+    assert f.severity == "HIGH"
+    assert "no consent was ever recorded" in f.explanation
+    assert rules_of(findings, v) == {DISCLOSURE}
+
+
+def test_disclosure_after_a_withdrawal_fires_although_the_enrichment_was_consented() -> None:
+    g = consent(-DAY, data_categories=["user"])
+    r = requested(-60 * SEC)
+    w = consent(-10 * SEC, status="WITHDRAWN", data_categories=["user"])
+    findings, v = _view_rules(*covered(), g, r, w)
+    assert rules_of(findings, r) == set()
+    assert one(findings, DISCLOSURE, v).evidence_event_ids == ids(v, w)
+
+
+def test_disclosure_beyond_the_consented_categories_cites_the_consent() -> None:
+    g = consent(-DAY)  # user.name and user.contact.email: not user.workplace, user.job_title
+    findings, v = _view_rules(g)
+    f = one(findings, DISCLOSURE, v)
+    assert f.evidence_event_ids == ids(v, g)
+    assert "user.workplace, user.job_title" in f.explanation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fires"),
+    [
+        ({}, False),
+        ({"data_use": "third_party_sharing"}, False),        # a covering data use
+        ({"data_use": "analytics"}, True),                   # another data use
+        ({"provider": PROVIDER}, False),
+        ({"provider": "apollo"}, True),                      # another provider's consent
+        ({"expires_at": T0 + 1}, False),
+        ({"expires_at": T0}, True),                          # expires_at must be later than t
+        ({"data_categories": ["user.name", "user.workplace"]}, True),
+        ({"subject_id": "u-other"}, True),                   # another person's consent
+    ],
+)
+def test_disclosure_consent_must_cover_use_provider_time_and_categories(
+        overrides: dict, fires: bool) -> None:
+    g = consent(-DAY, **{"data_categories": ["user"], **overrides})
+    findings, v = _view_rules(g)
+    assert (DISCLOSURE in rules_of(findings, v)) is fires
+
+
+def test_disclosure_withdrawal_at_the_same_time_as_a_grant_wins() -> None:
+    g = consent(-10 * SEC, data_categories=["user"])
+    w = consent(-10 * SEC, status="WITHDRAWN", data_categories=["user"])
+    findings, v = _view_rules(g, w)
+    assert one(findings, DISCLOSURE, v).evidence_event_ids == ids(v, w)
+
+
+def test_disclosure_consent_given_after_the_view_does_not_count() -> None:
+    v = viewed(0)
+    later = consent(1, data_categories=["user"])
+    findings, _, _ = run([notice(-DAY, meeting_id=None, notice_kind="PROFILE_VIEW"), v, later])
+    assert one(findings, DISCLOSURE, v).evidence_event_ids == ids(v)
+
+
+def test_viewing_ones_own_profile_is_no_disclosure() -> None:
+    findings, v = _view_rules(viewer_id=SUBJECT)
+    assert rules_of(findings, v) == set()
+
+
+def test_late_withdrawal_before_a_view_would_raise_a_disclosure() -> None:
+    g = consent(-DAY, data_categories=["user"])
+    v = viewed(0, data_disclosed=["user.workplace"])
+    engine, outputs = _past_decided(g, notice(0, notice_kind="PROFILE_VIEW"), v)
+    assert outputs == []
+    w = consent(-10 * SEC, status="WITHDRAWN", data_categories=["user"])
+    findings, amendments = split(feed(engine, [w]))
+    assert findings == []
+    assert [(a.kind, a.finding_id, a.evidence_event_ids) for a in amendments] == [
+        ("WOULD_RAISE", sha(DISCLOSURE, v["event_id"]), ids(v, w))]
+
+
+def test_late_grant_before_a_view_retracts_a_disclosure() -> None:
+    v = viewed(0, data_disclosed=["user.workplace"])
+    engine, outputs = _past_decided(notice(0, notice_kind="PROFILE_VIEW"), v)
+    assert [f.rule for f in split(outputs)[0]] == [DISCLOSURE]
+    g = consent(-10 * SEC, data_categories=["user"])
+    findings, amendments = split(feed(engine, [g]))
+    assert findings == []
+    assert [(a.kind, a.finding_id) for a in amendments] == [
+        ("RETRACTED", sha(DISCLOSURE, v["event_id"]))]
+
+
+def test_late_consent_after_a_view_changes_no_disclosure() -> None:
+    v = viewed(0, data_disclosed=["user.workplace"])
+    engine, _ = _past_decided(notice(0, notice_kind="PROFILE_VIEW"), v)
+    feed(engine, [joined(2 * GRACE, subject_id="u-other")])
+    findings, amendments = split(feed(engine, [consent(10 * SEC, data_categories=["user"])]))
+    assert (findings, amendments) == ([], [])
 
 
 # -- pseudonym-deanonymized -------------------------------------------------------------
@@ -777,7 +891,8 @@ def test_flush_decides_everything() -> None:
     findings, _ = split(engine.flush())
     assert {(f.rule, f.trigger_event_id) for f in findings} == {
         (WITHOUT_CONSENT, r["event_id"]), (WITHOUT_NOTICE, r["event_id"]),
-        (FEATURE_INACTIVE, r["event_id"]), (COVERT_VIEW, "v-flush")}
+        (FEATURE_INACTIVE, r["event_id"]), (COVERT_VIEW, "v-flush"),
+        (DISCLOSURE, "v-flush")}
     assert engine.pending() == 0
     assert engine.flush() == []
 
@@ -877,7 +992,8 @@ def test_late_withdrawal_changes_the_evidence_of_a_raised_finding() -> None:
 def test_late_profile_view_notice_retracts_a_covert_view_finding() -> None:
     engine = make_engine()
     v = viewed(0, data_disclosed=["user.workplace"])
-    findings, _ = split(feed(engine, [v, joined(GRACE + LATENESS + 1, subject_id="u-other")]))
+    findings, _ = split(feed(engine, [shared(), v,
+                                      joined(GRACE + LATENESS + 1, subject_id="u-other")]))
     assert [f.rule for f in findings] == [COVERT_VIEW]
     n = notice(10 * SEC, notice_kind="PROFILE_VIEW")
     findings, amendments = split(feed(engine, [n]))
@@ -917,7 +1033,7 @@ def test_late_join_under_a_pseudonym_would_raise() -> None:
     j1 = joined(-60 * SEC, display_name="Rowan Vale")
     m = matched(-50 * SEC, profile_name="Rowan Vale")
     v = viewed(0)
-    engine, outputs = _past_decided(notice(0, notice_kind="PROFILE_VIEW"), j1, m, v)
+    engine, outputs = _past_decided(shared(), notice(0, notice_kind="PROFILE_VIEW"), j1, m, v)
     assert outputs == []
     j2 = joined(-20 * SEC, display_name="Night Owl")
     findings, amendments = split(feed(engine, [j2]))
@@ -930,7 +1046,7 @@ def test_late_named_match_retracts_a_pseudonym_finding() -> None:
     j = joined(-60 * SEC, display_name="Night Owl")
     m1 = matched(-50 * SEC, profile_name="Rowan Vale")
     v = viewed(0)
-    engine, outputs = _past_decided(notice(0, notice_kind="PROFILE_VIEW"), j, m1, v)
+    engine, outputs = _past_decided(shared(), notice(0, notice_kind="PROFILE_VIEW"), j, m1, v)
     assert [f.rule for f in split(outputs)[0]] == [PSEUDONYM]
     m2 = matched(-20 * SEC, profile_name="Night Owl")
     findings, amendments = split(feed(engine, [m2]))

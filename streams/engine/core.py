@@ -552,6 +552,6 @@ def _stage_affected(trigger: EnrichmentRequested | ProfileViewed, late: Event) -
             same = late.account_id == trigger.account_id and late.provider == trigger.provider
             return STAGE_PAST if same and trigger.trigger == "AUTOMATIC" else 0
         return 0
-    if isinstance(late, ParticipantJoined | EnrichmentMatched):
+    if isinstance(late, ParticipantJoined | EnrichmentMatched | ConsentChanged):
         return STAGE_PAST
     return 0

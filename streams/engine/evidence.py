@@ -52,10 +52,12 @@ def _where_rules_look(event_id: str, trigger: EnrichmentRequested | ProfileViewe
                       state: SubjectState, account_of: Callable[[str], AccountState | None]
                       ) -> Event | None:
     """The fast path: where `rules` takes a request's consent and toggle and a view's
-    join and match from."""
+    join, match and consent from."""
     if type(trigger) is ProfileViewed:
-        return (_search(event_id, state.joins.get(trigger.meeting_id, ()))
-                or _search(event_id, state.matches.get(trigger.provider, ())))
+        event = (_search(event_id, state.joins.get(trigger.meeting_id, ()))
+                 or _search(event_id, state.matches.get(trigger.provider, ())))
+        if event is not None:
+            return event
     for consents in state.consents.values():
         event = _search(event_id, consents)
         if event is not None:

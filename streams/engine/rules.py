@@ -26,6 +26,7 @@ from streams.model.timestamps import format_ms
 
 __all__ = [
     "COVERT_VIEW",
+    "DISCLOSURE_WITHOUT_CONSENT",
     "EXCEEDS_CONSENT",
     "FEATURE_INACTIVE",
     "PSEUDONYM",
@@ -48,12 +49,16 @@ WITHOUT_NOTICE: Final = "enrichment-without-notice"
 COVERT_VIEW: Final = "covert-profile-view"
 PSEUDONYM: Final = "pseudonym-deanonymized"
 FEATURE_INACTIVE: Final = "automatic-egress-feature-inactive"
+DISCLOSURE_WITHOUT_CONSENT: Final = "disclosure-without-consent"
+# The data use a profile view discloses under (the spec's rule table).
+DISCLOSURE_USE: Final = "third_party_sharing.enrichment"
 
 RULE_STAGE = {
     WITHOUT_CONSENT: 1,
     EXCEEDS_CONSENT: 1,
     FEATURE_INACTIVE: 1,
     PSEUDONYM: 1,
+    DISCLOSURE_WITHOUT_CONSENT: 1,
     WITHOUT_NOTICE: 2,
     COVERT_VIEW: 2,
 }
@@ -217,16 +222,48 @@ def _view_context(v: ProfileViewed) -> dict[str, Any]:
 
 
 def view_past(v: ProfileViewed, state: SubjectState) -> dict[str, Verdict]:
-    if v.viewer_id == v.subject_id or not _discloses_name(v):
+    if v.viewer_id == v.subject_id:
         return {}
+    verdicts: dict[str, Verdict] = {DISCLOSURE_WITHOUT_CONSENT: _view_consent(v, state)}
+    if _discloses_name(v):
+        verdicts[PSEUDONYM] = _view_pseudonym(v, state)
+    return verdicts
+
+
+def _view_consent(v: ProfileViewed, state: SubjectState) -> Verdict:
+    """`disclosure-without-consent`: the view is a disclosure of its own, so it needs
+    consent in force at its own time, covering every category it shows."""
+    t = v.occurred_at
+    consent = deciding_consent(state, DISCLOSURE_USE, v.provider, t)
+    if consent is None:
+        context = _view_context(v)
+        context["consent_state"] = "no consent was ever recorded"
+        return (v.event_id,), context
+    if consent.status == "WITHDRAWN":
+        context = _view_context(v)
+        context["consent_state"] = f"consent was withdrawn at {format_ms(consent.occurred_at)}"
+        return (v.event_id, consent.event_id), context
+    if consent.expires_at is not None and consent.expires_at <= t:
+        context = _view_context(v)
+        context["consent_state"] = f"the grant expired at {format_ms(consent.expires_at)}"
+        return (v.event_id, consent.event_id), context
+    outside = uncovered(consent.data_categories, v.data_disclosed)
+    if not outside:
+        return None
+    context = _view_context(v)
+    context["consent_state"] = f"the consent in force does not cover {', '.join(outside)}"
+    return (v.event_id, consent.event_id), context
+
+
+def _view_pseudonym(v: ProfileViewed, state: SubjectState) -> Verdict:
     t = v.occurred_at
     join: ParticipantJoined | None = _latest_before(state.joins.get(v.meeting_id), t)
     match: EnrichmentMatched | None = _latest_before(state.matches.get(v.provider), t)
     if join is None or match is None or match.profile_name is None:
-        return {PSEUDONYM: None}
+        return None
     if not is_pseudonym(join.display_name, match.profile_name):
-        return {PSEUDONYM: None}
-    return {PSEUDONYM: ((join.event_id, match.event_id, v.event_id), _view_context(v))}
+        return None
+    return (join.event_id, match.event_id, v.event_id), _view_context(v)
 
 
 def view_notice(v: ProfileViewed, state: SubjectState, params: EngineParams) -> dict[str, Verdict]:

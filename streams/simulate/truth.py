@@ -19,6 +19,7 @@ from typing import Any
 
 from streams.engine.rules import (
     COVERT_VIEW,
+    DISCLOSURE_WITHOUT_CONSENT,
     EXCEEDS_CONSENT,
     FEATURE_INACTIVE,
     PSEUDONYM,
@@ -146,6 +147,16 @@ def _view(v: ProfileViewed, story: Story, params: TruthParams) -> list[Expected]
     out: list[Expected] = []
     if not _notice_given(story, "PROFILE_VIEW", v.provider, v.meeting_id, v.occurred_at, params):
         out.append(Expected(COVERT_VIEW, v.subject_id, v.event_id, (v.event_id,)))
+    consent = _consent(story, "third_party_sharing.enrichment", v.provider, v.occurred_at)
+    if consent is None:
+        out.append(Expected(DISCLOSURE_WITHOUT_CONSENT, v.subject_id, v.event_id,
+                            (v.event_id,)))
+    elif (consent.status != "GRANTED"
+          or (consent.expires_at is not None and consent.expires_at <= v.occurred_at)
+          or any(not any(_covers(scope, shown) for scope in consent.data_categories)
+                 for shown in v.data_disclosed)):
+        out.append(Expected(DISCLOSURE_WITHOUT_CONSENT, v.subject_id, v.event_id,
+                            (v.event_id, consent.event_id)))
     if any(_covers("user.name", c) for c in v.data_disclosed):
         joins = [(j, pseudonym) for j, pseudonym in story.joins
                  if j.meeting_id == v.meeting_id and j.occurred_at <= v.occurred_at]
