@@ -13,7 +13,7 @@ those same topics, in one run:
   event (RocksDB through rocksdict, with its changelog);
 * `worker_events_per_s`: one `consentwatch worker` (RocksDB state, changelogs),
   from its start to the last finding (all input routed and correlated, then the
-  sentinels that close every pending decision, then the last finding);
+  end-of-input control records that close every pending decision, then the last finding);
 * latency at half the worker's rate: a fresh pipeline fed at that rate; for the
   rules about the past, p50/p99 of (finding produced - trigger appended).
 
@@ -141,11 +141,11 @@ def _wait(predicate: Any, timeout: float, every: float = 1.0) -> bool:
     return False
 
 
-def _sentinel(broker: str, prefix: str, at: int) -> None:
-    from streams.pipeline.sentinel import produce_sentinels
+def _end_of_input(broker: str, prefix: str) -> None:
+    from streams.pipeline.control import produce_end_of_input
     from streams.pipeline.topics import TopicNames
 
-    asyncio.run(produce_sentinels(_connection(broker), TopicNames(prefix), at))
+    asyncio.run(produce_end_of_input(_connection(broker), TopicNames(prefix)))
 
 
 def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
@@ -288,7 +288,7 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                 3600, 1.0):
             raise RuntimeError("the worker did not correlate its input")
         processed = time.perf_counter() - started
-        _sentinel(broker, prefix, last_time + 2 * 86_400_000)
+        _end_of_input(broker, prefix)
         times: dict[str, tuple[str, str, int]] = {}
 
         def complete() -> bool:

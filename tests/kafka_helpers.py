@@ -227,13 +227,12 @@ class Pipeline:
 
         return asyncio.run(produce_events(self.connection, self.names, list(events)))
 
-    def sentinel(self, at: int) -> list[Event]:
-        """Sentinels at event time `at` on every input partition (streams/pipeline/
-        sentinel.py): every pending decision before `at` is taken. Send them only once
-        the worker has consumed everything else (`wait_consumed`)."""
-        from streams.pipeline.sentinel import produce_sentinels
+    def end_of_input(self) -> int:
+        """An end-of-input control record on every input partition (streams/pipeline/
+        control.py): every pending decision is taken. Send it after the last event."""
+        from streams.pipeline.control import produce_end_of_input
 
-        return asyncio.run(produce_sentinels(self.connection, self.names, at))
+        return asyncio.run(produce_end_of_input(self.connection, self.names))
 
     # -- progress of the worker group, from the broker ---------------------------------
 
@@ -459,7 +458,7 @@ def recent(events: list[Event], last_at: int | None = None) -> list[Event]:
     retention is deleted by the next retention check (every 5 minutes), read or not,
     and a record more than an hour in the future is refused (Kafka 4's
     log.message.timestamp.after.max.ms). A test whose events lie three days back, and
-    whose sentinels lie at most a day and a few hours after them, is clear of both.
+    is clear of both.
     """
     if last_at is None:
         last_at = time.time_ns() // 1_000_000 - 3 * DAY_MS

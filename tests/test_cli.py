@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 
 import orjson
@@ -152,3 +153,17 @@ def test_random_json_never_crashes_replay(values: list[object]) -> None:
     for letter in letters:
         assert letter.reason_code
         assert letter.payload in lines
+
+
+def test_a_worker_on_a_data_dir_in_use_exits_with_one_line(tmp_path: Path) -> None:
+    from streams.pipeline.data_dir import lock_data_dir
+
+    held = lock_data_dir(tmp_path / "data")
+    try:
+        result = run_cli("worker", "--broker", "127.0.0.1:9", "--data-dir", str(tmp_path / "data"))
+    finally:
+        held.close()
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "in use by another worker" in lines[0], lines
+    assert f"pid {os.getpid()}" in lines[0]

@@ -4,8 +4,8 @@ Each test has its own topic prefix (so its own topics and consumer group: the sp
 examples reuse event ids), its own data dirs and free web ports. A finite input never
 pushes a partition's watermark past its last deadlines, so once the worker has consumed
 everything (its group's committed offsets reach the end of the input and correlate
-topics) a test sends sentinels (streams/pipeline/sentinel.py): one harmless event on every
-input partition, two days after the last event, so every watermark passes every deadline.
+topics) a test sends end-of-input control records (streams/pipeline/control.py), one on
+every input partition, so every correlate partition decides everything it has read.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_examples_through_kafka_give_the_findings_of_replay(
     pipeline.wait_assigned(timeout=120)
     pipeline.produce(moved)
     pipeline.wait_consumed(timeout=180)
-    pipeline.sentinel(max(event.occurred_at for event in events_of(moved)) + 2 * DAY_MS)
+    pipeline.end_of_input()
     pipeline.wait_consumed(timeout=180)
 
     got = pipeline.read()
@@ -239,7 +239,7 @@ def test_poison_records_go_to_the_dead_letter_topic(kafka_bootstrap: str,
     pipeline.wait_assigned(timeout=120)
     placed = kh.send_raw_many(kafka_bootstrap, records)
     pipeline.wait_consumed(timeout=180)
-    pipeline.sentinel(max(event.occurred_at for event in valid) + 2 * DAY_MS)
+    pipeline.end_of_input()
     pipeline.wait_consumed(timeout=180)
 
     letters = pipeline.read("dead_letters")
@@ -277,7 +277,7 @@ def check_stream_findings(pipeline: kh.Pipeline, expected: list[dict[str, Any]],
     amendment), none dead-lettered; no agent crash in any worker's log. Returns how many
     finding records (copies included) are on the topic."""
     want = len(expected)
-    # Every finding is out once the group committed past the sentinel (Faust flushes
+    # Every finding is out once the group committed past the end of input (Faust flushes
     # before it commits); the count of distinct ids must also have stopped there.
     kh.wait_until(lambda: len(set(pipeline.finding_keys())) >= want, timeout=60,
                   what=f"{want} distinct finding ids",
@@ -346,7 +346,7 @@ def test_kill_9_mid_stream_then_restart_loses_no_finding(kafka_bootstrap: str,
 
     pipeline.wait_consumed(timeout=400)
     note("all consumed")
-    pipeline.sentinel(max(event.occurred_at for event in events) + 2 * DAY_MS)
+    pipeline.end_of_input()
     pipeline.wait_consumed(timeout=120)
     records = check_stream_findings(pipeline, expected, workers)
     note(f"{records} finding records for {len(expected)} findings")
@@ -363,7 +363,7 @@ def test_kill_9_mid_stream_then_restart_loses_no_finding(kafka_bootstrap: str,
     # records from both workers' route stages, in no common order; its watermark is the
     # minimum over the input partitions (watermarks.py), so none of them is late.
     pytest.param(None, id="default-lateness"),
-    # A day: nothing is late and nothing decided before the sentinel, whatever the order
+    # A day: nothing is late and nothing decided before the end of input, whatever the order
     # in which the two route stages hand events over; what is left to check is the
     # hand-over itself (state from the changelog, offsets from the group).
     pytest.param(86_400, id="lateness-1-day"),
@@ -395,7 +395,7 @@ def test_two_workers_share_partitions_and_one_leaves(lateness: int | None,
     assert list(owners.values()) == [{0, 1, 2, 3}]
 
     pipeline.wait_consumed(timeout=240)
-    pipeline.sentinel(max(event.occurred_at for event in events) + 2 * DAY_MS)
+    pipeline.end_of_input()
     pipeline.wait_consumed(timeout=120)
     check_stream_findings(pipeline, expected, workers)
     check_worker_healthy(second)
@@ -406,7 +406,7 @@ def test_two_workers_share_partitions_and_one_leaves(lateness: int | None,
 
 def test_idle_inputs_advance_with_the_wall_clock_and_notice_deadlines_fire(
         kafka_bootstrap: str, workers: kh.Workers) -> None:
-    """No sentinel: once every input is quiet for the idle timeout, the watermarks move
+    """No end-of-input record: once every input is quiet for the idle timeout, the watermarks move
     with the wall clock, and both a past rule and a notice rule (grace 2 s) decide."""
     from tests import builders
 
@@ -435,6 +435,38 @@ def test_idle_inputs_advance_with_the_wall_clock_and_notice_deadlines_fire(
     check_worker_healthy(worker)
 
 
+def test_a_second_worker_on_a_data_dir_in_use_exits_and_every_decision_is_still_taken(
+        kafka_bootstrap: str, workers: kh.Workers, tmp_path: Path) -> None:
+    """The stalled worker (issue: a second worker on the same data dir looped on a locked
+    RocksDB while the first held pending decisions for ever): the second exits at once
+    with one line, and the first then decides everything with no new traffic; so does a
+    restarted worker, from the watermark saved with its state."""
+    events = kh.mix(2_000, 300, seed=31)
+    params = EngineParams(notice_grace_ms=3_000)
+    expected = kh.replay_findings(events, params)
+    pipeline = new_pipeline(kafka_bootstrap, "stall")
+    args = ("--notice-grace", "3", "--idle-timeout", "1")
+    data_dir = tmp_path / "shared-data"
+    first = workers.start(pipeline.prefix, data_dir=data_dir, name="first", extra_args=args)
+    pipeline.wait_assigned(timeout=180)
+    pipeline.send_events(events)
+    second = workers.start(pipeline.prefix, data_dir=data_dir, name="second", extra_args=args)
+    assert second.process is not None
+    status = second.process.wait(60)
+    assert status == 1, second.tail()
+    lines = [line for line in second.log().splitlines() if line.strip()]
+    assert len(lines) == 1 and "in use by another worker" in lines[0], second.log()
+
+    def all_out() -> list[dict[str, Any]] | None:
+        findings = pipeline.read()
+        return findings if len({f["finding_id"] for f in findings}) >= len(expected) else None
+
+    got = kh.wait_until(all_out, timeout=240, interval=1.0,
+                        what="every decision, with no new traffic", on_timeout=first.tail)
+    compare(got, expected)
+    check_worker_healthy(first)
+
+
 def test_two_workers_that_both_stay_decide_every_partition(kafka_bootstrap: str,
                                                             workers: kh.Workers,
                                                             tmp_path: Path) -> None:
@@ -450,6 +482,6 @@ def test_two_workers_that_both_stay_decide_every_partition(kafka_bootstrap: str,
     kh.write_jsonl(stream, events)
     pipeline.produce(stream)
     pipeline.wait_consumed(timeout=240)
-    pipeline.sentinel(max(event.occurred_at for event in events) + 2 * DAY_MS)
+    pipeline.end_of_input()
     pipeline.wait_consumed(timeout=120)
     check_stream_findings(pipeline, expected, workers)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from streams.errors import InvalidEvent
 from streams.model.events import Event
+from streams.pipeline.control import encode_control, is_control
 from streams.pipeline.watermarks import encode_marker, is_marker
 from streams.serde.relay import RELAY_MAGIC, decode_relayed, encode_relayed, is_relayed
 from streams.serde.wire import SingleObjectFraming
@@ -33,7 +34,10 @@ def test_every_event_comes_back_equal(event: Event) -> None:
 @given(events())
 def test_the_other_records_of_the_topics_are_not_relayed(event: Event) -> None:
     assert not is_relayed(SingleObjectFraming().encode(event))
-    assert not is_relayed(encode_marker({"t:0": 1}))
+    assert not is_relayed(encode_marker({"t:0": (1, "active")}))
+    assert not is_relayed(encode_control()) and not is_marker(encode_control())
+    assert not is_control(encode_relayed(event)) and not is_control(encode_marker({}))
+    assert not is_control(SingleObjectFraming().encode(event))
     assert not is_marker(encode_relayed(event))
     assert not is_relayed(None)
 

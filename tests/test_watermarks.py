@@ -8,6 +8,10 @@ from hypothesis import strategies as st
 
 from streams.errors import InvalidEvent
 from streams.pipeline.watermarks import (
+    ACTIVE,
+    END,
+    ENDED,
+    IDLE,
     MARKER,
     SourceClocks,
     SourceWatermarks,
@@ -18,86 +22,169 @@ from streams.pipeline.watermarks import (
 )
 
 LATENESS = 30_000
-IDLE = 30_000
+IDLE_MS = 30_000
 A, B, C = source_id("in.a", 0), source_id("in.b", 0), source_id("in.b", 1)
 
 
 def test_marker_round_trip_and_recognition() -> None:
-    report = {A: 1_000, B: None}
+    report = {A: (1_000, ACTIVE), B: (None, IDLE), C: (5, ENDED)}
     value = encode_marker(report)
     assert is_marker(value) and decode_marker(value) == report
     assert not is_marker(b"\xc3\x01" + bytes(8)) and not is_marker(None)
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"a": "x"}', b'{"a": 1.5}'])
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"a": "x"}', b'{"a": [1.5, "idle"]}',
+                                  b'{"a": [1, "asleep"]}', b'{"a": [1]}'])
 def test_a_bad_marker_is_an_invalid_record(body: bytes) -> None:
     with pytest.raises(InvalidEvent) as error:
         decode_marker(MARKER + body)
     assert error.value.code == "bad_marker"
 
 
-def test_clock_reports_max_event_minus_lateness_and_leaves_unknown_sources_out() -> None:
-    clocks = SourceClocks(LATENESS, IDLE)
+def test_clock_reports_max_event_minus_lateness_and_idle_only_after_the_timeout() -> None:
+    clocks = SourceClocks(LATENESS, IDLE_MS)
     clocks.assign([A, B, C], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.observe(A, 90_000, wall_ms=1)  # an older event does not move it back
     state = {A: False, B: None, C: True}
-    # C looks caught up, having given nothing: EMPTY only once idle for the timeout
-    assert clocks.report(2, state.__getitem__) == {A: 70_000}
-    assert clocks.report(IDLE, state.__getitem__) == {A: 70_000, C: None}
+    # B: nothing read and not known to be caught up: left out. C: caught up, idle only
+    # once the idle timeout has passed since it was assigned.
+    assert clocks.report(2, state.__getitem__) == {A: (70_000, ACTIVE), C: (None, ACTIVE)}
+    assert clocks.report(IDLE_MS, state.__getitem__) == {A: (70_000, ACTIVE), C: (None, IDLE)}
 
 
-def test_an_idle_caught_up_source_advances_with_the_wall_clock_not_before() -> None:
-    clocks = SourceClocks(LATENESS, IDLE)
+def test_a_caught_up_source_is_idle_after_the_timeout_and_active_again_on_a_record() -> None:
+    clocks = SourceClocks(LATENESS, IDLE_MS)
     clocks.observe(A, 100_000, wall_ms=1_000)
     caught_up = {A: True}.__getitem__
-    assert clocks.report(1_000 + IDLE - 1, caught_up) == {A: 70_000}
-    assert clocks.report(1_000 + IDLE, caught_up) == {A: 70_000 + IDLE}
-    assert clocks.report(1_000 + IDLE + 5_000, caught_up) == {A: 70_000 + IDLE + 5_000}
-    # a source with records waiting is not idle, however long it has been
-    assert clocks.report(1_000 + 10 * IDLE, {A: False}.__getitem__) == {A: 70_000}
+    assert clocks.report(1_000 + IDLE_MS - 1, caught_up) == {A: (70_000, ACTIVE)}
+    assert clocks.report(1_000 + IDLE_MS, caught_up) == {A: (70_000, IDLE)}
+    # records waiting: not idle, however long it has been
+    assert clocks.report(1_000 + 10 * IDLE_MS, {A: False}.__getitem__) == {A: (70_000, ACTIVE)}
+    clocks.observe(A, 200_000, wall_ms=1_000 + 10 * IDLE_MS)
+    assert clocks.report(1_000 + 10 * IDLE_MS, caught_up) == {A: (170_000, ACTIVE)}
+
+
+def test_an_ended_source_stays_ended_until_its_next_record() -> None:
+    clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.observe(A, 100_000, wall_ms=0)
+    clocks.end(A, wall_ms=0)
+    assert clocks.report(10 * IDLE_MS, {A: True}.__getitem__) == {A: (70_000, ENDED)}
+    clocks.observe(A, 100_001, wall_ms=1)
+    assert clocks.report(2, {A: True}.__getitem__) == {A: (70_001, ACTIVE)}
 
 
 def test_revoked_sources_are_no_longer_reported() -> None:
-    clocks = SourceClocks(LATENESS, IDLE)
+    clocks = SourceClocks(LATENESS, IDLE_MS)
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.observe(B, 100_000, wall_ms=0)
     clocks.revoke([A])
-    assert clocks.report(0, lambda _: False) == {B: 70_000}
+    assert clocks.report(0, lambda _: False) == {B: (70_000, ACTIVE)}
 
 
 def test_correlate_waits_for_every_expected_source_then_takes_the_minimum() -> None:
     marks = SourceWatermarks(lambda: [A, B, C])
-    marks.update({A: 50})
-    assert marks.watermark() is None
-    marks.update({B: 20, C: 90})
-    assert marks.watermark() == 20
-    marks.update({B: 10})  # a lower report (a new owner reading again) never moves it back
-    assert marks.watermark() == 20
-    marks.update({B: None})  # caught up with nothing new: holds nobody back
-    assert marks.watermark() == 50
-    marks.update({A: None, B: None, C: None})
-    assert marks.watermark() is None
+    marks.update({A: (50, ACTIVE)})
+    assert marks.watermark(0, 0) is None
+    marks.update({B: (20, ACTIVE), C: (90, ACTIVE)})
+    assert marks.watermark(0, 0) == 20
+    marks.update({B: (10, ACTIVE)})  # a lower report (a new owner reading again)
+    assert marks.watermark(0, 0) == 20
+    marks.update({B: (20, IDLE)})  # idle: leaves the minimum
+    assert marks.watermark(20, 0) == 50
+    marks.update({B: (25, ACTIVE)})  # rejoins with its next record
+    assert marks.watermark(50, 0) == 25
+
+
+def test_an_active_source_with_no_known_watermark_holds_the_others_back() -> None:
+    marks = SourceWatermarks(lambda: [A, B])
+    marks.update({A: (50, ACTIVE), B: (None, ACTIVE)})  # a backlog not read yet
+    assert marks.watermark(0, 0) is None
+    marks.update({B: (None, IDLE)})
+    assert marks.watermark(0, 0) == 50
+
+
+def test_when_every_source_is_idle_the_wall_clock_advances_the_watermark() -> None:
+    marks = SourceWatermarks(lambda: [A, B])
+    marks.update({A: (50, IDLE), B: (40, IDLE)})
+    assert marks.watermark(40, wall_ms=1_000) == 40  # from where it is, not a jump
+    assert marks.watermark(40, wall_ms=6_000) == 5_040
+    assert marks.watermark(5_040, wall_ms=9_000) == 8_040
+    marks.update({A: (9_000, ACTIVE)})  # a source rejoins: the minimum of the active ones
+    assert marks.watermark(8_040, wall_ms=10_000) == 9_000
+    # nothing ever read: nothing to advance from
+    empty = SourceWatermarks(lambda: [A])
+    empty.update({A: (None, IDLE)})
+    assert empty.watermark(-(1 << 62), 5_000) is None
+
+
+def test_ended_sources_decide_everything_once_no_source_is_active() -> None:
+    marks = SourceWatermarks(lambda: [A, B, C])
+    marks.update({A: (50, ENDED), B: (40, ACTIVE), C: (None, IDLE)})
+    assert marks.watermark(0, 0) == 40
+    marks.update({B: (45, ENDED)})
+    assert marks.watermark(40, 0) == END
+
+
+def test_restored_marks_stand_for_sources_until_they_report_more() -> None:
+    first = SourceWatermarks(lambda: [A, B])
+    first.update({A: (50, ACTIVE), B: (70, ACTIVE)})
+    moved = SourceWatermarks(lambda: [A, B])  # the partition on another worker
+    moved.restore(first.reported())
+    moved.update({A: (None, ACTIVE), B: (None, ACTIVE)})  # nothing read yet there
+    assert moved.watermark(50, 0) == 50
 
 
 def test_correlate_waits_for_the_topics_metadata() -> None:
     expected: list[str] | None = None
     marks = SourceWatermarks(lambda: expected)
-    marks.update({A: 5})
-    assert marks.watermark() is None
+    marks.update({A: (5, ACTIVE)})
+    assert marks.watermark(0, 0) is None
     expected = [A]
-    assert marks.watermark() == 5
+    assert marks.watermark(0, 0) == 5
 
 
 @given(st.lists(st.tuples(st.sampled_from([A, B, C]), st.integers(0, 10**6)), max_size=40))
-def test_the_correlate_watermark_never_moves_back_once_every_source_reported(
+def test_the_correlate_watermark_never_moves_back_while_every_source_is_active(
         reports: list[tuple[str, int]]) -> None:
     marks = SourceWatermarks(lambda: [A, B, C])
-    marks.update({A: 0, B: 0, C: 0})
-    last = marks.watermark()
+    marks.update({A: (0, ACTIVE), B: (0, ACTIVE), C: (0, ACTIVE)})
+    last = marks.watermark(0, 0)
     assert last == 0
     for source, value in reports:
-        marks.update({source: value})
-        now = marks.watermark()
+        marks.update({source: (value, ACTIVE)})
+        now = marks.watermark(last, 0)
         assert now is not None and now >= last
         last = now
+
+
+def test_end_of_input_decides_every_trigger_read_and_the_engine_goes_on() -> None:
+    from streams.model.validate import event_from_record
+    from tests import builders
+
+    engine = builders.make_engine()
+    r = builders.requested(0)
+    assert engine.process(event_from_record(r)) == []
+    decided = engine.decide_pending()
+    assert {f.rule for f in decided} == {"enrichment-without-consent",
+                                         "enrichment-without-notice"}
+    assert engine.pending() == 0
+    # the watermark is just past the last deadline (the trigger's time + the notice
+    # grace), not infinity: a later event is applied as usual
+    assert engine.watermark == r["occurred_at"] + builders.GRACE + 1
+    later = builders.requested(builders.GRACE + 60_000, event_id="r-later")
+    engine.process(event_from_record(later))
+    assert engine.stats.late == 0
+    assert engine.decide_pending() != []
+
+
+def test_control_records_are_never_events() -> None:
+    from streams.pipeline.control import END_OF_INPUT, control_kind, encode_control
+
+    value = encode_control()
+    assert control_kind(value) == END_OF_INPUT
+    from streams.errors import InvalidEvent as Invalid
+    from streams.serde.wire import SingleObjectFraming
+
+    with pytest.raises(Invalid):
+        SingleObjectFraming().decode(value)

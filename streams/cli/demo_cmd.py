@@ -13,9 +13,9 @@ Event time runs as fast as the wall clock (the simulator's event rate is the
 production rate), as on a live platform, so the rules about the past decide while
 the traffic flows. Closing the run: the last triggers wait for the watermark to pass
 their time plus the notice grace (300 s of event time); rather than wait that long
-for the idle advance, once the worker has consumed every input record the demo sends
-the pipeline's end-of-input sentinels (streams/pipeline/sentinel.py: one harmless
-event on every input partition, dated past every pending deadline, raising nothing).
+for the idle advance, once the worker has consumed every input record the demo puts
+an end-of-input control record on every input partition (streams/pipeline/control.py:
+not an event, it only lets the worker decide everything it has read).
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ class _Run:
             yield event
 
     async def main(self) -> None:
+        from streams.pipeline.control import produce_end_of_input
         from streams.pipeline.kafka_io import produce_events
-        from streams.pipeline.sentinel import produce_sentinels
 
         tasks = [asyncio.create_task(self._follow_findings()),
                  asyncio.create_task(self._watch_lag()),
@@ -219,9 +219,7 @@ class _Run:
             self.progress.phase = "waiting for the worker to consume everything"
             await self._wait(lambda: self.input_lag == 0)
             self.progress.phase = "closing the run"
-            # Past every pending deadline: the allowed lateness, the notice grace, a minute.
-            await produce_sentinels(self.connection, self.names,
-                                    self.last_event_ms + 30_000 + 300_000 + 60_000)
+            await produce_end_of_input(self.connection, self.names)
             self.progress.phase = "waiting for the worker's last decisions"
             await self._drain()
             self.progress.phase = "done"

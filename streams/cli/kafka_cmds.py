@@ -149,6 +149,10 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
     import logging
 
+    from streams.pipeline.data_dir import lock_data_dir
+
+    lock = lock_data_dir(data_dir)  # held until the process ends
+
     import faust
 
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker logs what its clients say
@@ -167,11 +171,11 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
                               web_host=web_host, pseudonymiser=pseudonymiser,
                               params=params, framing=framing,
                               state_flush_interval_s=state_flush_interval)
-    data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
     runner = _worker_class(faust.Worker)(app, loglevel=log_level, quiet=True,
                                          redirect_stdouts=False)
     runner.execute_from_commandline()
+    lock.close()
     return 0
 
 

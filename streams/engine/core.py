@@ -236,6 +236,20 @@ class Engine:
             self._advance(watermark, outputs)
         return outputs
 
+    def decide_pending(self, position: int = -1) -> list[Output]:
+        """End of input: move the watermark just past the last deadline of every trigger
+        read so far (the end of everything before it), deciding them all. Unlike `flush`
+        the engine goes on: what comes after is applied as usual, late where it is
+        older than the watermark."""
+        self._position = position
+        outputs: list[Output] = []
+        if not self._deadlines:
+            return outputs
+        last = max(at + (self._grace if stage == STAGE_PAST else 0)
+                   for at, _, _, _, stage in self._deadlines)
+        self._advance(last + 1, outputs)
+        return outputs
+
     def flush(self) -> list[Output]:
         """End of input: take every pending decision (the watermark goes to infinity)."""
         outputs: list[Output] = []

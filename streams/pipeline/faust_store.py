@@ -12,7 +12,10 @@ Faust does (`set_persisted_offset`), so recovery reads only what came after.
 
 Keys carry the partition (`s/<p>/<subject>`, `a/<p>/<account>`) so that the memory
 store, one dict for all partitions, keeps them apart. Values are state objects in
-`state_codec`'s form; reads go through an in-process cache of live objects.
+`state_codec`'s form; reads go through an in-process cache of live objects. One more
+key, `m/<p>`, holds the partition's event-time progress (its watermark and its
+sources' marks, as bytes the worker encodes), written last in each flush, so it is
+never ahead of the state written with it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class TableStore:
         self._store = table.data
         self._subject_prefix = f"s/{partition}/"
         self._account_prefix = f"a/{partition}/"
+        self._meta_key = f"m/{partition}".encode()
         self._cache: dict[bytes, Any] = {}
         self._dirty: dict[bytes, Any] = {}
         self._cache_size = cache_size
@@ -120,6 +124,18 @@ class TableStore:
         prefix = self._subject_prefix.encode()
         return sum(1 for key in self._keys() if key.startswith(prefix))
 
+    def meta(self) -> bytes | None:
+        """The partition's saved event-time progress (`put_meta`), or None."""
+        value = self._dirty.get(self._meta_key)
+        if isinstance(value, bytes):
+            return value
+        raw = self._get_raw(self._meta_key)
+        return bytes(raw) if raw is not None else None
+
+    def put_meta(self, value: bytes) -> None:
+        """Written with the next flush, after every other key of it."""
+        self._dirty[self._meta_key] = value
+
     # -- writing ---------------------------------------------------------------------
 
     def dirty_keys(self) -> int:
@@ -135,12 +151,22 @@ class TableStore:
         # state: with the accounts ahead, a subject recovered from this flush always finds
         # its account as recent, and a copy of a decision re-sent after the restart cites
         # what the first one cited.
+        # The event-time progress goes last: it must never be ahead of the state.
         account_prefix = self._account_prefix.encode()
-        dirty = sorted(self._dirty.items(), key=lambda item: not item[0].startswith(account_prefix))
+        meta_key = self._meta_key
+
+        def order(item: tuple[bytes, Any]) -> int:
+            key = item[0]
+            return 0 if key.startswith(account_prefix) else 2 if key == meta_key else 1
+
+        dirty = sorted(self._dirty.items(), key=order)
         for key, value in dirty:
             if value is _DELETED:
                 self._delete_raw(key)
                 records.append((key, None))
+            elif key == meta_key:
+                self._put_raw(key, value)
+                records.append((key, value))
             else:
                 raw = encode_state(value)
                 self._put_raw(key, raw)

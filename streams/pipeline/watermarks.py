@@ -6,21 +6,24 @@ The spec's watermark is per partition: the greatest `occurred_at` seen on it min
 greatest time they see: one input running ahead of another would make the other's
 events late. As Flink does with input channels, each source's watermark travels
 beside its records, and a correlate partition's watermark is the minimum over the
-sources:
+sources that are not idle (spec: "Event time, lateness and absence"):
 
 - `SourceClocks` (route side) follows each input partition a worker reads: the
-  greatest event time forwarded from it, and when. After `idle_timeout` with no
-  events on a source that is caught up, its watermark advances with the wall clock
-  (`idle_watermark`, the engine's own rule). A source that has given nothing since
-  it was assigned, and is caught up, is reported EMPTY once the idle timeout has
-  passed too: from then on it holds nobody back. (Not at once: the high watermark
-  seen is that of the last fetch, and a source that only looks empty would make
-  every event it then delivers late.)
+  greatest event time forwarded from it, and when. A source is IDLE once it is read
+  to its end and nothing new came for `idle_timeout` (since its last record, or since
+  it was assigned); ENDED after an end-of-input control record (`control.py`), until
+  its next record; ACTIVE otherwise, with its watermark, or none yet when nothing was
+  read from it since it was assigned.
 - A marker record on the correlate topic carries a worker's report for all of its
   sources; it is sent to every correlate partition after the records it covers
   (one producer, so a partition receives them in that order).
-- `SourceWatermarks` (correlate side, one per partition) keeps the latest report of
-  every source and gives the minimum once every expected source has reported.
+- `SourceWatermarks` (correlate side, one per partition) keeps every source's highest
+  watermark and latest state. Its watermark is the minimum over the ACTIVE sources
+  (an IDLE one leaves the minimum and rejoins with its next record); with none active
+  and some ENDED, everything read so far is decided (`END`); with all IDLE, the
+  watermark advances by the wall-clock time that passes. Its marks are saved with the
+  partition's state, so a partition that moves to another worker, or a worker that
+  restarts, goes on from them instead of waiting for traffic.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ from typing import Any
 
 import orjson
 
-from streams.engine.core import idle_watermark
 from streams.errors import InvalidEvent
 
-__all__ = ["MARKER", "SourceClocks", "SourceWatermarks", "decode_marker", "encode_marker",
-           "is_marker", "source_id", "source_tp"]
+__all__ = ["ACTIVE", "END", "ENDED", "IDLE", "MARKER", "SourceClocks", "SourceReport",
+           "SourceWatermarks", "decode_marker", "encode_marker", "is_marker", "source_id",
+           "source_tp"]
 
 # Not Avro single-object encoding (C3 01), not JSON: cannot be mistaken for an event.
 MARKER = b"\x00consentwatch-watermarks\n"
@@ -57,28 +60,47 @@ def is_marker(value: bytes | None) -> bool:
     return value is not None and value.startswith(MARKER)
 
 
-def encode_marker(report: Mapping[str, int | None]) -> bytes:
-    """`report`: source id -> its watermark in ms, or None for EMPTY."""
-    return MARKER + orjson.dumps(dict(report))
+ACTIVE = "active"
+IDLE = "idle"
+ENDED = "ended"
+_STATES = frozenset({ACTIVE, IDLE, ENDED})
+# What `SourceWatermarks.watermark` gives when every source that is not idle has ended.
+END = 1 << 62
+
+# A source's report: its watermark in ms (None: nothing read since it was assigned)
+# and its state.
+SourceReport = tuple[int | None, str]
 
 
-def decode_marker(value: bytes) -> dict[str, int | None]:
+def encode_marker(report: Mapping[str, SourceReport]) -> bytes:
+    """`report`: source id -> (watermark or None, state)."""
+    return MARKER + orjson.dumps({source: list(item) for source, item in report.items()})
+
+
+def decode_marker(value: bytes) -> dict[str, SourceReport]:
     try:
-        report = orjson.loads(value[len(MARKER):])
+        raw = orjson.loads(value[len(MARKER):])
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("bad_marker", f"watermark marker is not JSON: {exc}") from None
-    if not isinstance(report, dict) or not all(
-            isinstance(k, str) and (v is None or type(v) is int) for k, v in report.items()):
-        raise InvalidEvent("bad_marker", "watermark marker must map sources to ints or null")
+    if not isinstance(raw, dict):
+        raise InvalidEvent("bad_marker", "a watermark marker must map sources to reports")
+    report: dict[str, SourceReport] = {}
+    for source, item in raw.items():
+        if not (isinstance(item, list) and len(item) == 2
+                and (item[0] is None or type(item[0]) is int) and item[1] in _STATES):
+            raise InvalidEvent("bad_marker",
+                               "a source's report must be [watermark or null, state]")
+        report[source] = (item[0], item[1])
     return report
 
 
 class _Clock:
-    __slots__ = ("max_event", "wall_at_event")
+    __slots__ = ("ended", "max_event", "wall_at_event")
 
     def __init__(self, wall_ms: int) -> None:
         self.max_event: int | None = None
         self.wall_at_event = wall_ms  # since assignment, while no event came
+        self.ended = False
 
 
 class SourceClocks:
@@ -102,40 +124,50 @@ class SourceClocks:
 
     def observe(self, source: str, max_event_ms: int, wall_ms: int) -> None:
         """Records up to `max_event_ms` from `source` have been handed to the producer."""
-        clock = self._clocks.get(source)
-        if clock is None:
-            clock = self._clocks[source] = _Clock(wall_ms)
+        clock = self._clock(source, wall_ms)
         if clock.max_event is None or max_event_ms > clock.max_event:
             clock.max_event = max_event_ms
         clock.wall_at_event = wall_ms
+        clock.ended = False
+
+    def end(self, source: str, wall_ms: int) -> None:
+        """`source` gave an end-of-input control record after everything observed so far."""
+        clock = self._clock(source, wall_ms)
+        clock.wall_at_event = wall_ms
+        clock.ended = True
+
+    def _clock(self, source: str, wall_ms: int) -> _Clock:
+        clock = self._clocks.get(source)
+        if clock is None:
+            clock = self._clocks[source] = _Clock(wall_ms)
+        return clock
 
     def report(self, wall_ms: int, caught_up: Callable[[str], bool | None]
-               ) -> dict[str, int | None]:
-        """Each source's watermark, None for EMPTY; a source whose state is not known
-        yet (nothing read, not known to be caught up) is left out.
+               ) -> dict[str, SourceReport]:
+        """Each source's (watermark, state); a source whose state is not known yet
+        (nothing read, not known to be caught up) is left out.
 
         `caught_up(source)`: True when everything in the partition has been read,
         False when records are waiting, None when not known yet.
         """
-        report: dict[str, int | None] = {}
+        report: dict[str, SourceReport] = {}
         for source, clock in self._clocks.items():
-            state = caught_up(source)
-            if clock.max_event is None:
-                if state and wall_ms - clock.wall_at_event >= self._idle_timeout:
-                    report[source] = None
+            watermark = None if clock.max_event is None else clock.max_event - self._lateness
+            if clock.ended:
+                report[source] = (watermark, ENDED)
                 continue
-            watermark = clock.max_event - self._lateness
-            if state:
-                advanced = idle_watermark(watermark, clock.wall_at_event, wall_ms,
-                                          self._idle_timeout)
-                if advanced is not None:
-                    watermark = advanced
-            report[source] = watermark
+            state = caught_up(source)
+            if state is None:
+                if watermark is not None:
+                    report[source] = (watermark, ACTIVE)
+                continue
+            idle = state and wall_ms - clock.wall_at_event >= self._idle_timeout
+            report[source] = (watermark, IDLE if idle else ACTIVE)
         return report
 
 
 class SourceWatermarks:
-    """Correlate side, one per partition: the minimum over every expected source.
+    """Correlate side, one per partition: the minimum over the sources not idle.
 
     `expected()` gives the ids of every input partition (from the topics' metadata),
     or None while that is not known.
@@ -143,31 +175,61 @@ class SourceWatermarks:
 
     def __init__(self, expected: Callable[[], Iterable[str] | None]) -> None:
         self._expected = expected
-        self._marks: dict[str, int | None] = {}
+        self._marks: dict[str, int] = {}  # the highest watermark each source reported
+        self._states: dict[str, str] = {}  # each source's latest state (not saved)
+        self._idle_from: tuple[int, int] | None = None  # (watermark, wall ms) when all went idle
 
-    def update(self, report: Mapping[str, int | None]) -> None:
+    def update(self, report: Mapping[str, SourceReport]) -> None:
         marks = self._marks
-        for source, watermark in report.items():
-            if watermark is None:
-                marks[source] = None
-            else:
+        for source, (watermark, state) in report.items():
+            self._states[source] = state
+            if watermark is not None:
                 old = marks.get(source)
                 marks[source] = watermark if old is None else max(old, watermark)
 
-    def watermark(self) -> int | None:
-        """None until every expected source has reported and one of them is not EMPTY."""
+    def watermark(self, current: int, wall_ms: int) -> int | None:
+        """The partition's watermark, given its `current` one (`END`: decide everything
+        read so far); None while it cannot move (a source not heard from yet, an active
+        source whose watermark is not known, nothing to advance from)."""
         expected = self._expected()
         if expected is None:
             return None
-        marks = self._marks
+        marks, states = self._marks, self._states
         lowest: int | None = None
+        ended = False
         for source in expected:
-            if source not in marks:
+            state = states.get(source)
+            if state is None:
                 return None
-            mark = marks[source]
-            if mark is not None and (lowest is None or mark < lowest):
+            if state == IDLE:
+                continue
+            if state == ENDED:
+                ended = True
+                continue
+            mark = marks.get(source)
+            if mark is None:
+                return None  # a backlog not read yet: it holds the others back
+            if lowest is None or mark < lowest:
                 lowest = mark
-        return lowest
+        if lowest is not None:
+            self._idle_from = None
+            return lowest
+        if ended:
+            self._idle_from = None
+            return END
+        # Every source idle: the wall clock moves the watermark (never to the wall clock).
+        if self._idle_from is None:
+            self._idle_from = (current, wall_ms)
+        since, at = self._idle_from
+        if since <= -(1 << 61):  # nothing was ever read: nothing to advance
+            return None
+        return since + max(0, wall_ms - at)
 
-    def reported(self) -> dict[str, int | None]:
+    def reported(self) -> dict[str, int]:
         return dict(self._marks)
+
+    def restore(self, marks: Mapping[str, int]) -> None:
+        """The marks saved with the partition's state (a new owner, a restart)."""
+        for source, watermark in marks.items():
+            old = self._marks.get(source)
+            self._marks[source] = watermark if old is None else max(old, watermark)
