@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,3 +168,18 @@ def test_a_worker_on_a_data_dir_in_use_exits_with_one_line(tmp_path: Path) -> No
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "in use by another worker" in lines[0], lines
     assert f"pid {os.getpid()}" in lines[0]
+
+
+@pytest.mark.parametrize("value", [b'["x"]', b"1", b"{}", b"true"])
+def test_a_type_that_is_not_a_string_is_an_unknown_type_and_the_run_goes_on(
+        tmp_path: Path, value: bytes) -> None:
+    # The compiled validator crashed here (TypeError), losing every record after it.
+    good = SEED.read_bytes().splitlines()
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([b'{"type": ' + value + b"}", *good]) + b"\n")
+    result = run_cli("replay", str(events), "-q")
+    assert result.returncode == 1
+    assert b"line 1: invalid event (unknown_type)" in result.stderr
+    assert b"Traceback" not in result.stderr
+    expected = (SEED.parent / "expected.jsonl").read_bytes().splitlines()
+    assert len(result.stdout.splitlines()) == len(expected)

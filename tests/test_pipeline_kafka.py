@@ -467,6 +467,38 @@ def test_a_second_worker_on_a_data_dir_in_use_exits_and_every_decision_is_still_
     check_worker_healthy(first)
 
 
+def test_a_restarted_worker_takes_its_pending_decisions_with_no_new_traffic(
+        kafka_bootstrap: str, workers: kh.Workers, tmp_path: Path) -> None:
+    """The watermark survives the restart (saved with the state): the notice rules still
+    pending when the worker stopped are decided by the next one, though nothing new
+    arrives and every input partition is idle."""
+    events = kh.mix(1_000, 150, seed=37)
+    params = EngineParams(notice_grace_ms=45_000)
+    expected = kh.replay_findings(events, params)
+    notice_rules = {"enrichment-without-notice", "covert-profile-view"}
+    assert {f["rule"] for f in expected} & notice_rules
+    pipeline = new_pipeline(kafka_bootstrap, "restart-idle")
+    args = ("--notice-grace", "45", "--idle-timeout", "1", "--state-flush-interval", "0.5")
+    data_dir = tmp_path / "data"
+    first = workers.start(pipeline.prefix, data_dir=data_dir, name="first", extra_args=args)
+    pipeline.wait_assigned(timeout=180)
+    pipeline.send_events(events)
+    kh.wait_until(lambda: any(f["rule"] not in notice_rules for f in pipeline.read()) or None,
+                  timeout=180, interval=1.0, what="the first findings", on_timeout=first.tail)
+    assert len({f["finding_id"] for f in pipeline.read()}) < len(expected)
+    assert first.stop(timeout=60) is not None
+    second = workers.start(pipeline.prefix, data_dir=data_dir, name="second", extra_args=args)
+
+    def all_out() -> list[dict[str, Any]] | None:
+        findings = pipeline.read()
+        return findings if len({f["finding_id"] for f in findings}) >= len(expected) else None
+
+    got = kh.wait_until(all_out, timeout=240, interval=1.0,
+                        what="the pending decisions after the restart", on_timeout=second.tail)
+    compare(got, expected)
+    check_worker_healthy(second)
+
+
 def test_two_workers_that_both_stay_decide_every_partition(kafka_bootstrap: str,
                                                             workers: kh.Workers,
                                                             tmp_path: Path) -> None:

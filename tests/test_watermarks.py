@@ -107,15 +107,31 @@ def test_an_active_source_with_no_known_watermark_holds_the_others_back() -> Non
 def test_when_every_source_is_idle_the_wall_clock_advances_the_watermark() -> None:
     marks = SourceWatermarks(lambda: [A, B])
     marks.update({A: (50, IDLE), B: (40, IDLE)})
-    assert marks.watermark(40, wall_ms=1_000) == 40  # from where it is, not a jump
-    assert marks.watermark(40, wall_ms=6_000) == 5_040
-    assert marks.watermark(5_040, wall_ms=9_000) == 8_040
+    # everything was read: from the highest report, never a jump to the wall clock
+    assert marks.watermark(40, wall_ms=1_000) == 50
+    assert marks.watermark(50, wall_ms=6_000) == 5_050
+    assert marks.watermark(5_050, wall_ms=9_000) == 8_050
     marks.update({A: (9_000, ACTIVE)})  # a source rejoins: the minimum of the active ones
-    assert marks.watermark(8_040, wall_ms=10_000) == 9_000
+    assert marks.watermark(8_050, wall_ms=10_000) == 9_000
     # nothing ever read: nothing to advance from
     empty = SourceWatermarks(lambda: [A])
     empty.update({A: (None, IDLE)})
     assert empty.watermark(-(1 << 62), 5_000) is None
+
+
+def test_a_source_read_and_gone_idle_between_two_markers_still_moves_the_watermark() -> None:
+    # CI saw this stall: every source idle before any traffic, then the first report of
+    # the source that got events already says IDLE (its events were read more than the
+    # idle timeout before the marker went out).
+    minus_infinity = -(1 << 62)
+    marks = SourceWatermarks(lambda: [A, B])
+    marks.update({A: (None, IDLE), B: (None, IDLE)})
+    assert marks.watermark(minus_infinity, wall_ms=1_000) is None
+    marks.update({A: (70_000, IDLE), B: (None, IDLE)})
+    assert marks.watermark(minus_infinity, wall_ms=5_000) == 70_000
+    assert marks.watermark(70_000, wall_ms=8_000) == 73_000
+    marks.update({B: (90_000, IDLE)})  # another catches up past the advance
+    assert marks.watermark(73_000, wall_ms=8_500) == 90_000
 
 
 def test_ended_sources_decide_everything_once_no_source_is_active() -> None:

@@ -54,8 +54,12 @@ def topics_create(broker: str | None, topic_prefix: str, kafka_config: Path | No
 @wire_options
 @click.option("--rate", type=click.FloatRange(min=0.1), metavar="EVENTS_PER_S",
               help="Send at most this many events per second.")
+@click.option("--end-of-input", is_flag=True,
+              help="After the events, an end-of-input control record on every input "
+              "partition: the worker decides everything it has read at once.")
 def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: Path | None,
-            wire_format: str, schema_registry: str | None, rate: float | None) -> int:
+            wire_format: str, schema_registry: str | None, rate: float | None,
+            end_of_input: bool) -> int:
     """Publish the events of a JSON Lines or Avro file to their topics, as Avro."""
     from streams.pipeline.kafka_io import produce_events
     from streams.serde.sources import read_events
@@ -81,6 +85,11 @@ def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: P
     batch = valid()
     sent = asyncio.run(produce_events(connection, names, batch, framing=framing, rate=rate))
     click.echo(f"consentwatch: produced {sent} events, {invalid} invalid", err=True)
+    if end_of_input:
+        from streams.pipeline.control import produce_end_of_input
+
+        marked = asyncio.run(produce_end_of_input(connection, names))
+        click.echo(f"consentwatch: end of input marked on {marked} input partitions", err=True)
     return 1 if invalid else 0
 
 

@@ -313,11 +313,14 @@ def event_from_record(record: Any, type_name: str | None = None) -> Event:
     """
     if not isinstance(record, Mapping):
         raise InvalidEvent("not_an_object", "record is not an object")
-    if type_name is None:
-        type_name = record.get("type")
-        if type_name is None:
+    # `named` is typed object: a record's "type" may be anything (a list, a number), and
+    # the compiled build checks every assignment to a `str | None` variable.
+    named: object = type_name
+    if named is None:
+        named = record.get("type")
+        if named is None:
             raise InvalidEvent("missing_type", "record has no 'type' field")
-    validate = _VALIDATORS.get(type_name) if type(type_name) is str else None
+    validate = _VALIDATORS.get(named) if type(named) is str else None
     if validate is None:
         raise InvalidEvent("unknown_type", "'type' is not an event of the contract")
     return validate.validate(record)

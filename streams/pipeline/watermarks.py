@@ -217,13 +217,25 @@ class SourceWatermarks:
         if ended:
             self._idle_from = None
             return END
-        # Every source idle: the wall clock moves the watermark (never to the wall clock).
-        if self._idle_from is None:
-            self._idle_from = (current, wall_ms)
-        since, at = self._idle_from
-        if since <= -(1 << 61):  # nothing was ever read: nothing to advance
+        # Every source idle: everything was read, so (as Flink's valve does) the watermark
+        # is at least the highest an idle source reported, and from there the wall clock
+        # moves it (never to the wall clock). A report that arrives while all are idle
+        # (a source read and gone idle between two markers) moves the base up.
+        base = current
+        for source in expected:
+            mark = marks.get(source)
+            if mark is not None and mark > base:
+                base = mark
+        advanced: int | None = None
+        if self._idle_from is not None:
+            since, at = self._idle_from
+            advanced = since + max(0, wall_ms - at)
+        if advanced is None or base > advanced:
+            self._idle_from = (base, wall_ms)
+            advanced = base
+        if advanced <= -(1 << 61):  # nothing was ever read: nothing to advance
             return None
-        return since + max(0, wall_ms - at)
+        return advanced
 
     def reported(self) -> dict[str, int]:
         return dict(self._marks)
