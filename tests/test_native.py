@@ -20,10 +20,24 @@ from tests.conftest import run_cli
 COMPILED = os.environ.get(native.ENV_VAR) != "off"
 
 
+def _module_files(env: dict[str, str]) -> list[str]:
+    code = ("import importlib, sys\n"
+            "for name in sys.argv[1:]: print(importlib.import_module(name).__file__)")
+    names = [native._module_name(path) for path in native.MODULES]
+    done = subprocess.run([sys.executable, "-c", code, *names], env=env, capture_output=True,
+                          text=True, check=True)
+    return done.stdout.split()
+
+
+def test_off_runs_the_sources_even_beside_a_build() -> None:
+    files = _module_files({**os.environ, native.ENV_VAR: "off"})
+    assert len(files) == len(native.MODULES)
+    assert all(file.endswith(".py") for file in files), files
+
+
 def test_the_hot_path_runs_compiled_from_its_current_sources() -> None:
     if not COMPILED:
-        assert set(native.status().values()) == {"source"}
-        return
+        return  # the sources run (test_off_runs_the_sources_even_beside_a_build)
     # ./dev builds it; a build that failed, or a source changed since, fails here.
     assert native.status() == dict.fromkeys(native.MODULES, "compiled")
     for path in native.MODULES:

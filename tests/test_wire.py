@@ -142,3 +142,26 @@ def test_confluent_unknown_schema_id() -> None:
     with pytest.raises(InvalidEvent) as info:
         ConfluentFraming(DictSchemaIds()).decode(struct.pack(">bI", 0, 42) + b"\x00")
     assert info.value.code == "unknown_schema_id"
+
+
+@settings(max_examples=60, deadline=None)
+@given(events(), events())
+def test_an_amendment_round_trips_whatever_its_late_event_and_evidence(
+        late: Event, cited: Event) -> None:
+    # A late event with an array field (consent, request, match, view) crashed the
+    # worker's encoder (fastavro could not place the tagged map inside the union).
+    from streams.model.findings import Amendment
+    from streams.serde.wire import decode_output, encode_output
+
+    amendment = Amendment(
+        amendment_id="a" * 64, kind="RETRACTED", finding_id="f" * 64,
+        rule="enrichment-without-consent", subject_id="u-1",
+        trigger_event_id=cited.event_id, late_event_id=late.event_id,
+        evidence_event_ids=(cited.event_id,), occurred_at=cited.occurred_at,
+        detected_at=cited.occurred_at + 1, explanation="retracted",
+        evidence=(cited,), late_event=late)
+    back = decode_output(encode_output(amendment))
+    assert isinstance(back, Amendment)
+    assert back.late_event is not None and back.late_event_id == late.event_id
+    assert dict(back.late_event)["event_id"] == late.event_id
+    assert [dict(item)["type"] for item in back.evidence] == [type(cited).__name__]

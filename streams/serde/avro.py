@@ -25,7 +25,7 @@ from dataclasses import fields
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import fastavro
 
@@ -461,9 +461,17 @@ def amendment_to_record(amendment: Amendment, pseudonymiser: Pseudonymiser | Non
     record["evidence"] = [_evidence_datum(evidence_record(item), tagged)
                           for item in amendment.evidence]
     late = amendment.late_event
-    record["late_event"] = (None if late is None
-                            else _evidence_datum(evidence_record(late), tagged))
+    if late is None:
+        record["late_event"] = None
+    else:
+        datum = _evidence_datum(evidence_record(late), tagged)
+        # Tagged values inside an untagged union: fastavro would try to match the branch
+        # by validating them, and fails on the tag of an array. Name the branch too.
+        record["late_event"] = (_EVIDENCE_EVENT, datum) if tagged else datum
     return record
+
+
+_EVIDENCE_EVENT: Final = "io.consentwatch.events.EvidenceEvent"
 
 
 def record_to_amendment(record: Mapping[str, Any]) -> Amendment:
