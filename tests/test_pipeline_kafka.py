@@ -26,7 +26,7 @@ import pytest
 from streams.engine import EngineParams
 from streams.errors import InvalidEvent
 from streams.model.events import Event, FeatureToggled
-from streams.model.findings import DeadLetter
+from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import event_from_record
 from streams.serde.avro import load_schema
 from streams.serde.sources import read_events
@@ -517,3 +517,78 @@ def test_two_workers_that_both_stay_decide_every_partition(kafka_bootstrap: str,
     pipeline.end_of_input()
     pipeline.wait_consumed(timeout=120)
     check_stream_findings(pipeline, expected, workers)
+
+
+# -- 6. late events of every type, amendments on the wire ---------------------------------
+
+
+def test_late_events_of_every_type_publish_their_amendments(
+        kafka_bootstrap: str, workers: kh.Workers) -> None:
+    """Each event type arrives late after its triggers were decided; the amendments (and
+    late findings) are those of the engine fed in the same order. A late event with an
+    array field (consent, match) once crashed the worker's encoder, and its retraction
+    was lost after the restart."""
+    from tests import builders as b
+
+    tag = uuid.uuid4().hex[:6]
+    s = {name: f"u-{name}-{tag}" for name in ("consent", "notice", "toggle", "match",
+                                              "join", "request", "view")}
+    account = f"acct-{tag}"
+    first = [
+        b.requested(10_000, subject_id=s["consent"]),
+        b.requested(10_000, subject_id=s["notice"]),
+        b.requested(10_000, subject_id=s["toggle"], trigger="AUTOMATIC", account_id=account),
+        b.joined(1_000, subject_id=s["match"], display_name="Night Owl"),
+        b.viewed(10_000, subject_id=s["match"]),
+        b.matched(1_000, subject_id=s["join"], profile_name="Alice Liddell"),
+        b.viewed(10_000, subject_id=s["join"]),
+    ]
+    late = [
+        b.consent(5_000, subject_id=s["consent"]),
+        b.notice(9_000, subject_id=s["notice"]),
+        b.toggle(5_000, account_id=account),
+        b.matched(5_000, subject_id=s["match"], profile_name="Alice Liddell"),
+        b.joined(5_000, subject_id=s["join"], display_name="Night Owl"),
+        b.requested(2_000, subject_id=s["request"]),
+        b.viewed(2_000, subject_id=s["view"]),
+    ]
+    first_events = [event_from_record(r) for r in first]
+    late_events = [event_from_record(r) for r in late]
+    assert len({type(e) for e in late_events}) == 7  # every event type
+
+    engine = b.make_engine()
+    expected_first = [out for e in first_events for out in engine.process(e)]
+    expected_first += engine.decide_pending()
+    expected_late = [out for e in late_events for out in engine.process(e)]
+    expected_late += engine.decide_pending()
+    amendments = {(a.amendment_id, a.kind, a.late_event_id)
+                  for a in expected_late if isinstance(a, Amendment)}
+    late_types = {type(e).__name__ for e in late_events
+                  if any(a[2] == e.event_id for a in amendments)}
+    assert {"ConsentChanged", "EnrichmentMatched"} <= late_types, late_types
+    findings = {f.finding_id for f in [*expected_first, *expected_late]
+                if isinstance(f, Finding)}
+
+    pipeline = new_pipeline(kafka_bootstrap, "late")
+    worker = workers.start(pipeline.prefix)
+    pipeline.wait_assigned(timeout=180)
+    pipeline.send_events(first_events)
+    pipeline.end_of_input()
+    first_ids = {f.finding_id for f in expected_first if isinstance(f, Finding)}
+    kh.wait_until(lambda: first_ids <= {f["finding_id"] for f in pipeline.read()},
+                  timeout=180, interval=1.0, what="the first findings", on_timeout=worker.tail)
+    pipeline.send_events(late_events)
+    pipeline.end_of_input()
+
+    def all_out() -> tuple[set[tuple[str, str, str]], set[str]] | None:
+        got = {(a["amendment_id"], a["kind"], a["late_event_id"])
+               for a in pipeline.read("amendments")}
+        ids = {f["finding_id"] for f in pipeline.read()}
+        return (got, ids) if len(got) >= len(amendments) and len(ids) >= len(findings) else None
+
+    got = kh.wait_until(all_out, timeout=180, interval=1.0,
+                        what="the amendments and late findings", on_timeout=worker.tail)
+    assert got == (amendments, findings)
+    for amendment in pipeline.read("amendments"):
+        assert amendment["late_event"]["event_id"] == amendment["late_event_id"]
+    check_worker_healthy(worker)
