@@ -172,7 +172,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
 def verify(bundle_path: Path, public_key: Path) -> int:
     """Verify the evidence bundle BUNDLE (directory or .zip) offline.
 
-    Prints OK, or one line per failure and exits 1.
+    Prints OK, or one line per failure and exits 1 (an unreadable or unsafe zip too).
     """
     from streams.evidence.keys import load_public_key
     from streams.evidence.verify import verify_bundle
