@@ -8,7 +8,6 @@ a buggy exporter, re-signing with the real key) would change it.
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from streams.evidence.keys import generate_keypair, load_private_key, load_publi
 from streams.evidence.ledger import Ledger, open_ledger
 from streams.evidence.verify import verify_bundle
 from streams.model.timestamps import parse_rfc3339_ms
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
 
 FROM, TO = "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"
 FROM_MS, TO_MS = parse_rfc3339_ms(FROM), parse_rfc3339_ms(TO)
@@ -186,8 +185,7 @@ def test_a_zip_bomb_is_streamed_in_bounded_memory(tmp_path: Path, exported: Path
                 dst.writestr(info, src.read(info))
     assert bomb.stat().st_size < 4 << 20
     done = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(bomb), str(keys[1])],
-                          capture_output=True, check=True, timeout=120,
-                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+                          capture_output=True, check=True, timeout=120)
     *failures, peak_mib = done.stdout.decode().splitlines()
     assert int(peak_mib) < 200, failures
     assert f"{bundle.REPORT}: SHA-256 does not match the manifest (file changed)" in failures
@@ -322,8 +320,7 @@ def test_export_warns_about_a_private_key_others_can_read(
 def test_keys_generate_ignores_a_permissive_umask(tmp_path: Path) -> None:
     out = tmp_path / "new" / "keys"
     subprocess.run([sys.executable, "-m", "streams.cli.app", "keys", "generate", "--out",
-                    str(out)], check=True, capture_output=True, umask=0,
-                   env=os.environ | {"PYTHONPATH": str(ROOT)})
+                    str(out)], check=True, capture_output=True, umask=0)
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert stat.S_IMODE((out / "consentwatch.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((out / "consentwatch.pub").stat().st_mode) == 0o644
