@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,13 +99,13 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
     from streams.evidence.keys import load_private_key
     from streams.evidence.ledger import is_postgres_url, open_ledger
 
-    if not purpose.strip():
+    if not _has_visible_text(purpose):
         raise click.UsageError("--purpose must say why the data is exported")
     assert from_ms is not None and to_ms is not None  # required options
     query = ExportQuery(from_ms, to_ms, purpose, rule, account, subject)
     if from_ms >= to_ms:
         raise ConfigError("--from must be earlier than --to")
-    key = load_private_key(private_key)
+    key = load_private_key(private_key, warn=_warning)
     params = make_params(allowed_lateness, notice_grace, notice_validity)
     if not is_postgres_url(ledger_url) and not Path(ledger_url).is_file():
         # Opening would create an empty ledger and export nothing, silently.
@@ -119,6 +120,21 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
     click.echo(f"exported {result.findings} findings and {result.amendments} amendments "
                f"(checkpoint size {result.checkpoint_size}) to {result.directory} and "
                f"{result.zip_path}; manifest sha256 {result.manifest_sha256}")
+
+
+# Letters the Unicode standard calls letters or symbols but that draw nothing.
+_BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _has_visible_text(text: str) -> bool:
+    """Whether `text` has a character that draws something: not only white space,
+    zero-width characters (U+200B ...), controls, combining marks or blank letters."""
+    return any(unicodedata.category(char)[0] in "LNPS" and char not in _BLANK_LOOKALIKES
+               for char in text)
+
+
+def _warning(message: str) -> None:
+    click.echo(f"consentwatch: warning: {message}", err=True)
 
 
 def _os_user() -> str:
@@ -156,7 +172,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
 def verify(bundle_path: Path, public_key: Path) -> int:
     """Verify the evidence bundle BUNDLE (directory or .zip) offline.
 
-    Prints OK, or one line per failure and exits 1.
+    Prints OK, or one line per failure and exits 1 (an unreadable or unsafe zip too).
     """
     from streams.evidence.keys import load_public_key
     from streams.evidence.verify import verify_bundle

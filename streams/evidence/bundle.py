@@ -15,13 +15,18 @@ describes every field.
 from __future__ import annotations
 
 import hashlib
+import lzma
+import os
 import re
+import stat
 import zipfile
-from collections.abc import Iterator, Mapping
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, ConsentwatchError
 
 __all__ = [
     "AMENDMENTS",
@@ -29,12 +34,16 @@ __all__ = [
     "FINDINGS",
     "FORMAT",
     "MANIFEST",
+    "MAX_BUNDLE_BYTES",
+    "MAX_FILE_BYTES",
     "REPORT",
     "SIGNATURE",
     "SUMMARY",
+    "BundleError",
+    "BundleFiles",
     "evidence_events",
     "evidence_file",
-    "read_bundle",
+    "open_bundle",
     "sha256_hex",
     "write_zip",
 ]
@@ -50,6 +59,23 @@ SIGNATURE = "manifest.sig"
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same bundle always zips to the same bytes
+_CHUNK = 1 << 20
+
+#: No bundle file is read past this many bytes, and a bundle whose files add up to more
+#: than MAX_BUNDLE_BYTES is not read at all: a small hostile zip can inflate to terabytes.
+MAX_FILE_BYTES = 4 << 30
+MAX_BUNDLE_BYTES = 16 << 30
+
+# What unzip would do with an entry that makes it unsafe to trust what verify read.
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
+                    NotImplementedError, RuntimeError)
+
+
+class BundleError(ConsentwatchError):
+    """A bundle, or one of its files, that cannot be read: corrupt, truncated, too large.
+
+    The message is one line that starts with the file it is about.
+    """
 
 
 def sha256_hex(data: bytes) -> str:
@@ -80,31 +106,200 @@ def write_zip(path: Path, folder: str, files: Mapping[str, bytes]) -> None:
             archive.writestr(info, files[name])
 
 
-def read_bundle(path: Path) -> dict[str, bytes]:
-    """Every file of a bundle directory or zip, by bundle path ('evidence/x.json').
+class BundleFiles:
+    """The files of a bundle directory or zip, by bundle path ('evidence/x.json').
 
-    A zip's single top folder is stripped. Raises ConfigError when `path` is neither.
+    Files are read as bounded streams, never whole unless asked (`read`, with a limit).
+    `problems` lists, one line each, the entries that were refused (symbolic links,
+    absolute or '..' paths, names given twice, unprintable names): they are not files
+    of the bundle, and they make it fail verification.
+    """
+
+    def __init__(self, sizes: Mapping[str, int], problems: Sequence[str]) -> None:
+        self.sizes = dict(sizes)
+        self.problems = list(problems)
+
+    def __enter__(self) -> BundleFiles:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release what `open_bundle` opened."""
+
+    def _open(self, name: str) -> IO[bytes]:
+        raise NotImplementedError
+
+    def chunks(self, name: str, limit: int | None = None) -> Iterator[bytes]:
+        """The bytes of `name` in chunks; BundleError when unreadable or over `limit`
+        (default MAX_FILE_BYTES)."""
+        limit = MAX_FILE_BYTES if limit is None else limit
+        if self.sizes[name] > limit:
+            raise BundleError(f"{name}: {self.sizes[name]} bytes, more than the limit of "
+                              f"{limit}; not read")
+        total = 0
+        try:
+            with self._open(name) as stream:
+                while chunk := stream.read(_CHUNK):
+                    total += len(chunk)
+                    if total > limit:
+                        raise BundleError(f"{name}: more than the limit of {limit} bytes; "
+                                          "not read further")
+                    yield chunk
+        except _ZIP_READ_ERRORS as exc:
+            raise BundleError(f"{name}: cannot be read ({_reason(exc)})") from exc
+
+    def read(self, name: str, limit: int) -> bytes:
+        return b"".join(self.chunks(name, limit))
+
+    def sha256(self, name: str) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.chunks(name):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def lines(self, name: str, max_line: int) -> Iterator[tuple[bytes | None, bool]]:
+        """(line without its b'\\n', whether a b'\\n' ended it) for each line of `name`;
+        the line is None when it is longer than `max_line` bytes (it is not kept)."""
+        pending = bytearray()
+        too_long = False
+        for chunk in self.chunks(name):
+            *complete, rest = chunk.split(b"\n")
+            for piece in complete:
+                too_long = too_long or len(pending) + len(piece) > max_line
+                yield (None if too_long else bytes(pending + piece)), True
+                pending.clear()
+                too_long = False
+            too_long = too_long or len(pending) + len(rest) > max_line
+            if too_long:
+                pending.clear()
+            else:
+                pending += rest
+        if pending or too_long:
+            yield (None if too_long else bytes(pending)), False
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or f"{type(exc).__name__}: corrupt or truncated"
+
+
+class _DirectoryFiles(BundleFiles):
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        sizes: dict[str, int] = {}
+        problems: list[str] = []
+        _walk(root, "", sizes, problems)
+        super().__init__(sizes, problems)
+
+    def _open(self, name: str) -> IO[bytes]:
+        # O_NOFOLLOW: a file swapped for a link after the walk is not followed either.
+        fd = os.open(self._root / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return os.fdopen(fd, "rb")
+
+
+def _walk(folder: Path, prefix: str, sizes: dict[str, int], problems: list[str]) -> None:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise BundleError(f"{prefix or folder}: cannot be listed ({_reason(exc)})") from exc
+    for entry in entries:
+        name = prefix + entry.name
+        shown = _printable(name)
+        if shown != name:
+            problems.append(f"{shown}: unprintable characters in the file name (refused)")
+        elif entry.is_symlink():
+            problems.append(f"{name}: a symbolic link (refused: it could point anywhere)")
+        elif entry.is_dir(follow_symlinks=False):
+            _walk(Path(entry.path), name + "/", sizes, problems)
+        elif entry.is_file(follow_symlinks=False):
+            sizes[name] = entry.stat(follow_symlinks=False).st_size
+        else:
+            problems.append(f"{name}: not a regular file (refused)")
+
+
+class _ZipFiles(BundleFiles):
+    def __init__(self, path: Path) -> None:
+        try:
+            self._archive = zipfile.ZipFile(path)
+            infos = self._archive.infolist()
+        except _ZIP_READ_ERRORS as exc:
+            raise BundleError(f"{path.name}: not a readable zip file ({_reason(exc)})") from exc
+        problems: list[str] = []
+        safe = [(info, parts) for info in infos
+                if (parts := _safe_parts(info, problems)) is not None and not info.is_dir()]
+        tops = {parts[0] for _, parts in safe}
+        strip = len(tops) == 1 and all(len(parts) > 1 for _, parts in safe)
+        self._infos: dict[str, zipfile.ZipInfo] = {}
+        copies: Counter[str] = Counter()
+        for info, parts in safe:
+            name = "/".join(parts[1:] if strip else parts)
+            copies[name] += 1
+            self._infos.setdefault(name, info)  # the first copy: the one unzip extracts
+        problems += [f"{name}: {count} entries of this name in the zip (refused: one could "
+                     "be extracted and another verified)"
+                     for name, count in sorted(copies.items()) if count > 1]
+        super().__init__({name: info.file_size for name, info in self._infos.items()},
+                         problems)
+
+    def close(self) -> None:
+        self._archive.close()
+
+    def _open(self, name: str) -> IO[bytes]:
+        return self._archive.open(self._infos[name])
+
+
+def _safe_parts(info: zipfile.ZipInfo, problems: list[str]) -> tuple[str, ...] | None:
+    """The path parts of a zip entry that is safe to extract; else None and a problem."""
+    raw = info.filename
+    name = _printable(raw)
+    parts = PurePosixPath(raw).parts
+    mode = info.external_attr >> 16
+    if not parts:
+        problem = "an empty name"
+    elif name != raw:
+        problem = "unprintable characters in the entry name"
+    elif "\\" in raw:
+        problem = "a backslash in the entry name (some tools read it as a folder)"
+    elif raw.startswith("/") or _DRIVE.match(raw):
+        problem = "an absolute path"
+    elif ".." in parts:
+        problem = "a '..' in its path (it would be extracted outside the bundle)"
+    elif stat.S_ISLNK(mode):
+        problem = "a symbolic link (it could point anywhere)"
+    elif stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+        problem = "not a regular file"
+    else:
+        return parts
+    problems.append(f"{name}: zip entry refused: {problem}")
+    return None
+
+
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def _printable(name: str) -> str:
+    """`name` with every unprintable character escaped, so a report line stays one line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
+
+
+def open_bundle(path: Path) -> BundleFiles:
+    """The files of the bundle directory or zip at `path` (use it as a context manager).
+
+    BundleError when `path` is not a readable zip file or its files add up to more than
+    MAX_BUNDLE_BYTES; ConfigError when it is neither a directory nor a file.
     """
     if path.is_dir():
-        return {p.relative_to(path).as_posix(): p.read_bytes()
-                for p in sorted(path.rglob("*")) if p.is_file()}
-    if path.is_file() and zipfile.is_zipfile(path):
-        return _read_zip(path)
-    raise ConfigError(f"{path} is neither a bundle directory nor a zip file")
-
-
-def _read_zip(path: Path) -> dict[str, bytes]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = {info.filename: archive.read(info)
-                       for info in archive.infolist() if not info.is_dir()}
-    except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
-        raise ConfigError(f"{path} cannot be read as a zip file ({type(exc).__name__})") from exc
-    tops = {PurePosixPath(name).parts[0] for name in entries if PurePosixPath(name).parts}
-    strip = len(tops) == 1 and all(len(PurePosixPath(n).parts) > 1 for n in entries)
-    files: dict[str, bytes] = {}
-    for name, data in entries.items():
-        parts = PurePosixPath(name).parts[1:] if strip else PurePosixPath(name).parts
-        # Keep odd names as they are: verify reports them as files the manifest does not list.
-        files["/".join(parts) if parts else name] = data
+        files: BundleFiles = _DirectoryFiles(path)
+    elif path.is_file():
+        files = _ZipFiles(path)
+    else:
+        raise ConfigError(f"{path} is neither a bundle directory nor a zip file")
+    total = sum(files.sizes.values())
+    if total > MAX_BUNDLE_BYTES:
+        files.close()
+        raise BundleError(f"{path.name}: its files add up to {total} bytes, more than the "
+                          f"limit of {MAX_BUNDLE_BYTES}; not verified")
     return files

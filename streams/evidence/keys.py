@@ -9,7 +9,10 @@ ConfigErrors that name the file but never echo its content.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -37,21 +40,21 @@ PUBLIC_KEY_FILE = "consentwatch.pub"
 # no '+'). The key id binds it to the public key, so one name serves every key pair.
 KEY_NAME = "consentwatch"
 
+_log = logging.getLogger(__name__)
+
 
 def generate_keypair(out_dir: Path | str) -> tuple[Path, Path]:
     """Write `consentwatch.key` (0600) and `consentwatch.pub` into `out_dir`.
 
-    Refuses (ConfigError) if either file exists; creates `out_dir` if needed.
+    Refuses (ConfigError) if either file exists; creates `out_dir` (0700, whatever the
+    umask) if needed. An existing `out_dir` keeps its mode.
     """
     directory = Path(out_dir)
     key_path, pub_path = directory / PRIVATE_KEY_FILE, directory / PUBLIC_KEY_FILE
     for path in (key_path, pub_path):
         if path.exists():
             raise ConfigError(f"{path} exists; refusing to overwrite a key")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {directory}: {exc.strerror}") from exc
+    _make_private_dir(directory)
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
@@ -65,6 +68,17 @@ def generate_keypair(out_dir: Path | str) -> tuple[Path, Path]:
         key_path.unlink()
         raise
     return key_path, pub_path
+
+
+def _make_private_dir(directory: Path) -> None:
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot create {directory}: {exc.strerror}") from exc
+    os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
@@ -86,8 +100,13 @@ def _read(path: Path | str, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def load_private_key(path: Path | str) -> Ed25519PrivateKey:
-    """The Ed25519 private key in the PEM (PKCS#8) file `path`."""
+def load_private_key(path: Path | str,
+                     warn: Callable[[str], None] | None = None) -> Ed25519PrivateKey:
+    """The Ed25519 private key in the PEM (PKCS#8) file `path`.
+
+    A key file other users can read or write is still used (a group-readable key is how
+    Kubernetes hands it to a container) after a one-line warning, to `warn` or the log.
+    """
     data = _read(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -98,7 +117,18 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
         raise ConfigError(f"{path} is not a usable private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an Ed25519 private key")
+    _warn_if_exposed(Path(path), warn or _log.warning)
     return key
+
+
+def _warn_if_exposed(path: Path, warn: Callable[[str], None]) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o027:  # group may read it; others or group write, or others read, may not
+        warn(f"private key {path} has mode {mode:04o}: other users can read or replace it "
+             f"(chmod 600 {path})")
 
 
 def load_public_key(path: Path | str) -> Ed25519PublicKey:

@@ -1,19 +1,27 @@
 """`consentwatch verify`: check an evidence bundle offline (no Kafka, no ledger).
 
 Checks, each reported as one line naming the file and what is wrong:
+- the bundle is safe to unpack: no symbolic link, absolute or '..' path, name given
+  twice, and no file larger than the limits of `streams.evidence.bundle` (a zip bomb
+  is refused or streamed, never inflated into memory);
 - manifest.json is signed by the given public key (manifest.sig);
 - every file has the SHA-256 the manifest lists, none is missing, none is extra;
 - the checkpoint in the manifest is a signed note by the same key;
 - findings.jsonl (and amendments.jsonl) hold exactly the manifest's entries, in order,
   each line canonical JSON (RFC 8785) whose leaf hash has a valid inclusion proof
-  against the checkpoint, each finding inside the exported window;
-- every evidence/ file is the canonical JSON of an event a finding cites.
+  against the checkpoint; each finding matches the export's query (inside the window,
+  and of the --rule, --account and --subject the manifest records), each amendment
+  amends an exported finding;
+- every evidence/ file is the canonical JSON of an event a proven finding cites (so
+  checked only when the checkpoint verifies).
 All checks run even after a failure, so one run lists everything that is wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,165 +31,281 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streams.evidence import bundle
+from streams.evidence.bundle import BundleError, BundleFiles
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from streams.evidence.merkle import leaf_hash, verify_inclusion
 
-__all__ = ["verify_bundle", "verify_files"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_UNSIGNED_MANIFEST_BYTES",
+    "verify_bundle",
+]
+
+#: A manifest lists about 1.5 kB per finding (its inclusion proof): 256 MiB is some
+#: 170,000 findings. One that its signature does not vouch for is parsed only up to
+#: 16 MiB, so a forged one cannot make verify build gigabytes of JSON objects.
+MAX_MANIFEST_BYTES = 256 << 20
+MAX_UNSIGNED_MANIFEST_BYTES = 16 << 20
+#: One finding with its evidence events is a few kB; a longer line is not parsed.
+MAX_LINE_BYTES = 16 << 20
+_MAX_SIGNATURE_BYTES = 1024
+_FILTERS = (("rule", "rule", "--rule"), ("account", "account_id", "--account"),
+            ("subject", "subject_id", "--subject"))
 
 
 def verify_bundle(path: Path, public_key: Ed25519PublicKey) -> tuple[list[str], dict[str, int]]:
-    """(failures, counts) for the bundle directory or zip at `path`; no failures = OK."""
-    return verify_files(bundle.read_bundle(path), public_key)
+    """(failures, counts) for the bundle directory or zip at `path`; no failures = OK.
+
+    ConfigError only when `path` is neither a directory nor a file.
+    """
+    try:
+        files = bundle.open_bundle(path)
+    except BundleError as exc:
+        return [str(exc)], {}
+    with files:
+        return _Verification(files, public_key).run()
 
 
-def verify_files(files: Mapping[str, bytes],
-                 public_key: Ed25519PublicKey) -> tuple[list[str], dict[str, int]]:
-    failures: list[str] = []
-    raw = files.get(bundle.MANIFEST)
-    if raw is None:
-        return [f"{bundle.MANIFEST}: missing"], {}
-    signature = files.get(bundle.SIGNATURE)
-    if signature is None:
-        failures.append(f"{bundle.SIGNATURE}: missing")
-    else:
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """What the export selected, as its manifest records it."""
+
+    from_ms: int
+    to_ms: int
+    filters: tuple[tuple[str, str, str], ...]  # (record field, value, option)
+
+    def mismatches(self, finding: dict[str, Any]) -> list[str]:
+        where = f"{bundle.FINDINGS}: {finding.get('finding_id')}"
+        occurred_at = finding.get("occurred_at")
+        problems = []
+        if type(occurred_at) is not int or not self.from_ms <= occurred_at < self.to_ms:
+            problems.append(f"{where} occurred outside the exported window")
+        for key, value, option in self.filters:
+            # The ledger stores a missing account as "" and selects on that.
+            if (finding.get(key) or "") != value:
+                problems.append(f"{where} does not match the export's {option} filter")
+        return problems
+
+
+@dataclass(slots=True)
+class _Verification:
+    files: BundleFiles
+    public_key: Ed25519PublicKey
+    failures: list[str] = field(default_factory=list)
+    _digests: dict[str, str | None] = field(default_factory=dict)
+    _query_failures: list[str] = field(default_factory=list)
+    _evidence: dict[str, str] = field(default_factory=dict)  # bundle path -> expected SHA-256
+    _finding_ids: set[str] = field(default_factory=set)
+
+    def run(self) -> tuple[list[str], dict[str, int]]:
+        self.failures += self.files.problems
+        manifest = self._manifest()
+        if manifest is None:
+            return self.failures, {}
+        if manifest.get("format") != bundle.FORMAT:
+            self.failures.append(f"{bundle.MANIFEST}: format is not {bundle.FORMAT}")
+        self._check_hashes(manifest.get("files"))
+        checkpoint = self._checkpoint(manifest.get("checkpoint"))
+        query = self._query(manifest.get("window"), manifest.get("filters"))
+        findings = self._check_entries(
+            bundle.FINDINGS, manifest.get("findings"), checkpoint,
+            lambda record: self._proven_finding(record, query, checkpoint is not None))
+        amendments = self._check_entries(bundle.AMENDMENTS, manifest.get("amendments"),
+                                         checkpoint, self._proven_amendment)
+        self.failures += self._query_failures
+        if checkpoint is not None:
+            self._check_evidence()
+        counts = {"findings": findings, "amendments": amendments,
+                  "files": len(self.files.sizes),
+                  "checkpoint_size": checkpoint.size if checkpoint else 0}
+        return self.failures, counts
+
+    def _read(self, name: str, limit: int) -> bytes | None:
+        if name not in self.files.sizes:
+            self.failures.append(f"{name}: missing")
+            return None
         try:
-            public_key.verify(signature, raw)
-        except InvalidSignature:
-            failures.append(f"{bundle.SIGNATURE}: the signature of {bundle.MANIFEST} does not "
-                            "verify with the given public key")
-    try:
-        manifest = orjson.loads(raw)
+            return self.files.read(name, limit)
+        except BundleError as exc:
+            self.failures.append(str(exc))
+            return None
+
+    def _digest(self, name: str) -> str | None:
+        """The SHA-256 of `name`, hashed as a stream once; None (reported) if unreadable."""
+        if name not in self._digests:
+            try:
+                self._digests[name] = self.files.sha256(name)
+            except BundleError as exc:
+                self.failures.append(str(exc))
+                self._digests[name] = None
+        return self._digests[name]
+
+    def _manifest(self) -> dict[str, Any] | None:
+        raw = self._read(bundle.MANIFEST, MAX_MANIFEST_BYTES)
+        if raw is None:
+            return None
+        signed = self._check_signature(raw)
+        if not signed and len(raw) > MAX_UNSIGNED_MANIFEST_BYTES:
+            self.failures.append(f"{bundle.MANIFEST}: more than {MAX_UNSIGNED_MANIFEST_BYTES} "
+                                 "bytes and not signed by the given key; not read further")
+            return None
+        try:
+            manifest = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            manifest = None
         if not isinstance(manifest, dict):
-            raise ValueError("not an object")
-    except ValueError:
-        return [*failures, f"{bundle.MANIFEST}: not a JSON object"], {}
-    if manifest.get("format") != bundle.FORMAT:
-        failures.append(f"{bundle.MANIFEST}: format is not {bundle.FORMAT}")
-    failures += _check_hashes(files, manifest.get("files"))
-    checkpoint = _check_checkpoint(manifest.get("checkpoint"), public_key, failures)
-    findings = _check_entries(files, bundle.FINDINGS, manifest.get("findings"), checkpoint,
-                              failures)
-    amendments = _check_entries(files, bundle.AMENDMENTS, manifest.get("amendments"),
-                                checkpoint, failures)
-    failures += _check_window(findings, manifest.get("window"))
-    failures += _check_evidence(files, findings)
-    counts = {"findings": len(findings), "amendments": len(amendments),
-              "files": len(files), "checkpoint_size": checkpoint.size if checkpoint else 0}
-    return failures, counts
+            self.failures.append(f"{bundle.MANIFEST}: not a JSON object")
+            return None
+        return manifest
 
+    def _check_signature(self, raw: bytes) -> bool:
+        signature = self._read(bundle.SIGNATURE, _MAX_SIGNATURE_BYTES)
+        if signature is None:
+            return False
+        try:
+            self.public_key.verify(signature, raw)
+        except InvalidSignature:
+            self.failures.append(f"{bundle.SIGNATURE}: the signature of {bundle.MANIFEST} "
+                                 "does not verify with the given public key")
+            return False
+        return True
 
-def _check_hashes(files: Mapping[str, bytes], listed: Any) -> list[str]:
-    if not isinstance(listed, dict):
-        return [f"{bundle.MANIFEST}: no list of file hashes"]
-    failures = []
-    for name, expected in sorted(listed.items()):
-        data = files.get(name)
-        if data is None:
-            failures.append(f"{name}: missing from the bundle")
-        elif bundle.sha256_hex(data) != expected:
-            failures.append(f"{name}: SHA-256 does not match the manifest (file changed)")
-    for name in sorted(set(files) - set(listed) - {bundle.MANIFEST, bundle.SIGNATURE}):
-        failures.append(f"{name}: not listed in the manifest (file added)")
-    return failures
+    def _check_hashes(self, listed: Any) -> None:
+        if not isinstance(listed, dict):
+            self.failures.append(f"{bundle.MANIFEST}: no list of file hashes")
+            return
+        for name, expected in sorted(listed.items()):
+            if name not in self.files.sizes:
+                self.failures.append(f"{name}: missing from the bundle")
+            elif (digest := self._digest(name)) is not None and digest != expected:
+                self.failures.append(f"{name}: SHA-256 does not match the manifest "
+                                     "(file changed)")
+        for name in sorted(set(self.files.sizes) - set(listed)
+                           - {bundle.MANIFEST, bundle.SIGNATURE}):
+            self.failures.append(f"{name}: not listed in the manifest (file added)")
 
+    def _checkpoint(self, note: Any) -> Checkpoint | None:
+        if not isinstance(note, str):
+            self.failures.append(f"{bundle.MANIFEST}: no checkpoint")
+            return None
+        try:
+            return verify_checkpoint(note, self.public_key)
+        except CheckpointError as exc:
+            self.failures.append(f"checkpoint: {exc}")
+            return None
 
-def _check_checkpoint(note: Any, public_key: Ed25519PublicKey,
-                      failures: list[str]) -> Checkpoint | None:
-    if not isinstance(note, str):
-        failures.append(f"{bundle.MANIFEST}: no checkpoint")
+    def _query(self, window: Any, filters: Any) -> _Query | None:
+        if not isinstance(window, dict):
+            self.failures.append(f"{bundle.MANIFEST}: no time window")
+            return None
+        start, end = window.get("from_ms"), window.get("to_ms")
+        if type(start) is not int or type(end) is not int:
+            self.failures.append(f"{bundle.MANIFEST}: malformed time window")
+            return None
+        if not isinstance(filters, dict) or not all(
+                isinstance(filters.get(name), str | None) for name, _, _ in _FILTERS):
+            self.failures.append(f"{bundle.MANIFEST}: no filters, or malformed ones")
+            return None
+        given = tuple((key, filters[name], option) for name, key, option in _FILTERS
+                      if filters.get(name) is not None)
+        return _Query(start, end, given)
+
+    def _proven_finding(self, record: dict[str, Any], query: _Query | None,
+                        collect_evidence: bool) -> None:
+        self._finding_ids.add(str(record.get("finding_id")))
+        if query is not None:
+            self._query_failures += query.mismatches(record)
+        if not collect_evidence:
+            # Without a checkpoint nothing proves the events; and a findings file no key
+            # vouches for could cite millions of them.
+            return
+        for event in bundle.evidence_events(record):
+            self._evidence.setdefault(bundle.evidence_file(event["event_id"]),
+                                      hashlib.sha256(rfc8785.dumps(event)).hexdigest())
+
+    def _proven_amendment(self, record: dict[str, Any]) -> None:
+        if record.get("finding_id") not in self._finding_ids:
+            self._query_failures.append(f"{bundle.AMENDMENTS}: {record.get('amendment_id')} "
+                                        "amends no exported finding")
+
+    def _check_entries(self, name: str, listed: Any, checkpoint: Checkpoint | None,
+                       on_proven: Callable[[dict[str, Any]], None]) -> int:
+        """How many records of `name` are proven (each is passed to `on_proven`)."""
+        if name not in self.files.sizes:
+            if listed:
+                self.failures.append(f"{name}: missing from the bundle")
+            return 0
+        if not isinstance(listed, list):
+            self.failures.append(f"{bundle.MANIFEST}: no list of the entries of {name}")
+            return 0
+        proven = lines = 0
+        try:
+            for lines, (line, terminated) in enumerate(self.files.lines(name, MAX_LINE_BYTES),
+                                                       1):
+                if not terminated:
+                    self.failures.append(f"{name}: does not end with a newline")
+                if lines > len(listed):
+                    continue  # counted, not parsed: the manifest does not list it
+                record = self._entry(name, lines, line, listed[lines - 1], checkpoint)
+                if record is not None:
+                    proven += 1
+                    on_proven(record)
+        except BundleError as exc:
+            self.failures.append(str(exc))
+            return proven
+        if lines != len(listed):
+            self.failures.append(f"{name}: holds {lines} entries where the manifest lists "
+                                 f"{len(listed)} (entry removed or added)")
+        return proven
+
+    def _entry(self, name: str, number: int, line: bytes | None, claim: Any,
+               checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+        where = f"{name} line {number}"
+        if line is None:
+            self.failures.append(f"{where}: longer than {MAX_LINE_BYTES} bytes; not read")
+            return None
+        try:
+            record = orjson.loads(line)
+            canonical = isinstance(record, dict) and rfc8785.dumps(record) == line
+        except (ValueError, rfc8785.CanonicalizationError):
+            record, canonical = None, False
+        if not isinstance(record, dict) or not canonical:
+            self.failures.append(f"{where}: not a canonical JSON (RFC 8785) record")
+            return None
+        if not isinstance(claim, dict):
+            self.failures.append(f"{bundle.MANIFEST}: entry {number} of {name} is malformed")
+            return None
+        entry_id = record.get("finding_id" if name == bundle.FINDINGS else "amendment_id")
+        if entry_id != claim.get("id"):
+            self.failures.append(f"{where}: holds {entry_id} where the manifest lists "
+                                 f"{claim.get('id')} (entries removed or reordered)")
+            return None
+        if checkpoint is None or _proven(line, claim, checkpoint):
+            return record
+        self.failures.append(f"{where}: {entry_id} is not proven in the ledger: its inclusion "
+                             f"proof does not verify against the checkpoint (size "
+                             f"{checkpoint.size})")
         return None
-    try:
-        return verify_checkpoint(note, public_key)
-    except CheckpointError as exc:
-        failures.append(f"checkpoint: {exc}")
-        return None
+
+    def _check_evidence(self) -> None:
+        for name, expected in sorted(self._evidence.items()):
+            if name not in self.files.sizes:
+                self.failures.append(f"{name}: missing (a finding cites it)")
+            elif (digest := self._digest(name)) is not None and digest != expected:
+                self.failures.append(f"{name}: differs from the evidence event in "
+                                     f"{bundle.FINDINGS}")
+        prefix = bundle.EVIDENCE_DIR + "/"
+        for name in sorted(n for n in self.files.sizes
+                           if n.startswith(prefix) and n not in self._evidence):
+            self.failures.append(f"{name}: no exported finding cites it")
 
 
-def _check_entries(files: Mapping[str, bytes], name: str, listed: Any,
-                   checkpoint: Checkpoint | None, failures: list[str]) -> list[dict[str, Any]]:
-    """The records of `name` that are proven; failures for every mismatch."""
-    data = files.get(name)
-    if data is None:
-        if listed:
-            failures.append(f"{name}: missing from the bundle")
-        return []
-    if not isinstance(listed, list):
-        failures.append(f"{bundle.MANIFEST}: no list of the entries of {name}")
-        return []
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    else:
-        failures.append(f"{name}: does not end with a newline")
-    if len(lines) != len(listed):
-        failures.append(f"{name}: holds {len(lines)} entries where the manifest lists "
-                        f"{len(listed)} (entry removed or added)")
-    records = []
-    for number, (line, claim) in enumerate(zip(lines, listed, strict=False), 1):
-        record = _entry(name, number, line, claim, checkpoint, failures)
-        if record is not None:
-            records.append(record)
-    return records
-
-
-def _entry(name: str, number: int, line: bytes, claim: Any, checkpoint: Checkpoint | None,
-           failures: list[str]) -> dict[str, Any] | None:
-    where = f"{name} line {number}"
-    try:
-        record = orjson.loads(line)
-        canonical = isinstance(record, dict) and rfc8785.dumps(record) == line
-    except (ValueError, rfc8785.CanonicalizationError):
-        record, canonical = None, False
-    if not isinstance(record, dict) or not canonical:
-        failures.append(f"{where}: not a canonical JSON (RFC 8785) record")
-        return None
-    if not isinstance(claim, dict):
-        failures.append(f"{bundle.MANIFEST}: entry {number} of {name} is malformed")
-        return None
-    entry_id = record.get("finding_id" if name == bundle.FINDINGS else "amendment_id")
-    if entry_id != claim.get("id"):
-        failures.append(f"{where}: holds {entry_id} where the manifest lists {claim.get('id')} "
-                        "(entries removed or reordered)")
-        return None
-    if checkpoint is None:
-        return record
+def _proven(line: bytes, claim: dict[str, Any], checkpoint: Checkpoint) -> bool:
     index, proof = claim.get("leaf_index"), claim.get("inclusion_proof")
     try:
         hashes = [bytes.fromhex(h) for h in proof] if isinstance(proof, list) else None
     except (TypeError, ValueError):
         hashes = None
-    if type(index) is not int or hashes is None or not verify_inclusion(
-            leaf_hash(line), index, checkpoint.size, hashes, checkpoint.root):
-        failures.append(f"{where}: {entry_id} is not proven in the ledger: its inclusion "
-                        f"proof does not verify against the checkpoint (size "
-                        f"{checkpoint.size})")
-        return None
-    return record
-
-
-def _check_window(findings: Sequence[dict[str, Any]], window: Any) -> list[str]:
-    if not isinstance(window, dict):
-        return [f"{bundle.MANIFEST}: no time window"]
-    start, end = window.get("from_ms"), window.get("to_ms")
-    if type(start) is not int or type(end) is not int:
-        return [f"{bundle.MANIFEST}: malformed time window"]
-    return [f"{bundle.FINDINGS}: {f.get('finding_id')} occurred outside the exported window"
-            for f in findings
-            if type(f.get("occurred_at")) is not int or not start <= f["occurred_at"] < end]
-
-
-def _check_evidence(files: Mapping[str, bytes], findings: Sequence[dict[str, Any]]) -> list[str]:
-    expected: dict[str, bytes] = {}
-    for finding in findings:
-        for event in bundle.evidence_events(finding):
-            expected.setdefault(bundle.evidence_file(event["event_id"]), rfc8785.dumps(event))
-    failures = []
-    for name, data in sorted(expected.items()):
-        if name not in files:
-            failures.append(f"{name}: missing (a finding cites it)")
-        elif files[name] != data:
-            failures.append(f"{name}: differs from the evidence event in {bundle.FINDINGS}")
-    prefix = bundle.EVIDENCE_DIR + "/"
-    for name in sorted(n for n in files if n.startswith(prefix) and n not in expected):
-        failures.append(f"{name}: no exported finding cites it")
-    return failures
+    return type(index) is int and hashes is not None and verify_inclusion(
+        leaf_hash(line), index, checkpoint.size, hashes, checkpoint.root)
