@@ -13,6 +13,7 @@ import shutil
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,14 @@ from streams.engine import EngineParams
 from streams.evidence import bundle
 from streams.evidence.export import ExportQuery, export_bundle
 from streams.evidence.export.timeline import mark_for
-from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
+from streams.evidence.keys import KEY_NAME, generate_keypair, load_private_key, load_public_key
 from streams.evidence.ledger import Ledger, open_ledger
 from streams.evidence.verify import verify_bundle
 from streams.model.timestamps import parse_rfc3339_ms
 from tests.conftest import EXAMPLES_DIR, run_cli
+from tests.postgres_fixture import fresh_database
+from tests.test_ledger import TAMPERINGS, tamper
+from tests.test_ledger import finding as ledger_finding
 
 FROM, TO = "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"
 FROM_MS, TO_MS = parse_rfc3339_ms(FROM), parse_rfc3339_ms(TO)
@@ -356,3 +360,40 @@ def test_progress_is_reported_per_finding(tmp_path: Path, ledger: Ledger,
         assert {c[2] for c in done} == {result.findings}
     manifest = orjson.loads((tmp_path / "p" / bundle.MANIFEST).read_bytes())
     assert manifest["parameters"] is None  # not given: the manifest does not guess
+
+
+# -- export refuses a ledger edited past its triggers ---------------------------------------
+
+_FILTERS_OF_TAMPERING = {"account_id column": ("--account", "acct-other")}
+
+
+@pytest.mark.parametrize(("how", "backend"), [
+    *((how, "sqlite") for how in sorted(TAMPERINGS)),
+    # the others are run on PostgreSQL by tests/test_ledger.py, through the Ledger API
+    ("occurred_at column", "postgresql"), ("leaf rewritten with its hash", "postgresql")])
+def test_export_refuses_a_tampered_ledger_in_one_line_and_signs_nothing(
+        request: pytest.FixtureRequest, tmp_path: Path, keys: tuple[Path, Path], how: str,
+        backend: str) -> None:
+    with ExitStack() as stack:
+        url = str(tmp_path / "ledger.db") if backend == "sqlite" else stack.enter_context(
+            fresh_database(request.getfixturevalue("postgres_url")))
+        key = load_private_key(keys[0])
+        records = [ledger_finding(n) for n in range(6)]
+        with open_ledger(url) as store:
+            store.append("finding", records)
+            store.checkpoint(key, KEY_NAME)
+            notes = store.latest_checkpoint()
+        statements, message = TAMPERINGS[how]
+        tamper(url, *statements(records))
+        out = tmp_path / "bundle"
+        done = run_cli("export", "--ledger", url, "--from", FROM, "--to", TO, "--purpose", "audit",
+                       "--private-key", str(keys[0]), *_FILTERS_OF_TAMPERING.get(how, ()),
+                       str(out))
+        stderr = done.stderr.decode()
+        assert done.returncode == 1, stderr
+        assert stderr.count("\n") == 1 and "export refused: " in stderr and message in stderr
+        assert not out.exists() and not out.with_name("bundle.zip").exists()
+        assert list(tmp_path.glob(".bundle*")) == []
+        with open_ledger(url) as store:
+            assert store.latest_checkpoint() == notes  # no checkpoint signed
+            assert store.exports() == []

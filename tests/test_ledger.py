@@ -26,6 +26,7 @@ from streams.evidence.ledger import (
     CHECKPOINT_ORIGIN,
     InvalidRecord,
     LedgerError,
+    LedgerTampered,
     SqlLedger,
     open_ledger,
 )
@@ -490,3 +491,146 @@ def test_postgres_sh_start_and_stop_are_idempotent() -> None:
         assert sh("stop").returncode == 0
         assert sh("status").returncode == 3
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# -- the audit before an export: the leaf bytes decide, not the columns -------------------
+
+
+def tamper(url: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """With the ledger's triggers off (as someone with write access to the database can
+    do), run `statements` ("?" placeholders), then bring the tree state in step with the
+    leaf_hash column, as a careful tamperer would."""
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            for table in ("entries", "tree_state", "checkpoints"):
+                conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            for sql, params in statements:
+                conn.execute(sql.replace("?", "%s"), params)
+            rows = conn.execute("SELECT leaf_hash FROM entries ORDER BY idx").fetchall()
+            frontier = Frontier()
+            for (value,) in rows:
+                frontier.append(bytes(value))
+            conn.execute("UPDATE tree_state SET size = %s, frontier = %s",
+                         (frontier.size, frontier.to_bytes()))
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(url, isolation_level=None)
+    try:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                                    ).fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        for sql, params in statements:
+            conn.execute(sql, params)
+        frontier = Frontier()
+        for (value,) in conn.execute("SELECT leaf_hash FROM entries ORDER BY idx").fetchall():
+            frontier.append(bytes(value))
+        conn.execute("UPDATE tree_state SET size = ?, frontier = ?",
+                     (frontier.size, frontier.to_bytes()))
+    finally:
+        conn.close()
+
+
+def rewritten(record: dict[str, Any], **changes: Any) -> tuple[bytes, bytes]:
+    """The leaf and leaf hash of `record` with `changes`: a rewrite with a matching hash."""
+    leaf = rfc8785.dumps(record | changes)
+    return leaf, leaf_hash(leaf)
+
+
+def row_values(row: Any) -> tuple[Any, ...]:
+    """The values of an INSERT of `row`'s columns after idx and kind."""
+    return (row.entry_id, row.occurred_at, row.rule, row.account_id, row.subject_id, row.leaf,
+            row.leaf_hash)
+
+
+def checkpoint_count(store: SqlLedger) -> int:
+    with store._cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM checkpoints")
+        return int(cur.fetchone()[0])
+
+
+#: How a finding leaves (or enters) an export, or a tree is rewritten, with the triggers
+#: dropped; each with the start of the refusal. The ledger holds finding(0..5), account
+#: acct1, and a checkpoint of size 6.
+TAMPERINGS: dict[str, tuple[Callable[[list[dict[str, Any]]], list[tuple[str, tuple[Any, ...]]]],
+                            str]] = {
+    "occurred_at column": (lambda rs: [("UPDATE entries SET occurred_at = ? WHERE idx = 2",
+                                        (0,))],
+                           "ledger leaf 2: the occurred_at column disagrees"),
+    "account_id column": (lambda rs: [("UPDATE entries SET account_id = ? WHERE idx = 1",
+                                       ("acct-other",))],
+                          "ledger leaf 1: the account_id column disagrees"),
+    "leaf bytes without their hash": (
+        lambda rs: [("UPDATE entries SET leaf = ? WHERE idx = 3",
+                     (rewritten(rs[3], explanation="Edited.")[0],))],
+        "ledger leaf 3: the stored leaf_hash is not the hash of its bytes"),
+    "leaf rewritten with its hash": (
+        lambda rs: [("UPDATE entries SET leaf = ?, leaf_hash = ? WHERE idx = 3",
+                     rewritten(rs[3], explanation="Edited."))],
+        "is not an extension of its last signed checkpoint (size 6)"),
+    "leaf rewritten and the tree grown": (
+        lambda rs: [("UPDATE entries SET leaf = ?, leaf_hash = ? WHERE idx = 0",
+                     rewritten(rs[0], explanation="Edited.")),
+                    ("INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, "
+                     "subject_id, leaf, leaf_hash, stored_at) VALUES (6, 'finding', ?, ?, ?, ?, "
+                     "?, ?, ?, 0)", row_values(to_row("finding", finding(6))))],
+        "tree of 7 leaves is not an extension of its last signed checkpoint (size 6)"),
+    "last leaf deleted": (lambda rs: [("DELETE FROM entries WHERE idx = 5", ())],
+                          "holds 5 leaves, fewer than the 6 of its last signed checkpoint"),
+    "middle leaf deleted": (lambda rs: [("DELETE FROM entries WHERE idx = 2", ())],
+                            "ledger leaf 2 is missing"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(TAMPERINGS))
+def test_the_audit_refuses_a_tampered_ledger_and_signs_nothing(ledger_url: str,
+                                                               how: str) -> None:
+    records = [finding(n) for n in range(6)]
+    key = Ed25519PrivateKey.generate()
+    with open_ledger(ledger_url) as store:
+        store.append("finding", records)
+        store.checkpoint(key, "consentwatch")
+    statements, message = TAMPERINGS[how]
+    tamper(ledger_url, *statements(records))
+    with open_ledger(ledger_url) as store:
+        before = checkpoint_count(store)
+        with pytest.raises(LedgerTampered) as caught:
+            store.audited_checkpoint(key, "consentwatch")
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+        assert checkpoint_count(store) == before
+
+
+def test_entries_refuse_a_row_whose_columns_disagree_with_its_leaf(ledger_url: str) -> None:
+    with open_ledger(ledger_url) as store:
+        store.append("finding", [finding(n) for n in range(3)])
+    tamper(ledger_url, ("UPDATE entries SET rule = ? WHERE idx = 1", ("covert-profile-view",)))
+    with open_ledger(ledger_url) as store, pytest.raises(LedgerTampered,
+                                                          match="leaf 1: the rule column"):
+        list(store.entries(rule="covert-profile-view"))
+
+
+def test_the_audit_signs_a_tree_recomputed_from_the_leaf_bytes(ledger: SqlLedger) -> None:
+    key = Ed25519PrivateKey.generate()
+    records = [finding(n) for n in range(5)]
+    ledger.append("finding", records[:3])
+    ledger.checkpoint(key, "consentwatch")
+    first = ledger.audited_checkpoint(key, "consentwatch")
+    again = ledger.audited_checkpoint(key, "consentwatch")  # same tree as the last checkpoint
+    ledger.append("finding", records[3:])
+    grown = ledger.audited_checkpoint(key, "consentwatch")  # an extension of it
+    hashes = [leaf_hash(rfc8785.dumps(r)) for r in records]
+    assert (first.size, first.root, first.leaf_hashes) == (3, root_hash(hashes[:3]), hashes[:3])
+    assert (again.size, again.root) == (first.size, first.root)
+    assert (grown.size, grown.root, grown.leaf_hashes) == (5, root_hash(hashes), hashes)
+    checkpoint = verify_checkpoint(grown.note, key.public_key())
+    assert (checkpoint.size, checkpoint.root) == (5, root_hash(hashes))
+    assert ledger.latest_checkpoint() == grown.note
+
+
+def test_the_audit_passes_over_checkpoints_of_another_key(ledger: SqlLedger) -> None:
+    ledger.append("finding", [finding(n) for n in range(2)])
+    ledger.checkpoint(Ed25519PrivateKey.generate(), "consentwatch")
+    key = Ed25519PrivateKey.generate()
+    assert ledger.audited_checkpoint(key, "consentwatch").size == 2

@@ -14,10 +14,11 @@ from typing import Any
 import orjson
 import rfc8785
 
-from streams.evidence.ledger.base import InvalidRecord, Kind
+from streams.evidence.ledger.base import InvalidRecord, Kind, LedgerEntry, LedgerTampered
 from streams.evidence.merkle import leaf_hash
 
-__all__ = ["ID_FIELDS", "Row", "check_kind", "record_of", "to_row"]
+__all__ = ["ID_FIELDS", "Row", "StoredRow", "check_kind", "checked_entry", "checked_row",
+           "record_of", "to_row"]
 
 #: The field that makes a record unique in the ledger, per kind.
 ID_FIELDS: dict[str, str] = {"finding": "finding_id", "amendment": "amendment_id"}
@@ -40,6 +41,27 @@ class Row:
     subject_id: str
     leaf: bytes
     leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """A row as read back from the database. Its columns are only an index: whoever can
+    write to the database can change them, so they are checked against the leaf bytes."""
+
+    index: int
+    kind: str
+    entry_id: str
+    occurred_at: int
+    rule: str
+    account_id: str
+    subject_id: str
+    leaf: bytes
+    leaf_hash: bytes
+
+
+#: The columns derived from the leaf, compared with what the leaf gives.
+_INDEX_COLUMNS = ("entry_id", "occurred_at", "rule", "account_id", "subject_id")
+_EDITED = "(was the database edited?)"
 
 
 def check_kind(kind: str) -> Kind:
@@ -79,3 +101,39 @@ def record_of(leaf: bytes) -> dict[str, Any]:
     """The record a stored leaf holds."""
     record: dict[str, Any] = orjson.loads(leaf)
     return record
+
+
+def checked_row(stored: StoredRow) -> Row:
+    """The row the leaf bytes give, once the stored hash and columns agree with it.
+
+    Raises LedgerTampered naming the leaf index and the column, never a value.
+    """
+    where = f"ledger leaf {stored.index}"
+    try:
+        record = record_of(stored.leaf)
+    except orjson.JSONDecodeError:
+        raise LedgerTampered(f"{where} is not valid JSON {_EDITED}") from None
+    try:
+        row = to_row(stored.kind, record)
+    except InvalidRecord as exc:
+        raise LedgerTampered(f"{where} is not a {stored.kind} the ledger could have stored: "
+                             f"{exc} {_EDITED}") from None
+    if row.leaf != stored.leaf:
+        raise LedgerTampered(f"{where} is not the canonical (RFC 8785) JSON of its record "
+                             f"{_EDITED}")
+    if row.leaf_hash != stored.leaf_hash:
+        raise LedgerTampered(f"{where}: the stored leaf_hash is not the hash of its bytes "
+                             f"{_EDITED}")
+    for column in _INDEX_COLUMNS:
+        if getattr(row, column) != getattr(stored, column):
+            raise LedgerTampered(f"{where}: the {column} column disagrees with the leaf's "
+                                 f"canonical JSON {_EDITED}")
+    return row
+
+
+def checked_entry(stored: StoredRow) -> LedgerEntry:
+    """The entry of a stored row, every value taken from its leaf bytes (see `checked_row`)."""
+    row = checked_row(stored)
+    return LedgerEntry(index=stored.index, kind=row.kind, entry_id=row.entry_id,
+                       occurred_at=row.occurred_at, rule=row.rule, account_id=row.account_id,
+                       subject_id=row.subject_id, record=record_of(row.leaf), leaf=row.leaf)
