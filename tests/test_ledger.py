@@ -634,3 +634,48 @@ def test_the_audit_passes_over_checkpoints_of_another_key(ledger: SqlLedger) -> 
     ledger.checkpoint(Ed25519PrivateKey.generate(), "consentwatch")
     key = Ed25519PrivateKey.generate()
     assert ledger.audited_checkpoint(key, "consentwatch").size == 2
+
+
+# -- a ledger is created only where no file exists ---------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"finding,rule\n1,x\n"])
+def test_an_empty_or_foreign_file_is_refused_not_made_a_ledger(tmp_path: Path,
+                                                                content: bytes) -> None:
+    from streams.errors import ConfigError
+
+    existing = tmp_path / "empty.db"
+    existing.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"empty file, not a ledger|not an SQLite database"):
+        open_ledger(str(existing))
+    findings = tmp_path / "findings.jsonl"
+    findings.write_bytes(orjson.dumps(finding(1)) + b"\n")
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "signing.key"
+    from cryptography.hazmat.primitives import serialization
+
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    for args in (["ledger", "load", str(findings), "--ledger", str(existing)],
+                 ["export", "--ledger", str(existing), "--from", "2026-03-01T00:00:00Z",
+                  "--to", "2026-04-01T00:00:00Z", "--purpose", "audit",
+                  "--private-key", str(key_file), str(tmp_path / "bundle")]):
+        done = subprocess.run([sys.executable, "-m", "streams.cli.app", *args],
+                              capture_output=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.decode().count("\n") == 1, done.stderr
+        assert str(existing) in done.stderr.decode()
+    assert existing.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "findings.jsonl",
+                                                          "signing.key"]
+
+
+def test_a_missing_file_becomes_a_new_ledger_with_no_leftovers(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with open_ledger(str(path)) as store:
+        store.append("finding", [finding(1)])
+    with open_ledger(str(path)) as store:
+        assert store.size() == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name != "new.db"
+            and not p.name.startswith("new.db-")] == []
