@@ -77,6 +77,19 @@ def to_row(kind: str, record: Mapping[str, Any]) -> Row:
 
     Raises InvalidRecord naming the field, never its value.
     """
+    _check_fields(kind, record)
+    try:
+        leaf = rfc8785.dumps(dict(record))
+    except rfc8785.CanonicalizationError as exc:
+        raise InvalidRecord(f"the {kind} cannot be written as canonical JSON "
+                            f"({type(exc).__name__})") from None
+    return Row(kind=kind, entry_id=record[ID_FIELDS[kind]], occurred_at=record["occurred_at"],
+               rule=record["rule"], account_id=record.get("account_id", "") or "",
+               subject_id=record["subject_id"], leaf=leaf, leaf_hash=leaf_hash(leaf))
+
+
+def _check_fields(kind: str, record: Any) -> None:
+    """What the ledger indexes is there, of the right type (InvalidRecord names the field)."""
     check_kind(kind)
     if not isinstance(record, Mapping):
         raise InvalidRecord(f"a {kind} must be a JSON object")
@@ -84,17 +97,8 @@ def to_row(kind: str, record: Mapping[str, Any]) -> Row:
         value = record.get(name)
         if not isinstance(value, str) or not value:
             raise InvalidRecord(f"the {kind} has no {name} (a non-empty string)")
-    occurred_at = record.get("occurred_at")
-    if type(occurred_at) is not int:
+    if type(record.get("occurred_at")) is not int:
         raise InvalidRecord(f"the {kind} has no occurred_at (epoch milliseconds)")
-    try:
-        leaf = rfc8785.dumps(dict(record))
-    except rfc8785.CanonicalizationError as exc:
-        raise InvalidRecord(f"the {kind} cannot be written as canonical JSON "
-                            f"({type(exc).__name__})") from None
-    return Row(kind=kind, entry_id=record[ID_FIELDS[kind]], occurred_at=occurred_at,
-               rule=record["rule"], account_id=record.get("account_id", "") or "",
-               subject_id=record["subject_id"], leaf=leaf, leaf_hash=leaf_hash(leaf))
 
 
 def record_of(leaf: bytes) -> dict[str, Any]:
@@ -103,10 +107,13 @@ def record_of(leaf: bytes) -> dict[str, Any]:
     return record
 
 
-def checked_row(stored: StoredRow) -> Row:
+def checked_row(stored: StoredRow, *, canonical: bool = True) -> Row:
     """The row the leaf bytes give, once the stored hash and columns agree with it.
 
-    Raises LedgerTampered naming the leaf index and the column, never a value.
+    With `canonical`, the leaf must also be the RFC 8785 form of its record, which costs
+    a re-serialisation (pure Python): the audit of a whole tree leaves it out, the entries
+    an export writes keep it. Raises LedgerTampered naming the leaf index and the column,
+    never a value.
     """
     where = f"ledger leaf {stored.index}"
     try:
@@ -114,7 +121,7 @@ def checked_row(stored: StoredRow) -> Row:
     except orjson.JSONDecodeError:
         raise LedgerTampered(f"{where} is not valid JSON {_EDITED}") from None
     try:
-        row = to_row(stored.kind, record)
+        row = to_row(stored.kind, record) if canonical else _row_as_stored(stored, record)
     except InvalidRecord as exc:
         raise LedgerTampered(f"{where} is not a {stored.kind} the ledger could have stored: "
                              f"{exc} {_EDITED}") from None
@@ -129,6 +136,15 @@ def checked_row(stored: StoredRow) -> Row:
             raise LedgerTampered(f"{where}: the {column} column disagrees with the leaf's "
                                  f"canonical JSON {_EDITED}")
     return row
+
+
+def _row_as_stored(stored: StoredRow, record: Any) -> Row:
+    """`to_row` without re-serialising: the stored bytes are taken as the leaf."""
+    _check_fields(stored.kind, record)
+    return Row(kind=stored.kind, entry_id=record[ID_FIELDS[stored.kind]],
+               occurred_at=record["occurred_at"], rule=record["rule"],
+               account_id=record.get("account_id", "") or "", subject_id=record["subject_id"],
+               leaf=stored.leaf, leaf_hash=leaf_hash(stored.leaf))
 
 
 def checked_entry(stored: StoredRow) -> LedgerEntry:
