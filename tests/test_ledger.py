@@ -679,3 +679,37 @@ def test_a_missing_file_becomes_a_new_ledger_with_no_leftovers(tmp_path: Path) -
         assert store.size() == 1
     assert [p.name for p in tmp_path.iterdir() if p.name != "new.db"
             and not p.name.startswith("new.db-")] == []
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_a_checkpoint_signed_while_the_audit_reads_is_checked_too(
+        ledger_url: str, monkeypatch: pytest.MonkeyPatch, tampered: bool) -> None:
+    """`ledger run` may store and sign between the audit's unlocked read and its locked
+    part: the audit takes the new leaves in, and checks the tree against that checkpoint."""
+    key = Ed25519PrivateKey.generate()
+    records = [finding(n) for n in range(6)]
+    with open_ledger(ledger_url) as store:
+        store.append("finding", records[:4])
+        store.checkpoint(key, "consentwatch")
+        read_unlocked = store._audit_leaves
+
+        def read_then_others_write(stop: int, frontier: Frontier, hashes: list[bytes],
+                                   cur: Any = None) -> None:
+            read_unlocked(stop, frontier, hashes, cur)
+            if cur is None:
+                with open_ledger(ledger_url) as other:
+                    other.append("finding", records[4:])
+                    if tampered:  # leaf 0 rewritten with its hash, and then signed
+                        tamper(ledger_url, ("UPDATE entries SET leaf = ?, leaf_hash = ? "
+                                            "WHERE idx = 0",
+                                            rewritten(records[0], explanation="Edited.")))
+                    other.checkpoint(key, "consentwatch")
+
+        monkeypatch.setattr(store, "_audit_leaves", read_then_others_write)
+        if tampered:
+            with pytest.raises(LedgerTampered, match="stored tree state is not the tree"):
+                store.audited_checkpoint(key, "consentwatch")
+            return
+        tree = store.audited_checkpoint(key, "consentwatch")
+    hashes = [leaf_hash(rfc8785.dumps(r)) for r in records]
+    assert (tree.size, tree.root, tree.leaf_hashes) == (6, root_hash(hashes), hashes)
