@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import getpass
 import hashlib
+import re
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.engine import EngineParams
 from streams.evidence import bundle
 from streams.evidence.export import ExportQuery, export_bundle
-from streams.evidence.export.timeline import mark_for
-from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
+from streams.evidence.export.timeline import mark_for, render_timeline
+from streams.evidence.keys import KEY_NAME, generate_keypair, load_private_key, load_public_key
 from streams.evidence.ledger import Ledger, open_ledger
 from streams.evidence.verify import verify_bundle
-from streams.model.timestamps import parse_rfc3339_ms
+from streams.model.timestamps import MAX_MS, MIN_MS, parse_rfc3339_ms
 from tests.conftest import EXAMPLES_DIR, run_cli
+from tests.postgres_fixture import fresh_database
+from tests.test_ledger import TAMPERINGS, tamper
+from tests.test_ledger import finding as ledger_finding
 
 FROM, TO = "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"
 FROM_MS, TO_MS = parse_rfc3339_ms(FROM), parse_rfc3339_ms(TO)
@@ -358,3 +363,96 @@ def test_progress_is_reported_per_finding(tmp_path: Path, ledger: Ledger,
         assert {c[2] for c in done} == {result.findings}
     manifest = orjson.loads((tmp_path / "p" / bundle.MANIFEST).read_bytes())
     assert manifest["parameters"] is None  # not given: the manifest does not guess
+
+
+# -- export refuses a ledger edited past its triggers ---------------------------------------
+
+_FILTERS_OF_TAMPERING = {"account_id column": ("--account", "acct-other")}
+
+
+@pytest.mark.parametrize(("how", "backend"), [
+    *((how, "sqlite") for how in sorted(TAMPERINGS)),
+    # the others are run on PostgreSQL by tests/test_ledger.py, through the Ledger API
+    ("occurred_at column", "postgresql"), ("leaf rewritten with its hash", "postgresql")])
+def test_export_refuses_a_tampered_ledger_in_one_line_and_signs_nothing(
+        request: pytest.FixtureRequest, tmp_path: Path, keys: tuple[Path, Path], how: str,
+        backend: str) -> None:
+    with ExitStack() as stack:
+        url = str(tmp_path / "ledger.db") if backend == "sqlite" else stack.enter_context(
+            fresh_database(request.getfixturevalue("postgres_url")))
+        key = load_private_key(keys[0])
+        records = [ledger_finding(n) for n in range(6)]
+        with open_ledger(url) as store:
+            store.append("finding", records)
+            store.checkpoint(key, KEY_NAME)
+            notes = store.latest_checkpoint()
+        statements, message = TAMPERINGS[how]
+        tamper(url, *statements(records))
+        out = tmp_path / "bundle"
+        done = run_cli("export", "--ledger", url, "--from", FROM, "--to", TO, "--purpose", "audit",
+                       "--private-key", str(keys[0]), *_FILTERS_OF_TAMPERING.get(how, ()),
+                       str(out))
+        stderr = done.stderr.decode()
+        assert done.returncode == 1, stderr
+        assert stderr.count("\n") == 1 and "export refused: " in stderr and message in stderr
+        assert not out.exists() and not out.with_name("bundle.zip").exists()
+        assert list(tmp_path.glob(".bundle*")) == []
+        with open_ledger(url) as store:
+            assert store.latest_checkpoint() == notes  # no checkpoint signed
+            assert store.exports() == []
+
+
+# -- findings at the ends of the representable range ---------------------------------------
+
+
+def _at(name: str, occurred_at: int, rule: str) -> dict[str, Any]:
+    record = _finding(name, occurred_at, rule=rule)
+    return record | {"detected_at": occurred_at}
+
+
+def test_findings_in_year_1_and_at_the_end_of_9999_load_export_and_verify(
+        tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    findings = [_at("first", MIN_MS, "covert-profile-view"),  # notice grace: a shaded span
+                _at("last", MAX_MS, "covert-profile-view"),  # its grace ends past 9999
+                _at("first-consent", MIN_MS, "enrichment-without-consent"),  # a dashed line
+                _at("last-consent", MAX_MS, "enrichment-without-consent")]
+    source = tmp_path / "findings.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(f) + b"\n" for f in findings))
+    db = str(tmp_path / "ledger.db")
+    loaded = run_cli("ledger", "load", str(source), "--ledger", db,
+                     "--private-key", str(keys[0]))
+    assert loaded.returncode == 0, loaded.stderr
+    out = tmp_path / "bundle"
+    # The window's exclusive end lies past 9999-12-31T23:59:59.999Z, written with an offset.
+    done = run_cli("export", "--ledger", db, "--from", "0001-01-01T00:00:00Z",
+                   "--to", "9999-12-31T23:59:59.999-01:00", "--purpose", "the whole range",
+                   "--private-key", str(keys[0]), str(out))
+    assert done.returncode == 0, done.stderr
+    check = run_cli("verify", str(out), "--public-key", str(keys[1]))
+    assert check.returncode == 0 and check.stdout.decode().startswith("OK"), check.stdout
+    assert len((out / bundle.FINDINGS).read_bytes().splitlines()) == 4
+    summary = (out / bundle.SUMMARY).read_text()
+    assert "0001-01-01T00:00:00.000Z" in summary and "9999-12-31T23:59:59.999Z" in summary
+    html = (out / bundle.REPORT).read_text()
+    svgs = ["<svg " + s.split("</svg>")[0] + "</svg>" for s in html.split("<svg ")[1:]]
+    assert len(svgs) == 4
+    for svg in svgs:
+        drawing = ET.fromstring(svg)  # well-formed, and everything drawn inside the axis
+        xs = [float(e.get(a, "40")) for e in drawing.iter() for a in ("x", "cx", "x1", "x2")
+              if e.get(a) is not None]
+        assert all(0 <= x <= 760 for x in xs), svg
+    manifest = orjson.loads((out / bundle.MANIFEST).read_bytes())
+    assert manifest["window"]["from"] == "0001-01-01T00:00:00.000Z"
+    assert manifest["window"]["to_ms"] == MAX_MS + 3_600_000
+
+
+@pytest.mark.parametrize("times", [[MIN_MS], [MAX_MS], [MIN_MS, MAX_MS], [MAX_MS + 10**6],
+                                   [MIN_MS - 1, MIN_MS - 10**6]])
+def test_timeline_axis_stays_within_the_representable_range(times: list[int]) -> None:
+    events = [{"type": "ProfileViewed", "event_id": f"e{n}", "occurred_at": t}
+              for n, t in enumerate(times)]
+    mark = mark_for("covert-profile-view", times[0], events, 300_000)
+    svg = render_timeline(events, "e0", times[0], mark)
+    ET.fromstring(svg)
+    labels = re.findall(r'font-size="10" fill="#555"[^>]*>([^<]*)<', svg)
+    assert len(labels) == 2 and all(parse_rfc3339_ms(label) for label in labels)

@@ -26,6 +26,7 @@ from streams.evidence.ledger import (
     CHECKPOINT_ORIGIN,
     InvalidRecord,
     LedgerError,
+    LedgerTampered,
     SqlLedger,
     open_ledger,
 )
@@ -490,3 +491,225 @@ def test_postgres_sh_start_and_stop_are_idempotent() -> None:
         assert sh("stop").returncode == 0
         assert sh("status").returncode == 3
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# -- the audit before an export: the leaf bytes decide, not the columns -------------------
+
+
+def tamper(url: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """With the ledger's triggers off (as someone with write access to the database can
+    do), run `statements` ("?" placeholders), then bring the tree state in step with the
+    leaf_hash column, as a careful tamperer would."""
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            for table in ("entries", "tree_state", "checkpoints"):
+                conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            for sql, params in statements:
+                conn.execute(sql.replace("?", "%s"), params)
+            rows = conn.execute("SELECT leaf_hash FROM entries ORDER BY idx").fetchall()
+            frontier = Frontier()
+            for (value,) in rows:
+                frontier.append(bytes(value))
+            conn.execute("UPDATE tree_state SET size = %s, frontier = %s",
+                         (frontier.size, frontier.to_bytes()))
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(url, isolation_level=None)
+    try:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                                    ).fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        for sql, params in statements:
+            conn.execute(sql, params)
+        frontier = Frontier()
+        for (value,) in conn.execute("SELECT leaf_hash FROM entries ORDER BY idx").fetchall():
+            frontier.append(bytes(value))
+        conn.execute("UPDATE tree_state SET size = ?, frontier = ?",
+                     (frontier.size, frontier.to_bytes()))
+    finally:
+        conn.close()
+
+
+def rewritten(record: dict[str, Any], **changes: Any) -> tuple[bytes, bytes]:
+    """The leaf and leaf hash of `record` with `changes`: a rewrite with a matching hash."""
+    leaf = rfc8785.dumps(record | changes)
+    return leaf, leaf_hash(leaf)
+
+
+def row_values(row: Any) -> tuple[Any, ...]:
+    """The values of an INSERT of `row`'s columns after idx and kind."""
+    return (row.entry_id, row.occurred_at, row.rule, row.account_id, row.subject_id, row.leaf,
+            row.leaf_hash)
+
+
+def checkpoint_count(store: SqlLedger) -> int:
+    with store._cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM checkpoints")
+        return int(cur.fetchone()[0])
+
+
+#: How a finding leaves (or enters) an export, or a tree is rewritten, with the triggers
+#: dropped; each with the start of the refusal. The ledger holds finding(0..5), account
+#: acct1, and a checkpoint of size 6.
+TAMPERINGS: dict[str, tuple[Callable[[list[dict[str, Any]]], list[tuple[str, tuple[Any, ...]]]],
+                            str]] = {
+    "occurred_at column": (lambda rs: [("UPDATE entries SET occurred_at = ? WHERE idx = 2",
+                                        (0,))],
+                           "ledger leaf 2: the occurred_at column disagrees"),
+    "account_id column": (lambda rs: [("UPDATE entries SET account_id = ? WHERE idx = 1",
+                                       ("acct-other",))],
+                          "ledger leaf 1: the account_id column disagrees"),
+    "leaf bytes without their hash": (
+        lambda rs: [("UPDATE entries SET leaf = ? WHERE idx = 3",
+                     (rewritten(rs[3], explanation="Edited.")[0],))],
+        "ledger leaf 3: the stored leaf_hash is not the hash of its bytes"),
+    "leaf rewritten with its hash": (
+        lambda rs: [("UPDATE entries SET leaf = ?, leaf_hash = ? WHERE idx = 3",
+                     rewritten(rs[3], explanation="Edited."))],
+        "is not an extension of its last signed checkpoint (size 6)"),
+    "leaf rewritten and the tree grown": (
+        lambda rs: [("UPDATE entries SET leaf = ?, leaf_hash = ? WHERE idx = 0",
+                     rewritten(rs[0], explanation="Edited.")),
+                    ("INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, "
+                     "subject_id, leaf, leaf_hash, stored_at) VALUES (6, 'finding', ?, ?, ?, ?, "
+                     "?, ?, ?, 0)", row_values(to_row("finding", finding(6))))],
+        "tree of 7 leaves is not an extension of its last signed checkpoint (size 6)"),
+    "last leaf deleted": (lambda rs: [("DELETE FROM entries WHERE idx = 5", ())],
+                          "holds 5 leaves, fewer than the 6 of its last signed checkpoint"),
+    "middle leaf deleted": (lambda rs: [("DELETE FROM entries WHERE idx = 2", ())],
+                            "ledger leaf 2 is missing"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(TAMPERINGS))
+def test_the_audit_refuses_a_tampered_ledger_and_signs_nothing(ledger_url: str,
+                                                               how: str) -> None:
+    records = [finding(n) for n in range(6)]
+    key = Ed25519PrivateKey.generate()
+    with open_ledger(ledger_url) as store:
+        store.append("finding", records)
+        store.checkpoint(key, "consentwatch")
+    statements, message = TAMPERINGS[how]
+    tamper(ledger_url, *statements(records))
+    with open_ledger(ledger_url) as store:
+        before = checkpoint_count(store)
+        with pytest.raises(LedgerTampered) as caught:
+            store.audited_checkpoint(key, "consentwatch")
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+        assert checkpoint_count(store) == before
+
+
+def test_entries_refuse_a_row_whose_columns_disagree_with_its_leaf(ledger_url: str) -> None:
+    with open_ledger(ledger_url) as store:
+        store.append("finding", [finding(n) for n in range(3)])
+    tamper(ledger_url, ("UPDATE entries SET rule = ? WHERE idx = 1", ("covert-profile-view",)))
+    with open_ledger(ledger_url) as store, pytest.raises(LedgerTampered,
+                                                          match="leaf 1: the rule column"):
+        list(store.entries(rule="covert-profile-view"))
+
+
+def test_the_audit_signs_a_tree_recomputed_from_the_leaf_bytes(ledger: SqlLedger) -> None:
+    key = Ed25519PrivateKey.generate()
+    records = [finding(n) for n in range(5)]
+    ledger.append("finding", records[:3])
+    ledger.checkpoint(key, "consentwatch")
+    first = ledger.audited_checkpoint(key, "consentwatch")
+    again = ledger.audited_checkpoint(key, "consentwatch")  # same tree as the last checkpoint
+    ledger.append("finding", records[3:])
+    grown = ledger.audited_checkpoint(key, "consentwatch")  # an extension of it
+    hashes = [leaf_hash(rfc8785.dumps(r)) for r in records]
+    assert (first.size, first.root, first.leaf_hashes) == (3, root_hash(hashes[:3]), hashes[:3])
+    assert (again.size, again.root) == (first.size, first.root)
+    assert (grown.size, grown.root, grown.leaf_hashes) == (5, root_hash(hashes), hashes)
+    checkpoint = verify_checkpoint(grown.note, key.public_key())
+    assert (checkpoint.size, checkpoint.root) == (5, root_hash(hashes))
+    assert ledger.latest_checkpoint() == grown.note
+
+
+def test_the_audit_passes_over_checkpoints_of_another_key(ledger: SqlLedger) -> None:
+    ledger.append("finding", [finding(n) for n in range(2)])
+    ledger.checkpoint(Ed25519PrivateKey.generate(), "consentwatch")
+    key = Ed25519PrivateKey.generate()
+    assert ledger.audited_checkpoint(key, "consentwatch").size == 2
+
+
+# -- a ledger is created only where no file exists ---------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"finding,rule\n1,x\n"])
+def test_an_empty_or_foreign_file_is_refused_not_made_a_ledger(tmp_path: Path,
+                                                                content: bytes) -> None:
+    from streams.errors import ConfigError
+
+    existing = tmp_path / "empty.db"
+    existing.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"empty file, not a ledger|not an SQLite database"):
+        open_ledger(str(existing))
+    findings = tmp_path / "findings.jsonl"
+    findings.write_bytes(orjson.dumps(finding(1)) + b"\n")
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "signing.key"
+    from cryptography.hazmat.primitives import serialization
+
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    for args in (["ledger", "load", str(findings), "--ledger", str(existing)],
+                 ["export", "--ledger", str(existing), "--from", "2026-03-01T00:00:00Z",
+                  "--to", "2026-04-01T00:00:00Z", "--purpose", "audit",
+                  "--private-key", str(key_file), str(tmp_path / "bundle")]):
+        done = subprocess.run([sys.executable, "-m", "streams.cli.app", *args],
+                              capture_output=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.decode().count("\n") == 1, done.stderr
+        assert str(existing) in done.stderr.decode()
+    assert existing.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "findings.jsonl",
+                                                          "signing.key"]
+
+
+def test_a_missing_file_becomes_a_new_ledger_with_no_leftovers(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with open_ledger(str(path)) as store:
+        store.append("finding", [finding(1)])
+    with open_ledger(str(path)) as store:
+        assert store.size() == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name != "new.db"
+            and not p.name.startswith("new.db-")] == []
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_a_checkpoint_signed_while_the_audit_reads_is_checked_too(
+        ledger_url: str, monkeypatch: pytest.MonkeyPatch, tampered: bool) -> None:
+    """`ledger run` may store and sign between the audit's unlocked read and its locked
+    part: the audit takes the new leaves in, and checks the tree against that checkpoint."""
+    key = Ed25519PrivateKey.generate()
+    records = [finding(n) for n in range(6)]
+    with open_ledger(ledger_url) as store:
+        store.append("finding", records[:4])
+        store.checkpoint(key, "consentwatch")
+        read_unlocked = store._audit_leaves
+
+        def read_then_others_write(stop: int, frontier: Frontier, hashes: list[bytes],
+                                   cur: Any = None) -> None:
+            read_unlocked(stop, frontier, hashes, cur)
+            if cur is None:
+                with open_ledger(ledger_url) as other:
+                    other.append("finding", records[4:])
+                    if tampered:  # leaf 0 rewritten with its hash, and then signed
+                        tamper(ledger_url, ("UPDATE entries SET leaf = ?, leaf_hash = ? "
+                                            "WHERE idx = 0",
+                                            rewritten(records[0], explanation="Edited.")))
+                    other.checkpoint(key, "consentwatch")
+
+        monkeypatch.setattr(store, "_audit_leaves", read_then_others_write)
+        if tampered:
+            with pytest.raises(LedgerTampered, match="stored tree state is not the tree"):
+                store.audited_checkpoint(key, "consentwatch")
+            return
+        tree = store.audited_checkpoint(key, "consentwatch")
+    hashes = [leaf_hash(rfc8785.dumps(r)) for r in records]
+    assert (tree.size, tree.root, tree.leaf_hashes) == (6, root_hash(hashes), hashes)

@@ -33,6 +33,7 @@ __all__ = [
     "ORIGIN",
     "Checkpoint",
     "CheckpointError",
+    "NotSignedByKey",
     "key_id",
     "open_note",
     "sign_checkpoint",
@@ -51,6 +52,10 @@ _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 
 class CheckpointError(ConsentwatchError):
     """A note or checkpoint that is malformed or not signed by the expected key."""
+
+
+class NotSignedByKey(CheckpointError):
+    """A well-formed note with no signature line by the expected key (another key's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,7 @@ def open_note(note: str, public_key: Ed25519PublicKey) -> str:
             raise CheckpointError("checkpoint signature does not verify") from exc
         verified = True
     if not verified:
-        raise CheckpointError("checkpoint is not signed by the given key")
+        raise NotSignedByKey("checkpoint is not signed by the given key")
     return text
 
 

@@ -16,7 +16,7 @@ from streams import __version__
 from streams.catalogue import load_catalogue
 from streams.evidence import bundle
 from streams.evidence.export.timeline import mark_for, render_timeline
-from streams.model.timestamps import format_ms
+from streams.evidence.export.times import describe_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,7 +42,7 @@ pre{white-space:pre-wrap;background:#f1f3f4;padding:.5em}
 
 
 def _time(value: Any) -> str:
-    return format_ms(value) if type(value) is int else escape(str(value))
+    return describe_ms(value) if type(value) is int else escape(str(value))
 
 
 def _e(value: Any) -> str:
@@ -68,8 +68,8 @@ def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEn
         "<h1>consentwatch evidence report</h1>",
         "<table>",
         f"<tr><th>Purpose of this export</th><td>{_e(query.purpose)}</td></tr>",
-        f"<tr><th>Findings that occurred</th><td>from {format_ms(query.from_ms)} (inclusive) "
-        f"to {format_ms(query.to_ms)} (exclusive)</td></tr>",
+        f"<tr><th>Findings that occurred</th><td>from {describe_ms(query.from_ms)} (inclusive) "
+        f"to {describe_ms(query.to_ms)} (exclusive)</td></tr>",
         f"<tr><th>Filters</th><td>{_e(filters)}</td></tr>",
         f"<tr><th>Findings</th><td>{len(findings)}</td></tr>",
         f"<tr><th>Tool</th><td>consentwatch {_e(__version__)}, rule catalogue "

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from streams.catalogue import load_catalogue
-from streams.model.timestamps import format_ms
+from streams.evidence.export.times import describe_ms
 
 if TYPE_CHECKING:
     from streams.evidence.ledger import LedgerEntry
@@ -32,7 +32,7 @@ def _cell(value: Any) -> str:
 
 
 def _time(value: Any) -> str:
-    return format_ms(value) if type(value) is int else _cell(value)
+    return describe_ms(value) if type(value) is int else _cell(value)
 
 
 def render_summary(findings: Sequence[LedgerEntry]) -> bytes:

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from streams.model.timestamps import format_ms
+from streams.evidence.export.times import clamp_ms, describe_ms
+from streams.model.timestamps import MAX_MS, MIN_MS
 
 __all__ = ["Mark", "mark_for", "render_timeline"]
 
 NOTICE_RULES = frozenset({"enrichment-without-notice", "covert-profile-view"})
 _WIDTH, _HEIGHT, _LEFT, _RIGHT, _AXIS_Y = 760, 170, 40, 720, 90
+_INSTANT_SPAN = 60_000  # ms of axis around a finding whose times are all one instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +79,26 @@ def mark_for(rule: str, trigger_ms: int, events: Sequence[dict[str, Any]],
     return Mark(trigger_ms, trigger_ms, "act")
 
 
+def _axis(first: int, last: int) -> tuple[int, int]:
+    """The axis ends: the times padded by a twentieth of their span (an instant gets a
+    minute, centred), the padding clamped to the years 1 to 9999 so that the ends can be
+    written. Times all beyond one end of that range get the minute at that end."""
+    pad = (last - first) // 20 if last > first else _INSTANT_SPAN // 2
+    start, end = clamp_ms(first - pad), clamp_ms(last + pad)
+    if start < end:
+        return start, end
+    return (MAX_MS - _INSTANT_SPAN, MAX_MS) if start == MAX_MS else (MIN_MS, MIN_MS + _INSTANT_SPAN)
+
+
 def render_timeline(events: Sequence[dict[str, Any]], trigger_event_id: str, trigger_ms: int,
                     mark: Mark) -> str:
     """The `<svg>` element (a string) for one finding."""
     dated = [(t, e) for e in events if (t := _times(e)) is not None]
     times = [t for t, _ in dated] + [trigger_ms, mark.start, mark.end]
-    first, last = min(times), max(times)
-    pad = (last - first) // 20 if last > first else 30_000  # one instant: centre it
-    first, last = first - pad, last + pad
+    first, last = _axis(min(times), max(times))
 
     def x(ms: int) -> float:
+        ms = min(max(ms, first), last)  # a mark past the axis ends at its edge
         return round(_LEFT + (ms - first) * (_RIGHT - _LEFT) / (last - first), 1)
 
     parts = [
@@ -114,12 +126,12 @@ def render_timeline(events: Sequence[dict[str, Any]], trigger_event_id: str, tri
         label_y = _AXIS_Y + 22 + (number % 2) * 16
         kind = escape(str(event.get("type", "event")))
         parts.append(f'<circle cx="{x(ms)}" cy="{_AXIS_Y}" r="{radius}" fill="{colour}">'
-                     f"<title>{kind} at {format_ms(ms)}</title></circle>")
+                     f"<title>{kind} at {describe_ms(ms)}</title></circle>")
         parts.append(f'<text x="{x(ms)}" y="{label_y}" font-size="11" text-anchor="middle">'
                      f"{kind}</text>")
     parts.append(f'<text x="{_LEFT}" y="{_HEIGHT - 6}" font-size="10" fill="#555">'
-                 f"{format_ms(first)}</text>")
+                 f"{describe_ms(first)}</text>")
     parts.append(f'<text x="{_RIGHT}" y="{_HEIGHT - 6}" font-size="10" fill="#555" '
-                 f'text-anchor="end">{format_ms(last)}</text>')
+                 f'text-anchor="end">{describe_ms(last)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -1,11 +1,15 @@
 """Write an evidence bundle: select findings, prove them, sign, zip, record the export.
 
-Order of work, chosen so that a bundle never claims more than the ledger signed:
-1. the ledger signs a checkpoint of its current tree (size N, root R);
+Order of work, chosen so that a bundle never claims more than the ledger signed, and
+never trusts what someone with write access to the database could have edited:
+1. the ledger recomputes its tree from every leaf's bytes (RFC 9162 leaf hashes of the
+   records' RFC 8785 JSON), refusing a leaf whose stored hash or columns disagree with
+   its bytes and a tree that is not consistent with the last checkpoint it signed; only
+   then does it sign a checkpoint of that tree (size N, root R);
 2. the findings in the window (and filters) with a leaf index below N are selected,
-   with the ledger's amendments of them;
-3. the first N leaf hashes are read, their root must be R, and every selected
-   leaf gets its inclusion proof against (N, R);
+   with the ledger's amendments of them: the columns narrow the scan, the leaf bytes
+   decide (they were all checked against the columns in step 1);
+3. every selected leaf gets its inclusion proof against (N, R), from the recomputed hashes;
 4. the files and OUT.zip are written into a temporary sibling, the manifest is
    signed, then they are renamed to OUT and OUT.zip;
    the export (who, when, why, what, the bundle's id) is recorded in the ledger just
@@ -28,14 +32,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams import __version__
 from streams.catalogue import load_catalogue
-from streams.errors import ConfigError, ConsentwatchError
+from streams.errors import ConfigError
 from streams.evidence import bundle
-from streams.evidence.checkpoint import verifier_key, verify_checkpoint
+from streams.evidence.checkpoint import verifier_key
 from streams.evidence.export.report import render_report
 from streams.evidence.export.summary import render_summary
+from streams.evidence.export.times import describe_ms
 from streams.evidence.keys import KEY_NAME
-from streams.evidence.merkle import inclusion_proofs, root_hash
-from streams.model.timestamps import format_ms
+from streams.evidence.ledger import AuditedTree, LedgerTampered
+from streams.evidence.merkle import inclusion_proofs, leaf_hash
 
 if TYPE_CHECKING:
     from streams.engine import EngineParams
@@ -59,7 +64,7 @@ class ExportQuery:
     subject: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"from": format_ms(self.from_ms), "to": format_ms(self.to_ms),
+        return {"from": describe_ms(self.from_ms), "to": describe_ms(self.to_ms),
                 "from_ms": self.from_ms, "to_ms": self.to_ms,
                 "filters": {"rule": self.rule, "account": self.account,
                             "subject": self.subject}}
@@ -95,12 +100,12 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
             raise ConfigError(f"{path} exists; refusing to overwrite an evidence bundle")
     at_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
 
-    note = ledger.checkpoint(key, KEY_NAME)
-    checkpoint = verify_checkpoint(note, key.public_key())
-    selection = _select(ledger, query, checkpoint.size)
-    leaf_hashes = ledger.leaf_hashes(checkpoint.size)
-    if len(leaf_hashes) != checkpoint.size or root_hash(leaf_hashes) != checkpoint.root:
-        raise ConsentwatchError("the ledger's leaves do not match the checkpoint it signed")
+    try:
+        tree = ledger.audited_checkpoint(key, KEY_NAME)
+        selection = _select(ledger, query, tree)
+    except LedgerTampered as exc:
+        raise LedgerTampered(f"export refused: {exc}") from None
+    note, leaf_hashes = tree.note, tree.leaf_hashes
     entries = selection.findings + selection.amendments
     proofs = dict(zip((e.index for e in entries),
                       inclusion_proofs([e.index for e in entries], leaf_hashes), strict=True))
@@ -115,26 +120,46 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     def record() -> None:
         ledger.record_export(actor, query.purpose, query.to_dict() | {
             "findings": len(selection.findings), "amendments": len(selection.amendments),
-            "checkpoint_size": checkpoint.size}, manifest_sha256, at_ms)
+            "checkpoint_size": tree.size}, manifest_sha256, at_ms)
 
     _write_atomically(out, zip_path, files, before_publish=record)
     return ExportResult(out, zip_path, manifest_sha256, len(selection.findings),
-                        len(selection.amendments), checkpoint.size)
+                        len(selection.amendments), tree.size)
 
 
-def _select(ledger: Ledger, query: ExportQuery, size: int) -> _Selection:
+def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection:
+    """The entries to export. `entries` narrows by the columns (checked against every
+    leaf by the audit); the leaf's own values decide, and each selected leaf must still
+    be the one the audited tree hashed."""
     selection = _Selection()
     selection.findings = [
         entry for entry in ledger.entries(kind="finding", from_ms=query.from_ms,
                                           to_ms=query.to_ms, rule=query.rule,
                                           account=query.account, subject=query.subject)
-        if entry.index < size]
+        if entry.index < tree.size and _matches(entry, query) and _audited(entry, tree)]
     wanted = {entry.entry_id for entry in selection.findings}
     if wanted:
         selection.amendments = [entry for entry in ledger.entries(kind="amendment")
-                                if entry.index < size
-                                and entry.record.get("finding_id") in wanted]
+                                if entry.index < tree.size
+                                and entry.record.get("finding_id") in wanted
+                                and _audited(entry, tree)]
     return selection
+
+
+def _matches(entry: LedgerEntry, query: ExportQuery) -> bool:
+    """The export's selection, on the values the leaf itself holds."""
+    record = entry.record
+    return (query.from_ms <= record["occurred_at"] < query.to_ms
+            and query.rule in (None, record["rule"])
+            and query.account in (None, record["account_id"])
+            and query.subject in (None, record["subject_id"]))
+
+
+def _audited(entry: LedgerEntry, tree: AuditedTree) -> bool:
+    if leaf_hash(entry.leaf) != tree.leaf_hashes[entry.index]:
+        raise LedgerTampered(f"ledger leaf {entry.index} changed after the ledger was "
+                             "checked (was the database edited?)")
+    return True
 
 
 def _content_files(selection: _Selection, params: EngineParams | None, query: ExportQuery,
@@ -173,9 +198,9 @@ def _manifest(query: ExportQuery, params: EngineParams | None, note: str,
             "allowed_lateness_ms": params.allowed_lateness_ms,
             "notice_grace_ms": params.notice_grace_ms,
             "notice_validity_ms": params.notice_validity_ms},
-        "created_at": format_ms(at_ms),
+        "created_at": describe_ms(at_ms),
         "purpose": query.purpose,
-        "window": {"from": format_ms(query.from_ms), "to": format_ms(query.to_ms),
+        "window": {"from": describe_ms(query.from_ms), "to": describe_ms(query.to_ms),
                    "from_ms": query.from_ms, "to_ms": query.to_ms,
                    "selects": "from_ms <= occurred_at < to_ms"},
         "filters": {"rule": query.rule, "account": query.account, "subject": query.subject},

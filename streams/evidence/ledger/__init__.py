@@ -8,21 +8,25 @@ from __future__ import annotations
 
 from streams.evidence.ledger.base import (
     CHECKPOINT_ORIGIN,
+    AuditedTree,
     InvalidRecord,
     Kind,
     Ledger,
     LedgerEntry,
     LedgerError,
+    LedgerTampered,
 )
 from streams.evidence.ledger.sql import SqlLedger
 
 __all__ = [
     "CHECKPOINT_ORIGIN",
+    "AuditedTree",
     "InvalidRecord",
     "Kind",
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "LedgerTampered",
     "SqlLedger",
     "is_postgres_url",
     "open_ledger",

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.errors import ConsentwatchError
 
-__all__ = ["CHECKPOINT_ORIGIN", "InvalidRecord", "Kind", "Ledger", "LedgerEntry", "LedgerError"]
+__all__ = ["CHECKPOINT_ORIGIN", "AuditedTree", "InvalidRecord", "Kind", "Ledger", "LedgerEntry",
+           "LedgerError", "LedgerTampered"]
 
 Kind = Literal["finding", "amendment"]
 
@@ -31,6 +32,27 @@ class LedgerError(ConsentwatchError):
 class InvalidRecord(LedgerError):
     """A record the ledger cannot store: not an object, or a required field missing or of
     the wrong type. The message names the field, never its value."""
+
+
+class LedgerTampered(LedgerError):
+    """The stored ledger contradicts itself or a checkpoint it signed: a leaf whose hash or
+    columns disagree with its bytes, a missing leaf, a tree that is not an extension of
+    the last signed one. The message names the leaf index and column, never a value."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedTree:
+    """A tree recomputed from the stored leaf bytes, and the checkpoint signed of it.
+
+    `leaf_hashes` are the RFC 9162 hashes of the first `size` leaves, computed from their
+    bytes (never read from the leaf_hash column); `note` is the signed checkpoint of
+    (size, root).
+    """
+
+    note: str
+    size: int
+    root: bytes
+    leaf_hashes: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +108,16 @@ class Ledger(Protocol):
 
     def checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> str:
         """Sign the current tree (origin CHECKPOINT_ORIGIN), store the note and return it."""
+        ...
+
+    def audited_checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> AuditedTree:
+        """Recompute the tree from every stored leaf's bytes, check it, then sign it.
+
+        Raises `LedgerTampered`, signing and storing nothing, when a leaf's stored hash
+        or columns disagree with its bytes, a leaf is missing, the tree state disagrees
+        with the leaves, or the tree is not consistent (RFC 9162) with the latest
+        checkpoint stored that this key signed.
+        """
         ...
 
     def latest_checkpoint(self) -> str | None:

@@ -21,21 +21,41 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from streams.evidence.ledger.base import CHECKPOINT_ORIGIN, Kind, LedgerEntry, LedgerError
+from streams.evidence.ledger.base import (
+    CHECKPOINT_ORIGIN,
+    AuditedTree,
+    Kind,
+    LedgerEntry,
+    LedgerError,
+    LedgerTampered,
+)
 from streams.evidence.ledger.frontier import Frontier
-from streams.evidence.ledger.records import Row, check_kind, record_of, to_row
+from streams.evidence.ledger.records import (
+    Row,
+    StoredRow,
+    check_kind,
+    checked_entry,
+    checked_row,
+    to_row,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from streams.evidence.checkpoint import Checkpoint
 
 __all__ = ["SqlLedger"]
 
 _PAGE = 1000
 _ID_CHUNK = 500
 
-_ENTRY_COLUMNS = ("idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf")
+_ENTRY_COLUMNS = ("idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, "
+                  "leaf_hash")
 
 
 def _now_ms() -> int:
@@ -143,17 +163,112 @@ class SqlLedger(ABC):
 
     def checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> str:
         """See `Ledger.checkpoint`."""
-        from streams.evidence.checkpoint import Checkpoint, sign_checkpoint
-
         with self._write() as cur:
             cur.execute(self._sql("SELECT size, frontier FROM tree_state WHERE id = 1"
                                   + self._FOR_UPDATE))
             size, packed = cur.fetchone()
-            root = self._frontier(cur, size, bytes(packed)).root()
-            note = sign_checkpoint(Checkpoint(CHECKPOINT_ORIGIN, size, root), key, key_name)
-            cur.execute(self._sql("INSERT INTO checkpoints (size, root, note, key_name, "
-                                  "signed_at) VALUES (?, ?, ?, ?, ?)"),
-                        (size, root, note, key_name, _now_ms()))
+            return self._sign(cur, self._frontier(cur, size, bytes(packed)), key, key_name)
+
+    def audited_checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> AuditedTree:
+        """See `Ledger.audited_checkpoint`.
+
+        The long part, reading and hashing every leaf, runs without the writer lock, so
+        `ledger run` goes on storing meanwhile; then, under the lock, the leaves stored
+        since are audited too, the tree is checked against the stored tree state and
+        against any checkpoint signed meanwhile, and the checkpoint is signed and stored.
+        """
+        public_key = key.public_key()
+        checked = self._latest_signed(public_key)
+        frontier, hashes = Frontier(), list[bytes]()
+        self._audit_leaves(self.size(), frontier, hashes)
+        _check_extends(checked, frontier, hashes)
+        with self._write() as cur:
+            cur.execute(self._sql("SELECT size, frontier FROM tree_state WHERE id = 1"
+                                  + self._FOR_UPDATE))
+            size, packed = cur.fetchone()
+            stored = self._frontier(cur, size, bytes(packed))
+            self._audit_leaves(size, frontier, hashes, cur)
+            if stored.root() != frontier.root():
+                raise LedgerTampered("the ledger's stored tree state is not the tree of its "
+                                     "leaves (was the database edited?)")
+            latest = self._latest_signed(public_key, cur)
+            if latest != checked:
+                _check_extends(latest, frontier, hashes)
+            note = self._sign(cur, frontier, key, key_name)
+        return AuditedTree(note=note, size=frontier.size, root=frontier.root(),
+                           leaf_hashes=hashes)
+
+    def _audit_leaves(self, stop: int, frontier: Frontier, hashes: list[bytes],
+                      cur: Any = None) -> None:
+        """Check leaves frontier.size..stop-1 against their bytes and add them to the tree."""
+        if stop < frontier.size:
+            raise LedgerTampered(f"the ledger shrank from {frontier.size} to {stop} leaves "
+                                 "while it was read (was the database edited?)")
+        for stored in self._stored_rows(frontier.size, stop, cur):
+            if stored.index != frontier.size:
+                break
+            row = checked_row(stored, canonical=False)
+            frontier.append(row.leaf_hash)
+            hashes.append(row.leaf_hash)
+        if frontier.size != stop:
+            raise LedgerTampered(f"ledger leaf {frontier.size} is missing (was the database "
+                                 "edited?)")
+
+    def _stored_rows(self, start: int, stop: int, cur: Any = None) -> Iterator[StoredRow]:
+        """Rows start <= idx < stop in leaf order, page by page (in `cur`'s transaction
+        when given, else each page on its own)."""
+        query = self._sql(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE idx >= ? AND idx < ? "
+                          f"ORDER BY idx LIMIT {_PAGE}")
+        while start < stop:
+            if cur is None:
+                with self._cursor() as own:
+                    own.execute(query, (start, stop))
+                    page = own.fetchall()
+            else:
+                cur.execute(query, (start, stop))
+                page = cur.fetchall()
+            yield from (_stored(row) for row in page)
+            if len(page) < _PAGE:
+                return
+            start = page[-1][0] + 1
+
+    def _latest_signed(self, public_key: Ed25519PublicKey, cur: Any = None) -> Checkpoint | None:
+        """The checkpoint stored last among those this key signed, newest first.
+
+        Notes signed by other keys are passed over (they prove nothing about this key's
+        tree); a note that names this key but whose signature fails is refused.
+        """
+        from streams.evidence.checkpoint import CheckpointError, NotSignedByKey, verify_checkpoint
+
+        query = self._sql("SELECT note FROM checkpoints ORDER BY seq DESC")
+        if cur is None:
+            with self._cursor() as own:
+                own.execute(query)
+                notes = [str(note) for (note,) in own.fetchall()]
+        else:
+            cur.execute(query)
+            notes = [str(note) for (note,) in cur.fetchall()]
+        for note in notes:
+            try:
+                checkpoint = verify_checkpoint(note, public_key)
+            except NotSignedByKey:
+                continue
+            except CheckpointError as exc:
+                raise LedgerTampered(f"a stored checkpoint is not valid: {exc} (was the "
+                                     "database edited?)") from None
+            if checkpoint.origin == CHECKPOINT_ORIGIN:
+                return checkpoint
+        return None
+
+    def _sign(self, cur: Any, frontier: Frontier, key: Ed25519PrivateKey, key_name: str) -> str:
+        from streams.evidence.checkpoint import Checkpoint, sign_checkpoint
+
+        root = frontier.root()
+        note = sign_checkpoint(Checkpoint(CHECKPOINT_ORIGIN, frontier.size, root), key,
+                               key_name)
+        cur.execute(self._sql("INSERT INTO checkpoints (size, root, note, key_name, "
+                              "signed_at) VALUES (?, ?, ?, ?, ?)"),
+                    (frontier.size, root, note, key_name, _now_ms()))
         return note
 
     def record_export(self, actor: str, purpose: str, query: dict[str, Any],
@@ -199,7 +314,13 @@ class SqlLedger(ABC):
                 account: str | None = None, subject: str | None = None,
                 ) -> Iterator[LedgerEntry]:
         """See `Ledger.entries`; reads page by page (by leaf index), so a long export
-        holds no transaction open."""
+        holds no transaction open.
+
+        The columns only narrow the scan: every value of an entry comes from its leaf
+        bytes, and a row whose hash or columns disagree with them raises LedgerTampered.
+        A row whose edited columns keep it out of the scan is not seen here: that is
+        what `audited_checkpoint` finds.
+        """
         check_kind(kind)
         where, params = ["kind = ?"], list[str | int]([kind])
         for clause, value in (("occurred_at >= ?", from_ms), ("occurred_at < ?", to_ms),
@@ -215,11 +336,8 @@ class SqlLedger(ABC):
             with self._cursor() as cur:
                 cur.execute(query, (*params, last))
                 page = cur.fetchall()
-            for idx, kind_, entry_id, occurred_at, rule_, account_id, subject_id, leaf in page:
-                data = bytes(leaf)
-                yield LedgerEntry(index=idx, kind=kind_, entry_id=entry_id,
-                                  occurred_at=occurred_at, rule=rule_, account_id=account_id,
-                                  subject_id=subject_id, record=record_of(data), leaf=data)
+            for row in page:
+                yield checked_entry(_stored(row))
             if len(page) < _PAGE:
                 return
             last = page[-1][0]
@@ -244,3 +362,31 @@ class SqlLedger(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stored(row: Sequence[Any]) -> StoredRow:
+    """A StoredRow from a row of `_ENTRY_COLUMNS`."""
+    idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, leaf_hash = row
+    return StoredRow(index=idx, kind=kind, entry_id=entry_id, occurred_at=occurred_at,
+                     rule=rule, account_id=account_id, subject_id=subject_id, leaf=bytes(leaf),
+                     leaf_hash=bytes(leaf_hash))
+
+
+def _check_extends(checkpoint: Checkpoint | None, frontier: Frontier,
+                   hashes: Sequence[bytes]) -> None:
+    """Refuse unless the recomputed tree extends `checkpoint` (RFC 9162 consistency proof)."""
+    from streams.evidence.merkle import consistency_proof, verify_consistency
+
+    if checkpoint is None:
+        return
+    if checkpoint.size > frontier.size:
+        raise LedgerTampered(f"the ledger holds {frontier.size} leaves, fewer than the "
+                             f"{checkpoint.size} of its last signed checkpoint (was the "
+                             "database edited?)")
+    proof = consistency_proof(checkpoint.size, hashes)
+    if not verify_consistency(checkpoint.size, frontier.size, checkpoint.root,
+                              frontier.root(), proof):
+        raise LedgerTampered(f"the ledger's tree of {frontier.size} leaves is not an "
+                             f"extension of its last signed checkpoint (size "
+                             f"{checkpoint.size}): leaves were rewritten (was the database "
+                             "edited?)")

@@ -1,5 +1,8 @@
 """The SQLite backend (the default): one file, write-ahead log, full fsync on commit.
 
+A ledger is created only where no file exists: an existing empty or non-SQLite file is
+refused (a typo in --ledger must not start a new, empty record of evidence).
+
 WAL lets exports and `verify`-side reads run while `ledger run` writes; FULL
 synchronous mode makes a committed batch survive a power cut, not only a crashed
 process, which is what evidence needs. Writers queue on BEGIN IMMEDIATE with a busy
@@ -8,7 +11,9 @@ timeout, so two `ledger load` processes on one file take turns.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -21,6 +26,7 @@ from streams.evidence.ledger.sql import SqlLedger
 __all__ = ["SqliteLedger"]
 
 _BUSY_TIMEOUT_MS = 60_000
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 SCHEMA_VERSION = "1"
 
 _APPEND_ONLY = ("entries", "checkpoints", "exports")
@@ -80,36 +86,17 @@ _SCHEMA = [
 
 
 class SqliteLedger(SqlLedger):
-    """The ledger in one SQLite file (created with its schema on first open)."""
+    """The ledger in one SQLite file (created with its schema where no file exists).
+
+    An existing file must be an SQLite database: an empty file or any other file is
+    refused, never silently made a new, empty ledger.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
-        try:
-            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
-            self._conn = sqlite3.connect(self._path, isolation_level=None,
-                                         timeout=_BUSY_TIMEOUT_MS / 1000,
-                                         check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the ledger {self._path}: {exc}") from None
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LedgerError(f"the ledger {self._path} cannot use a write-ahead log")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            with self._write() as cur:
-                for statement in _SCHEMA:
-                    cur.execute(statement)
-                cur.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-                version = cur.fetchone()[0]
-        except (sqlite3.DatabaseError, LedgerError) as exc:
-            self._conn.close()
-            raise ConfigError(f"{self._path} is not a usable ledger: "
-                              f"{exc.__cause__ or exc}") from None
-        if version != SCHEMA_VERSION:
-            self._conn.close()
-            raise ConfigError(f"{self._path} has ledger schema version {version}; this "
-                              f"consentwatch reads version {SCHEMA_VERSION}")
+        if not _is_sqlite_file(self._path):
+            _create(self._path)
+        self._conn = _connect(self._path)
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
@@ -135,3 +122,72 @@ class SqliteLedger(SqlLedger):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    """False when nothing is at `path`; True for an SQLite database; else ConfigError."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError(f"cannot open the ledger {path}: {exc.strerror}") from None
+    if not header:
+        raise ConfigError(f"{path} is an empty file, not a ledger (a new ledger is created "
+                          "only where no file exists)")
+    if header != _SQLITE_HEADER:
+        raise ConfigError(f"{path} is not a usable ledger: not an SQLite database")
+    return True
+
+
+def _create(path: Path) -> None:
+    """A new ledger at `path`, made in a sibling file and linked into place, so that a
+    process opening `path` meanwhile never finds an empty file (which it would refuse);
+    when two processes create it at once, the first link wins and both use that file."""
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.new")
+    try:
+        _connect(staging).close()
+        try:
+            os.link(staging, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: create in place instead
+            _connect(path).close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{staging}{suffix}").unlink(missing_ok=True)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to the ledger at `path`, its schema created if missing and checked."""
+    try:
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        conn = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the ledger {path}: {exc}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise LedgerError(f"the ledger {path} cannot use a write-ahead log")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                                   ).fetchone()[0]
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("COMMIT")
+    except (sqlite3.DatabaseError, LedgerError) as exc:
+        conn.close()
+        raise ConfigError(f"{path} is not a usable ledger: {exc}") from None
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise ConfigError(f"{path} has ledger schema version {version}; this "
+                          f"consentwatch reads version {SCHEMA_VERSION}")
+    return conn
