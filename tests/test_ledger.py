@@ -657,6 +657,7 @@ def test_an_empty_or_foreign_file_is_refused_not_made_a_ledger(tmp_path: Path,
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+    key_file.chmod(0o600)  # a key others can read gets a warning line of its own
     for args in (["ledger", "load", str(findings), "--ledger", str(existing)],
                  ["export", "--ledger", str(existing), "--from", "2026-03-01T00:00:00Z",
                   "--to", "2026-04-01T00:00:00Z", "--purpose", "audit",

@@ -592,3 +592,37 @@ def test_late_events_of_every_type_publish_their_amendments(
     for amendment in pipeline.read("amendments"):
         assert amendment["late_event"]["event_id"] == amendment["late_event_id"]
     check_worker_healthy(worker)
+
+
+# -- 7. time from the future -------------------------------------------------------------
+
+
+def test_an_event_from_the_future_is_dead_lettered_and_moves_no_watermark(
+        kafka_bootstrap: str, workers: kh.Workers) -> None:
+    """A FeatureToggled dated five years ahead of its Kafka timestamp once made every
+    honest event after it late; now it is a dead letter (future_timestamp, its bytes
+    kept) and the findings are those of the honest events alone."""
+    import dataclasses
+
+    honest = kh.mix(1_500, 150, seed=41)
+    toggle = next(e for e in honest if isinstance(e, FeatureToggled))
+    future = dataclasses.replace(toggle, event_id=f"future-{uuid.uuid4().hex[:6]}",
+                                 occurred_at=time.time_ns() // 1_000_000 + 5 * 365 * 86_400_000)
+    events = [*honest[:100], future, *honest[100:]]
+    expected = kh.replay_findings(honest)
+    pipeline = new_pipeline(kafka_bootstrap, "future")
+    worker = workers.start(pipeline.prefix)
+    pipeline.wait_assigned(timeout=180)
+    pipeline.send_events(events)
+    pipeline.wait_consumed(timeout=180)
+    pipeline.end_of_input()
+    pipeline.wait_consumed(timeout=180)
+    got = kh.wait_until(lambda: (found := pipeline.read()) and len(
+        {f["finding_id"] for f in found}) >= len(expected) and found,
+        timeout=120, interval=1.0, what="the findings", on_timeout=worker.tail)
+    compare(got, expected)
+    assert pipeline.read("amendments") == []  # nothing honest was made late
+    letters = pipeline.read("dead_letters")
+    assert [letter["reason_code"] for letter in letters] == ["future_timestamp"]
+    assert base64.b64decode(letters[0]["payload"]) == FRAMING.encode(future)
+    check_worker_healthy(worker)

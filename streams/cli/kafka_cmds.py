@@ -15,6 +15,7 @@ from streams.cli.options import (
     kafka_options,
     make_params,
     make_pseudonymiser,
+    max_future_skew_option,
     pseudonym_key_option,
     resolve_kafka,
     warn_development_key,
@@ -140,6 +141,7 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
               show_default=True, help="Table storage: RocksDB (rocksdict) on disk, or memory.")
 @click.option("--partitions", type=click.IntRange(1, 10_000), default=4, show_default=True,
               help="Partitions of the correlate topic and the state table.")
+@max_future_skew_option
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=30, show_default=True,
               metavar="SECONDS", help="After this long with no events a partition's "
               "watermark advances with the wall clock.")
@@ -153,7 +155,7 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            wire_format: str, schema_registry: str | None, allowed_lateness: float,
            notice_grace: float, notice_validity: float, pseudonym_key: Path | None,
            data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
-           idle_timeout: float, state_flush_interval: float,
+           max_future_skew: float, idle_timeout: float, state_flush_interval: float,
            log_level: str) -> int:
     """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
     import logging
@@ -172,7 +174,8 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
     framing = make_wire_format(wire_format, schema_registry)
     params = make_params(allowed_lateness, notice_grace, notice_validity,
-                         idle_timeout_ms=round(idle_timeout * 1000))
+                         idle_timeout_ms=round(idle_timeout * 1000),
+                         max_future_skew_ms=round(max_future_skew * 1000))
     pseudonymiser = make_pseudonymiser(pseudonym_key)
     warn_development_key(pseudonymiser)
     settings = WorkerSettings(connection=connection, topics=names, data_dir=data_dir,

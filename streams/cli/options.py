@@ -20,6 +20,7 @@ __all__ = [
     "kafka_options",
     "make_params",
     "make_pseudonymiser",
+    "max_future_skew_option",
     "pseudonym_key_option",
     "resolve_kafka",
     "warn_development_key",
@@ -82,6 +83,14 @@ def engine_options(command: F) -> F:
     ]):
         command = option(command)
     return command
+
+
+def max_future_skew_option(command: F) -> F:
+    """--max-future-skew SECONDS: how far past its reception an event's time may be."""
+    return click.option(
+        "--max-future-skew", type=SECONDS, default=300, show_default=True, metavar="SECONDS",
+        help="An event whose time is later than its reception plus this is dead-lettered "
+        "(future_timestamp), never applied.")(command)
 
 
 def make_params(allowed_lateness: float, notice_grace: float, notice_validity: float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, InvalidEvent
 
 __all__ = ["DAY_MS", "EngineParams"]
 
@@ -23,6 +23,9 @@ class EngineParams:
     # How long an event id is remembered to recognise a duplicate. A copy that comes
     # back later still cannot mint a second finding (finding ids are deterministic).
     dedupe_horizon_ms: int = 7 * DAY_MS
+    # An event later than its reception plus this cannot be true: dead-lettered with
+    # reason `future_timestamp`, never applied (spec: "Time from the future").
+    max_future_skew_ms: int = 300_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -32,10 +35,19 @@ class EngineParams:
             "idle_timeout_ms",
             "amendment_horizon_ms",
             "dedupe_horizon_ms",
+            "max_future_skew_ms",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ConfigError(f"{name} must be a non-negative whole number of milliseconds")
+
+    def from_the_future(self, occurred_at: int, received_ms: int) -> bool:
+        """The event claims a time later than it was received plus the allowed skew."""
+        return occurred_at > received_ms + self.max_future_skew_ms
+
+    def future_error(self) -> InvalidEvent:
+        return InvalidEvent("future_timestamp", "occurred_at is more than "
+                            f"{self.max_future_skew_ms / 1000:g} s after the record was received")
 
     @property
     def lookback_ms(self) -> int:

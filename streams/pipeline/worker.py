@@ -299,6 +299,7 @@ class _Pipeline:
         partitions = range(self.settings.partitions)
         latest: int | None = None
         source = source_id(tp.topic, tp.partition)
+        params = self.settings.params
         for record in records:
             if is_control(record.value):
                 # Not an event: the records before it are all this input has for now.
@@ -315,6 +316,8 @@ class _Pipeline:
                 continue
             try:
                 event = self._decode(record)
+                if params.from_the_future(event.occurred_at, record.timestamp):
+                    raise params.future_error()  # it would drag every watermark ahead
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue
