@@ -111,20 +111,6 @@ def test_every_event_pickles_to_an_equal_event_of_its_type(event: Event) -> None
     assert hash(again) == hash(event)
 
 
-def test_a_subject_state_pickles_with_its_events_and_decisions() -> None:
-    engine = make_engine()
-    feed(engine, [joined(0), consent(1), requested(2), notice(3)])
-    engine.flush()
-    state = engine.store.subject(SUBJECT)
-    assert state is not None
-    again = pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-    assert again.consents == state.consents and again.joins == state.joins
-    assert again.notices == state.notices and again.seen == state.seen
-    assert {k: (r.event, r.pending, r.outcomes, r.decided_at)
-            for k, r in again.triggers.items()} == {
-        k: (r.event, r.pending, r.outcomes, r.decided_at) for k, r in state.triggers.items()}
-
-
 def test_a_notice_given_before_the_trigger_settles_its_notice_rules_with_its_past() -> None:
     # The watermark passes the request (lateness 30 s), not request + notice_grace (300 s).
     given = make_engine()

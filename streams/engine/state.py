@@ -59,21 +59,10 @@ def event_order(event: ParticipantJoined | EnrichmentMatched) -> tuple[int, str]
     return (event.occurred_at, event.event_id)
 
 
-# Each state class's attributes. Pickling names them itself (`__getstate__`): a class
-# compiled by mypyc (streams.native) has no `__slots__` at run time to pickle from.
+# Each state class's attributes (its slots).
 TRIGGER_FIELDS = ("decided_at", "event", "outcomes", "pending", "received_at")
 SUBJECT_FIELDS = ("consents", "joins", "matches", "notices", "pruned_at", "seen", "triggers")
 ACCOUNT_FIELDS = ("automatic", "pruned_at", "seen", "toggles")
-
-
-def _get_state(obj: object, names: tuple[str, ...]) -> tuple[None, dict[str, Any]]:
-    """The state pickle takes of a slotted object by itself: (None, {slot: value})."""
-    return None, {name: getattr(obj, name) for name in names}
-
-
-def _set_state(obj: object, state: tuple[None, dict[str, Any]]) -> None:
-    for name, value in state[1].items():
-        setattr(obj, name, value)
 
 
 class TriggerRecord:
@@ -92,15 +81,6 @@ class TriggerRecord:
         # told (a worker; not a replay): the start of the ingestion-to-finding latency.
         self.received_at = received_at
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Through __init__: a compiled class (streams.native) cannot be created without
-        # its arguments, as pickle's default would. (Records pickled that way by an
-        # earlier version are read by streams.pipeline.state_codec.)
-        return (TriggerRecord, (self.event, self.pending, self.received_at),
-                _get_state(self, ("decided_at", "outcomes")))
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        _set_state(self, state)
 
 
 class SubjectState:
@@ -116,11 +96,6 @@ class SubjectState:
         self.triggers: dict[str, TriggerRecord] = {}  # trigger event_id -> record
         self.pruned_at = -(1 << 62)  # the watermark at the last prune
 
-    def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        return _get_state(self, SUBJECT_FIELDS)
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        _set_state(self, state)
 
     def add_consent(self, event: ConsentChanged) -> None:
         _insert(self.consents.setdefault((event.data_use, event.provider), []), event,
@@ -201,11 +176,6 @@ class AccountState:
         self.automatic: dict[str, int] = {}
         self.pruned_at = -(1 << 62)
 
-    def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        return _get_state(self, ACCOUNT_FIELDS)
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        _set_state(self, state)
 
     def add_toggle(self, event: FeatureToggled) -> None:
         _insert(self.toggles.setdefault((event.provider, event.meeting_id), []), event,

@@ -7,14 +7,13 @@ event kept: serialising the state was the worker's largest cost after Avro decod
 marshal builds only plain values and never runs code; `decode_state` rebuilds the
 objects and turns damaged bytes into a ValueError.
 
-A value written by pickle (a changelog from before this format) still reads.
+Nothing here unpickles: a value on a changelog topic is data, and whoever can write to
+that topic must not be able to run code in the worker (pickle calls what the bytes name).
 """
 
 from __future__ import annotations
 
-import io
 import marshal
-import pickle
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -34,7 +33,6 @@ __all__ = ["decode_state", "encode_state"]
 
 _SUBJECT = b"S1"
 _ACCOUNT = b"A1"
-_PICKLE = b"\x80"  # pickle protocol 2 and later start with PROTO
 _MARSHAL_VERSION = 4  # read by every Python since 3.4
 
 _CONSENT, _JOIN, _MATCH, _TOGGLE = (EVENT_VALUES[cls] for cls in (
@@ -60,17 +58,6 @@ def encode_state(state: SubjectState | AccountState) -> bytes:
 def decode_state(raw: bytes) -> SubjectState | AccountState:
     """The state object of `raw`; ValueError when it is not one."""
     tag = raw[:2]
-    if tag[:1] == _PICKLE:
-        try:
-            state = _LegacyUnpickler(io.BytesIO(raw)).load()
-            if type(state) is SubjectState:
-                state.triggers = {key: _current(record)
-                                  for key, record in state.triggers.items()}
-        except Exception as exc:  # pickle raises many kinds on damaged data
-            raise ValueError(f"damaged pickled state ({type(exc).__name__})") from None
-        if type(state) not in (SubjectState, AccountState):
-            raise ValueError("the pickled value is not a state object")
-        return state  # type: ignore[no-any-return]
     try:
         values = marshal.loads(memoryview(raw)[2:])
         if tag == _SUBJECT:
@@ -80,44 +67,6 @@ def decode_state(raw: bytes) -> SubjectState | AccountState:
     except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise ValueError(f"damaged state value ({type(exc).__name__})") from None
     raise ValueError("not a state value")
-
-
-# -- pickled values (written before this format) ------------------------------------------
-
-
-class _LegacyTriggerRecord:
-    """What a pickled TriggerRecord is read as.
-
-    Pickle wrote one of an earlier version by creating it empty, then setting its
-    slots (`received_at` may be missing); a compiled TriggerRecord (streams.native)
-    cannot be created empty, so such a record is read into this and converted by
-    `_current`. One pickled by this version comes through `TriggerRecord(...)`.
-    """
-
-    def __new__(cls, *args: Any) -> Any:
-        if args:
-            return TriggerRecord(*args)
-        return super().__new__(cls)
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        self.__dict__.update(state[1])
-
-
-class _LegacyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("streams.engine.state", "TriggerRecord"):
-            return _LegacyTriggerRecord
-        return super().find_class(module, name)
-
-
-def _current(record: Any) -> TriggerRecord:
-    if type(record) is TriggerRecord:
-        return record
-    old = record.__dict__
-    current = TriggerRecord(old["event"], old["pending"], old.get("received_at"))
-    current.outcomes = old["outcomes"]
-    current.decided_at = old["decided_at"]
-    return current
 
 
 # -- subjects -------------------------------------------------------------------------------
