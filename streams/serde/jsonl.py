@@ -14,6 +14,7 @@ from streams.errors import InvalidEvent
 from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import event_from_record
+from streams.serde.dead_letter_limit import DeadLetterLimit
 
 if TYPE_CHECKING:
     from streams.evidence.pseudonymise import Pseudonymiser
@@ -33,8 +34,11 @@ MAX_JSON_DEPTH = 1024
 _TOO_DEEP_MESSAGES = ("depth limit", "recursion limit")
 
 
-def read_jsonl(lines: Iterable[bytes], source: str) -> Iterator[tuple[int, Event | DeadLetter]]:
-    """Yield (line number, event or dead letter) for every non-blank line."""
+def read_jsonl(
+    lines: Iterable[bytes], source: str, limit: DeadLetterLimit | None = None
+) -> Iterator[tuple[int, Event | DeadLetter]]:
+    """Yield (line number, event or dead letter) for every non-blank line; an invalid line
+    that `limit` does not admit is only counted there."""
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip(b"\r\n")
         if not line.strip():
@@ -42,20 +46,26 @@ def read_jsonl(lines: Iterable[bytes], source: str) -> Iterator[tuple[int, Event
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield number, _not_json(source, number, exc, line)
+            dead = _not_json(source, number, exc, line)
+            if limit is None or limit.admit(dead.reason_code):
+                yield number, dead
             continue
         if type(record) is dict:
             # Each key of an object is followed by one colon: a line with no more colons
             # than its object has keys repeats none (the common case costs one count).
             extra_colons = line.count(b":") - len(record)
             if extra_colons and _repeats_a_key(line, record, extra_colons):
-                yield number, _dead(source, number, "duplicate_key",
-                                    "line repeats a key in a JSON object", line)
+                if limit is None or limit.admit("duplicate_key"):
+                    yield number, _dead(source, number, "duplicate_key",
+                                        "line repeats a key in a JSON object", line)
                 continue
         try:
-            yield number, event_from_record(record)
+            event = event_from_record(record)
         except InvalidEvent as exc:
-            yield number, _dead(source, number, exc.code, exc.message, line)
+            if limit is None or limit.admit(exc.code):
+                yield number, _dead(source, number, exc.code, exc.message, line)
+            continue
+        yield number, event
 
 
 def _not_json(source: str, number: int, exc: orjson.JSONDecodeError, line: bytes) -> DeadLetter:
