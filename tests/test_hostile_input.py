@@ -3,14 +3,28 @@ and the good records around it give exactly the findings they give alone."""
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import fastavro
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.model.events import Event
 from streams.model.findings import DeadLetter
+from streams.serde.avro import (
+    EVENT_SCHEMA_NAMES,
+    NAMESPACE,
+    event_to_record,
+    load_schema,
+    write_event_container,
+)
 from streams.serde.jsonl import read_jsonl
 from tests.conftest import EXAMPLES_DIR, run_cli
 
@@ -108,3 +122,151 @@ def test_repeated_keys_are_found_exactly(pairs: list[tuple[str, object]],
     [(_, item)] = list(read_jsonl([line], "test"))
     found = isinstance(item, DeadLetter) and item.reason_code == "duplicate_key"
     assert found == repeated
+
+
+# ------------------------------------------------------------------ Avro containers
+
+
+def _seed_events() -> list[Event]:
+    return [item for _, item in read_jsonl(SEED.read_bytes().splitlines(), "seed")
+            if not isinstance(item, DeadLetter)]
+
+
+@pytest.mark.parametrize("codec", ["snappy", "zstandard", "lz4", "bzip2", "xz"])
+def test_a_compressed_container_gives_the_seed_findings(tmp_path: Path, codec: str) -> None:
+    events = tmp_path / "events.avro"
+    write_event_container(events, _seed_events(), codec=codec)
+    result = run_cli("replay", str(events), "-q")
+    assert result.returncode == 0, result.stderr
+    assert _keys(result.stdout) == _keys(EXPECTED.read_bytes())
+
+
+def test_a_recursive_schema_with_deep_data_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    schema = {"type": "record", "name": "L",
+              "fields": [{"name": "next", "type": ["null", "L"]}]}
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(schema), [{"next": None}])
+    data = out.getvalue()
+    # the one record, nested 10,000 deep instead: same header, a hand-made block
+    sync = data[-16:]
+    datum = b"\x02" * 10_000 + b"\x00"
+    header_end = data.rindex(sync, 0, len(data) - 16) + 16
+    events = tmp_path / "deep.avro"
+    events.write_bytes(data[:header_end] + b"\x02" + _varint(len(datum)) + datum + sync)
+    result = run_cli("replay", str(events), "-q")
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.decode().splitlines() if "warning" not in line]
+    assert lines == ["consentwatch: record 1: invalid event (schema_too_deep): Avro container's "
+                     "writer schema is refused: record 'L' contains itself, so its data can "
+                     "nest without bound"]
+
+
+def _varint(value: int) -> bytes:
+    value <<= 1  # zigzag of a non-negative long
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _seed_and_junk(path: Path, junk_per_block: int, blocks: int) -> Path:
+    """A deflate container: per block, the seed's events (the first block only) then
+    `junk_per_block` one-byte records that are not events."""
+    schema = [*(load_schema(name) for name in EVENT_SCHEMA_NAMES),
+              {"type": "record", "name": "Junk", "fields": [{"name": "x", "type": "boolean"}]}]
+    with path.open("wb") as out:
+        writer = fastavro.write.Writer(out, fastavro.parse_schema(schema), codec="deflate",
+                                       sync_interval=1 << 30)
+        for block in range(blocks):
+            if block == 0:
+                for event in _seed_events():
+                    writer.write((f"{NAMESPACE}.{event.TYPE}", event_to_record(event)))
+            for _ in range(junk_per_block):
+                writer.write(("Junk", {"x": False}))
+            writer.flush()
+    return path
+
+
+def test_dead_letters_are_capped_per_block_and_per_run_and_all_counted(tmp_path: Path) -> None:
+    events = _seed_and_junk(tmp_path / "junk.avro", junk_per_block=20_000, blocks=12)
+    dead = tmp_path / "dead.jsonl"
+    result = run_cli("replay", str(events), "--dead-letter", str(dead))
+    assert result.returncode == 1
+    assert _keys(result.stdout) == _keys(EXPECTED.read_bytes())
+    stderr = result.stderr.decode().splitlines()
+    assert "Traceback" not in result.stderr.decode()
+    assert len([line for line in stderr if "invalid event (unknown_type)" in line]) == 1000
+    assert len(dead.read_bytes().splitlines()) == 1000
+    # blocks 1 to 10 keep 100 each: the run's 1000; blocks 11 and 12 keep none
+    assert "consentwatch: 19900 more invalid records in block 1 not reported or written " \
+           "(at most 100 a block)" in stderr
+    assert "consentwatch: 39800 more invalid records in 2 more blocks not reported or " \
+           "written" in stderr
+    assert "consentwatch: 200 more invalid records after the first 1000 not reported or " \
+           "written" in stderr
+    assert stderr[-1].startswith(f"consentwatch: replayed {240_000 + len(_seed_events())} "
+                                 "records: ")
+    assert stderr[-1].endswith(" 240000 invalid")
+
+
+def test_max_dead_letters_is_configurable(tmp_path: Path) -> None:
+    bad = [b'{"type": "Nope"}'] * 30
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([*bad, *SEED.read_bytes().splitlines()]) + b"\n")
+    result = run_cli("replay", str(events), "--max-dead-letters", "5")
+    assert result.returncode == 1
+    stderr = result.stderr.decode().splitlines()
+    assert len([line for line in stderr if "invalid event (unknown_type)" in line]) == 5
+    assert "consentwatch: 25 more invalid lines after the first 5 not reported or written" \
+        in stderr
+    assert stderr[-1].endswith(" 30 invalid")
+    assert _keys(result.stdout) == _keys(EXPECTED.read_bytes())
+
+
+# ------------------------------------------------------------- stdin and stdout
+
+
+def _run_with(stdin: Any = subprocess.DEVNULL, stdout: Any = subprocess.PIPE,
+              close: int | None = None, *args: str) -> subprocess.CompletedProcess[bytes]:
+    def close_fd() -> None:
+        if close is not None:
+            os.close(close)
+
+    return subprocess.run([sys.executable, "-m", "streams.cli.app", "replay", *args],
+                          stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                          preexec_fn=close_fd, timeout=120, check=False)
+
+
+def _one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
+    lines = [line for line in result.stderr.decode().splitlines() if "warning" not in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("consentwatch: error: ")
+    return lines[0]
+
+
+def test_closed_stdin_is_one_line() -> None:
+    result = _run_with(None, subprocess.PIPE, 0, "-", "-q")
+    assert result.returncode == 2
+    assert "standard input: it is closed" in _one_error_line(result)
+
+
+def test_closed_stdout_is_one_line() -> None:
+    result = _run_with(None, subprocess.PIPE, 1, str(SEED), "-q")
+    assert result.returncode == 2
+    assert "standard output: it is closed" in _one_error_line(result)
+
+
+def test_full_stdout_is_one_line() -> None:
+    with open("/dev/full", "wb") as full:
+        result = _run_with(subprocess.DEVNULL, full, None, str(SEED), "-q")
+    assert result.returncode == 1
+    assert "No space left on device" in _one_error_line(result)
+
+
+def test_full_output_file_is_one_line() -> None:
+    result = _run_with(subprocess.DEVNULL, subprocess.PIPE, None, str(SEED), "-q",
+                       "--out", "/dev/full")
+    assert result.returncode == 1
+    assert "No space left on device" in _one_error_line(result)
