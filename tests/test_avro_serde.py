@@ -48,6 +48,7 @@ from streams.serde.avro import (
     schema_history,
     write_event_container,
 )
+from streams.serde.dead_letter_limit import DeadLetterLimit
 from tests.strategies import EVENT_CLASSES, amendments, dead_letters, event_of, events, findings
 
 SETTINGS = settings(
@@ -548,3 +549,134 @@ def test_corrupt_payload_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(letter, DeadLetter)
     assert letter.payload == data[:100]
     assert "first 100 bytes" in letter.reason
+
+
+# ------------------------------------------------------------ codecs, deep schemas, limits
+
+_CODECS = ["snappy", "zstandard", "bzip2", "xz", "lz4", "deflate"]
+
+
+@pytest.mark.parametrize("codec", _CODECS)
+def test_every_codec_reads_as_the_null_codec(codec: str) -> None:
+    items = [PJ, ER, PV, CC] * 30
+    assert _read_all(_container(items, codec)) == _read_all(_container(items))
+
+
+def _header(meta: dict[str, bytes], sync: bytes = b"S" * 16) -> bytes:
+    out = io.BytesIO()
+    out.write(b"Obj\x01")
+    fastavro.schemaless_writer(out, avro_serde._HEADER_REST, {"meta": meta, "sync": sync})
+    return out.getvalue()
+
+
+def _with_codec(data: bytes, codec: bytes) -> bytes:
+    """`data` (a null-codec container) declaring another codec, blocks unchanged."""
+    header = io.BytesIO(data[4:])
+    meta = fastavro.schemaless_reader(header, avro_serde._HEADER_REST)
+    assert isinstance(meta, dict)
+    rest = data[4 + header.tell():]
+    return _header({**meta["meta"], "avro.codec": codec}, meta["sync"]) + rest
+
+
+def test_an_unknown_codec_is_named_not_called_corrupt() -> None:
+    [(number, letter)] = _read_all(_with_codec(_container(SAMPLE), b"brotli"))
+    assert number == 1 and isinstance(letter, DeadLetter)
+    assert letter.reason_code == "unsupported_codec"
+    assert "'brotli'" in letter.reason and "unknown" in letter.reason
+
+
+def test_a_codec_whose_library_is_missing_is_named_not_called_corrupt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(avro_serde._CODEC_MODULES, "snappy", "no_such_module.snappy")
+    [(_, letter)] = _read_all(_container(SAMPLE, "snappy"))
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason_code == "unsupported_codec"
+    assert "'snappy'" in letter.reason and "no_such_module.snappy" in letter.reason
+
+
+def _zigzag(value: int) -> bytes:
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value & ~0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _raw_container(schema: str, *blocks: tuple[int, bytes]) -> bytes:
+    """A null-codec container of `schema` with hand-made blocks (count, data)."""
+    sync = b"S" * 16
+    body = b"".join(_zigzag(count) + _zigzag(len(data)) + data + sync for count, data in blocks)
+    return _header({"avro.schema": schema.encode(), "avro.codec": b"null"}, sync) + body
+
+
+def test_a_recursive_record_with_data_nested_10000_deep_is_refused_not_a_crash() -> None:
+    # fastavro decodes by recursion in C: this datum overflowed the stack (exit 139).
+    schema = '{"type": "record", "name": "L", "fields": [{"name": "next", "type": ["null", "L"]}]}'
+    [(_, letter)] = _read_all(_raw_container(schema, (1, b"\x02" * 10_000 + b"\x00")))
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason_code == "schema_too_deep"
+    assert "'L' contains itself" in letter.reason
+
+
+def _nested_arrays(depth: int) -> str:
+    schema = '"string"'
+    for _ in range(depth):
+        schema = '{"type": "array", "items": ' + schema + "}"
+    return schema
+
+
+def _chained_records(length: int) -> str:
+    """A union of records, each with a field of the record before it, by name."""
+    records = ['{"type": "record", "name": "R0", "fields": []}']
+    records += [json.dumps({"type": "record", "name": f"R{i}",
+                            "fields": [{"name": "f", "type": f"R{i - 1}"}]})
+                for i in range(1, length)]
+    return "[" + ", ".join(records) + "]"
+
+
+@pytest.mark.parametrize("schema", [_nested_arrays(10_000), _nested_arrays(101),
+                                    _chained_records(200)], ids=["10000", "101", "chained"])
+def test_a_writer_schema_nested_too_deep_is_refused(schema: str) -> None:
+    [(_, letter)] = _read_all(_raw_container(schema))
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason_code == "schema_too_deep"
+    assert "deeper than 100 levels" in letter.reason
+
+
+@pytest.mark.parametrize("schema", [_nested_arrays(99), _chained_records(99)])
+def test_a_writer_schema_nested_within_the_bound_is_read(schema: str) -> None:
+    assert _read_all(_raw_container(schema)) == []
+
+
+def _junk_and_events(junk_per_block: int, blocks: int) -> bytes:
+    """A deflate container of the event union and a `Junk` record: in each block, the
+    sample events then `junk_per_block` one-byte junk records."""
+    schema = [*(load_schema(name) for name in EVENT_SCHEMA_NAMES),
+              {"type": "record", "name": "Junk", "fields": [{"name": "x", "type": "boolean"}]}]
+    out = io.BytesIO()
+    writer = fastavro.write.Writer(out, fastavro.parse_schema(schema), codec="deflate",
+                                   sync_interval=1 << 30)
+    for _ in range(blocks):
+        for event in SAMPLE:
+            writer.write((f"{NAMESPACE}.{event.TYPE}", event_to_record(event)))
+        for _ in range(junk_per_block):
+            writer.write(("Junk", {"x": False}))
+        writer.flush()
+    writer.flush()
+    return out.getvalue()
+
+
+def test_invalid_records_past_the_limit_are_counted_not_yielded() -> None:
+    data = _junk_and_events(junk_per_block=500, blocks=3)
+    limit = DeadLetterLimit(per_run=250, per_block=100)
+    got = list(read_event_container(io.BytesIO(data), "test.avro", limit))
+    events_read = [item for _, item in got if not isinstance(item, DeadLetter)]
+    letters = [item for _, item in got if isinstance(item, DeadLetter)]
+    assert events_read == SAMPLE * 3
+    assert len(letters) == 250  # 100, 100, then the run's last 50
+    assert limit.dropped == 3 * 500 - 250
+    assert dict(limit.dropped_by_block) == {1: 400, 2: 400, 3: 400}
+    assert limit.dropped_past_run == 50
+    assert dict(limit.dropped_by_reason) == {"unknown_type": 1250}

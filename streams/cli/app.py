@@ -91,18 +91,38 @@ def run() -> None:
     status = main()
     from streams.runtime import fast_exit_requested
 
+    if not _flush_stdout():
+        status = status or 1
     if fast_exit_requested():
         import logging
         import os
 
         logging.shutdown()
         try:
-            sys.stdout.flush()
             sys.stderr.flush()
         except (BrokenPipeError, OSError):
             status = status or 1
         os._exit(status)
     sys.exit(status)
+
+
+def _flush_stdout() -> bool:
+    """Flush stdout now, so that output it cannot take is not reported again, with a
+    traceback, when the interpreter flushes it at exit: what it holds then goes nowhere."""
+    if sys.stdout is None:
+        return True
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+        return False
+    return True
 
 
 def _error(message: str) -> None:

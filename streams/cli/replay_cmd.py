@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,9 +18,11 @@ from streams.cli.options import (
     warn_development_key,
 )
 from streams.model.findings import Amendment, DeadLetter
+from streams.serde.dead_letter_limit import DEFAULT_PER_BLOCK, DEFAULT_PER_RUN, DeadLetterLimit
 
 if TYPE_CHECKING:
     from streams.metrics import PipelineMetrics
+    from streams.replay import ReplaySummary
 
 __all__ = ["replay"]
 
@@ -37,6 +40,13 @@ __all__ = ["replay"]
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
               help="At the end, write the run's metrics here in the Prometheus text format "
                    "(for node_exporter's textfile collector: name it *.prom).")
+@click.option("--max-dead-letters", type=click.IntRange(min=0), default=DEFAULT_PER_RUN,
+              show_default=True,
+              help="Report and write with their bytes at most this many invalid records; "
+                   "the others are counted, and the summary says how many were left out.")
+@click.option("--max-dead-letters-per-block", type=click.IntRange(min=0),
+              default=DEFAULT_PER_BLOCK, show_default=True,
+              help="Of these, at most this many from any one block of an Avro container.")
 @pseudonym_key_option
 @click.option("--quiet", "-q", is_flag=True, help="No summary on stderr.")
 def replay(
@@ -48,6 +58,8 @@ def replay(
     dead_letter: Path | None,
     amendments: Path | None,
     metrics_file: Path | None,
+    max_dead_letters: int,
+    max_dead_letters_per_block: int,
     pseudonym_key: Path | None,
     quiet: bool,
 ) -> int:
@@ -64,6 +76,7 @@ def replay(
     pseudonymiser = make_pseudonymiser(pseudonym_key)
     engine = Engine(DictStore(), params)
     metrics = _metrics() if metrics_file is not None else None
+    limit = DeadLetterLimit(max_dead_letters, max_dead_letters_per_block)
     units = {"jsonl": "line", "avro": "record"}
     unit = "line"
 
@@ -78,32 +91,34 @@ def replay(
             click.echo(f"consentwatch: amendment {amendment.kind} of {amendment.rule} finding "
                        f"{amendment.finding_id} by late event {amendment.late_event_id}", err=True)
 
-    with ExitStack() as stack:
-        source: IO[bytes]
-        if str(events) == "-":
-            source = sys.stdin.buffer
-        else:
-            source = stack.enter_context(_open(events, "rb"))
-        findings_out: IO[bytes] = (stack.enter_context(_open(out, "wb")) if out is not None
-                                   else sys.stdout.buffer)
-        dead_out = stack.enter_context(_open(dead_letter, "wb")) if dead_letter else None
-        amend_out = stack.enter_context(_open(amendments, "wb")) if amendments else None
-        warn_development_key(pseudonymiser)
-        fmt = detect_format(source)
-        unit = units[fmt]
-        records = read_events(source, str(events), fmt)
-        summary = replay_records(
-            records,
-            findings_out,
-            params=params,
-            dead_letters_out=dead_out,
-            amendments_out=amend_out,
-            on_dead_letter=report_dead,
-            on_amendment=report_amendment,
-            engine=engine,
-            pseudonymiser=pseudonymiser,
-        )
-        findings_out.flush()
+    try:
+        with ExitStack() as stack:
+            source = (_stdin() if str(events) == "-"
+                      else stack.enter_context(_open(events, "rb")))
+            findings_out = stack.enter_context(_open(out, "wb")) if out else _stdout()
+            dead_out = stack.enter_context(_open(dead_letter, "wb")) if dead_letter else None
+            amend_out = stack.enter_context(_open(amendments, "wb")) if amendments else None
+            warn_development_key(pseudonymiser)
+            fmt = detect_format(source)
+            unit = units[fmt]
+            records = read_events(source, str(events), fmt, limit)
+            summary = replay_records(
+                records,
+                findings_out,
+                params=params,
+                dead_letters_out=dead_out,
+                amendments_out=amend_out,
+                on_dead_letter=report_dead,
+                on_amendment=report_amendment,
+                engine=engine,
+                pseudonymiser=pseudonymiser,
+            )
+            findings_out.flush()
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): the app exits 1 without a word
+    except OSError as exc:
+        raise click.ClickException(_io_failure(exc)) from None
+    _count_dropped(limit, summary, unit, metrics)
     from streams.runtime import exit_without_teardown
 
     exit_without_teardown(engine)
@@ -121,6 +136,45 @@ def replay(
             err=True,
         )
     return 1 if summary.dead_letters else 0
+
+
+def _count_dropped(limit: DeadLetterLimit, summary: ReplaySummary, unit: str,
+                   metrics: PipelineMetrics | None) -> None:
+    """Count the invalid records the limit left out, and say so (even with --quiet)."""
+    dropped = limit.dropped
+    if not dropped:
+        return
+    summary.records += dropped
+    summary.dead_letters += dropped
+    for line in limit.summary_lines(unit):
+        click.echo(f"consentwatch: {line}", err=True)
+    if metrics is not None:
+        for reason_code, count in limit.dropped_by_reason.items():
+            for _ in range(count):
+                metrics.observe_dead_letter(reason_code)
+
+
+def _stdin() -> IO[bytes]:
+    if sys.stdin is None:
+        raise click.UsageError("cannot read events from standard input: it is closed")
+    return sys.stdin.buffer
+
+
+def _stdout() -> IO[bytes]:
+    if sys.stdout is None:
+        raise click.UsageError("cannot write findings to standard output: it is closed "
+                               "(name a file with --out)")
+    return sys.stdout.buffer
+
+
+# Errors of writing, as opposed to reading: the disk or the quota is full, the file too
+# large, the descriptor closed or not open for writing.
+_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EBADF, errno.EPIPE})
+
+
+def _io_failure(exc: OSError) -> str:
+    what = "cannot write the output" if exc.errno in _WRITE_ERRORS else "input/output error"
+    return f"replay stopped: {what}: {exc.strerror or exc}"
 
 
 def _metrics() -> PipelineMetrics:

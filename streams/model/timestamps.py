@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Final
@@ -21,16 +22,25 @@ def ms_from_datetime(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-def parse_rfc3339_ms(text: str) -> int:
-    """Epoch ms of an RFC 3339 timestamp that carries an offset (`Z` or `+hh:mm`).
+# RFC 3339 section 5.6 `date-time`: full-date "T" full-time, with a fraction of any
+# length and a `Z` or `+hh:mm`/`-hh:mm` offset; its section 5.6 note allows lower-case
+# `t` and `z`, and a space instead of `T`. Nothing else of ISO 8601 (week dates,
+# ordinal dates, `+hhmm` or `+hh` offsets, commas, no seconds). ASCII digits only.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
-    Raises ValueError for anything else, including a time without an offset.
+
+def parse_rfc3339_ms(text: str) -> int:
+    """Epoch ms of an RFC 3339 date-time, which always carries an offset (`Z` or `+hh:mm`).
+
+    Raises ValueError for anything else, including a time without an offset and the
+    other forms of ISO 8601. A leap second (`:60`) is refused: `datetime` has none.
     """
-    if len(text) < 20 or text[10] not in "Tt ":
-        raise ValueError("not an RFC 3339 date-time")
-    value = datetime.fromisoformat(text.upper().replace(" ", "T", 1))
-    if value.tzinfo is None:
-        raise ValueError("RFC 3339 time has no offset")
+    if _RFC3339.fullmatch(text) is None:
+        raise ValueError("not an RFC 3339 date-time with an offset")
+    value = datetime.fromisoformat(f"{text[:10]}T{text[11:].upper()}")
     return ms_from_datetime(value)
 
 

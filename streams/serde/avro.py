@@ -8,12 +8,15 @@ read too.
 Every decoded event goes through `streams.model.validate.event_from_record`, the one
 validator of every input. Reading never raises on bad input: a record that decodes
 but is not a valid event becomes a DeadLetter, and a corrupt or truncated container
-ends with one `corrupt_container` DeadLetter.
+ends with one `corrupt_container` DeadLetter. A container that cannot be read safely is
+one DeadLetter saying why: a codec not installed or unknown (`unsupported_codec`), a
+writer schema nested too deep or recursive (`schema_too_deep`).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import json
 import os
@@ -35,6 +38,8 @@ from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding, evidence_record
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
 from streams.model.validate import Validator, event_from_record, validator_for
+from streams.serde.dead_letter_limit import DeadLetterLimit
+from streams.serde.schema_depth import UnsafeSchema, check_schema_depth
 
 if TYPE_CHECKING:
     from streams.evidence.pseudonymise import Pseudonymiser
@@ -45,6 +50,8 @@ __all__ = [
     "NAMESPACE",
     "SCHEMA_DIR",
     "SCHEMA_NAMES",
+    "SCHEMA_TOO_DEEP",
+    "UNSUPPORTED_CODEC",
     "amendment_to_record",
     "dead_letter_to_record",
     "event_to_record",
@@ -77,6 +84,10 @@ EVENT_SCHEMA_NAMES: tuple[str, ...] = tuple(EVENT_TYPES)
 SCHEMA_NAMES: tuple[str, ...] = (*EVENT_SCHEMA_NAMES, "Finding", "Amendment", "DeadLetter")
 # reason_code of the one DeadLetter that ends a corrupt or truncated container.
 CORRUPT_CONTAINER = "corrupt_container"
+# reason_code of the one DeadLetter of a container read no further: its codec cannot be
+# decoded here, or its writer schema could make fastavro overflow the C stack.
+UNSUPPORTED_CODEC = "unsupported_codec"
+SCHEMA_TOO_DEEP = "schema_too_deep"
 
 _PREFIX = NAMESPACE + "."
 _MAGIC = b"Obj\x01"
@@ -662,7 +673,47 @@ class _Plan:
 
 @functools.lru_cache(maxsize=64)
 def _plan_for(schema_text: str) -> _Plan:
-    return _Plan(json.loads(schema_text))
+    return _Plan(check_schema_depth(schema_text))
+
+
+# The codecs of the Avro specification and fastavro, and the module fastavro decodes
+# each with (None: the standard library's).
+_CODEC_MODULES: dict[str, str | None] = {
+    "null": None,
+    "deflate": None,
+    "bzip2": None,
+    "xz": None,
+    "snappy": "cramjam",
+    "zstandard": "compression.zstd" if sys.version_info >= (3, 14) else "backports.zstd",
+    "lz4": "lz4.block",
+}
+
+
+class _Unreadable(Exception):
+    """A container read no further, for a reason that is not corruption."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _check_codec(codec: str) -> None:
+    if codec not in _CODEC_MODULES:
+        raise _Unreadable(UNSUPPORTED_CODEC, f"Avro container uses the codec {codec!r}, "
+                          f"which is unknown (known: {', '.join(_CODEC_MODULES)})")
+    module = _CODEC_MODULES[codec]
+    if module is not None and not _installed(module):
+        raise _Unreadable(UNSUPPORTED_CODEC, f"Avro container uses the codec {codec!r}, "
+                          f"which needs the Python module {module}, not installed here")
+
+
+@functools.cache
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing
+        return False
 
 
 def _now_ms() -> int:
@@ -691,18 +742,25 @@ def _corrupt(
 ) -> DeadLetter:
     """The one DeadLetter that ends a container; its payload is the file from `offset`."""
     payload = _bytes_from(fo, start, offset)
-    note = (
-        f"; payload holds the first {_MAX_CORRUPT_PAYLOAD} bytes from there"
-        if len(payload) >= _MAX_CORRUPT_PAYLOAD
-        else ""
-    )
+    return _ending(source, record_number, CORRUPT_CONTAINER,
+                   f"Avro container is corrupt or truncated: stopped at record {record_number}, "
+                   f"{what}, payload from byte offset {offset}{_capped(payload)}", payload)
+
+
+def _capped(payload: bytes) -> str:
+    if len(payload) >= _MAX_CORRUPT_PAYLOAD:
+        return f"; payload holds the first {_MAX_CORRUPT_PAYLOAD} bytes from there"
+    return ""
+
+
+def _ending(source: str, record_number: int, code: str, reason: str,
+            payload: bytes) -> DeadLetter:
     return DeadLetter(
         source=source,
         partition=None,
         position=record_number,
-        reason_code=CORRUPT_CONTAINER,
-        reason=f"Avro container is corrupt or truncated: stopped at record {record_number}, "
-        f"{what}, payload from byte offset {offset}{note}",
+        reason_code=code,
+        reason=reason,
         payload=payload,
         dead_lettered_at=_now_ms(),
     )
@@ -730,8 +788,13 @@ def _open_container(source: _Source) -> tuple[_Plan, Any]:
     if not isinstance(header, dict):
         raise ValueError("bad header")
     meta = header["meta"]
+    _check_codec(meta.get("avro.codec", b"null").decode("utf-8", "replace"))
     schema_text = meta["avro.schema"].decode("utf-8")
-    plan = _plan_for(schema_text)
+    try:
+        plan = _plan_for(schema_text)
+    except UnsafeSchema as exc:
+        raise _Unreadable(SCHEMA_TOO_DEEP, f"Avro container's writer schema is refused: "
+                          f"{exc}") from exc
     meta["avro.schema"] = json.dumps(plan.stripped).encode("utf-8")
     out = io.BytesIO()
     out.write(_MAGIC)
@@ -761,23 +824,48 @@ def _intern_field_names(schema: Any) -> None:
             _intern_field_names(schema.get(key))
 
 
-def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Event | DeadLetter]]:
+def _position(fo: IO[bytes]) -> int | None:
+    try:
+        return fo.tell()
+    except Exception:
+        return None
+
+
+def _unreadable(source: str, fo: IO[bytes], start: int | None, exc: _Unreadable) -> DeadLetter:
+    """The one DeadLetter of a container read no further; its payload is the file."""
+    payload = _bytes_from(fo, start, 0)
+    return _ending(source, 1, exc.code, f"{exc.reason}{_capped(payload)}", payload)
+
+
+def _check_block_size(block: Any) -> None:
+    """Every event takes bytes: a block claiming more records than it has bytes is
+    corrupt (and would otherwise yield dead letters for ever)."""
+    data = getattr(block, "bytes_", None)
+    if isinstance(data, io.BytesIO) and block.num_records > len(data.getbuffer()):
+        raise ValueError("block declares more records than it has bytes")
+
+
+def read_event_container(
+    fo: IO[bytes], source: str, limit: DeadLetterLimit | None = None
+) -> Iterator[tuple[int, Event | DeadLetter]]:
     """Yield `(record number, event or dead letter)` for each record of a container file.
 
     Record numbers count from 1. A record that decodes but is not a valid event
     yields a DeadLetter (position = its record number, payload = the record
-    re-encoded with the writer's schema). A corrupt or truncated container ends
-    with one `corrupt_container` DeadLetter whose payload holds the file's bytes
-    from where reading stopped (empty when `fo` cannot seek). Never raises on bad
-    input.
+    re-encoded with the writer's schema), unless `limit` does not admit it (then it
+    is only counted there, by block: blocks count from 1). A corrupt or truncated
+    container ends with one `corrupt_container` DeadLetter whose payload holds the
+    file's bytes from where reading stopped (empty when `fo` cannot seek); a container
+    that cannot be read safely is one DeadLetter saying why (`unsupported_codec`,
+    `schema_too_deep`), whose payload holds the file. Never raises on bad input.
     """
-    try:
-        start: int | None = fo.tell()
-    except Exception:
-        start = None
+    start = _position(fo)
     reader_source = _Source(fo)
     try:
         plan, blocks = _open_container(reader_source)
+    except _Unreadable as exc:
+        yield 1, _unreadable(source, fo, start, exc)
+        return
     except Exception as exc:
         yield 1, _corrupt(source, fo, start, 1, 0, f"bad header ({type(exc).__name__})")
         return
@@ -787,6 +875,7 @@ def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Even
     single = plan.single
     validate = event_from_record
     number = 0
+    block_number = 0
     stood = reader_source.consumed  # where the first block starts
     block_iter = iter(blocks)
     while True:
@@ -803,12 +892,9 @@ def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Even
             )
             return
         stood = block.offset
+        block_number += 1
         try:
-            # Every event takes bytes: a block claiming more records than it has bytes
-            # is corrupt (and would otherwise yield dead letters for ever).
-            data = getattr(block, "bytes_", None)
-            if isinstance(data, io.BytesIO) and block.num_records > len(data.getbuffer()):
-                raise ValueError("block declares more records than it has bytes")
+            _check_block_size(block)
             for item in block:
                 number += 1
                 if type(item) is tuple:
@@ -827,7 +913,9 @@ def read_event_container(fo: IO[bytes], source: str) -> Iterator[tuple[int, Even
                         event = validate(record if fill is None else {**fill, **record},
                                          type_name)
                 except InvalidEvent as exc:
-                    yield number, _invalid(source, number, exc, plan.payload(name, item, record))
+                    if limit is None or limit.admit(exc.code, block_number):
+                        yield number, _invalid(source, number, exc,
+                                               plan.payload(name, item, record))
                     continue
                 yield number, event
         except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
@@ -13,6 +14,7 @@ from streams.errors import InvalidEvent
 from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import event_from_record
+from streams.serde.dead_letter_limit import DeadLetterLimit
 
 if TYPE_CHECKING:
     from streams.evidence.pseudonymise import Pseudonymiser
@@ -27,21 +29,89 @@ __all__ = [
 ]
 
 
-def read_jsonl(lines: Iterable[bytes], source: str) -> Iterator[tuple[int, Event | DeadLetter]]:
-    """Yield (line number, event or dead letter) for every non-blank line."""
+# orjson refuses a line nested deeper than this; its error message says which it was.
+MAX_JSON_DEPTH = 1024
+_TOO_DEEP_MESSAGES = ("depth limit", "recursion limit")
+
+
+def read_jsonl(
+    lines: Iterable[bytes], source: str, limit: DeadLetterLimit | None = None
+) -> Iterator[tuple[int, Event | DeadLetter]]:
+    """Yield (line number, event or dead letter) for every non-blank line; an invalid line
+    that `limit` does not admit is only counted there."""
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip(b"\r\n")
         if not line.strip():
             continue
         try:
             record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            yield number, _dead(source, number, "not_json", "line is not valid UTF-8 JSON", line)
+        except orjson.JSONDecodeError as exc:
+            dead = _not_json(source, number, exc, line)
+            if limit is None or limit.admit(dead.reason_code):
+                yield number, dead
             continue
+        if type(record) is dict:
+            # Each key of an object is followed by one colon: a line with no more colons
+            # than its object has keys repeats none (the common case costs one count).
+            extra_colons = line.count(b":") - len(record)
+            if extra_colons and _repeats_a_key(line, record, extra_colons):
+                if limit is None or limit.admit("duplicate_key"):
+                    yield number, _dead(source, number, "duplicate_key",
+                                        "line repeats a key in a JSON object", line)
+                continue
         try:
-            yield number, event_from_record(record)
+            event = event_from_record(record)
         except InvalidEvent as exc:
-            yield number, _dead(source, number, exc.code, exc.message, line)
+            if limit is None or limit.admit(exc.code):
+                yield number, _dead(source, number, exc.code, exc.message, line)
+            continue
+        yield number, event
+
+
+def _not_json(source: str, number: int, exc: orjson.JSONDecodeError, line: bytes) -> DeadLetter:
+    if exc.msg.startswith(_TOO_DEEP_MESSAGES):
+        return _dead(source, number, "too_deep",
+                     f"line is JSON nested deeper than {MAX_JSON_DEPTH} levels", line)
+    return _dead(source, number, "not_json", "line is not valid UTF-8 JSON", line)
+
+
+# Fields whose values are often RFC 3339 times, with colons of their own.
+_TIME_FIELDS = ("occurred_at", "expires_at")
+
+
+def _repeats_a_key(line: bytes, record: dict[str, Any], extra_colons: int) -> bool:
+    """Whether some object of `line` repeats a key (orjson keeps the last value silently).
+
+    `extra_colons`: the line's colons beyond one per key of `record`. When those are all
+    in the time fields' values, no key repeats; an escape (`\\u003a`) could hide a colon
+    from that count, so then, as for any other extra colon, the line is parsed again
+    keeping every key (slower, and rare).
+    """
+    if b"\\u" not in line:
+        for name in _TIME_FIELDS:
+            value = record.get(name)
+            if type(value) is str:
+                extra_colons -= value.count(":")
+        if extra_colons == 0:
+            return False
+    try:
+        json.loads(line, object_pairs_hook=_refuse_repeated_keys)
+    except _RepeatedKey:
+        return True
+    except (ValueError, RecursionError):
+        return False  # orjson read it: its verdict stands
+    return False
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _RepeatedKey
+    return result
 
 
 def _dead(source: str, number: int, code: str, reason: str, payload: bytes) -> DeadLetter:

@@ -7,6 +7,7 @@ from typing import IO
 
 from streams.model.events import Event
 from streams.model.findings import DeadLetter
+from streams.serde.dead_letter_limit import DeadLetterLimit
 from streams.serde.jsonl import read_jsonl
 
 __all__ = ["AVRO_MAGIC", "detect_format", "read_events"]
@@ -21,11 +22,14 @@ def detect_format(stream: IO[bytes]) -> str:
 
 
 def read_events(
-    stream: IO[bytes], source: str, fmt: str | None = None
+    stream: IO[bytes], source: str, fmt: str | None = None, limit: DeadLetterLimit | None = None
 ) -> Iterator[tuple[int, Event | DeadLetter]]:
-    """Yield (record number, event or dead letter); bad records never stop the reading."""
+    """Yield (record number, event or dead letter); bad records never stop the reading.
+
+    With `limit`, the invalid records it does not admit are counted there, not yielded.
+    """
     if (fmt or detect_format(stream)) == "avro":
         from streams.serde.avro import read_event_container
 
-        return read_event_container(stream, source)
-    return read_jsonl(stream, source)
+        return read_event_container(stream, source, limit)
+    return read_jsonl(stream, source, limit)
