@@ -270,3 +270,64 @@ def test_full_output_file_is_one_line() -> None:
                        "--out", "/dev/full")
     assert result.returncode == 1
     assert "No space left on device" in _one_error_line(result)
+
+
+# -- time from the future (spec: "Time from the future") -----------------------------------
+
+def _toggle_at(occurred_at: int, event_id: str = "t-future") -> bytes:
+    return orjson.dumps({"type": "FeatureToggled", "event_id": event_id,
+                         "occurred_at": occurred_at, "account_id": "acct-1",
+                         "meeting_id": None, "provider": "linkedin_sales_navigator",
+                         "enabled": True, "actor_id": "host-1"})
+
+
+def _now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000
+
+
+def test_an_event_from_the_future_is_a_dead_letter_and_moves_no_watermark(
+        tmp_path: Path) -> None:
+    # One toggle dated 2031 made most of the events after it late: findings invented
+    # and lost. Now it is refused, its bytes kept, and the seed gives its own findings.
+    hostile = _toggle_at(1_924_992_000_000)  # 2031-01-01
+    dead = tmp_path / "dead.jsonl"
+    result = run_cli("replay", str(_seed_with(tmp_path, hostile)), "-q",
+                     "--dead-letter", str(dead), "--amendments", str(tmp_path / "a.jsonl"))
+    assert result.returncode == 1, result.stderr
+    assert b"line 2: invalid event (future_timestamp)" in result.stderr
+    assert _keys(result.stdout) == _keys(EXPECTED.read_bytes())
+    assert (tmp_path / "a.jsonl").read_bytes() == b""
+    [letter] = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    assert letter["reason_code"] == "future_timestamp"
+    import base64
+
+    assert base64.b64decode(letter["payload"]) == hostile
+
+
+def test_an_avro_record_from_the_future_is_a_dead_letter(tmp_path: Path) -> None:
+    from streams.model.validate import event_from_record
+
+    records = [orjson.loads(line) for line in SEED.read_bytes().splitlines() if line.strip()]
+    records.insert(1, orjson.loads(_toggle_at(1_924_992_000_000)))
+    events = tmp_path / "events.avro"
+    with events.open("wb") as out:
+        write_event_container(out, [event_from_record(r) for r in records])
+    result = run_cli("replay", str(events), "-q")
+    assert result.returncode == 1, result.stderr
+    assert b"record 2: invalid event (future_timestamp)" in result.stderr
+    assert _keys(result.stdout) == _keys(EXPECTED.read_bytes())
+
+
+def test_the_future_skew_is_a_parameter(tmp_path: Path) -> None:
+    soon = _toggle_at(_now_ms() + 60_000)  # within the default 300 s
+    later = _toggle_at(_now_ms() + 1_800_000, "t-later")  # half an hour ahead
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(soon + b"\n" + later + b"\n")
+    default = run_cli("replay", str(events), "-q")
+    assert default.returncode == 1
+    assert b"line 2: invalid event (future_timestamp)" in default.stderr
+    assert b"line 1:" not in default.stderr
+    wide = run_cli("replay", str(events), "-q", "--max-future-skew", "3600")
+    assert wide.returncode == 0, wide.stderr

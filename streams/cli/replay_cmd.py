@@ -14,6 +14,7 @@ from streams.cli.options import (
     engine_options,
     make_params,
     make_pseudonymiser,
+    max_future_skew_option,
     pseudonym_key_option,
     warn_development_key,
 )
@@ -33,6 +34,7 @@ __all__ = ["replay"]
 @click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write findings here (JSON Lines); default stdout.")
 @engine_options
+@max_future_skew_option
 @click.option("--dead-letter", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write invalid records here (JSON Lines, with reason and original bytes).")
 @click.option("--amendments", type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -55,6 +57,7 @@ def replay(
     allowed_lateness: float,
     notice_grace: float,
     notice_validity: float,
+    max_future_skew: float,
     dead_letter: Path | None,
     amendments: Path | None,
     metrics_file: Path | None,
@@ -72,7 +75,8 @@ def replay(
     from streams.replay import replay_records
     from streams.serde.sources import detect_format, read_events
 
-    params = make_params(allowed_lateness, notice_grace, notice_validity)
+    params = make_params(allowed_lateness, notice_grace, notice_validity,
+                         max_future_skew_ms=round(max_future_skew * 1000))
     pseudonymiser = make_pseudonymiser(pseudonym_key)
     engine = Engine(DictStore(), params)
     metrics = _metrics() if metrics_file is not None else None
@@ -101,7 +105,8 @@ def replay(
             warn_development_key(pseudonymiser)
             fmt = detect_format(source)
             unit = units[fmt]
-            records = read_events(source, str(events), fmt, limit)
+            records = read_events(source, str(events), fmt, limit,
+                                  params.max_future_skew_ms)
             summary = replay_records(
                 records,
                 findings_out,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.errors import ConfigError, InvalidEvent
+from streams.errors import ConfigError
 
 __all__ = ["DAY_MS", "EngineParams"]
 
@@ -40,14 +40,6 @@ class EngineParams:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ConfigError(f"{name} must be a non-negative whole number of milliseconds")
-
-    def from_the_future(self, occurred_at: int, received_ms: int) -> bool:
-        """The event claims a time later than it was received plus the allowed skew."""
-        return occurred_at > received_ms + self.max_future_skew_ms
-
-    def future_error(self) -> InvalidEvent:
-        return InvalidEvent("future_timestamp", "occurred_at is more than "
-                            f"{self.max_future_skew_ms / 1000:g} s after the record was received")
 
     @property
     def lookback_ms(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -324,3 +325,15 @@ def event_from_record(record: Any, type_name: str | None = None) -> Event:
     if validate is None:
         raise InvalidEvent("unknown_type", "'type' is not an event of the contract")
     return validate.validate(record)
+
+
+def refuse_future(occurred_at: int, max_future_skew_ms: int, received_ms: int | None = None
+                  ) -> None:
+    """Raise InvalidEvent (`future_timestamp`) for an event whose time is later than its
+    reception (`received_ms`, default: the wall clock now) plus the skew: it cannot be
+    true, and would drag the watermark ahead (spec: "Time from the future")."""
+    if received_ms is None:
+        received_ms = time.time_ns() // 1_000_000
+    if occurred_at > received_ms + max_future_skew_ms:
+        raise InvalidEvent("future_timestamp", "occurred_at is more than "
+                           f"{max_future_skew_ms / 1000:g} s after the record was received")

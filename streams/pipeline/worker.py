@@ -48,6 +48,7 @@ from streams.evidence.pseudonymise import Pseudonymiser
 from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.validate import refuse_future
 from streams.pipeline.batching import batching_transport
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
@@ -299,7 +300,7 @@ class _Pipeline:
         partitions = range(self.settings.partitions)
         latest: int | None = None
         source = source_id(tp.topic, tp.partition)
-        params = self.settings.params
+        future_skew = self.settings.params.max_future_skew_ms
         for record in records:
             if is_control(record.value):
                 # Not an event: the records before it are all this input has for now.
@@ -316,8 +317,7 @@ class _Pipeline:
                 continue
             try:
                 event = self._decode(record)
-                if params.from_the_future(event.occurred_at, record.timestamp):
-                    raise params.future_error()  # it would drag every watermark ahead
+                refuse_future(event.occurred_at, future_skew, record.timestamp)
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue

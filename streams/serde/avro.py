@@ -37,7 +37,7 @@ from streams.errors import InvalidEvent, SchemaError
 from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding, evidence_record
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
-from streams.model.validate import Validator, event_from_record, validator_for
+from streams.model.validate import Validator, event_from_record, refuse_future, validator_for
 from streams.serde.dead_letter_limit import DeadLetterLimit
 from streams.serde.schema_depth import UnsafeSchema, check_schema_depth
 
@@ -845,8 +845,20 @@ def _check_block_size(block: Any) -> None:
         raise ValueError("block declares more records than it has bytes")
 
 
+def _open_or_dead_letter(reader_source: _Source, fo: IO[bytes], source: str, start: int | None
+                         ) -> Any:
+    """(plan, blocks) of the container, or the one DeadLetter that says why not."""
+    try:
+        return _open_container(reader_source)
+    except _Unreadable as unreadable:  # (one name per type: mypyc types each name once)
+        return _unreadable(source, fo, start, unreadable)
+    except Exception as exc:
+        return _corrupt(source, fo, start, 1, 0, f"bad header ({type(exc).__name__})")
+
+
 def read_event_container(
-    fo: IO[bytes], source: str, limit: DeadLetterLimit | None = None
+    fo: IO[bytes], source: str, limit: DeadLetterLimit | None = None,
+    max_future_skew_ms: int | None = None,
 ) -> Iterator[tuple[int, Event | DeadLetter]]:
     """Yield `(record number, event or dead letter)` for each record of a container file.
 
@@ -857,18 +869,17 @@ def read_event_container(
     container ends with one `corrupt_container` DeadLetter whose payload holds the
     file's bytes from where reading stopped (empty when `fo` cannot seek); a container
     that cannot be read safely is one DeadLetter saying why (`unsupported_codec`,
-    `schema_too_deep`), whose payload holds the file. Never raises on bad input.
+    `schema_too_deep`), whose payload holds the file. With `max_future_skew_ms`, an
+    event from the future (see `refuse_future`) is an invalid record. Never raises on
+    bad input.
     """
     start = _position(fo)
     reader_source = _Source(fo)
-    try:
-        plan, blocks = _open_container(reader_source)
-    except _Unreadable as exc:
-        yield 1, _unreadable(source, fo, start, exc)
+    opened = _open_or_dead_letter(reader_source, fo, source, start)
+    if type(opened) is DeadLetter:
+        yield 1, opened
         return
-    except Exception as exc:
-        yield 1, _corrupt(source, fo, start, 1, 0, f"bad header ({type(exc).__name__})")
-        return
+    plan, blocks = opened
 
     by_name = plan.by_name
     fast = plan.fast
@@ -912,6 +923,8 @@ def read_event_container(
                         type_name, fill = by_name.get(name) or (name, None)
                         event = validate(record if fill is None else {**fill, **record},
                                          type_name)
+                    if max_future_skew_ms is not None:
+                        refuse_future(event.occurred_at, max_future_skew_ms)
                 except InvalidEvent as exc:
                     if limit is None or limit.admit(exc.code, block_number):
                         yield number, _invalid(source, number, exc,

@@ -13,7 +13,7 @@ import orjson
 from streams.errors import InvalidEvent
 from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding
-from streams.model.validate import event_from_record
+from streams.model.validate import event_from_record, refuse_future
 from streams.serde.dead_letter_limit import DeadLetterLimit
 
 if TYPE_CHECKING:
@@ -35,10 +35,12 @@ _TOO_DEEP_MESSAGES = ("depth limit", "recursion limit")
 
 
 def read_jsonl(
-    lines: Iterable[bytes], source: str, limit: DeadLetterLimit | None = None
+    lines: Iterable[bytes], source: str, limit: DeadLetterLimit | None = None,
+    max_future_skew_ms: int | None = None,
 ) -> Iterator[tuple[int, Event | DeadLetter]]:
     """Yield (line number, event or dead letter) for every non-blank line; an invalid line
-    that `limit` does not admit is only counted there."""
+    that `limit` does not admit is only counted there. With `max_future_skew_ms`, an
+    event from the future (see `refuse_future`) is an invalid line."""
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip(b"\r\n")
         if not line.strip():
@@ -61,6 +63,8 @@ def read_jsonl(
                 continue
         try:
             event = event_from_record(record)
+            if max_future_skew_ms is not None:
+                refuse_future(event.occurred_at, max_future_skew_ms)
         except InvalidEvent as exc:
             if limit is None or limit.admit(exc.code):
                 yield number, _dead(source, number, exc.code, exc.message, line)

@@ -22,14 +22,17 @@ def detect_format(stream: IO[bytes]) -> str:
 
 
 def read_events(
-    stream: IO[bytes], source: str, fmt: str | None = None, limit: DeadLetterLimit | None = None
+    stream: IO[bytes], source: str, fmt: str | None = None, limit: DeadLetterLimit | None = None,
+    max_future_skew_ms: int | None = None,
 ) -> Iterator[tuple[int, Event | DeadLetter]]:
     """Yield (record number, event or dead letter); bad records never stop the reading.
 
     With `limit`, the invalid records it does not admit are counted there, not yielded.
+    With `max_future_skew_ms`, an event later than the wall clock when it is read plus
+    that skew is a dead letter (`future_timestamp`, spec: "Time from the future").
     """
     if (fmt or detect_format(stream)) == "avro":
         from streams.serde.avro import read_event_container
 
-        return read_event_container(stream, source, limit)
-    return read_jsonl(stream, source, limit)
+        return read_event_container(stream, source, limit, max_future_skew_ms)
+    return read_jsonl(stream, source, limit, max_future_skew_ms)
