@@ -50,7 +50,7 @@ class FakeRegistry:
         registry = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 status, body = registry._answer(self.path)
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -59,7 +59,7 @@ class FakeRegistry:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         return Handler
@@ -71,7 +71,8 @@ def serve() -> Iterator[Any]:
 
     def start(responses: list[tuple[int, Any]], hold_first: bool = False) -> FakeRegistry:
         registry = FakeRegistry(responses, hold_first)
-        threading.Thread(target=registry.server.serve_forever, daemon=True).start()
+        threading.Thread(target=registry.server.serve_forever, args=(0.01,),
+                         daemon=True).start()
         started.append(registry)
         return registry
 
