@@ -143,14 +143,16 @@ def test_a_server_error_is_registry_unavailable_not_a_poison_record(serve: Any,
                                                                      status: int) -> None:
     registry = serve([(status, {"error_code": status * 100, "message": "down"})])
     framing = ConfluentFraming(RegistrySchemaIds(registry.url))
-    with pytest.raises(RegistryUnavailable, match=f"HTTP {status}"):
+    with pytest.raises(RegistryUnavailable, match=f"HTTP {status}") as info:
         framing.decode(confluent_payload())
+    assert not isinstance(info.value, InvalidEvent)  # never a dead letter
 
 
 def test_connection_refused_is_registry_unavailable() -> None:
     framing = ConfluentFraming(RegistrySchemaIds(f"http://127.0.0.1:{free_port()}"))
-    with pytest.raises(RegistryUnavailable, match="unreachable"):
+    with pytest.raises(RegistryUnavailable, match="unreachable") as info:
         framing.decode(confluent_payload())
+    assert not isinstance(info.value, InvalidEvent)
     with pytest.raises(RegistryUnavailable):
         asyncio.run(ConfluentFraming(RegistrySchemaIds(
             f"http://127.0.0.1:{free_port()}")).fetch_schemas([confluent_payload()]))
@@ -159,8 +161,9 @@ def test_connection_refused_is_registry_unavailable() -> None:
 def test_a_timeout_is_registry_unavailable(serve: Any) -> None:
     registry = serve([SCHEMA_FOUND], hold_first=True)  # the gate opens only at teardown
     framing = ConfluentFraming(RegistrySchemaIds(registry.url, timeout_s=0.05))
-    with pytest.raises(RegistryUnavailable, match="unreachable"):
+    with pytest.raises(RegistryUnavailable, match="unreachable") as info:
         framing.decode(confluent_payload())
+    assert not isinstance(info.value, InvalidEvent)
     registry.gate.set()
     # nothing was cached for the id: once the registry answers, the record decodes
     assert framing.decode(confluent_payload()) == event()
