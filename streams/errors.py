@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ConsentwatchError", "InvalidEvent", "SchemaError"]
+__all__ = ["ConfigError", "ConsentwatchError", "InvalidEvent", "RegistryUnavailable",
+           "SchemaError"]
 
 
 class ConsentwatchError(Exception):
@@ -28,3 +29,11 @@ class SchemaError(ConsentwatchError):
 
 class ConfigError(ConsentwatchError):
     """A setting or command-line value that cannot be used."""
+
+
+class RegistryUnavailable(ConsentwatchError):
+    """The schema registry could not answer (unreachable, timed out, or a server error).
+
+    A transient fault, not a poison record: the record is read again later, never
+    dead-lettered for it.
+    """

@@ -18,6 +18,7 @@ CONTRACT_METRICS: dict[str, str] = {
     "consentwatch_duplicate_events_total": "counter",
     "consentwatch_late_events_total": "counter",
     "consentwatch_dead_letters_total": "counter",
+    "consentwatch_schema_registry_errors_total": "counter",
     "consentwatch_findings_total": "counter",
     "consentwatch_amendments_total": "counter",
     "consentwatch_finding_latency_seconds": "histogram",

@@ -96,6 +96,10 @@ class PipelineMetrics:
         self.dead_letters = PromCounter(
             "consentwatch_dead_letters", "Records that could not be used, by reason code.",
             ["reason"], registry=reg)
+        self.registry_errors = PromCounter(
+            "consentwatch_schema_registry_errors",
+            "Schema registry requests that failed (unreachable, timed out, server error); "
+            "the batch waits and is read again.", registry=reg)
         self.findings = PromCounter(
             "consentwatch_findings", "Findings raised, by rule, severity and provider.",
             ["rule", "severity", "provider"], registry=reg)
@@ -175,6 +179,9 @@ class PipelineMetrics:
 
     def observe_dead_letter(self, reason_code: str) -> None:
         self.dead_letters.labels(reason=self._reason(reason_code)).inc()
+
+    def observe_registry_error(self) -> None:
+        self.registry_errors.inc()
 
 
 def _deltas(now: Mapping[_K, int], before: Counter[_K]) -> list[tuple[_K, int]]:

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from streams.engine import Engine, EngineParams
-from streams.errors import InvalidEvent
+from streams.errors import InvalidEvent, RegistryUnavailable
 from streams.evidence.pseudonymise import Pseudonymiser
 from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
@@ -68,7 +68,7 @@ from streams.pipeline.watermarks import (
 )
 from streams.runtime import StateCollector
 from streams.serde.relay import decode_relayed, encode_relayed, is_relayed
-from streams.serde.wire import SingleObjectFraming, WireFormat, encode_output
+from streams.serde.wire import SingleObjectFraming, WireFormat, await_schemas, encode_output
 
 __all__ = ["WorkerSettings", "build_app"]
 
@@ -292,6 +292,10 @@ class _Pipeline:
                           record.partition, record.offset)
             raise InvalidEvent("internal_error", "the record could not be decoded") from None
 
+    def _registry_unavailable(self, error: RegistryUnavailable, delay_s: float) -> None:
+        self.metrics.observe_registry_error()
+        log.warning("%s; the batch is read again in %.1f s", error, delay_s)
+
     # -- stage 1: route ---------------------------------------------------------------
 
     async def route(self, tp: Any, records: list[Any]) -> asyncio.Future[Any]:
@@ -301,6 +305,11 @@ class _Pipeline:
         latest: int | None = None
         source = source_id(tp.topic, tp.partition)
         future_skew = self.settings.params.max_future_skew_ms
+        # A registry outage holds the batch (unacknowledged, in order) instead of
+        # dead-lettering valid records.
+        await await_schemas(self.framing, (r.value for r in records
+                                           if r.value and not is_control(r.value)),
+                            self._registry_unavailable)
         for record in records:
             if is_control(record.value):
                 # Not an event: the records before it are all this input has for now.

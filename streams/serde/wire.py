@@ -9,14 +9,18 @@ resolves it into the current schema.
 For platforms that run a Confluent Schema Registry, `ConfluentFraming` writes and
 reads its framing: a zero magic byte and the 4-byte big-endian schema id. It takes
 the id <-> schema mapping from a `SchemaIds` resolver (a dict in tests, the
-registry's REST API in production).
+registry's REST API in production). A registry that cannot answer is a transient
+fault (`RegistryUnavailable`), never a reason to dead-letter a record; only an id the
+registry says does not exist is one (`unknown_schema_id`). The worker resolves a
+batch's ids off the event loop before decoding it (`await_schemas`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from streams.errors import InvalidEvent
+from streams.errors import InvalidEvent, RegistryUnavailable
 from streams.model.events import Event
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.serde.avro import (
@@ -48,6 +52,7 @@ __all__ = [
     "SchemaIds",
     "SingleObjectFraming",
     "WireFormat",
+    "await_schemas",
     "decode_output",
     "encode_output",
     "fingerprint_of",
@@ -217,6 +222,22 @@ class ConfluentFraming:
                                f"schema id {schema_id} is not an event schema known here")
         return _decode_datum(payload, 5, known)
 
+    async def fetch_schemas(self, payloads: Iterable[bytes]) -> None:
+        """Resolve the schema ids of `payloads` not resolved yet, in a thread (the
+        registry client blocks), so that decoding them never waits on the registry.
+        RegistryUnavailable if it cannot answer; an id it did not answer stays unresolved."""
+        for schema_id in self._unresolved_ids(payloads):
+            self._decode_known[schema_id] = await asyncio.to_thread(self._resolve, schema_id)
+
+    def _unresolved_ids(self, payloads: Iterable[bytes]) -> list[int]:
+        ids: dict[int, None] = {}  # in order of first use, once each
+        for payload in payloads:
+            if len(payload) >= 5 and payload[0] == _CONFLUENT_MAGIC:
+                (schema_id,) = struct.unpack_from(">I", payload, 1)
+                if schema_id not in self._decode_known:
+                    ids[schema_id] = None
+        return list(ids)
+
     def _resolve(self, schema_id: int) -> _Known | None:
         schema = self._ids.schema_for(schema_id)
         if schema is None:
@@ -321,12 +342,12 @@ class RegistrySchemaIds:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            if exc.code == 404:
+            if exc.code == 404:  # no such schema id or subject (Confluent error 40403, 40401)
                 return None
-            raise InvalidEvent("registry_error", f"schema registry answered {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError, ValueError) as exc:
-            raise InvalidEvent("registry_error",
-                               f"schema registry unreachable ({type(exc).__name__})") from None
+            raise RegistryUnavailable(f"the schema registry answered HTTP {exc.code}") from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # OSError: timeouts too
+            raise RegistryUnavailable(
+                f"the schema registry is unreachable ({type(exc).__name__})") from exc
 
     def id_for(self, subject: str, schema: Mapping[str, Any]) -> int:
         import json
@@ -348,6 +369,29 @@ class RegistrySchemaIds:
             answer = self._call("GET", f"/schemas/ids/{schema_id}")
             self._schemas[schema_id] = json.loads(answer["schema"]) if answer else None
         return self._schemas[schema_id]
+
+
+async def await_schemas(framing: WireFormat, payloads: Iterable[bytes],
+                        on_unavailable: Callable[[RegistryUnavailable, float], None],
+                        first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+    """Return once `framing` can decode `payloads` without asking a registry.
+
+    While the registry cannot answer, wait and ask again, `first_delay_s` doubling up to
+    `max_delay_s`; `on_unavailable(error, delay)` is called before each wait. A framing
+    without a registry returns at once (`payloads` is then not read).
+    """
+    if not isinstance(framing, ConfluentFraming):
+        return
+    pending = list(payloads)
+    delay = first_delay_s
+    while True:
+        try:
+            await framing.fetch_schemas(pending)
+            return
+        except RegistryUnavailable as error:
+            on_unavailable(error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
 
 
 def wire_format(name: str, registry_url: str | None = None) -> WireFormat:
