@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -183,3 +189,58 @@ def test_a_type_that_is_not_a_string_is_an_unknown_type_and_the_run_goes_on(
     assert b"Traceback" not in result.stderr
     expected = (SEED.parent / "expected.jsonl").read_bytes().splitlines()
     assert len(result.stdout.splitlines()) == len(expected)
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A TCP server that accepts connections and never writes a byte."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run_with_timeout(*args: str, seconds: str = "1") -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "CONSENTWATCH_KAFKA_CONNECT_TIMEOUT": seconds}
+    return subprocess.run([sys.executable, "-m", "streams.cli.app", *args],
+                          capture_output=True, timeout=60, check=False, env=env)
+
+
+@pytest.mark.parametrize("command", [
+    ("worker", "--store", "memory", "--data-dir"), ("findings",), ("produce", str(SEED)),
+])
+def test_a_broker_that_never_answers_is_one_line_within_the_connect_timeout(
+        tmp_path: Path, silent_broker: str, command: tuple[str, ...]) -> None:
+    args = [*command, str(tmp_path / "data")] if command[0] == "worker" else list(command)
+    result = _run_with_timeout(*args, "--broker", silent_broker)
+    assert result.returncode == 1
+    assert _one_line(result.stderr) == (f"consentwatch: error: the broker at {silent_broker} "
+                                        "accepted the connection but did not answer within 1 s")
+
+
+def test_a_worker_with_nothing_listening_is_one_line(tmp_path: Path) -> None:
+    broker = f"127.0.0.1:{_free_port()}"
+    result = _run_with_timeout("worker", "--broker", broker, "--store", "memory",
+                               "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1
+    line = _one_line(result.stderr)
+    assert line.startswith(f"consentwatch: error: cannot reach the broker at {broker}"), line

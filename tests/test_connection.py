@@ -142,3 +142,56 @@ def test_confluent_framing_through_a_registry(registry: str) -> None:
     assert int.from_bytes(payload[1:5], "big") == 100
     # a fresh reader knows nothing: it fetches the writer schema by id
     assert ConfluentFraming(RegistrySchemaIds(registry)).decode(payload) == event
+
+
+def _config_error_line(config: Path) -> str:
+    result = run_cli("topics", "create", "--kafka-config", str(config))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("setting", "key", "expected"), [
+    ("sasl_password = 918273645", "sasl_password", "must be a string, not an integer"),
+    ("ssl_password = true", "ssl_password", "must be a string, not a boolean"),
+    ('sasl_username = ["cw"]', "sasl_username", "must be a string, not an array"),
+    ('connect_timeout = "918273645"', "connect_timeout", "must be a number of seconds"),
+])
+def test_a_setting_of_the_wrong_type_names_the_key_but_never_the_value(
+        tmp_path: Path, setting: str, key: str, expected: str) -> None:
+    config = tmp_path / "kafka.toml"
+    config.write_text(f'bootstrap = "b:1"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+                      f'sasl_mechanism = "PLAIN"\n{setting}\n')
+    line = _config_error_line(config)
+    assert key in line and expected in line, line
+    assert "918273645" not in line and "cw" not in line.split(key)[-1]
+
+
+def test_an_unknown_key_is_one_line_through_the_cli(tmp_path: Path) -> None:
+    config = tmp_path / "kafka.toml"
+    config.write_text('bootstrap = "b:1"\nsasl_pasword = "hunter2"\n')
+    line = _config_error_line(config)
+    assert "unknown keys" in line and "sasl_pasword" in line
+    assert "hunter2" not in line
+
+
+def test_a_toml_syntax_error_says_which_line_and_not_the_secret(tmp_path: Path) -> None:
+    config = tmp_path / "kafka.toml"
+    config.write_text('bootstrap = "b:1"\nsasl_password = "unterminated\n')
+    line = _config_error_line(config)
+    assert "not valid TOML" in line and "line 2" in line, line
+    assert "TOMLDecodeError" not in line and "unterminated" not in line
+
+
+def test_the_connect_timeout_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "kafka.toml"
+    config.write_text('bootstrap = "b:1"\nconnect_timeout = 2\n')
+    assert KafkaConnection.resolve(None, config, {}).connect_timeout == 2.0
+    env = {"CONSENTWATCH_BROKER": "b:1", "CONSENTWATCH_KAFKA_CONNECT_TIMEOUT": "0.5"}
+    assert KafkaConnection.resolve(None, None, env).connect_timeout == 0.5
+    assert KafkaConnection.resolve(None, None, {"CONSENTWATCH_BROKER": "b:1"}).connect_timeout == 30
+    for bad in ("soon", "0", "-1", "nan", "inf"):
+        with pytest.raises(ConfigError, match=r"(?i)connect_timeout"):
+            KafkaConnection.resolve(None, None, {**env, "CONSENTWATCH_KAFKA_CONNECT_TIMEOUT": bad})

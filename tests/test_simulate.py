@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -196,3 +197,15 @@ def test_any_seed_gives_precision_and_recall_one(seed: int, events: int) -> None
     stream, expected = _generate(seed, events)
     want = {(e.rule, e.subject_id, e.trigger_event_id, e.evidence_event_ids) for e in expected}
     assert _replay_in_process(stream) == want
+
+
+def test_every_event_id_is_an_rfc_9562_version_4_uuid_and_the_seed_fixes_them() -> None:
+    stream, _ = _generate(seed=3, events=2_000)
+    ids = [event.event_id for event in stream]
+    for event_id in ids:
+        parsed = uuid.UUID(event_id)
+        assert parsed.variant == uuid.RFC_4122, event_id
+        assert parsed.version == 4, event_id
+        assert str(parsed) == event_id
+    again, _ = _generate(seed=3, events=2_000)
+    assert [event.event_id for event in again] == ids

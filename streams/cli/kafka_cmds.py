@@ -163,6 +163,16 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     from streams.pipeline.data_dir import lock_data_dir
 
     lock = lock_data_dir(data_dir)  # held until the process ends
+    connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
+    # Faust reports a broker it cannot reach with a traceback, and waits for ever on
+    # one that never answers: first contact is made here, where failing is one line.
+    from streams.pipeline.kafka_io import check_broker
+
+    probe = asyncio.new_event_loop()  # not asyncio.run: that leaves no current loop for Faust
+    try:
+        probe.run_until_complete(check_broker(connection))
+    finally:
+        probe.close()
 
     import faust
 
@@ -171,7 +181,6 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     from streams.pipeline.worker import WorkerSettings, build_app
     from streams.serde.wire import wire_format as make_wire_format
 
-    connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
     framing = make_wire_format(wire_format, schema_registry)
     params = make_params(allowed_lateness, notice_grace, notice_validity,
                          idle_timeout_ms=round(idle_timeout * 1000),

@@ -7,6 +7,7 @@ error messages.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ __all__ = ["BROKER_ENV", "KafkaConnection", "Secret"]
 BROKER_ENV = "CONSENTWATCH_BROKER"
 _PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 _MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+_NUMBERS = {"connect_timeout"}
+_TOML_POSITION = re.compile(r"\(at (line \d+, column \d+|end of document)\)")
 
 
 class Secret:
@@ -57,10 +60,13 @@ class KafkaConnection:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_password: Secret | None = field(default=None)
+    connect_timeout: float = 30.0  # seconds for the broker to answer a client's first request
 
     def __post_init__(self) -> None:
         if not self.bootstrap:
             raise ConfigError(f"no broker: pass --broker HOST:PORT or set {BROKER_ENV}")
+        if not 0 < self.connect_timeout < float("inf"):
+            raise ConfigError("connect_timeout must be a positive number of seconds")
         if self.security_protocol not in _PROTOCOLS:
             raise ConfigError(f"security protocol must be one of {', '.join(sorted(_PROTOCOLS))}")
         if self.security_protocol.startswith("SASL"):
@@ -74,26 +80,11 @@ class KafkaConnection:
                 env: Mapping[str, str] | None = None) -> KafkaConnection:
         """Flags win over the config file, which wins over the environment."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for item in fields(cls):
-            key = f"CONSENTWATCH_KAFKA_{item.name.upper()}"
-            if env.get(key):
-                values[item.name] = env[key]
-        if env.get(BROKER_ENV):
-            values["bootstrap"] = env[BROKER_ENV]
+        values = _from_environment(env)
         path = config_file or (Path(env["CONSENTWATCH_KAFKA_CONFIG"])
                                if env.get("CONSENTWATCH_KAFKA_CONFIG") else None)
         if path is not None:
-            try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"cannot read the Kafka config file {path}: "
-                                  f"{type(exc).__name__}") from None
-            known = {item.name for item in fields(cls)}
-            unknown = set(data) - known
-            if unknown:
-                raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
-            values.update(data)
+            values.update(_read_config_file(path))
         if broker:
             values["bootstrap"] = broker
         for secret in ("sasl_password", "ssl_password"):
@@ -143,3 +134,73 @@ class KafkaConnection:
         if context is not None:
             return faust.SSLCredentials(context)
         return None
+
+
+def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in fields(KafkaConnection):
+        key = f"CONSENTWATCH_KAFKA_{item.name.upper()}"
+        if env.get(key):
+            values[item.name] = env[key]
+    if env.get(BROKER_ENV):
+        values["bootstrap"] = env[BROKER_ENV]
+    if "connect_timeout" in values:
+        try:
+            values["connect_timeout"] = float(values["connect_timeout"])
+        except ValueError:
+            raise ConfigError("CONSENTWATCH_KAFKA_CONNECT_TIMEOUT must be a number of "
+                              "seconds") from None
+    return values
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file, each checked for its name and type.
+
+    Errors name the key and the expected type, never the value: it may be a secret.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Kafka config file {path}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the Kafka config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        # only the position: tomllib's messages may quote a character of a secret
+        found = _TOML_POSITION.search(str(exc))
+        where = found.group(1) if found else "an unknown position"
+        raise ConfigError(f"the Kafka config file {path} is not valid TOML: "
+                          f"error at {where}") from None
+    known = {item.name for item in fields(KafkaConnection)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+    for key, value in data.items():
+        _check_type(path, key, value)
+    return {key: float(value) if key in _NUMBERS else value for key, value in data.items()}
+
+
+def _check_type(path: Path, key: str, value: object) -> None:
+    if key in _NUMBERS:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        raise ConfigError(f"{path}: {key} must be a number of seconds, not {_kind(value)}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {key} must be a string, not {_kind(value)}")
+
+
+def _kind(value: object) -> str:
+    """What a TOML value is, in words, without the value itself."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date or time"

@@ -14,8 +14,8 @@ from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import TopicNames, topic_configs
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
 
-__all__ = ["KafkaUnavailable", "create_topics", "event_key", "produce_events", "read_outputs",
-           "start_client"]
+__all__ = ["KafkaUnavailable", "check_broker", "create_topics", "event_key", "produce_events",
+           "read_outputs", "start_client"]
 
 
 class KafkaUnavailable(ConsentwatchError):
@@ -23,15 +23,51 @@ class KafkaUnavailable(ConsentwatchError):
 
 
 async def start_client(client: Any, connection: KafkaConnection, stop: str = "stop") -> None:
-    """Start an aiokafka client, or close it and say in one line why it could not."""
+    """Start an aiokafka client, or close it and say in one line why it could not.
+
+    A broker that accepts the connection and never answers would keep `start` waiting
+    for ever: it gets `connection.connect_timeout` seconds.
+    """
     from aiokafka.errors import KafkaError
 
     try:
-        await client.start()
+        await asyncio.wait_for(client.start(), connection.connect_timeout)
     except KafkaError as exc:
         await getattr(client, stop)()
         raise KafkaUnavailable(f"cannot reach the broker at {connection.bootstrap}: "
                                f"{type(exc).__name__}") from None
+    except TimeoutError:
+        await getattr(client, stop)()
+        raise KafkaUnavailable(await _no_answer(connection)) from None
+
+
+async def _no_answer(connection: KafkaConnection) -> str:
+    """Why the broker did not answer in time: silent on an open connection, or unreachable."""
+    seconds = f"{connection.connect_timeout:g} s"
+    if await _accepts_connections(connection.bootstrap):
+        return (f"the broker at {connection.bootstrap} accepted the connection but did not "
+                f"answer within {seconds}")
+    return f"cannot reach the broker at {connection.bootstrap}: no connection within {seconds}"
+
+
+async def _accepts_connections(bootstrap: str, timeout: float = 1.0) -> bool:
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].strip().rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+    except (OSError, ValueError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def check_broker(connection: KafkaConnection) -> None:
+    """Ask the broker for its metadata once, so that a worker fails fast and in one line."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**connection.aiokafka_options())
+    await start_client(admin, connection, stop="close")
+    await admin.close()
 
 
 def event_key(event: Event) -> bytes:

@@ -188,7 +188,9 @@ class DictSchemaIds:
 class ConfluentFraming:
     """Confluent Schema Registry framing: magic byte 0, 4-byte big-endian id, Avro binary.
 
-    Subjects follow the TopicRecordNameStrategy's record part: the record's full name.
+    Subjects follow Confluent's RecordNameStrategy: the record's full name, such as
+    `io.consentwatch.events.ConsentChanged`, whatever the topic. Not TopicNameStrategy
+    (`<topic>-value`, the default of Confluent's serialisers), nor TopicRecordNameStrategy.
     """
 
     name = "confluent"

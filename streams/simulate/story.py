@@ -14,6 +14,7 @@ other participants, matches, and profile views.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,8 +75,8 @@ class Ids:
         self.meetings = 0
 
     def event(self) -> str:
-        h = f"{self._rng.getrandbits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}"
+        # version=4 sets the RFC 9562 variant bits as well as the version
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
     def meeting(self) -> str:
         self.meetings += 1
