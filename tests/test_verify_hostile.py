@@ -187,7 +187,7 @@ def test_a_zip_bomb_is_streamed_in_bounded_memory(tmp_path: Path, exported: Path
     done = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(bomb), str(keys[1])],
                           capture_output=True, check=True, timeout=120)
     *failures, peak_mib = done.stdout.decode().splitlines()
-    assert int(peak_mib) < 200, failures
+    assert int(peak_mib) < 200, (peak_mib, failures)
     assert f"{bundle.REPORT}: SHA-256 does not match the manifest (file changed)" in failures
     assert f"{bundle.FINDINGS} line 1: longer than {verify.MAX_LINE_BYTES} bytes; " \
         "not read" in failures

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(exc.format_message())
         return 2
     except click.exceptions.Abort:
-        _error("aborted")
+        _stopped()
         return 130
     except click.ClickException as exc:
         _error(exc.format_message())
@@ -78,11 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except KeyboardInterrupt:
-        _error("interrupted")
+        _stopped()
         return 130
     if isinstance(result, int):
         return result
     return 0
+
+
+def _stopped() -> None:
+    """Ctrl-C (or SIGTERM): a stop the user asked for, not an error."""
+    print("consentwatch: stopped (interrupted)", file=sys.stderr, flush=True)
 
 
 def run() -> None:
