@@ -165,3 +165,38 @@ def test_an_amendment_round_trips_whatever_its_late_event_and_evidence(
     assert back.late_event is not None and back.late_event_id == late.event_id
     assert dict(back.late_event)["event_id"] == late.event_id
     assert [dict(item)["type"] for item in back.evidence] == [type(cited).__name__]
+
+
+@pytest.mark.parametrize(("strategy", "subject"), [
+    ("topic", "consentwatch.events.consent-changed-value"),
+    ("record", "io.consentwatch.events.ConsentChanged"),
+    ("topic-record", "consentwatch.events.consent-changed-io.consentwatch.events.ConsentChanged"),
+])
+def test_schemas_are_registered_under_the_strategys_subject(strategy: str, subject: str) -> None:
+    from streams.pipeline.topics import TopicNames
+    from streams.serde.subjects import subject_namer
+
+    class Recording(DictSchemaIds):
+        def __init__(self) -> None:
+            super().__init__()
+            self.subjects: list[str] = []
+
+        def id_for(self, subject: str, schema: Any) -> int:
+            self.subjects.append(subject)
+            return super().id_for(subject, schema)
+
+    ids = Recording()
+    framing = ConfluentFraming(ids, subject_namer(strategy, TopicNames().inputs))
+    event = ConsentChanged(event_id="c1", occurred_at=0, subject_id="u", consent_record_id="r",
+                           data_use="third_party_sharing", provider=None, status="GRANTED",
+                           data_categories=("user.name",), expires_at=None,
+                           notice_version=None, jurisdiction=None)
+    assert framing.decode(framing.encode(event)) == event
+    assert ids.subjects == [subject]
+
+
+def test_the_command_line_names_subjects_as_confluents_serialisers_do() -> None:
+    from streams.cli.kafka_cmds import produce
+
+    [option] = [p for p in produce.params if p.name == "subject_name_strategy"]
+    assert option.default == "topic"

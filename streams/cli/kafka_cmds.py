@@ -59,7 +59,8 @@ def topics_create(broker: str | None, topic_prefix: str, kafka_config: Path | No
               help="After the events, an end-of-input control record on every input "
               "partition: the worker decides everything it has read at once.")
 def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: Path | None,
-            wire_format: str, schema_registry: str | None, rate: float | None,
+            wire_format: str, schema_registry: str | None, subject_name_strategy: str,
+            rate: float | None,
             end_of_input: bool) -> int:
     """Publish the events of a JSON Lines or Avro file to their topics, as Avro."""
     from streams.pipeline.kafka_io import produce_events
@@ -67,7 +68,8 @@ def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: P
     from streams.serde.wire import wire_format as make_wire_format
 
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
-    framing = make_wire_format(wire_format, schema_registry)
+    framing = make_wire_format(wire_format, schema_registry, subject_name_strategy,
+                               names.inputs)
     invalid = 0
 
     def valid() -> list[Event]:
@@ -152,7 +154,8 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
-           wire_format: str, schema_registry: str | None, allowed_lateness: float,
+           wire_format: str, schema_registry: str | None, subject_name_strategy: str,
+           allowed_lateness: float,
            notice_grace: float, notice_validity: float, pseudonym_key: Path | None,
            data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
            max_future_skew: float, idle_timeout: float, state_flush_interval: float,
@@ -181,7 +184,8 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     from streams.pipeline.worker import WorkerSettings, build_app
     from streams.serde.wire import wire_format as make_wire_format
 
-    framing = make_wire_format(wire_format, schema_registry)
+    framing = make_wire_format(wire_format, schema_registry, subject_name_strategy,
+                               names.inputs)
     params = make_params(allowed_lateness, notice_grace, notice_validity,
                          idle_timeout_ms=round(idle_timeout * 1000),
                          max_future_skew_ms=round(max_future_skew * 1000))

@@ -11,6 +11,7 @@ import click
 from streams.engine import DAY_MS, EngineParams
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import DEFAULT_PREFIX, TopicNames
+from streams.serde.subjects import SUBJECT_NAME_STRATEGIES
 
 if TYPE_CHECKING:
     from streams.evidence.pseudonymise import Pseudonymiser
@@ -52,10 +53,16 @@ def kafka_options(command: F) -> F:
 
 
 def wire_options(command: F) -> F:
-    """--wire-format and --schema-registry."""
+    """--wire-format, --schema-registry and --subject-name-strategy."""
     command = click.option(
         "--schema-registry", envvar="CONSENTWATCH_SCHEMA_REGISTRY", metavar="URL",
         help="Confluent Schema Registry URL, for --wire-format confluent.",
+    )(command)
+    command = click.option(
+        "--subject-name-strategy", type=click.Choice(list(SUBJECT_NAME_STRATEGIES)),
+        default="topic", show_default=True, envvar="CONSENTWATCH_SUBJECT_NAME_STRATEGY",
+        help="Registry subjects, as Confluent's strategies: topic (<topic>-value, their "
+        "serialisers' default), record (the record's full name), topic-record.",
     )(command)
     command = click.option(
         "--wire-format", type=click.Choice(["single-object", "confluent"]),

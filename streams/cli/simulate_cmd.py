@@ -45,7 +45,8 @@ SHARE = click.FloatRange(0.0, 1.0)
 def simulate(seed: int, events: int, out: Path | None, truth: Path | None,
              guest_share: float, pseudonym_share: float, duplicate_share: float,
              to_kafka: bool, broker: str | None, topic_prefix: str, kafka_config: Path | None,
-             wire_format: str, schema_registry: str | None, rate: float | None) -> int:
+             wire_format: str, schema_registry: str | None, subject_name_strategy: str,
+             rate: float | None) -> int:
     """Simulate a meeting platform's events and write the ground truth beside them.
 
     Accounts and hosts turn the enrichment integration on or off; participants
@@ -77,7 +78,7 @@ def simulate(seed: int, events: int, out: Path | None, truth: Path | None,
         stream = generate(config, record)
         if to_kafka:
             sent = _produce(stream, broker, topic_prefix, kafka_config, wire_format,
-                            schema_registry, rate)
+                            schema_registry, subject_name_strategy, rate)
         else:
             target: IO[bytes] = (sys.stdout.buffer if out is None or str(out) == "-"
                                  else stack.enter_context(_open(out)))
@@ -91,14 +92,15 @@ def simulate(seed: int, events: int, out: Path | None, truth: Path | None,
 
 def _produce(stream: Iterable[Event], broker: str | None, topic_prefix: str,
              kafka_config: Path | None, wire_format: str, schema_registry: str | None,
-             rate: float | None) -> int:
+             subject_name_strategy: str, rate: float | None) -> int:
     import asyncio
 
     from streams.pipeline.kafka_io import produce_events
     from streams.serde.wire import wire_format as make_wire_format
 
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
-    framing = make_wire_format(wire_format, schema_registry)
+    framing = make_wire_format(wire_format, schema_registry, subject_name_strategy,
+                               names.inputs)
     return asyncio.run(produce_events(connection, names, stream,
                                       framing=framing, rate=rate))
 

@@ -188,9 +188,9 @@ class DictSchemaIds:
 class ConfluentFraming:
     """Confluent Schema Registry framing: magic byte 0, 4-byte big-endian id, Avro binary.
 
-    Subjects follow Confluent's RecordNameStrategy: the record's full name, such as
-    `io.consentwatch.events.ConsentChanged`, whatever the topic. Not TopicNameStrategy
-    (`<topic>-value`, the default of Confluent's serialisers), nor TopicRecordNameStrategy.
+    `subject_for` names the subject a schema is registered under (see subjects.py; the
+    command line's default is Confluent's TopicNameStrategy, `<topic>-value`); without
+    it, RecordNameStrategy: the record's full name, whatever the topic.
     """
 
     name = "confluent"
@@ -396,8 +396,12 @@ async def await_schemas(framing: WireFormat, payloads: Iterable[bytes],
             delay = min(delay * 2, max_delay_s)
 
 
-def wire_format(name: str, registry_url: str | None = None) -> WireFormat:
-    """`single-object` (default) or `confluent` (needs the registry's URL)."""
+def wire_format(name: str, registry_url: str | None = None,
+                subject_name_strategy: str = "record",
+                topics: Mapping[str, str] | None = None) -> WireFormat:
+    """`single-object` (default) or `confluent` (needs the registry's URL; its subjects
+    named by `subject_name_strategy` from `topics`, event type -> input topic: see
+    subjects.py)."""
     if name == "single-object":
         return SingleObjectFraming()
     if name == "confluent":
@@ -405,7 +409,10 @@ def wire_format(name: str, registry_url: str | None = None) -> WireFormat:
             from streams.errors import ConfigError
 
             raise ConfigError("the confluent wire format needs --schema-registry URL")
-        return ConfluentFraming(RegistrySchemaIds(registry_url))
+        from streams.serde.subjects import subject_namer
+
+        return ConfluentFraming(RegistrySchemaIds(registry_url),
+                                subject_namer(subject_name_strategy, topics or {}))
     from streams.errors import ConfigError
 
     raise ConfigError(f"unknown wire format {name!r}")
