@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -49,7 +50,7 @@ from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import refuse_future
-from streams.pipeline.batching import batching_transport
+from streams.pipeline.batching import BatchHandler, batching_transport
 from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
 from streams.pipeline.faust_store import TableStore
@@ -609,6 +610,37 @@ class _WorkerView:
         return lag
 
 
+# The worker's exit status when a batch failed half-way (EX_SOFTWARE).
+EXIT_BATCH_FAILED = 70
+
+
+def stop_on_failure(handler: BatchHandler) -> BatchHandler:
+    """`handler`, but a batch that fails half-way stops the process at once.
+
+    Nothing of a failed batch may persist: a state flush after it (on revocation, at
+    shutdown) would record its events as seen, and the restarted worker would skip
+    them as duplicates, their findings and amendments never sent. So the worker ends
+    as `kill -9` would (which the ordered commit is built for): the batch's offsets are
+    not committed, and it is read again, whole, by the next owner of its partitions.
+    """
+    async def handle(tp: Any, records: list[Any]) -> Any:
+        try:
+            return await handler(tp, records)
+        except Exception as exc:
+            _fail_stop(tp, records, exc)
+
+    return handle
+
+
+def _fail_stop(tp: Any, records: list[Any], exc: Exception) -> NoReturn:
+    # The exception's text is not logged: it may hold the record's personal data.
+    log.critical("a batch of %s[%s] from offset %s failed (%s); the worker stops and the "
+                 "batch is read again after its restart", tp.topic, tp.partition,
+                 records[0].offset if records else "?", type(exc).__name__)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
+
+
 def build_app(settings: WorkerSettings) -> Any:
     """The Faust app with both stages wired; `faust.Worker(app).execute_from_commandline()`."""
     import faust
@@ -648,8 +680,8 @@ def build_app(settings: WorkerSettings) -> Any:
     pipeline = _Pipeline(app, settings)
     app.consentwatch = pipeline  # for tests and metrics
     for topic in pipeline.input_topics:
-        handlers[topic] = pipeline.route
-    handlers[settings.topics.correlate] = pipeline.correlate_batch
+        handlers[topic] = stop_on_failure(pipeline.route)
+    handlers[settings.topics.correlate] = stop_on_failure(pipeline.correlate_batch)
 
     # The agents subscribe the topics and let Faust assign their partitions together
     # with the table's; their records go down the batch path and never reach them.
