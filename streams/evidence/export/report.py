@@ -229,18 +229,25 @@ def _contents(ordered: Sequence[LedgerEntry], statuses: Mapping[str, str],
               catalogue: Any) -> str:
     if not ordered:
         return ""
-    items = "".join(
-        f'<li><a href="#finding-{_e(e.entry_id)}"><span class="sev {_e(e.record.get("severity"))}">'
-        f'{_e(e.record.get("severity"))}</span> {_title(catalogue, str(e.record.get("rule", "")))}'
-        f"</a>, {_time(e.record.get('occurred_at'))}{_badge(statuses[e.entry_id])}</li>"
-        for e in ordered)
+    items = "".join(_contents_item(e, statuses[e.entry_id], catalogue) for e in ordered)
     return f'<h2 id="contents">Findings</h2><ol class="toc">{items}</ol>'
+
+
+def _contents_item(entry: LedgerEntry, status: str, catalogue: Any) -> str:
+    record = entry.record
+    severity = _e(record.get("severity"))
+    return (f'<li class="{_e(status)}"><a href="#finding-{_e(entry.entry_id)}">'
+            f'<span class="sev {severity}">{severity}</span> '
+            f'{_title(catalogue, str(record.get("rule", "")))}</a>, '
+            f"{_time(record.get('occurred_at'))}{_badge(status)}</li>")
 
 
 def _value(name: str, value: Any) -> str:
     """One field of an evidence event as HTML: times written out, lists joined."""
     if value is None:
         return "<em>null</em>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if type(value) is int and name.endswith("_at"):
         return describe_ms(value)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -252,14 +259,19 @@ def _value(name: str, value: Any) -> str:
     return _e(value)
 
 
-def _event(event: Mapping[str, Any], note: str) -> str:
+def _event(event: Mapping[str, Any], note: str, *, linked: bool = True) -> str:
+    """An event's fields in a small table; `linked` to its file in evidence/ (a late
+    event of an amendment has none: it is proven by the amendment's leaf)."""
     event_id = str(event.get("event_id", ""))
     rows = "".join(f"<tr><th>{_e(name)}</th><td>{_value(name, value)}</td></tr>"
                    for name, value in event.items()
                    if name not in ("type", "event_id", "occurred_at"))
+    ident = f"<code>{_e(event_id)}</code>"
+    if linked:
+        ident = f'<a href="{_e(bundle.evidence_file(event_id))}">{ident}</a>'
     return (f'<div class="event"><strong>{_e(event.get("type"))}</strong>{_e(note)} at '
-            f"{_time(event.get('occurred_at'))}, <a href=\"{_e(bundle.evidence_file(event_id))}"
-            f'"><code>{_e(event_id)}</code></a><table class="fields">{rows}</table></div>')
+            f"{_time(event.get('occurred_at'))}, {ident}"
+            f'<table class="fields">{rows}</table></div>')
 
 
 def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
@@ -316,7 +328,8 @@ def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
 
 def _amendment(a: Mapping[str, Any]) -> str:
     late = a.get("late_event")
-    late_html = _event(late, " (the late event)") if isinstance(late, dict) else ""
+    late_html = (_event(late, " (the late event)", linked=False) if isinstance(late, dict)
+                 else "")
     return (f'<div class="amend"><strong>Amended ({_e(a.get("kind"))})</strong> by a late '
-            f"event at {_time(a.get('occurred_at'))}: {_e(a.get('explanation'))}{late_html}"
-            "</div>")
+            f"event, decided at {_time(a.get('detected_at'))}: {_e(a.get('explanation'))}"
+            f"{late_html}</div>")
