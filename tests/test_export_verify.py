@@ -515,3 +515,24 @@ def test_the_verify_only_package_verifies_without_the_pipeline(
     assert bad.returncode == 1 and "FAIL findings.jsonl" in bad.stdout, bad.stdout
     usage = run(str(exported), "--public-key", str(exported / bundle.MANIFEST))
     assert usage.returncode == 2 and usage.stderr.count("\n") == 1, usage.stderr
+
+
+def test_the_python_check_in_docs_verifying_works(tmp_path: Path, exported: Path,
+                                                  keys: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).parent.parent / "docs" / "verifying.md").read_text()
+    script = tmp_path / "check_bundle.py"
+    script.write_text(doc.split("```python\n")[1].split("```")[0])
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(exported), str(keys[1])],
+                              capture_output=True, text=True, timeout=60, check=False)
+    done = run()
+    assert done.returncode == 0 and "OK: " in done.stdout, done.stderr
+    raw = load_public_key(keys[1]).public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)
+    assert f"SHA256:{hashlib.sha256(raw).hexdigest()}" in done.stdout
+    assert done.stdout.split()[2] in (exported / bundle.REPORT).read_text()
+    _flip(exported / bundle.FINDINGS, 10)
+    assert run().returncode != 0
