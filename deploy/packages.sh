@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use beside Kafka:
-#   prometheus (prometheus, promtool), prometheus-alertmanager (amtool), postgresql.
+#   prometheus (prometheus, promtool), prometheus-alertmanager (amtool), postgresql,
+#   chromium (headless, renders the evidence report to a screenshot in tests/test_report.py).
 # Idempotent and quick when they are already there. Needs root (CI runs as root).
 set -euo pipefail
-packages=(prometheus prometheus-alertmanager postgresql)
+packages=(prometheus prometheus-alertmanager postgresql chromium)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -456,3 +456,83 @@ def test_timeline_axis_stays_within_the_representable_range(times: list[int]) ->
     ET.fromstring(svg)
     labels = re.findall(r'font-size="10" fill="#555"[^>]*>([^<]*)<', svg)
     assert len(labels) == 2 and all(parse_rfc3339_ms(label) for label in labels)
+
+
+VERIFY_ONLY = Path(__file__).parent.parent / "verify"
+#: Anything the pipeline needs and a verifier must not: importing one fails in the test.
+PIPELINE_MODULES = ("faust", "rocksdict", "aiokafka", "kafka", "psycopg", "fastavro", "avro",
+                    "click", "rich", "prometheus_client", "mode")
+_BLOCKED_RUN = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked: the verifier must not need it")
+        return None
+sys.meta_path.insert(0, Refuse())
+import consentwatch_verify, streams
+assert streams.__file__.startswith(sys.argv[2]), streams.__file__
+sys.exit(consentwatch_verify.main(sys.argv[3:]))
+"""
+
+
+def _verify_only_install(target: Path) -> Path:
+    """What `pip install ./verify` puts on the path: the files its pyproject ships."""
+    import tomllib
+
+    config = tomllib.loads((VERIFY_ONLY / "pyproject.toml").read_text())
+    shipped = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert set(config["project"]["dependencies"]) == {
+        "cryptography>=42,<51", "rfc8785>=0.1.4,<0.2", "orjson>=3.9,<4"}
+    for source, dest in shipped.items():
+        (target / dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(VERIFY_ONLY / source, target / dest)
+    return target
+
+
+def test_the_verify_only_package_verifies_without_the_pipeline(
+        tmp_path: Path, exported: Path, keys: tuple[Path, Path]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    site = _verify_only_install(tmp_path / "site")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CONSENTWATCH_NATIVE")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", _BLOCKED_RUN, ",".join(PIPELINE_MODULES), str(site), *args],
+            cwd=tmp_path, env=env | {"PYTHONPATH": str(site)}, capture_output=True, text=True,
+            timeout=120, check=False)
+
+    ok = run(str(exported), "--public-key", str(keys[1]))
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: "), ok.stderr
+    zipped = run(str(exported.with_name("bundle.zip")), "--public-key", str(keys[1]))
+    assert zipped.returncode == 0, zipped.stderr
+    _flip(exported / bundle.FINDINGS, 10)
+    bad = run(str(exported), "--public-key", str(keys[1]))
+    assert bad.returncode == 1 and "FAIL findings.jsonl" in bad.stdout, bad.stdout
+    usage = run(str(exported), "--public-key", str(exported / bundle.MANIFEST))
+    assert usage.returncode == 2 and usage.stderr.count("\n") == 1, usage.stderr
+
+
+def test_the_python_check_in_docs_verifying_works(tmp_path: Path, exported: Path,
+                                                  keys: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).parent.parent / "docs" / "verifying.md").read_text()
+    script = tmp_path / "check_bundle.py"
+    script.write_text(doc.split("```python\n")[1].split("```")[0])
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(exported), str(keys[1])],
+                              capture_output=True, text=True, timeout=60, check=False)
+    done = run()
+    assert done.returncode == 0 and "OK: " in done.stdout, done.stderr
+    raw = load_public_key(keys[1]).public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)
+    assert f"SHA256:{hashlib.sha256(raw).hexdigest()}" in done.stdout
+    assert done.stdout.split()[2] in (exported / bundle.REPORT).read_text()
+    _flip(exported / bundle.FINDINGS, 10)
+    assert run().returncode != 0

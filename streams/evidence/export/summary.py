@@ -3,13 +3,16 @@
 A cell that a spreadsheet would run as a formula (starting with = + - @, tab or CR)
 gets a leading apostrophe (OWASP "CSV injection"); findings.jsonl keeps the exact
 values, the CSV is only a convenience view.
+
+`status` says whether a finding still holds, from the kinds of its amendments (the
+ledger's, in ledger order: the last one decides, see `finding_status`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streams.catalogue import load_catalogue
@@ -18,12 +21,38 @@ from streams.evidence.export.times import describe_ms
 if TYPE_CHECKING:
     from streams.evidence.ledger import LedgerEntry
 
-__all__ = ["COLUMNS", "render_summary"]
+__all__ = ["COLUMNS", "OPEN", "RETRACTED", "amendments_by_finding", "finding_status",
+           "render_summary"]
 
-COLUMNS = ("leaf_index", "finding_id", "rule", "severity", "occurred_at", "detected_at",
-           "subject_id", "account_id", "meeting_id", "provider", "trigger_event_id",
-           "evidence_event_ids", "regulations", "explanation")
+COLUMNS = ("leaf_index", "finding_id", "status", "rule", "severity", "occurred_at",
+           "detected_at", "subject_id", "account_id", "meeting_id", "provider",
+           "trigger_event_id", "evidence_event_ids", "regulations", "explanation")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+OPEN = "open"
+RETRACTED = "retracted"
+#: The status an amendment of each kind leaves its finding in. WOULD_RAISE on a finding
+#: that was raised means a later late event made a retracted finding hold again.
+_STATUS_AFTER = {"RETRACTED": RETRACTED, "EVIDENCE_CHANGED": "evidence_changed",
+                 "WOULD_RAISE": "reinstated"}
+
+
+def amendments_by_finding(amendments: Iterable[LedgerEntry]) -> dict[str, list[LedgerEntry]]:
+    """The amendments of each finding id, in ledger order (the order they were decided:
+    one subject's amendments come from one partition, in order)."""
+    grouped: dict[str, list[LedgerEntry]] = {}
+    for amendment in sorted(amendments, key=lambda entry: entry.index):
+        grouped.setdefault(str(amendment.record.get("finding_id")), []).append(amendment)
+    return grouped
+
+
+def finding_status(amendments: Sequence[LedgerEntry]) -> str:
+    """`open` without amendments; otherwise what the last amendment made of the finding
+    (`retracted`, `evidence_changed`, `reinstated`; an unknown kind, lower-cased)."""
+    if not amendments:
+        return OPEN
+    kind = str(amendments[-1].record.get("kind", ""))
+    return _STATUS_AFTER.get(kind, kind.lower() or "amended")
 
 
 def _cell(value: Any) -> str:
@@ -35,9 +64,12 @@ def _time(value: Any) -> str:
     return describe_ms(value) if type(value) is int else _cell(value)
 
 
-def render_summary(findings: Sequence[LedgerEntry]) -> bytes:
-    """The CSV bytes (UTF-8, CRLF line ends as RFC 4180 says)."""
+def render_summary(findings: Sequence[LedgerEntry],
+                   amendments: Mapping[str, Sequence[LedgerEntry]] | None = None) -> bytes:
+    """The CSV bytes (UTF-8, CRLF line ends as RFC 4180 says); `amendments` by finding id
+    (see `amendments_by_finding`) decide each row's status."""
     catalogue = load_catalogue()
+    by_finding = amendments or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(COLUMNS)
@@ -48,7 +80,9 @@ def render_summary(findings: Sequence[LedgerEntry]) -> bytes:
         except KeyError:
             regulations = ""
         writer.writerow([
-            entry.index, _cell(record.get("finding_id")), _cell(record.get("rule")),
+            entry.index, _cell(record.get("finding_id")),
+            _cell(finding_status(by_finding.get(entry.entry_id, ()))),
+            _cell(record.get("rule")),
             _cell(record.get("severity")), _time(record.get("occurred_at")),
             _time(record.get("detected_at")), _cell(record.get("subject_id")),
             _cell(record.get("account_id")), _cell(record.get("meeting_id")),

@@ -35,8 +35,8 @@ from streams.catalogue import load_catalogue
 from streams.errors import ConfigError
 from streams.evidence import bundle
 from streams.evidence.checkpoint import verifier_key
-from streams.evidence.export.report import render_report
-from streams.evidence.export.summary import render_summary
+from streams.evidence.export.report import ExportFacts, key_fingerprint, render_report
+from streams.evidence.export.summary import amendments_by_finding, render_summary
 from streams.evidence.export.times import describe_ms
 from streams.evidence.keys import KEY_NAME
 from streams.evidence.ledger import AuditedTree, LedgerTampered
@@ -110,7 +110,8 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     proofs = dict(zip((e.index for e in entries),
                       inclusion_proofs([e.index for e in entries], leaf_hashes), strict=True))
 
-    files = _content_files(selection, params, query, note, progress)
+    facts = ExportFacts(actor, at_ms, key_fingerprint(key.public_key()))
+    files = _content_files(selection, params, query, note, facts, progress)
     manifest = _manifest(query, params, note, key, files, selection, proofs, leaf_hashes, at_ms)
     manifest_bytes = rfc8785.dumps(manifest)
     files[bundle.MANIFEST] = manifest_bytes
@@ -163,7 +164,8 @@ def _audited(entry: LedgerEntry, tree: AuditedTree) -> bool:
 
 
 def _content_files(selection: _Selection, params: EngineParams | None, query: ExportQuery,
-                   note: str, progress: Progress | None) -> dict[str, bytes]:
+                   note: str, facts: ExportFacts,
+                   progress: Progress | None) -> dict[str, bytes]:
     files: dict[str, bytes] = {
         bundle.FINDINGS: b"".join(e.leaf + b"\n" for e in selection.findings),
         bundle.AMENDMENTS: b"".join(e.leaf + b"\n" for e in selection.amendments),
@@ -174,9 +176,10 @@ def _content_files(selection: _Selection, params: EngineParams | None, query: Ex
             files.setdefault(bundle.evidence_file(event["event_id"]), rfc8785.dumps(event))
         if progress is not None:
             progress("evidence", done, total)
-    files[bundle.SUMMARY] = render_summary(selection.findings)
+    files[bundle.SUMMARY] = render_summary(selection.findings,
+                                           amendments_by_finding(selection.amendments))
     files[bundle.REPORT] = render_report(selection.findings, selection.amendments, query=query,
-                                         params=params, checkpoint_note=note,
+                                         params=params, checkpoint_note=note, facts=facts,
                                          progress=progress)
     return files
 

@@ -1,0 +1,47 @@
+"""`consentwatch-verify BUNDLE --public-key KEY`: `consentwatch verify` on its own.
+
+The same checks and the same output as `consentwatch verify` (streams.evidence.verify),
+with only the standard library for the command line: OK and exit 0, or one
+`FAIL <file>: <what>` line per problem and exit 1; a usage error is one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streams.errors import ConsentwatchError
+from streams.evidence.keys import load_public_key
+from streams.evidence.verify import verify_bundle
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="consentwatch-verify",
+        description="Verify a consentwatch evidence bundle (directory or .zip) offline.")
+    parser.add_argument("bundle", type=Path, help="the bundle directory or OUT.zip")
+    parser.add_argument("--public-key", type=Path, required=True,
+                        help="the exporter's Ed25519 public key (PEM)")
+    args = parser.parse_args(argv)
+    try:
+        failures, counts = verify_bundle(args.bundle, load_public_key(args.public_key))
+    except ConsentwatchError as exc:
+        print(f"consentwatch-verify: {exc}", file=sys.stderr)
+        return 2
+    if failures:
+        for failure in failures:
+            print(f"FAIL {failure}")
+        print(f"verification failed: {len(failures)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"OK: {counts['findings']} findings and {counts['amendments']} amendments proven "
+          f"against the signed checkpoint of size {counts['checkpoint_size']}; "
+          f"{counts['files']} files match the signed manifest")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
