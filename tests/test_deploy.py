@@ -97,6 +97,74 @@ def test_compose_schema_check_catches_mistakes(compose: dict[str, Any], breakage
     assert list(_compose_validator().iter_errors(broken))
 
 
+_VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?::?-([^}]*))?\}|(\w+))")
+
+
+def _interpolate(value: Any, env: dict[str, str]) -> Any:
+    """The value as Compose sees it with the environment `env`: `$$` is a `$`, `${V}`
+    and `$V` the variable, `${V:-default}` and `${V-default}` with a default."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        dollar, braced, default, bare = match.groups()
+        if dollar:
+            return "$"
+        return env.get(braced or bare) or (default or "")
+
+    return _VARIABLE.sub(one, value)
+
+
+def _published_host_ips(compose: dict[str, Any]) -> dict[str, str]:
+    """"service port" -> the host address it is published on ("" for every interface)."""
+    published = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                published[f"{name} {port.get('published')}"] = port.get("host_ip", "")
+                continue
+            text = str(port).split("/")[0]
+            host, _, rest = text.rpartition("]:") if text.startswith("[") else ("", "", "")
+            if host:
+                published[f"{name} {rest}"] = host.lstrip("[")
+                continue
+            parts = text.split(":")
+            ip = parts[0] if len(parts) == 3 else ""
+            published[f"{name} {':'.join(parts[-2:])}"] = ip
+    return published
+
+
+def test_compose_publishes_every_port_on_loopback_only(compose: dict[str, Any]) -> None:
+    """Kafka is plaintext and Grafana anonymous: nothing is reachable from the network
+    unless CONSENTWATCH_BIND_ADDRESS says so."""
+    published = _published_host_ips(_interpolate(compose, {}))
+    assert {"kafka 29092:29092", "grafana 3000:3000", "prometheus 9090:9090"} <= set(published)
+    exposed = {where: ip for where, ip in published.items()
+               if ip not in {"127.0.0.1", "::1", "localhost"}}
+    assert exposed == {}
+
+
+def test_compose_bind_address_is_one_variable(compose: dict[str, Any]) -> None:
+    chosen = _interpolate(compose, {"CONSENTWATCH_BIND_ADDRESS": "192.0.2.7"})
+    assert set(_published_host_ips(chosen).values()) == {"192.0.2.7"}
+    assert list(_compose_validator().iter_errors(chosen)) == []
+    # `$$` stays a literal `$` (the ledger's shell command)
+    assert "$(cat /run/secrets/postgres_password)" in chosen["services"]["ledger"]["entrypoint"][2]
+
+
+def test_loopback_check_catches_a_port_on_every_interface(compose: dict[str, Any]) -> None:
+    for port in ("3000:3000", "0.0.0.0:3000:3000", {"target": 3000, "published": 3000}):
+        broken = json.loads(json.dumps(compose))
+        broken["services"]["grafana"]["ports"] = [port]
+        published = _published_host_ips(_interpolate(broken, {}))
+        assert published["grafana 3000:3000" if not isinstance(port, dict)
+                         else "grafana 3000"] in {"", "0.0.0.0"}
+
+
 def _bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(source, target) of each bind mount; named volumes are not files of the repo."""
     for volume in service.get("volumes", []):
@@ -359,6 +427,25 @@ def test_committed_prometheusrule_is_up_to_date() -> None:
     result = subprocess.run([sys.executable, str(K8S / "prometheusrule.py"), "--check"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_prometheusrule_runbook_base_is_a_setting(tmp_path: Path) -> None:
+    """The committed resource links to runbook files of the repository; a deployment
+    renders it with the URL its copy of the repository is published at."""
+    committed = _load_yaml(K8S / "base" / "prometheusrule.yaml")
+    urls = [r["annotations"]["runbook_url"] for g in committed["spec"]["groups"]
+            for r in g["rules"] if "alert" in r]
+    assert urls and all((ROOT / url).is_file() for url in urls), urls
+    out = tmp_path / "prometheusrule.yaml"
+    base = "https://git.example.com/org/consentwatch/blob/main/"
+    result = subprocess.run([sys.executable, str(K8S / "prometheusrule.py"), "--runbook-base",
+                             base, "--out", str(out)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    published = _load_yaml(out)
+    assert [r["annotations"]["runbook_url"] for g in published["spec"]["groups"]
+            for r in g["rules"] if "alert" in r] == [base + url for url in urls]
+    assert published["metadata"] == committed["metadata"]
 
 
 def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
