@@ -492,6 +492,50 @@ def test_workers_keep_state_on_volumes_and_are_probed_and_scraped(rendered: dict
                for v in volumes)
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_creates_the_namespace_it_deploys_into(rendered: dict[str, Any],
+                                                            overlay: str) -> None:
+    docs = rendered[overlay]
+    namespace = _one(docs, "Namespace")["metadata"]["name"]
+    placed = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+    assert placed == {namespace}
+    assert docs[0]["kind"] == "Namespace"  # applied before what it holds
+
+
+def _kustomization(path: Path) -> dict[str, Any]:
+    data = _load_yaml(path / "kustomization.yaml")
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_the_image_the_overlay_names(rendered: dict[str, Any],
+                                                          overlay: str) -> None:
+    (image,) = _kustomization(K8S / "overlays" / overlay)["images"]
+    assert image["name"] == "consentwatch"
+    expected = f"{image['newName']}:{image['newTag']}"
+    images = {c["image"] for d in rendered[overlay]
+              if d["kind"] in {"StatefulSet", "Deployment", "Job"}
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {expected}
+
+
+def test_the_image_build_is_documented_with_the_dockerfile_and_the_dev_tag(
+        compose: dict[str, Any]) -> None:
+    """The dev overlay runs the image the documented build makes (as compose does)."""
+    dev = _kustomization(K8S / "overlays" / "dev")["images"][0]
+    dev_image = f"{dev['newName']}:{dev['newTag']}"
+    build = f"docker build -f deploy/docker/Dockerfile -t {dev_image} ."
+    for doc in (K8S / "README.md", K8S / "base" / "kustomization.yaml",
+                ROOT / "docs" / "operations.md"):
+        assert build in doc.read_text(encoding="utf-8"), doc
+    assert DOCKERFILE.is_file()
+    assert compose["x-consentwatch-image"]["image"] == dev_image
+    production = _kustomization(K8S / "overlays" / "production")["images"][0]
+    pushed = f"docker push {production['newName']}:{production['newTag']}"
+    assert pushed in (K8S / "README.md").read_text(encoding="utf-8")
+
+
 def test_production_takes_kafka_credentials_from_a_secret(rendered: dict[str, Any]) -> None:
     docs = rendered["production"]
     assert _one(docs, "ConfigMap")["data"]["CONSENTWATCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
