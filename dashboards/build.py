@@ -25,7 +25,9 @@ from grafana_foundation_sdk.builders import bargauge, stat, table, text, timeser
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
+    DashboardLink,
     DatasourceVariable,
+    QueryVariable,
     Row,
     ThresholdsConfig,
 )
@@ -35,10 +37,13 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import text as text_models
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
+    DashboardLinkType,
     DataSourceRef,
     Threshold,
     ThresholdsMode,
     VariableOption,
+    VariableRefresh,
+    VariableSort,
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -46,10 +51,15 @@ __all__ = ["DASHBOARDS", "compliance", "main", "oncall", "render"]
 
 HERE = Path(__file__).resolve().parent
 JOB = 'job="consentwatch"'
+# The dashboards' template variables (multi-value, "All" matches everything).
+INSTANCE = f'{JOB},instance=~"$instance"'
+FINDINGS = f'{INSTANCE},rule=~"$rule",provider=~"$provider"'
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # The uid of the datasource in deploy/grafana/provisioning/datasources/prometheus.yml.
 PROVISIONED_DATASOURCE_UID = "consentwatch-prometheus"
 TAGS = ["consentwatch", "generated"]
+ONCALL_UID = "consentwatch-oncall"
+COMPLIANCE_UID = "consentwatch-compliance"
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -63,7 +73,7 @@ def instant_table_query(expr: str, ref: str = "A") -> Dataquery:
     return query(expr, ref=ref).instant().format(PromQueryFormat.TABLE)
 
 
-def counted(metric: str, window: str, matchers: str = JOB) -> str:
+def counted(metric: str, window: str, matchers: str = INSTANCE) -> str:
     """Per series: its whole value if it was born within `window`, else its increase."""
     selector = f"{metric}{{{matchers}}}"
     return (f"(({selector} unless {selector} offset {window}) "
@@ -71,8 +81,8 @@ def counted(metric: str, window: str, matchers: str = JOB) -> str:
 
 
 def rule(name: str) -> str:
-    """The label matchers of one rule's findings."""
-    return f'{JOB},rule="{name}"'
+    """The label matchers of one rule's findings (of the providers selected)."""
+    return f'{INSTANCE},rule="{name}",provider=~"$provider"'
 
 
 def thresholds(*steps: tuple[float | None, str]) -> ThresholdsConfig:
@@ -114,92 +124,133 @@ def datasource_variable() -> DatasourceVariable:
                                     value=PROVISIONED_DATASOURCE_UID)))
 
 
-def base(title: str, uid: str, description: str) -> Dashboard:
-    return (Dashboard(title).uid(uid).description(description).tags(TAGS)
-            .refresh("30s").time("now-6h", "now").timezone("utc")
-            .tooltip(DashboardCursorSync.CROSSHAIR).with_variable(datasource_variable()))
+def label_variable(name: str, label: str, metric: str) -> QueryVariable:
+    """A multi-value variable over the values `metric` has for `label`; All is `.*`."""
+    return (QueryVariable(name).label(label).datasource(DATASOURCE)
+            .query(f"label_values({metric}{{{JOB}}}, {name})")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True).all_value(".*")
+            .current(VariableOption(selected=True, text="All", value="$__all")))
+
+
+def runbook(base_url: str, page: str, title: str = "Runbook") -> DashboardLink:
+    """A link to a runbook of docs/runbooks/, published under `base_url` (may be empty)."""
+    return (DashboardLink(title).type(DashboardLinkType.LINK).icon("doc")
+            .url(f"{base_url}docs/runbooks/{page}").target_blank(True))
+
+
+def to_dashboard(uid: str, title: str) -> DashboardLink:
+    """A link to the other dashboard, keeping the time range and the variables."""
+    return (DashboardLink(title).type(DashboardLinkType.LINK).icon("dashboard")
+            .url(f"/d/{uid}").keep_time(True).include_vars(True).target_blank(False))
+
+
+def base(title: str, uid: str, description: str, *variables: QueryVariable) -> Dashboard:
+    board = (Dashboard(title).uid(uid).description(description).tags(TAGS)
+             .refresh("30s").time("now-6h", "now").timezone("utc")
+             .tooltip(DashboardCursorSync.CROSSHAIR).with_variable(datasource_variable()))
+    for variable in variables:
+        board = board.with_variable(variable)
+    return board
 
 
 # -- the on-call overview ---------------------------------------------------------------------
 
 
-def oncall() -> Dashboard:
+def oncall(runbook_base: str = "") -> Dashboard:
+    """`runbook_base`: where the repository's files are published (empty: its paths)."""
     rate = "$__rate_interval"
     return (
-        base("consentwatch on call", "consentwatch-oncall",
+        base("consentwatch on call", ONCALL_UID,
              "Is the pipeline healthy and keeping up? Throughput, consumer lag, watermark "
-             "delay, dead letters, worker health. Runbooks: docs/runbooks/.")
+             "delay, dead letters, worker health. Runbooks: docs/runbooks/.",
+             label_variable("instance", "Worker", "up"))
+        .link(to_dashboard(COMPLIANCE_UID, "consentwatch compliance"))
+        .link(runbook(runbook_base, "README.md", "Runbooks"))
         .with_row(Row("Health"))
         .with_panel(single(
             "Workers up", "Targets of job consentwatch that answered their last scrape.",
-            f"sum(up{{{JOB}}})", steps=((None, "red"), (1, "green"))))
+            f"sum(up{{{INSTANCE}}})", steps=((None, "red"), (1, "green"))))
         .with_panel(single(
             "Workers down", "Targets of job consentwatch that did not answer (alert "
             "ConsentwatchWorkerDown after 5 minutes).",
-            f"count(up{{{JOB}}} == 0) or vector(0)", steps=((None, "green"), (1, "red"))))
+            f"count(up{{{INSTANCE}}} == 0) or vector(0)", steps=((None, "green"), (1, "red")))
+            .links([runbook(runbook_base, "consentwatch-worker-down.md")]))
         .with_panel(single(
             "Consumer lag", "Records not yet consumed, all topics and partitions.",
-            f"sum(consentwatch_consumer_lag_records{{{JOB}}}) or vector(0)",
+            f"sum(consentwatch_consumer_lag_records{{{INSTANCE}}}) or vector(0)",
             steps=((None, "green"), (10_000, "orange"), (100_000, "red"))))
         .with_panel(single(
             "Worst watermark delay", "The partition furthest behind the wall clock (alert "
             "ConsentwatchWatermarkBehind above 15 minutes).",
-            f"max(consentwatch_watermark_lag_seconds{{{JOB}}})", unit="s",
+            f"max(consentwatch_watermark_lag_seconds{{{INSTANCE}}})", unit="s",
             steps=((None, "green"), (300, "orange"), (900, "red"))))
         .with_panel(graph(
             "Worker up", "1 when Prometheus could scrape the worker, 0 when not.",
-            query(f"up{{{JOB}}}", "{{instance}}"), span=12))
+            query(f"up{{{INSTANCE}}}", "{{instance}}"), span=12)
+            .links([runbook(runbook_base, "consentwatch-worker-down.md"),
+                    runbook(runbook_base, "consentwatch-no-workers-up.md",
+                            "Runbook: no workers up")]))
         .with_panel(
             table.Panel().title("Build").description("Version and rule catalogue of each "
                                                      "worker.")
             .datasource(DATASOURCE).span(12).height(8)
-            .with_target(instant_table_query(f"consentwatch_build_info{{{JOB}}}")))
+            .with_target(instant_table_query(f"consentwatch_build_info{{{INSTANCE}}}")))
         .with_row(Row("Throughput"))
         .with_panel(graph(
             "Events consumed", "Events read and decoded per second, by event type.",
-            query(f"sum by (type) (rate(consentwatch_events_consumed_total{{{JOB}}}[{rate}]))",
+            query(f"sum by (type) (rate(consentwatch_events_consumed_total{{{INSTANCE}}}[{rate}]))",
                   "{{type}}"), unit="ops"))
         .with_panel(graph(
             "Duplicates and late events", "Events ignored as duplicates (an event id seen "
             "before) and events that arrived after the watermark (applied, may amend).",
-            query(f"sum(rate(consentwatch_duplicate_events_total{{{JOB}}}[{rate}]))",
+            query(f"sum(rate(consentwatch_duplicate_events_total{{{INSTANCE}}}[{rate}]))",
                   "duplicates", "A"),
-            query(f"sum(rate(consentwatch_late_events_total{{{JOB}}}[{rate}]))", "late", "B"),
+            query(f"sum(rate(consentwatch_late_events_total{{{INSTANCE}}}[{rate}]))", "late", "B"),
             unit="ops"))
         .with_panel(graph(
             "Findings raised", "Findings per second by rule (the compliance dashboard has "
             "the detail).",
-            query(f"sum by (rule) (rate(consentwatch_findings_total{{{JOB}}}[{rate}]))",
+            query(f"sum by (rule) (rate(consentwatch_findings_total{{{INSTANCE}}}[{rate}]))",
                   "{{rule}}"), unit="ops"))
         .with_panel(graph(
             "Decision latency p99", "99th percentile of the time from a trigger to its "
             "finding: since its event time (includes the allowed lateness and notice grace) "
             "and since it was ingested.",
             query("histogram_quantile(0.99, sum by (le, since) (rate("
-                  f"consentwatch_finding_latency_seconds_bucket{{{JOB}}}[{rate}])))",
+                  f"consentwatch_finding_latency_seconds_bucket{{{INSTANCE}}}[{rate}])))",
                   "p99 since {{since}}"), unit="s"))
         .with_row(Row("Lag"))
         .with_panel(graph(
             "Consumer lag by topic", "Records behind the end of each topic (read at scrape "
             "time). Growing while nothing is consumed: ConsentwatchPipelineStalled.",
-            query(f"sum by (topic) (consentwatch_consumer_lag_records{{{JOB}}})", "{{topic}}")))
+            query(f"sum by (topic) (consentwatch_consumer_lag_records{{{INSTANCE}}})", "{{topic}}"))
+            .links([runbook(runbook_base, "consentwatch-pipeline-stalled.md")]))
         .with_panel(graph(
             "Watermark delay by partition", "Wall clock minus each partition's watermark. "
-            "Healthy: about allowed lateness + idle timeout (a minute).",
-            query(f"max by (instance, partition) (consentwatch_watermark_lag_seconds{{{JOB}}})",
-                  "{{instance}} p{{partition}}"), unit="s"))
+            "With live traffic, healthy is about allowed lateness + idle timeout (a minute); "
+            "after events with old timestamps (a back-fill, a replayed file) it stays as far "
+            "behind as they were.",
+            query("max by (instance, partition) "
+                  f"(consentwatch_watermark_lag_seconds{{{INSTANCE}}})",
+                  "{{instance}} p{{partition}}"), unit="s")
+            .links([runbook(runbook_base, "consentwatch-watermark-behind.md")]))
         .with_row(Row("Dead letters and state"))
         .with_panel(graph(
             "Dead letters", "Records sent to the dead-letter topic per second, by reason.",
-            query(f"sum by (reason) (rate(consentwatch_dead_letters_total{{{JOB}}}[{rate}]))",
-                  "{{reason}}"), unit="ops", span=8))
+            query(f"sum by (reason) (rate(consentwatch_dead_letters_total{{{INSTANCE}}}[{rate}]))",
+                  "{{reason}}"), unit="ops", span=8)
+            .links([runbook(runbook_base, "consentwatch-dead-letters.md"),
+                    runbook(runbook_base, "consentwatch-dead-letter-rate-high.md",
+                            "Runbook: dead-letter rate")]))
         .with_panel(graph(
             "Pending decisions", "Triggers waiting for the watermark (open notice deadlines).",
-            query(f"sum by (instance) (consentwatch_pending_decisions{{{JOB}}})",
-                  "{{instance}}"), span=8))
+            query(f"sum by (instance) (consentwatch_pending_decisions{{{INSTANCE}}})",
+                  "{{instance}}"), span=8)
+            .links([runbook(runbook_base, "consentwatch-decisions-stuck.md")]))
         .with_panel(graph(
             "State size", "Subjects held in the engine's state.",
-            query(f"sum by (instance) (consentwatch_state_subjects{{{JOB}}})", "{{instance}}"),
+            query(f"sum by (instance) (consentwatch_state_subjects{{{INSTANCE}}})", "{{instance}}"),
             span=8))
     )
 
@@ -222,28 +273,35 @@ name, the rest as `other`).
 """
 
 
-def compliance() -> Dashboard:
+def compliance(runbook_base: str = "") -> Dashboard:
     findings = "consentwatch_findings_total"
     return (
-        base("consentwatch compliance", "consentwatch-compliance",
+        base("consentwatch compliance", COMPLIANCE_UID,
              "What consentwatch found: findings by rule, severity and provider over time, "
              "top providers, amendments. Findings are evidence; the numbers of record are in "
-             "the evidence ledger.")
+             "the evidence ledger.",
+             label_variable("instance", "Worker", "up"),
+             label_variable("rule", "Rule", "consentwatch_findings_total"),
+             label_variable("provider", "Provider", "consentwatch_findings_total"))
+        .link(to_dashboard(ONCALL_UID, "consentwatch on call"))
+        .link(runbook(runbook_base, "README.md", "Runbooks"))
         .with_row(Row("In the selected time range"))
         .with_panel(single(
             "Findings", "New findings in the time range, all rules.",
-            f"sum({counted(findings, '$__range')}) or vector(0)", span=6,
+            f"sum({counted(findings, '$__range', FINDINGS)}) or vector(0)", span=6,
             steps=((None, "green"), (1, "orange"))))
         .with_panel(single(
             "Pseudonyms de-anonymised", "New pseudonym-deanonymized findings (each pages: "
             "ConsentwatchPseudonymDeanonymized).",
             f"sum({counted(findings, '$__range', rule('pseudonym-deanonymized'))})"
-            " or vector(0)", span=6, steps=((None, "green"), (1, "red"))))
+            " or vector(0)", span=6, steps=((None, "green"), (1, "red")))
+            .links([runbook(runbook_base, "consentwatch-pseudonym-deanonymized.md")]))
         .with_panel(single(
             "Egress with the feature off", "New automatic-egress-feature-inactive findings "
             "(each pages).",
             f"sum({counted(findings, '$__range', rule('automatic-egress-feature-inactive'))})"
-            " or vector(0)", span=6, steps=((None, "green"), (1, "red"))))
+            " or vector(0)", span=6, steps=((None, "green"), (1, "red")))
+            .links([runbook(runbook_base, "consentwatch-automatic-egress-feature-inactive.md")]))
         .with_panel(single(
             "Amendments", "Decisions changed by late events (retracted, evidence changed, "
             "would raise).",
@@ -252,16 +310,18 @@ def compliance() -> Dashboard:
         .with_row(Row("Over time"))
         .with_panel(graph(
             "Findings by rule", "New findings per interval, by rule.",
-            query(f"sum by (rule) ({counted(findings, '$__interval')})", "{{rule}}"),
+            query(f"sum by (rule) ({counted(findings, '$__interval', FINDINGS)})", "{{rule}}"),
             bars=True))
         .with_panel(graph(
             "Findings by severity", "New findings per interval, by the rule's severity.",
-            query(f"sum by (severity) ({counted(findings, '$__interval')})", "{{severity}}"),
+            query(f"sum by (severity) ({counted(findings, '$__interval', FINDINGS)})",
+                  "{{severity}}"),
             bars=True))
         .with_panel(graph(
             "Findings by provider", "New findings per interval, by enrichment provider "
             "(the first 32 providers by name, the rest as other).",
-            query(f"sum by (provider) ({counted(findings, '$__interval')})", "{{provider}}"),
+            query(f"sum by (provider) ({counted(findings, '$__interval', FINDINGS)})",
+                  "{{provider}}"),
             bars=True))
         .with_panel(graph(
             "Amendments by kind", "Amendments per interval: RETRACTED, EVIDENCE_CHANGED, "
@@ -274,7 +334,7 @@ def compliance() -> Dashboard:
                 "The ten providers with the most findings in the time range.")
             .datasource(DATASOURCE).span(12).height(10).unit("short").min(0)
             .with_target(query(
-                f"topk(10, sum by (provider) ({counted(findings, '$__range')}))",
+                f"topk(10, sum by (provider) ({counted(findings, '$__range', FINDINGS)}))",
                 "{{provider}}").instant())
             .orientation(common.VizOrientation.HORIZONTAL)
             .display_mode(common.BarGaugeDisplayMode.BASIC)
@@ -290,9 +350,10 @@ def compliance() -> Dashboard:
 DASHBOARDS = {"oncall.json": oncall, "compliance.json": compliance}
 
 
-def render(name: str) -> str:
+def render(name: str, runbook_base: str = "") -> str:
     """The dashboard's JSON as committed: sorted keys, two spaces, a final newline."""
-    built: Any = DASHBOARDS[name]().build()
+    base_url = runbook_base.rstrip("/") + "/" if runbook_base else ""
+    built: Any = DASHBOARDS[name](base_url).build()
     for number, panel in enumerate(built.panels, 1):  # stable ids, in layout order
         panel.id_val = number
     return JSONEncoder(sort_keys=True, indent=2).encode(built) + "\n"
@@ -303,11 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if a committed file differs")
     parser.add_argument("--out", type=Path, default=HERE, help="where to write the JSON")
+    parser.add_argument("--runbook-base", default="",
+                        help="URL the repository's files are published at, before each "
+                             "runbook link's docs/runbooks/ path (default: none)")
     args = parser.parse_args(argv)
+    if args.runbook_base and args.check:
+        parser.error("--check compares the committed files, built without a runbook base")
     stale = []
     for name in DASHBOARDS:
         path = args.out / name
-        content = render(name)
+        content = render(name, args.runbook_base)
         if args.check:
             if not path.exists() or path.read_text() != content:
                 stale.append(name)

@@ -32,7 +32,10 @@ NAMES = ("oncall.json", "compliance.json")
 LABELS = {"type", "reason", "rule", "severity", "provider", "kind", "since", "partition",
           "topic", "version", "rules_version", "job", "instance", "le"}
 # Grafana's built-in interval variables, as a value promtool accepts.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "6h"}
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "6h",
+                     "$instance": ".*", "$rule": ".*", "$provider": ".*"}
+# The template variables of each dashboard, and which of them every query must use.
+VARIABLES = {"oncall.json": ("instance",), "compliance.json": ("instance", "rule", "provider")}
 
 
 def load_build() -> ModuleType:
@@ -165,9 +168,84 @@ def test_layout_ids_and_datasource(name: str) -> None:
         cells |= area
         if panel["type"] not in ("row", "text"):
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-    (variable,) = board["templating"]["list"]
+    variable, *_ = board["templating"]["list"]
     assert variable["type"] == "datasource" and variable["query"] == "prometheus"
     assert variable["current"]["value"] == BUILD_MODULE.PROVISIONED_DATASOURCE_UID
+
+
+# -- variables and links --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_label_variables_list_the_values_of_a_contract_label(name: str) -> None:
+    variables = {v["name"]: v for v in dashboard(name)["templating"]["list"][1:]}
+    assert tuple(variables) == VARIABLES[name]
+    for label, variable in variables.items():
+        assert variable["type"] == "query" and label in LABELS
+        assert variable["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        metric, by = re.fullmatch(r"label_values\((\w+)\{[^}]*\}, (\w+)\)",
+                                  variable["query"]).groups()
+        assert metric in ALLOWED_SERIES and by == label
+        assert variable["multi"] and variable["includeAll"] and variable["allValue"] == ".*"
+
+
+def _selectors(expr: str, metric: str) -> list[str]:
+    return re.findall(rf"\b{metric}(?:_bucket)?\{{([^{{}}]*)\}}", expr)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_query_is_filtered_by_the_variables(name: str) -> None:
+    """Choosing a worker (a rule, a provider) narrows every panel, not some of them."""
+    for expr in expressions(dashboard(name)):
+        for metric in metric_names(expr):
+            for matchers in _selectors(expr, metric.removesuffix("_bucket")):
+                assert 'instance=~"$instance"' in matchers, expr
+                if metric == "consentwatch_findings_total" and "rule" in VARIABLES[name]:
+                    assert re.search(r'rule(?:=~"\$rule"|="[a-z-]+")', matchers), expr
+                    assert 'provider=~"$provider"' in matchers, expr
+
+
+def test_the_dashboards_link_to_each_other_keeping_time_and_variables() -> None:
+    uids = {name: dashboard(name)["uid"] for name in NAMES}
+    for name in NAMES:
+        (other,) = set(NAMES) - {name}
+        links = [link for link in dashboard(name)["links"]
+                 if link["url"] == f"/d/{uids[other]}"]
+        assert len(links) == 1, name
+        assert links[0]["keepTime"] and links[0]["includeVars"]
+
+
+def _runbook_links(board: dict[str, Any]) -> list[str]:
+    links = [*board["links"], *(link for panel in panels(board)
+                                for link in panel.get("links", []))]
+    return [link["url"] for link in links if "/runbooks/" in link["url"]]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runbook_links_point_at_runbooks_that_exist(name: str) -> None:
+    urls = _runbook_links(dashboard(name))
+    assert len(urls) >= 3
+    assert [url for url in urls if not (ROOT / url).is_file()] == []
+
+
+def test_panels_of_alerted_series_link_their_runbook() -> None:
+    linked = {panel["title"]: {link["url"].rsplit("/", 1)[1] for link in panel.get("links", [])}
+              for name in NAMES for panel in panels(dashboard(name))}
+    assert "consentwatch-worker-down.md" in linked["Workers down"]
+    assert "consentwatch-watermark-behind.md" in linked["Watermark delay by partition"]
+    assert "consentwatch-dead-letters.md" in linked["Dead letters"]
+    assert "consentwatch-pseudonym-deanonymized.md" in linked["Pseudonyms de-anonymised"]
+
+
+def test_build_py_takes_the_runbook_base_as_a_setting(tmp_path: Path) -> None:
+    base = "https://git.example.com/org/consentwatch/blob/main/"
+    done = subprocess.run([sys.executable, str(BUILD), "--out", str(tmp_path),
+                           "--runbook-base", base],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    for name in NAMES:
+        published = _runbook_links(json.loads((tmp_path / name).read_text()))
+        assert published == [base + url for url in _runbook_links(dashboard(name))]
 
 
 # -- provisioning ---------------------------------------------------------------------------------

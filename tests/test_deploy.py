@@ -97,6 +97,74 @@ def test_compose_schema_check_catches_mistakes(compose: dict[str, Any], breakage
     assert list(_compose_validator().iter_errors(broken))
 
 
+_VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?::?-([^}]*))?\}|(\w+))")
+
+
+def _interpolate(value: Any, env: dict[str, str]) -> Any:
+    """The value as Compose sees it with the environment `env`: `$$` is a `$`, `${V}`
+    and `$V` the variable, `${V:-default}` and `${V-default}` with a default."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        dollar, braced, default, bare = match.groups()
+        if dollar:
+            return "$"
+        return env.get(braced or bare) or (default or "")
+
+    return _VARIABLE.sub(one, value)
+
+
+def _published_host_ips(compose: dict[str, Any]) -> dict[str, str]:
+    """"service port" -> the host address it is published on ("" for every interface)."""
+    published = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                published[f"{name} {port.get('published')}"] = port.get("host_ip", "")
+                continue
+            text = str(port).split("/")[0]
+            host, _, rest = text.rpartition("]:") if text.startswith("[") else ("", "", "")
+            if host:
+                published[f"{name} {rest}"] = host.lstrip("[")
+                continue
+            parts = text.split(":")
+            ip = parts[0] if len(parts) == 3 else ""
+            published[f"{name} {':'.join(parts[-2:])}"] = ip
+    return published
+
+
+def test_compose_publishes_every_port_on_loopback_only(compose: dict[str, Any]) -> None:
+    """Kafka is plaintext and Grafana anonymous: nothing is reachable from the network
+    unless CONSENTWATCH_BIND_ADDRESS says so."""
+    published = _published_host_ips(_interpolate(compose, {}))
+    assert {"kafka 29092:29092", "grafana 3000:3000", "prometheus 9090:9090"} <= set(published)
+    exposed = {where: ip for where, ip in published.items()
+               if ip not in {"127.0.0.1", "::1", "localhost"}}
+    assert exposed == {}
+
+
+def test_compose_bind_address_is_one_variable(compose: dict[str, Any]) -> None:
+    chosen = _interpolate(compose, {"CONSENTWATCH_BIND_ADDRESS": "192.0.2.7"})
+    assert set(_published_host_ips(chosen).values()) == {"192.0.2.7"}
+    assert list(_compose_validator().iter_errors(chosen)) == []
+    # `$$` stays a literal `$` (the ledger's shell command)
+    assert "$(cat /run/secrets/postgres_password)" in chosen["services"]["ledger"]["entrypoint"][2]
+
+
+def test_loopback_check_catches_a_port_on_every_interface(compose: dict[str, Any]) -> None:
+    for port in ("3000:3000", "0.0.0.0:3000:3000", {"target": 3000, "published": 3000}):
+        broken = json.loads(json.dumps(compose))
+        broken["services"]["grafana"]["ports"] = [port]
+        published = _published_host_ips(_interpolate(broken, {}))
+        assert published["grafana 3000:3000" if not isinstance(port, dict)
+                         else "grafana 3000"] in {"", "0.0.0.0"}
+
+
 def _bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(source, target) of each bind mount; named volumes are not files of the repo."""
     for volume in service.get("volumes", []):
@@ -361,6 +429,25 @@ def test_committed_prometheusrule_is_up_to_date() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_prometheusrule_runbook_base_is_a_setting(tmp_path: Path) -> None:
+    """The committed resource links to runbook files of the repository; a deployment
+    renders it with the URL its copy of the repository is published at."""
+    committed = _load_yaml(K8S / "base" / "prometheusrule.yaml")
+    urls = [r["annotations"]["runbook_url"] for g in committed["spec"]["groups"]
+            for r in g["rules"] if "alert" in r]
+    assert urls and all((ROOT / url).is_file() for url in urls), urls
+    out = tmp_path / "prometheusrule.yaml"
+    base = "https://git.example.com/org/consentwatch/blob/main/"
+    result = subprocess.run([sys.executable, str(K8S / "prometheusrule.py"), "--runbook-base",
+                             base, "--out", str(out)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    published = _load_yaml(out)
+    assert [r["annotations"]["runbook_url"] for g in published["spec"]["groups"]
+            for r in g["rules"] if "alert" in r] == [base + url for url in urls]
+    assert published["metadata"] == committed["metadata"]
+
+
 def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -403,6 +490,50 @@ def test_workers_keep_state_on_volumes_and_are_probed_and_scraped(rendered: dict
     volumes = ledger["spec"]["template"]["spec"]["volumes"]
     assert any(v.get("secret", {}).get("secretName") == "consentwatch-signing-key"
                for v in volumes)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_creates_the_namespace_it_deploys_into(rendered: dict[str, Any],
+                                                            overlay: str) -> None:
+    docs = rendered[overlay]
+    namespace = _one(docs, "Namespace")["metadata"]["name"]
+    placed = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+    assert placed == {namespace}
+    assert docs[0]["kind"] == "Namespace"  # applied before what it holds
+
+
+def _kustomization(path: Path) -> dict[str, Any]:
+    data = _load_yaml(path / "kustomization.yaml")
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_the_image_the_overlay_names(rendered: dict[str, Any],
+                                                          overlay: str) -> None:
+    (image,) = _kustomization(K8S / "overlays" / overlay)["images"]
+    assert image["name"] == "consentwatch"
+    expected = f"{image['newName']}:{image['newTag']}"
+    images = {c["image"] for d in rendered[overlay]
+              if d["kind"] in {"StatefulSet", "Deployment", "Job"}
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {expected}
+
+
+def test_the_image_build_is_documented_with_the_dockerfile_and_the_dev_tag(
+        compose: dict[str, Any]) -> None:
+    """The dev overlay runs the image the documented build makes (as compose does)."""
+    dev = _kustomization(K8S / "overlays" / "dev")["images"][0]
+    dev_image = f"{dev['newName']}:{dev['newTag']}"
+    build = f"docker build -f deploy/docker/Dockerfile -t {dev_image} ."
+    for doc in (K8S / "README.md", K8S / "base" / "kustomization.yaml",
+                ROOT / "docs" / "operations.md"):
+        assert build in doc.read_text(encoding="utf-8"), doc
+    assert DOCKERFILE.is_file()
+    assert compose["x-consentwatch-image"]["image"] == dev_image
+    production = _kustomization(K8S / "overlays" / "production")["images"][0]
+    pushed = f"docker push {production['newName']}:{production['newTag']}"
+    assert pushed in (K8S / "README.md").read_text(encoding="utf-8")
 
 
 def test_production_takes_kafka_credentials_from_a_secret(rendered: dict[str, Any]) -> None:

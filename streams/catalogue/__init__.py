@@ -30,6 +30,10 @@ class Rule:
     title: str
     explanation: str
     regulations: tuple[Regulation, ...]
+    # The rule's definition, as the contract's rule table states it (docs/rules.md).
+    trigger: str = ""
+    fires_when: str = ""
+    evidence: str = ""
 
     def explain(self, context: dict[str, Any]) -> str:
         return self.explanation.format_map(context)
@@ -58,6 +62,9 @@ def load_catalogue() -> Catalogue:
             title=item["title"],
             explanation=item["explanation"],
             regulations=tuple(Regulation(**reg) for reg in item["regulations"]),
+            trigger=item["trigger"],
+            fires_when=item["fires_when"],
+            evidence=item["evidence"],
         )
         for item in data["rule"]
     )
