@@ -1,6 +1,7 @@
 """`consentwatch ledger run` and `ledger load`: findings and amendments into the ledger.
 
-`run` reads the findings and amendments topics (consumer group `<prefix>.ledger`);
+`run` reads the findings and amendments topics (consumer group
+`<prefix>.ledger.<ledger id>`, so each ledger keeps its own position);
 `load` reads files written by `replay --out` / `--amendments`, so an audit of archived
 events needs no Kafka. Both sign a checkpoint when given a key.
 """
@@ -73,15 +74,22 @@ def run(ledger_url: str, broker: str | None, topic_prefix: str, kafka_config: Pa
                    f"run, {stats.duplicates} already there, {stats.checkpoints} checkpoints)",
                    err=True)
 
+    def caught_up(stats: RunStats) -> None:
+        click.echo(f"consentwatch: caught up {stats.findings_read} findings, "
+                   f"{stats.amendments_read} amendments from the topics ({stats.stored} new "
+                   "to this ledger)", err=True)
+
     async def main() -> RunStats:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        group = ledger_group_id(names, await asyncio.to_thread(store.ledger_id))
         click.echo(f"consentwatch: ledger run: {names.findings} and {names.amendments} as "
-                   f"group {ledger_group_id(names)}", err=True)
+                   f"group {group}", err=True)
         return await consume_into_ledger(connection, names, store, settings, stop,
-                                         on_skip=skipped, on_progress=progress)
+                                         on_skip=skipped, on_progress=progress,
+                                         on_caught_up=caught_up)
 
     try:
         stats = asyncio.run(main())
