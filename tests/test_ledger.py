@@ -35,6 +35,7 @@ from streams.evidence.ledger.records import to_row
 from streams.evidence.ledger.sqlite import SqliteLedger
 from streams.evidence.merkle import leaf_hash, root_hash
 from streams.model.findings import amendment_id, finding_id
+from tests.conftest import run_cli
 from tests.postgres_fixture import fresh_database
 
 HOUR_MS = 3_600_000
@@ -714,3 +715,155 @@ def test_a_checkpoint_signed_while_the_audit_reads_is_checked_too(
         tree = store.audited_checkpoint(key, "consentwatch")
     hashes = [leaf_hash(rfc8785.dumps(r)) for r in records]
     assert (tree.size, tree.root, tree.leaf_hashes) == (6, root_hash(hashes), hashes)
+
+
+# -- the ledger's read commands: findings, summary, exports, status ----------------------
+
+
+def loaded_ledger(tmp_path: Path, records: list[dict[str, Any]]) -> str:
+    """A SQLite ledger holding `records`, loaded through `ledger load`."""
+    source = tmp_path / "findings.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    url = str(tmp_path / "ledger.db")
+    assert run_cli("ledger", "load", str(source), "--ledger", url).returncode == 0
+    return url
+
+
+def mixed_findings() -> list[dict[str, Any]]:
+    return ([finding(n, account="acct1") for n in range(4)]
+            + [finding(n, rule="covert-profile-view", account="acct2") | {"severity": "MEDIUM"}
+               for n in range(4, 7)]
+            + [finding(7, account="acct2") | {"provider": "other_provider"}])
+
+
+def printed_ids(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [orjson.loads(line)["trigger_event_id"] for line in result.stdout.splitlines()]
+
+
+def test_ledger_findings_filters_by_each_field_and_time(tmp_path: Path) -> None:
+    url = loaded_ledger(tmp_path, mixed_findings())
+
+    def ids(*options: str) -> list[str]:
+        return printed_ids(run_cli("ledger", "findings", "--ledger", url, *options))
+
+    assert ids() == [f"e{n:05d}" for n in range(8)]
+    assert ids("--rule", "covert-profile-view") == ["e00004", "e00005", "e00006"]
+    assert ids("--severity", "MEDIUM", "--account", "acct2") == ["e00004", "e00005", "e00006"]
+    assert ids("--provider", "other_provider") == ["e00007"]
+    assert ids("--subject", "u-1") == ["e00001"]
+    assert ids("--from", str(T0 + 2 * HOUR_MS), "--to", "2026-03-02T14:00:00Z") == [
+        "e00002", "e00003"]
+
+
+def test_unknown_filter_values_are_one_line_usage_errors(tmp_path: Path) -> None:
+    url = loaded_ledger(tmp_path, mixed_findings())
+    for option, value in (("--rule", "no-such-rule"), ("--from", "yesterday"),
+                          ("--severity", "HUGE")):
+        result = run_cli("ledger", "findings", "--ledger", url, option, value)
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert "Traceback" not in lines[0]
+    result = run_cli("ledger", "findings", "--ledger", url, "--rule", "no-such-rule")
+    assert "enrichment-without-consent" in result.stderr.decode()
+
+
+def test_ledger_summary_counts_by_account_and_rule(tmp_path: Path) -> None:
+    url = loaded_ledger(tmp_path, mixed_findings())
+    by_account = run_cli("ledger", "summary", "--ledger", url, "--by", "account", "--json")
+    assert orjson.loads(by_account.stdout) == {"by": "account", "total": 8,
+                                               "counts": {"acct1": 4, "acct2": 4}}
+    by_rule = run_cli("ledger", "summary", "--ledger", url, "--by", "rule", "--json",
+                      "--account", "acct2")
+    assert orjson.loads(by_rule.stdout)["counts"] == {"covert-profile-view": 3,
+                                                      "enrichment-without-consent": 1}
+    table = run_cli("ledger", "summary", "--ledger", url, "--by", "rule").stdout.decode()
+    assert table.splitlines() == ["rule                        findings",
+                                  "enrichment-without-consent  5",
+                                  "covert-profile-view         3",
+                                  "total                       8"]
+
+
+def test_ledger_commands_refuse_a_ledger_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    result = run_cli("ledger", "summary", "--ledger", str(missing), "--by", "rule")
+    assert result.returncode == 2 and b"no ledger at" in result.stderr
+    assert not missing.exists()
+
+
+def export_cli(url: str, key: Path, out: Path, *options: str) -> subprocess.CompletedProcess[bytes]:
+    return run_cli("export", "--ledger", url, "--private-key", str(key), "--from",
+                   "2026-03-01T00:00:00Z", "--to", "2026-04-01T00:00:00Z", "--purpose",
+                   "audit request 42", "--actor", "dpo", *options, str(out))
+
+
+def test_ledger_exports_lists_the_export_trail(tmp_path: Path) -> None:
+    from streams.evidence.keys import generate_keypair
+
+    url = loaded_ledger(tmp_path, mixed_findings())
+    key, _ = generate_keypair(tmp_path / "keys")
+    assert export_cli(url, key, tmp_path / "b1", "--account", "acct2").returncode == 0
+    trail = run_cli("ledger", "exports", "--ledger", url, "--json")
+    items = [orjson.loads(line) for line in trail.stdout.splitlines()]
+    assert [(i["actor"], i["purpose"], i["query"]["filters"]["account"],
+             i["query"]["findings"]) for i in items] == [("dpo", "audit request 42", "acct2", 4)]
+    table = run_cli("ledger", "exports", "--ledger", url).stdout.decode().splitlines()
+    assert table[0].split()[:4] == ["when", "actor", "purpose", "query"]
+    assert "dpo" in table[1] and "account=acct2" in table[1] and " 4 " in table[1]
+
+
+def test_export_of_an_unknown_rule_is_refused_in_one_line(tmp_path: Path) -> None:
+    from streams.evidence.keys import generate_keypair
+
+    url = loaded_ledger(tmp_path, mixed_findings())
+    key, _ = generate_keypair(tmp_path / "keys")
+    result = export_cli(url, key, tmp_path / "out", "--rule", "no-such-rule")
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert "unknown rule 'no-such-rule'" in lines[0] and "covert-profile-view" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_export_warns_and_is_still_written_and_recorded(tmp_path: Path) -> None:
+    from streams.evidence.keys import generate_keypair
+
+    url = loaded_ledger(tmp_path, mixed_findings())
+    key, _ = generate_keypair(tmp_path / "keys")
+    result = export_cli(url, key, tmp_path / "out", "--account", "nobody")
+    assert result.returncode == 0, result.stderr
+    assert "warning: no finding matches the query" in result.stderr.decode()
+    assert "account nobody" in result.stderr.decode()
+    assert (tmp_path / "out.zip").is_file()
+    with open_ledger(url) as store:
+        assert [e["query"]["findings"] for e in store.exports()] == [0]
+
+
+def test_ledger_status_reports_the_checkpoint_and_verifies_the_tree(tmp_path: Path) -> None:
+    records = mixed_findings()
+    url = loaded_ledger(tmp_path, records)
+    key = Ed25519PrivateKey.generate()
+    with open_ledger(url) as store:
+        note = store.checkpoint(key, "consentwatch")
+        root = store.root()
+    result = run_cli("ledger", "status", "--ledger", url, "--json")
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    assert note and report["size"] == report["checkpoint size"] == len(records)
+    assert report["root"] == report["checkpoint root"] == root.hex()
+    assert report["checkpoint key"] == "consentwatch"
+    assert report["tree"].startswith("OK")
+    text = run_cli("ledger", "status", "--ledger", url).stdout.decode()
+    assert f"root:                  {root.hex()}" in text
+
+
+def test_ledger_status_fails_on_a_rewritten_leaf(tmp_path: Path) -> None:
+    records = mixed_findings()
+    url = loaded_ledger(tmp_path, records)
+    with open_ledger(url) as store:
+        store.checkpoint(Ed25519PrivateKey.generate(), "consentwatch")
+    leaf, digest = rewritten(records[2], explanation="Edited.")
+    tamper(url, ("UPDATE entries SET leaf = ?, leaf_hash = ? WHERE idx = 2", (leaf, digest)))
+    result = run_cli("ledger", "status", "--ledger", url)
+    assert result.returncode == 1
+    assert "tree:                  FAIL: the latest checkpoint's root is not the root" in (
+        result.stdout.decode())

@@ -170,7 +170,9 @@ def test_kill_9_mid_batch_loses_nothing_and_doubles_nothing(kafka_bootstrap: str
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         stored = set(ledger_ids(url))
-        committed = asyncio.run(_committed(connection, f"{names.prefix}.ledger"))
+        with open_ledger(url) as store:
+            group = f"{names.prefix}.ledger.{store.ledger_id()}"
+        committed = asyncio.run(_committed(connection, group))
         below = {key.decode() for (topic, partition, offset), key in placed.items()
                  if offset < committed.get((topic, partition), 0) and key != b"junk"}
         assert below <= stored, "an offset was committed before its record was stored"
@@ -201,3 +203,37 @@ def test_ledger_run_on_postgresql(kafka_bootstrap: str, postgres_url: str,
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def run_until_stored(url: str, bootstrap: str, prefix: str, key: Path, log: Path,
+                     expected: set[str], pub_path: Path) -> str:
+    """`ledger run` until the ledger holds `expected`, then SIGTERM; returns its stderr."""
+    process = start_run(url, bootstrap, prefix, key, log)
+    try:
+        stop_and_check(process, url, log, expected, pub_path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return log.read_text()
+
+
+def test_a_new_ledger_reads_the_topics_from_the_beginning(kafka_bootstrap: str,
+                                                          tmp_path: Path) -> None:
+    """Ledger A consumes everything; ledger B, a new file run afterwards on the same
+    topics, stores everything too: each ledger keeps its own position."""
+    names, placed, expected = topics_with_duplicates(kafka_bootstrap, make_findings(400))
+    on_topic = {topic: sum(1 for (t, _, _), key in placed.items() if t == topic
+                           and key != b"junk") for topic in (names.findings, names.amendments)}
+    key_path, pub_path = generate_keypair(tmp_path / "keys")
+    log_a = run_until_stored(str(tmp_path / "a.db"), kafka_bootstrap, names.prefix, key_path,
+                             tmp_path / "a.log", expected, pub_path)
+    log_b = run_until_stored(str(tmp_path / "b.db"), kafka_bootstrap, names.prefix, key_path,
+                             tmp_path / "b.log", expected, pub_path)
+    for log in (log_a, log_b):
+        caught_up = [line for line in log.splitlines() if "caught up" in line]
+        assert caught_up == [f"consentwatch: caught up {on_topic[names.findings]} findings, "
+                             f"{on_topic[names.amendments]} amendments from the topics "
+                             f"({len(expected)} new to this ledger)"], log
+    with open_ledger(str(tmp_path / "a.db")) as a, open_ledger(str(tmp_path / "b.db")) as b:
+        assert a.ledger_id() != b.ledger_id()

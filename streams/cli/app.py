@@ -39,9 +39,10 @@ def _register() -> None:
 
     cli.add_command(simulate_cmd.simulate)
     cli.add_command(demo_cmd.demo)
-    from streams.cli import ledger_cmd
+    from streams.cli import dead_letter_cmd, ledger_cmd
 
     cli.add_command(ledger_cmd.ledger)
+    cli.add_command(dead_letter_cmd.dead_letters)
 
 
 _register()

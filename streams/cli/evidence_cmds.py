@@ -12,11 +12,14 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from streams.cli.options import engine_options, make_params
+
+if TYPE_CHECKING:
+    from streams.evidence.export import ExportQuery
 
 __all__ = ["export", "keys", "ledger_option", "signing_key_option", "verify"]
 
@@ -105,6 +108,7 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
     query = ExportQuery(from_ms, to_ms, purpose, rule, account, subject)
     if from_ms >= to_ms:
         raise ConfigError("--from must be earlier than --to")
+    check_rule(rule)
     key = load_private_key(private_key, warn=_warning)
     params = make_params(allowed_lateness, notice_grace, notice_validity)
     if not is_postgres_url(ledger_url) and not Path(ledger_url).is_file():
@@ -117,9 +121,35 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
                                    params=params, progress=progress)
     finally:
         ledger.close()
+    if not result.findings:
+        # Still written and recorded: that nothing matched is itself what was exported.
+        _warning(f"no finding matches the query ({_describe(query)}); the empty bundle was "
+                 "written and recorded in the ledger")
     click.echo(f"exported {result.findings} findings and {result.amendments} amendments "
                f"(checkpoint size {result.checkpoint_size}) to {result.directory} and "
                f"{result.zip_path}; manifest sha256 {result.manifest_sha256}")
+
+
+def check_rule(rule: str | None) -> None:
+    """Refuse (ConfigError, exit 2) a rule that is not in the catalogue."""
+    from streams.catalogue import load_catalogue
+    from streams.errors import ConfigError
+
+    known = [item.id for item in load_catalogue().rules]
+    if rule is not None and rule not in known:
+        raise ConfigError(f"unknown rule {rule!r}; the rules are: {', '.join(known)}")
+
+
+def _describe(query: ExportQuery) -> str:
+    """The query's window and filters in words; a subject id is personal data: named only."""
+    from streams.model.timestamps import format_ms
+
+    parts = [f"{format_ms(query.from_ms)} <= occurred_at < {format_ms(query.to_ms)}"]
+    parts += [f"{name} {value}" for name, value in (("rule", query.rule),
+              ("account", query.account)) if value is not None]
+    if query.subject is not None:
+        parts.append("the subject given")
+    return ", ".join(parts)
 
 
 # Letters the Unicode standard calls letters or symbols but that draw nothing.

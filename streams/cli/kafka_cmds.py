@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
+from streams.cli.filters import FindingFilter, filter_options
 from streams.cli.options import (
     engine_options,
     kafka_options,
@@ -102,11 +104,20 @@ def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: P
 @click.option("--amendments", "which", flag_value="amendments", help="Print amendments instead.")
 @click.option("--dead-letters", "which", flag_value="dead_letters",
               help="Print dead letters instead.")
+@filter_options
 def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, follow: bool,
-             which: str | None) -> int:
-    """Print the findings on the findings topic as JSON Lines."""
+             which: str | None, **filters: Any) -> int:
+    """Print the findings on the findings topic as JSON Lines, filtered.
+
+    Amendments are filtered by the fields they have (rule, subject, time); a filter on
+    severity, account or provider leaves none.
+    """
     from streams.pipeline.kafka_io import read_outputs
 
+    wanted = FindingFilter.of(filters)
+    if which == "dead_letters" and not wanted.is_empty():
+        raise click.UsageError("--dead-letters takes no finding filters (--rule, --severity, "
+                               "--account, --subject, --provider, --from, --to)")
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
     topic = {None: names.findings, "amendments": names.amendments,
              "dead_letters": names.dead_letters}[which]
@@ -117,9 +128,11 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 
     async def run() -> None:
         async for item in read_outputs(connection, topic, follow, on_error=bad):
-            out.write(orjson.dumps(item.to_dict()) + b"\n")
-            if follow:
-                out.flush()
+            record = item.to_dict()
+            if isinstance(item, DeadLetter) or wanted.matches(record):
+                out.write(orjson.dumps(record) + b"\n")
+                if follow:
+                    out.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -1,6 +1,7 @@
 """`consentwatch ledger run` and `ledger load`: findings and amendments into the ledger.
 
-`run` reads the findings and amendments topics (consumer group `<prefix>.ledger`);
+`run` reads the findings and amendments topics (consumer group
+`<prefix>.ledger.<ledger id>`, so each ledger keeps its own position);
 `load` reads files written by `replay --out` / `--amendments`, so an audit of archived
 events needs no Kafka. Both sign a checkpoint when given a key.
 """
@@ -10,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
+import orjson
 
 from streams.cli.evidence_cmds import ledger_option
+from streams.cli.filters import FindingFilter, filter_options
 from streams.cli.options import kafka_options, resolve_kafka
 
 __all__ = ["ledger"]
@@ -73,15 +77,22 @@ def run(ledger_url: str, broker: str | None, topic_prefix: str, kafka_config: Pa
                    f"run, {stats.duplicates} already there, {stats.checkpoints} checkpoints)",
                    err=True)
 
+    def caught_up(stats: RunStats) -> None:
+        click.echo(f"consentwatch: caught up {stats.findings_read} findings, "
+                   f"{stats.amendments_read} amendments from the topics ({stats.stored} new "
+                   "to this ledger)", err=True)
+
     async def main() -> RunStats:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        group = ledger_group_id(names, await asyncio.to_thread(store.ledger_id))
         click.echo(f"consentwatch: ledger run: {names.findings} and {names.amendments} as "
-                   f"group {ledger_group_id(names)}", err=True)
+                   f"group {group}", err=True)
         return await consume_into_ledger(connection, names, store, settings, stop,
-                                         on_skip=skipped, on_progress=progress)
+                                         on_skip=skipped, on_progress=progress,
+                                         on_caught_up=caught_up)
 
     try:
         stats = asyncio.run(main())
@@ -137,3 +148,155 @@ def _open(path: Path) -> IO[bytes]:
     if str(path) == "-":
         return sys.stdin.buffer
     return open(path, "rb")
+
+
+def _selected(store: Any, wanted: FindingFilter) -> Iterator[dict[str, Any]]:
+    """The ledger's findings that `wanted` keeps (the columns narrow the scan; every value
+    compared comes from the leaf)."""
+    for entry in store.entries(kind="finding", from_ms=wanted.from_ms, to_ms=wanted.to_ms,
+                               rule=wanted.rule, account=wanted.account,
+                               subject=wanted.subject):
+        if wanted.matches(entry.record):
+            yield entry.record
+
+
+def _existing_ledger(ledger_url: str) -> Any:
+    """The ledger at `ledger_url`; a file that does not exist is refused, never created
+    (a typo must not read as an empty ledger)."""
+    from streams.errors import ConfigError
+    from streams.evidence.ledger import is_postgres_url, open_ledger
+
+    if not is_postgres_url(ledger_url) and not Path(ledger_url).is_file():
+        raise ConfigError(f"no ledger at {ledger_url}")
+    return open_ledger(ledger_url)
+
+
+@ledger.command("findings")
+@ledger_option
+@filter_options
+def findings(ledger_url: str, **filters: Any) -> int:
+    """Print the ledger's findings, filtered, as JSON Lines (in the order stored)."""
+    wanted = FindingFilter.of(filters)
+    out = sys.stdout.buffer
+    with _existing_ledger(ledger_url) as store:
+        for record in _selected(store, wanted):
+            out.write(orjson.dumps(record) + b"\n")
+    out.flush()
+    return 0
+
+
+@ledger.command("summary")
+@ledger_option
+@click.option("--by", "by", type=click.Choice(["account", "rule"]), required=True,
+              help="Count the findings per account or per rule.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@filter_options
+def summary(ledger_url: str, by: str, as_json: bool, **filters: Any) -> int:
+    """Count the ledger's findings (filtered) per account or per rule."""
+    from collections import Counter
+
+    field = {"account": "account_id", "rule": "rule"}[by]
+    with _existing_ledger(ledger_url) as store:
+        counts = Counter(str(record.get(field, "")) for record in
+                         _selected(store, FindingFilter.of(filters)))
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if as_json:
+        click.echo(orjson.dumps({"by": by, "total": sum(counts.values()),
+                                 "counts": dict(rows)}).decode())
+        return 0
+    _table([by, "findings"], [[name, str(count)] for name, count in rows]
+           + [["total", str(sum(counts.values()))]])
+    return 0
+
+
+@ledger.command("exports")
+@ledger_option
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+def exports(ledger_url: str, as_json: bool) -> int:
+    """List the export trail: when, by whom, why, what query, how many findings."""
+    from streams.model.timestamps import format_ms
+
+    with _existing_ledger(ledger_url) as store:
+        trail = store.exports()
+    if as_json:
+        for item in trail:
+            click.echo(orjson.dumps(item).decode())
+        return 0
+    _table(["when", "actor", "purpose", "query", "findings", "amendments", "bundle sha256"],
+           [[format_ms(item["at_ms"]), item["actor"], item["purpose"],
+             _query_text(item["query"]), str(item["query"].get("findings", "")),
+             str(item["query"].get("amendments", "")), item["bundle_sha256"][:16]]
+            for item in trail])
+    return 0
+
+
+@ledger.command("status")
+@ledger_option
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+def status(ledger_url: str, as_json: bool) -> int:
+    """Size, latest checkpoint, and a check of the tree recomputed from the leaves.
+
+    Exits 1 when a leaf disagrees with its bytes, the stored tree state is not the tree
+    of the leaves, or the latest checkpoint is not a tree of these leaves.
+    """
+    from streams.evidence.ledger import LedgerTampered
+
+    with _existing_ledger(ledger_url) as store:
+        checkpoints = store.checkpoint_rows()
+        try:
+            size, root, hashes = store.audit()
+            problem = _checkpoint_problem(checkpoints[-1] if checkpoints else None, hashes)
+        except LedgerTampered as exc:
+            size, root, problem = store.size(), None, str(exc)
+    report = _status_report(size, root, checkpoints[-1] if checkpoints else None, problem)
+    if as_json:
+        click.echo(orjson.dumps(report).decode())
+    else:
+        for name, value in report.items():
+            click.echo(f"{name + ':':22} {'' if value is None else value}")
+    return 1 if problem else 0
+
+
+def _checkpoint_problem(latest: dict[str, Any] | None, hashes: list[bytes]) -> str | None:
+    """Why the latest checkpoint is not a tree of these leaves, or None when it is."""
+    from streams.evidence.merkle import root_hash
+
+    if latest is None:
+        return None
+    if latest["size"] > len(hashes):
+        return (f"the latest checkpoint covers {latest['size']} leaves, more than the "
+                f"{len(hashes)} stored")
+    if root_hash(hashes[:latest["size"]]) != latest["root"]:
+        return (f"the latest checkpoint's root is not the root of the first "
+                f"{latest['size']} leaves (were leaves rewritten?)")
+    return None
+
+
+def _status_report(size: int, root: bytes | None, latest: dict[str, Any] | None,
+                   problem: str | None) -> dict[str, Any]:
+    from streams.model.timestamps import format_ms
+
+    report: dict[str, Any] = {"size": size, "root": None if root is None else root.hex()}
+    if latest is None:
+        report["checkpoint"] = "none signed yet"
+    else:
+        report |= {"checkpoint size": latest["size"], "checkpoint root": latest["root"].hex(),
+                   "checkpoint signed at": format_ms(latest["signed_at"]),
+                   "checkpoint key": latest["key_name"]}
+    report["tree"] = f"FAIL: {problem}" if problem else "OK (recomputed from the leaves)"
+    return report
+
+
+def _query_text(query: dict[str, Any]) -> str:
+    filters = ", ".join(f"{name}={value}" for name, value in
+                        sorted((query.get("filters") or {}).items()) if value is not None)
+    window = f"{query.get('from', '?')}..{query.get('to', '?')}"
+    return f"{window} {filters}".strip()
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """A plain text table, columns as wide as their widest cell."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                       strict=True)).rstrip())

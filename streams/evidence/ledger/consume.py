@@ -11,8 +11,13 @@ A crash (even `kill -9`) before 3 re-delivers the batch on restart; the ledger t
 skips what it already holds. A crash during 2 rolls the transaction back. Offsets
 are never ahead of the ledger, so nothing is lost.
 
-The consumer group is `<prefix>.ledger`, apart from the worker's. Ledger calls run in
-a worker thread, so a slow database never stalls the consumer's heartbeats.
+The consumer group is `<prefix>.ledger.<ledger id>`: the id is a random one the ledger
+keeps in itself, so each ledger remembers its own position in the topics (a new ledger
+reads them from the beginning, even after another ledger consumed them). Ledger calls
+run in a worker thread, so a slow database never stalls the consumer's heartbeats.
+
+Once the consumer has read every record that was on the topics when it started, it says
+so once (`on_caught_up`) with what it read of each kind.
 
 Checkpoints (when a signing key is given): after a batch that stored something, once
 `checkpoint_interval` seconds have passed since the last one; and whenever the topics
@@ -43,9 +48,9 @@ __all__ = ["ConsumerSettings", "RunStats", "consume_into_ledger", "ledger_group_
 _POLL_MS = 500
 
 
-def ledger_group_id(names: TopicNames) -> str:
-    """The ledger's consumer group: `<prefix>.ledger`."""
-    return f"{names.prefix}.ledger"
+def ledger_group_id(names: TopicNames, ledger_id: str) -> str:
+    """The consumer group of the ledger with id `ledger_id`: `<prefix>.ledger.<id>`."""
+    return f"{names.prefix}.ledger.{ledger_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,12 @@ class RunStats:
     duplicates: int = 0
     skipped: int = 0
     checkpoints: int = 0
+    findings_read: int = 0
+    amendments_read: int = 0
+
+
+#: Told once, when the records on the topics at the start are all read: the stats so far.
+CaughtUpHandler = Callable[[RunStats], None]
 
 
 #: Told about each record that cannot be stored: (topic, partition, offset, reason code).
@@ -103,24 +114,60 @@ def _rows(batch: dict[Any, list[Any]], names: TopicNames,
     return rows, skipped
 
 
-async def consume_into_ledger(connection: KafkaConnection, names: TopicNames,
-                              ledger: SqlLedger, settings: ConsumerSettings,
-                              stop: asyncio.Event, on_skip: SkipHandler,
-                              on_progress: Callable[[RunStats, int], None] | None = None,
-                              ) -> RunStats:
-    """Consume until `stop` is set; returns what was done. See the module docstring."""
+async def _caught_up(consumer: Any, start_ends: dict[Any, int]) -> bool:
+    """Whether the consumer's position is past every record there was at the start on
+    each partition it was given (False while it has none yet)."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    for tp in assigned:
+        if await consumer.position(tp) < start_ends.get(tp, 0):
+            return False
+    return True
+
+
+async def _end_offsets(consumer: Any, names: TopicNames) -> dict[Any, int]:
+    from aiokafka import TopicPartition
+
+    await consumer._client.force_metadata_update()
+    tps = [TopicPartition(topic, p) for topic in (names.findings, names.amendments)
+           for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    return dict(await consumer.end_offsets(tps)) if tps else {}
+
+
+async def _start_consumer(connection: KafkaConnection, names: TopicNames, ledger: SqlLedger,
+                          settings: ConsumerSettings) -> tuple[Any, dict[Any, int]]:
+    """The ledger's consumer, started, and the end offsets of the topics at its start."""
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.errors import KafkaError
 
     from streams.pipeline.kafka_io import start_client
 
+    group = ledger_group_id(names, await asyncio.to_thread(ledger.ledger_id))
     consumer = AIOKafkaConsumer(
-        names.findings, names.amendments, group_id=ledger_group_id(names),
+        names.findings, names.amendments, group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest",
         isolation_level="read_committed", max_poll_records=settings.batch_size,
         **connection.aiokafka_options())
     await start_client(consumer, connection)
+    try:
+        return consumer, await _end_offsets(consumer, names)
+    except BaseException:
+        await consumer.stop()
+        raise
+
+
+async def consume_into_ledger(connection: KafkaConnection, names: TopicNames,
+                              ledger: SqlLedger, settings: ConsumerSettings,
+                              stop: asyncio.Event, on_skip: SkipHandler,
+                              on_progress: Callable[[RunStats, int], None] | None = None,
+                              on_caught_up: CaughtUpHandler | None = None,
+                              ) -> RunStats:
+    """Consume until `stop` is set; returns what was done. See the module docstring."""
+    from aiokafka.errors import KafkaError
+
+    consumer, start_ends = await _start_consumer(connection, names, ledger, settings)
     stats = RunStats()
+    waiting_to_catch_up = on_caught_up is not None
     uncovered = 0  # entries stored since the last checkpoint
     last_checkpoint = time.monotonic()
 
@@ -134,27 +181,36 @@ async def consume_into_ledger(connection: KafkaConnection, names: TopicNames,
         if on_progress is not None:
             on_progress(stats, await asyncio.to_thread(ledger.size))
 
+    async def store_batch(batch: dict[Any, list[Any]]) -> None:
+        nonlocal uncovered
+        rows, skipped = _rows(batch, names, on_skip)
+        new = await asyncio.to_thread(ledger.append_rows, rows)  # one transaction
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        # Only now: the ledger holds the batch. A failed commit (a rebalance) means the
+        # batch comes again, and the ledger skips what it holds.
+        with contextlib.suppress(KafkaError):
+            await consumer.commit(offsets)
+        stats.batches += 1
+        stats.stored += new
+        stats.duplicates += len(rows) - new
+        stats.skipped += skipped
+        stats.findings_read += sum(1 for row in rows if row.kind == "finding")
+        stats.amendments_read += sum(1 for row in rows if row.kind == "amendment")
+        uncovered += new
+        if uncovered and time.monotonic() - last_checkpoint >= settings.checkpoint_interval_s:
+            await checkpoint()
+
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=settings.batch_size)
-            if not batch:
-                if uncovered:
-                    await checkpoint()
-                continue
-            rows, skipped = _rows(batch, names, on_skip)
-            new = await asyncio.to_thread(ledger.append_rows, rows)  # one transaction
-            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-            # Only now: the ledger holds the batch. A failed commit (a rebalance) means the
-            # batch comes again, and the ledger skips what it holds.
-            with contextlib.suppress(KafkaError):
-                await consumer.commit(offsets)
-            stats.batches += 1
-            stats.stored += new
-            stats.duplicates += len(rows) - new
-            stats.skipped += skipped
-            uncovered += new
-            if uncovered and time.monotonic() - last_checkpoint >= settings.checkpoint_interval_s:
+            if batch:
+                await store_batch(batch)
+            elif uncovered:
                 await checkpoint()
+            if waiting_to_catch_up and await _caught_up(consumer, start_ends):
+                waiting_to_catch_up = False
+                assert on_caught_up is not None
+                on_caught_up(stats)
         if uncovered:
             await checkpoint()
     finally:

@@ -281,7 +281,52 @@ class SqlLedger(ABC):
                                   "at_ms) VALUES (?, ?, ?, ?, ?)"),
                         (actor, purpose, rfc8785.dumps(query).decode(), bundle_sha256, at_ms))
 
+    def ledger_id(self) -> str:
+        """This ledger's own random id (made on first use, then kept): what names its
+        consumer group, so that each ledger reads the topics from its own position."""
+        import uuid
+
+        with self._write() as cur:
+            cur.execute(self._sql("SELECT value FROM meta WHERE key = 'ledger_id'"))
+            row = cur.fetchone()
+            if row is not None:
+                return str(row[0])
+            made = uuid.uuid4().hex
+            cur.execute(self._sql("INSERT INTO meta (key, value) VALUES ('ledger_id', ?)"),
+                        (made,))
+            return made
+
     # -- reads -------------------------------------------------------------------------
+
+    def audit(self) -> tuple[int, bytes, list[bytes]]:
+        """Recompute the tree from every stored leaf's bytes, without a key or a lock.
+
+        Returns (size, root, leaf hashes). Raises LedgerTampered when a leaf's hash or
+        columns disagree with its bytes, a leaf is missing, or the stored tree state is
+        not the tree of the leaves. Leaves stored meanwhile are not read (append-only)."""
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT size, frontier FROM tree_state WHERE id = 1"))
+            size, packed = cur.fetchone()
+        try:
+            stored = Frontier.from_bytes(size, bytes(packed))
+        except ValueError as exc:
+            raise LedgerTampered(f"the ledger's tree state is corrupt: {exc}") from None
+        frontier, hashes = Frontier(), list[bytes]()
+        self._audit_leaves(size, frontier, hashes)
+        if stored.root() != frontier.root():
+            raise LedgerTampered("the ledger's stored tree state is not the tree of its "
+                                 "leaves (was the database edited?)")
+        return frontier.size, frontier.root(), hashes
+
+    def checkpoint_rows(self) -> list[dict[str, Any]]:
+        """Every stored checkpoint, oldest first: size, root, key_name, signed_at, note."""
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT size, root, key_name, signed_at, note "
+                                  "FROM checkpoints ORDER BY seq"))
+            rows = cur.fetchall()
+        return [{"size": int(size), "root": bytes(root), "key_name": str(key_name),
+                 "signed_at": int(signed_at), "note": str(note)}
+                for size, root, key_name, signed_at, note in rows]
 
     def size(self) -> int:
         with self._cursor() as cur:
