@@ -250,3 +250,40 @@ def test_output_to_a_pipe_is_never_wrapped(capsys: pytest.CaptureFixture[str]) -
     message = "evidence: export: " + " ".join(["exported 156 findings (checkpoint)"] * 8)
     console().print(message)
     assert capsys.readouterr().out == message + "\n"
+
+
+def _dev_setup(root: Path) -> tuple[str, list[str]]:
+    """`./dev setup` in a copy of the checkout's entry point whose venv python only
+    records how it was called: the setup's messages and pip's options, in a second."""
+    calls = root / "calls"
+    proc = subprocess.run([str(root / "dev"), "setup"], capture_output=True, text=True,
+                          env={**os.environ, "CONSENTWATCH_NATIVE": "off", "CALLS": str(calls)},
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_dev_says_what_the_first_install_does_and_lets_pip_show_it(tmp_path: Path) -> None:
+    # The first `./dev run` spent two silent minutes in `pip install --quiet`.
+    (tmp_path / "dev").write_bytes((ROOT / "dev").read_bytes())
+    (tmp_path / "dev").chmod(0o755)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "$*" >>"$CALLS"\n')
+    python.chmod(0o755)
+
+    messages, calls = _dev_setup(tmp_path)
+    pip = [call for call in calls if call.startswith("-m pip install")]
+    assert len(pip) == 2 and not any("--quiet" in call for call in pip)
+    assert "installing Python packages" in messages and "(first run: about 2 minutes)" in messages
+    assert messages.index("upgrading pip") < messages.index("installing consentwatch")
+
+    (tmp_path / "calls").unlink()
+    messages, calls = _dev_setup(tmp_path)  # installed: nothing to do
+    assert not [call for call in calls if "pip" in call] and "install" not in messages
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    messages, calls = _dev_setup(tmp_path)  # a reinstall: said, and quiet
+    assert "pyproject.toml changed" in messages
+    assert [call for call in calls if "pip" in call][-1].count("--quiet") == 1
