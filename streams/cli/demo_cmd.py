@@ -80,7 +80,9 @@ def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path
     work.mkdir(parents=True, exist_ok=True)
     stack = _Processes(work)
     try:
-        out.print(f"starting a Kafka broker in {work / 'kafka'} ...")
+        first_time = "" if (KAFKA_SH.parent / "lib" / ".pom.sha256").is_file() else (
+            " (first run: fetching Kafka's jars from Maven Central, a minute or two)")
+        out.print(f"starting a Kafka broker in {work / 'kafka'}{first_time} ...")
         broker = stack.start_broker()
         prefix = f"demo{int(time.time() * 1000) % 10**10}"
         out.print(f"broker {broker}; topics under prefix {prefix}")
