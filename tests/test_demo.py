@@ -287,3 +287,16 @@ def test_dev_says_what_the_first_install_does_and_lets_pip_show_it(tmp_path: Pat
     messages, calls = _dev_setup(tmp_path)  # a reinstall: said, and quiet
     assert "pyproject.toml changed" in messages
     assert [call for call in calls if "pip" in call][-1].count("--quiet") == 1
+
+
+def test_an_out_dir_that_cannot_be_created_is_one_line_before_any_broker(
+        tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    work = tmp_path / "work"
+    demo = _demo(work, tmp_path / "a-file" / "demo")
+    stdout, _ = demo.communicate(timeout=60)
+    text = stdout.decode(errors="replace")
+    assert demo.returncode == 2, text
+    assert text.splitlines() == [
+        f"consentwatch: error: cannot create --out-dir {tmp_path}/a-file/demo: Not a directory"]
+    assert not (work / "kafka").exists()

@@ -75,6 +75,10 @@ def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path
         raise ConfigError(f"the demo needs {KAFKA_SH} (run it from a source checkout)")
     out = console()
     started = datetime.now(UTC)  # names the run's folder
+    try:  # before a minute of work, not after it
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out-dir {out_dir}: {exc.strerror or exc}") from exc
     previous = signal.signal(signal.SIGTERM, _terminate)
     work = work_dir or Path(tempfile.mkdtemp(prefix="consentwatch-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -98,7 +102,12 @@ def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path
                   f"(log {work / 'worker.log'})")
         run = _Run(connection, names, seed, round(duration * rate), rate, stack, drain_timeout)
         asyncio.run(run.main())
-        return _report(run, new_run_dir(out_dir, started), out_dir, work, out)
+        try:
+            run_dir = new_run_dir(out_dir, started)
+        except OSError as exc:
+            raise ConsentwatchError(f"cannot create this run's folder in {out_dir}: "
+                                    f"{exc.strerror or exc}") from exc
+        return _report(run, run_dir, out_dir, work, out)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         try:
