@@ -7,18 +7,24 @@ behind is found by that path, whatever its parent became.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import pytest
+from rich.console import Console
 
+from streams.cli.demo_cmd import new_run_dir, point_latest, verify_command
+from streams.cli.demo_view import Progress, console, progress_line, progress_table
+from streams.engine.rules import RULE_STAGE
 from tests.conftest import ROOT
-
-pytestmark = pytest.mark.kafka
 
 
 def _demo(work: Path, out: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -48,6 +54,7 @@ def _started_children(demo: subprocess.Popen[bytes], work: Path, timeout: float)
     raise AssertionError("the demo did not start its worker in time")
 
 
+@pytest.mark.kafka
 def test_the_demo_scores_precision_and_recall_one_and_leaves_nothing_behind(
         tmp_path: Path) -> None:
     work, out = tmp_path / "work", tmp_path / "out"
@@ -62,12 +69,13 @@ def test_the_demo_scores_precision_and_recall_one_and_leaves_nothing_behind(
     assert demo.returncode == 0, text[-3000:]
     assert "precision 1.000 recall 1.000" in text, text[-3000:]
     assert "Traceback" not in text
-    expected = (out / "truth.jsonl").read_bytes().splitlines()
-    found = (out / "findings.jsonl").read_bytes().splitlines()
+    expected = (out / "latest" / "truth.jsonl").read_bytes().splitlines()
+    found = (out / "latest" / "findings.jsonl").read_bytes().splitlines()
     assert expected and len(found) == len(expected)
     assert _left_behind(work) == []
 
 
+@pytest.mark.kafka
 def test_ctrl_c_midway_stops_everything(tmp_path: Path) -> None:
     work, out = tmp_path / "work", tmp_path / "out"
     demo = _demo(work, out, "--duration", "120")
@@ -93,6 +101,7 @@ def _java_started(work: Path) -> bool:
     return any("java" in line for line in _left_behind(work))
 
 
+@pytest.mark.kafka
 def test_ctrl_c_while_the_broker_starts_stops_everything_in_seconds(tmp_path: Path) -> None:
     # A Ctrl-C while the broker started waited for the start script to finish, then for a
     # graceful broker stop: more than 120 s on a busy machine.
@@ -119,3 +128,175 @@ def test_ctrl_c_while_the_broker_starts_stops_everything_in_seconds(tmp_path: Pa
     # Two 5 s graces (start script, broker) and the JVM's own exit: a bound with room
     # for a busy machine, far below the minutes it took.
     assert took < 45, f"the demo took {took:.0f} s to stop"
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def _after(text: str, marker: str) -> str:
+    """The rest of the one line that holds `marker`."""
+    lines = [line for line in text.splitlines() if marker in line]
+    assert len(lines) == 1, f"{marker!r} in {len(lines)} lines:\n{text[-3000:]}"
+    return lines[0].split(marker, 1)[1]
+
+
+def _assert_readable(text: str) -> None:
+    """Each message on one line, rule names whole, every message prefixed once."""
+    for line in text.splitlines():
+        assert line.count("(") == line.count(")"), f"a line broken mid-phrase: {line!r}"
+    assert "…" not in text
+    assert "consentwatch: consentwatch:" not in text
+    assert "ledger: consentwatch:" not in text
+    assert "recall 1.000 (" in _after(text, "precision 1.000")
+    assert "worker.log)" in _after(text, "(log ")
+    for rule in RULE_STAGE:
+        assert rule in text
+
+
+@pytest.mark.kafka
+def test_two_demos_in_a_row_both_succeed_keep_their_outputs_and_verify(
+        tmp_path: Path) -> None:
+    # The second demo failed ("evidence-bundle exists") after overwriting the first's
+    # findings and truth; the public key was deleted, so no bundle could be verified.
+    out = tmp_path / "out"
+    runs: list[tuple[Path, str]] = []
+    for number in (1, 2):
+        work = tmp_path / f"work{number}"
+        demo = _demo(work, out, "--duration", "3")
+        try:
+            stdout, _ = demo.communicate(timeout=240)
+        finally:
+            if demo.poll() is None:
+                demo.send_signal(signal.SIGINT)
+                demo.wait(120)
+        text = stdout.decode(errors="replace")
+        assert demo.returncode == 0, text[-3000:]
+        _assert_readable(text)
+        run_dir = Path(_after(text, "this run's outputs: ").split("/ (")[0])
+        if number == 1:
+            first_files = _files(run_dir)
+            assert {"findings.jsonl", "truth.jsonl", "consentwatch.pub",
+                    "evidence-bundle.zip"} <= set(first_files)
+        runs.append((run_dir, _after(text, "verify it again with: ")))
+    (first, _), (second, _) = runs
+    assert first != second
+    assert _files(first) == first_files
+    assert (out / "latest").resolve() == second.resolve()
+    for _, command in runs:
+        verified = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True,
+                                  check=False)
+        assert verified.returncode == 0, (command, verified.stdout, verified.stderr)
+        assert verified.stdout.startswith(b"OK: ")
+
+
+def test_each_run_gets_a_new_folder_and_latest_points_to_the_last(tmp_path: Path) -> None:
+    out = tmp_path / "var" / "demo"
+    now = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    first = new_run_dir(out, now)
+    (first / "findings.jsonl").write_text("first")
+    point_latest(out, first)
+    second = new_run_dir(out, now)  # the same second: never the same folder
+    point_latest(out, second)
+    assert first.name == "20260501T120000Z" and second != first
+    assert (first / "findings.jsonl").read_text() == "first"
+    assert list(second.iterdir()) == []
+    assert (out / "latest").resolve() == second.resolve()
+    assert sorted(p.name for p in out.iterdir()) == [first.name, second.name, "latest"]
+
+
+def test_the_verify_command_names_the_files_from_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "var" / "demo" / "a run"
+    command = shlex.split(verify_command(run_dir / "evidence-bundle.zip",
+                                         run_dir / "consentwatch.pub"))
+    assert command[1:] == ["verify", "var/demo/a run/evidence-bundle.zip", "--public-key",
+                           "var/demo/a run/consentwatch.pub"]
+    assert os.access(command[0], os.X_OK) or command[0] == "consentwatch"
+
+
+def _progress(produced: int, lag: int) -> Progress:
+    progress = Progress(target=10_000, started=time.monotonic() - 10, produced=produced,
+                        lag=lag, phase="producing")
+    for number, rule in enumerate(RULE_STAGE):
+        progress.found[rule] = number
+    return progress
+
+
+def test_the_progress_table_shows_every_rule_name_whole_at_120_columns() -> None:
+    screen = Console(width=120, record=True)
+    screen.print(progress_table(_progress(1_234, 56)))
+    text = screen.export_text()
+    assert "…" not in text
+    for rule in RULE_STAGE:
+        assert rule in text
+    assert max(len(line) for line in text.splitlines()) <= 120
+
+
+def test_worker_lag_is_never_more_than_what_was_produced() -> None:
+    # The lag counted the correlate topic (records and watermark markers) and the control
+    # records: it could read more than what was produced.
+    progress = _progress(produced=300, lag=731)
+    assert "worker lag 300" in progress_line(progress)
+    screen = Console(width=120, record=True)
+    screen.print(progress_table(progress))
+    assert "731" not in screen.export_text()
+    assert "worker lag 0" in progress_line(_progress(produced=300, lag=-2))
+
+
+def test_output_to_a_pipe_is_never_wrapped(capsys: pytest.CaptureFixture[str]) -> None:
+    message = "evidence: export: " + " ".join(["exported 156 findings (checkpoint)"] * 8)
+    console().print(message)
+    assert capsys.readouterr().out == message + "\n"
+
+
+def _dev_setup(root: Path) -> tuple[str, list[str]]:
+    """`./dev setup` in a copy of the checkout's entry point whose venv python only
+    records how it was called: the setup's messages and pip's options, in a second."""
+    calls = root / "calls"
+    proc = subprocess.run([str(root / "dev"), "setup"], capture_output=True, text=True,
+                          env={**os.environ, "CONSENTWATCH_NATIVE": "off", "CALLS": str(calls)},
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_dev_says_what_the_first_install_does_and_lets_pip_show_it(tmp_path: Path) -> None:
+    # The first `./dev run` spent two silent minutes in `pip install --quiet`.
+    (tmp_path / "dev").write_bytes((ROOT / "dev").read_bytes())
+    (tmp_path / "dev").chmod(0o755)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "$*" >>"$CALLS"\n')
+    python.chmod(0o755)
+
+    messages, calls = _dev_setup(tmp_path)
+    pip = [call for call in calls if call.startswith("-m pip install")]
+    assert len(pip) == 2 and not any("--quiet" in call for call in pip)
+    assert "installing Python packages" in messages and "(first run: about 2 minutes)" in messages
+    assert messages.index("upgrading pip") < messages.index("installing consentwatch")
+
+    (tmp_path / "calls").unlink()
+    messages, calls = _dev_setup(tmp_path)  # installed: nothing to do
+    assert not [call for call in calls if "pip" in call] and "install" not in messages
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    messages, calls = _dev_setup(tmp_path)  # a reinstall: said, and quiet
+    assert "pyproject.toml changed" in messages
+    assert [call for call in calls if "pip" in call][-1].count("--quiet") == 1
+
+
+def test_an_out_dir_that_cannot_be_created_is_one_line_before_any_broker(
+        tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    work = tmp_path / "work"
+    demo = _demo(work, tmp_path / "a-file" / "demo")
+    stdout, _ = demo.communicate(timeout=60)
+    text = stdout.decode(errors="replace")
+    assert demo.returncode == 2, text
+    assert text.splitlines() == [
+        f"consentwatch: error: cannot create --out-dir {tmp_path}/a-file/demo: Not a directory"]
+    assert not (work / "kafka").exists()

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -56,7 +60,8 @@ _STOP_GRACE_S = 5.0  # then SIGKILL: a stop takes seconds, never minutes
 @click.option("--partitions", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("var/demo"), show_default=True,
-              help="Where the findings, the truth and the evidence bundle are written.")
+              help="Each run writes its findings, truth and evidence bundle to a new folder "
+                   "OUT_DIR/<UTC time>/; OUT_DIR/latest points to the last one.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Broker and worker state (default: a temporary directory, removed after).")
 @click.option("--drain-timeout", type=click.FloatRange(min=1), default=180, show_default=True,
@@ -69,12 +74,19 @@ def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path
     if not KAFKA_SH.is_file():
         raise ConfigError(f"the demo needs {KAFKA_SH} (run it from a source checkout)")
     out = console()
+    started = datetime.now(UTC)  # names the run's folder
+    try:  # before a minute of work, not after it
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out-dir {out_dir}: {exc.strerror or exc}") from exc
     previous = signal.signal(signal.SIGTERM, _terminate)
     work = work_dir or Path(tempfile.mkdtemp(prefix="consentwatch-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     stack = _Processes(work)
     try:
-        out.print(f"starting a Kafka broker in {work / 'kafka'} ...")
+        first_time = "" if (KAFKA_SH.parent / "lib" / ".pom.sha256").is_file() else (
+            " (first run: fetching Kafka's jars from Maven Central, a minute or two)")
+        out.print(f"starting a Kafka broker in {work / 'kafka'}{first_time} ...")
         broker = stack.start_broker()
         prefix = f"demo{int(time.time() * 1000) % 10**10}"
         out.print(f"broker {broker}; topics under prefix {prefix}")
@@ -90,15 +102,18 @@ def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path
                   f"(log {work / 'worker.log'})")
         run = _Run(connection, names, seed, round(duration * rate), rate, stack, drain_timeout)
         asyncio.run(run.main())
-        return _report(run, out_dir, work, out)
+        try:
+            run_dir = new_run_dir(out_dir, started)
+        except OSError as exc:
+            raise ConsentwatchError(f"cannot create this run's folder in {out_dir}: "
+                                    f"{exc.strerror or exc}") from exc
+        return _report(run, run_dir, out_dir, work, out)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         try:
             out.print("stopping the worker and the broker ...")
             stack.stop()
             if work_dir is None:
-                import shutil
-
                 shutil.rmtree(work, ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -198,7 +213,7 @@ class _Run:
         self.expected_lines: list[bytes] = []
         self.found: dict[str, dict[str, Any]] = {}  # finding_id -> finding
         self.last_event_ms = 0
-        self.input_lag: int | None = None
+        self.pending: int | None = None  # records of every topic the worker reads, unconsumed
 
     def found_keys(self) -> set[tuple[str, str, str]]:
         return {(f["rule"], f["subject_id"], f["trigger_event_id"]) for f in self.found.values()}
@@ -228,7 +243,7 @@ class _Run:
             self.progress.phase = "producing"
             await produce_events(self.connection, self.names, self._traffic(), rate=self.rate)
             self.progress.phase = "waiting for the worker to consume everything"
-            await self._wait(lambda: self.input_lag == 0)
+            await self._wait(lambda: self.progress.lag == 0)
             self.progress.phase = "closing the run"
             await produce_end_of_input(self.connection, self.names)
             self.progress.phase = "waiting for the worker's last decisions"
@@ -250,8 +265,7 @@ class _Run:
         return False
 
     async def _drain(self) -> None:
-        if await self._wait(lambda: self.progress.lag == 0
-                            and self.expected <= self.found_keys()):
+        if await self._wait(lambda: self.pending == 0 and self.expected <= self.found_keys()):
             await asyncio.sleep(2.0)  # any finding beyond the truth would show up now
 
     def _check_worker(self) -> None:
@@ -294,8 +308,8 @@ class _Run:
                     committed = await admin.list_consumer_group_offsets(self.names.group_id)
                     lag = {tp: max(0, end[tp] - (committed[tp].offset if tp in committed
                                                  else 0)) for tp in tps}
-                    self.progress.lag = sum(lag.values())
-                    self.input_lag = sum(n for tp, n in lag.items() if tp.topic in inputs)
+                    self.pending = sum(lag.values())
+                    self.progress.lag = sum(n for tp, n in lag.items() if tp.topic in inputs)
                 await asyncio.sleep(1.0)
         finally:
             await consumer.stop()
@@ -317,7 +331,7 @@ class _Run:
                 live.update(progress_table(self.progress))
 
 
-def _report(run: _Run, out_dir: Path, work: Path, out: Any) -> int:
+def _report(run: _Run, run_dir: Path, out_dir: Path, work: Path, out: Any) -> int:
     from streams.cli.demo_view import score, summary_table
 
     found = run.found_keys()
@@ -325,13 +339,64 @@ def _report(run: _Run, out_dir: Path, work: Path, out: Any) -> int:
     result = score(run.expected, found)
     out.print(f"precision {result.precision:.3f} recall {result.recall:.3f} "
               f"({run.progress.produced:,} events, {len(found):,} findings)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    findings_file, truth_file = out_dir / "findings.jsonl", out_dir / "truth.jsonl"
+    findings_file, truth_file = run_dir / "findings.jsonl", run_dir / "truth.jsonl"
     findings_file.write_bytes(b"".join(orjson.dumps(f) + b"\n" for f in run.found.values()))
     truth_file.write_bytes(b"".join(line + b"\n" for line in run.expected_lines))
-    out.print(f"findings in {findings_file}, ground truth in {truth_file}")
-    evidence_ok = _evidence(findings_file, run.found.values(), out_dir, work, out)
+    out.print(f"this run's outputs: {shown(run_dir)}/ ({_point_latest(out_dir, run_dir)})")
+    out.print(f"findings in {shown(findings_file)}, ground truth in {shown(truth_file)}")
+    evidence_ok = _evidence(findings_file, run.found.values(), run_dir, work, out)
     return 0 if result.precision == result.recall == 1.0 and evidence_ok else 1
+
+
+def new_run_dir(out_dir: Path, now: datetime) -> Path:
+    """A new, empty folder for one run, named by its UTC time: a run never writes into
+    another run's folder (a second run in the same second gets a suffix)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in itertools.count():
+        run_dir = out_dir / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def point_latest(out_dir: Path, run_dir: Path) -> Path:
+    """Point OUT_DIR/latest at `run_dir`, atomically: a new link renamed over the old one."""
+    latest = out_dir / "latest"
+    temporary = out_dir / f".latest.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(run_dir.name, target_is_directory=True)
+    os.replace(temporary, latest)
+    return latest
+
+
+def _point_latest(out_dir: Path, run_dir: Path) -> str:
+    """`point_latest`, described in a few words; a `latest` that cannot be replaced (a
+    folder of that name) only costs the link."""
+    try:
+        return f"also {shown(point_latest(out_dir, run_dir))}"
+    except OSError as exc:
+        return f"{shown(out_dir / 'latest')} not updated: {exc.strerror or exc}"
+
+
+def shown(path: Path) -> str:
+    """`path` as the user types it here: relative to the current directory when inside it."""
+    absolute = Path(os.path.abspath(path))
+    with contextlib.suppress(ValueError):
+        return str(absolute.relative_to(Path.cwd()))
+    return str(absolute)
+
+
+def verify_command(bundle: Path, public_key: Path) -> str:
+    """The `consentwatch verify` command line that checks `bundle`, from the current directory."""
+    script = Path(sys.executable).parent / "consentwatch"  # the venv's console script
+    program = shown(script) if script.is_file() else "consentwatch"
+    if script.is_file() and "/" not in program:  # a bare name would be looked up on PATH
+        program = f"./{program}"
+    return shlex.join([program, "verify", shown(bundle), "--public-key", shown(public_key)])
 
 
 def _has_command(*path: str) -> bool:
@@ -345,9 +410,19 @@ def _has_command(*path: str) -> bool:
     return True
 
 
-def _evidence(findings_file: Path, findings: Iterable[dict[str, Any]], out_dir: Path,
+def _last_line(stdout: bytes, stderr: bytes) -> str:
+    """A command's last line, without the `consentwatch: ` its messages start with (the
+    demo says which step spoke)."""
+    lines = (stdout + stderr).decode(errors="replace").strip().splitlines()
+    return lines[-1].removeprefix("consentwatch: ") if lines else ""
+
+
+def _evidence(findings_file: Path, findings: Iterable[dict[str, Any]], run_dir: Path,
               work: Path, out: Any) -> bool:
-    """Ledger, signed export and verification, through the real commands; False on failure."""
+    """Ledger, signed export and verification, through the real commands; False on failure.
+
+    The private key stays in the work directory; the public key is kept beside the
+    bundle, so that the printed `verify` command works after the demo."""
     needed = (("keys", "generate"), ("ledger", "load"), ("export",), ("verify",))
     missing = [" ".join(p) for p in needed if not _has_command(*p)]
     if missing:
@@ -357,27 +432,41 @@ def _evidence(findings_file: Path, findings: Iterable[dict[str, Any]], out_dir: 
     if not times:
         out.print("evidence bundle skipped: no findings")
         return True
-    keys, ledger, bundle = work / "keys", work / "ledger.sqlite", out_dir / "evidence-bundle"
+    keys, ledger, bundle = work / "keys", work / "ledger.sqlite", run_dir / "evidence-bundle"
+    public_key = run_dir / "consentwatch.pub"
     env = {**os.environ, "CONSENTWATCH_SIGNING_KEY": str(keys / "consentwatch.key"),
            "CONSENTWATCH_LEDGER": str(ledger)}
-    steps = [
-        ["keys", "generate", "--out", str(keys)],
-        ["ledger", "load", str(findings_file), "--ledger", str(ledger)],
-        ["export", "--ledger", str(ledger), "--from", format_ms(min(times)),
-         "--to", format_ms(max(times) + 1), "--purpose", "consentwatch demo", str(bundle)],
-        ["verify", f"{bundle}.zip" if Path(f"{bundle}.zip").exists() else str(bundle),
-         "--public-key", str(keys / "consentwatch.pub")],
-    ]
-    for args in steps:
-        if args[0] == "verify":  # the bundle's name is known once export has run
-            args[1] = f"{bundle}.zip" if Path(f"{bundle}.zip").exists() else str(bundle)
+
+    def step(*args: str) -> str | None:
+        """The step's last line, or None (and a line saying so) when it failed."""
         done = subprocess.run([sys.executable, "-m", "streams.cli.app", *args], env=env,
                               capture_output=True, timeout=600, check=False)
-        text = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+        last = _last_line(done.stdout, done.stderr)
         if done.returncode != 0:
             out.print(f"[red]evidence: `consentwatch {' '.join(args[:2])}` failed[/]: "
-                      f"{text[-1] if text else done.returncode}")
+                      f"{last or done.returncode}")
+            return None
+        return last
+
+    if step("keys", "generate", "--out", str(keys)) is None:
+        return False
+    shutil.copyfile(keys / "consentwatch.pub", public_key)
+    out.print(f"evidence: signing key pair generated; public key in {shown(public_key)}")
+    for label, args in (
+        ("ledger load", ["ledger", "load", str(findings_file), "--ledger", str(ledger)]),
+        ("export", ["export", "--ledger", str(ledger), "--from", format_ms(min(times)),
+                    "--to", format_ms(max(times) + 1), "--purpose", "consentwatch demo",
+                    str(bundle)]),
+    ):
+        if (last := step(*args)) is None:
             return False
-        out.print(f"evidence: consentwatch {args[0]}: {text[-1] if text else 'ok'}")
-    out.print(f"evidence bundle written to {bundle} and verified")
+        out.print(f"evidence: {label}: {last}")
+    # What a regulator receives is the zip; export writes it beside the directory.
+    sent = bundle.with_name(f"{bundle.name}.zip")
+    sent = sent if sent.exists() else bundle
+    if (last := step("verify", str(sent), "--public-key", str(public_key))) is None:
+        return False
+    out.print(f"evidence: verify: {last}")
+    out.print(f"evidence bundle {shown(sent)} written and verified; verify it again with: "
+              f"{verify_command(sent, public_key)}")
     return True

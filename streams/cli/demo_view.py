@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from streams.engine.rules import RULE_STAGE
@@ -26,32 +26,39 @@ class Progress:
     produced: int = 0
     found: Counter[str] = field(default_factory=Counter)
     expected: Counter[str] = field(default_factory=Counter)
-    lag: int | None = None
+    lag: int | None = None  # input records the worker has not consumed yet
     phase: str = "starting"
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.produced / elapsed if elapsed > 0 else 0.0
 
+    def worker_lag(self) -> str:
+        """The events produced so far that the worker has not consumed: the broker's
+        count also holds the run's control records, so it is clamped to what was produced."""
+        return "-" if self.lag is None else f"{min(max(self.lag, 0), self.produced):,}"
 
-def progress_table(p: Progress) -> Table:
-    table = Table(title=f"consentwatch demo: {p.phase}", title_justify="left")
-    table.add_column("produced", justify="right")
-    table.add_column("events/s", justify="right")
-    table.add_column("worker lag", justify="right")
+
+def progress_table(p: Progress) -> Group:
+    """Counters above, one row per rule below: fits 80 columns with every rule name whole."""
+    counters = Table(title=f"consentwatch demo: {p.phase}", title_justify="left")
+    for column in ("produced", "events/s", "worker lag"):
+        counters.add_column(column, justify="right")
+    counters.add_row(f"{p.produced:,} / {p.target:,}", f"{p.rate():,.0f}", p.worker_lag())
+    rules = Table()
+    rules.add_column("rule", no_wrap=True)
+    rules.add_column("findings", justify="right")
+    rules.add_column("expected so far", justify="right")
     for rule in RULE_STAGE:
-        table.add_column(rule, justify="right")
-    table.add_row(f"{p.produced:,} / {p.target:,}", f"{p.rate():,.0f}",
-                  "-" if p.lag is None else f"{p.lag:,}",
-                  *(f"{p.found[rule]:,}" for rule in RULE_STAGE))
-    return table
+        rules.add_row(rule, f"{p.found[rule]:,}", f"{p.expected[rule]:,}")
+    return Group(counters, rules)
 
 
 def progress_line(p: Progress) -> str:
     found = sum(p.found.values())
     return (f"[{time.monotonic() - p.started:5.0f} s] {p.phase}: produced {p.produced:,}/"
-            f"{p.target:,} ({p.rate():,.0f} events/s), findings {found:,}, lag "
-            f"{'-' if p.lag is None else f'{p.lag:,}'}")
+            f"{p.target:,} ({p.rate():,.0f} events/s), findings {found:,}, worker lag "
+            f"{p.worker_lag()}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,5 +97,14 @@ def summary_table(expected: set[Key], found: set[Key]) -> Table:
     return table
 
 
+# Wide enough for any line the demo prints: a log or a pipe gets each line whole.
+_PIPE_WIDTH = 1_000
+
+
 def console() -> Console:
-    return Console(highlight=False)
+    """The terminal's width on a terminal; on a pipe or file no wrapping at all (rich
+    would otherwise wrap at 80 columns, mid-phrase)."""
+    terminal = Console(highlight=False)
+    if terminal.is_terminal:
+        return terminal
+    return Console(highlight=False, width=_PIPE_WIDTH, soft_wrap=True)
