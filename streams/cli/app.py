@@ -42,6 +42,9 @@ def _register() -> None:
     from streams.cli import ledger_cmd
 
     cli.add_command(ledger_cmd.ledger)
+    from streams.cli import status_cmd
+
+    cli.add_command(status_cmd.status)
 
 
 _register()
