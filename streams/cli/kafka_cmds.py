@@ -152,14 +152,20 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
               help="Longest a partition's changed state waits before it is written to its "
               "store and changelog; offsets are committed after it.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+              default="info", show_default=True,
+              help="The worker's own lines; Faust's and Kafka clients' show from warning "
+              "up, all of them with debug.")
 def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            wire_format: str, schema_registry: str | None, allowed_lateness: float,
            notice_grace: float, notice_validity: float, pseudonym_key: Path | None,
            data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
            max_future_skew: float, idle_timeout: float, state_flush_interval: float,
            log_level: str) -> int:
-    """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
+    """Run a pipeline worker: Faust agents that decode, correlate and raise findings.
+
+    Checks first that the web port is free and the pipeline's topics exist with
+    --partitions partitions; says "ready" once its partitions are assigned and recovered.
+    """
     from streams.pipeline.data_dir import lock_data_dir
 
     lock = lock_data_dir(data_dir)  # held until the process ends
