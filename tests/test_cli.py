@@ -226,7 +226,8 @@ def _run_with_timeout(*args: str, seconds: str = "1") -> subprocess.CompletedPro
 
 
 @pytest.mark.parametrize("command", [
-    ("worker", "--store", "memory", "--data-dir"), ("findings",), ("produce", str(SEED)),
+    ("worker", "--store", "memory", "--web-port", str(_free_port()), "--data-dir"),
+    ("findings",), ("produce", str(SEED)),
 ])
 def test_a_broker_that_never_answers_is_one_line_within_the_connect_timeout(
         tmp_path: Path, silent_broker: str, command: tuple[str, ...]) -> None:
@@ -240,7 +241,210 @@ def test_a_broker_that_never_answers_is_one_line_within_the_connect_timeout(
 def test_a_worker_with_nothing_listening_is_one_line(tmp_path: Path) -> None:
     broker = f"127.0.0.1:{_free_port()}"
     result = _run_with_timeout("worker", "--broker", broker, "--store", "memory",
-                               "--data-dir", str(tmp_path / "data"))
+                               "--web-port", str(_free_port()), "--data-dir",
+                               str(tmp_path / "data"))
     assert result.returncode == 1
     line = _one_line(result.stderr)
     assert line.startswith(f"consentwatch: error: cannot reach the broker at {broker}"), line
+
+
+# -- operators get told what is wrong (issue 19) ------------------------------------------
+
+
+def test_a_worker_whose_web_port_is_in_use_exits_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The broker is never asked: the port is checked first, on this machine.
+        result = run_cli("worker", "--broker", "127.0.0.1:9", "--web-port", str(port),
+                         "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1
+    assert _one_line(result.stderr) == (f"consentwatch: error: the web port {port} is in use "
+                                        "(--web-port)")
+
+
+def _topics(partitions: int = 4, **counts: int) -> dict[str, int]:
+    from streams.pipeline.topics import TopicNames
+
+    found = dict.fromkeys(TopicNames("p").all(), partitions)
+    found.update(counts)
+    return found
+
+
+def test_topic_problem_names_what_is_missing_or_counted_differently() -> None:
+    from streams.pipeline.kafka_io import topic_problem
+    from streams.pipeline.topics import TopicNames
+
+    names = TopicNames("p")
+    assert topic_problem(names, 4, _topics()) is None
+    assert topic_problem(names, 4, {}) == (
+        "the topics of prefix p do not exist: run `consentwatch topics create`")
+    some = {k: v for k, v in _topics().items() if k != "p.findings"}
+    assert topic_problem(names, 4, some) == (
+        "topics of prefix p are missing: p.findings: run `consentwatch topics create`")
+    problem = topic_problem(names, 4, {**_topics(), "p.correlate": 8})
+    assert problem is not None and "p.correlate has 8 partitions, but --partitions is 4" in problem
+    problem = topic_problem(names, 2, _topics(2, **{"p.events.consent-changed": 3}))
+    assert problem is not None and "p.events.consent-changed has 3 partitions" in problem
+    # Output topics may have any count: they are keyed by id, not read by partition.
+    assert topic_problem(names, 4, {**_topics(), "p.findings": 1}) is None
+
+
+def test_library_info_lines_are_dropped_and_the_projects_own_kept() -> None:
+    import logging
+
+    from streams.cli.kafka_cmds import _QuietLibraries
+
+    quiet = _QuietLibraries()
+
+    def passes(name: str, level: int, message: str = "x") -> bool:
+        return quiet.filter(logging.LogRecord(name, level, __file__, 1, message, None, None))
+
+    assert not passes("faust.worker", logging.INFO)
+    assert not passes("abc", logging.INFO)  # Faust services built with type() log here
+    assert passes("faust.worker", logging.WARNING)
+    assert passes("consentwatch.worker", logging.INFO)
+    coordinator = "aiokafka.consumer.group_coordinator"
+    retried = "Group Coordinator Request failed: %s"
+    assert not passes(coordinator, logging.ERROR, retried)
+    assert passes(coordinator, logging.ERROR, "Heartbeat failed")
+    quiet.starting = False  # once the worker is ready, a lookup that fails is news
+    assert passes(coordinator, logging.ERROR, retried)
+
+
+# A worker's /metrics page, captured (trimmed of the histogram buckets).
+CAPTURED_METRICS = """\
+# HELP consentwatch_events_consumed_total Valid events consumed by the engine, by event type.
+# TYPE consentwatch_events_consumed_total counter
+consentwatch_events_consumed_total{type="ParticipantJoined"} 2.0
+consentwatch_events_consumed_total{type="ConsentChanged"} 1.0
+# HELP consentwatch_dead_letters_total Records that could not be used, by reason code.
+# TYPE consentwatch_dead_letters_total counter
+consentwatch_dead_letters_total{reason="bad_marker"} 1.0
+consentwatch_dead_letters_total{reason="not_avro"} 3.0
+# HELP consentwatch_build_info Always 1; the running version and rule catalogue.
+# TYPE consentwatch_build_info gauge
+consentwatch_build_info{rules_version="2026.12.1",version="0.1.0"} 1.0
+# HELP consentwatch_watermark_timestamp_seconds Event-time watermark of each correlation \
+partition (Unix time).
+# TYPE consentwatch_watermark_timestamp_seconds gauge
+consentwatch_watermark_timestamp_seconds{partition="1"} 1.7648928e+09
+# HELP consentwatch_watermark_lag_seconds Wall clock minus the partition's watermark.
+# TYPE consentwatch_watermark_lag_seconds gauge
+consentwatch_watermark_lag_seconds{partition="1"} 185.5
+# HELP consentwatch_pending_decisions Trigger decisions waiting for the watermark.
+# TYPE consentwatch_pending_decisions gauge
+consentwatch_pending_decisions{partition="0"} 0.0
+consentwatch_pending_decisions{partition="1"} 4.0
+# HELP consentwatch_state_subjects Subjects held in the partition's correlation state.
+# TYPE consentwatch_state_subjects gauge
+consentwatch_state_subjects{partition="0"} 4.0
+consentwatch_state_subjects{partition="1"} 5.0
+# HELP consentwatch_consumer_lag_records Records in the topic partition not yet consumed.
+# TYPE consentwatch_consumer_lag_records gauge
+consentwatch_consumer_lag_records{partition="0",topic="op3.correlate"} 0.0
+consentwatch_consumer_lag_records{partition="1",topic="op3.correlate"} 7.0
+consentwatch_consumer_lag_records{partition="0",topic="op3.events.consent-changed"} 2.0
+consentwatch_consumer_lag_records{partition="3",topic="op3.events.profile-viewed"} 5.0
+"""
+
+
+def test_status_reads_a_captured_metrics_page() -> None:
+    from streams.metrics.reader import PartitionStatus, parse_status
+
+    status = parse_status(CAPTURED_METRICS)
+    assert status.version == "0.1.0"
+    assert status.partitions == {
+        0: PartitionStatus(0, None, None, pending=0, subjects=4, consumer_lag=0),
+        1: PartitionStatus(1, 1.7648928e9, 185.5, pending=4, subjects=5, consumer_lag=7),
+    }
+    assert status.input_lag == {("op3.events.consent-changed", 0): 2,
+                                ("op3.events.profile-viewed", 3): 5}
+    assert status.dead_letters == {"bad_marker": 1, "not_avro": 3}
+
+
+def test_status_reads_what_the_metrics_module_writes() -> None:
+    """The names the reader looks for are the ones streams/metrics exports."""
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import PipelineMetrics, exposition
+    from streams.metrics.reader import parse_status
+
+    class Part:
+        watermark_ms, pending, subjects = 1_764_892_800_000, 3, 9
+        stats = None
+
+    class View:
+        def partitions(self) -> dict[int, Part]:
+            return {2: Part()}
+
+        def consumer_lag(self) -> dict[tuple[str, int], int]:
+            return {("x.correlate", 2): 6, ("x.events.profile-viewed", 1): 4}
+
+    metrics = PipelineMetrics(CollectorRegistry(), view=None, clock=lambda: 1_764_892_860.0)
+    metrics.view = View()  # type: ignore[assignment]
+    metrics.sync = lambda: None  # type: ignore[method-assign]  # no engines behind the view
+    metrics.observe_dead_letter("not_avro")
+    body, _ = exposition(metrics)
+    status = parse_status(body.decode())
+    part = status.partitions[2]
+    assert (part.watermark_s, part.watermark_lag_s, part.pending, part.subjects,
+            part.consumer_lag) == (1_764_892_800.0, 60.0, 3, 9, 6)
+    assert status.input_lag == {("x.events.profile-viewed", 1): 4}
+    assert status.dead_letters == {"not_avro": 1}
+
+
+def test_status_renders_a_row_per_correlate_partition() -> None:
+    from streams.cli.status_cmd import render_status
+    from streams.metrics.reader import parse_status
+
+    text = render_status(parse_status(CAPTURED_METRICS), "http://w/metrics", 0.0)
+    rows = {line.split()[1]: line.split() for line in text.splitlines()
+            if line.startswith("│") and line.split()[1].isdigit()}
+    assert rows["0"][1:] == ["0", "│", "-", "│", "-", "│", "0", "│", "4", "│", "0", "│"]
+    assert "2025-12-05 00:00:00Z" in " ".join(rows["1"])
+    assert "3m 05s" in " ".join(rows["1"])  # the worker's watermark lag, not this clock's
+    assert "input lag: 7 records on 2 input partitions" in text
+    assert "not_avro" in text and "bad_marker" in text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0s"), (59.9, "59s"), (184, "3m 04s"), (7_500, "2h 05m"), (273_600, "3d 04h"),
+    (-5, "-5s"),
+])
+def test_ages_read_in_their_two_largest_units(seconds: float, text: str) -> None:
+    from streams.cli.status_cmd import format_age
+
+    assert format_age(seconds) == text
+
+
+def test_status_of_a_worker_that_is_not_there_is_one_line() -> None:
+    url = f"http://127.0.0.1:{_free_port()}/metrics"
+    result = run_cli("status", "--url", url)
+    assert result.returncode == 1
+    assert _one_line(result.stderr).startswith(
+        f"consentwatch: error: cannot reach the worker at {url}: connection refused")
+
+
+def test_status_of_a_page_that_is_not_a_workers_is_one_line() -> None:
+    import http.server
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"up 1\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_cli("status", "--url", f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert "not a consentwatch worker's metrics page" in _one_line(result.stderr)

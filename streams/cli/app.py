@@ -43,6 +43,9 @@ def _register() -> None:
 
     cli.add_command(ledger_cmd.ledger)
     cli.add_command(dead_letter_cmd.dead_letters)
+    from streams.cli import status_cmd
+
+    cli.add_command(status_cmd.status)
 
 
 _register()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from streams.cli.options import (
     warn_development_key,
     wire_options,
 )
+from streams.errors import ConsentwatchError
 from streams.model.events import Event
 from streams.model.findings import DeadLetter
 
@@ -165,7 +167,9 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
               help="Longest a partition's changed state waits before it is written to its "
               "store and changelog; offsets are committed after it.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+              default="info", show_default=True,
+              help="The worker's own lines; Faust's and Kafka clients' show from warning "
+              "up, all of them with debug.")
 def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            wire_format: str, schema_registry: str | None, subject_name_strategy: str,
            allowed_lateness: float,
@@ -173,26 +177,28 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
            max_future_skew: float, idle_timeout: float, state_flush_interval: float,
            log_level: str) -> int:
-    """Run a pipeline worker: Faust agents that decode, correlate and raise findings."""
-    import logging
+    """Run a pipeline worker: Faust agents that decode, correlate and raise findings.
 
+    Checks first that the web port is free and the pipeline's topics exist with
+    --partitions partitions; says "ready" once its partitions are assigned and recovered.
+    """
     from streams.pipeline.data_dir import lock_data_dir
 
     lock = lock_data_dir(data_dir)  # held until the process ends
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
-    # Faust reports a broker it cannot reach with a traceback, and waits for ever on
-    # one that never answers: first contact is made here, where failing is one line.
-    from streams.pipeline.kafka_io import check_broker
+    _check_web_port(web_host, web_port)
+    # Faust reports a broker it cannot reach with a traceback, waits for ever on one that
+    # never answers, and repeats "Topic not found" for ever on missing topics: first
+    # contact is made here, where failing is one line.
+    from streams.pipeline.kafka_io import check_topics
 
     probe = asyncio.new_event_loop()  # not asyncio.run: that leaves no current loop for Faust
     try:
-        probe.run_until_complete(check_broker(connection))
+        probe.run_until_complete(check_topics(connection, names, partitions))
     finally:
         probe.close()
 
     import faust
-
-    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker logs what its clients say
 
     from streams.pipeline.worker import WorkerSettings, build_app
     from streams.serde.wire import wire_format as make_wire_format
@@ -210,18 +216,89 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
                               params=params, framing=framing,
                               state_flush_interval_s=state_flush_interval)
     app = build_app(settings)
-    runner = _worker_class(faust.Worker)(app, loglevel=log_level, quiet=True,
-                                         redirect_stdouts=False)
+    ready = f"consentwatch worker: ready: metrics at http://{web_host}:{web_port}/metrics"
+    runner = _worker_class(faust.Worker, ready)(app, loglevel=log_level, quiet=True,
+                                                redirect_stdouts=False)
     runner.execute_from_commandline()
     lock.close()
     return 0
 
 
+class WebPortUnavailable(ConsentwatchError):
+    """The worker's web server (/metrics) cannot listen where it was asked to."""
+
+
+def _check_web_port(host: str, port: int) -> None:
+    """Bind the web server's address once, as aiohttp will, so that a port in use is one
+    line now rather than Faust's traceback once it has joined the group."""
+    import errno
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise WebPortUnavailable(f"the web host {host} is not an address of this machine "
+                                 "(--web-host)") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise WebPortUnavailable(f"the web port {port} is in use (--web-port)"
+                                             ) from None
+                raise WebPortUnavailable(f"cannot listen on {host}:{port} (--web-host, "
+                                         f"--web-port): {exc.strerror}") from None
+
+
+_OWN_LOGGERS = "consentwatch"
+# Logged while a new group finds its coordinator, and retried at once: noise at start.
+_COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+_STARTUP_NOISE = ("Group Coordinator Request failed", "Marking the coordinator dead")
+
+
+class _QuietLibraries(logging.Filter):
+    """Passes the project's own lines, and only the warnings and errors of the libraries.
+
+    Faust's, mode's and aiokafka's INFO lines (services starting, subscription and
+    assignment tables, recovery progress) are some 130 lines at each start. They are
+    told apart by logger name: Faust's services log under their class's module, which
+    for the classes built in streams/pipeline/ is not even a Faust name. Until the
+    worker is ready, aiokafka's retried coordinator lookups are dropped too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(_OWN_LOGGERS):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        return not (self.starting and record.name == _COORDINATOR_LOGGER
+                    and str(record.msg).startswith(_STARTUP_NOISE))
+
+
+def _quiet_libraries(root: logging.Logger, level: int, quiet: _QuietLibraries) -> None:
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # app.main silenced it
+    if level > logging.DEBUG:
+        for handler in root.handlers:
+            handler.addFilter(quiet)
+
+
 _SHUTDOWN_GRACE_S = 30.0
 
 
-def _worker_class(base: type) -> type:
-    """Faust's Worker, with a deadline on a graceful stop.
+def _worker_class(base: type, ready: str) -> type:
+    """Faust's Worker, quiet, saying `ready` once it serves, with a deadline on a graceful
+    stop.
+
+    Below debug, the libraries' lines under WARNING are dropped (`_QuietLibraries`).
+    `ready` is printed when Faust's start-up is finished: the partitions are assigned,
+    their state recovered, and the web server is up.
 
     On SIGTERM or Ctrl-C Faust stops cleanly, committing what it processed; with
     the broker gone that can wait for ever. After the grace period the process
@@ -237,7 +314,19 @@ def _worker_class(base: type) -> type:
         timer.daemon = True
         timer.start()
 
+    quiet = _QuietLibraries()
+
     class Worker(base):  # type: ignore[misc]
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            _quiet_libraries(logger, level, quiet)
+
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            quiet.starting = False
+            if not self._shutdown_immediately:
+                print(ready, file=sys.stderr, flush=True)
+
         def _on_sigterm(self) -> None:
             arm()
             super()._on_sigterm()

@@ -14,8 +14,8 @@ from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.topics import TopicNames, topic_configs
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
 
-__all__ = ["KafkaUnavailable", "check_broker", "create_topics", "event_key", "produce_events",
-           "read_outputs", "start_client"]
+__all__ = ["KafkaUnavailable", "TopicsNotReady", "check_broker", "check_topics", "create_topics",
+           "event_key", "produce_events", "read_outputs", "start_client", "topic_problem"]
 
 
 class KafkaUnavailable(ConsentwatchError):
@@ -68,6 +68,51 @@ async def check_broker(connection: KafkaConnection) -> None:
     admin = AIOKafkaAdminClient(**connection.aiokafka_options())
     await start_client(admin, connection, stop="close")
     await admin.close()
+
+
+class TopicsNotReady(ConsentwatchError):
+    """The pipeline's topics are missing, or their partition counts do not fit the worker."""
+
+
+async def check_topics(connection: KafkaConnection, names: TopicNames, partitions: int) -> None:
+    """Make first contact with the broker and check the pipeline's topics, so that a worker
+    started before `topics create`, or with another `--partitions`, stops with one line
+    instead of waiting for ever on topics it cannot read."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**connection.aiokafka_options())
+    await start_client(admin, connection, stop="close")
+    try:
+        existing = set(await admin.list_topics())
+        # Only topics that exist are described: a metadata request naming an unknown
+        # topic would have the broker create it (auto.create.topics.enable).
+        wanted = [name for name in names.all() if name in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
+    finally:
+        await admin.close()
+    found = {topic["topic"]: len(topic["partitions"]) for topic in described
+             if topic["error_code"] == 0}
+    problem = topic_problem(names, partitions, found)
+    if problem is not None:
+        raise TopicsNotReady(problem)
+
+
+def topic_problem(names: TopicNames, partitions: int, found: dict[str, int]) -> str | None:
+    """What is wrong with the topics `found` (name -> partition count) for a worker with
+    `partitions` correlate partitions; None when nothing is."""
+    missing = [name for name in names.all() if name not in found]
+    if len(missing) == len(names.all()):
+        return (f"the topics of prefix {names.prefix} do not exist: run "
+                "`consentwatch topics create`")
+    if missing:
+        return (f"topics of prefix {names.prefix} are missing: {', '.join(missing)}: run "
+                "`consentwatch topics create`")
+    for name in [*names.inputs.values(), names.correlate]:
+        if found[name] != partitions:
+            return (f"topic {name} has {found[name]} partitions, but --partitions is "
+                    f"{partitions}: the input and correlate topics need the worker's "
+                    "partition count")
+    return None
 
 
 def event_key(event: Event) -> bytes:
