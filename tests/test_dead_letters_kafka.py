@@ -67,7 +67,8 @@ def test_a_dead_letter_of_a_transient_cause_is_resent_and_decided(
         args = ("--broker", kafka_bootstrap, "--topic-prefix", pipeline.prefix)
 
         everything = kh.cli("dead-letters", "resend", *args, "--dry-run")
-        assert everything.returncode == 1
+        assert everything.returncode == 1, everything.stderr.decode()
+        assert everything.stdout.strip(), everything.stderr.decode()
         lines = sorted(everything.stdout.decode().splitlines())
         assert lines[0].startswith(f"cannot resend {topic}[") and "(bad_marker)" in lines[0]
         assert "its bytes do not decode (bad_marker)" in lines[0]

@@ -266,6 +266,6 @@ def test_prometheus_scrapes_the_findings_and_fires_the_critical_alert(
     assert alert["labels"]["severity"] == "critical"
     assert alert["labels"]["rule"] == "pseudonym-deanonymized"
     assert alert["annotations"]["runbook_url"].endswith(
-        "/docs/runbooks/consentwatch-pseudonym-deanonymized.md")
+        "docs/runbooks/consentwatch-pseudonym-deanonymized.md")
     up = prometheus.query(f'up{{job="{JOB}"}}')
     assert [float(row["value"][1]) for row in up] == [1.0]

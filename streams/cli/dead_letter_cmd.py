@@ -38,8 +38,9 @@ def dead_letters() -> None:
               help="Only letters dead-lettered at or after TIME (RFC 3339 or epoch ms).")
 @click.option("--dry-run", is_flag=True, help="Say what would be re-sent; send nothing.")
 def resend(broker: str | None, topic_prefix: str, kafka_config: Path | None,
-           wire_format: str, schema_registry: str | None, reason: str | None,
-           source: str | None, since_ms: int | None, dry_run: bool) -> int:
+           wire_format: str, schema_registry: str | None, subject_name_strategy: str,
+           reason: str | None, source: str | None, since_ms: int | None,
+           dry_run: bool) -> int:
     """Re-send the chosen dead letters' original bytes to the input topic they came from.
 
     Once the cause is fixed (a producer's clock, a schema now deployed), the worker
@@ -56,7 +57,8 @@ def resend(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     from streams.serde.wire import wire_format as make_wire_format
 
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
-    framing = make_wire_format(wire_format, schema_registry)
+    framing = make_wire_format(wire_format, schema_registry, subject_name_strategy,
+                               names.inputs)
     selection = LetterSelection(reason, source, since_ms)
 
     def unreadable(record: object, exc: Exception) -> None:

@@ -254,6 +254,11 @@ def _check_web_port(host: str, port: int) -> None:
 
 
 _OWN_LOGGERS = "consentwatch"
+# Faust's table recovery: that it restores state from the changelogs, how far it is,
+# and that it is done: what an operator waits for after a restart, kept at INFO.
+_RECOVERY_LOGGER = "faust.tables.recovery"
+_RECOVERY_LINES = ("Restoring state from changelog topics", "Still fetching changelog topics",
+                   "Done reading from changelog topics")
 # Logged while a new group finds its coordinator, and retried at once: noise at start.
 _COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
 _STARTUP_NOISE = ("Group Coordinator Request failed", "Marking the coordinator dead")
@@ -275,6 +280,9 @@ class _QuietLibraries(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith(_OWN_LOGGERS):
+            return True
+        if record.name == _RECOVERY_LOGGER and any(
+                line in str(record.msg) for line in _RECOVERY_LINES):  # after mode's prefix
             return True
         if record.levelno < logging.WARNING:
             return False
