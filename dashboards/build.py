@@ -4,9 +4,10 @@
     .venv/bin/python dashboards/build.py --check   # exit 1 if the committed JSON is stale
 
 Built with Grafana Labs' grafana-foundation-sdk (typed builders generated from Grafana's
-own schemas; the pinned flavour targets Grafana 11.6). Every query reads only the metrics
-of the contract (tests/promql_names.py) or Prometheus' `up`; tests/test_dashboards.py checks
-that and that the committed JSON is what this script writes.
+own schemas; the pinned flavour targets Grafana 11.6). Every Prometheus query reads only
+the metrics of the contract (tests/promql_names.py) or Prometheus' `up`; tests/test_dashboards.py
+checks that and that the committed JSON is what this script writes. "Top accounts" is the
+one panel that reads the evidence ledger's PostgreSQL instead (see TOP_ACCOUNTS_SQL).
 
 Counters and their first sample: a counter series appears at its first increment, maybe
 already at 1, and increase()/rate() need two samples, so they would miss a rare finding
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grafana_foundation_sdk.builders import bargauge, stat, table, text, timeseries
+from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
@@ -32,13 +33,15 @@ from grafana_foundation_sdk.builders.dashboard import (
     ThresholdsConfig,
 )
 from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models import text as text_models
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DashboardLinkType,
     DataSourceRef,
+    DynamicConfigValue,
     Threshold,
     ThresholdsMode,
     VariableOption,
@@ -47,7 +50,7 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-__all__ = ["DASHBOARDS", "compliance", "main", "oncall", "render"]
+__all__ = ["DASHBOARDS", "TOP_ACCOUNTS_SQL", "compliance", "main", "oncall", "render"]
 
 HERE = Path(__file__).resolve().parent
 JOB = 'job="consentwatch"'
@@ -57,6 +60,10 @@ FINDINGS = f'{INSTANCE},rule=~"$rule",provider=~"$provider"'
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # The uid of the datasource in deploy/grafana/provisioning/datasources/prometheus.yml.
 PROVISIONED_DATASOURCE_UID = "consentwatch-prometheus"
+# The evidence ledger's PostgreSQL, in deploy/grafana/provisioning/datasources/ledger.yml.
+LEDGER_DATASOURCE_UID = "consentwatch-ledger"
+LEDGER_DATASOURCE = DataSourceRef(type_val="grafana-postgresql-datasource",
+                                  uid=LEDGER_DATASOURCE_UID)
 TAGS = ["consentwatch", "generated"]
 ONCALL_UID = "consentwatch-oncall"
 COMPLIANCE_UID = "consentwatch-compliance"
@@ -83,6 +90,26 @@ def counted(metric: str, window: str, matchers: str = INSTANCE) -> str:
 def rule(name: str) -> str:
     """The label matchers of one rule's findings (of the providers selected)."""
     return f'{INSTANCE},rule="{name}",provider=~"$provider"'
+
+
+class SqlQuery(cogvariants.Dataquery):
+    """A raw SQL query of Grafana's PostgreSQL datasource (the SDK has no builder for it)."""
+
+    def __init__(self, ref_id: str, sql: str, datasource: DataSourceRef) -> None:
+        self.ref_id, self.sql, self.datasource = ref_id, sql, datasource
+
+    def to_json(self) -> dict[str, Any]:
+        return {"refId": self.ref_id, "datasource": self.datasource.to_json(),
+                "editorMode": "code", "format": "table", "rawQuery": True,
+                "rawSql": self.sql}
+
+
+class SqlQueryBuilder(Builder[cogvariants.Dataquery]):
+    def __init__(self, sql: str, datasource: DataSourceRef, ref_id: str = "A") -> None:
+        self._query = SqlQuery(ref_id, sql, datasource)
+
+    def build(self) -> SqlQuery:
+        return self._query
 
 
 def thresholds(*steps: tuple[float | None, str]) -> ThresholdsConfig:
@@ -258,19 +285,53 @@ def oncall(runbook_base: str = "") -> Dashboard:
 # -- the compliance view ------------------------------------------------------------------
 
 
-TOP_ACCOUNTS_NOTE = """\
-### Top accounts
-
-Account ids are not metric labels: they identify customers and people's organisations,
-and their number is unbounded, so Prometheus never sees them. The ranking by account comes
-from the findings themselves, for the period you need:
-
-    consentwatch findings | jq -r .account_id | sort | uniq -c | sort -rn | head
-
-or from the evidence ledger (`consentwatch export --ledger ... --account A`). The panel
-beside this one ranks **providers** instead (a bounded label: the first 32 providers by
-name, the rest as `other`).
+# Account ids are never metric labels (they identify customers and are unbounded), so
+# the ranking by account reads the evidence ledger's `entries` (streams/evidence/ledger/
+# postgres.py): findings whose trigger occurred in the time range (occurred_at, epoch ms),
+# less those a RETRACTED amendment names. Severity and an amendment's kind and finding_id
+# are not columns: they are read from the leaf's JSON. Grafana writes the time macros as
+# plain integers (int4 in PostgreSQL): seconds * 1000 overflows it unless cast to bigint.
+TOP_ACCOUNTS_SQL = """\
+WITH retracted AS (
+  SELECT convert_from(leaf, 'UTF8')::jsonb ->> 'finding_id' AS finding_id
+  FROM entries
+  WHERE kind = 'amendment' AND convert_from(leaf, 'UTF8')::jsonb ->> 'kind' = 'RETRACTED'
+), open_findings AS (
+  SELECT f.account_id, f.rule, f.occurred_at,
+         coalesce(convert_from(f.leaf, 'UTF8')::jsonb ->> 'severity', 'unknown') AS severity
+  FROM entries f
+  WHERE f.kind = 'finding'
+    AND f.occurred_at >= $__unixEpochFrom()::bigint * 1000
+    AND f.occurred_at < $__unixEpochTo()::bigint * 1000
+    AND NOT EXISTS (SELECT 1 FROM retracted r WHERE r.finding_id = f.entry_id)
+), by_rule AS (
+  SELECT account_id, rule, severity, count(*) AS findings, min(occurred_at) AS oldest
+  FROM open_findings
+  GROUP BY account_id, rule, severity
+)
+SELECT account_id AS "Account",
+       sum(findings)::bigint AS "Open findings",
+       string_agg(rule || ' ' || severity || ': ' || findings, ', '
+                  ORDER BY findings DESC, rule, severity) AS "By rule and severity",
+       floor(extract(epoch FROM now()) - min(oldest) / 1000.0)::bigint AS "Oldest open finding"
+FROM by_rule
+GROUP BY account_id
+ORDER BY "Open findings" DESC, "Account"
+LIMIT 10
 """
+
+
+def top_accounts() -> table.Panel:
+    return (
+        table.Panel().title("Top accounts").description(
+            "The ten accounts with the most open findings (not retracted by an amendment) "
+            "whose trigger occurred in the time range, all rules and providers, from the "
+            "evidence ledger: account ids are never Prometheus labels. Oldest open finding: "
+            "how long ago its trigger occurred.")
+        .datasource(LEDGER_DATASOURCE).span(12).height(10)
+        .with_target(SqlQueryBuilder(TOP_ACCOUNTS_SQL, LEDGER_DATASOURCE))
+        .override_by_name("Oldest open finding", [DynamicConfigValue(id_val="unit",
+                                                                     value="dtdurations")]))
 
 
 def compliance(runbook_base: str = "") -> Dashboard:
@@ -339,8 +400,7 @@ def compliance(runbook_base: str = "") -> Dashboard:
             .orientation(common.VizOrientation.HORIZONTAL)
             .display_mode(common.BarGaugeDisplayMode.BASIC)
             .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"])))
-        .with_panel(text.Panel().title("Top accounts").span(12).height(10)
-                    .mode(text_models.TextMode.MARKDOWN).content(TOP_ACCOUNTS_NOTE))
+        .with_panel(top_accounts())
     )
 
 

@@ -2,7 +2,8 @@
 
 The committed JSON must be what dashboards/build.py writes, every query must read only
 metrics of the contract (or `up`) and group by labels they have, and every expression
-must parse: Debian's promtool checks them as recording rules.
+must parse: Debian's promtool checks them as recording rules. "Top accounts" is the one
+panel of the evidence ledger's PostgreSQL: its SQL runs here on a real ledger.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": 
                      "$instance": ".*", "$rule": ".*", "$provider": ".*"}
 # The template variables of each dashboard, and which of them every query must use.
 VARIABLES = {"oncall.json": ("instance",), "compliance.json": ("instance", "rule", "provider")}
+# The only panels that do not read Prometheus: they query the evidence ledger's PostgreSQL.
+LEDGER_PANELS = {"Top accounts"}
 
 
 def load_build() -> ModuleType:
@@ -47,6 +50,7 @@ def load_build() -> ModuleType:
 
 
 BUILD_MODULE = load_build()
+LEDGER_DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "consentwatch-ledger"}
 
 
 def dashboard(name: str) -> dict[str, Any]:
@@ -60,8 +64,16 @@ def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])  # a collapsed row holds its panels
 
 
+def prometheus_targets(board: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) of every Prometheus query: all but the ledger's SQL."""
+    for panel in panels(board):
+        if panel["title"] not in LEDGER_PANELS:
+            for target in panel.get("targets", []):
+                yield panel, target
+
+
 def expressions(board: dict[str, Any]) -> list[str]:
-    return [target["expr"] for panel in panels(board) for target in panel.get("targets", [])]
+    return [target["expr"] for _, target in prometheus_targets(board)]
 
 
 # -- generated and up to date ---------------------------------------------------------------
@@ -103,16 +115,15 @@ def test_queries_use_only_labels_that_exist(name: str) -> None:
     """By, without, matchers and legends name only labels of the contract: none of them
     an account, a subject or any other personal data."""
     board = dashboard(name)
-    for panel in panels(board):
-        for target in panel.get("targets", []):
-            for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", target["expr"]):
-                used = {label.strip() for label in group.split(",") if label.strip()}
-                assert used <= LABELS, f"{used - LABELS} in {target['expr']}"
-            for matchers in re.findall(r"\{([^{}]*)\}", target["expr"]):
-                used = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers))
-                assert used <= LABELS, f"{used - LABELS} in {target['expr']}"
-            legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
-            assert legend <= LABELS, f"{legend - LABELS} in {panel['title']}"
+    for panel, target in prometheus_targets(board):
+        for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", target["expr"]):
+            used = {label.strip() for label in group.split(",") if label.strip()}
+            assert used <= LABELS, f"{used - LABELS} in {target['expr']}"
+        for matchers in re.findall(r"\{([^{}]*)\}", target["expr"]):
+            used = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers))
+            assert used <= LABELS, f"{used - LABELS} in {target['expr']}"
+        legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+        assert legend <= LABELS, f"{legend - LABELS} in {panel['title']}"
 
 
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
@@ -166,7 +177,9 @@ def test_layout_ids_and_datasource(name: str) -> None:
                 for y in range(grid["y"], grid["y"] + grid["h"])}
         assert not cells & area, f"{panel['title']} overlaps another panel"
         cells |= area
-        if panel["type"] not in ("row", "text"):
+        if panel["title"] in LEDGER_PANELS:
+            assert panel["datasource"] == LEDGER_DATASOURCE
+        elif panel["type"] not in ("row", "text"):
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
     variable, *_ = board["templating"]["list"]
     assert variable["type"] == "datasource" and variable["query"] == "prometheus"
@@ -246,6 +259,141 @@ def test_build_py_takes_the_runbook_base_as_a_setting(tmp_path: Path) -> None:
     for name in NAMES:
         published = _runbook_links(json.loads((tmp_path / name).read_text()))
         assert published == [base + url for url in _runbook_links(dashboard(name))]
+
+
+# -- top accounts, from the evidence ledger ------------------------------------------------------
+
+HOUR_MS = 3_600_000
+T0 = 1_772_445_600_000  # 2026-03-02T10:00:00Z, the start of the time range of the SQL tests
+RANGE_MS = (T0, T0 + 10 * HOUR_MS)
+
+
+def top_accounts_panel() -> dict[str, Any]:
+    (panel,) = (p for p in panels(dashboard("compliance.json")) if p["title"] == "Top accounts")
+    return panel
+
+
+def test_top_accounts_is_a_table_of_the_ledger() -> None:
+    panel = top_accounts_panel()
+    assert panel["type"] == "table"
+    assert panel["datasource"] == LEDGER_DATASOURCE
+    (target,) = panel["targets"]
+    assert target["datasource"] == LEDGER_DATASOURCE
+    assert target["format"] == "table" and target["rawQuery"] is True
+    assert target["rawSql"] == BUILD_MODULE.TOP_ACCOUNTS_SQL
+    sql = target["rawSql"]
+    assert "$__unixEpochFrom()" in sql and "$__unixEpochTo()" in sql
+    assert "'RETRACTED'" in sql and sql.rstrip().endswith("LIMIT 10")
+
+
+def test_the_ledger_datasource_is_provisioned() -> None:
+    config = yaml.safe_load((GRAFANA / "datasources" / "ledger.yml").read_text())
+    assert config["apiVersion"] == 1
+    (source,) = config["datasources"]
+    assert {"type": source["type"], "uid": source["uid"]} == LEDGER_DATASOURCE
+    assert source["uid"] == BUILD_MODULE.LEDGER_DATASOURCE_UID
+    assert source["isDefault"] is False  # Prometheus stays the default
+    # Where and as whom: settings, never a literal password in the repository.
+    settings = {"url": source["url"], "user": source["user"],
+                "database": source["jsonData"]["database"],
+                "sslmode": source["jsonData"]["sslmode"],
+                "password": source["secureJsonData"]["password"]}
+    for name, value in settings.items():
+        assert re.fullmatch(r"\$\{CONSENTWATCH_LEDGER_DB_[A-Z]+\}", value), name
+
+
+def concrete_sql(from_ms: int, to_ms: int) -> str:
+    """The panel's SQL as Grafana sends it: its time macros replaced by the range's."""
+    sql = str(top_accounts_panel()["targets"][0]["rawSql"])
+    for macro, value in (("$__unixEpochFrom()", from_ms // 1000),
+                         ("$__unixEpochTo()", to_ms // 1000)):
+        sql = sql.replace(macro, str(value))
+    assert "$" not in sql, sql
+    return sql
+
+
+def ledger_finding(n: int, account: str, *, rule: str = "enrichment-without-consent",
+                   severity: str = "HIGH", at: int | None = None) -> dict[str, Any]:
+    from streams.model.findings import finding_id
+
+    trigger = f"e{n:05d}"
+    return {"finding_id": finding_id(rule, trigger), "rule": rule, "severity": severity,
+            "subject_id": f"u-{n}", "account_id": account, "meeting_id": "m1",
+            "provider": "linkedin_sales_navigator", "trigger_event_id": trigger,
+            "evidence_event_ids": [trigger], "occurred_at": T0 + n * 60_000 if at is None
+            else at, "detected_at": T0 + 11 * HOUR_MS, "explanation": f"Finding {n}."}
+
+
+def retraction(of: dict[str, Any]) -> dict[str, Any]:
+    from streams.model.findings import amendment_id
+
+    late = "e99999"
+    return {"amendment_id": amendment_id(of["finding_id"], late, "RETRACTED"),
+            "kind": "RETRACTED", "finding_id": of["finding_id"], "rule": of["rule"],
+            "subject_id": of["subject_id"], "trigger_event_id": of["trigger_event_id"],
+            "late_event_id": late, "evidence_event_ids": [late],
+            "occurred_at": of["occurred_at"], "detected_at": of["detected_at"] + 1,
+            "explanation": "Retracted."}
+
+
+def ledger_items() -> list[tuple[str, dict[str, Any]]]:
+    """acct-a: 3 open findings (one more retracted); acct-b: 2 in the range, one before it
+    and one at its (exclusive) end; acct-c..acct-m: one each, so LIMIT 10 cuts."""
+    retracted = ledger_finding(4, "acct-a")
+    findings = [
+        ledger_finding(1, "acct-a"), ledger_finding(2, "acct-a"),
+        ledger_finding(3, "acct-a", rule="pseudonym-deanonymized", severity="CRITICAL"),
+        retracted,
+        ledger_finding(5, "acct-b", rule="notice-missing", severity="MEDIUM"),
+        ledger_finding(6, "acct-b", rule="notice-missing", severity="MEDIUM"),
+        ledger_finding(7, "acct-b", at=RANGE_MS[0] - 1),
+        ledger_finding(8, "acct-b", at=RANGE_MS[1]),
+        *(ledger_finding(10 + i, f"acct-{letter}") for i, letter in enumerate("mlkjihgfedc")),
+    ]
+    return [*(("finding", f) for f in findings), ("amendment", retraction(retracted))]
+
+
+def test_top_accounts_sql_ranks_open_findings_in_the_ledger(postgres_url: str) -> None:
+    import time
+
+    import psycopg
+
+    from streams.evidence.ledger import open_ledger
+    from tests.postgres_fixture import fresh_database
+
+    with fresh_database(postgres_url) as url:
+        with open_ledger(url) as ledger:
+            assert ledger.append_mixed(ledger_items()) == 20
+        before = time.time()
+        with psycopg.connect(url) as conn:
+            cursor = conn.execute(concrete_sql(*RANGE_MS))
+            columns = [column.name for column in cursor.description or []]
+            rows = cursor.fetchall()
+        after = time.time()
+    assert columns == ["Account", "Open findings", "By rule and severity",
+                       "Oldest open finding"]
+    assert [(account, count) for account, count, _, _ in rows] == [
+        ("acct-a", 3), ("acct-b", 2),
+        *((f"acct-{letter}", 1) for letter in "cdefghij")]
+    assert rows[0][2] == ("enrichment-without-consent HIGH: 2, "
+                          "pseudonym-deanonymized CRITICAL: 1")
+    assert rows[1][2] == "notice-missing MEDIUM: 2"
+    oldest_a = ledger_finding(1, "acct-a")["occurred_at"] / 1000
+    assert before - oldest_a - 1 <= rows[0][3] <= after - oldest_a + 1
+
+
+def test_top_accounts_sql_is_empty_for_a_range_without_findings(postgres_url: str) -> None:
+    import psycopg
+
+    from streams.evidence.ledger import open_ledger
+    from tests.postgres_fixture import fresh_database
+
+    with fresh_database(postgres_url) as url:
+        with open_ledger(url) as ledger:
+            ledger.append_mixed(ledger_items())
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(concrete_sql(T0 - 2 * HOUR_MS, T0 - HOUR_MS)).fetchall()
+    assert rows == []
 
 
 # -- provisioning ---------------------------------------------------------------------------------

@@ -296,6 +296,33 @@ def test_grafana_provisioning_finds_the_mounted_dashboards(compose: dict[str, An
     assert re.fullmatch(r"http://prometheus:9090/?", prometheus["url"]), prometheus["url"]
 
 
+def test_grafana_reaches_the_ledger_database_compose_runs(compose: dict[str, Any]) -> None:
+    """Every setting the ledger datasource reads is set, to the postgres service's
+    database, user and password (the secret, read by the entrypoint)."""
+    grafana = compose["services"]["grafana"]
+    mounts = dict((target, _repo_path(source)) for source, target in _bind_mounts(grafana))
+    ledger_yml = mounts["/etc/grafana/provisioning"] / "datasources" / "ledger.yml"
+    (source,) = _load_yaml(ledger_yml)["datasources"]
+    read = set(re.findall(r"\$\{(\w+)\}", ledger_yml.read_text(encoding="utf-8")))
+    env = grafana["environment"]
+    entrypoint = " ".join(grafana["entrypoint"])
+    from_secret = "CONSENTWATCH_LEDGER_DB_PASSWORD=\"$$(cat /run/secrets/postgres_password)\""
+    assert from_secret in entrypoint and entrypoint.endswith("exec /run.sh")
+    assert "postgres_password" in grafana["secrets"]
+    assert read == set(env) - {k for k in env if k.startswith("GF_")} | {
+        "CONSENTWATCH_LEDGER_DB_PASSWORD"}
+    postgres = compose["services"]["postgres"]["environment"]
+    assert env["CONSENTWATCH_LEDGER_DB_HOST"] == "postgres:5432"
+    assert env["CONSENTWATCH_LEDGER_DB_NAME"] == postgres["POSTGRES_DB"]
+    assert env["CONSENTWATCH_LEDGER_DB_USER"] == postgres["POSTGRES_USER"]
+    ledger_url = compose["services"]["ledger"]["command"][-1]
+    assert ledger_url == (f"postgresql://{env['CONSENTWATCH_LEDGER_DB_USER']}@"
+                          f"{env['CONSENTWATCH_LEDGER_DB_HOST']}/"
+                          f"{env['CONSENTWATCH_LEDGER_DB_NAME']}")
+    assert source["type"] == "grafana-postgresql-datasource"
+    assert "postgres" in grafana["depends_on"]
+
+
 # --- the image -------------------------------------------------------------------------
 
 
