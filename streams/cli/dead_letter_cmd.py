@@ -7,20 +7,10 @@ from pathlib import Path
 
 import click
 
-from streams.cli.filters import parse_time_ms
+from streams.cli.filters import time_option
 from streams.cli.options import kafka_options, resolve_kafka, wire_options
 
 __all__ = ["dead_letters"]
-
-
-def _since(_ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_time_ms(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither an RFC 3339 time with an offset nor "
-                                 "epoch milliseconds", param=param) from None
 
 
 @click.group("dead-letters")
@@ -34,7 +24,7 @@ def dead_letters() -> None:
 @click.option("--reason", metavar="CODE", help="Only letters with this reason code "
               "(e.g. future_timestamp, unknown_fingerprint).")
 @click.option("--source", metavar="TOPIC", help="Only letters from this topic.")
-@click.option("--since", "since_ms", callback=_since, metavar="TIME",
+@click.option("--since", "since_ms", callback=time_option, metavar="TIME",
               help="Only letters dead-lettered at or after TIME (RFC 3339 or epoch ms).")
 @click.option("--dry-run", is_flag=True, help="Say what would be re-sent; send nothing.")
 def resend(broker: str | None, topic_prefix: str, kafka_config: Path | None,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-__all__ = ["FindingFilter", "filter_options", "parse_time_ms"]
+__all__ = ["FindingFilter", "filter_options", "parse_time_ms", "time_option"]
 
 
 def parse_time_ms(text: str) -> int:
@@ -21,7 +21,8 @@ def parse_time_ms(text: str) -> int:
     return parse_rfc3339_ms(text)
 
 
-def _time(_ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+def time_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A click callback: the option's time (RFC 3339 or epoch ms) in epoch ms, or None."""
     if value is None:
         return None
     try:
@@ -52,10 +53,10 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--account", help="Only findings of this account."),
         click.option("--subject", help="Only findings about this subject."),
         click.option("--provider", help="Only findings about data sent to this provider."),
-        click.option("--from", "from_ms", callback=_time, metavar="TIME",
+        click.option("--from", "from_ms", callback=time_option, metavar="TIME",
                      help="Only findings with occurred_at at or after TIME (RFC 3339 or "
                           "epoch ms)."),
-        click.option("--to", "to_ms", callback=_time, metavar="TIME",
+        click.option("--to", "to_ms", callback=time_option, metavar="TIME",
                      help="Only findings with occurred_at before TIME (RFC 3339 or epoch ms)."),
     )):
         command = option(command)
