@@ -212,17 +212,40 @@ def test_dead_letters_are_capped_per_block_and_per_run_and_all_counted(tmp_path:
 
 
 def test_max_dead_letters_is_configurable(tmp_path: Path) -> None:
-    bad = [b'{"type": "Nope"}'] * 30
-    events = tmp_path / "events.jsonl"
-    events.write_bytes(b"\n".join([*bad, *SEED.read_bytes().splitlines()]) + b"\n")
+    events = _seed_and_junk(tmp_path / "junk.avro", junk_per_block=30, blocks=1)
     result = run_cli("replay", str(events), "--max-dead-letters", "5")
     assert result.returncode == 1
     stderr = result.stderr.decode().splitlines()
     assert len([line for line in stderr if "invalid event (unknown_type)" in line]) == 5
-    assert "consentwatch: 25 more invalid lines after the first 5 not reported or written" \
-        in stderr
+    assert "consentwatch: 25 more invalid records after the first 5 not reported or " \
+        "written" in stderr
     assert stderr[-1].endswith(" 30 invalid")
     assert _keys(result.stdout) == _keys(EXPECTED.read_bytes())
+
+
+def test_every_invalid_json_line_is_reported_whatever_the_cap(tmp_path: Path) -> None:
+    # The spec: every invalid line of a JSON Lines file is reported with its number. A
+    # line is at most one dead letter (no container block to multiply it), so no cap.
+    bad = [b'{"type": "Nope"}'] * 30
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([*bad, *SEED.read_bytes().splitlines()]) + b"\n")
+    dead = tmp_path / "dead.jsonl"
+    result = run_cli("replay", str(events), "--max-dead-letters", "5", "--dead-letter", str(dead))
+    assert result.returncode == 1
+    stderr = result.stderr.decode().splitlines()
+    assert len([line for line in stderr if "invalid event (unknown_type)" in line]) == 30
+    assert len(dead.read_bytes().splitlines()) == 30
+    assert stderr[-1].endswith(" 30 invalid")
+    assert _keys(result.stdout) == _keys(EXPECTED.read_bytes())
+
+
+def test_a_repeated_key_too_deep_to_check_is_refused(tmp_path: Path) -> None:
+    # Python's parser, which finds repeated keys, stops near 1000 levels; orjson reads
+    # 1024: a repeated subject_id behind 1000 brackets was accepted with the last value.
+    first = SEED.read_bytes().splitlines()[0]
+    hostile = first[:-1] + b',"subject_id":"someone-else","x":' + b"[" * 1000 \
+        + b"]" * 1000 + b"}"
+    _replay_refuses(tmp_path, hostile, "duplicate_key")
 
 
 # ------------------------------------------------------------- stdin and stdout

@@ -182,3 +182,34 @@ def test_an_id_the_registry_does_not_know_is_a_dead_letter(serve: Any,
         framing.decode(confluent_payload())
     assert info.value.code == "unknown_schema_id"
     assert len(registry.paths) == 1  # the answer is kept
+
+
+_DEEP = {"type": "record", "name": "FeatureToggled", "fields": [
+    {"name": "x", "type": "string"}]}
+for _ in range(150):
+    _DEEP = {"type": "record", "name": "FeatureToggled", "fields": [
+        {"name": "x", "type": {"type": "array", "items": _DEEP["fields"][0]["type"]}}]}
+
+
+@pytest.mark.parametrize("answer", [
+    (200, {"schema": json.dumps(["null", "string"])}),  # a union, not a record
+    (200, {"schema": json.dumps({"type": "record", "name": "FeatureToggled",
+                                 "fields": [{"name": "x", "type": "NoSuchType"}]})}),
+    (200, {"schemaType": "PROTOBUF", "schema": "syntax = \"proto3\";"}),
+    (200, {"schema": "not json"}),
+    (200, {"schema": json.dumps(_DEEP)}),
+    (200, ["not", "an", "object"]),
+], ids=["union", "unknown-type", "protobuf", "not-json", "too-deep", "list-answer"])
+def test_a_schema_that_is_not_a_usable_event_schema_is_a_dead_letter(
+        serve: Any, answer: tuple[int, Any]) -> None:
+    # Resolved ahead of decoding now, outside the decoder's own guard: an unusable schema
+    # once raised there, and the worker, stopping on a failed batch, read it again for ever.
+    registry = serve([answer])
+    framing = ConfluentFraming(RegistrySchemaIds(registry.url))
+    waits: list[float] = []
+    asyncio.run(await_schemas(framing, [confluent_payload()],
+                              lambda error, delay: waits.append(delay)))
+    assert waits == []
+    with pytest.raises(InvalidEvent) as info:
+        framing.decode(confluent_payload())
+    assert info.value.code == "unknown_schema_id"

@@ -44,8 +44,9 @@ __all__ = ["replay"]
                    "(for node_exporter's textfile collector: name it *.prom).")
 @click.option("--max-dead-letters", type=click.IntRange(min=0), default=DEFAULT_PER_RUN,
               show_default=True,
-              help="Report and write with their bytes at most this many invalid records; "
-                   "the others are counted, and the summary says how many were left out.")
+              help="Of an Avro container, report and write with their bytes at most this "
+                   "many invalid records; the others are counted, and the summary says how "
+                   "many were left out. Every invalid JSON line is reported.")
 @click.option("--max-dead-letters-per-block", type=click.IntRange(min=0),
               default=DEFAULT_PER_BLOCK, show_default=True,
               help="Of these, at most this many from any one block of an Avro container.")
@@ -105,7 +106,9 @@ def replay(
             warn_development_key(pseudonymiser)
             fmt = detect_format(source)
             unit = units[fmt]
-            records = read_events(source, str(events), fmt, limit,
+            # Capped in containers only, where one small block can hold millions of
+            # invalid records; a JSON line is at most one, each reported (the spec).
+            records = read_events(source, str(events), fmt, limit if fmt == "avro" else None,
                                   params.max_future_skew_ms)
             summary = replay_records(
                 records,
@@ -155,8 +158,7 @@ def _count_dropped(limit: DeadLetterLimit, summary: ReplaySummary, unit: str,
         click.echo(f"consentwatch: {line}", err=True)
     if metrics is not None:
         for reason_code, count in limit.dropped_by_reason.items():
-            for _ in range(count):
-                metrics.observe_dead_letter(reason_code)
+            metrics.observe_dead_letter(reason_code, count)
 
 
 def _stdin() -> IO[bytes]:

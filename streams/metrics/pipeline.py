@@ -177,8 +177,8 @@ class PipelineMetrics:
 
     # -- records that never reached an engine -----------------------------------------
 
-    def observe_dead_letter(self, reason_code: str) -> None:
-        self.dead_letters.labels(reason=self._reason(reason_code)).inc()
+    def observe_dead_letter(self, reason_code: str, count: int = 1) -> None:
+        self.dead_letters.labels(reason=self._reason(reason_code)).inc(count)
 
     def observe_registry_error(self) -> None:
         self.registry_errors.inc()

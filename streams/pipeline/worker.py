@@ -327,7 +327,10 @@ class _Pipeline:
                 continue
             try:
                 event = self._decode(record)
-                refuse_future(event.occurred_at, future_skew, record.timestamp)
+                # A record without a timestamp (-1, an old message format): the wall
+                # clock stands for its reception.
+                received = record.timestamp if record.timestamp >= 0 else None
+                refuse_future(event.occurred_at, future_skew, received)
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue

@@ -89,9 +89,10 @@ def _repeats_a_key(line: bytes, record: dict[str, Any], extra_colons: int) -> bo
     `extra_colons`: the line's colons beyond one per key of `record`. When those are all
     in the time fields' values, no key repeats; an escape (`\\u003a`) could hide a colon
     from that count, so then, as for any other extra colon, the line is parsed again
-    keeping every key (slower, and rare).
+    keeping every key (slower, and rare). A line too deep for that second parse counts as
+    repeating a key: it cannot be shown not to.
     """
-    if b"\\u" not in line:
+    if b"\\u003a" not in line.lower():  # the one escape that can hide a colon
         for name in _TIME_FIELDS:
             value = record.get(name)
             if type(value) is str:
@@ -100,9 +101,11 @@ def _repeats_a_key(line: bytes, record: dict[str, Any], extra_colons: int) -> bo
             return False
     try:
         json.loads(line, object_pairs_hook=_refuse_repeated_keys)
-    except _RepeatedKey:
+    except (_RepeatedKey, RecursionError):
+        # RecursionError: nested deeper than Python's parser goes (orjson goes to 1024),
+        # so its keys cannot be checked: such a line is refused too, never let through.
         return True
-    except (ValueError, RecursionError):
+    except ValueError:
         return False  # orjson read it: its verdict stands
     return False
 

@@ -241,13 +241,19 @@ class ConfluentFraming:
         return list(ids)
 
     def _resolve(self, schema_id: int) -> _Known | None:
+        """The event schema of `schema_id`; None (its records are dead letters) for none,
+        or for one that is not an event record schema fastavro can use. Only
+        RegistryUnavailable (try again later) propagates."""
         schema = self._ids.schema_for(schema_id)
-        if schema is None:
+        if not isinstance(schema, Mapping):
             return None
         name = str(schema.get("name", "")).rsplit(".", 1)[-1]
         if name not in EVENT_SCHEMA_NAMES:
             return None
-        writer = fastavro.parse_schema(strip_timestamp_millis(dict(schema)))
+        try:
+            writer = fastavro.parse_schema(strip_timestamp_millis(dict(schema)))
+        except Exception:  # an unknown type name, a malformed field: not a usable schema
+            return None
         return _Known(name, writer, _current(name))
 
 
@@ -365,11 +371,20 @@ class RegistrySchemaIds:
         return self._ids[key]
 
     def schema_for(self, schema_id: int) -> Mapping[str, Any] | None:
-        import json
+        """The registry's schema of `schema_id`; None when there is none, or when it is
+        not an Avro record schema that is safe to read (JSON, nested too deep, a record
+        that contains itself, another schema type): its records are then dead letters."""
+        from streams.serde.schema_depth import check_schema_depth
 
         if schema_id not in self._schemas:
             answer = self._call("GET", f"/schemas/ids/{schema_id}")
-            self._schemas[schema_id] = json.loads(answer["schema"]) if answer else None
+            schema: Any = None
+            if isinstance(answer, dict) and answer.get("schemaType", "AVRO") == "AVRO":
+                try:
+                    schema = check_schema_depth(str(answer.get("schema", "")))
+                except ValueError:  # not JSON, or UnsafeSchema
+                    schema = None
+            self._schemas[schema_id] = schema if isinstance(schema, Mapping) else None
         return self._schemas[schema_id]
 
 
