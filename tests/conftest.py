@@ -7,10 +7,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.postgres_fixture import postgres_url  # noqa: F401 (the session's PostgreSQL)
+
+if TYPE_CHECKING:
+    from tests.kafka_helpers import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_DIR = Path(os.environ.get("CONSENTWATCH_SPEC_DIR", ROOT.parent / "shared" / "spec"))
@@ -73,3 +77,15 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             timeout=120,
             check=False,
         )
+
+
+@pytest.fixture
+def workers(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Workers]:
+    """Starts workers; every one of them is stopped at the end, whatever happened."""
+    from tests.kafka_helpers import Workers
+
+    started = Workers(kafka_bootstrap, tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()

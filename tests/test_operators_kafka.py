@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ from tests import kafka_helpers as kh
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture
-def workers(kafka_bootstrap: str, tmp_path: Path) -> Iterator[kh.Workers]:
-    started = kh.Workers(kafka_bootstrap, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def new_prefix(name: str) -> str:

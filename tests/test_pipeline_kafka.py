@@ -15,7 +15,6 @@ import hashlib
 import io
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,6 @@ FRAMING = SingleObjectFraming()
 # -- fixtures --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def workers(kafka_bootstrap: str, tmp_path: Path) -> Iterator[kh.Workers]:
-    """Starts workers; every one of them is stopped at the end, whatever happened."""
-    started = kh.Workers(kafka_bootstrap, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def new_pipeline(bootstrap: str, name: str) -> kh.Pipeline:

@@ -197,13 +197,6 @@ def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
         server.stop()
 
 
-@pytest.fixture
-def workers(kafka_bootstrap: str, tmp_path: Path) -> Iterator[kh.Workers]:
-    started = kh.Workers(kafka_bootstrap, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 # -- the test -----------------------------------------------------------------------------
