@@ -10,6 +10,8 @@ import hashlib
 
 import pytest
 
+from streams.engine.core import NEVER, Engine
+from streams.engine.state import DictStore
 from streams.model.findings import Finding
 from streams.model.validate import event_from_record
 from tests.builders import (
@@ -897,32 +899,28 @@ def test_flush_decides_everything() -> None:
     assert engine.flush() == []
 
 
-def test_idle_partition_advances_by_wall_time_and_decides_a_notice_deadline() -> None:
-    engine = make_engine(idle_timeout_ms=LATENESS)
-    wall = 5_000_000
+def test_a_watermark_moved_from_outside_decides_a_notice_deadline() -> None:
+    """The worker's correlate stage: the watermark is the minimum over the input
+    partitions (idle ones advanced by the wall clock, streams.pipeline.watermarks)."""
+    engine = Engine(DictStore(), external_watermark=True)
     r = requested(0)
-    assert engine.process(event_from_record(consent(-DAY)), wall_ms=wall) == []
-    assert engine.process(event_from_record(r), wall_ms=wall) == []
-    start = engine.watermark
-    assert start == T0 - LATENESS
-    # Not idle long enough yet: nothing moves.
-    assert engine.idle_tick(wall + LATENESS - 1) == []
-    assert engine.watermark == start
-    # The watermark moves by the wall time that passed, not to the wall clock.
-    assert engine.idle_tick(wall + LATENESS) == []
-    assert engine.watermark == T0
-    assert engine.idle_tick(wall + GRACE + LATENESS) == []
-    assert engine.watermark == T0 + GRACE
-    findings, _ = split(engine.idle_tick(wall + GRACE + LATENESS + 1))
+    assert engine.process(event_from_record(consent(-DAY))) == []
+    assert engine.process(event_from_record(r)) == []
+    assert engine.watermark == NEVER  # only advance_to moves it
+    assert engine.advance_to(T0 - 1) == []
+    assert engine.advance_to(T0 - 5) == []  # never back
+    assert engine.watermark == T0 - 1
+    assert engine.advance_to(T0 + GRACE) == []
+    findings, _ = split(engine.advance_to(T0 + GRACE + 1))
     assert [(f.rule, f.trigger_event_id) for f in findings] == [(WITHOUT_NOTICE, r["event_id"])]
 
 
-def test_idle_advance_decides_past_rules_too() -> None:
-    engine = make_engine(idle_timeout_ms=10 * SEC)
+def test_a_watermark_moved_from_outside_decides_past_rules_too() -> None:
+    engine = Engine(DictStore(), external_watermark=True)
     r = requested(0)
-    engine.process(event_from_record(r), wall_ms=0)
-    assert engine.idle_tick(LATENESS) == []
-    findings, _ = split(engine.idle_tick(LATENESS + 1))
+    engine.process(event_from_record(r))
+    assert engine.advance_to(T0) == []
+    findings, _ = split(engine.advance_to(T0 + 1))
     assert [f.rule for f in findings] == [WITHOUT_CONSENT]
 
 

@@ -17,15 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.engine.rules import (
-    COVERT_VIEW,
-    DISCLOSURE_WITHOUT_CONSENT,
-    EXCEEDS_CONSENT,
-    FEATURE_INACTIVE,
-    PSEUDONYM,
-    WITHOUT_CONSENT,
-    WITHOUT_NOTICE,
-)
+from streams.engine.rules.automatic_egress_feature_inactive import ID as FEATURE_INACTIVE
+from streams.engine.rules.covert_profile_view import ID as COVERT_VIEW
+from streams.engine.rules.disclosure_without_consent import ID as DISCLOSURE_WITHOUT_CONSENT
+from streams.engine.rules.enrichment_exceeds_consent import ID as EXCEEDS_CONSENT
+from streams.engine.rules.enrichment_without_consent import ID as WITHOUT_CONSENT
+from streams.engine.rules.enrichment_without_notice import ID as WITHOUT_NOTICE
+from streams.engine.rules.pseudonym_deanonymized import ID as PSEUDONYM
 from streams.model.events import (
     ConsentChanged,
     EnrichmentMatched,
