@@ -26,12 +26,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.engine.names import name_tokens
-from streams.engine.rules import RULE_STAGE
+from streams.engine.rules import REGISTRY, RULE_STAGE
 from streams.model.events import EnrichmentRequested, Event, NoticeDelivered, ProfileViewed
 from streams.replay import replay_records
 from streams.serde.jsonl import event_to_json
 from streams.simulate import Expected, SimulationConfig, simulate
 from streams.simulate.people import FIRST_NAMES, LAST_NAMES, PSEUDONYM_WORDS
+from streams.simulate.truth import ORACLES
 from tests.conftest import run_cli
 
 Key = tuple[str, str, str, tuple[str, ...]]  # rule, subject, trigger, evidence
@@ -107,6 +108,11 @@ def test_the_count_is_exact_and_stdout_is_json_lines() -> None:
     assert len(lines) == 25
     assert all(orjson.loads(line)["type"] for line in lines)
     assert b"simulated 25 events" in result.stderr
+
+
+def test_the_truth_has_one_oracle_per_rule_of_the_registry() -> None:
+    assert {rule_id: kind for rule_id, (kind, _) in ORACLES.items()} == {
+        rule.id: rule.trigger for rule in REGISTRY}
 
 
 def test_a_medium_run_exercises_every_rule_and_the_exact_edges() -> None:
