@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from streams.engine.params import EngineParams
 from streams.engine.state import STAGE_NOTICE, STAGE_PAST, AccountState, SubjectState
 from streams.model.events import EnrichmentRequested, Event, ProfileViewed
@@ -47,6 +49,8 @@ class FindingAlert:
     severity: str = "critical"  # critical pages, warning opens a ticket
 
 
+# A rule may be written outside the compiled package (a plug-in, a test's toy rule).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Rule(Generic[T]):
     """One rule of the catalogue; subclasses override `decide` and `affected_by`, and
     `applies` when the rule judges only some triggers of its type."""
