@@ -74,8 +74,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         closures = _closures(args.mypyc, Path(folder))
+        jsonl_file = Path(str(sys.modules["streams.serde.jsonl"].__file__)).name
         print(f"closures: {'compiled with mypyc' if args.mypyc else 'interpreted'}; "
-              f"streams.serde.jsonl from {Path(str(sys.modules['streams.serde.jsonl'].__file__)).name}")
+              f"streams.serde.jsonl from {jsonl_file}")
         print(f"{'event':20} {'make exec':>10} {'closure':>9} {'ratio':>6}   "
               f"{'json_form exec':>14} {'closure':>9} {'ratio':>6}")
         totals = [0.0, 0.0, 0.0, 0.0]
@@ -86,7 +87,8 @@ def main() -> None:
             if by_closure(*values) != event:
                 raise SystemExit(f"{cls.TYPE}: the closure constructor differs")
             hashed = HASHED_FIELDS[cls.TYPE]
-            form_exec, form_closure = json_form(cls, hashed), closures.closure_json_form(cls, hashed)
+            form_exec = json_form(cls, hashed)
+            form_closure = closures.closure_json_form(cls, hashed)
             if form_exec(event, str.upper) != form_closure(event, str.upper):
                 raise SystemExit(f"{cls.TYPE}: the closure json_form differs")
             times = [
