@@ -9,8 +9,9 @@ involve the same person (or that the viewer of one profile is the requester of
 another) without seeing who; without the key, a pseudonym cannot be computed
 from a guessed email or name.
 
-Hashed: `email`, `requested_by`, `viewer_id`, `actor_id`, and the names
-`display_name` and `profile_name`, except in the evidence of a
+Hashed: the fields the event schemas mark `"pseudonymised": true`
+(`streams.model.contract`): `email`, `requested_by`, `viewer_id`, `actor_id`, and
+the names `display_name` and `profile_name`, except in the evidence of a
 `pseudonym-deanonymized` finding (or amendment), whose point is that the real
 name in `profile_name` overrode the pseudonym in `display_name`: that cannot be
 shown without both names.
