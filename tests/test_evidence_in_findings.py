@@ -56,6 +56,7 @@ from tests.builders import (
     viewed,
 )
 from tests.conftest import run_cli
+from tests.hypothesis_profiles import examples
 from tests.strategies import findings
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -376,7 +377,7 @@ def test_evidence_is_found_even_where_no_rule_looks_today() -> None:
                            lambda _: None) == (v,)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(findings())
 def test_the_json_form_of_a_finding_is_that_of_its_sealed_copy(finding: Finding) -> None:
     # `replay` writes findings from `finding_json`; it must equal the sealed dataclass,

@@ -34,6 +34,7 @@ from streams.simulate import Expected, SimulationConfig, simulate
 from streams.simulate.people import FIRST_NAMES, LAST_NAMES, PSEUDONYM_WORDS
 from streams.simulate.truth import ORACLES
 from tests.conftest import run_cli
+from tests.hypothesis_profiles import examples
 
 Key = tuple[str, str, str, tuple[str, ...]]  # rule, subject, trigger, evidence
 LATENESS_MS = 30_000
@@ -175,6 +176,7 @@ def test_pseudonyms_share_no_token_with_any_real_name() -> None:
     assert all(len(name_tokens(first)) == 1 for first in FIRST_NAMES)  # kept in every variant
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_as_the_run_grows() -> None:
     def peak(events: int) -> int:
         tracemalloc.start()
@@ -197,7 +199,7 @@ def test_usage_errors_are_one_line() -> None:
         assert b"Traceback" not in result.stderr
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(seed=st.integers(min_value=0, max_value=2**32), events=st.integers(100, 2_500))
 def test_any_seed_gives_precision_and_recall_one(seed: int, events: int) -> None:
     stream, expected = _generate(seed, events)

@@ -23,6 +23,7 @@ from streams.engine.state import (
 )
 from streams.model.events import Event
 from streams.pipeline.state_codec import decode_state, encode_state
+from tests.hypothesis_profiles import examples
 from tests.strategies import events
 
 
@@ -51,7 +52,7 @@ def states_after(feed: list[Event], wall_ms: int | None) -> list[SubjectState | 
     return [state for _, state in store.subjects()] + [state for _, state in store.accounts()]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(events(), max_size=25), st.one_of(st.none(), st.integers(0, 2**41)))
 def test_every_state_comes_back_the_same(feed: list[Event], wall_ms: int | None) -> None:
     for state in states_after(feed, wall_ms):
@@ -62,7 +63,7 @@ def test_every_state_comes_back_the_same(feed: list[Event], wall_ms: int | None)
         assert canonical(decode_state(encode_state(back))) == canonical(state)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.sampled_from([b"S1", b"A1", b"Z9", b""]), st.binary(max_size=120))
 def test_damaged_values_are_value_errors(tag: bytes, tail: bytes) -> None:
     with contextlib.suppress(ValueError):  # any other exception fails the test
