@@ -429,11 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     peaks = [v for v in figures.get("foundation", {}).get("peak_rss_mib", {}).values()]
     peaks += [r["peak_rss_mib"] for r in figures.get("scaling", {}).get("runs", {}).values()]
     figures["peak_rss_mib"] = max(peaks) if peaks else None
-    print_table(figures)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
+    print_table(figures)
     return 0
 
 
@@ -492,7 +492,7 @@ def print_table(figures: dict[str, Any]) -> None:
                         f"{figures['machine']['load_average_1m_at_start']}; code: "
                         f"{current['commit']} ({current['path']}), "
                         f"{'compiled' if current['compiled'] else 'sources'}")
-    for column in ("measurement", "events", "events/s", "baseline events/s", "ratio",
+    for column in ("measurement", "events", "events/s", "plain baseline events/s", "ratio",
                    "peak RSS MiB", "note"):
         table.add_column(column, justify="left" if column in ("measurement", "note")
                          else "right")
@@ -554,10 +554,6 @@ def print_table(figures: dict[str, Any]) -> None:
         console.print(f"[red]{name} failed[/]: {error[:500]}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def comparison_table(comp: dict[str, Any], repeat: int) -> Any:
     from rich.table import Table
 
@@ -573,4 +569,10 @@ def comparison_table(comp: dict[str, Any], repeat: int) -> Any:
                       f"{row['current_events_per_s']:,.0f}", f"{row['ratio']:.3f}",
                       f"{row['ratio_cpu']:.3f}" if "ratio_cpu" in row else "",
                       "yes" if row["within_5pct"] else "[red]NO[/]")
+    table.caption = (f"all within 5%: {'yes' if comp['all_within_5pct'] else 'NO'}; the "
+                     f"baseline worktree is removed after the run")
     return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())

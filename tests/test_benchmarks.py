@@ -72,7 +72,8 @@ def test_the_baseline_worktree_is_removed_even_on_interrupt() -> None:
     assert str(path) not in listed
 
 
-def test_the_comparison_marks_within_five_percent_and_skips_a_failed_section() -> None:
+def test_the_comparison_marks_within_five_percent_and_skips_a_failed_section(
+        capsys: pytest.CaptureFixture[str]) -> None:
     code = [trees.Tree(Path("/b"), "baseline", "bbbbbbb"),
             trees.Tree(Path("/c"), "current", "ccccccc")]
     figures = {"foundation": {"by_tree": {
@@ -96,3 +97,12 @@ def test_the_comparison_marks_within_five_percent_and_skips_a_failed_section() -
     assert rows["replay from Avro"]["ratio"] == 1.2
     assert comp["all_within_5pct"] is False
     assert comp["trees"]["baseline"]["commit"] == "bbbbbbb"
+
+    run.print_table({"quick": True, "repeat": 3, "suite_seconds": 1.0, "comparison": comp,
+                     "machine": {"cpu_count": 2, "load_average_1m_at_start": 1.0},
+                     "code": {"current": {"commit": "ccccccc", "path": "/c",
+                                          "compiled": True}}})
+    out = capsys.readouterr().out
+    assert "baseline bbbbbbb events/s" in out
+    assert "current ccccccc events/s" in out
+    assert "all within 5%: NO" in out
