@@ -290,6 +290,8 @@ class _Run:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
+        from streams.pipeline.faust_adapter import refresh_metadata
+
         options = self.connection.aiokafka_options()
         consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
         admin = AIOKafkaAdminClient(**options)
@@ -303,7 +305,7 @@ class _Run:
                     tps = [TopicPartition(t, p) for t in topics
                            for p in consumer.partitions_for_topic(t) or ()]
                     if not tps:
-                        await consumer._client.force_metadata_update()
+                        await refresh_metadata(consumer)
                     end = await consumer.end_offsets(tps)
                     committed = await admin.list_consumer_group_offsets(self.names.group_id)
                     lag = {tp: max(0, end[tp] - (committed[tp].offset if tp in committed

@@ -314,6 +314,8 @@ def _worker_class(base: type, ready: str) -> type:
     records are read again.
     """
 
+    from streams.pipeline.faust_adapter import shutting_down_immediately, worker_class
+
     def arm() -> None:
         import os
         import threading
@@ -324,7 +326,7 @@ def _worker_class(base: type, ready: str) -> type:
 
     quiet = _QuietLibraries()
 
-    class Worker(base):  # type: ignore[misc]
+    class Worker(worker_class(base, arm)):  # type: ignore[misc]
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             _quiet_libraries(logger, level, quiet)
@@ -332,15 +334,7 @@ def _worker_class(base: type, ready: str) -> type:
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             quiet.starting = False
-            if not self._shutdown_immediately:
+            if not shutting_down_immediately(self):
                 print(ready, file=sys.stderr, flush=True)
-
-        def _on_sigterm(self) -> None:
-            arm()
-            super()._on_sigterm()
-
-        def _on_sigint(self) -> None:
-            arm()
-            super()._on_sigint()
 
     return Worker

@@ -184,13 +184,15 @@ async def read_outputs(connection: KafkaConnection, topic: str, follow: bool,
     """Every record of an output topic from the beginning; without `follow`, stop at its end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from streams.pipeline.faust_adapter import refresh_metadata
+
     consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
                                 **connection.aiokafka_options())
     await start_client(consumer, connection)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise KafkaUnavailable(f"topic {topic} does not exist (run `consentwatch topics "

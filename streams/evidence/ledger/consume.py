@@ -129,7 +129,9 @@ async def _caught_up(consumer: Any, start_ends: dict[Any, int]) -> bool:
 async def _end_offsets(consumer: Any, names: TopicNames) -> dict[Any, int]:
     from aiokafka import TopicPartition
 
-    await consumer._client.force_metadata_update()
+    from streams.pipeline.faust_adapter import refresh_metadata
+
+    await refresh_metadata(consumer)
     tps = [TopicPartition(topic, p) for topic in (names.findings, names.amendments)
            for p in sorted(consumer.partitions_for_topic(topic) or ())]
     return dict(await consumer.end_offsets(tps)) if tps else {}
