@@ -1,4 +1,4 @@
-"""The batch path through Faust's consumer (`streams/pipeline/faust_adapter.py`).
+"""The batch path through Faust's consumer (`streams/kafka/faust_adapter.py`).
 
 What it relies on in faust-streaming is checked by tests/test_faust_adapter.py.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from streams.pipeline.faust_adapter import BatchCommit, BatchingConsumer, batching_transport
+from streams.kafka.faust_adapter import BatchCommit, BatchingConsumer, batching_transport
 
 
 def test_the_transport_carries_the_handlers_filled_after_it_was_made() -> None:

@@ -1,4 +1,4 @@
-"""What streams/pipeline/faust_adapter.py uses of Faust's, mode's and aiokafka's
+"""What streams/kafka/faust_adapter.py uses of Faust's, mode's and aiokafka's
 private names: the pinned versions still have each one, and no other module uses one.
 
 An upgrade that renames or reshapes one fails here, before a worker silently stops
@@ -20,7 +20,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 import streams
 
-ADAPTER = Path(streams.__file__).parent / "pipeline" / "faust_adapter.py"
+ADAPTER = Path(streams.__file__).parent / "kafka" / "faust_adapter.py"
 
 # (owner, name, how it is used): methods are looked up on the class, attributes are
 # looked for as `self.<name>` in the class's source (they are set in __init__).

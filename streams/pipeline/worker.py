@@ -46,14 +46,8 @@ import orjson
 
 from streams.engine import Engine, EngineParams
 from streams.errors import InvalidEvent, RegistryUnavailable
-from streams.evidence.pseudonymise import Pseudonymiser
-from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
-from streams.model.events import FeatureToggled
-from streams.model.findings import Amendment, DeadLetter, Finding
-from streams.model.validate import refuse_future
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
-from streams.pipeline.faust_adapter import (
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.faust_adapter import (
     BatchCommit,
     BatchHandler,
     app_class,
@@ -62,9 +56,13 @@ from streams.pipeline.faust_adapter import (
     partition_count,
     producer_of,
 )
-from streams.pipeline.faust_store import TableStore
-from streams.pipeline.murmur2 import partition_for
-from streams.pipeline.topics import TopicNames
+from streams.kafka.murmur2 import partition_for
+from streams.kafka.topics import TopicNames
+from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
+from streams.model.events import FeatureToggled
+from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.validate import refuse_future
+from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
 from streams.pipeline.watermarks import (
     END,
     SourceClocks,
@@ -76,9 +74,11 @@ from streams.pipeline.watermarks import (
     source_id,
     source_tp,
 )
+from streams.privacy.pseudonymise import Pseudonymiser, default_pseudonymiser
 from streams.runtime import StateCollector
 from streams.serde.relay import decode_relayed, encode_relayed, is_relayed
 from streams.serde.wire import SingleObjectFraming, WireFormat, await_schemas, encode_output
+from streams.state.faust_store import TableStore
 
 __all__ = ["WorkerSettings", "build_app"]
 
@@ -228,6 +228,7 @@ class _Pipeline:
         self.app = app
         self.settings = settings
         self.framing = settings.framing
+        self.pseudonymiser = settings.pseudonymiser or default_pseudonymiser()
         self.input_topics = sorted(names.inputs.values())
         self.inputs = app.topic(*self.input_topics, **raw)
         self.correlate = app.topic(names.correlate, partitions=settings.partitions, **raw)
@@ -279,14 +280,14 @@ class _Pipeline:
     async def _send_outputs(self, batch: _Batch, outputs: Iterable[Finding | Amendment]
                             ) -> None:
         names = self.settings.topics
-        pseudonymiser = self.settings.pseudonymiser
+        pseudonymiser = self.pseudonymiser
         for output in outputs:
             if isinstance(output, Finding):
                 await batch.send(names.findings, output.finding_id.encode(),
-                                 encode_output(output, pseudonymiser))
+                                 encode_output(pseudonymiser.finding(output)))
             else:
                 await batch.send(names.amendments, output.amendment_id.encode(),
-                                 encode_output(output, pseudonymiser))
+                                 encode_output(pseudonymiser.amendment(output)))
 
     def _decode(self, record: Any) -> Any:
         """The record's event; InvalidEvent for a poison record (a decoder bug too)."""

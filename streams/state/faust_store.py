@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from streams.engine.state import AccountState, SubjectState
-from streams.pipeline.faust_adapter import partition_db
-from streams.pipeline.state_codec import decode_state, encode_state
+from streams.kafka.faust_adapter import partition_db
+from streams.state.state_codec import decode_state, encode_state
 
 __all__ = ["ChangelogRecord", "TableStore"]
 
