@@ -3,14 +3,14 @@
     .venv/bin/python benchmarks/codegen.py [--mypyc] [--repeat 7] [--number 20000]
 
 `streams.model.events.fast_constructor` (a frozen slotted event built from its field
-values) and `streams.serde.jsonl.json_form` (an event's JSON form, pseudonymised
+values) and `streams.model.json_form.json_form` (an event's JSON form, pseudonymised
 fields transformed) generate their function's source and `exec` it; the closure
 versions are in `benchmarks/codegen_closures.py`. Each is timed per event type (best
 of `--repeat` runs of `--number` calls) and the ratio closure / exec printed: above
 1.05, `exec` pays more than 5% and stays.
 
 A function made by `exec` is interpreted wherever it is made, but a closure in a
-module mypyc compiles (`streams/serde/jsonl.py` is one, `streams/native.py`) is
+module mypyc compiles (`streams/native.py`'s MODULES) is
 compiled with it: `--mypyc` compiles `codegen_closures.py` alone with mypyc (into a
 temporary folder) and times that build of the closures.
 """
@@ -68,15 +68,15 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=20_000)
     args = parser.parse_args()
 
-    from streams.evidence.pseudonymise import HASHED_FIELDS
     from streams.model.events import EVENT_TYPES, fast_constructor
-    from streams.serde.jsonl import json_form
+    from streams.model.json_form import json_form
+    from streams.privacy.pseudonymise import HASHED_FIELDS
 
     with tempfile.TemporaryDirectory() as folder:
         closures = _closures(args.mypyc, Path(folder))
-        jsonl_file = Path(str(sys.modules["streams.serde.jsonl"].__file__)).name
+        form_file = Path(str(sys.modules["streams.model.json_form"].__file__)).name
         print(f"closures: {'compiled with mypyc' if args.mypyc else 'interpreted'}; "
-              f"streams.serde.jsonl from {jsonl_file}")
+              f"streams.model.json_form from {form_file}")
         print(f"{'event':20} {'make exec':>10} {'closure':>9} {'ratio':>6}   "
               f"{'json_form exec':>14} {'closure':>9} {'ratio':>6}")
         totals = [0.0, 0.0, 0.0, 0.0]

@@ -1,7 +1,7 @@
 """Closure versions of the two `exec` code generators, for `benchmarks/codegen.py`.
 
 Typed as the modules they would replace code in (`streams/model/events.py`,
-`streams/serde/jsonl.py`), so mypyc can compile this file alone (`codegen.py --mypyc`)
+`streams/model/json_form.py`), so mypyc can compile this file alone (`codegen.py --mypyc`)
 as it would compile `streams/serde/jsonl.py`.
 """
 

@@ -78,7 +78,7 @@ def _expected(events: list[Any]) -> set[tuple[str, str, str]]:
 
 
 def _connection(broker: str) -> Any:
-    from streams.pipeline.connection import KafkaConnection
+    from streams.kafka.connection import KafkaConnection
 
     return KafkaConnection(bootstrap=broker)
 
@@ -104,8 +104,8 @@ async def _offsets(broker: str, group: str, topics: list[str]) -> tuple[int, int
 
 
 async def _count_findings(broker: str, topic: str) -> list[Any]:
-    from streams.pipeline.connection import KafkaConnection
-    from streams.pipeline.kafka_io import read_outputs
+    from streams.kafka.connection import KafkaConnection
+    from streams.kafka.kafka_io import read_outputs
 
     return [f async for f in read_outputs(KafkaConnection(bootstrap=broker), topic, False)]
 
@@ -148,8 +148,8 @@ def _wait(predicate: Any, timeout: float, every: float = 1.0) -> bool:
 
 
 def _end_of_input(broker: str, prefix: str) -> None:
+    from streams.kafka.topics import TopicNames
     from streams.pipeline.control import produce_end_of_input
-    from streams.pipeline.topics import TopicNames
 
     asyncio.run(produce_end_of_input(_connection(broker), TopicNames(prefix)))
 
@@ -187,7 +187,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def measure_aiokafka(broker: str, prefix: str, n: int) -> dict[str, float]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.topics import TopicNames
     from streams.serde.wire import SingleObjectFraming
 
     async def run() -> dict[str, float]:
@@ -226,7 +226,7 @@ def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str, table: bo
     """
     import faust
 
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.topics import TopicNames
 
     started = time.perf_counter()
     name = "faust-table-baseline" if table else "faust-baseline"
@@ -273,7 +273,7 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                    workers: int = 1, tree: trees.Tree | None = None) -> dict[str, Any]:
     """`workers` processes of one consumer group (they share the partitions), running
     `tree`'s code (default this checkout)."""
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.topics import TopicNames
 
     names = TopicNames(prefix)
     started = time.perf_counter()
@@ -376,8 +376,8 @@ async def _feed_live(broker: str, names: Any, events: list[Any],
     """Feed `events` live at `rate`; `appended`: trigger id -> when its batch was acked."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.pipeline.kafka_io import event_key
-    from streams.pipeline.murmur2 import partition_for
+    from streams.kafka.kafka_io import event_key
+    from streams.kafka.murmur2 import partition_for
     from streams.serde.wire import SingleObjectFraming
 
     # The load generator appends to producer batches itself (one per partition,
@@ -437,8 +437,8 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
                     partitions: int, work: Path, tree: trees.Tree | None = None
                     ) -> dict[str, Any]:
     """Feed a fresh pipeline live at `rate`; latency of the past rules' findings."""
-    from streams.pipeline.kafka_io import create_topics
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.kafka_io import create_topics
+    from streams.kafka.topics import TopicNames
 
     names = TopicNames(prefix)
     asyncio.run(create_topics(_connection(broker), names, partitions, 1))
@@ -503,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
     except trees.TreeError as exc:
         raise SystemExit(str(exc)) from exc
 
-    from streams.pipeline.kafka_io import create_topics, produce_events
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.kafka_io import create_topics, produce_events
+    from streams.kafka.topics import TopicNames
 
     work = Path(tempfile.mkdtemp(prefix="cw-pipeline-bench-"))
     broker = args.broker

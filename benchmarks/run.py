@@ -122,8 +122,8 @@ def child_scaling(path: str, state_dir: str) -> dict[str, Any]:
 
     from streams.engine import Engine, EngineParams
     from streams.model.findings import DeadLetter
-    from streams.pipeline.faust_store import TableStore
     from streams.serde.jsonl import read_jsonl
+    from streams.state.faust_store import TableStore
 
     table = _RocksTable(state_dir)
     store = TableStore(table, 0)
@@ -252,8 +252,8 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
     """The figures of the last tree of `code` (the current one); with a baseline tree
     before it, the one-worker run of both, in turn, `repeat` rounds, each on fresh topics
     holding the same events."""
-    from streams.pipeline.kafka_io import create_topics, produce_events
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.kafka_io import create_topics, produce_events
+    from streams.kafka.topics import TopicNames
 
     stream = pipeline._events(events, subjects, seed)
     expected = pipeline._expected(stream)

@@ -57,7 +57,7 @@ MODULES = (
     "streams/catalogue/__init__.py",
     "streams/model/timestamps.py",
     "streams/model/validate.py",
-    "streams/evidence/pseudonymise.py",
+    "streams/privacy/pseudonymise.py",
     "streams/serde/jsonl.py",
     "streams/serde/avro.py",
     "streams/replay.py",

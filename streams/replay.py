@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import IO
 
 from streams.engine import DictStore, Engine, EngineParams
-from streams.evidence.pseudonymise import Pseudonymiser, default_pseudonymiser
 from streams.model.events import Event
 from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.privacy.pseudonymise import Pseudonymiser, default_pseudonymiser
 from streams.serde.jsonl import dump_line
 
 __all__ = ["ReplaySummary", "replay_records"]
@@ -109,11 +109,12 @@ class _Run:
                     continue
                 self.written.add(output.finding_id)
                 summary.findings += 1
-                self.findings_out.write(dump_line(output, self.pseudonymiser))
+                self.findings_out.write(dump_line(self.pseudonymiser.finding(output)))
             else:
                 summary.amendments += 1
                 if self.amendments_out is not None:
-                    self.amendments_out.write(dump_line(output, self.pseudonymiser))
+                    self.amendments_out.write(
+                        dump_line(self.pseudonymiser.amendment(output)))  # type: ignore[arg-type]
                 if self.on_amendment is not None:
                     self.on_amendment(output)  # type: ignore[arg-type]
 

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import orjson
 
 from streams.engine import EngineParams
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.topics import TopicNames
 from streams.model.events import ConsentChanged, Event
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.topics import TopicNames
 from streams.serde.jsonl import write_events_jsonl
 
 T = TypeVar("T")
@@ -223,7 +223,7 @@ class Pipeline:
         return send_raw(self.bootstrap, topic, value, key)
 
     def send_events(self, events: Iterable[Event]) -> int:
-        from streams.pipeline.kafka_io import produce_events
+        from streams.kafka.kafka_io import produce_events
 
         return asyncio.run(produce_events(self.connection, self.names, list(events)))
 

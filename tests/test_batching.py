@@ -1,42 +1,19 @@
-"""The batch path through Faust's consumer, and what it relies on in faust-streaming.
+"""The batch path through Faust's consumer (`streams/kafka/faust_adapter.py`).
 
-`BatchingConsumer` replaces Faust's drain loop and touches its private bookkeeping.
-These tests fail when an upgrade of faust-streaming renames or reshapes what it uses,
-before a worker silently stops committing.
+What it relies on in faust-streaming is checked by tests/test_faust_adapter.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 import pytest
-from faust.transport import consumer as faust_consumer
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.pipeline.batching import BatchingConsumer, batching_transport
-
-
-def test_faust_still_has_what_the_batch_path_relies_on() -> None:
-    base = faust_consumer.Consumer
-    for name in ("_drain_messages", "_wait_next_records", "commit", "perform_seek",
-                 "_new_offset", "_commit_tps"):
-        assert callable(getattr(base, name, None)), name
-    assert "fetcher" in inspect.signature(base._drain_messages).parameters
-    source = inspect.getsource(base)
-    for attribute in ("_read_offset", "_committed_offset", "_acked", "_acked_index",
-                      "_buffered_partitions", "_n_acked", "_commit_every"):
-        assert f"self.{attribute}" in source, attribute
-    assert callable(getattr(faust_aiokafka.Consumer, "_to_message", None))
-    assert callable(getattr(faust.App, "_new_transport", None))
-    # _new_offset reads the acked offsets of a partition as a sorted run from the
-    # committed one: the contract BatchingConsumer._ack fills.
-    assert "consecutive_numbers(acked)" in inspect.getsource(base._new_offset)
+from streams.kafka.faust_adapter import BatchCommit, BatchingConsumer, batching_transport
 
 
 def test_the_transport_carries_the_handlers_filled_after_it_was_made() -> None:
@@ -101,8 +78,8 @@ def test_a_batch_is_acked_once_what_it_produced_is_delivered() -> None:
     async def scenario() -> Any:
         delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        async def handler(tp: TP, records: list[_Record]) -> asyncio.Future[None]:
-            return delivered
+        async def handler(tp: TP, records: list[_Record]) -> BatchCommit:
+            return BatchCommit(delivered)
 
         consumer = _consumer({"t": handler})
         tp = TP("t", 0)
@@ -119,8 +96,8 @@ def test_a_batch_delivered_after_a_rebalance_is_acked_one_not_delivered_is_not()
     async def scenario(fail: bool) -> Any:
         delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        async def handler(tp: TP, records: list[_Record]) -> asyncio.Future[None]:
-            return delivered
+        async def handler(tp: TP, records: list[_Record]) -> BatchCommit:
+            return BatchCommit(delivered)
 
         consumer = _consumer({"t": handler})
         tp = TP("t", 0)
@@ -136,6 +113,55 @@ def test_a_batch_delivered_after_a_rebalance_is_acked_one_not_delivered_is_not()
     # Faust commits only partitions still assigned; a dropped ack would be a gap.
     assert asyncio.run(scenario(fail=False)) == [0]
     assert asyncio.run(scenario(fail=True)) == []
+
+
+def test_the_ordered_commit_acks_after_findings_then_changelog_then_commits() -> None:
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        findings: asyncio.Future[None] = loop.create_future()
+        changelog: asyncio.Future[None] = loop.create_future()
+        steps: list[str] = []
+
+        async def handler(tp: TP, records: list[_Record]) -> BatchCommit:
+            return BatchCommit(findings, changelog)
+
+        async def commit() -> bool:
+            steps.append(f"committed {consumer._acked[tp]}")
+            return True
+
+        consumer = _consumer({"t": handler})
+        consumer._commit_every = 2
+        consumer.commit = commit
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(0), _Record(1)]}, {tp})
+        findings.set_result(None)
+        await asyncio.sleep(0)
+        steps.append(f"findings delivered, acked {consumer._acked[tp]}")
+        changelog.set_result(None)
+        await asyncio.gather(*consumer._in_flight)
+        return steps
+
+    assert asyncio.run(scenario()) == ["findings delivered, acked []", "committed [0, 1]"]
+
+
+def test_a_changelog_not_delivered_leaves_the_batch_unacknowledged() -> None:
+    async def scenario() -> Any:
+        loop = asyncio.get_running_loop()
+        findings: asyncio.Future[None] = loop.create_future()
+        changelog: asyncio.Future[None] = loop.create_future()
+
+        async def handler(tp: TP, records: list[_Record]) -> BatchCommit:
+            return BatchCommit(findings, changelog)
+
+        consumer = _consumer({"t": handler})
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(0)]}, {tp})
+        findings.set_result(None)
+        changelog.set_exception(RuntimeError("broker gone"))
+        await asyncio.gather(*consumer._in_flight)
+        return consumer._acked[tp], consumer._n_acked
+
+    assert asyncio.run(scenario()) == ([], 0)
 
 
 def test_nothing_is_acked_when_the_handler_fails() -> None:

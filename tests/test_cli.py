@@ -266,7 +266,7 @@ def test_a_worker_whose_web_port_is_in_use_exits_with_one_line(tmp_path: Path) -
 
 
 def _topics(partitions: int = 4, **counts: int) -> dict[str, int]:
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.topics import TopicNames
 
     found = dict.fromkeys(TopicNames("p").all(), partitions)
     found.update(counts)
@@ -274,8 +274,8 @@ def _topics(partitions: int = 4, **counts: int) -> dict[str, int]:
 
 
 def test_topic_problem_names_what_is_missing_or_counted_differently() -> None:
-    from streams.pipeline.kafka_io import topic_problem
-    from streams.pipeline.topics import TopicNames
+    from streams.kafka.kafka_io import topic_problem
+    from streams.kafka.topics import TopicNames
 
     names = TopicNames("p")
     assert topic_problem(names, 4, _topics()) is None

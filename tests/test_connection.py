@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import pytest
 
 from streams.errors import ConfigError
+from streams.kafka.connection import KafkaConnection, Secret
+from streams.kafka.topics import TopicNames, topic_configs
 from streams.model.events import FeatureToggled
-from streams.pipeline.connection import KafkaConnection, Secret
-from streams.pipeline.topics import TopicNames, topic_configs
 from streams.serde.wire import ConfluentFraming, RegistrySchemaIds
 from tests.conftest import run_cli
 

@@ -19,11 +19,11 @@ import pytest
 
 import streams
 from streams.errors import InvalidEvent, SchemaError
-from streams.evidence.pseudonymise import HASHED_FIELDS, Pseudonymiser
 from streams.model import contract
 from streams.model.contract import EVENT_FIELDS, PSEUDONYMISED_FIELDS, FieldContract, event_fields
 from streams.model.events import EVENT_TYPES
 from streams.model.validate import Validator, event_from_record
+from streams.privacy.pseudonymise import HASHED_FIELDS, Pseudonymiser
 from streams.serde.avro import load_schema
 
 # -------------------------------------------------------------------- the dataclasses

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 import tests.kafka_helpers as kh
+from streams.kafka.kafka_io import event_key
 from streams.model.validate import event_from_record
-from streams.pipeline.kafka_io import event_key
 from streams.serde.wire import SingleObjectFraming
 from tests.builders import requested
 

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from streams.cli.app import cli
-from streams.pipeline.connection import BROKER_ENV, KafkaConnection
+from streams.kafka.connection import BROKER_ENV, KafkaConnection
 from tests.conftest import SPEC_DIR
 
 ROOT = Path(__file__).resolve().parent.parent

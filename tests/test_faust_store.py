@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from streams.engine.state import AccountState, SubjectState
-from streams.pipeline.faust_store import TableStore
-from streams.pipeline.state_codec import decode_state
+from streams.state.faust_store import TableStore
+from streams.state.state_codec import decode_state
 
 
 def memory_table() -> SimpleNamespace:

@@ -27,10 +27,11 @@ from streams.evidence.checkpoint import verify_checkpoint
 from streams.evidence.keys import generate_keypair, load_public_key
 from streams.evidence.ledger import open_ledger
 from streams.evidence.merkle import leaf_hash, root_hash
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.kafka_io import create_topics
+from streams.kafka.topics import TopicNames
 from streams.model.findings import Amendment, Finding, amendment_id, finding_id
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.kafka_io import create_topics
-from streams.pipeline.topics import TopicNames
+from streams.privacy.pseudonymise import default_pseudonymiser
 from streams.serde.wire import encode_output
 from tests.kafka_helpers import _committed, wait_until
 from tests.postgres_fixture import fresh_database
@@ -151,8 +152,10 @@ def topics_with_duplicates(bootstrap: str, findings: list[Finding],
     connection = KafkaConnection.resolve(bootstrap)
     asyncio.run(create_topics(connection, names, partitions=3, replication=1))
     amendments = make_amendments(findings)
-    messages = [(names.findings, f.finding_id.encode(), encode_output(f)) for f in findings]
-    messages += [(names.amendments, a.amendment_id.encode(), encode_output(a))
+    seal = default_pseudonymiser()
+    messages = [(names.findings, f.finding_id.encode(), encode_output(seal.finding(f)))
+                for f in findings]
+    messages += [(names.amendments, a.amendment_id.encode(), encode_output(seal.amendment(a)))
                  for a in amendments]
     # Delivered twice: what a worker restart does. And one record that is not Avro.
     messages += messages[100:700:3] + messages[-50:]

@@ -7,7 +7,7 @@ from aiokafka.partitioner import murmur2 as reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.pipeline.murmur2 import murmur2, partition_for
+from streams.kafka.murmur2 import murmur2, partition_for
 from tests.hypothesis_profiles import examples
 
 

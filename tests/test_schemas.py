@@ -119,7 +119,7 @@ def test_every_enum_is_defined_once_in_the_namespace() -> None:
 # ----------------------------------------------------------------------------- model
 
 
-# One evidence event of a Finding or an Amendment (streams.evidence.pseudonymise): the
+# One evidence event of a Finding or an Amendment (streams.privacy.pseudonymise): the
 # event's type, id and time, then its other fields by name with their JSON values.
 EVIDENCE_EVENT = {
     "type": "record",

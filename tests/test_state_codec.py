@@ -22,7 +22,7 @@ from streams.engine.state import (
     TriggerRecord,
 )
 from streams.model.events import Event
-from streams.pipeline.state_codec import decode_state, encode_state
+from streams.state.state_codec import decode_state, encode_state
 from tests.hypothesis_profiles import examples
 from tests.strategies import events
 

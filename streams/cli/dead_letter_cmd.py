@@ -40,8 +40,8 @@ def resend(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     reason, never the content. Re-sending a letter twice sends its event twice (the
     findings' ids are deterministic, so a finding is not minted twice).
     """
+    from streams.kafka.kafka_io import read_outputs
     from streams.model.findings import DeadLetter
-    from streams.pipeline.kafka_io import read_outputs
     from streams.pipeline.resend import LetterSelection, Resend, plan_resend
     from streams.pipeline.resend import resend as send_all
     from streams.serde.wire import wire_format as make_wire_format

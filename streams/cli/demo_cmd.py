@@ -90,9 +90,9 @@ def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path
         broker = stack.start_broker()
         prefix = f"demo{int(time.time() * 1000) % 10**10}"
         out.print(f"broker {broker}; topics under prefix {prefix}")
-        from streams.pipeline.connection import KafkaConnection
-        from streams.pipeline.kafka_io import create_topics
-        from streams.pipeline.topics import TopicNames
+        from streams.kafka.connection import KafkaConnection
+        from streams.kafka.kafka_io import create_topics
+        from streams.kafka.topics import TopicNames
 
         connection, names = KafkaConnection(bootstrap=broker), TopicNames(prefix)
         asyncio.run(create_topics(connection, names, partitions, 1))
@@ -233,8 +233,8 @@ class _Run:
             yield event
 
     async def main(self) -> None:
+        from streams.kafka.kafka_io import produce_events
         from streams.pipeline.control import produce_end_of_input
-        from streams.pipeline.kafka_io import produce_events
 
         tasks = [asyncio.create_task(self._follow_findings()),
                  asyncio.create_task(self._watch_lag()),
@@ -275,8 +275,8 @@ class _Run:
                                     f"{self.processes.work / 'worker.log'}")
 
     async def _follow_findings(self) -> None:
+        from streams.kafka.kafka_io import read_outputs
         from streams.model.findings import Finding
-        from streams.pipeline.kafka_io import read_outputs
 
         while True:  # the topic exists; a broker hiccup only restarts the reading
             with contextlib.suppress(ConsentwatchError):
@@ -289,6 +289,8 @@ class _Run:
     async def _watch_lag(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
+
+        from streams.kafka.faust_adapter import refresh_metadata
 
         options = self.connection.aiokafka_options()
         consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
@@ -303,7 +305,7 @@ class _Run:
                     tps = [TopicPartition(t, p) for t in topics
                            for p in consumer.partitions_for_topic(t) or ()]
                     if not tps:
-                        await consumer._client.force_metadata_update()
+                        await refresh_metadata(consumer)
                     end = await consumer.end_offsets(tps)
                     committed = await admin.list_consumer_group_offsets(self.names.group_id)
                     lag = {tp: max(0, end[tp] - (committed[tp].offset if tp in committed
@@ -400,9 +402,12 @@ def verify_command(bundle: Path, public_key: Path) -> str:
 
 
 def _has_command(*path: str) -> bool:
-    from streams.cli.app import cli
-
-    command: Any = cli
+    """Whether the running `consentwatch` has the command `path` (read from the click
+    context: the CLI's root group imports this module, not the other way round)."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    command: Any = context.find_root().command
     for name in path:
         if not isinstance(command, click.Group) or name not in command.commands:
             return False

@@ -153,7 +153,7 @@ def _command_section(path: tuple[str, ...], command: click.Command) -> list[str]
 
 
 def _kafka_settings() -> list[str]:
-    from streams.pipeline.connection import BROKER_ENV, KafkaConnection
+    from streams.kafka.connection import BROKER_ENV, KafkaConnection
 
     lines = [
         "## Kafka connection settings",

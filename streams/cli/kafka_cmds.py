@@ -43,7 +43,7 @@ def topics() -> None:
 def topics_create(broker: str | None, topic_prefix: str, kafka_config: Path | None,
                   partitions: int, replication: int) -> int:
     """Create the input, correlate, findings, amendments and dead-letter topics."""
-    from streams.pipeline.kafka_io import create_topics
+    from streams.kafka.kafka_io import create_topics
 
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)
     result = asyncio.run(create_topics(connection, names, partitions, replication))
@@ -67,7 +67,7 @@ def produce(events: Path, broker: str | None, topic_prefix: str, kafka_config: P
             rate: float | None,
             end_of_input: bool) -> int:
     """Publish the events of a JSON Lines or Avro file to their topics, as Avro."""
-    from streams.pipeline.kafka_io import produce_events
+    from streams.kafka.kafka_io import produce_events
     from streams.serde.sources import read_events
     from streams.serde.wire import wire_format as make_wire_format
 
@@ -114,7 +114,7 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
     Amendments are filtered by the fields they have (rule, subject, time); a filter on
     severity, account or provider leaves none.
     """
-    from streams.pipeline.kafka_io import read_outputs
+    from streams.kafka.kafka_io import read_outputs
 
     wanted = FindingFilter.of(filters)
     if which == "dead_letters" and not wanted.is_empty():
@@ -190,7 +190,7 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     # Faust reports a broker it cannot reach with a traceback, waits for ever on one that
     # never answers, and repeats "Topic not found" for ever on missing topics: first
     # contact is made here, where failing is one line.
-    from streams.pipeline.kafka_io import check_topics
+    from streams.kafka.kafka_io import check_topics
 
     probe = asyncio.new_event_loop()  # not asyncio.run: that leaves no current loop for Faust
     try:
@@ -314,6 +314,8 @@ def _worker_class(base: type, ready: str) -> type:
     records are read again.
     """
 
+    from streams.kafka.faust_adapter import shutting_down_immediately, worker_class
+
     def arm() -> None:
         import os
         import threading
@@ -324,7 +326,7 @@ def _worker_class(base: type, ready: str) -> type:
 
     quiet = _QuietLibraries()
 
-    class Worker(base):  # type: ignore[misc]
+    class Worker(worker_class(base, arm)):  # type: ignore[misc]
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             _quiet_libraries(logger, level, quiet)
@@ -332,15 +334,7 @@ def _worker_class(base: type, ready: str) -> type:
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             quiet.starting = False
-            if not self._shutdown_immediately:
+            if not shutting_down_immediately(self):
                 print(ready, file=sys.stderr, flush=True)
-
-        def _on_sigterm(self) -> None:
-            arm()
-            super()._on_sigterm()
-
-        def _on_sigint(self) -> None:
-            arm()
-            super()._on_sigint()
 
     return Worker

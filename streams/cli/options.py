@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from streams.engine import DAY_MS, EngineParams
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.topics import DEFAULT_PREFIX, TopicNames
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.topics import DEFAULT_PREFIX, TopicNames
 from streams.serde.subjects import SUBJECT_NAME_STRATEGIES
 
 if TYPE_CHECKING:
-    from streams.evidence.pseudonymise import Pseudonymiser
+    from streams.privacy.pseudonymise import Pseudonymiser
 
 __all__ = [
     "engine_options",
@@ -125,14 +125,14 @@ def make_pseudonymiser(pseudonym_key: Path | None) -> Pseudonymiser:
     """The pseudonymiser of `--pseudonym-key` (or the development key when there is none);
     raises ConfigError (exit 2, one line) for an unusable key file. Call it before doing
     any work, and `warn_development_key` once the command's usage has been checked."""
-    from streams.evidence.pseudonymise import load_pseudonymiser
+    from streams.privacy.pseudonymise import load_pseudonymiser
 
     return load_pseudonymiser(pseudonym_key)
 
 
 def warn_development_key(pseudonymiser: Pseudonymiser) -> None:
     """One warning line on stderr when evidence is pseudonymised with the development key."""
-    from streams.evidence.pseudonymise import development_key_warning
+    from streams.privacy.pseudonymise import development_key_warning
 
     if pseudonymiser.development:
         click.echo(f"consentwatch: warning: {development_key_warning()}", err=True)

@@ -95,7 +95,7 @@ def _produce(stream: Iterable[Event], broker: str | None, topic_prefix: str,
              subject_name_strategy: str, rate: float | None) -> int:
     import asyncio
 
-    from streams.pipeline.kafka_io import produce_events
+    from streams.kafka.kafka_io import produce_events
     from streams.serde.wire import wire_format as make_wire_format
 
     connection, names = resolve_kafka(broker, topic_prefix, kafka_config)

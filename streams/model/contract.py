@@ -10,7 +10,7 @@ does not define as metadata; neither changes the schema's canonical form):
   `"id"` a non-empty string, `"taxonomy-key"` a dotted key such as
   user.contact.email, `"provider"` a provider key without spaces;
 - `"pseudonymised": true`: personal data a regulator does not need, shown
-  pseudonymised in the evidence of findings (`streams.evidence.pseudonymise`).
+  pseudonymised in the evidence of findings (`streams.privacy.pseudonymise`).
 
 The event types are the dataclasses of `streams.model.events`; a test
 (`tests/test_contract.py`) checks those against the schemas.

@@ -20,7 +20,7 @@ __all__ = [
 
 # One evidence event: the event itself in a finding straight from the engine; its
 # pseudonymised JSON form (`{"type": ..., ...fields}`) once it has been through
-# `streams.evidence.pseudonymise`, or when read back from a topic or a file.
+# `streams.privacy.pseudonymise`, or when read back from a topic or a file.
 EvidenceItem = Event | dict[str, Any]
 
 
@@ -38,13 +38,13 @@ def evidence_record(item: EvidenceItem) -> dict[str, Any]:
     """The JSON form of an evidence item that is already pseudonymised.
 
     A raw event is refused: personal data leaves the process only through a
-    `Pseudonymiser` (`streams.evidence.pseudonymise`), never by accident.
+    `Pseudonymiser` (`streams.privacy.pseudonymise`), never by accident.
     """
     if type(item) is dict:
         return item
     raise TypeError(
         f"evidence event {type(item).__name__} is not pseudonymised: "
-        "pass the finding through streams.evidence.pseudonymise first"
+        "pass the finding through streams.privacy.pseudonymise first"
     )
 
 

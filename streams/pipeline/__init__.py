@@ -1,1 +1,2 @@
-"""The streaming pipeline: topics, Kafka connection settings, and the Faust worker."""
+"""The streaming pipeline: the Faust worker and its two stages, their watermarks, the
+control records that close a finite input, and the dead-letter resend."""

@@ -21,9 +21,9 @@ import asyncio
 
 import orjson
 
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.kafka_io import start_client
-from streams.pipeline.topics import TopicNames
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.kafka_io import start_client
+from streams.kafka.topics import TopicNames
 
 __all__ = ["CONTROL", "END_OF_INPUT", "control_kind", "encode_control", "is_control",
            "produce_end_of_input"]

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams.errors import ConsentwatchError
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.kafka_io import event_key, start_client
+from streams.kafka.topics import TopicNames
 from streams.model.findings import DeadLetter
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.kafka_io import event_key, start_client
-from streams.pipeline.topics import TopicNames
 from streams.serde.wire import WireFormat
 
 __all__ = ["LetterSelection", "Resend", "plan_resend", "resend"]

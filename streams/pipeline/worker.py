@@ -1,7 +1,7 @@
 """`consentwatch worker`: the Faust app that puts the engine on Kafka.
 
 Two stages, each fed in batches straight from the consumer's fetches (see
-`batching.py`; Faust's per-record agent path costs more than the engine itself):
+`faust_adapter.py`; Faust's per-record agent path costs more than the engine itself):
 
 1. `route` reads every input topic, decodes each record, sends poison records to
    the dead-letter topic (with source topic, partition, offset, reason and the
@@ -23,8 +23,9 @@ Two stages, each fed in batches straight from the consumer's fetches (see
    touched by many batches in that time is serialised and logged once.
 
 Delivery is at-least-once. A batch's findings are sent as soon as it is processed;
-its offsets are acknowledged only after they are delivered and after the state it
-changed reached the changelog (the first flush after it); after a restart, decisions
+each handler returns the batch's `BatchCommit` (its outputs, and the flush that carries
+its state), and the ordered commit (`faust_adapter.BatchingConsumer._commit_in_order`)
+acknowledges and commits its offsets only after both are delivered; after a restart, decisions
 recorded at or after the first offset read again are sent again
 (`Engine.decided_since`), so no finding is lost and a copy carries the same finding
 id, rule, subject, trigger and evidence.
@@ -45,17 +46,23 @@ import orjson
 
 from streams.engine import Engine, EngineParams
 from streams.errors import InvalidEvent, RegistryUnavailable
-from streams.evidence.pseudonymise import Pseudonymiser
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.faust_adapter import (
+    BatchCommit,
+    BatchHandler,
+    app_class,
+    batching_transport,
+    consumer_of,
+    partition_count,
+    producer_of,
+)
+from streams.kafka.murmur2 import partition_for
+from streams.kafka.topics import TopicNames
 from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import refuse_future
-from streams.pipeline.batching import BatchHandler, batching_transport
-from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
-from streams.pipeline.faust_store import TableStore
-from streams.pipeline.murmur2 import partition_for
-from streams.pipeline.topics import TopicNames
 from streams.pipeline.watermarks import (
     END,
     SourceClocks,
@@ -67,9 +74,11 @@ from streams.pipeline.watermarks import (
     source_id,
     source_tp,
 )
+from streams.privacy.pseudonymise import Pseudonymiser, default_pseudonymiser
 from streams.runtime import StateCollector
 from streams.serde.relay import decode_relayed, encode_relayed, is_relayed
 from streams.serde.wire import SingleObjectFraming, WireFormat, await_schemas, encode_output
+from streams.state.faust_store import TableStore
 
 __all__ = ["WorkerSettings", "build_app"]
 
@@ -219,6 +228,7 @@ class _Pipeline:
         self.app = app
         self.settings = settings
         self.framing = settings.framing
+        self.pseudonymiser = settings.pseudonymiser or default_pseudonymiser()
         self.input_topics = sorted(names.inputs.values())
         self.inputs = app.topic(*self.input_topics, **raw)
         self.correlate = app.topic(names.correlate, partitions=settings.partitions, **raw)
@@ -241,9 +251,9 @@ class _Pipeline:
     # -- helpers ---------------------------------------------------------------------
 
     def _producer(self) -> Any:
-        return self.app.producer._ensure_producer()
+        return producer_of(self.app)
 
-    def _consumer(self) -> Any:
+    def _app_consumer(self) -> Any:
         return self.app.consumer
 
     def _correlate_partition(self, key: bytes) -> int:
@@ -270,14 +280,14 @@ class _Pipeline:
     async def _send_outputs(self, batch: _Batch, outputs: Iterable[Finding | Amendment]
                             ) -> None:
         names = self.settings.topics
-        pseudonymiser = self.settings.pseudonymiser
+        pseudonymiser = self.pseudonymiser
         for output in outputs:
             if isinstance(output, Finding):
                 await batch.send(names.findings, output.finding_id.encode(),
-                                 encode_output(output, pseudonymiser))
+                                 encode_output(pseudonymiser.finding(output)))
             else:
                 await batch.send(names.amendments, output.amendment_id.encode(),
-                                 encode_output(output, pseudonymiser))
+                                 encode_output(pseudonymiser.amendment(output)))
 
     def _decode(self, record: Any) -> Any:
         """The record's event; InvalidEvent for a poison record (a decoder bug too)."""
@@ -299,7 +309,7 @@ class _Pipeline:
 
     # -- stage 1: route ---------------------------------------------------------------
 
-    async def route(self, tp: Any, records: list[Any]) -> asyncio.Future[Any]:
+    async def route(self, tp: Any, records: list[Any]) -> BatchCommit:
         batch = _Batch(self._producer())
         correlate = self.settings.topics.correlate
         partitions = range(self.settings.partitions)
@@ -350,7 +360,7 @@ class _Pipeline:
             self.clocks.observe(source, latest, _now_ms())
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
-        return delivered
+        return BatchCommit(delivered)
 
     async def send_markers(self, always: bool = False) -> None:
         """Every correlate partition gets this worker's report on its input partitions.
@@ -386,15 +396,14 @@ class _Pipeline:
         earliest offset). Never the fetch position: records fetched ahead are not
         handed over yet.
         """
-        consumer = self._consumer()
+        consumer = self._app_consumer()
         try:
             highwater: int | None = consumer.highwater(tp)
         except Exception:  # not assigned any more, or not fetched yet
             return None
         if highwater is None:
             return None
-        last = consumer._batch_last.get(tp)
-        start = last + 1 if last is not None else consumer._read_offset[tp]
+        start = consumer.next_offset(tp)
         if start is None:
             start = self._earliest.get(source_id(tp.topic, tp.partition))
         if start is None:
@@ -412,7 +421,7 @@ class _Pipeline:
             return
         tps = {source_tp(source): source for source in missing}
         try:
-            earliest = await self._consumer().earliest_offsets(*tps)
+            earliest = await self._app_consumer().earliest_offsets(*tps)
         except Exception:  # not assigned any more, or the broker is away: next tick
             return
         for tp, offset in earliest.items():
@@ -424,10 +433,10 @@ class _Pipeline:
     def expected_sources(self) -> list[str] | None:
         """Every input partition, once the topics' metadata is known."""
         if self._expected is None:
-            consumer = self._consumer()
+            consumer = self._app_consumer()
             sources: list[str] = []
             for topic in self.input_topics:
-                count = _partition_count(consumer, topic)
+                count = partition_count(consumer, topic)
                 if not count:
                     return None
                 sources.extend(source_id(topic, n) for n in range(count))
@@ -449,7 +458,7 @@ class _Pipeline:
         self.partitions[number] = part
         return part, again
 
-    async def correlate_batch(self, tp: Any, records: list[Any]) -> asyncio.Future[Any]:
+    async def correlate_batch(self, tp: Any, records: list[Any]) -> BatchCommit:
         number = tp.partition
         part = self.partitions.get(number)
         outputs: list[Finding | Amendment] = []
@@ -485,7 +494,7 @@ class _Pipeline:
         await self._send_outputs(batch, outputs)
         part.save_progress()
         if not part.store.dirty_keys():
-            return await batch.enqueue()  # nothing of its own waits for a flush
+            return BatchCommit(await batch.enqueue())  # nothing of its own waits for a flush
         now_s = time.monotonic()
         if part.dirty_since is None:
             part.dirty_since = now_s
@@ -495,19 +504,14 @@ class _Pipeline:
             return await self._flush(part, number, batch)
         flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         part.waiting.append(flushed)
-        delivered = await batch.enqueue()
-
-        async def acknowledgeable() -> None:
-            await delivered
-            await flushed
-
-        return asyncio.ensure_future(acknowledgeable())
+        return BatchCommit(await batch.enqueue(), flushed)
 
     async def _flush(self, part: _Partition, number: int,
-                     batch: _Batch | None = None) -> asyncio.Future[Any]:
+                     batch: _Batch | None = None) -> BatchCommit:
         """Write the partition's changed state to its storage and changelog (in `batch`,
-        or a batch of its own); a future done once that and the batch are delivered,
-        which also releases the batches that waited for this flush."""
+        or a batch of its own): the batch's records, and the changelog's, done once that
+        is delivered and the store recorded it, which also releases the batches that
+        waited for this flush."""
         batch = batch or _Batch(self._producer())
         waiting, part.waiting, part.dirty_since = part.waiting, [], None
         changelog = self.table.changelog_topic.get_topic_name()
@@ -532,11 +536,12 @@ class _Pipeline:
                 if not future.done():
                     future.set_result(None)
 
-        return asyncio.ensure_future(persisted())
+        return BatchCommit(delivered, asyncio.ensure_future(persisted()))
 
     async def flush_revoked(self, parts: Iterable[tuple[int, _Partition]]) -> None:
         """A revoked partition's unflushed state goes out now: the batches that wait for
-        it are acknowledged (see `_ack_when_delivered`), so it must be in the changelog."""
+        it are acknowledged (`faust_adapter`'s ordered commit), so it must be in the
+        changelog."""
         for number, part in parts:
             if part.store.dirty_keys() or part.waiting:
                 try:
@@ -569,20 +574,6 @@ class _Pipeline:
         return dropped
 
 
-def _partition_count(consumer: Any, topic: str) -> int | None:
-    """How many partitions `topic` has, from the consumer's cluster metadata.
-
-    Not Faust's `topic_partitions`: it reads the group coordinator's metadata snapshot,
-    which only the group's leader keeps, so on any other worker it knows nothing.
-    """
-    try:
-        cluster = consumer._thread._ensure_consumer()._client.cluster
-        partitions = cluster.partitions_for_topic(topic)
-    except Exception:  # not started yet
-        return None
-    return len(partitions) if partitions else None
-
-
 class _WorkerView:
     """What the metrics read at scrape time (streams/metrics/view.py)."""
 
@@ -596,7 +587,7 @@ class _WorkerView:
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Records past the last one processed, for each input and correlate partition."""
         pipeline = self._pipeline
-        consumer = getattr(pipeline.app, "_consumer", None)
+        consumer = consumer_of(pipeline.app)
         if consumer is None:
             return {}
         topics = {*pipeline.input_topics, pipeline.settings.topics.correlate}
@@ -651,11 +642,7 @@ def build_app(settings: WorkerSettings) -> Any:
     handlers: dict[str, Any] = {}
     transport = batching_transport(handlers)
 
-    class App(faust.App):  # type: ignore[misc]
-        def _new_transport(self) -> Any:
-            return transport(self.conf.broker_consumer, self)
-
-    app = App(
+    app = app_class(faust.App, transport)(
         settings.topics.group_id,
         broker=f"kafka://{settings.connection.bootstrap}",
         broker_credentials=settings.connection.faust_credentials(),
@@ -673,7 +660,7 @@ def build_app(settings: WorkerSettings) -> Any:
         table_standby_replicas=0,
         autodiscover=False,
         processing_guarantee="at_least_once",
-        # The stages append whole batches (batching.py): larger producer batches, fewer
+        # The stages append whole batches (faust_adapter.py): larger producer batches, fewer
         # requests. A record still fits: the largest state value is far below this.
         producer_max_batch_size=256 * 1024,
         # Larger fetches, larger batches: a subject's events of one meeting then more

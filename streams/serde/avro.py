@@ -28,14 +28,14 @@ from dataclasses import fields
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import fastavro
 
 from streams.errors import InvalidEvent, SchemaError
 from streams.model import contract
 from streams.model.events import EVENT_TYPES, Event
-from streams.model.findings import Amendment, DeadLetter, Finding, evidence_record
+from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
 from streams.model.validate import (
     BadValue,
@@ -44,11 +44,9 @@ from streams.model.validate import (
     refuse_future,
     validator_for,
 )
+from streams.privacy.sealed import SealedAmendment, SealedFinding
 from streams.serde.dead_letter_limit import DeadLetterLimit
 from streams.serde.schema_depth import UnsafeSchema, check_schema_depth
-
-if TYPE_CHECKING:
-    from streams.evidence.pseudonymise import Pseudonymiser
 
 __all__ = [
     "CORRUPT_CONTAINER",
@@ -435,17 +433,11 @@ _AMENDMENT_TO_RECORD = _record_maker(Amendment)
 _DEAD_LETTER_TO_RECORD = _record_maker(DeadLetter)
 
 
-def finding_to_record(finding: Finding, pseudonymiser: Pseudonymiser | None = None,
-                      tagged: bool = False) -> dict[str, Any]:
-    """The Avro datum of a Finding (schema `Finding`), its evidence pseudonymised by
-    `pseudonymiser` (see `streams.evidence.pseudonymise.seal_output` when None);
-    `tagged`: for fastavro's writer (see `_evidence_datum`)."""
-    from streams.evidence.pseudonymise import seal_output
-
-    finding = seal_output(finding, pseudonymiser)
-    record = _FINDING_TO_RECORD(finding)
-    record["evidence"] = [_evidence_datum(evidence_record(item), tagged)
-                          for item in finding.evidence]
+def finding_to_record(sealed: SealedFinding, tagged: bool = False) -> dict[str, Any]:
+    """The Avro datum of a sealed finding (schema `Finding`); `tagged`: for fastavro's
+    writer (see `_evidence_datum`)."""
+    record = _FINDING_TO_RECORD(sealed.finding)
+    record["evidence"] = [_evidence_datum(item, tagged) for item in sealed.evidence]
     return record
 
 
@@ -455,21 +447,15 @@ def record_to_finding(record: Mapping[str, Any]) -> Finding:
     return finding
 
 
-def amendment_to_record(amendment: Amendment, pseudonymiser: Pseudonymiser | None = None,
-                        tagged: bool = False) -> dict[str, Any]:
-    """The Avro datum of an Amendment (schema `Amendment`), its evidence and late event
-    pseudonymised as in `finding_to_record`."""
-    from streams.evidence.pseudonymise import seal_output
-
-    amendment = seal_output(amendment, pseudonymiser)
-    record = _AMENDMENT_TO_RECORD(amendment)
-    record["evidence"] = [_evidence_datum(evidence_record(item), tagged)
-                          for item in amendment.evidence]
-    late = amendment.late_event
+def amendment_to_record(sealed: SealedAmendment, tagged: bool = False) -> dict[str, Any]:
+    """The Avro datum of a sealed amendment (schema `Amendment`), as `finding_to_record`."""
+    record = _AMENDMENT_TO_RECORD(sealed.amendment)
+    record["evidence"] = [_evidence_datum(item, tagged) for item in sealed.evidence]
+    late = sealed.late_event
     if late is None:
         record["late_event"] = None
     else:
-        datum = _evidence_datum(evidence_record(late), tagged)
+        datum = _evidence_datum(late, tagged)
         # Tagged values inside an untagged union: fastavro would try to match the branch
         # by validating them, and fails on the tag of an array. Name the branch too.
         record["late_event"] = (_EVIDENCE_EVENT, datum) if tagged else datum

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -31,6 +31,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from streams.errors import InvalidEvent, RegistryUnavailable
 from streams.model.events import Event
 from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.privacy.sealed import SealedAmendment, SealedFinding
 from streams.serde.avro import (
     EVENT_SCHEMA_NAMES,
     NAMESPACE,
@@ -40,9 +41,6 @@ from streams.serde.avro import (
     schema_history,
     strip_timestamp_millis,
 )
-
-if TYPE_CHECKING:
-    from streams.evidence.pseudonymise import Pseudonymiser
 
 __all__ = [
     "SINGLE_OBJECT_MARKER",
@@ -275,20 +273,19 @@ def _outputs() -> dict[bytes, _Known]:
     return known
 
 
-def encode_output(item: Finding | Amendment | DeadLetter,
-                  pseudonymiser: Pseudonymiser | None = None) -> bytes:
-    """A finding, amendment or dead letter in single-object encoding; the evidence of a
-    finding or amendment is pseudonymised by `pseudonymiser` (see
-    `streams.evidence.pseudonymise.seal_output` when None)."""
+def encode_output(item: SealedFinding | SealedAmendment | DeadLetter) -> bytes:
+    """A sealed finding, sealed amendment or dead letter in single-object encoding."""
     from streams.serde import avro
 
-    name = type(item).__name__
     record: dict[str, Any]
-    if isinstance(item, Finding):
-        record = avro.finding_to_record(item, pseudonymiser, tagged=True)
-    elif isinstance(item, Amendment):
-        record = avro.amendment_to_record(item, pseudonymiser, tagged=True)
+    if isinstance(item, SealedFinding):
+        name = "Finding"
+        record = avro.finding_to_record(item, tagged=True)
+    elif isinstance(item, SealedAmendment):
+        name = "Amendment"
+        record = avro.amendment_to_record(item, tagged=True)
     else:
+        name = "DeadLetter"
         record = avro.dead_letter_to_record(item)
     out = io.BytesIO()
     fastavro.schemaless_writer(out, _current(name), record)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from streams.engine import EngineParams
-    from streams.evidence.export.writer import ExportQuery
+    from streams.evidence.export.query import ExportQuery
     from streams.evidence.ledger import LedgerEntry
 
 __all__ = ["SEVERITIES", "ExportFacts", "key_fingerprint", "render_report"]

@@ -35,6 +35,7 @@ from streams.catalogue import load_catalogue
 from streams.errors import ConfigError
 from streams.evidence import bundle
 from streams.evidence.checkpoint import verifier_key
+from streams.evidence.export.query import ExportQuery
 from streams.evidence.export.report import ExportFacts, key_fingerprint, render_report
 from streams.evidence.export.summary import amendments_by_finding, render_summary
 from streams.evidence.export.times import describe_ms
@@ -50,24 +51,6 @@ __all__ = ["ExportQuery", "ExportResult", "Progress", "export_bundle"]
 
 #: Called as (step, done, total) while findings are written; the CLI draws a bar.
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ExportQuery:
-    """What to export and why. The window is half-open: from_ms <= occurred_at < to_ms."""
-
-    from_ms: int
-    to_ms: int
-    purpose: str
-    rule: str | None = None
-    account: str | None = None
-    subject: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"from": describe_ms(self.from_ms), "to": describe_ms(self.to_ms),
-                "from_ms": self.from_ms, "to_ms": self.to_ms,
-                "filters": {"rule": self.rule, "account": self.account,
-                            "subject": self.subject}}
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.evidence.ledger.base import InvalidRecord
 from streams.evidence.ledger.records import Row, to_row
 from streams.evidence.ledger.sql import SqlLedger
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.topics import TopicNames
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.topics import TopicNames
 
 __all__ = ["ConsumerSettings", "RunStats", "consume_into_ledger", "ledger_group_id"]
 
@@ -129,7 +129,9 @@ async def _caught_up(consumer: Any, start_ends: dict[Any, int]) -> bool:
 async def _end_offsets(consumer: Any, names: TopicNames) -> dict[Any, int]:
     from aiokafka import TopicPartition
 
-    await consumer._client.force_metadata_update()
+    from streams.kafka.faust_adapter import refresh_metadata
+
+    await refresh_metadata(consumer)
     tps = [TopicPartition(topic, p) for topic in (names.findings, names.amendments)
            for p in sorted(consumer.partitions_for_topic(topic) or ())]
     return dict(await consumer.end_offsets(tps)) if tps else {}
@@ -140,7 +142,7 @@ async def _start_consumer(connection: KafkaConnection, names: TopicNames, ledger
     """The ledger's consumer, started, and the end offsets of the topics at its start."""
     from aiokafka import AIOKafkaConsumer
 
-    from streams.pipeline.kafka_io import start_client
+    from streams.kafka.kafka_io import start_client
 
     group = ledger_group_id(names, await asyncio.to_thread(ledger.ledger_id))
     consumer = AIOKafkaConsumer(

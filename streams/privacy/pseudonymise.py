@@ -24,10 +24,10 @@ statuses, triggers, `matched`, `is_guest`, notice kinds, channels and versions,
 jurisdictions, expiry times and `enabled`: what the rules decide on, and nobody's
 identity.
 
-This runs where findings leave the process (replay's writer, the worker's
-producer), never in the engine, which keeps the events themselves and stays pure,
-deterministic and key-free. Values are hashed as they are, without normalising
-case or spaces.
+This runs where findings leave the process (`replay`, the worker), which seal each
+finding (`sealed.py`) before serde writes it; never in the engine, which keeps the
+events themselves and stays pure, deterministic and key-free.
+Values are hashed as they are, without normalising case or spaces.
 """
 
 from __future__ import annotations
@@ -37,16 +37,15 @@ import hmac
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import fields
-from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final
 
 from streams.errors import ConfigError
 from streams.model.contract import PSEUDONYMISED_FIELDS
-from streams.model.events import EVENT_TYPES, fast_constructor
+from streams.model.events import EVENT_TYPES
 from streams.model.findings import Amendment, EvidenceItem, Finding
-from streams.serde.jsonl import JsonForm, json_form
+from streams.model.json_form import JsonForm, json_form
+from streams.privacy.sealed import SealedAmendment, SealedFinding
 
 __all__ = [
     "DEV_KEY",
@@ -59,7 +58,6 @@ __all__ = [
     "default_pseudonymiser",
     "development_key_warning",
     "load_pseudonymiser",
-    "seal_output",
 ]
 
 PREFIX: Final = "hmac-sha256:"
@@ -87,14 +85,7 @@ def _forms(names_in_clear: bool) -> dict[type[Any], JsonForm]:
 
 
 _FORMS: Final = (_forms(False), _forms(True))  # indexed by names_in_clear
-_make_finding: Final = fast_constructor(Finding)
-_make_amendment: Final = fast_constructor(Amendment)
-# Every field before the evidence, in order: a sealed copy is built from these.
-_finding_head: Final = attrgetter(*(f.name for f in fields(Finding) if f.name != "evidence"))
-_amendment_head: Final = attrgetter(*(f.name for f in fields(Amendment)
-                               if f.name not in ("evidence", "late_event")))
 _log = logging.getLogger("consentwatch.evidence")
-_T = TypeVar("_T")
 
 
 class Pseudonymiser:
@@ -128,69 +119,23 @@ class Pseudonymiser:
         return found
 
     def event(self, item: EvidenceItem, names_in_clear: bool = False) -> dict[str, Any]:
-        """The pseudonymised JSON form of one evidence event (a dict passes unchanged:
-        it was pseudonymised where it was made)."""
-        if type(item) is dict:
-            return item
+        """The pseudonymised JSON form of one evidence event (the engine's: an Event)."""
         return _FORMS[names_in_clear][type(item)](item, self.pseudonym)
 
-    def finding(self, finding: Finding) -> Finding:
-        """`finding` with its evidence pseudonymised (the same object if it already is)."""
-        if _is_sealed(finding):
-            return finding
+    def finding(self, finding: Finding) -> SealedFinding:
+        """`finding`, sealed: its evidence pseudonymised."""
         clear = finding.rule in NAMES_IN_CLEAR_FOR
         event = self.event
-        return _make_finding(*_finding_head(finding),
-                             tuple([event(item, clear) for item in finding.evidence]))
+        return SealedFinding(finding, tuple([event(item, clear) for item in finding.evidence]))
 
-    def finding_json(self, finding: Finding) -> dict[str, Any]:
-        """What orjson writes of `self.finding(finding)`, built directly: `replay`
-        writes every finding this way (a sealed copy first cost as much again)."""
-        clear = finding.rule in NAMES_IN_CLEAR_FOR
-        event = self.event
-        return {  # the fields of Finding, in order (tests/test_evidence_in_findings.py checks)
-            "finding_id": finding.finding_id,
-            "rule": finding.rule,
-            "severity": finding.severity,
-            "subject_id": finding.subject_id,
-            "account_id": finding.account_id,
-            "meeting_id": finding.meeting_id,
-            "provider": finding.provider,
-            "trigger_event_id": finding.trigger_event_id,
-            "evidence_event_ids": finding.evidence_event_ids,
-            "occurred_at": finding.occurred_at,
-            "detected_at": finding.detected_at,
-            "explanation": finding.explanation,
-            "evidence": [event(item, clear) for item in finding.evidence],
-        }
-
-    def amendment(self, amendment: Amendment) -> Amendment:
-        """`amendment` with its evidence and late event pseudonymised."""
-        if _is_sealed(amendment):
-            return amendment
+    def amendment(self, amendment: Amendment) -> SealedAmendment:
+        """`amendment`, sealed: its evidence and late event pseudonymised."""
         late = amendment.late_event
         clear = amendment.rule in NAMES_IN_CLEAR_FOR
-        return _make_amendment(*_amendment_head(amendment),
-                               tuple([self.event(item, clear) for item in amendment.evidence]),
-                               None if late is None else self.event(late, clear))
-
-    def seal(self, item: _T) -> _T:
-        """A finding or amendment pseudonymised; anything else (a dead letter) unchanged."""
-        kind = type(item)
-        if kind is Finding:
-            return cast(_T, self.finding(cast(Finding, item)))
-        if kind is Amendment:
-            return cast(_T, self.amendment(cast(Amendment, item)))
-        return item
-
-
-def _is_sealed(item: Finding | Amendment) -> bool:
-    """Whether every evidence event of `item` is in its pseudonymised form already."""
-    for event in item.evidence:  # a loop: cheaper than all() of a generator
-        if type(event) is not dict:
-            return False
-    late = item.late_event if type(item) is Amendment else None
-    return late is None or type(late) is dict
+        event = self.event
+        return SealedAmendment(amendment,
+                               tuple([event(item, clear) for item in amendment.evidence]),
+                               None if late is None else event(late, clear))
 
 
 def load_pseudonymiser(path: Path | str | None = None,
@@ -228,21 +173,10 @@ def development_key_warning() -> str:
 
 @functools.cache
 def default_pseudonymiser() -> Pseudonymiser:
-    """For serialisers given no pseudonymiser: the development key, logged once.
+    """For a path given no pseudonymiser (a test, the worker before it is given a
+    key): the development key, logged once.
 
-    Commands resolve a real key with `load_pseudonymiser` and pass it; this only keeps
-    raw personal data from leaving by a path that was not given one.
+    Commands resolve a real key with `load_pseudonymiser` and pass it.
     """
     _log.warning("%s", development_key_warning())
     return Pseudonymiser(DEV_KEY, development=True)
-
-
-def seal_output(item: _T, pseudonymiser: Pseudonymiser | None = None) -> _T:
-    """For serialisers: a finding or amendment with its evidence pseudonymised by
-    `pseudonymiser`, or by `default_pseudonymiser()` when none was given and some
-    evidence is still raw; anything else unchanged."""
-    if pseudonymiser is None:
-        if not isinstance(item, Finding | Amendment) or _is_sealed(item):
-            return item
-        pseudonymiser = default_pseudonymiser()
-    return pseudonymiser.seal(item)

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from streams.engine.state import AccountState, SubjectState
-from streams.pipeline.state_codec import decode_state, encode_state
+from streams.kafka.faust_adapter import partition_db
+from streams.state.state_codec import decode_state, encode_state
 
 __all__ = ["ChangelogRecord", "TableStore"]
 
@@ -45,11 +46,10 @@ class TableStore:
         self._cache: dict[bytes, Any] = {}
         self._dirty: dict[bytes, Any] = {}
         self._cache_size = cache_size
-        db_for_partition = getattr(self._store, "_db_for_partition", None)
-        if db_for_partition is not None:  # RocksDB: this partition's own database
+        db = partition_db(self._store, partition)
+        if db is not None:  # RocksDB: this partition's own database
             import rocksdict
 
-            db = db_for_partition(partition)
             # No write-ahead log for these writes: the changelog topic is what makes
             # them durable. A crash loses the unflushed memtable as a whole, this
             # store's data and its persisted offset alike (both written here, in

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from streams.errors import ConsentwatchError
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.topics import TopicNames, topic_configs
 from streams.model.events import Event, FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
-from streams.pipeline.connection import KafkaConnection
-from streams.pipeline.topics import TopicNames, topic_configs
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
 
 __all__ = ["KafkaUnavailable", "TopicsNotReady", "check_broker", "check_topics", "create_topics",
@@ -184,13 +184,15 @@ async def read_outputs(connection: KafkaConnection, topic: str, follow: bool,
     """Every record of an output topic from the beginning; without `follow`, stop at its end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from streams.kafka.faust_adapter import refresh_metadata
+
     consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
                                 **connection.aiokafka_options())
     await start_client(consumer, connection)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise KafkaUnavailable(f"topic {topic} does not exist (run `consentwatch topics "

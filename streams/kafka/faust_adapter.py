@@ -1,0 +1,277 @@
+"""Faust's, mode's and aiokafka's private names, every one of them, and nothing else.
+
+faust-streaming is pinned to a minor version (pyproject.toml), and
+tests/test_faust_adapter.py checks that it still has each name used here and that no
+other module of streams/ uses one: an upgrade that renames one breaks that test, here,
+not the worker at run time.
+
+The batch path. Faust hands every record to an agent through the conductor, a
+channel queue and the stream iterator: several asyncio tasks and about 150 µs per
+record, whatever the agent does. The worker's own topics do not need that:
+`BatchingConsumer` replaces the consumer's drain loop, and for a topic with a batch
+handler it gives the handler all the records of one partition that a fetch returned,
+then runs the batch's ordered commit (`BatchingConsumer._commit_in_order`). Every
+other topic (the tables' changelogs during recovery) still takes Faust's own
+per-message path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+__all__ = [
+    "BatchCommit",
+    "BatchHandler",
+    "BatchingConsumer",
+    "app_class",
+    "batching_transport",
+    "consumer_of",
+    "partition_count",
+    "partition_db",
+    "producer_of",
+    "refresh_metadata",
+    "shutting_down_immediately",
+    "worker_class",
+]
+
+log = logging.getLogger("consentwatch.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCommit:
+    """What must be delivered before a batch's offsets may be committed."""
+
+    # Everything the batch sent: findings, amendments, dead letters, forwarded records.
+    outputs: Awaitable[Any]
+    # The flush that carries the state the batch changed to the changelog (None: the
+    # batch changed no state, or its flush is in `outputs` already).
+    changelog: Awaitable[Any] | None = None
+
+
+# (topic-partition, records) -> None when nothing is to be delivered, or the batch's
+# BatchCommit; the records are aiokafka ConsumerRecords.
+BatchHandler = Callable[[Any, list[Any]], Awaitable[BatchCommit | None]]
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """Faust's aiokafka consumer with a batch path for the topics in `batch_handlers`."""
+
+    batch_handlers: Mapping[str, BatchHandler] = {}
+    _n_acked: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch_last: dict[Any, int] = {}  # last offset handled, by partition
+        self._in_flight: set[asyncio.Future[None]] = set()
+
+    def next_offset(self, tp: Any) -> int | None:
+        """The offset after the last record handed to a handler; before the first, where
+        this consumer started (its committed offset, kept by Faust's seek); or None."""
+        last = self._batch_last.get(tp)
+        start = last + 1 if last is not None else self._read_offset[tp]
+        return None if start is None else int(start)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                records, active = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)
+                if not records or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self.perform_seek()
+                    continue
+                await self._drain_batch(records, active)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    async def _drain_batch(self, records: Mapping[Any, list[Any]], active: Any) -> None:
+        generation = self.app.consumer_generation_id
+        handlers = self.batch_handlers
+        for tp, fetched in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return  # a rebalance began: these records are fetched again after it
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            read = self._read_offset[tp]
+            # After a seek Faust keeps the next offset to read here, after a record the
+            # last one read; either way, nothing below it is new.
+            batch = fetched if read is None else [r for r in fetched if r.offset >= read]
+            if not batch:
+                continue
+            handler = handlers.get(tp.topic)
+            if handler is None:
+                await self._one_by_one(tp, batch)
+            else:
+                commit = await handler(tp, batch)
+                offsets = self._offsets_of(tp, batch)
+                if commit is None:
+                    self._ack(tp, offsets)
+                    await self._commit_if_due()
+                else:
+                    # The next batch is processed meanwhile (Faust commits runs without
+                    # gaps, so a later batch delivered first waits for this one).
+                    task = asyncio.ensure_future(self._commit_in_order(commit, tp, offsets))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+            self._read_offset[tp] = batch[-1].offset
+
+    async def _commit_in_order(self, commit: BatchCommit, tp: Any, offsets: range) -> None:
+        """The ordered commit of one batch (as quix-streams' `Checkpoint.commit`).
+
+        1. Findings delivered: every record the batch sent (findings, amendments, dead
+           letters, forwarded events, markers) is acknowledged by the broker.
+        2. Changelog delivered: the state the batch changed is in the changelog (the
+           first flush after the batch), and the store recorded the changelog offset.
+        3. Offsets acknowledged: the batch's offsets join the partition's acknowledged
+           run, as Faust's own `ack` adds a message's.
+        4. Committed: once `broker_commit_every` offsets are acknowledged (and on Faust's
+           commit timer, every `broker_commit_interval`), Faust commits each partition
+           up to its first offset not acknowledged.
+
+        A step that fails ends the procedure: the offsets stay unacknowledged, the
+        partition's commits stop before them, and the batch is read again after the
+        next restart or rebalance. Acknowledged even when a rebalance came in between
+        steps: what it produced is out, and Faust commits only the partitions still
+        assigned (dropping it would leave a gap that stops the partition's commits
+        where it kept the partition).
+        """
+        try:
+            await commit.outputs  # 1
+            if commit.changelog is not None:
+                await commit.changelog  # 2
+        except Exception:
+            log.exception("a batch of %s was not delivered", tp)
+            return
+        self._ack(tp, offsets)  # 3
+        await self._commit_if_due()  # 4
+
+    async def _commit_if_due(self) -> None:
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+
+    async def _one_by_one(self, tp: Any, batch: list[Any]) -> None:
+        """Faust's own path: each record through the conductor's callback."""
+        callback = self.callback
+        for record in batch:
+            message = self._to_message(tp, record)
+            await self.wait_first(callback(message), self.suspend_flow.wait())
+
+    def _offsets_of(self, tp: Any, batch: list[Any]) -> range:
+        """The offsets a batch covers: its own, and those without a record just before
+        it (transaction markers, say), which would otherwise stall the commit."""
+        committed = self._committed_offset[tp]
+        first = batch[0].offset
+        floor = committed if committed is not None else first
+        previous = self._batch_last.get(tp)
+        if previous is not None and previous < first:
+            floor = max(floor, previous + 1)
+        last = batch[-1].offset
+        self._batch_last[tp] = last
+        return range(min(first, floor), last + 1)
+
+    def _ack(self, tp: Any, offsets: range) -> None:
+        """Faust's `Consumer.ack`, for a run of offsets at once."""
+        committed = self._committed_offset[tp]
+        acked = self._acked[tp]
+        index = self._acked_index[tp]
+        added = 0
+        for offset in offsets:
+            if offset not in index and (committed is None or offset >= committed):
+                index.add(offset)
+                acked.append(offset)
+                added += 1
+        self._n_acked += added
+
+
+class BatchingTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+    Consumer = BatchingConsumer
+
+
+def batching_transport(handlers: Mapping[str, BatchHandler]) -> type[BatchingTransport]:
+    """A transport whose consumers send the topics of `handlers` down the batch path."""
+    consumer = type("WorkerConsumer", (BatchingConsumer,), {"batch_handlers": handlers})
+    return type("WorkerTransport", (BatchingTransport,), {"Consumer": consumer})
+
+
+def app_class(base: type, transport: type[BatchingTransport]) -> type:
+    """Faust's App class `base`, with `transport` for its consumer."""
+
+    class App(base):  # type: ignore[misc]
+        def _new_transport(self) -> Any:
+            return transport(self.conf.broker_consumer, self)
+
+    return App
+
+
+def producer_of(app: Any) -> Any:
+    """The app's started aiokafka producer (to append whole producer batches)."""
+    return app.producer._ensure_producer()
+
+
+def consumer_of(app: Any) -> Any:
+    """The app's consumer once it was made, else None (`app.consumer` would make it)."""
+    return getattr(app, "_consumer", None)
+
+
+def partition_count(consumer: Any, topic: str) -> int | None:
+    """How many partitions `topic` has, from the consumer's cluster metadata.
+
+    Not Faust's `topic_partitions`: it reads the group coordinator's metadata snapshot,
+    which only the group's leader keeps, so on any other worker it knows nothing.
+    """
+    try:
+        cluster = consumer._thread._ensure_consumer()._client.cluster
+        partitions = cluster.partitions_for_topic(topic)
+    except Exception:  # not started yet
+        return None
+    return len(partitions) if partitions else None
+
+
+def partition_db(store: Any, partition: int) -> Any:
+    """The RocksDB (rocksdict) database of one partition of Faust's table store
+    (`table.data`), or None for a store without one (memory)."""
+    db_for_partition = getattr(store, "_db_for_partition", None)
+    return None if db_for_partition is None else db_for_partition(partition)
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Ask the broker for the cluster's metadata now (an aiokafka consumer's
+    `partitions_for_topic` only knows topics it has metadata for)."""
+    await consumer._client.force_metadata_update()
+
+
+def worker_class(base: type, on_stop_signal: Callable[[], None]) -> type:
+    """mode's Worker class `base`, calling `on_stop_signal` before it handles SIGTERM
+    or SIGINT (Ctrl-C)."""
+
+    class Worker(base):  # type: ignore[misc]
+        def _on_sigterm(self) -> None:
+            on_stop_signal()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            on_stop_signal()
+            super()._on_sigint()
+
+    return Worker
+
+
+def shutting_down_immediately(worker: Any) -> bool:
+    """Whether Faust's Worker is stopping before it ever served."""
+    return bool(worker._shutdown_immediately)
