@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use beside Kafka:
 #   prometheus (prometheus, promtool), prometheus-alertmanager (amtool), postgresql,
-#   chromium (headless, renders the evidence report to a screenshot in tests/test_report.py).
+#   chromium (headless, renders the evidence report to a screenshot in tests/evidence/test_report.py).
 # Idempotent and quick when they are already there. Needs root (CI runs as root).
 set -euo pipefail
 packages=(prometheus prometheus-alertmanager postgresql chromium)

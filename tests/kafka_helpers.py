@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end tests of the Kafka pipeline (tests/test_pipeline_kafka.py).
+"""Helpers for the end-to-end tests of the Kafka pipeline (tests/pipeline/test_pipeline_kafka.py).
 
 Everything here talks to a real broker: the worker runs as a subprocess (`consentwatch
 worker`, as an operator would run it), topics are created and events produced with the

@@ -1,6 +1,6 @@
 """The metric names of the contract, and the metric names a PromQL expression reads.
 
-Shared by tests/test_alerting.py (alert rules) and tests/test_dashboards.py (dashboard
+Shared by tests/deploy/test_alerting.py (alert rules) and tests/deploy/test_dashboards.py (dashboard
 queries): both check that nothing queries a metric the workers do not export, which
 would make an alert that can never fire or a panel that stays empty.
 """
@@ -12,7 +12,7 @@ import re
 __all__ = ["ALLOWED_SERIES", "CONTRACT_METRICS", "metric_names"]
 
 # The metric names the alerts and dashboards rely on (issue 4), pinned here: name -> type.
-# tests/test_metrics.py checks that streams/metrics declares exactly these.
+# tests/metrics/test_metrics.py checks that streams/metrics declares exactly these.
 CONTRACT_METRICS: dict[str, str] = {
     "consentwatch_events_consumed_total": "counter",
     "consentwatch_duplicate_events_total": "counter",

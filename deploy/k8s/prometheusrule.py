@@ -2,7 +2,7 @@
 
 deploy/prometheus/alerts.yml is the one source of the rules (promtool checks and unit-tests
 it); a PrometheusRule's spec is that same rule file. Copying it by hand would let the two
-drift, so this script generates the resource, and tests/test_deploy.py fails when the
+drift, so this script generates the resource, and tests/deploy/test_deploy.py fails when the
 committed file differs from what it would write.
 
     .venv/bin/python deploy/k8s/prometheusrule.py          # rewrite the file

@@ -1,7 +1,7 @@
 """Faust's, mode's and aiokafka's private names, every one of them, and nothing else.
 
 faust-streaming is pinned to a minor version (pyproject.toml), and
-tests/test_faust_adapter.py checks that it still has each name used here and that no
+tests/kafka/test_faust_adapter.py checks that it still has each name used here and that no
 other module of streams/ uses one: an upgrade that renames one breaks that test, here,
 not the worker at run time.
 

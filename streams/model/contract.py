@@ -13,7 +13,7 @@ does not define as metadata; neither changes the schema's canonical form):
   pseudonymised in the evidence of findings (`streams.privacy.pseudonymise`).
 
 The event types are the dataclasses of `streams.model.events`; a test
-(`tests/test_contract.py`) checks those against the schemas.
+(`tests/model/test_contract.py`) checks those against the schemas.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The seven events of the contract (spec: "Events"), as immutable records.
 
 Their schemas in `schemas/` are the contract: the validator follows them
-(`streams.model.contract`), and `tests/test_contract.py` checks these classes
+(`streams.model.contract`), and `tests/model/test_contract.py` checks these classes
 against them (fields and order, types, optional fields, enum symbols in the
 comments, no defaults).
 

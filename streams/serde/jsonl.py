@@ -153,7 +153,7 @@ _amendment_head: Final = attrgetter(*_AMENDMENT_HEAD)
 
 def finding_json(sealed: SealedFinding) -> dict[str, Any]:
     """The JSON form of a sealed finding: the fields of Finding, in order
-    (tests/test_evidence_in_findings.py checks), its evidence the sealed one."""
+    (tests/privacy/test_evidence_in_findings.py checks), its evidence the sealed one."""
     finding = sealed.finding
     return {
         "finding_id": finding.finding_id,

@@ -200,7 +200,7 @@ def _pseudonym(v: ProfileViewed, story: Story, toggles: Sequence[FeatureToggled]
     return (join.event_id, match.event_id, v.event_id) if pseudonym else None
 
 
-# Keyed by rule id; tests/test_simulate.py checks it covers the engine's registry.
+# Keyed by rule id; tests/simulate/test_simulate.py checks it covers the engine's registry.
 ORACLES: dict[str, tuple[type, Oracle]] = {
     WITHOUT_CONSENT: (EnrichmentRequested, _without_consent),
     EXCEEDS_CONSENT: (EnrichmentRequested, _exceeds_consent),

@@ -298,5 +298,5 @@ def test_the_schemas_are_found_in_the_source_tree_and_in_a_wheel(
     assert contract._schema_dir() == tmp_path / "site" / "schemas"  # editable: the repo's
     (package / "_schemas").mkdir()
     assert contract._schema_dir() == package / "_schemas"  # pyproject's force-include
-    repository = Path(__file__).resolve().parent.parent
+    repository = Path(__file__).resolve().parents[2]
     assert repository / "schemas" == contract.SCHEMA_DIR  # this checkout's, as it runs

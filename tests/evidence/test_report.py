@@ -33,8 +33,8 @@ from streams.evidence.export.summary import COLUMNS, amendments_by_finding, find
 from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
 from streams.evidence.ledger import LedgerEntry, open_ledger
 from streams.evidence.verify import verify_bundle
-from tests.test_export_verify import FROM_MS, TO_MS
-from tests.test_export_verify import _finding as made_up
+from tests.evidence.test_export_verify import FROM_MS, TO_MS
+from tests.evidence.test_export_verify import _finding as made_up
 
 HOSTILE_EXPLANATION = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 HOSTILE_PROVIDER = '=HYPERLINK("http://evil.example","click")'

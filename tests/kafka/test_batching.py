@@ -1,6 +1,6 @@
 """The batch path through Faust's consumer (`streams/kafka/faust_adapter.py`).
 
-What it relies on in faust-streaming is checked by tests/test_faust_adapter.py.
+What it relies on in faust-streaming is checked by tests/kafka/test_faust_adapter.py.
 """
 
 from __future__ import annotations

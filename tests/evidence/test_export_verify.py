@@ -33,9 +33,9 @@ from streams.evidence.ledger import Ledger, open_ledger
 from streams.evidence.verify import verify_bundle
 from streams.model.timestamps import MAX_MS, MIN_MS, parse_rfc3339_ms
 from tests.conftest import EXAMPLES_DIR, run_cli
+from tests.evidence.test_ledger import TAMPERINGS, tamper
+from tests.evidence.test_ledger import finding as ledger_finding
 from tests.postgres_fixture import fresh_database
-from tests.test_ledger import TAMPERINGS, tamper
-from tests.test_ledger import finding as ledger_finding
 
 FROM, TO = "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"
 FROM_MS, TO_MS = parse_rfc3339_ms(FROM), parse_rfc3339_ms(TO)
@@ -372,7 +372,7 @@ _FILTERS_OF_TAMPERING = {"account_id column": ("--account", "acct-other")}
 
 @pytest.mark.parametrize(("how", "backend"), [
     *((how, "sqlite") for how in sorted(TAMPERINGS)),
-    # the others are run on PostgreSQL by tests/test_ledger.py, through the Ledger API
+    # the others are run on PostgreSQL by tests/evidence/test_ledger.py, through the Ledger API
     ("occurred_at column", "postgresql"), ("leaf rewritten with its hash", "postgresql")])
 def test_export_refuses_a_tampered_ledger_in_one_line_and_signs_nothing(
         request: pytest.FixtureRequest, tmp_path: Path, keys: tuple[Path, Path], how: str,
@@ -458,7 +458,7 @@ def test_timeline_axis_stays_within_the_representable_range(times: list[int]) ->
     assert len(labels) == 2 and all(parse_rfc3339_ms(label) for label in labels)
 
 
-VERIFY_ONLY = Path(__file__).parent.parent / "verify"
+VERIFY_ONLY = Path(__file__).resolve().parents[2] / "verify"
 #: Anything the pipeline needs and a verifier must not: importing one fails in the test.
 PIPELINE_MODULES = ("faust", "rocksdict", "aiokafka", "kafka", "psycopg", "fastavro", "avro",
                     "click", "rich", "prometheus_client", "mode")
@@ -522,7 +522,7 @@ def test_the_python_check_in_docs_verifying_works(tmp_path: Path, exported: Path
     import subprocess
     import sys
 
-    doc = (Path(__file__).parent.parent / "docs" / "verifying.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "verifying.md").read_text()
     script = tmp_path / "check_bundle.py"
     script.write_text(doc.split("```python\n")[1].split("```")[0])
     def run() -> subprocess.CompletedProcess[str]:

@@ -29,7 +29,7 @@ from streams.evidence.merkle import (
 )
 from tests.hypothesis_profiles import examples
 
-DATA = Path(__file__).parent / "data" / "merkle"
+DATA = Path(__file__).resolve().parents[1] / "data" / "merkle"
 VECTORS: dict[str, Any] = json.loads((DATA / "verify_test_vectors.json").read_text())
 LEAVES = [leaf_hash(bytes.fromhex(entry)) for entry in VECTORS["leaves"]]
 ROOTS = [bytes.fromhex(root) for root in VECTORS["roots"]]

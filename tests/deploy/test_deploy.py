@@ -38,7 +38,7 @@ from streams.cli.app import cli
 from streams.kafka.connection import BROKER_ENV, KafkaConnection
 from tests.conftest import SPEC_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
 COMPOSE_SCHEMA = COMPOSE_DIR / "schema" / "compose-spec.json"

@@ -34,7 +34,7 @@ import yaml
 from streams.model.events import Event
 from tests import kafka_helpers as kh
 from tests.conftest import EXAMPLES_DIR, ROOT, example_cases
-from tests.test_pipeline_kafka import events_of
+from tests.pipeline.test_pipeline_kafka import events_of
 
 pytestmark = pytest.mark.kafka
 
