@@ -7,7 +7,8 @@ Built with Grafana Labs' grafana-foundation-sdk (typed builders generated from G
 own schemas; the pinned flavour targets Grafana 11.6). Every Prometheus query reads only
 the metrics of the contract (tests/promql_names.py) or Prometheus' `up`;
 tests/deploy/test_dashboards.py checks that and that the committed JSON is what this
-script writes. "Top accounts" is the one panel that reads the evidence ledger's PostgreSQL instead (see TOP_ACCOUNTS_SQL).
+script writes. "Top accounts" is the one panel that reads the evidence ledger's
+PostgreSQL instead (see TOP_ACCOUNTS_SQL).
 
 Counters and their first sample: a counter series appears at its first increment, maybe
 already at 1, and increase()/rate() need two samples, so they would miss a rare finding
