@@ -10,13 +10,27 @@
 #   kafka.sh status [--dir DIR]             print the address; exit 0 when up, 3 when down
 #   kafka.sh fetch                          only fetch the jars into deploy/kafka/lib/
 #
+# A cluster: `start --brokers N` (N >= 2, default 1) starts N combined broker+controller
+# nodes on 127.0.0.1, node ids 1..N, one cluster id, a static quorum of N voters, each node
+# in DIR/node-K with its own ports, data and logs. Internal topics and topics created
+# without a replication factor get min(3, N) replicas; with 3, min.insync.replicas is 2. It
+# prints the comma-separated bootstrap list once every node answers and lists N brokers.
+# `stop` and `status` then handle every node (they read N from DIR/cluster). For fault
+# tests, one node at a time (it keeps its ports, so the quorum and clients find it again):
+#
+#   kafka.sh kill-node K [--dir DIR]        SIGKILL node K (kill -9), wait until it is gone
+#   kafka.sh stop-node K [--dir DIR]        stop node K cleanly (SIGTERM: controlled shutdown)
+#   kafka.sh start-node K [--dir DIR]       start node K again; return once it answers and
+#                                           the cluster lists every broker again
+#
 # DIR defaults to $REPO/var/kafka (git-ignored). It holds server.properties, the data
 # (DIR/data), the broker's log (DIR/logs/server.log), its stdout/stderr (DIR/kafka.out),
 # kafka.pid and bootstrap. Without --port, start reuses the port the dir had last time if
 # it is free, else picks a free one. Only the address goes to stdout; messages go to stderr.
 #
 # Environment: KAFKA_START_TIMEOUT (s, default 90), KAFKA_STOP_TIMEOUT (s, default 30),
-# KAFKA_HEAP_OPTS (default "-Xms256m -Xmx1g"), KAFKA_JVM_OPTS (extra JVM flags),
+# KAFKA_HEAP_OPTS (default "-Xms256m -Xmx1g", a cluster's nodes "-Xms128m -Xmx512m"),
+# KAFKA_JVM_OPTS (extra JVM flags),
 # JAVA_HOME or JAVA, PYTHON (python3 for the free-port pick and the readiness probe).
 set -euo pipefail
 
@@ -42,9 +56,10 @@ die() { log "error: $*"; exit 1; }
 
 usage() {
     cat >&2 <<'EOF'
-usage: kafka.sh start [--port N] [--dir DIR]
+usage: kafka.sh start [--port N | --brokers N] [--dir DIR]
        kafka.sh stop [--dir DIR]
        kafka.sh status [--dir DIR]
+       kafka.sh kill-node|stop-node|start-node K [--dir DIR]   (a cluster's node K)
        kafka.sh fetch
 EOF
     exit 2
@@ -130,14 +145,16 @@ EOF
 # Wait until the broker at 127.0.0.1:$1 answers: a Metadata request (after ApiVersions)
 # whose answer lists at least one live broker, i.e. the broker is registered and unfenced.
 # Only the standard library, so it works before .venv exists. $2: timeout in seconds
-# (0: try once), $3: the broker's pid (give up at once if it dies; empty: don't check).
-# Exit 0 ready, 1 timed out, 2 process gone.
+# (0: try once), $3: the broker's pid (give up at once if it dies; empty: don't check),
+# $4: how many live brokers the answer must list (default 1: a cluster is whole once
+# every node is registered and unfenced). Exit 0 ready, 1 timed out, 2 process gone.
 probe() {
     "$PYTHON" - "$@" <<'EOF'
 import os, socket, struct, sys, time
 
 port, timeout = int(sys.argv[1]), float(sys.argv[2])
 pid = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
+want_brokers = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 METADATA, API_VERSIONS, METADATA_VERSION = 3, 18, 4
 
 
@@ -181,7 +198,7 @@ def ready():
         # Metadata v4: topics = null (int32 -1), allow_auto_topic_creation = false.
         body = call(sock, METADATA, METADATA_VERSION, 2, struct.pack(">ib", -1, 0))
         (_throttle, brokers) = struct.unpack(">ii", body[:8])
-        return brokers >= 1
+        return brokers >= want_brokers
 
 
 deadline = time.monotonic() + timeout
@@ -290,14 +307,15 @@ java_cmd() {
 
 format_storage() {
     [[ -f $DIR/data/meta.properties ]] && return 0
-    [[ -f $DIR/cluster.id ]] || new_cluster_id >"$DIR/cluster.id"
+    local id_file=${CLUSTER_ID_FILE:-$DIR/cluster.id}  # a cluster's nodes share one id
+    [[ -f $id_file ]] || new_cluster_id >"$id_file"
     log "formatting the KRaft storage in $DIR/data"
     local heap_saved=$HEAP_OPTS
     HEAP_OPTS="-Xmx256m"
     java_cmd
     HEAP_OPTS=$heap_saved
     if ! "${JAVA_CMD[@]}" kafka.tools.StorageTool format \
-        -t "$(cat "$DIR/cluster.id")" -c "$DIR/server.properties" >"$DIR/format.out" 2>&1; then
+        -t "$(cat "$id_file")" -c "$DIR/server.properties" >"$DIR/format.out" 2>&1; then
         cat "$DIR/format.out" >&2
         die "formatting the storage failed"
     fi
@@ -335,6 +353,7 @@ show_failure() {
 
 cmd_start() {
     local want_port=$1 port cport pid rc started log_mark new_output
+    [[ ! -f $DIR/cluster ]] || die "$DIR holds a $(cat "$DIR/cluster")-node cluster: use another --dir"
     mkdir -p "$DIR"
     exec {DIRLOCK}>"$DIR/.lock"
     flock "$DIRLOCK"
@@ -475,17 +494,270 @@ cmd_status() {
     echo "127.0.0.1:$port"
 }
 
+# ---------------------------------------------------------------- a cluster of N nodes
+#
+# CLUSTER_DIR/cluster holds N; CLUSTER_DIR/ports one line per node: "K PORT CONTROLLER_PORT"
+# (kept across restarts: the quorum and the clients know each node by its ports);
+# CLUSTER_DIR/cluster.id the id every node is formatted with; CLUSTER_DIR/node-K the node.
+# The single-node functions above work on $DIR and $PIDFILE: use_node points them at a
+# node's dir.
+
+use_node() {
+    DIR=$CLUSTER_DIR/node-$1
+    PIDFILE=$DIR/kafka.pid
+    # N JVMs side by side: a smaller heap each, unless KAFKA_HEAP_OPTS says otherwise.
+    HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
+}
+
+cluster_size() {
+    [[ -f $CLUSTER_DIR/cluster ]] && cat "$CLUSTER_DIR/cluster"
+}
+
+node_ports() {  # "PORT CPORT" of node $1
+    awk -v k="$1" '$1 == k { print $2, $3 }' "$CLUSTER_DIR/ports"
+}
+
+cluster_bootstrap() {
+    awk '{ printf "%s127.0.0.1:%s", (NR > 1 ? "," : ""), $2 } END { print "" }' \
+        "$CLUSTER_DIR/ports"
+}
+
+write_node_config() {
+    local k=$1 n=$2 port cport voters replicas min_isr
+    read -r port cport < <(node_ports "$k")
+    voters=$(awk '{ printf "%s%s@127.0.0.1:%s", (NR > 1 ? "," : ""), $1, $3 }' \
+        "$CLUSTER_DIR/ports")
+    replicas=$((n < 3 ? n : 3))
+    min_isr=$((replicas < 3 ? 1 : 2))  # 2 of 3: one node may be down
+    cat >"$DIR/server.properties.tmp" <<EOF
+# Written by deploy/kafka/kafka.sh on every start: edits here are lost.
+# Node $k of a $n-node KRaft cluster; every node is both a broker and a controller.
+process.roles=broker,controller
+node.id=$k
+# A static quorum of every node: each keeps its ports across restarts.
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=$DIR/data
+
+# Every topic on $replicas nodes; a write with acks=all needs $min_isr of them, so the
+# cluster takes writes with one node down and loses none of them.
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replicas
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$min_isr
+# A killed node is fenced (its partitions led elsewhere) within 6 s, not Kafka's 9 s.
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=6000
+group.initial.rebalance.delay.ms=0
+num.partitions=4
+
+# $n JVMs on a small machine beside the test suite.
+num.network.threads=2
+num.io.threads=2
+num.replica.fetchers=1
+log.cleaner.dedupe.buffer.size=16777216
+EOF
+    mv "$DIR/server.properties.tmp" "$DIR/server.properties"
+}
+
+# Start node $1 of $2 (config written, storage formatted at the first start) and return
+# its pid; the caller waits for readiness.
+launch_node() {
+    local k=$1 n=$2
+    use_node "$k"
+    mkdir -p "$DIR/logs" "$DIR/data"
+    write_node_config "$k" "$n"
+    CLUSTER_ID_FILE=$CLUSTER_DIR/cluster.id format_storage
+    log "starting node $k on 127.0.0.1:$(node_ports "$k" | cut -d' ' -f1) (dir $DIR)"
+    launch
+}
+
+# Wait until node $1 answers and lists all $2 brokers; on failure show its logs and die.
+await_node() {
+    local k=$1 n=$2 port pid rc=0
+    use_node "$k"
+    port=$(node_ports "$k" | cut -d' ' -f1)
+    pid=$(running_pid)
+    [[ -n $pid ]] || { show_failure; die "node $k exited during startup"; }
+    probe "$port" "$START_TIMEOUT" "$pid" "$n" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        show_failure
+        die "node $k did not list $n live brokers on 127.0.0.1:$port within ${START_TIMEOUT} s"
+    fi
+}
+
+# Fresh ports for every node, or the ones the dir had when every one of them is free.
+assign_ports() {
+    local n=$1 k ok=1 port cport
+    if [[ -f $CLUSTER_DIR/ports && $(wc -l <"$CLUSTER_DIR/ports") -eq $n ]]; then
+        while read -r k port cport; do
+            if ! port_is_free "$port" || ! port_is_free "$cport"; then
+                ok=0
+            fi
+        done <"$CLUSTER_DIR/ports"
+        [[ $ok -eq 0 ]] || return 0
+    fi
+    local ports
+    mapfile -t ports < <(free_ports $((2 * n)))
+    for ((k = 1; k <= n; k++)); do
+        echo "$k ${ports[2 * k - 2]} ${ports[2 * k - 1]}"
+    done >"$CLUSTER_DIR/ports"
+}
+
+cluster_lock() {
+    mkdir -p "$CLUSTER_DIR"
+    exec {DIRLOCK}>"$CLUSTER_DIR/.lock"
+    flock "$DIRLOCK"
+}
+
+cmd_cluster_start() {
+    local n=$1 k started=$SECONDS running=0 had
+    cluster_lock
+    if [[ -f $CLUSTER_DIR/server.properties ]]; then
+        die "$CLUSTER_DIR holds a single broker: use another --dir for a cluster"
+    fi
+    had=$(cluster_size || true)
+    if [[ -n $had && $had != "$n" ]]; then
+        die "$CLUSTER_DIR holds a $had-node cluster, not $n (use another --dir)"
+    fi
+    if [[ -n $had ]]; then
+        for ((k = 1; k <= n; k++)); do
+            use_node "$k"
+            [[ -z $(running_pid) ]] || running=$((running + 1))
+        done
+    fi
+    fetch
+    command -v "$JAVA" >/dev/null 2>&1 || die "java (17 or newer) is needed"
+    echo "$n" >"$CLUSTER_DIR/cluster"
+    # New ports only while no node runs: a running node knows the others by their ports.
+    [[ $running -gt 0 ]] || assign_ports "$n"
+    rm -f "$CLUSTER_DIR/bootstrap"
+    for ((k = 1; k <= n; k++)); do
+        use_node "$k"
+        [[ -n $(running_pid) ]] || launch_node "$k" "$n"
+    done
+    for ((k = 1; k <= n; k++)); do
+        await_node "$k" "$n"
+    done
+    log "$n nodes up in $((SECONDS - started)) s"
+    cluster_bootstrap | tee "$CLUSTER_DIR/bootstrap"
+}
+
+node_arg() {
+    local n
+    n=$(cluster_size) || die "no cluster in $CLUSTER_DIR (start it with --brokers N)"
+    [[ $NODE =~ ^[0-9]+$ && $NODE -ge 1 && $NODE -le $n ]] ||
+        die "node wants a number from 1 to $n, got '$NODE'"
+    echo "$n"
+}
+
+cmd_node() {
+    local action=$1 n pid i
+    cluster_lock
+    n=$(node_arg)
+    use_node "$NODE"
+    pid=$(running_pid)
+    case $action in
+        kill)
+            [[ -n $pid ]] || { log "node $NODE is not running"; return 0; }
+            log "kill -9 of node $NODE (pid $pid)"
+            kill -KILL "$pid" 2>/dev/null || true
+            for ((i = 0; i < 100; i++)); do
+                alive "$pid" || break
+                sleep 0.1
+            done
+            alive "$pid" && die "node $NODE (pid $pid) survived SIGKILL"
+            rm -f "$PIDFILE"
+            ;;
+        stop)
+            [[ -n $pid ]] || { log "node $NODE is not running"; return 0; }
+            log "stopping node $NODE (pid $pid)"
+            stop_pid "$pid"
+            rm -f "$PIDFILE"
+            ;;
+        start)
+            if [[ -z $pid ]]; then
+                fetch
+                launch_node "$NODE" "$n"
+            fi
+            await_node "$NODE" "$n"
+            log "node $NODE is up; the cluster lists $n brokers"
+            ;;
+    esac
+}
+
+cmd_cluster_stop() {
+    local n k pid
+    cluster_lock
+    n=$(cluster_size)
+    for ((k = 1; k <= n; k++)); do
+        use_node "$k"
+        pid=$(running_pid)
+        [[ -n $pid ]] || continue
+        # SIGTERM to all at once: stopping them one by one would move every partition's
+        # leadership around the shrinking cluster first.
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for ((k = 1; k <= n; k++)); do
+        use_node "$k"
+        pid=$(running_pid)
+        [[ -z $pid ]] || stop_pid "$pid"
+        rm -f "$PIDFILE"
+    done
+    rm -f "$CLUSTER_DIR/bootstrap"
+    log "stopped the $n nodes"
+}
+
+cmd_cluster_status() {
+    local n k pid port down=0
+    n=$(cluster_size)
+    for ((k = 1; k <= n; k++)); do
+        use_node "$k"
+        pid=$(running_pid)
+        port=$(node_ports "$k" | cut -d' ' -f1)
+        if [[ -z $pid ]]; then
+            log "node $k: down"
+            down=1
+        elif ! probe "$port" 0 "$pid" "$n"; then
+            log "node $k: process $pid runs but 127.0.0.1:$port does not list $n brokers"
+            down=1
+        else
+            log "node $k: up on 127.0.0.1:$port (pid $pid)"
+        fi
+    done
+    [[ $down -eq 0 ]] || exit 3
+    cluster_bootstrap
+}
+
 # ---------------------------------------------------------------- arguments
 
 [[ $# -ge 1 ]] || usage
 COMMAND=$1
 shift
+NODE=""
+case $COMMAND in
+    kill-node | stop-node | start-node)
+        [[ $# -ge 1 ]] || usage
+        NODE=$1
+        shift
+        ;;
+esac
 PORT=""
+BROKERS=""
 DIR=$REPO/var/kafka
 while [[ $# -gt 0 ]]; do
     case $1 in
         --port) [[ $# -ge 2 ]] || usage; PORT=$2; shift 2 ;;
         --port=*) PORT=${1#--port=}; shift ;;
+        --brokers) [[ $# -ge 2 ]] || usage; BROKERS=$2; shift 2 ;;
+        --brokers=*) BROKERS=${1#--brokers=}; shift ;;
         --dir) [[ $# -ge 2 ]] || usage; DIR=$2; shift 2 ;;
         --dir=*) DIR=${1#--dir=}; shift ;;
         -h | --help) usage ;;
@@ -495,13 +767,34 @@ done
 if [[ -n $PORT && ! $PORT =~ ^[0-9]+$ ]]; then
     die "--port wants a number, got '$PORT'"
 fi
+if [[ -n $BROKERS && ! $BROKERS =~ ^[1-9][0-9]*$ ]]; then
+    die "--brokers wants a number of at least 1, got '$BROKERS'"
+fi
+if [[ -n $PORT && ${BROKERS:-1} -gt 1 ]]; then
+    die "--port is for one broker; a cluster picks its nodes' ports"
+fi
 DIR=$(realpath -m -- "$DIR")
 PIDFILE=$DIR/kafka.pid
+# A cluster's dir says so (DIR/cluster); then stop and status handle every node.
+CLUSTER_DIR=$DIR
+IS_CLUSTER=0
+if [[ ${BROKERS:-1} -gt 1 || ( -z $BROKERS && -f $DIR/cluster ) ]]; then
+    IS_CLUSTER=1
+fi
 
 case $COMMAND in
-    start) cmd_start "$PORT" ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
+    start)
+        if [[ $IS_CLUSTER -eq 1 ]]; then
+            cmd_cluster_start "${BROKERS:-$(cluster_size)}"
+        else
+            cmd_start "$PORT"
+        fi
+        ;;
+    stop) if [[ $IS_CLUSTER -eq 1 ]]; then cmd_cluster_stop; else cmd_stop; fi ;;
+    status) if [[ $IS_CLUSTER -eq 1 ]]; then cmd_cluster_status; else cmd_status; fi ;;
+    kill-node) cmd_node kill ;;
+    stop-node) cmd_node stop ;;
+    start-node) cmd_node start ;;
     fetch) fetch ;;
     *) usage ;;
 esac
