@@ -39,9 +39,11 @@ def topics() -> None:
 @topics.command("create")
 @kafka_options
 @click.option("--partitions", type=click.IntRange(1, 10_000), default=4, show_default=True)
-@click.option("--replication", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option("--replication", type=click.IntRange(1, 100),
+              help="Replicas of each topic  [default: 3, or every broker when the cluster "
+              "has fewer]; with 3, min.insync.replicas is 2.")
 def topics_create(broker: str | None, topic_prefix: str, kafka_config: Path | None,
-                  partitions: int, replication: int) -> int:
+                  partitions: int, replication: int | None) -> int:
     """Create the input, correlate, findings, amendments and dead-letter topics."""
     from streams.kafka.kafka_io import create_topics
 
@@ -194,7 +196,7 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
 
     probe = asyncio.new_event_loop()  # not asyncio.run: that leaves no current loop for Faust
     try:
-        probe.run_until_complete(check_topics(connection, names, partitions))
+        replication = probe.run_until_complete(check_topics(connection, names, partitions))
     finally:
         probe.close()
 
@@ -211,7 +213,8 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     pseudonymiser = make_pseudonymiser(pseudonym_key)
     warn_development_key(pseudonymiser)
     settings = WorkerSettings(connection=connection, topics=names, data_dir=data_dir,
-                              partitions=partitions, store=store, web_port=web_port,
+                              partitions=partitions, replication=replication,
+                              store=store, web_port=web_port,
                               web_host=web_host, pseudonymiser=pseudonymiser,
                               params=params, framing=framing,
                               state_flush_interval_s=state_flush_interval)

@@ -29,6 +29,7 @@ __all__ = [
     "BatchCommit",
     "BatchHandler",
     "BatchingConsumer",
+    "IdempotentProducer",
     "app_class",
     "batching_transport",
     "consumer_of",
@@ -199,8 +200,17 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._n_acked += added
 
 
+class IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
+    """Faust's producer (acks=all by default) with idempotence: a send retried after a
+    broker failed over is written once, not twice, and stays in order."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class BatchingTransport(faust_aiokafka.Transport):  # type: ignore[misc]
     Consumer = BatchingConsumer
+    Producer = IdempotentProducer
 
 
 def batching_transport(handlers: Mapping[str, BatchHandler]) -> type[BatchingTransport]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from streams.errors import ConsentwatchError
 from streams.kafka.connection import KafkaConnection
-from streams.kafka.topics import TopicNames, topic_configs
+from streams.kafka.topics import TopicNames, replica_configs, replication_for, topic_configs
 from streams.model.events import Event, FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
@@ -74,10 +74,11 @@ class TopicsNotReady(ConsentwatchError):
     """The pipeline's topics are missing, or their partition counts do not fit the worker."""
 
 
-async def check_topics(connection: KafkaConnection, names: TopicNames, partitions: int) -> None:
+async def check_topics(connection: KafkaConnection, names: TopicNames, partitions: int) -> int:
     """Make first contact with the broker and check the pipeline's topics, so that a worker
     started before `topics create`, or with another `--partitions`, stops with one line
-    instead of waiting for ever on topics it cannot read."""
+    instead of waiting for ever on topics it cannot read. Returns the replication factor
+    for the topics the worker creates itself (its changelogs): see `replication_for`."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**connection.aiokafka_options())
@@ -88,6 +89,7 @@ async def check_topics(connection: KafkaConnection, names: TopicNames, partition
         # topic would have the broker create it (auto.create.topics.enable).
         wanted = [name for name in names.all() if name in existing]
         described = await admin.describe_topics(wanted) if wanted else []
+        brokers = await _live_brokers(admin)
     finally:
         await admin.close()
     found = {topic["topic"]: len(topic["partitions"]) for topic in described
@@ -95,6 +97,11 @@ async def check_topics(connection: KafkaConnection, names: TopicNames, partition
     problem = topic_problem(names, partitions, found)
     if problem is not None:
         raise TopicsNotReady(problem)
+    return replication_for(brokers)
+
+
+async def _live_brokers(admin: Any) -> int:
+    return len((await admin.describe_cluster())["brokers"])
 
 
 def topic_problem(names: TopicNames, partitions: int, found: dict[str, int]) -> str | None:
@@ -123,8 +130,10 @@ def event_key(event: Event) -> bytes:
 
 
 async def create_topics(connection: KafkaConnection, names: TopicNames, partitions: int,
-                        replication: int) -> dict[str, str]:
-    """Create every topic of the pipeline; returns topic -> "created" | "exists"."""
+                        replication: int | None = None) -> dict[str, str]:
+    """Create every topic of the pipeline; returns topic -> "created" | "exists".
+
+    `replication` None: `replication_for` the brokers the cluster has now."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -132,8 +141,12 @@ async def create_topics(connection: KafkaConnection, names: TopicNames, partitio
     await start_client(admin, connection, stop="close")
     try:
         existing = set(await admin.list_topics())
+        if replication is None:
+            replication = replication_for(await _live_brokers(admin))
         configs = topic_configs(names)
-        wanted = [NewTopic(name, partitions, replication, topic_configs=configs[name])
+        extra = replica_configs(replication)
+        wanted = [NewTopic(name, partitions, replication,
+                           topic_configs={**configs[name], **extra})
                   for name in names.all() if name not in existing]
         result = {name: "exists" for name in names.all() if name in existing}
         if wanted:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from streams.errors import ConfigError
 from streams.model.events import EVENT_TYPES
 
-__all__ = ["DEFAULT_PREFIX", "TopicNames", "topic_configs"]
+__all__ = ["DEFAULT_PREFIX", "MAX_REPLICATION", "TopicNames", "replica_configs",
+           "replication_for", "topic_configs"]
 
 DEFAULT_PREFIX = "consentwatch"
 _VALID_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -67,6 +68,22 @@ class TopicNames:
 
 
 _DAY_MS = 86_400_000
+
+# Replicas of every topic, the worker's changelogs included, on a cluster that has that
+# many brokers; a smaller cluster (one broker in development) gets one on each.
+MAX_REPLICATION = 3
+
+
+def replication_for(brokers: int) -> int:
+    """The replication factor of the project's topics on a cluster of `brokers`."""
+    return max(1, min(MAX_REPLICATION, brokers))
+
+
+def replica_configs(replication: int) -> dict[str, str]:
+    """Topic configuration that goes with `replication` replicas: with 3, a write
+    (acks=all) needs 2 in sync, so one broker may be down and no acknowledged write is
+    lost; with fewer, Kafka's default of 1."""
+    return {"min.insync.replicas": "2"} if replication >= MAX_REPLICATION else {}
 
 
 def topic_configs(names: TopicNames) -> dict[str, dict[str, str]]:

@@ -58,7 +58,8 @@ async def produce_end_of_input(connection: KafkaConnection, names: TopicNames) -
     """
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(acks="all", **connection.aiokafka_options())
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True,
+                                **connection.aiokafka_options())
     await start_client(producer, connection)
     value = encode_control(END_OF_INPUT)
     try:

@@ -57,7 +57,7 @@ from streams.kafka.faust_adapter import (
     producer_of,
 )
 from streams.kafka.murmur2 import partition_for
-from streams.kafka.topics import TopicNames
+from streams.kafka.topics import TopicNames, replica_configs
 from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
@@ -234,7 +234,8 @@ class _Pipeline:
         self.correlate = app.topic(names.correlate, partitions=settings.partitions, **raw)
         # bytes keys and values make Faust use its "raw" codec for the table and its store
         self.table = app.Table("state", default=None, partitions=settings.partitions,
-                               key_type=bytes, value_type=bytes)
+                               key_type=bytes, value_type=bytes,
+                               extra_topic_configs=replica_configs(settings.replication))
         self.partitions: dict[int, _Partition] = {}
         params = settings.params
         self.clocks = SourceClocks(params.allowed_lateness_ms, params.idle_timeout_ms)

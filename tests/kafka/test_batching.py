@@ -187,3 +187,22 @@ def test_a_rebalance_stops_the_batch_and_inactive_partitions_are_skipped() -> No
     records = {paused: [_Record(0)], one: [_Record(0)], two: [_Record(0)]}
     asyncio.run(consumer._drain_batch(records, {one, two}))
     assert seen == [one]
+
+
+def test_the_workers_producer_waits_for_every_in_sync_replica_and_is_idempotent(
+        tmp_path: Any) -> None:
+    # On a cluster, a send retried after a broker failed over must not write twice.
+    from streams.kafka.connection import KafkaConnection
+    from streams.pipeline.worker import WorkerSettings, build_app
+
+    async def made() -> Any:
+        app = build_app(WorkerSettings(connection=KafkaConnection("127.0.0.1:9"),
+                                       data_dir=tmp_path, store="memory"))
+        producer = app.producer._new_producer()
+        await producer.stop()  # never started: only releases its client
+        return producer
+
+    producer = asyncio.run(made())
+    assert producer._txn_manager is not None  # what enable_idempotence sets up
+    assert producer._txn_manager.transactional_id is None
+    assert producer._sender._acks == -1

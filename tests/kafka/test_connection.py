@@ -13,7 +13,7 @@ import pytest
 
 from streams.errors import ConfigError
 from streams.kafka.connection import KafkaConnection, Secret
-from streams.kafka.topics import TopicNames, topic_configs
+from streams.kafka.topics import TopicNames, replica_configs, replication_for, topic_configs
 from streams.model.events import FeatureToggled
 from streams.serde.wire import ConfluentFraming, RegistrySchemaIds
 from tests.conftest import run_cli
@@ -87,6 +87,15 @@ def test_topic_names_and_configs() -> None:
     assert configs[names.dead_letters]["cleanup.policy"] == "delete"
     with pytest.raises(ConfigError):
         TopicNames("bad prefix")
+
+
+def test_topics_get_three_replicas_where_there_are_three_brokers_and_two_must_be_in_sync(
+        ) -> None:
+    assert [replication_for(n) for n in (0, 1, 2, 3, 5)] == [1, 1, 2, 3, 3]
+    assert replica_configs(3) == {"min.insync.replicas": "2"}
+    # Fewer replicas: Kafka's default of 1, else one broker down stops every write.
+    assert replica_configs(2) == {}
+    assert replica_configs(1) == {}
 
 
 class _Registry(BaseHTTPRequestHandler):

@@ -30,6 +30,7 @@ METHODS = [
     (faust_aiokafka.Consumer, "_to_message"),
     (faust.App, "_new_transport"),
     (faust_aiokafka.Producer, "_ensure_producer"),
+    (faust_aiokafka.Producer, "_settings_extra"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer"),
     (faust_rocksdb.Store, "_db_for_partition"),
     (mode.Worker, "_on_sigterm"),
