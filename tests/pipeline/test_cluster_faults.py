@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from streams.kafka.kafka_io import produce_events
 from streams.model.events import Event
-from streams.pipeline.kafka_io import produce_events
 from tests import kafka_helpers as kh
 from tests.conftest import KAFKA_SH
 
