@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,19 @@ def test_a_source_changed_since_the_build_is_stale(monkeypatch: pytest.MonkeyPat
     assert native.stale() == [changed]
     monkeypatch.setattr(native, "_extension_files", lambda path: [])
     assert set(native.status().values()) == {"source"}
+
+
+def test_dev_runs_the_engine_codec_relay_and_property_tests_from_the_sources() -> None:
+    script = (native.ROOT / "dev").read_text(encoding="utf-8")
+    command = re.search(r'^ *CONSENTWATCH_NATIVE=off "\$VENV/bin/pytest"(.*?)\|\| failed=1',
+                        script, re.MULTILINE | re.DOTALL)
+    assert command, "./dev runs no tests from the sources"
+    words = command.group(1).replace("\\\n", " ").split()
+    for name in ("rules", "examples", "properties", "engine_state", "state_codec", "relay",
+                 "wire", "avro_serde", "native"):
+        assert f"tests/test_{name}.py" in words, name
+    # every test of those files, as they are: nothing deselected, no other profile
+    assert not [word for word in words if word.startswith(("-k", "-m", "--deselect", "--hyp"))]
 
 
 def test_modules_names_files_and_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
