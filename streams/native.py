@@ -45,7 +45,9 @@ WORK = PACKAGE / ".native-work"  # mypyc's folder during a build
 # What `replay` and the worker's correlate stage spend their time in. Modules that
 # build classes at run time (the events, findings) stay interpreted. An entry is a
 # module's file, or a path without `.py`: that module, or when it is a package every
-# module in it (a module added to the package is compiled with no edit here).
+# module in it but its `__init__.py` files (a module added to the package is compiled
+# with no edit here). A package's `__init__` stays interpreted: compiled separately, one
+# that imports a compiled module of its own package recurses without end on import.
 MODULES = (
     "streams/engine/core.py",
     "streams/engine/state.py",
@@ -85,7 +87,8 @@ def sources() -> list[str]:
         elif path.with_name(path.name + ".py").is_file():
             found.append(entry + ".py")
         elif (path / "__init__.py").is_file():
-            found += sorted(file.relative_to(ROOT).as_posix() for file in path.rglob("*.py"))
+            found += sorted(file.relative_to(ROOT).as_posix() for file in path.rglob("*.py")
+                            if file.name != "__init__.py")
         else:
             raise FileNotFoundError(f"MODULES names {entry}: neither a module nor a package")
     return found
@@ -165,7 +168,13 @@ def clean() -> int:
         for file in _extension_files(path) + _runtime_files(path):
             file.unlink()
             removed += 1
-    for name in _stamp().get("shared", []):
+    stamp = _stamp()
+    for name in stamp.get("built", []):  # also those of modules MODULES no longer names
+        file = PACKAGE / str(name)
+        if file.resolve().is_relative_to(PACKAGE) and file.is_file():
+            file.unlink()
+            removed += 1
+    for name in stamp.get("shared", []):
         # Builds before the separate libraries wrote one beside the package, named here.
         file = ROOT / str(name)
         if "/" not in str(name) and file.is_file():
@@ -193,12 +202,12 @@ def build(force: bool = False, quiet: bool = False) -> bool:
     paths = sources()
     digests = {path: _digest(path) for path in paths}
     try:
-        _build_in(WORK, paths)
+        built = _build_in(WORK, paths)
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     missing = [path for path in paths if not _extension_files(path)]
-    STAMP.write_text(json.dumps({"recipe": _recipe(), "sources": digests}, indent=1,
-                                sort_keys=True) + "\n", encoding="utf-8")
+    STAMP.write_text(json.dumps({"recipe": _recipe(), "sources": digests, "built": built},
+                                indent=1, sort_keys=True) + "\n", encoding="utf-8")
     if missing:
         clean()
         raise RuntimeError(f"mypyc build made no extension for {', '.join(missing)}")
@@ -207,7 +216,8 @@ def build(force: bool = False, quiet: bool = False) -> bool:
     return True
 
 
-def _build_in(work: Path, paths: list[str]) -> None:
+def _build_in(work: Path, paths: list[str]) -> list[str]:
+    """Compile `paths` in `work`; the files put in the package, as paths from it."""
     stage = work / "src"
     shutil.copytree(PACKAGE, stage / PACKAGE.name, ignore=shutil.ignore_patterns(
         "*.so", "*.pyd", "__pycache__", STAMP.name, WORK.name))
@@ -244,6 +254,7 @@ def _build_in(work: Path, paths: list[str]) -> None:
         target = ROOT / file.relative_to(stage)
         shutil.copyfile(file, target.with_name(target.name + ".tmp"))
         os.replace(target.with_name(target.name + ".tmp"), target)
+    return sorted(file.relative_to(stage / PACKAGE.name).as_posix() for file in built)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,8 +80,8 @@ def test_modules_names_files_and_packages(monkeypatch: pytest.MonkeyPatch, tmp_p
         (tmp_path / name).write_text("")
     monkeypatch.setattr(native, "ROOT", tmp_path)
     monkeypatch.setattr(native, "MODULES", ("p/one.py", "p/rules", "p/flat"))
-    assert native.sources() == ["p/one.py", "p/rules/__init__.py", "p/rules/a.py",
-                                "p/rules/sub/__init__.py", "p/rules/sub/b.py", "p/flat.py"]
+    # a package's __init__ stays interpreted (see MODULES)
+    assert native.sources() == ["p/one.py", "p/rules/a.py", "p/rules/sub/b.py", "p/flat.py"]
     (tmp_path / "p/rules/c.py").write_text("")  # a module added: no edit of MODULES
     assert "p/rules/c.py" in native.sources()
     monkeypatch.setattr(native, "MODULES", ("p/nothing",))
@@ -114,26 +114,35 @@ def test_a_build_writes_nothing_outside_the_package(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
+    # A package like the rules' (its __init__ imports its modules, a module imports the
+    # package), a package's __init__ (its __path__ and resources must be right), a module.
+    rules = checkout / "streams" / "probe"
+    (rules / "sub").mkdir(parents=True)
+    (rules / "__init__.py").write_text("from streams.probe.a import double\n\n"
+                                       "def quad(x: int) -> int:\n    return double(double(x))\n")
+    (rules / "a.py").write_text("def double(x: int) -> int:\n    return 2 * x\n")
+    (rules / "sub" / "__init__.py").write_text("")
+    (rules / "sub" / "b.py").write_text("from streams.probe import quad\n\n"
+                                        "def octo(x: int) -> int:\n    return 2 * quad(x)\n")
+    modules = ("native.MODULES = ('streams/probe', 'streams/catalogue/__init__.py',\n"
+               "                  'streams/engine/names.py')\n")
     before = _files(tmp_path)
-    # A package (its __path__ and resources must be right), a module and one that uses it.
-    run("from streams import native\n"
-        "native.MODULES = ('streams/catalogue', 'streams/engine/names.py',\n"
-        "                  'streams/engine/taxonomy.py')\n"
-        "native.build(quiet=True)")
+    run(f"from streams import native\n{modules}native.build(quiet=True)")
     after = _files(tmp_path)
     written = sorted(path for path in after if after[path] != before.get(path))
     assert written and all(path.startswith("checkout/streams/") for path in written), written
     assert not (checkout / "streams" / native.WORK.name).exists()
     probe = run("import streams.catalogue as c, streams.engine.names as n\n"
-                "print(c.__file__, n.__file__, len(c.load_catalogue().rules))")
-    catalogue, names, rules = probe.split()
+                "import streams.probe.a as a, streams.probe.sub.b as b\n"
+                "print(c.__file__, n.__file__, a.__file__, b.__file__)\n"
+                "print(len(c.load_catalogue().rules), b.octo(3))")
+    catalogue, names, a, b, rule_count, octo = probe.split()
     assert catalogue == str(checkout / "streams" / "catalogue" / "__init__") + SUFFIX
     assert names == str(checkout / "streams" / "engine" / "names") + SUFFIX
-    assert int(rules) > 0
-    run("from streams import native\n"
-        "native.MODULES = ('streams/catalogue', 'streams/engine/names.py',\n"
-        "                  'streams/engine/taxonomy.py')\n"
-        "native.clean()")
+    assert (a, b) == (str(rules / "a") + SUFFIX, str(rules / "sub" / "b") + SUFFIX)
+    assert int(rule_count) > 0 and int(octo) == 24
+    # clean removes it all, even the modules MODULES no longer names
+    run("from streams import native\nnative.MODULES = ()\nnative.clean()")
     assert _files(tmp_path) == before
 
 
