@@ -1,7 +1,7 @@
 """Throughput and memory of the foundation: the engine alone, and `replay` end to end.
 
     .venv/bin/python benchmarks/foundation.py [--events 1000000] [--subjects 100000]
-        [--seed 1] [--quick] [--repeat 1] [--cpu 0] [--json OUT]
+        [--seed 1] [--quick] [--repeat 1] [--cpu 0] [--code DIR] [--json OUT]
 
 Generates the event mix (benchmarks/mix.py) as JSON Lines and Avro if the cached
 files for these parameters are missing (benchmarks/data/), then measures, each
@@ -19,6 +19,10 @@ os.wait4, so one measurement never inherits another's peak):
 * baseline_jsonl: a plain loop, `orjson.loads` of every line of the same file.
 * baseline_avro: a plain loop over `fastavro.reader` of the same file.
   (Baselines time the loop only, in a child pinned to the same core.)
+
+The children run the code of one tree (--code, default the checkout this script is
+in; benchmarks/trees.py): PYTHONPATH and the working directory are that tree's, and
+the table names it and its commit.
 
 Machines are noisy, so the ratios against the baselines measured in the same run
 are the figures to compare across machines and runs. With --repeat R every
@@ -47,6 +51,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import trees  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 CLI = VENV_BIN / "consentwatch"
 
@@ -72,7 +80,9 @@ def _rss_now_mib() -> float:
 def child_engine(path: str, gc_mode: str) -> dict[str, Any]:
     import gc
 
-    sys.path.insert(0, str(ROOT))
+    # The tree under test comes from PYTHONPATH (trees.Tree.env), never from this file's
+    # own checkout.
+    import streams.engine.core
     from streams.engine import DictStore, Engine, EngineParams
     from streams.model.findings import DeadLetter
     from streams.serde.jsonl import read_jsonl
@@ -99,7 +109,7 @@ def child_engine(path: str, gc_mode: str) -> dict[str, Any]:
     cpu = time.process_time() - cpu
     return {"events": len(events), "seconds": seconds, "cpu_seconds": cpu, "outputs": outputs,
             "duplicates": engine.stats.duplicates, "late": engine.stats.late,
-            "rss_after_load_mib": loaded_rss}
+            "rss_after_load_mib": loaded_rss, "core_module": streams.engine.core.__file__}
 
 
 def child_baseline_jsonl(path: str) -> dict[str, Any]:
@@ -148,12 +158,15 @@ def _child_main(argv: list[str]) -> int:
 # -- the parent ------------------------------------------------------------------------
 
 
-def _run(cmd: list[str]) -> tuple[int, float, float, float, str, str]:
-    """Run cmd; return (exit status, wall s, CPU s, peak RSS MiB of the child, stdout, stderr)."""
+def _run(cmd: list[str], tree: trees.Tree | None = None
+         ) -> tuple[int, float, float, float, str, str]:
+    """Run cmd on `tree`'s code (default: this checkout); return (exit status, wall s,
+    CPU s, peak RSS MiB of the child, stdout, stderr)."""
+    tree = tree or trees.current_tree()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                cwd=ROOT)
+                                cwd=tree.path, env=tree.env())
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits again
@@ -164,9 +177,14 @@ def _run(cmd: list[str]) -> tuple[int, float, float, float, str, str]:
 
 
 class Runner:
-    def __init__(self, cpu: int | None, gc_mode: str) -> None:
+    """Runs the children on one tree's code (`tree`, default this checkout)."""
+
+    def __init__(self, cpu: int | None, gc_mode: str, tree: trees.Tree | None = None,
+                 require_compiled: bool = False) -> None:
         self.cpu = cpu
         self.gc_mode = gc_mode
+        self.tree = tree or trees.current_tree()
+        self.require_compiled = require_compiled
         self.taskset = shutil.which("taskset") if cpu is not None else None
 
     def _prefix(self) -> list[str]:
@@ -176,16 +194,18 @@ class Runner:
         cmd = [*self._prefix(), sys.executable, str(Path(__file__).resolve()), "--_child",
                kind, str(path), str(self.cpu) if self.cpu is not None and not self.taskset
                else "-", self.gc_mode]
-        code, wall, _, rss, out, err = _run(cmd)
+        code, wall, _, rss, out, err = _run(cmd, self.tree)
         if code != 0:
             raise SystemExit(f"{kind} failed ({code}):\n{err}")
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        if "core_module" in result:  # the child says which code it ran: refuse another
+            trees.verify(self.tree, result["core_module"], self.require_compiled)
         result.update(wall_seconds=wall, peak_rss_mib=rss)
         return result
 
     def replay(self, path: Path, expected: int) -> dict[str, Any]:
         cmd = [*self._prefix(), str(CLI), "replay", str(path), "--out", os.devnull, "-q"]
-        code, wall, cpu, rss, _, err = _run(cmd)
+        code, wall, cpu, rss, _, err = _run(cmd, self.tree)
         if code != 0:
             raise SystemExit(f"replay of {path} failed ({code}):\n{err[-2000:]}")
         return {"events": expected, "seconds": wall, "cpu_seconds": cpu, "wall_seconds": wall,
@@ -245,10 +265,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="engine child: after loading the events, disable the garbage "
                              "collector (default: as `replay` runs the engine), gc.freeze() "
                              "them, or leave it on")
+    parser.add_argument("--code", type=Path, metavar="DIR",
+                        help="the source tree the children run (default: this checkout)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.subjects = 100_000, 10_000
+    try:
+        tree = trees.current_tree(args.code)
+        code = trees.checked(tree, require_compiled=False)
+    except trees.TreeError as exc:
+        raise SystemExit(str(exc)) from exc
 
     avro_ok = _avro_available()
     if not avro_ok:
@@ -260,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     empty = Path(tempfile.mkdtemp()) / "empty.jsonl"
     empty.write_bytes(b"")
 
-    runner = Runner(None if args.no_pin else args.cpu, args.engine_gc)
+    runner = Runner(None if args.no_pin else args.cpu, args.engine_gc, tree)
     plan: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("engine", lambda: runner.child("engine", jsonl)),
         ("baseline_jsonl", lambda: runner.child("baseline_jsonl", jsonl)),
@@ -283,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     empty.parent.rmdir()
     best = {name: _best(r) for name, r in runs.items()}
     figures = _figures(args, best, n_records, jsonl, avro if avro_ok else None)
+    figures["code"] = code
     figures["machine"]["load_average_1m_before_after"] = [round(load_before[0], 2),
                                                           round(load_after[0], 2)]
     _print_table(figures)
@@ -434,6 +462,10 @@ def _print_table(figures: dict[str, Any]) -> None:
                   f"< {TARGET_RSS_MIB:,}: {verdict(met['peak_rss'])}")
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
+    code = figures.get("code")
+    if code:
+        console.print(f"code: {code['commit']} ({code['path']}), "
+                      f"{'compiled' if code['compiled'] else 'sources'}")
     console.print(f"engine: RSS after loading the events, before the loop "
                   f"{figures['engine_rss_after_load_mib']:.0f} MiB; findings+amendments "
                   f"{figures['engine_outputs']:,}; duplicates {figures['engine_duplicates']:,}; "

@@ -1,7 +1,7 @@
 """The streaming pipeline on a real broker: one worker against two baselines.
 
     .venv/bin/python benchmarks/pipeline.py [--quick] [--events N] [--subjects S]
-        [--broker HOST:PORT] [--partitions 4] [--json OUT]
+        [--broker HOST:PORT] [--partitions 4] [--code DIR] [--json OUT]
 
 Produces the benchmark mix (benchmarks/mix.py) to fresh topics, then measures on
 those same topics, in one run:
@@ -17,7 +17,9 @@ those same topics, in one run:
 * latency at half the worker's rate: a fresh pipeline fed at that rate; for the
   rules about the past, p50/p99 of (finding produced - trigger appended).
 
-Each of the three rates counts from the start of its own client or process. The
+Each of the three rates counts from the start of its own client or process. The worker
+runs the code of one tree (--code, default this checkout; benchmarks/trees.py); the
+clients of the harness use this checkout's. The
 worker's findings are checked against `replay` of the same events.
 Without --broker, a broker is started with deploy/kafka/kafka.sh and stopped after.
 """
@@ -39,8 +41,12 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+
+import trees  # noqa: E402
+
+# This checkout, or in a child told to run another tree, that tree (its PYTHONPATH).
+sys.path.insert(1, str(trees.code_dir()))
 
 PAST_RULES = {"enrichment-without-consent", "enrichment-exceeds-consent",
               "automatic-egress-feature-inactive", "pseudonym-deanonymized"}
@@ -149,7 +155,8 @@ def _end_of_input(broker: str, prefix: str) -> None:
 
 
 def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
-                  partitions: int) -> subprocess.Popen[bytes]:
+                  partitions: int, tree: trees.Tree | None = None) -> subprocess.Popen[bytes]:
+    tree = tree or trees.current_tree()
     cmd = [sys.executable, "-m", "streams.cli.app", "worker", "--broker", broker,
            "--topic-prefix", prefix, "--data-dir", str(data_dir), "--web-port",
            str(_free_port()), "--log-level", "warning", "--partitions", str(partitions)]
@@ -160,8 +167,8 @@ def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "50",
                "--duration", seconds, "--format", "raw", "-o", str(out), "--", *cmd]
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tree.path,
+                                env=tree.env(), start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -263,15 +270,16 @@ def measure_faust_agent(broker: str, prefix: str, n: int, work: Path, partitions
 
 def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, str, str]],
                    last_time: int, partitions: int, work: Path,
-                   workers: int = 1) -> dict[str, Any]:
-    """`workers` processes of one consumer group (they share the partitions)."""
+                   workers: int = 1, tree: trees.Tree | None = None) -> dict[str, Any]:
+    """`workers` processes of one consumer group (they share the partitions), running
+    `tree`'s code (default this checkout)."""
     from streams.pipeline.topics import TopicNames
 
     names = TopicNames(prefix)
     started = time.perf_counter()
     started_wall = time.time()
     procs = [_start_worker(broker, prefix, work / f"{prefix}-worker{i}",
-                           work / f"{prefix}-worker{i}.log", partitions)
+                           work / f"{prefix}-worker{i}.log", partitions, tree)
              for i in range(workers)]
     try:
         def routed() -> bool:
@@ -426,7 +434,8 @@ async def _feed_live(broker: str, names: Any, events: list[Any],
 
 
 def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
-                    partitions: int, work: Path) -> dict[str, Any]:
+                    partitions: int, work: Path, tree: trees.Tree | None = None
+                    ) -> dict[str, Any]:
     """Feed a fresh pipeline live at `rate`; latency of the past rules' findings."""
     from streams.pipeline.kafka_io import create_topics
     from streams.pipeline.topics import TopicNames
@@ -434,7 +443,7 @@ def measure_latency(broker: str, prefix: str, events: list[Any], rate: float,
     names = TopicNames(prefix)
     asyncio.run(create_topics(_connection(broker), names, partitions, 1))
     proc = _start_worker(broker, prefix, work / "latency-worker", work / "latency.log",
-                         partitions)
+                         partitions, tree)
     appended: dict[str, float] = {}
     try:
         time.sleep(15)  # let the worker join its group first
@@ -482,10 +491,17 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
                              "two builds at one rate)")
     parser.add_argument("--no-latency", action="store_true",
                         help="skip the latency measurement")
+    parser.add_argument("--code", type=Path, metavar="DIR",
+                        help="the source tree the worker runs (default: this checkout)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.subjects = 100_000, 10_000
+    try:
+        tree = trees.current_tree(args.code)
+        code = trees.checked(tree, require_compiled=False)
+    except trees.TreeError as exc:
+        raise SystemExit(str(exc)) from exc
 
     from streams.pipeline.kafka_io import create_topics, produce_events
     from streams.pipeline.topics import TopicNames
@@ -502,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
             rate = args.latency_only
             latency = measure_latency(broker, f"bench{int(time.time())}lat",
                                       latency_events(rate, args.subjects, args.seed + 1),
-                                      rate, args.partitions, work)
+                                      rate, args.partitions, work, tree)
             print(json.dumps(latency, indent=2))
             if args.json:
                 args.json.write_text(json.dumps({"latency": latency}, indent=2))
@@ -535,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
               f"{results['faust_table_agent']['events_per_s']:,.0f} events/s", flush=True)
         results["worker"] = measure_worker(broker, prefix, args.events, expected,
                                            max(e.occurred_at for e in events),
-                                           args.partitions, work)
+                                           args.partitions, work, tree=tree)
         print(f"worker: {results['worker']['events_per_s']:,.0f} events/s", flush=True)
         worker_rate = results["worker"]["events_per_s"]
         results["aiokafka_events_per_s"] = results["aiokafka"]["events_per_s"]
@@ -550,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
             results["latency"] = measure_latency(
                 broker, f"{prefix}lat", latency_events(worker_rate / 2, args.subjects,
                                                        args.seed + 1),
-                worker_rate / 2, args.partitions, work)
+                worker_rate / 2, args.partitions, work, tree)
+        results["code"] = code
         _print_table(results)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

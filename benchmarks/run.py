@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--json OUT] [--broker HOST:PORT]
         [--cpu 0] [--partitions 4] [--skip foundation,pipeline,latency,scaling]
+        [--code DIR] [--baseline REF] [--repeat N]
 
 Measures, on the benchmark mix (benchmarks/mix.py: seeded, with a chosen number of
 subjects, cached under benchmarks/data/):
@@ -27,6 +28,17 @@ subjects, cached under benchmarks/data/):
   worker_events_per_s, workers_2_events_per_s (combined), aiokafka_events_per_s,
   faust_agent_events_per_s, faust_table_events_per_s and worker_vs_faust_table;
 
+The code measured is the tree this script is in (--code DIR for another): every child
+runs it (PYTHONPATH and working directory; benchmarks/trees.py), and the table names
+its commit. --baseline REF also measures REF, checked out in a temporary detached git
+worktree and compiled there (`python -m streams.native build`; the worktree is removed
+afterwards): the engine alone, `replay` from JSON Lines and from Avro and the one-worker
+pipeline, on the same input, baseline and current in turn, --repeat rounds (default 3
+with --baseline, else 1; the best of each is kept), and a second table gives both
+figures and current/baseline, within 5% when >= 0.95. Both trees must be the compiled
+build: a child reports the streams.engine.core it imported, and a figure from any other
+code is refused.
+
 --quick: 100,000 events for foundation and scaling, 20,000 through the pipeline and
 a live minute at half its rate for latency: a few minutes. The full run: 1,000,000
 events everywhere (100,000 subjects), the Faust agents on 200,000.
@@ -36,21 +48,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+
+import trees  # noqa: E402
+
+# This checkout, or in a child told to run another tree, that tree (its PYTHONPATH).
+sys.path.insert(1, str(trees.code_dir()))
 
 import foundation  # noqa: E402
 import mix  # noqa: E402
@@ -59,6 +78,15 @@ import pipeline  # noqa: E402
 SUBJECT_COUNTS = (10_000, 100_000, 1_000_000)
 TARGET_SCALING_RATIO = 0.7
 SECTIONS = ("foundation", "pipeline", "latency", "scaling")
+# --baseline: current/baseline at least this is "within 5%"
+WITHIN = 0.95
+# (row, section, figure of each tree compared)
+COMPARED = (
+    ("engine alone (1 core)", "foundation", "engine"),
+    ("replay from JSON Lines", "foundation", "replay_jsonl"),
+    ("replay from Avro", "foundation", "replay_avro"),
+    ("pipeline, 1 worker", "pipeline", "worker"),
+)
 
 
 # -- scaling: a child process per subject count ---------------------------------------------
@@ -120,7 +148,8 @@ def child_scaling(path: str, state_dir: str) -> dict[str, Any]:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def measure_scaling(events: int, seed: int, cpu: int | None, work: Path) -> dict[str, Any]:
+def measure_scaling(events: int, seed: int, cpu: int | None, work: Path,
+                    tree: trees.Tree) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for subjects in SUBJECT_COUNTS:
         jsonl, _ = foundation._ensure_data(events, subjects, seed, want_avro=False)
@@ -130,7 +159,7 @@ def measure_scaling(events: int, seed: int, cpu: int | None, work: Path) -> dict
         print(f"scaling: {subjects:,} subjects ...", file=sys.stderr, flush=True)
         code, wall, _, rss, out, err = foundation._run(
             [*prefix, sys.executable, str(Path(__file__).resolve()), "--_child-scaling",
-             str(jsonl), str(state)])
+             str(jsonl), str(state)], tree)
         if code != 0:
             raise SystemExit(f"scaling child failed ({code}):\n{err[-2000:]}")
         run = json.loads(out.strip().splitlines()[-1])
@@ -152,34 +181,65 @@ def _du_mib(path: Path) -> float:
 # -- foundation ------------------------------------------------------------------------------
 
 
-def measure_foundation(events: int, subjects: int, seed: int, cpu: int | None
+def measure_foundation(events: int, subjects: int, seed: int, cpu: int | None,
+                       code: list[trees.Tree], repeat: int, require_compiled: bool
                        ) -> dict[str, Any]:
+    """The figures of the last tree of `code` (the current one); with a baseline tree
+    before it, the engine and the two replays of both, in turn, `repeat` rounds."""
     jsonl, avro = foundation._ensure_data(events, subjects, seed, want_avro=True)
     with open(jsonl, "rb") as fh:
         records = sum(1 for _ in fh)
-    runner = foundation.Runner(cpu, "off")
-    plan = {
-        "engine": lambda: runner.child("engine", jsonl),
-        "baseline_jsonl": lambda: runner.child("baseline_jsonl", jsonl),
-        "replay_jsonl": lambda: runner.replay(jsonl, records),
-        "baseline_avro": lambda: runner.child("baseline_avro", avro),
-        "replay_avro": lambda: runner.replay(avro, records),
-    }
-    runs = {}
-    for name, measure in plan.items():
-        print(f"foundation: {name} ...", file=sys.stderr, flush=True)
-        runs[name] = measure()
-    rate = {name: run["events"] / run["seconds"] for name, run in runs.items()}
+    current = code[-1]
+    runners = {tree.label: foundation.Runner(cpu, "off", tree, require_compiled)
+               for tree in code}
+
+    def step(tree: trees.Tree, name: str) -> Callable[[], dict[str, Any]]:
+        runner = runners[tree.label]
+        if name == "engine":
+            return lambda: runner.child("engine", jsonl)
+        return lambda: runner.replay(jsonl if name == "replay_jsonl" else avro, records)
+
+    plain = runners[current.label]  # the plain-parse baselines run no code of ours
+    plan = [(current, "baseline_jsonl", lambda: plain.child("baseline_jsonl", jsonl)),
+            (current, "baseline_avro", lambda: plain.child("baseline_avro", avro))]
+    plan += [(tree, name, step(tree, name))
+             for name in ("engine", "replay_jsonl", "replay_avro") for tree in code]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for round_no in range(repeat):
+        for tree, name, measure in plan:
+            print(f"foundation [{round_no + 1}/{repeat}]: {name}, {tree.label} {tree.commit} "
+                  f"...", file=sys.stderr, flush=True)
+            runs.setdefault((tree.label, name), []).append(measure())
+    best = {key: foundation._best(r) for key, r in runs.items()}
+
+    def rate(label: str, name: str, clock: str = "seconds") -> float:
+        run = best[(label, name)]
+        return float(run["events"] / run[clock])
+
+    by_tree = {tree.label: {
+        "commit": tree.commit, "path": str(tree.path),
+        **{f"{name}_events_per_s": rate(tree.label, name)
+           for name in ("engine", "replay_jsonl", "replay_avro")},
+        **{f"{name}_events_per_cpu_s": rate(tree.label, name, "cpu_seconds")
+           for name in ("engine", "replay_jsonl", "replay_avro")},
+        "runs_seconds": {name: best[(tree.label, name)]["runs_seconds"]
+                         for name in ("engine", "replay_jsonl", "replay_avro")},
+        "core_module": best[(tree.label, "engine")]["core_module"],
+    } for tree in code}
+    cur = current.label
     return {
-        "events": records, "subjects": subjects,
-        "engine_events_per_s": rate["engine"],
-        "replay_jsonl_events_per_s": rate["replay_jsonl"],
-        "replay_avro_events_per_s": rate["replay_avro"],
-        "baseline_jsonl_events_per_s": rate["baseline_jsonl"],
-        "baseline_avro_events_per_s": rate["baseline_avro"],
-        "replay_jsonl_vs_baseline": rate["replay_jsonl"] / rate["baseline_jsonl"],
-        "replay_avro_vs_baseline": rate["replay_avro"] / rate["baseline_avro"],
-        "peak_rss_mib": {name: run["peak_rss_mib"] for name, run in runs.items()},
+        "events": records, "subjects": subjects, "repeat": repeat,
+        "engine_events_per_s": rate(cur, "engine"),
+        "replay_jsonl_events_per_s": rate(cur, "replay_jsonl"),
+        "replay_avro_events_per_s": rate(cur, "replay_avro"),
+        "baseline_jsonl_events_per_s": rate(cur, "baseline_jsonl"),
+        "baseline_avro_events_per_s": rate(cur, "baseline_avro"),
+        "replay_jsonl_vs_baseline": rate(cur, "replay_jsonl") / rate(cur, "baseline_jsonl"),
+        "replay_avro_vs_baseline": rate(cur, "replay_avro") / rate(cur, "baseline_avro"),
+        "peak_rss_mib": {name: best[(cur, name)]["peak_rss_mib"]
+                         for name in ("engine", "baseline_jsonl", "replay_jsonl",
+                                      "baseline_avro", "replay_avro")},
+        "by_tree": by_tree,
     }
 
 
@@ -187,7 +247,11 @@ def measure_foundation(events: int, subjects: int, seed: int, cpu: int | None
 
 
 def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partitions: int,
-                     sections: set[str], work: Path, baseline_events: int) -> dict[str, Any]:
+                     sections: set[str], work: Path, baseline_events: int,
+                     code: list[trees.Tree], repeat: int) -> dict[str, Any]:
+    """The figures of the last tree of `code` (the current one); with a baseline tree
+    before it, the one-worker run of both, in turn, `repeat` rounds, each on fresh topics
+    holding the same events."""
     from streams.pipeline.kafka_io import create_topics, produce_events
     from streams.pipeline.topics import TopicNames
 
@@ -195,32 +259,57 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
     expected = pipeline._expected(stream)
     last = max(e.occurred_at for e in stream)
     results: dict[str, Any] = {"events": events, "subjects": subjects, "partitions": partitions}
+    current = code[-1]
+
+    def topics(tag: str) -> str:
+        prefix = f"bench{int(time.time())}{tag}"
+        names = TopicNames(prefix)
+        asyncio.run(create_topics(pipeline._connection(broker), names, partitions, 1))
+        asyncio.run(produce_events(pipeline._connection(broker), names, stream))
+        return prefix
+
     worker_rate = None
     if "pipeline" in sections:
-        for workers in (1, 2):
-            prefix = f"bench{int(time.time())}w{workers}"
-            names = TopicNames(prefix)
-            asyncio.run(create_topics(pipeline._connection(broker), names, partitions, 1))
-            asyncio.run(produce_events(pipeline._connection(broker), names, stream))
-            print(f"pipeline: baseline consumer, {workers} worker(s) ...", file=sys.stderr,
-                  flush=True)
-            baseline = pipeline.measure_aiokafka(broker, prefix, events)
-            print(f"pipeline: {workers} worker(s) ...", file=sys.stderr, flush=True)
-            run = pipeline.measure_worker(broker, prefix, events, expected, last, partitions,
-                                          work, workers=workers)
-            run["baseline_events_per_s"] = baseline["events_per_s"]
-            run["vs_baseline"] = run["events_per_s"] / baseline["events_per_s"]
-            results[f"workers_{workers}"] = run
-            if workers == 1:
-                # Faust's own per-record path on the same topics, the first
-                # `baseline_events` records (its rate is steady; a table update per
-                # record would take minutes for a million).
-                n = min(events, baseline_events)
-                print(f"pipeline: Faust agents, {n:,} events ...", file=sys.stderr, flush=True)
-                results["faust_agent"] = pipeline.measure_faust_agent(
-                    broker, prefix, n, work, partitions)
-                results["faust_table_agent"] = pipeline.measure_faust_agent(
-                    broker, prefix, n, work, partitions, table=True)
+        one: dict[str, list[dict[str, Any]]] = {tree.label: [] for tree in code}
+        for round_no in range(repeat):
+            for tree in code:
+                prefix = topics(f"w1{tree.label[0]}{round_no}")
+                if round_no == 0 and tree is code[0]:
+                    first = prefix
+                    print("pipeline: plain aiokafka consumer ...", file=sys.stderr, flush=True)
+                    baseline = pipeline.measure_aiokafka(broker, prefix, events)
+                print(f"pipeline [{round_no + 1}/{repeat}]: 1 worker, {tree.label} "
+                      f"{tree.commit} ...", file=sys.stderr, flush=True)
+                one[tree.label].append(pipeline.measure_worker(
+                    broker, prefix, events, expected, last, partitions, work, workers=1,
+                    tree=tree))
+        results["by_tree"] = {tree.label: {
+            "commit": tree.commit, "path": str(tree.path),
+            "worker_events_per_s": max(r["events_per_s"] for r in one[tree.label]),
+            "runs_events_per_s": [round(r["events_per_s"]) for r in one[tree.label]],
+            "findings_match_replay": all(r["findings_match_replay"] for r in one[tree.label]),
+        } for tree in code}
+        run = _beside(max(one[current.label], key=lambda r: r["events_per_s"]), baseline)
+        run["findings_match_replay"] = results["by_tree"][current.label][
+            "findings_match_replay"]
+        results["workers_1"] = run
+        # Faust's own per-record path on the same topics, the first `baseline_events`
+        # records (its rate is steady; a table update per record would take minutes for
+        # a million).
+        n = min(events, baseline_events)
+        print(f"pipeline: Faust agents, {n:,} events ...", file=sys.stderr, flush=True)
+        results["faust_agent"] = pipeline.measure_faust_agent(broker, first, n, work,
+                                                              partitions)
+        results["faust_table_agent"] = pipeline.measure_faust_agent(
+            broker, first, n, work, partitions, table=True)
+        prefix = topics("w2")
+        print("pipeline: plain aiokafka consumer, 2 workers ...", file=sys.stderr, flush=True)
+        baseline = pipeline.measure_aiokafka(broker, prefix, events)
+        print(f"pipeline: 2 workers, {current.label} {current.commit} ...", file=sys.stderr,
+              flush=True)
+        results["workers_2"] = _beside(pipeline.measure_worker(
+            broker, prefix, events, expected, last, partitions, work, workers=2,
+            tree=current), baseline)
         worker_rate = results["workers_1"]["events_per_s"]
         # The figures the speed issue names, all from this run.
         results["worker_events_per_s"] = worker_rate
@@ -237,11 +326,45 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
         print(f"latency: {len(feed):,} events at {rate:,.0f} events/s ...",
               file=sys.stderr, flush=True)
         results["latency"] = pipeline.measure_latency(
-            broker, f"bench{int(time.time())}lat", feed, rate, partitions, work)
+            broker, f"bench{int(time.time())}lat", feed, rate, partitions, work, current)
     return results
 
 
+def _beside(run: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """A worker run with the plain consumer's rate on the same topics, and the ratio."""
+    return {**run, "baseline_events_per_s": baseline["events_per_s"],
+            "vs_baseline": run["events_per_s"] / baseline["events_per_s"]}
+
+
 # -- the run ---------------------------------------------------------------------------------
+
+
+def compare(baseline: float, current: float) -> dict[str, Any]:
+    """One row of the comparison: both rates, current/baseline, and the verdict."""
+    ratio = current / baseline
+    return {"baseline_events_per_s": baseline, "current_events_per_s": current,
+            "ratio": round(ratio, 4), "within_5pct": ratio >= WITHIN}
+
+
+def comparison(figures: dict[str, Any], code: list[trees.Tree]) -> dict[str, Any]:
+    """current/baseline for each figure both trees have (a failed section has none)."""
+    rows: dict[str, Any] = {}
+    for label, section, name in COMPARED:
+        by_tree = figures.get(section, {}).get("by_tree", {})
+        if "baseline" in by_tree and "current" in by_tree:
+            base, cur = by_tree["baseline"], by_tree["current"]
+            row = compare(base[f"{name}_events_per_s"], cur[f"{name}_events_per_s"])
+            if f"{name}_events_per_cpu_s" in cur:
+                row["ratio_cpu"] = round(cur[f"{name}_events_per_cpu_s"]
+                                         / base[f"{name}_events_per_cpu_s"], 4)
+            rows[label] = row
+    return {"trees": {t.label: {"commit": t.commit, "path": str(t.path)} for t in code},
+            "within_threshold": WITHIN, "rows": rows,
+            "all_within_5pct": bool(rows) and all(r["within_5pct"] for r in rows.values())}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # past the sections' error handling, through every cleanup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,7 +383,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="records the two Faust agents read (default 200,000)")
     parser.add_argument("--skip", default="", help="comma-separated sections to leave out: "
                         + ", ".join(SECTIONS))
+    parser.add_argument("--code", type=Path, metavar="DIR",
+                        help="the source tree measured (default: this checkout)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also measure this git ref or commit (a temporary worktree, "
+                             "compiled), interleaved with the current tree")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="rounds of the compared measurements, the best kept "
+                             "(default 3 with --baseline, else 1)")
     args = parser.parse_args(argv)
+    repeat = args.repeat or (3 if args.baseline else 1)
     sections = set(SECTIONS) - {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.quick:
         sizes = {"foundation": (100_000, 10_000), "pipeline": (20_000, 10_000),
@@ -268,44 +400,67 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sizes = {"foundation": (1_000_000, 100_000), "pipeline": (1_000_000, 100_000),
                  "scaling": 1_000_000}
-    work = Path(tempfile.mkdtemp(prefix="cw-bench-"))
+    signal.signal(signal.SIGTERM, _interrupt)
     figures: dict[str, Any] = {
         "quick": args.quick, "seed": args.seed, "mix_version": mix.MIX_VERSION,
+        "repeat": repeat,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(),
                     "load_average_1m_at_start": round(os.getloadavg()[0], 2)},
     }
     started = time.perf_counter()
-    def pipeline_section() -> dict[str, Any]:
-        with _broker(args.broker, work) as broker:
-            return measure_pipeline(broker, *sizes["pipeline"], args.seed, args.partitions,
-                                    sections, work, args.baseline_events)
-
-    plan = {
-        "foundation": lambda: measure_foundation(*sizes["foundation"], args.seed, args.cpu),
-        "pipeline": pipeline_section,
-        "scaling": lambda: measure_scaling(sizes["scaling"], args.seed, args.cpu, work),
-    }
+    work = Path(tempfile.mkdtemp(prefix="cw-bench-"))
     try:
-        for name, measure in plan.items():
-            if name in sections or (name == "pipeline" and "latency" in sections):
-                try:
-                    figures[name] = measure()
-                except (Exception, SystemExit) as exc:  # one failed section spoils no other
-                    figures.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
-                    print(f"{name} failed: {exc}", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            code = [trees.current_tree(args.code)]
+            if args.baseline:
+                code.insert(0, stack.enter_context(trees.baseline_tree(args.baseline)))
+            # a child of each tree imports that tree (compiled, to compare two)
+            figures["code"] = {tree.label: trees.checked(tree, bool(args.baseline))
+                               for tree in code}
+            _run_sections(args, sections, sizes, code, repeat, work, figures)
+            if args.baseline:
+                figures["comparison"] = comparison(figures, code)
+    except trees.TreeError as exc:
+        raise SystemExit(f"refused: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     figures["suite_seconds"] = round(time.perf_counter() - started, 1)
     peaks = [v for v in figures.get("foundation", {}).get("peak_rss_mib", {}).values()]
     peaks += [r["peak_rss_mib"] for r in figures.get("scaling", {}).get("runs", {}).values()]
     figures["peak_rss_mib"] = max(peaks) if peaks else None
-    print_table(figures)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
+    print_table(figures)
     return 0
+
+
+def _run_sections(args: argparse.Namespace, sections: set[str], sizes: dict[str, Any],
+                  code: list[trees.Tree], repeat: int, work: Path,
+                  figures: dict[str, Any]) -> None:
+    compiled = bool(args.baseline)
+
+    def pipeline_section() -> dict[str, Any]:
+        with _broker(args.broker, work) as broker:
+            return measure_pipeline(broker, *sizes["pipeline"], args.seed, args.partitions,
+                                    sections, work, args.baseline_events, code, repeat)
+
+    plan = {
+        "foundation": lambda: measure_foundation(*sizes["foundation"], args.seed, args.cpu,
+                                                 code, repeat, compiled),
+        "pipeline": pipeline_section,
+        "scaling": lambda: measure_scaling(sizes["scaling"], args.seed, args.cpu, work,
+                                           code[-1]),
+    }
+    for name, measure in plan.items():
+        if name in sections or (name == "pipeline" and "latency" in sections):
+            try:
+                figures[name] = measure()
+            except (Exception, SystemExit) as exc:  # one failed section spoils no other
+                figures.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+                print(f"{name} failed: {exc}", file=sys.stderr)
 
 
 class _broker:  # noqa: N801 - used as a context manager, like a function
@@ -331,10 +486,13 @@ def print_table(figures: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    current = figures["code"]["current"]
     table = Table(title=f"consentwatch benchmarks{' (quick)' if figures['quick'] else ''}: "
                         f"{figures['machine']['cpu_count']} CPUs, load "
-                        f"{figures['machine']['load_average_1m_at_start']}")
-    for column in ("measurement", "events", "events/s", "baseline events/s", "ratio",
+                        f"{figures['machine']['load_average_1m_at_start']}; code: "
+                        f"{current['commit']} ({current['path']}), "
+                        f"{'compiled' if current['compiled'] else 'sources'}")
+    for column in ("measurement", "events", "events/s", "plain baseline events/s", "ratio",
                    "peak RSS MiB", "note"):
         table.add_column(column, justify="left" if column in ("measurement", "note")
                          else "right")
@@ -389,9 +547,31 @@ def print_table(figures: dict[str, Any]) -> None:
                       n(figures["peak_rss_mib"]), "")
     console = Console(width=None if sys.stdout.isatty() else 170)
     console.print(table)
+    if figures.get("comparison"):
+        console.print(comparison_table(figures["comparison"], figures["repeat"]))
     console.print(f"suite: {figures['suite_seconds']:.0f} s")
     for name, error in figures.get("errors", {}).items():
         console.print(f"[red]{name} failed[/]: {error[:500]}")
+
+
+def comparison_table(comp: dict[str, Any], repeat: int) -> Any:
+    from rich.table import Table
+
+    base, cur = comp["trees"]["baseline"], comp["trees"]["current"]
+    table = Table(title=f"current {cur['commit']} ({cur['path']}) vs baseline "
+                        f"{base['commit']} ({base['path']}): best of {repeat}, interleaved")
+    for column in ("measurement", f"baseline {base['commit']} events/s",
+                   f"current {cur['commit']} events/s", "current/baseline", "CPU ratio",
+                   f"within 5% (>= {comp['within_threshold']})"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    for label, row in comp["rows"].items():
+        table.add_row(label, f"{row['baseline_events_per_s']:,.0f}",
+                      f"{row['current_events_per_s']:,.0f}", f"{row['ratio']:.3f}",
+                      f"{row['ratio_cpu']:.3f}" if "ratio_cpu" in row else "",
+                      "yes" if row["within_5pct"] else "[red]NO[/]")
+    table.caption = (f"all within 5%: {'yes' if comp['all_within_5pct'] else 'NO'}; the "
+                     f"baseline worktree is removed after the run")
+    return table
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from streams.catalogue import load_catalogue
+from streams.engine.rules import REGISTRY
+from streams.metrics.finding_alerts import runbook_page
+
 __all__ = ["DASHBOARDS", "TOP_ACCOUNTS_SQL", "compliance", "main", "oncall", "render"]
 
 HERE = Path(__file__).resolve().parent
@@ -334,9 +338,26 @@ def top_accounts() -> table.Panel:
                                                                      value="dtdurations")]))
 
 
+def alerting_rule_stats(runbook_base: str) -> list[stat.Panel]:
+    """One stat per rule that alerts (the rule registry, streams/engine/rules/), red from
+    its first finding in the time range, linked to its alert's runbook."""
+    catalogue = load_catalogue()
+    panels = []
+    for rule_ in REGISTRY:
+        if rule_.alert is None:
+            continue
+        page = runbook_page(rule_.alert.name).rsplit("/", 1)[1]
+        panels.append(single(
+            catalogue[rule_.id].title, f"New {rule_.id} findings (alert: {rule_.alert.name}).",
+            f"sum({counted('consentwatch_findings_total', '$__range', rule(rule_.id))})"
+            " or vector(0)", span=6, steps=((None, "green"), (1, "red")))
+            .links([runbook(runbook_base, page)]))
+    return panels
+
+
 def compliance(runbook_base: str = "") -> Dashboard:
     findings = "consentwatch_findings_total"
-    return (
+    board = (
         base("consentwatch compliance", COMPLIANCE_UID,
              "What consentwatch found: findings by rule, severity and provider over time, "
              "top providers, amendments. Findings are evidence; the numbers of record are in "
@@ -352,22 +373,14 @@ def compliance(runbook_base: str = "") -> Dashboard:
             f"sum({counted(findings, '$__range', FINDINGS)}) or vector(0)", span=6,
             steps=((None, "green"), (1, "orange"))))
         .with_panel(single(
-            "Pseudonyms de-anonymised", "New pseudonym-deanonymized findings (each pages: "
-            "ConsentwatchPseudonymDeanonymized).",
-            f"sum({counted(findings, '$__range', rule('pseudonym-deanonymized'))})"
-            " or vector(0)", span=6, steps=((None, "green"), (1, "red")))
-            .links([runbook(runbook_base, "consentwatch-pseudonym-deanonymized.md")]))
-        .with_panel(single(
-            "Egress with the feature off", "New automatic-egress-feature-inactive findings "
-            "(each pages).",
-            f"sum({counted(findings, '$__range', rule('automatic-egress-feature-inactive'))})"
-            " or vector(0)", span=6, steps=((None, "green"), (1, "red")))
-            .links([runbook(runbook_base, "consentwatch-automatic-egress-feature-inactive.md")]))
-        .with_panel(single(
             "Amendments", "Decisions changed by late events (retracted, evidence changed, "
             "would raise).",
             f"sum({counted('consentwatch_amendments_total', '$__range')}) or vector(0)",
-            span=6, steps=((None, "green"), (1, "orange"))))
+            span=6, steps=((None, "green"), (1, "orange")))))
+    for panel in alerting_rule_stats(runbook_base):
+        board = board.with_panel(panel)
+    return (
+        board
         .with_row(Row("Over time"))
         .with_panel(graph(
             "Findings by rule", "New findings per interval, by rule.",

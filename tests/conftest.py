@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests import hypothesis_profiles  # noqa: F401 (registers and loads the profile)
 from tests.postgres_fixture import postgres_url  # noqa: F401 (the session's PostgreSQL)
 
 if TYPE_CHECKING:

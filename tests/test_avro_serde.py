@@ -49,10 +49,11 @@ from streams.serde.avro import (
     write_event_container,
 )
 from streams.serde.dead_letter_limit import DeadLetterLimit
+from tests.hypothesis_profiles import examples
 from tests.strategies import EVENT_CLASSES, amendments, dead_letters, event_of, events, findings
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("N", "100")),
+    max_examples=int(os.environ.get("N", examples(100))),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -21,6 +21,7 @@ from streams.model.findings import DeadLetter
 from streams.replay import replay_records
 from streams.serde.jsonl import read_jsonl
 from tests.conftest import EXAMPLES_DIR, run_cli
+from tests.hypothesis_profiles import examples
 
 SEED = EXAMPLES_DIR / "seed-scenario" / "events.jsonl"
 
@@ -125,7 +126,7 @@ def _replay_lines(lines: list[bytes]) -> tuple[int, list[DeadLetter]]:
     return summary.records, letters
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=200), max_size=20))
 def test_random_bytes_never_crash_replay(chunks: list[bytes]) -> None:
     lines = [c.replace(b"\n", b" ") for c in chunks]
@@ -150,7 +151,7 @@ _event_types = st.sampled_from([
     "ConsentChanged", "NoticeDelivered", "FeatureToggled", "Nope"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.one_of(_json, st.dictionaries(_field_names, _json).flatmap(
     lambda d: _event_types.map(lambda t: {**d, "type": t}))), max_size=10))
 def test_random_json_never_crashes_replay(values: list[object]) -> None:

@@ -247,7 +247,10 @@ def test_panels_of_alerted_series_link_their_runbook() -> None:
     assert "consentwatch-worker-down.md" in linked["Workers down"]
     assert "consentwatch-watermark-behind.md" in linked["Watermark delay by partition"]
     assert "consentwatch-dead-letters.md" in linked["Dead letters"]
-    assert "consentwatch-pseudonym-deanonymized.md" in linked["Pseudonyms de-anonymised"]
+    assert "consentwatch-pseudonym-deanonymized.md" in linked[
+        "Pseudonym overridden by an enriched profile"]
+    assert "consentwatch-disclosure-without-consent-rate-high.md" in linked[
+        "Profile disclosed without consent"]
 
 
 def test_build_py_takes_the_runbook_base_as_a_setting(tmp_path: Path) -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -25,6 +28,25 @@ from streams.cli.demo_cmd import new_run_dir, point_latest, verify_command
 from streams.cli.demo_view import Progress, console, progress_line, progress_table
 from streams.engine.rules import RULE_STAGE
 from tests.conftest import ROOT
+from tests.kafka_helpers import wait_until
+
+
+class _Lines:
+    """The demo's output, read by a thread as it comes (a pipe must be drained)."""
+
+    def __init__(self, demo: subprocess.Popen[bytes]) -> None:
+        assert demo.stdout is not None
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(demo.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self.lines.append(line.decode(errors="replace"))
+
+    def text(self, timeout: float) -> str:
+        self._thread.join(timeout)
+        return "".join(self.lines)
 
 
 def _demo(work: Path, out: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -79,17 +101,22 @@ def test_the_demo_scores_precision_and_recall_one_and_leaves_nothing_behind(
 def test_ctrl_c_midway_stops_everything(tmp_path: Path) -> None:
     work, out = tmp_path / "work", tmp_path / "out"
     demo = _demo(work, out, "--duration", "120")
+    output = _Lines(demo)
     try:
         _started_children(demo, work, timeout=120)
         assert len(_left_behind(work)) >= 2  # the broker and the worker
-        time.sleep(3)  # producing by now
+        # Midway: the progress line (every 5 s without a terminal) shows events produced.
+        wait_until(lambda: any(re.search(r"produced [1-9]", line) for line in output.lines)
+                   or demo.poll() is not None, timeout=120, interval=0.2,
+                   what="the demo producing events")
+        assert demo.poll() is None, output.text(5)[-3000:]
         demo.send_signal(signal.SIGINT)
-        stdout, _ = demo.communicate(timeout=120)
+        demo.wait(timeout=120)
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-    text = stdout.decode(errors="replace")
+    text = output.text(timeout=30)
     assert demo.returncode == 130, text[-3000:]
     assert "consentwatch: stopped (interrupted)" in text
     assert "error" not in text.lower().split("stopping the worker")[-1]

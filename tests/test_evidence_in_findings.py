@@ -18,15 +18,13 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from streams.engine.rules import (
-    COVERT_VIEW,
-    DISCLOSURE_WITHOUT_CONSENT,
-    EXCEEDS_CONSENT,
-    FEATURE_INACTIVE,
-    PSEUDONYM,
-    WITHOUT_CONSENT,
-    WITHOUT_NOTICE,
-)
+from streams.engine.rules.automatic_egress_feature_inactive import ID as FEATURE_INACTIVE
+from streams.engine.rules.covert_profile_view import ID as COVERT_VIEW
+from streams.engine.rules.disclosure_without_consent import ID as DISCLOSURE_WITHOUT_CONSENT
+from streams.engine.rules.enrichment_exceeds_consent import ID as EXCEEDS_CONSENT
+from streams.engine.rules.enrichment_without_consent import ID as WITHOUT_CONSENT
+from streams.engine.rules.enrichment_without_notice import ID as WITHOUT_NOTICE
+from streams.engine.rules.pseudonym_deanonymized import ID as PSEUDONYM
 from streams.errors import ConfigError
 from streams.evidence.pseudonymise import (
     DEV_KEY,
@@ -58,6 +56,7 @@ from tests.builders import (
     viewed,
 )
 from tests.conftest import run_cli
+from tests.hypothesis_profiles import examples
 from tests.strategies import findings
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -378,7 +377,7 @@ def test_evidence_is_found_even_where_no_rule_looks_today() -> None:
                            lambda _: None) == (v,)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(findings())
 def test_the_json_form_of_a_finding_is_that_of_its_sealed_copy(finding: Finding) -> None:
     # `replay` writes findings from `finding_json`; it must equal the sealed dataclass,

@@ -27,6 +27,7 @@ from streams.serde.avro import (
 )
 from streams.serde.jsonl import read_jsonl
 from tests.conftest import EXAMPLES_DIR, run_cli
+from tests.hypothesis_profiles import examples
 
 SEED = EXAMPLES_DIR / "seed-scenario" / "events.jsonl"
 EXPECTED = SEED.parent / "expected.jsonl"
@@ -112,7 +113,7 @@ def _object(pairs: list[tuple[str, object]], separator: str) -> bytes:
                             for key, value in pairs) + "}").encode()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(_keys_strategy, _values), min_size=1, max_size=6),
        st.sampled_from([":", ": ", " : "]))
 def test_repeated_keys_are_found_exactly(pairs: list[tuple[str, object]],

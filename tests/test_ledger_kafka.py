@@ -32,7 +32,7 @@ from streams.pipeline.connection import KafkaConnection
 from streams.pipeline.kafka_io import create_topics
 from streams.pipeline.topics import TopicNames
 from streams.serde.wire import encode_output
-from tests.kafka_helpers import _committed
+from tests.kafka_helpers import _committed, wait_until
 from tests.postgres_fixture import fresh_database
 
 pytestmark = pytest.mark.kafka
@@ -119,7 +119,14 @@ def stop_and_check(process: subprocess.Popen[bytes], url: str, log: Path, expect
                    pub_path: Path) -> None:
     """Wait for the whole topic, SIGTERM, then: each id once, and a checkpoint of it all."""
     wait_for_size(url, len(expected), process)
-    time.sleep(0.5)  # a last checkpoint after the topics go quiet
+    key = load_public_key(pub_path)
+
+    def checkpointed() -> bool:  # the run signs a last checkpoint once the topics go quiet
+        with open_ledger(url) as store:
+            note = store.latest_checkpoint()
+        return note is not None and verify_checkpoint(note, key).size >= len(expected)
+
+    wait_until(checkpointed, timeout=40, interval=0.05, what="a checkpoint of every entry")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     text = log.read_text()

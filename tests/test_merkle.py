@@ -27,6 +27,7 @@ from streams.evidence.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.hypothesis_profiles import examples
 
 DATA = Path(__file__).parent / "data" / "merkle"
 VECTORS: dict[str, Any] = json.loads((DATA / "verify_test_vectors.json").read_text())
@@ -182,7 +183,7 @@ def test_published_consistency_testdata(path: Path) -> None:
     assert ok is not case["wantErr"]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.binary(max_size=8), min_size=1, max_size=40), st.data())
 def test_generated_proofs_verify_for_every_shape(entries: list[bytes], data: st.DataObject) -> None:
     hashes = [leaf_hash(e) for e in entries]

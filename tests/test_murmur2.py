@@ -8,15 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.pipeline.murmur2 import murmur2, partition_for
+from tests.hypothesis_profiles import examples
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(st.binary(max_size=80))
 def test_the_same_hash_as_the_kafka_client(key: bytes) -> None:
     assert murmur2(key) == reference(key)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(min_size=1, max_size=80), st.integers(min_value=1, max_value=64))
 def test_the_same_partition_as_the_default_partitioner(key: bytes, partitions: int) -> None:
     every = list(range(partitions))

@@ -65,11 +65,14 @@ def test_dev_runs_the_engine_codec_relay_and_property_tests_from_the_sources() -
                         script, re.MULTILINE | re.DOTALL)
     assert command, "./dev runs no tests from the sources"
     words = command.group(1).replace("\\\n", " ").split()
-    for name in ("rules", "examples", "properties", "engine_state", "state_codec", "relay",
-                 "wire", "avro_serde", "native"):
+    assert "tests/engine" in words  # the engine and every rule
+    for name in ("examples", "properties", "engine_state", "state_codec", "relay", "wire",
+                 "avro_serde", "native"):
         assert f"tests/test_{name}.py" in words, name
-    # every test of those files, as they are: nothing deselected, no other profile
+    # every test of those files, as they are: nothing deselected, and the profile (the
+    # examples' budget) the compiled run has, no other
     assert not [word for word in words if word.startswith(("-k", "-m", "--deselect", "--hyp"))]
+    assert "export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}" in script
 
 
 def test_modules_names_files_and_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -25,8 +25,9 @@ from streams.engine import Engine
 from streams.model.findings import Amendment
 from tests.builders import DAY, T0, Record, run
 from tests.conftest import example_cases
+from tests.hypothesis_profiles import examples
 
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = settings(max_examples=examples(150), deadline=None)
 
 # Several arrival orders per generated scenario: the costly part is finding a scenario
 # where a misordering matters, and then every order is cheap.

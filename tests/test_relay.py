@@ -16,10 +16,11 @@ from streams.pipeline.control import encode_control, is_control
 from streams.pipeline.watermarks import encode_marker, is_marker
 from streams.serde.relay import RELAY_MAGIC, decode_relayed, encode_relayed, is_relayed
 from streams.serde.wire import SingleObjectFraming
+from tests.hypothesis_profiles import examples
 from tests.strategies import events
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(events())
 def test_every_event_comes_back_equal(event: Event) -> None:
     value = encode_relayed(event)
@@ -30,7 +31,7 @@ def test_every_event_comes_back_equal(event: Event) -> None:
     assert hash(back) == hash(event)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(events())
 def test_the_other_records_of_the_topics_are_not_relayed(event: Event) -> None:
     assert not is_relayed(SingleObjectFraming().encode(event))
@@ -42,7 +43,7 @@ def test_the_other_records_of_the_topics_are_not_relayed(event: Event) -> None:
     assert not is_relayed(None)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=200))
 def test_damaged_records_are_invalid_events(tail: bytes) -> None:
     try:
@@ -51,7 +52,7 @@ def test_damaged_records_are_invalid_events(tail: bytes) -> None:
         assert error.code == "bad_relay"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(events(), st.data())
 def test_truncated_or_reshaped_records_are_refused(event: Event, data: st.DataObject) -> None:
     value = encode_relayed(event)

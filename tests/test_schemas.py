@@ -25,7 +25,6 @@ import avro.schema
 import fastavro
 import pytest
 
-from streams.model import validate
 from streams.model.events import EVENT_TYPES
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.serde.avro import (
@@ -187,17 +186,6 @@ def test_fields_match_the_dataclass(name: str) -> None:
         else:
             # Added after the first release (an array): old data reads as empty.
             assert avro_field.get("default") == [], f"{where}: a later field needs a default"
-
-
-@pytest.mark.parametrize("name", EVENT_SCHEMA_NAMES)
-def test_fields_match_the_validator(name: str) -> None:
-    # The validator's table (private, read here on purpose) must agree on order and
-    # on which fields are optional.
-    table = validate._FIELDS[name]
-    schema_fields = load_schema(name)["fields"]
-    assert [entry[0] for entry in table] == [f["name"] for f in schema_fields]
-    for (field, _check, optional), avro_field in zip(table, schema_fields, strict=True):
-        assert optional == isinstance(avro_field["type"], list), f"{name}.{field}"
 
 
 def _spec_events() -> dict[str, list[tuple[str, str]]]:

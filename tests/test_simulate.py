@@ -26,13 +26,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.engine.names import name_tokens
-from streams.engine.rules import RULE_STAGE
+from streams.engine.rules import REGISTRY, RULE_STAGE
 from streams.model.events import EnrichmentRequested, Event, NoticeDelivered, ProfileViewed
 from streams.replay import replay_records
 from streams.serde.jsonl import event_to_json
 from streams.simulate import Expected, SimulationConfig, simulate
 from streams.simulate.people import FIRST_NAMES, LAST_NAMES, PSEUDONYM_WORDS
+from streams.simulate.truth import ORACLES
 from tests.conftest import run_cli
+from tests.hypothesis_profiles import examples
 
 Key = tuple[str, str, str, tuple[str, ...]]  # rule, subject, trigger, evidence
 LATENESS_MS = 30_000
@@ -109,6 +111,11 @@ def test_the_count_is_exact_and_stdout_is_json_lines() -> None:
     assert b"simulated 25 events" in result.stderr
 
 
+def test_the_truth_has_one_oracle_per_rule_of_the_registry() -> None:
+    assert {rule_id: kind for rule_id, (kind, _) in ORACLES.items()} == {
+        rule.id: rule.trigger for rule in REGISTRY}
+
+
 def test_a_medium_run_exercises_every_rule_and_the_exact_edges() -> None:
     stream, expected = _generate(11, 30_000)
     rules = Counter(e.rule for e in expected)
@@ -169,6 +176,7 @@ def test_pseudonyms_share_no_token_with_any_real_name() -> None:
     assert all(len(name_tokens(first)) == 1 for first in FIRST_NAMES)  # kept in every variant
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_as_the_run_grows() -> None:
     def peak(events: int) -> int:
         tracemalloc.start()
@@ -191,7 +199,7 @@ def test_usage_errors_are_one_line() -> None:
         assert b"Traceback" not in result.stderr
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(seed=st.integers(min_value=0, max_value=2**32), events=st.integers(100, 2_500))
 def test_any_seed_gives_precision_and_recall_one(seed: int, events: int) -> None:
     stream, expected = _generate(seed, events)

@@ -25,6 +25,7 @@ from streams.engine.state import (
 )
 from streams.model.events import Event
 from streams.pipeline.state_codec import DamagedState, decode_state, encode_state
+from tests.hypothesis_profiles import examples
 from tests.strategies import events
 
 
@@ -53,7 +54,7 @@ def states_after(feed: list[Event], wall_ms: int | None) -> list[SubjectState | 
     return [state for _, state in store.subjects()] + [state for _, state in store.accounts()]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(events(), max_size=25), st.one_of(st.none(), st.integers(0, 2**41)))
 def test_every_state_comes_back_the_same(feed: list[Event], wall_ms: int | None) -> None:
     for state in states_after(feed, wall_ms):
@@ -76,7 +77,7 @@ def refused(raw: bytes) -> DamagedState:
     return caught.value
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.sampled_from([b"S1", b"A1", b"Z9", b""]), st.binary(max_size=120))
 def test_damaged_values_are_value_errors(tag: bytes, tail: bytes) -> None:
     try:
@@ -93,7 +94,7 @@ _plain = st.recursive(
     max_leaves=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from([b"S1", b"A1"]), _plain)
 def test_plain_values_that_are_no_state_are_refused(tag: bytes, values: object) -> None:
     try:
@@ -135,7 +136,7 @@ def _replaced(value: object, path: tuple[object, ...], new: object) -> object:
     return tuple(items) if isinstance(value, tuple) else items
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(events(), min_size=1, max_size=25), st.data())
 def test_any_part_of_a_state_of_the_wrong_type_is_refused(feed: list[Event],
                                                           data: st.DataObject) -> None:

@@ -22,12 +22,13 @@ from streams.serde.wire import (
     SingleObjectFraming,
     fingerprint_of,
 )
+from tests.hypothesis_profiles import examples
 from tests.strategies import event_of, events
 
 SINGLE = SingleObjectFraming()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(events())
 def test_single_object_round_trip(event: Event) -> None:
     payload = SINGLE.encode(event)
@@ -36,7 +37,7 @@ def test_single_object_round_trip(event: Event) -> None:
     assert SINGLE.decode(payload) == event
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(events())
 def test_confluent_round_trip(event: Event) -> None:
     framing = ConfluentFraming(DictSchemaIds())
@@ -108,7 +109,7 @@ def test_schema_valid_but_invalid_event_is_rejected() -> None:
     assert info.value.code in {"missing_field", "invalid_field"}
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=120))
 def test_random_bytes_never_escape_as_other_errors(payload: bytes) -> None:
     for framing in (SINGLE, ConfluentFraming(DictSchemaIds())):
@@ -144,7 +145,7 @@ def test_confluent_unknown_schema_id() -> None:
     assert info.value.code == "unknown_schema_id"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(events(), events())
 def test_an_amendment_round_trips_whatever_its_late_event_and_evidence(
         late: Event, cited: Event) -> None:

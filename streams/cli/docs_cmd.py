@@ -1,7 +1,8 @@
-"""The reference pages generated from the code: docs/rules.md and docs/configuration.md.
+"""The files generated from the code: docs/rules.md, docs/configuration.md and the
+findings alerts of deploy/prometheus/alerts.yml.
 
-    python -m streams.cli.docs_cmd           # rewrite both pages
-    python -m streams.cli.docs_cmd --check   # exit 1 if a committed page is stale
+    python -m streams.cli.docs_cmd           # rewrite them
+    python -m streams.cli.docs_cmd --check   # exit 1 if a committed one is stale
 
 The rule reference comes from the rule catalogue (`streams/catalogue/rules.toml`), the
 configuration reference from the click commands themselves, so neither can say something
@@ -19,10 +20,12 @@ from pathlib import Path
 import click
 
 from streams.catalogue import Catalogue, Rule, load_catalogue
+from streams.metrics.finding_alerts import render_group, replace_group
 
 __all__ = ["PAGES", "configuration_markdown", "main", "render", "rules_markdown"]
 
 DOCS_DIR = Path(__file__).resolve().parent.parent.parent / "docs"
+ALERTS_FILE = DOCS_DIR.parent / "deploy" / "prometheus" / "alerts.yml"
 REGENERATE = "python -m streams.cli.docs_cmd"
 # What an option without a default holds (click 8.3: a sentinel; earlier: None).
 _NO_DEFAULT = click.Option(["--unset"]).default
@@ -228,8 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if a committed page differs")
     parser.add_argument("--out", type=Path, default=DOCS_DIR, help="where to write the pages")
+    parser.add_argument("--alerts", type=Path, default=ALERTS_FILE,
+                        help="the alerting rules whose findings group to write")
     args = parser.parse_args(argv)
     stale = []
+    current = args.alerts.read_text(encoding="utf-8")
+    alerts = replace_group(current, render_group())
+    if args.check:
+        if alerts != current:
+            stale.append(args.alerts.name)
+    elif alerts != current:
+        args.alerts.write_text(alerts, encoding="utf-8")
     for name in PAGES:
         path = args.out / name
         content = render(name)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from streams.catalogue import Catalogue, load_catalogue
-from streams.engine import rules
 from streams.engine.evidence import evidence_events
 from streams.engine.params import EngineParams
+from streams.engine.rules import REGISTRY, Rule, Verdict
 from streams.engine.state import (
     STAGE_NOTICE,
     STAGE_PAST,
@@ -41,7 +41,7 @@ from streams.model.events import (
 )
 from streams.model.findings import Amendment, Finding, amendment_id, finding_id
 
-__all__ = ["NEVER", "Engine", "EngineStats", "Output", "idle_watermark"]
+__all__ = ["NEVER", "Engine", "EngineStats", "Output"]
 
 _heappush: Final = heapq.heappush
 _heappop: Final = heapq.heappop
@@ -70,16 +70,6 @@ class EngineStats:
         default_factory=lambda: deque(maxlen=LATENCY_BUFFER))
 
 
-def idle_watermark(watermark_at_event: int, wall_at_event: int, wall_ms: int,
-                   idle_timeout_ms: int) -> int | None:
-    """The spec's idle advance: after `idle_timeout` of wall time with no events, the
-    watermark is the one at the last event plus the wall time since; None before."""
-    idle = wall_ms - wall_at_event
-    if idle >= idle_timeout_ms:
-        return watermark_at_event + idle
-    return None
-
-
 class Engine:
     """Correlates one partition's events. Not thread-safe; one instance per partition."""
 
@@ -90,6 +80,7 @@ class Engine:
         catalogue: Catalogue | None = None,
         clock: Callable[[], int] | None = None,
         external_watermark: bool = False,
+        rules: Sequence[Rule[Any]] = REGISTRY,
     ) -> None:
         import time
 
@@ -107,7 +98,21 @@ class Engine:
         self._plain: dict[str, SubjectState] | None = (
             store.subject_states if type(store) is DictStore else None)
         self.catalogue = catalogue or load_catalogue()
-        self._rules = {rule.id: rule for rule in self.catalogue.rules}
+        self._entries = {entry.id: entry for entry in self.catalogue.rules}
+        missing = [rule.id for rule in rules if rule.id not in self._entries]
+        if missing:
+            raise ValueError(f"rules not in the catalogue: {', '.join(missing)}")
+        # The rules judging each trigger type: all, those about the past, the notice rules.
+        self._rules_of: dict[type, tuple[Rule[Any], ...]] = {}
+        self._past_rules: dict[type, tuple[Rule[Any], ...]] = {}
+        self._notice_rules: dict[type, tuple[Rule[Any], ...]] = {}
+        for rule in rules:
+            self._rules_of[rule.trigger] = (*self._rules_of.get(rule.trigger, ()), rule)
+            by_stage = self._past_rules if rule.stage == STAGE_PAST else self._notice_rules
+            by_stage[rule.trigger] = (*by_stage.get(rule.trigger, ()), rule)
+            for other in (self._past_rules, self._notice_rules):
+                other.setdefault(rule.trigger, ())
+        self._trigger_kinds = frozenset(self._rules_of)
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.stats = EngineStats()
         # True: only `advance_to` moves the watermark (the worker's correlate stage).
@@ -121,8 +126,6 @@ class Engine:
         self._undecided = 0  # trigger stages not decided yet (`pending`)
         self._swept_at = NEVER
         self._position = -1
-        self._wall_at_event: int | None = None
-        self._watermark_at_event = NEVER
 
     # -- input -----------------------------------------------------------------
 
@@ -167,7 +170,7 @@ class Engine:
                 if kind is NoticeDelivered:
                     state.add_notice(subject.notice_kind, subject.provider, subject.meeting_id,
                                      t)
-                elif kind is EnrichmentRequested or kind is ProfileViewed:
+                elif kind in self._trigger_kinds:  # a trigger carries no fact rules read
                     record = TriggerRecord(subject, STAGE_PAST | STAGE_NOTICE, wall_ms)
                     state.triggers[event_id] = record
                     self._schedule(subject_id, record)
@@ -201,27 +204,6 @@ class Engine:
                 max_seen - self._lateness > watermark
                 or (deadlines and deadlines[0][0] < watermark)):
             self._advance(max_seen - self._lateness, outputs)
-        if wall_ms is not None:
-            self._wall_at_event = wall_ms
-            self._watermark_at_event = self.watermark
-        return outputs
-
-    def idle_tick(self, wall_ms: int, position: int = -1) -> list[Output]:
-        """Advance an idle partition's watermark by the wall-clock time since its last event.
-
-        `position` is that of the tick in the input, recorded with the decisions it takes.
-        """
-        self._position = position
-        outputs: list[Output] = []
-        if self._wall_at_event is None:
-            self._wall_at_event = wall_ms
-            self._watermark_at_event = self.watermark
-            return outputs
-        if self._watermark_at_event > NEVER:
-            advanced = idle_watermark(self._watermark_at_event, self._wall_at_event, wall_ms,
-                                      self.params.idle_timeout_ms)
-            if advanced is not None:
-                self._advance(advanced, outputs)
         return outputs
 
     def advance_to(self, watermark: int, position: int = -1) -> list[Output]:
@@ -281,15 +263,6 @@ class Engine:
         self._swept_at = self.watermark
         return dropped
 
-    def restore(self, max_seen: int, watermark: int) -> None:
-        """Resume from a saved watermark and rebuild the deadlines from the store.
-
-        Used after a restart or a rebalance, once the store holds the partition's state.
-        """
-        self.max_seen = max(self.max_seen, max_seen)
-        self.watermark = max(self.watermark, watermark)
-        self.restore_deadlines()
-
     def restore_deadlines(self) -> None:
         """Rebuild the deadline index from the store (after a restart or a rebalance)."""
         self._deadlines = []
@@ -313,10 +286,10 @@ class Engine:
                 for stage in (STAGE_PAST, STAGE_NOTICE):
                     if record.pending & stage:
                         continue
-                    for rule_id, verdict in self._evaluate(record, state, stage).items():
-                        if verdict is not None and record.outcomes.get(rule_id) is not None:
-                            findings.append(self._finding(rule_id, record.event,
-                                                          record.outcomes[rule_id] or (),
+                    for rule, verdict in self._evaluate(record, state, stage):
+                        evidence = record.outcomes.get(rule.id)
+                        if verdict is not None and evidence is not None:
+                            findings.append(self._finding(rule.id, record.event, evidence,
                                                           verdict[1], state, count=False))
         return findings
 
@@ -370,13 +343,13 @@ class Engine:
         given stays given), else at the trigger's time + notice_grace. Deciding now
         spares a second visit to the subject's state, long cold by then."""
         verdicts = self._evaluate(record, state, STAGE_NOTICE)
-        for verdict in verdicts.values():
+        for _, verdict in verdicts:
             if verdict is not None:  # not settled: a notice may still come
                 self._deadline(record.event.occurred_at + self._grace, subject_id, record,
                                STAGE_NOTICE)
                 return
-        for rule_id in verdicts:
-            record.outcomes[rule_id] = None
+        for rule, _ in verdicts:
+            record.outcomes[rule.id] = None
         record.pending &= ~STAGE_NOTICE
         self._undecided -= 1
 
@@ -401,18 +374,19 @@ class Engine:
             self.sweep()
 
     def _evaluate(self, record: TriggerRecord, state: SubjectState, stage: int
-                  ) -> dict[str, rules.Verdict]:
-        event = record.event
-        if type(event) is EnrichmentRequested:
-            if stage == STAGE_PAST:
-                account = (self.store.account(event.account_id)
-                           if event.trigger == "AUTOMATIC" else None)
-                return rules.request_past(event, state, account)
-            return rules.request_notice(event, state, self.params)
-        assert type(event) is ProfileViewed
-        if stage == STAGE_PAST:
-            return rules.view_past(event, state)
-        return rules.view_notice(event, state, self.params)
+                  ) -> list[tuple[Rule[Any], Verdict]]:
+        """Each rule of `stage` that judges the record's trigger, with its verdict now."""
+        event: Any = record.event
+        by_stage = self._past_rules if stage == STAGE_PAST else self._notice_rules
+        verdicts: list[tuple[Rule[Any], Verdict]] = []
+        account: AccountState | None = None
+        for rule in by_stage[type(event)]:
+            if not rule.applies(event):
+                continue
+            if rule.reads_account and account is None:
+                account = self.store.account(event.account_id)
+            verdicts.append((rule, rule.decide(event, state, account, self.params)))
+        return verdicts
 
     def _decide(self, subject_id: str, event_id: str, stage: int, outputs: list[Output]) -> None:
         # `_evaluate`, inlined: this runs up to twice for every trigger.
@@ -423,25 +397,20 @@ class Engine:
         record = state.triggers.get(event_id)
         if record is None or not record.pending & stage:
             return
-        event = record.event
-        automatic = False
-        account: AccountState | None = None
-        if type(event) is EnrichmentRequested:
-            if stage == STAGE_PAST:
-                automatic = event.trigger == "AUTOMATIC"
-                if automatic:
-                    account = self.store.account(event.account_id)
-                verdicts = rules.request_past(event, state, account)
-            else:
-                verdicts = rules.request_notice(event, state, self.params)
-        else:
-            assert type(event) is ProfileViewed
-            if stage == STAGE_PAST:
-                verdicts = rules.view_past(event, state)
-            else:
-                verdicts = rules.view_notice(event, state, self.params)
+        event: Any = record.event
+        by_stage = self._past_rules if stage == STAGE_PAST else self._notice_rules
+        params = self.params
         outcomes = record.outcomes
-        for rule_id, verdict in verdicts.items():
+        reads_account = False
+        account: AccountState | None = None
+        for rule in by_stage[type(event)]:
+            if not rule.applies(event):
+                continue
+            if rule.reads_account and not reads_account:
+                reads_account = True
+                account = self.store.account(event.account_id)
+            verdict = rule.decide(event, state, account, params)
+            rule_id = rule.id
             if verdict is None:
                 outcomes[rule_id] = None
                 continue
@@ -457,8 +426,9 @@ class Engine:
         self._undecided -= 1
         if stage == STAGE_PAST and record.pending & STAGE_NOTICE:
             self._settle_notices(subject_id, record, state)
-        if automatic:
-            # The account looked up for the rules: nothing has changed it since.
+        if reads_account:
+            # Where a late account event (a toggle) finds the subjects it may amend. The
+            # account looked up for the rules: nothing has changed it since.
             if account is None:
                 account = AccountState()
             account.automatic[subject_id] = event.occurred_at
@@ -471,8 +441,8 @@ class Engine:
                  state: SubjectState, count: bool = True) -> Finding:
         """The finding of a decision; it holds the evidence events themselves (references
         into the state, pseudonymised only where findings leave the process)."""
-        rule = self._rules[rule_id]
-        severity = rule.severity
+        entry = self._entries[rule_id]
+        severity = entry.severity
         if count:
             key = (rule_id, severity, event.provider)
             counts = self.stats.findings
@@ -490,7 +460,7 @@ class Engine:
             evidence,  # evidence_event_ids
             event.occurred_at,  # occurred_at
             self._clock(),  # detected_at
-            rule.explain(context),  # explanation
+            entry.explain(context),  # explanation
             evidence_events(evidence, event, state, self.store.account),  # evidence
         )
 
@@ -499,13 +469,18 @@ class Engine:
     def _amend(self, subject_id: str, state: SubjectState, late: Event,
                outputs: list[Output]) -> None:
         """Re-decide what a late event may change; record an amendment where it does."""
+        params = self.params
         for record in list(state.triggers.values()):
-            stage = _stage_affected(record.event, late)
-            if stage == 0 or record.pending & stage:
-                continue
-            trigger = record.event
-            verdicts = self._evaluate(record, state, stage)
-            for rule_id, verdict in verdicts.items():
+            trigger: Any = record.event
+            account: AccountState | None = None
+            for rule in self._rules_of[type(trigger)]:
+                if (record.pending & rule.stage or not rule.applies(trigger)
+                        or not rule.affected_by(trigger, late)):
+                    continue
+                if rule.reads_account and account is None:
+                    account = self.store.account(trigger.account_id)
+                verdict = rule.decide(trigger, state, account, params)
+                rule_id = rule.id
                 before = record.outcomes.get(rule_id)
                 after = verdict[0] if verdict is not None else None
                 if before == after:
@@ -549,23 +524,3 @@ class Engine:
             evidence=evidence_events(cited, trigger, state, self.store.account),
             late_event=late,
         )
-
-
-
-def _stage_affected(trigger: EnrichmentRequested | ProfileViewed, late: Event) -> int:
-    """Which decided stage of `trigger` a late event could change (0: none)."""
-    if isinstance(late, NoticeDelivered):
-        wanted = EnrichmentRequested if late.notice_kind == "ENRICHMENT" else ProfileViewed
-        return STAGE_NOTICE if type(trigger) is wanted else 0
-    if late.occurred_at > trigger.occurred_at:
-        return 0  # the rules about the past only look at events up to the trigger's time
-    if isinstance(trigger, EnrichmentRequested):
-        if isinstance(late, ConsentChanged):
-            return STAGE_PAST
-        if isinstance(late, FeatureToggled):
-            same = late.account_id == trigger.account_id and late.provider == trigger.provider
-            return STAGE_PAST if same and trigger.trigger == "AUTOMATIC" else 0
-        return 0
-    if isinstance(late, ParticipantJoined | EnrichmentMatched | ConsentChanged):
-        return STAGE_PAST
-    return 0

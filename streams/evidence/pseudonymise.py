@@ -9,8 +9,9 @@ involve the same person (or that the viewer of one profile is the requester of
 another) without seeing who; without the key, a pseudonym cannot be computed
 from a guessed email or name.
 
-Hashed: `email`, `requested_by`, `viewer_id`, `actor_id`, and the names
-`display_name` and `profile_name`, except in the evidence of a
+Hashed: the fields the event schemas mark `"pseudonymised": true`
+(`streams.model.contract`): `email`, `requested_by`, `viewer_id`, `actor_id`, and
+the names `display_name` and `profile_name`, except in the evidence of a
 `pseudonym-deanonymized` finding (or amendment), whose point is that the real
 name in `profile_name` overrode the pseudonym in `display_name`: that cannot be
 shown without both names.
@@ -42,17 +43,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from streams.errors import ConfigError
-from streams.model.events import (
-    EVENT_TYPES,
-    ConsentChanged,
-    EnrichmentMatched,
-    EnrichmentRequested,
-    FeatureToggled,
-    NoticeDelivered,
-    ParticipantJoined,
-    ProfileViewed,
-    fast_constructor,
-)
+from streams.model.contract import PSEUDONYMISED_FIELDS
+from streams.model.events import EVENT_TYPES, fast_constructor
 from streams.model.findings import Amendment, EvidenceItem, Finding
 from streams.serde.jsonl import JsonForm, json_form
 
@@ -77,16 +69,9 @@ MIN_KEY_BYTES: Final = 32
 # made with it only hide values nobody can guess: for development and tests only.
 DEV_KEY: Final = b"consentwatch development pseudonymisation key; public, not a secret"
 
-# Per event type: the fields replaced by their pseudonym (when not null).
-HASHED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
-    ParticipantJoined.TYPE: ("display_name", "email"),
-    EnrichmentRequested.TYPE: ("requested_by",),
-    EnrichmentMatched.TYPE: ("profile_name",),
-    ProfileViewed.TYPE: ("viewer_id",),
-    ConsentChanged.TYPE: (),
-    NoticeDelivered.TYPE: (),
-    FeatureToggled.TYPE: ("actor_id",),
-}
+# Per event type: the fields replaced by their pseudonym (when not null): those its
+# schema marks `"pseudonymised": true` (streams.model.contract).
+HASHED_FIELDS: Final[dict[str, tuple[str, ...]]] = PSEUDONYMISED_FIELDS
 _NAMES: Final = frozenset({"display_name", "profile_name"})
 # The rules whose evidence keeps both names in clear (the override is the finding).
 NAMES_IN_CLEAR_FOR: Final = frozenset({"pseudonym-deanonymized"})

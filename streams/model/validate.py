@@ -11,14 +11,16 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from typing import Any
 
-from streams.errors import InvalidEvent
+from streams.errors import InvalidEvent, SchemaError
+from streams.model.contract import EVENT_FIELDS, FieldContract
 from streams.model.events import EVENT_TYPES, Event, fast_constructor
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime, parse_rfc3339_ms
 
-__all__ = ["Validator", "event_from_record", "validator_for"]
+__all__ = ["BadValue", "Validator", "event_from_record", "refuse_future", "validator_for"]
 
 _TAXONOMY_KEY = re.compile(r"[^\s.]+(?:\.[^\s.]+)*")
 _NO_SPACE = re.compile(r"\S+")
@@ -26,8 +28,13 @@ _NO_SPACE = re.compile(r"\S+")
 Check = Callable[[Any], Any]
 
 
-class _Bad(Exception):
-    """Internal: a field value is of the wrong kind; `reason` says which."""
+class BadValue(Exception):
+    """A field value is of the wrong kind; `reason` says which, without the value.
+
+    Raised by the checks of a field (here, and in `streams.serde.avro` for findings,
+    amendments and dead letters); the caller turns it into InvalidEvent naming the
+    record and the field.
+    """
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -35,7 +42,7 @@ class _Bad(Exception):
 
 def _id(value: Any) -> str:
     if type(value) is not str or not value:
-        raise _Bad("must be a non-empty string")
+        raise BadValue("must be a non-empty string")
     return value
 
 
@@ -56,36 +63,45 @@ def _remember(known: dict[Any, Any], value: Any, canonical: Any) -> Any:
 
 def _text(value: Any) -> str:
     if type(value) is not str:
-        raise _Bad("must be a string")
+        raise BadValue("must be a string")
     return value
 
 
 def _key(value: Any) -> str:
     if type(value) is not str:
-        raise _Bad("must be a dotted taxonomy key such as user.contact.email")
+        raise BadValue("must be a dotted taxonomy key such as user.contact.email")
     known = _KNOWN_KEYS.get(value)
     if known is not None:
         return known
     if not _TAXONOMY_KEY.fullmatch(value):
-        raise _Bad("must be a dotted taxonomy key such as user.contact.email")
+        raise BadValue("must be a dotted taxonomy key such as user.contact.email")
     return _remember(_KNOWN_KEYS, value, sys.intern(value))  # type: ignore[no-any-return]
 
 
 def _provider(value: Any) -> str:
     if type(value) is not str:
-        raise _Bad("must be a provider key without spaces")
+        raise BadValue("must be a provider key without spaces")
     known = _KNOWN_PROVIDERS.get(value)
     if known is not None:
         return known
     if not _NO_SPACE.fullmatch(value):
-        raise _Bad("must be a provider key without spaces")
+        raise BadValue("must be a provider key without spaces")
     return _remember(_KNOWN_PROVIDERS, value,  # type: ignore[no-any-return]
                      sys.intern(value))
 
 
 def _bool(value: Any) -> bool:
     if type(value) is not bool:
-        raise _Bad("must be a boolean")
+        raise BadValue("must be a boolean")
+    return value
+
+
+_MIN_LONG, _MAX_LONG = -(1 << 63), (1 << 63) - 1
+
+
+def _long(value: Any) -> int:
+    if type(value) is not int or not _MIN_LONG <= value <= _MAX_LONG:
+        raise BadValue("must be a 64-bit integer")
     return value
 
 
@@ -97,31 +113,41 @@ def _timestamp(value: Any) -> int:
         try:
             ms = parse_rfc3339_ms(value)
         except ValueError:
-            raise _Bad("must be epoch milliseconds or an RFC 3339 time with an offset") from None
+            raise BadValue(
+                "must be epoch milliseconds or an RFC 3339 time with an offset") from None
     elif isinstance(value, datetime) and value.tzinfo is not None:
         ms = ms_from_datetime(value)
     else:
-        raise _Bad("must be epoch milliseconds or an RFC 3339 time with an offset")
+        raise BadValue("must be epoch milliseconds or an RFC 3339 time with an offset")
     if not MIN_MS <= ms <= MAX_MS:
-        raise _Bad("is outside the years 1 to 9999")
+        raise BadValue("is outside the years 1 to 9999")
     return ms
 
 
 def _categories(value: Any) -> tuple[str, ...]:
     if type(value) is not list and type(value) is not tuple:
-        raise _Bad("must be an array of taxonomy keys")
+        raise BadValue("must be an array of taxonomy keys")
     for item in value:
         if type(item) is not str:
-            raise _Bad("must be an array of dotted taxonomy keys")
+            raise BadValue("must be an array of dotted taxonomy keys")
     as_tuple = tuple(value)
     known = _KNOWN_CATEGORIES.get(as_tuple)
     if known is not None:
         return known
     for item in as_tuple:
         if not _TAXONOMY_KEY.fullmatch(item):
-            raise _Bad("must be an array of dotted taxonomy keys")
+            raise BadValue("must be an array of dotted taxonomy keys")
     return _remember(_KNOWN_CATEGORIES, as_tuple,  # type: ignore[no-any-return]
                      tuple(sys.intern(item) for item in as_tuple))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if type(value) is not list and type(value) is not tuple:
+        raise BadValue("must be an array of strings")
+    for item in value:
+        if type(item) is not str:
+            raise BadValue("must be an array of strings")
+    return tuple(value)
 
 
 class _Enum:
@@ -133,93 +159,32 @@ class _Enum:
 
     def __call__(self, value: Any) -> str:
         if type(value) is not str or value not in self.canonical:
-            raise _Bad(self.message)
+            raise BadValue(self.message)
         return self.canonical[value]
 
 
-_REQUIRED, _OPTIONAL = False, True
-
-# Field order matches the dataclass field order in events.py.
-_FIELDS: dict[str, tuple[tuple[str, Check, bool], ...]] = {
-    "ParticipantJoined": (
-        ("event_id", _id, _REQUIRED),
-        ("occurred_at", _timestamp, _REQUIRED),
-        ("account_id", _id, _REQUIRED),
-        ("meeting_id", _id, _REQUIRED),
-        ("subject_id", _id, _REQUIRED),
-        ("display_name", _text, _REQUIRED),
-        ("email", _text, _OPTIONAL),
-        ("is_guest", _bool, _REQUIRED),
-    ),
-    "EnrichmentRequested": (
-        ("event_id", _id, _REQUIRED),
-        ("occurred_at", _timestamp, _REQUIRED),
-        ("account_id", _id, _REQUIRED),
-        ("meeting_id", _id, _REQUIRED),
-        ("subject_id", _id, _REQUIRED),
-        ("provider", _provider, _REQUIRED),
-        ("data_use", _key, _REQUIRED),
-        ("data_sent", _categories, _REQUIRED),
-        ("trigger", _Enum("USER_ACTION", "AUTOMATIC"), _REQUIRED),
-        ("requested_by", _id, _OPTIONAL),
-    ),
-    "EnrichmentMatched": (
-        ("event_id", _id, _REQUIRED),
-        ("occurred_at", _timestamp, _REQUIRED),
-        ("account_id", _id, _REQUIRED),
-        ("meeting_id", _id, _REQUIRED),
-        ("subject_id", _id, _REQUIRED),
-        ("provider", _provider, _REQUIRED),
-        ("request_event_id", _id, _REQUIRED),
-        ("matched", _bool, _REQUIRED),
-        ("profile_name", _text, _OPTIONAL),
-        ("data_returned", _categories, _REQUIRED),
-    ),
-    "ProfileViewed": (
-        ("event_id", _id, _REQUIRED),
-        ("occurred_at", _timestamp, _REQUIRED),
-        ("account_id", _id, _REQUIRED),
-        ("meeting_id", _id, _REQUIRED),
-        ("subject_id", _id, _REQUIRED),
-        ("viewer_id", _id, _REQUIRED),
-        ("provider", _provider, _REQUIRED),
-        ("data_disclosed", _categories, _REQUIRED),
-    ),
-    "ConsentChanged": (
-        ("event_id", _id, _REQUIRED),
-        ("occurred_at", _timestamp, _REQUIRED),
-        ("subject_id", _id, _REQUIRED),
-        ("consent_record_id", _id, _REQUIRED),
-        ("data_use", _key, _REQUIRED),
-        ("provider", _provider, _OPTIONAL),
-        ("status", _Enum("GRANTED", "WITHDRAWN"), _REQUIRED),
-        ("data_categories", _categories, _REQUIRED),
-        ("expires_at", _timestamp, _OPTIONAL),
-        ("notice_version", _text, _OPTIONAL),
-        ("jurisdiction", _text, _OPTIONAL),
-    ),
-    "NoticeDelivered": (
-        ("event_id", _id, _REQUIRED),
-        ("occurred_at", _timestamp, _REQUIRED),
-        ("account_id", _id, _REQUIRED),
-        ("subject_id", _id, _REQUIRED),
-        ("meeting_id", _id, _OPTIONAL),
-        ("notice_kind", _Enum("ENRICHMENT", "PROFILE_VIEW"), _REQUIRED),
-        ("provider", _provider, _OPTIONAL),
-        ("channel", _text, _REQUIRED),
-        ("notice_version", _text, _REQUIRED),
-    ),
-    "FeatureToggled": (
-        ("event_id", _id, _REQUIRED),
-        ("occurred_at", _timestamp, _REQUIRED),
-        ("account_id", _id, _REQUIRED),
-        ("meeting_id", _id, _OPTIONAL),
-        ("provider", _provider, _REQUIRED),
-        ("enabled", _bool, _REQUIRED),
-        ("actor_id", _id, _REQUIRED),
-    ),
+_FORMAT_CHECKS: dict[tuple[str, str], Check] = {
+    ("string", ""): _text,
+    ("string", "id"): _id,
+    ("string", "taxonomy-key"): _key,
+    ("string", "provider"): _provider,
+    ("array", ""): _strings,
+    ("array", "taxonomy-key"): _categories,
+    ("boolean", ""): _bool,
+    ("long", ""): _long,
+    ("timestamp", ""): _timestamp,
 }
-assert _FIELDS.keys() == EVENT_TYPES.keys()
+
+
+def _check_of(field: FieldContract) -> Check:
+    """The check of a field, from what its schema says (streams.model.contract)."""
+    if field.kind == "enum":
+        return _Enum(*field.symbols)
+    check = _FORMAT_CHECKS.get((field.kind, field.format))
+    if check is None:
+        raise SchemaError(f"field {field.name}: no check for a {field.kind} of format "
+                          f"{field.format!r}")
+    return check
 
 
 # How a field is checked on the common path; anything else goes to its Check.
@@ -228,33 +193,55 @@ _KINDS: dict[Any, int] = {_id: _ID, _timestamp: _TIMESTAMP, _text: _TEXT, _bool:
 
 
 class _Field:
-    __slots__ = ("check", "invalid", "kind", "missing", "name", "optional", "symbols")
+    __slots__ = ("check", "default", "has_default", "invalid", "kind", "missing", "name",
+                 "optional", "symbols")
 
-    def __init__(self, type_name: str, name: str, check: Check, optional: bool) -> None:
+    def __init__(self, type_name: str, contract: FieldContract) -> None:
+        name = contract.name
+        check = _check_of(contract)
         self.name = name
         self.check = check
-        self.optional = optional
+        self.optional = contract.optional
         self.kind = _ENUM if isinstance(check, _Enum) else _KINDS.get(check, _ANY)
         self.symbols: dict[str, str] = check.canonical if isinstance(check, _Enum) else {}
         where = f"{type_name}: field '{name}'"
         self.missing = where + " is missing or null"
         self.invalid = where + " "
+        # A required field with a default (one added to the schema later): records
+        # without it take the default, as Avro's schema resolution would.
+        self.has_default = contract.has_default and not contract.optional
+        self.default: Any = None
+        if self.has_default:
+            try:
+                self.default = check(contract.default)
+            except BadValue as bad:
+                raise SchemaError(f"{where}: the default {bad.reason}") from None
 
 
 class Validator:
-    """The validator of one event type, from its row of `_FIELDS`.
+    """The validator of one event type, from its schema's fields (streams.model.contract).
 
     Its checks are those of each field's Check; the usual cases (a non-empty id, a
     timestamp in range, a known symbol) are decided here without calling it.
     Compiled with the engine (streams.native), for it runs once per record of every
-    input.
+    input. `contract`: the fields to check, by default those of the schema in
+    `schemas/`; they must be the dataclass's, in its order (the event is built from
+    their values by position).
     """
 
-    def __init__(self, type_name: str) -> None:
-        self.fields = [_Field(type_name, name, check, optional)
-                       for name, check, optional in _FIELDS[type_name]]
+    def __init__(self, type_name: str,
+                 contract: tuple[FieldContract, ...] | None = None) -> None:
+        if contract is None:
+            contract = EVENT_FIELDS[type_name]
+        cls = EVENT_TYPES[type_name]
+        expected = [field.name for field in dataclass_fields(cls)]
+        if [field.name for field in contract] != expected:
+            raise SchemaError(
+                f"{type_name}: the schema's fields {[field.name for field in contract]} are "
+                f"not those of the dataclass {cls.__module__}.{cls.__name__} {expected}")
+        self.fields = [_Field(type_name, field) for field in contract]
         # Builds the event like the dataclass's own constructor, only faster.
-        self.make: Callable[..., Event] = fast_constructor(EVENT_TYPES[type_name])
+        self.make: Callable[..., Event] = fast_constructor(cls)
 
     def validate(self, record: Mapping[str, Any]) -> Event:
         """The event `record` describes; InvalidEvent says why not."""
@@ -263,10 +250,13 @@ class Validator:
         for field in self.fields:
             value = fields.get(field.name)
             if value is None:
-                if not field.optional:
-                    raise InvalidEvent("missing_field", field.missing)
-                values.append(None)
-                continue
+                if field.optional:
+                    values.append(None)
+                    continue
+                if field.has_default and field.name not in fields:
+                    values.append(field.default)
+                    continue
+                raise InvalidEvent("missing_field", field.missing)
             kind = field.kind
             if kind == _ID:
                 ok = type(value) is str and len(value) > 0
@@ -286,13 +276,13 @@ class Validator:
             if not ok:
                 try:
                     value = field.check(value)
-                except _Bad as bad:
+                except BadValue as bad:
                     raise InvalidEvent("invalid_field", field.invalid + bad.reason) from None
             values.append(value)
         return self.make(*values)
 
 
-_VALIDATORS = {name: Validator(name) for name in _FIELDS}
+_VALIDATORS = {name: Validator(name) for name in EVENT_TYPES}
 
 
 def validator_for(type_name: str) -> Validator | None:

@@ -32,12 +32,18 @@ from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import fastavro
 
-import streams
 from streams.errors import InvalidEvent, SchemaError
+from streams.model import contract
 from streams.model.events import EVENT_TYPES, Event
 from streams.model.findings import Amendment, DeadLetter, Finding, evidence_record
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
-from streams.model.validate import Validator, event_from_record, refuse_future, validator_for
+from streams.model.validate import (
+    BadValue,
+    Validator,
+    event_from_record,
+    refuse_future,
+    validator_for,
+)
 from streams.serde.dead_letter_limit import DeadLetterLimit
 from streams.serde.schema_depth import UnsafeSchema, check_schema_depth
 
@@ -70,14 +76,7 @@ __all__ = [
 ]
 
 
-def _schema_dir() -> Path:
-    source_tree = Path(streams.__file__).resolve().parent.parent / "schemas"
-    if source_tree.is_dir():
-        return source_tree
-    return Path(streams.__file__).parent / "_schemas"  # wheel: pyproject force-include
-
-
-SCHEMA_DIR: Path = _schema_dir()
+SCHEMA_DIR: Path = contract.SCHEMA_DIR
 NAMESPACE = "io.consentwatch.events"
 # The seven events, in the order of the spec (and of the container union).
 EVENT_SCHEMA_NAMES: tuple[str, ...] = tuple(EVENT_TYPES)
@@ -230,20 +229,15 @@ def record_to_event(type_name: str, record: Mapping[str, Any]) -> Event:
     return event_from_record(record, type_name)
 
 
-class _Bad(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 def _ms(value: Any) -> int:
     if type(value) is int:
         ms: int = value
     elif isinstance(value, datetime) and value.tzinfo is not None:
         ms = ms_from_datetime(value)
     else:
-        raise _Bad("must be epoch milliseconds")
+        raise BadValue("must be epoch milliseconds")
     if not MIN_MS <= ms <= MAX_MS:
-        raise _Bad("is outside the years 1 to 9999")
+        raise BadValue("is outside the years 1 to 9999")
     return ms
 
 
@@ -279,34 +273,34 @@ def _checker(field_type: Any) -> tuple[Callable[[Any], Any], bool]:
 
 def _str(value: Any) -> str:
     if type(value) is not str:
-        raise _Bad("must be a string")
+        raise BadValue("must be a string")
     return value
 
 
 def _int(value: Any) -> int:
     if type(value) is not int:
-        raise _Bad("must be an integer")
+        raise BadValue("must be an integer")
     return value
 
 
 def _bool(value: Any) -> bool:
     if type(value) is not bool:
-        raise _Bad("must be a boolean")
+        raise BadValue("must be a boolean")
     return value
 
 
 def _bytes(value: Any) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
-        raise _Bad("must be bytes")
+        raise BadValue("must be bytes")
     return bytes(value)
 
 
 def _strings(value: Any) -> tuple[str, ...]:
     if type(value) is not list and type(value) is not tuple:
-        raise _Bad("must be an array of strings")
+        raise BadValue("must be an array of strings")
     for item in value:
         if type(item) is not str:
-            raise _Bad("must be an array of strings")
+            raise BadValue("must be an array of strings")
     return tuple(value)
 
 
@@ -316,7 +310,7 @@ def _enum_check(symbols: tuple[str, ...]) -> Callable[[Any], str]:
 
     def check(value: Any) -> str:
         if type(value) is not str or value not in allowed:
-            raise _Bad(message)
+            raise BadValue(message)
         return value
 
     return check
@@ -333,14 +327,14 @@ def _evidence_value(value: Any) -> Any:
         return value
     if type(value) is list or type(value) is tuple:
         return list(_strings(value))
-    raise _Bad("has an evidence field that is not null, a boolean, a long, a string or "
+    raise BadValue("has an evidence field that is not null, a boolean, a long, a string or "
                "an array of strings")
 
 
 def _evidence_item(value: Any) -> dict[str, Any]:
     """The JSON form of one evidence event from its Avro datum."""
     if not isinstance(value, Mapping) or not isinstance(value.get("fields"), Mapping):
-        raise _Bad("must hold evidence event records")
+        raise BadValue("must hold evidence event records")
     item: dict[str, Any] = {
         "type": _str(value.get("type")),
         "event_id": _str(value.get("event_id")),
@@ -348,14 +342,14 @@ def _evidence_item(value: Any) -> dict[str, Any]:
     }
     for name, field_value in value["fields"].items():
         if type(name) is not str or name in _EVIDENCE_HEAD:
-            raise _Bad("has an evidence event with a bad field name")
+            raise BadValue("has an evidence event with a bad field name")
         item[name] = _evidence_value(field_value)
     return item
 
 
 def _evidence_items(value: Any) -> tuple[dict[str, Any], ...]:
     if type(value) is not list and type(value) is not tuple:
-        raise _Bad("must be an array of evidence event records")
+        raise BadValue("must be an array of evidence event records")
     return tuple(_evidence_item(item) for item in value)
 
 
@@ -421,7 +415,7 @@ def _record_reader(name: str, cls: type[_T]) -> Callable[[Any], _T]:
                 )
             try:
                 values[field_name] = check(value)
-            except _Bad as bad:
+            except BadValue as bad:
                 raise InvalidEvent(
                     "invalid_field", f"{name}: field '{field_name}' {bad.reason}"
                 ) from None

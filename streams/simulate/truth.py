@@ -13,19 +13,17 @@ Whether a join is under a pseudonym is decided by the generator (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.engine.rules import (
-    COVERT_VIEW,
-    DISCLOSURE_WITHOUT_CONSENT,
-    EXCEEDS_CONSENT,
-    FEATURE_INACTIVE,
-    PSEUDONYM,
-    WITHOUT_CONSENT,
-    WITHOUT_NOTICE,
-)
+from streams.engine.rules.automatic_egress_feature_inactive import ID as FEATURE_INACTIVE
+from streams.engine.rules.covert_profile_view import ID as COVERT_VIEW
+from streams.engine.rules.disclosure_without_consent import ID as DISCLOSURE_WITHOUT_CONSENT
+from streams.engine.rules.enrichment_exceeds_consent import ID as EXCEEDS_CONSENT
+from streams.engine.rules.enrichment_without_consent import ID as WITHOUT_CONSENT
+from streams.engine.rules.enrichment_without_notice import ID as WITHOUT_NOTICE
+from streams.engine.rules.pseudonym_deanonymized import ID as PSEUDONYM
 from streams.model.events import (
     ConsentChanged,
     EnrichmentMatched,
@@ -36,7 +34,7 @@ from streams.model.events import (
     ProfileViewed,
 )
 
-__all__ = ["Expected", "Story", "TruthParams", "expected_findings"]
+__all__ = ["ORACLES", "Expected", "Story", "TruthParams", "expected_findings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,59 +114,102 @@ def _latest(items: Sequence[Any], t: int) -> Any:
     return max(before, key=lambda item: item.occurred_at) if before else None
 
 
-def _request(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
-             params: TruthParams) -> list[Expected]:
-    out: list[Expected] = []
+# One oracle per rule, written from the spec's rule table: the trigger type it judges, and
+# a function giving the finding's evidence ids, or None when the rule does not fire.
+Oracle = Callable[[Any, Story, Sequence[FeatureToggled], TruthParams], tuple[str, ...] | None]
+
+
+def _in_force(consent: ConsentChanged | None, t: int) -> bool:
+    return (consent is not None and consent.status == "GRANTED"
+            and (consent.expires_at is None or consent.expires_at > t))
+
+
+def _outside(scope: Sequence[str], categories: Sequence[str]) -> bool:
+    return any(not any(_covers(key, c) for key in scope) for c in categories)
+
+
+def _without_consent(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
+                     params: TruthParams) -> tuple[str, ...] | None:
     consent = _consent(story, r.data_use, r.provider, r.occurred_at)
-    in_force = (consent is not None and consent.status == "GRANTED"
-                and (consent.expires_at is None or consent.expires_at > r.occurred_at))
-    if not in_force:
-        evidence = (r.event_id,) if consent is None else (r.event_id, consent.event_id)
-        out.append(Expected(WITHOUT_CONSENT, r.subject_id, r.event_id, evidence))
-    else:
-        assert consent is not None
-        if any(not any(_covers(scope, sent) for scope in consent.data_categories)
-               for sent in r.data_sent):
-            out.append(Expected(EXCEEDS_CONSENT, r.subject_id, r.event_id,
-                                (r.event_id, consent.event_id)))
-    if not _notice_given(story, "ENRICHMENT", r.provider, r.meeting_id, r.occurred_at, params):
-        out.append(Expected(WITHOUT_NOTICE, r.subject_id, r.event_id, (r.event_id,)))
-    if r.trigger == "AUTOMATIC":
-        toggle = _toggle(toggles, r.account_id, r.meeting_id, r.provider, r.occurred_at)
-        if toggle is None or not toggle.enabled:
-            evidence = (r.event_id,) if toggle is None else (r.event_id, toggle.event_id)
-            out.append(Expected(FEATURE_INACTIVE, r.subject_id, r.event_id, evidence))
-    return out
+    if _in_force(consent, r.occurred_at):
+        return None
+    return (r.event_id,) if consent is None else (r.event_id, consent.event_id)
 
 
-def _view(v: ProfileViewed, story: Story, params: TruthParams) -> list[Expected]:
+def _exceeds_consent(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
+                     params: TruthParams) -> tuple[str, ...] | None:
+    consent = _consent(story, r.data_use, r.provider, r.occurred_at)
+    if consent is None or not _in_force(consent, r.occurred_at):
+        return None
+    return (r.event_id, consent.event_id) if _outside(consent.data_categories,
+                                                       r.data_sent) else None
+
+
+def _without_notice(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
+                    params: TruthParams) -> tuple[str, ...] | None:
+    if _notice_given(story, "ENRICHMENT", r.provider, r.meeting_id, r.occurred_at, params):
+        return None
+    return (r.event_id,)
+
+
+def _feature_inactive(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
+                      params: TruthParams) -> tuple[str, ...] | None:
+    if r.trigger != "AUTOMATIC":
+        return None
+    toggle = _toggle(toggles, r.account_id, r.meeting_id, r.provider, r.occurred_at)
+    if toggle is not None and toggle.enabled:
+        return None
+    return (r.event_id,) if toggle is None else (r.event_id, toggle.event_id)
+
+
+def _covert_view(v: ProfileViewed, story: Story, toggles: Sequence[FeatureToggled],
+                 params: TruthParams) -> tuple[str, ...] | None:
+    if v.viewer_id == v.subject_id or _notice_given(story, "PROFILE_VIEW", v.provider,
+                                                    v.meeting_id, v.occurred_at, params):
+        return None
+    return (v.event_id,)
+
+
+def _disclosure_without_consent(v: ProfileViewed, story: Story,
+                                toggles: Sequence[FeatureToggled],
+                                params: TruthParams) -> tuple[str, ...] | None:
     if v.viewer_id == v.subject_id:
-        return []
-    out: list[Expected] = []
-    if not _notice_given(story, "PROFILE_VIEW", v.provider, v.meeting_id, v.occurred_at, params):
-        out.append(Expected(COVERT_VIEW, v.subject_id, v.event_id, (v.event_id,)))
+        return None
     consent = _consent(story, "third_party_sharing.enrichment", v.provider, v.occurred_at)
     if consent is None:
-        out.append(Expected(DISCLOSURE_WITHOUT_CONSENT, v.subject_id, v.event_id,
-                            (v.event_id,)))
-    elif (consent.status != "GRANTED"
-          or (consent.expires_at is not None and consent.expires_at <= v.occurred_at)
-          or any(not any(_covers(scope, shown) for scope in consent.data_categories)
-                 for shown in v.data_disclosed)):
-        out.append(Expected(DISCLOSURE_WITHOUT_CONSENT, v.subject_id, v.event_id,
-                            (v.event_id, consent.event_id)))
-    if any(_covers("user.name", c) for c in v.data_disclosed):
-        joins = [(j, pseudonym) for j, pseudonym in story.joins
-                 if j.meeting_id == v.meeting_id and j.occurred_at <= v.occurred_at]
-        named = [m for m in story.matches
-                 if m.provider == v.provider and m.matched and m.profile_name is not None]
-        match = _latest(named, v.occurred_at)
-        if joins and match is not None:
-            join, pseudonym = max(joins, key=lambda item: item[0].occurred_at)
-            if pseudonym:
-                out.append(Expected(PSEUDONYM, v.subject_id, v.event_id,
-                                    (join.event_id, match.event_id, v.event_id)))
-    return out
+        return (v.event_id,)
+    if (not _in_force(consent, v.occurred_at)
+            or _outside(consent.data_categories, v.data_disclosed)):
+        return (v.event_id, consent.event_id)
+    return None
+
+
+def _pseudonym(v: ProfileViewed, story: Story, toggles: Sequence[FeatureToggled],
+               params: TruthParams) -> tuple[str, ...] | None:
+    if v.viewer_id == v.subject_id or not any(_covers("user.name", c)
+                                              for c in v.data_disclosed):
+        return None
+    joins = [(j, pseudonym) for j, pseudonym in story.joins
+             if j.meeting_id == v.meeting_id and j.occurred_at <= v.occurred_at]
+    named = [m for m in story.matches
+             if m.provider == v.provider and m.matched and m.profile_name is not None]
+    match = _latest(named, v.occurred_at)
+    if not joins or match is None:
+        return None
+    join, pseudonym = max(joins, key=lambda item: item[0].occurred_at)
+    return (join.event_id, match.event_id, v.event_id) if pseudonym else None
+
+
+# Keyed by rule id; tests/test_simulate.py checks it covers the engine's registry.
+ORACLES: dict[str, tuple[type, Oracle]] = {
+    WITHOUT_CONSENT: (EnrichmentRequested, _without_consent),
+    EXCEEDS_CONSENT: (EnrichmentRequested, _exceeds_consent),
+    WITHOUT_NOTICE: (EnrichmentRequested, _without_notice),
+    FEATURE_INACTIVE: (EnrichmentRequested, _feature_inactive),
+    COVERT_VIEW: (ProfileViewed, _covert_view),
+    DISCLOSURE_WITHOUT_CONSENT: (ProfileViewed, _disclosure_without_consent),
+    PSEUDONYM: (ProfileViewed, _pseudonym),
+}
 
 
 def expected_findings(story: Story, toggles: Sequence[FeatureToggled],
@@ -176,8 +217,9 @@ def expected_findings(story: Story, toggles: Sequence[FeatureToggled],
     """Every finding the spec requires for the story's triggers, in trigger order."""
     out: list[Expected] = []
     for trigger in story.triggers:
-        if isinstance(trigger, EnrichmentRequested):
-            out.extend(_request(trigger, story, toggles, params))
-        else:
-            out.extend(_view(trigger, story, params))
+        for rule_id, (kind, oracle) in ORACLES.items():
+            if type(trigger) is kind:
+                evidence = oracle(trigger, story, toggles, params)
+                if evidence is not None:
+                    out.append(Expected(rule_id, trigger.subject_id, trigger.event_id, evidence))
     return out

@@ -1,0 +1,108 @@
+"""The benchmarks measure the code they are told to: a child imports the chosen tree,
+a baseline worktree never outlives the run, and the comparison's verdict."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks import foundation, run
+from tests.conftest import EXAMPLES_DIR
+
+trees = foundation.trees  # the module the benchmark scripts themselves use
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fake_tree(path: Path) -> None:
+    for package in ("streams", "streams/engine"):
+        (path / package).mkdir(parents=True)
+        (path / package / "__init__.py").write_text("")
+    (path / "streams/engine/core.py").write_text("")
+
+
+def test_a_child_imports_the_tree_it_is_given_not_the_installed_one(tmp_path: Path) -> None:
+    _fake_tree(tmp_path)
+    tree = trees.current_tree(tmp_path)
+
+    core = trees.probe(tree)["core"]
+
+    assert Path(core) == tmp_path.resolve() / "streams/engine/core.py"
+    assert trees.verify(tree, core, require_compiled=False) is False
+    with pytest.raises(trees.TreeError, match="not the compiled build"):
+        trees.verify(tree, core, require_compiled=True)
+
+
+def test_code_from_outside_the_tree_is_refused(tmp_path: Path) -> None:
+    _fake_tree(tmp_path)
+    elsewhere = str(ROOT / "streams/engine/core.cpython-311-x86_64-linux-gnu.so")
+    with pytest.raises(trees.TreeError, match="outside the tree"):
+        trees.verify(trees.current_tree(tmp_path), elsewhere, require_compiled=False)
+
+
+def test_the_engine_child_reports_its_code_and_is_refused_uncompiled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONSENTWATCH_NATIVE", "off")  # the sources, whatever is built
+    events = next(EXAMPLES_DIR.glob("*/events.jsonl"))
+    tree = trees.current_tree(ROOT)
+
+    result = foundation.Runner(None, "off", tree).child("engine", events)
+
+    assert Path(result["core_module"]) == ROOT / "streams/engine/core.py"
+    with pytest.raises(trees.TreeError, match="not the compiled build"):
+        foundation.Runner(None, "off", tree, require_compiled=True).child("engine", events)
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_the_baseline_worktree_is_removed_even_on_interrupt() -> None:
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    with (pytest.raises(KeyboardInterrupt),
+          trees.baseline_tree("HEAD", ROOT, compile_it=False) as tree):
+        path = tree.path
+        assert tree.label == "baseline"
+        assert tree.commit == head[:7]
+        assert (path / "streams/engine/core.py").is_file()
+        raise KeyboardInterrupt
+
+    assert not path.exists()
+    listed = subprocess.run(["git", "-C", str(ROOT), "worktree", "list", "--porcelain"],
+                            capture_output=True, text=True, check=True).stdout
+    assert str(path) not in listed
+
+
+def test_the_comparison_marks_within_five_percent_and_skips_a_failed_section(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = [trees.Tree(Path("/b"), "baseline", "bbbbbbb"),
+            trees.Tree(Path("/c"), "current", "ccccccc")]
+    figures = {"foundation": {"by_tree": {
+        "baseline": {"engine_events_per_s": 100.0, "engine_events_per_cpu_s": 100.0,
+                     "replay_jsonl_events_per_s": 100.0,
+                     "replay_jsonl_events_per_cpu_s": 100.0,
+                     "replay_avro_events_per_s": 100.0, "replay_avro_events_per_cpu_s": 100.0},
+        "current": {"engine_events_per_s": 95.0, "engine_events_per_cpu_s": 97.0,
+                    "replay_jsonl_events_per_s": 94.9,
+                    "replay_jsonl_events_per_cpu_s": 100.0,
+                    "replay_avro_events_per_s": 120.0, "replay_avro_events_per_cpu_s": 110.0},
+    }}}  # no pipeline: that section failed
+
+    comp = run.comparison(figures, code)
+
+    rows = comp["rows"]
+    assert list(rows) == ["engine alone (1 core)", "replay from JSON Lines", "replay from Avro"]
+    assert rows["engine alone (1 core)"]["within_5pct"] is True  # exactly 0.95
+    assert rows["engine alone (1 core)"]["ratio_cpu"] == 0.97
+    assert rows["replay from JSON Lines"]["within_5pct"] is False
+    assert rows["replay from Avro"]["ratio"] == 1.2
+    assert comp["all_within_5pct"] is False
+    assert comp["trees"]["baseline"]["commit"] == "bbbbbbb"
+
+    run.print_table({"quick": True, "repeat": 3, "suite_seconds": 1.0, "comparison": comp,
+                     "machine": {"cpu_count": 2, "load_average_1m_at_start": 1.0},
+                     "code": {"current": {"commit": "ccccccc", "path": "/c",
+                                          "compiled": True}}})
+    out = capsys.readouterr().out
+    assert "baseline bbbbbbb events/s" in out
+    assert "current ccccccc events/s" in out
+    assert "all within 5%: NO" in out
