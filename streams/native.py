@@ -6,6 +6,12 @@ their sources, which Python then imports in their place. There is still one
 implementation of each rule: the compiled module is its source, compiled. Without a
 C compiler the sources run as they are, only slower.
 
+A build writes nothing outside the package's folder: each module is compiled on its own
+(mypyc's `separate`), so its runtime library, `<module>__mypyc*.so`, sits beside it
+too (one library for them all would have to sit above the package, where mypyc derives
+every module's `__file__` from); mypyc works in a folder inside the package, removed
+when the build is done.
+
     python -m streams.native build     compile (skipped when the build is fresh)
     python -m streams.native status    compiled or not, and fresh or not, per module
     python -m streams.native clean     remove the compiled modules
@@ -25,32 +31,27 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VAR", "MODULES", "STAMP", "build", "clean", "stale", "status"]
+__all__ = ["ENV_VAR", "MODULES", "STAMP", "build", "clean", "sources", "stale", "status"]
 
 ENV_VAR = "CONSENTWATCH_NATIVE"  # "off": run the sources as they are
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent  # where `streams/...` paths start
 STAMP = PACKAGE / ".native-build.json"
+WORK = PACKAGE / ".native-work"  # mypyc's folder during a build
 
 # What `replay` and the worker's correlate stage spend their time in. Modules that
-# build classes at run time (the events, findings) stay interpreted.
+# build classes at run time (the events, findings) stay interpreted. An entry is a
+# module's file, or a path without `.py`: that module, or when it is a package every
+# module in it but its `__init__.py` files (a module added to the package is compiled
+# with no edit here). A package's `__init__` stays interpreted: compiled separately, one
+# that imports a compiled module of its own package recurses without end on import.
 MODULES = (
     "streams/engine/core.py",
     "streams/engine/state.py",
-    "streams/engine/rules/__init__.py",
-    "streams/engine/rules/base.py",
-    "streams/engine/rules/lookups.py",
-    "streams/engine/rules/enrichment_without_consent.py",
-    "streams/engine/rules/enrichment_exceeds_consent.py",
-    "streams/engine/rules/enrichment_without_notice.py",
-    "streams/engine/rules/automatic_egress_feature_inactive.py",
-    "streams/engine/rules/covert_profile_view.py",
-    "streams/engine/rules/pseudonym_deanonymized.py",
-    "streams/engine/rules/disclosure_without_consent.py",
+    "streams/engine/rules",
     "streams/engine/evidence.py",
     "streams/engine/taxonomy.py",
     "streams/engine/names.py",
@@ -76,17 +77,46 @@ follow_imports = skip
 """
 
 
+def sources() -> list[str]:
+    """The source files MODULES names, as paths from ROOT."""
+    found: list[str] = []
+    for entry in MODULES:
+        path = ROOT / entry
+        if entry.endswith(".py"):
+            found.append(entry)
+        elif path.with_name(path.name + ".py").is_file():
+            found.append(entry + ".py")
+        elif (path / "__init__.py").is_file():
+            found += sorted(file.relative_to(ROOT).as_posix() for file in path.rglob("*.py")
+                            if file.name != "__init__.py")
+        else:
+            raise FileNotFoundError(f"MODULES names {entry}: neither a module nor a package")
+    return found
+
+
 def _module_name(path: str) -> str:
     dotted = path.removesuffix(".py").replace("/", ".")
     return dotted.removesuffix(".__init__")
 
 
-def _extension_files(path: str) -> list[Path]:
-    """The compiled files that would shadow the source `path`."""
+def _siblings(path: str, stem: str) -> list[Path]:
     source = ROOT / path
-    candidates = (source.with_name(source.stem + suffix)
+    candidates = (source.with_name(stem + suffix)
                   for suffix in importlib.machinery.EXTENSION_SUFFIXES)
     return [file for file in candidates if file.exists()]
+
+
+def _extension_files(path: str) -> list[Path]:
+    """The compiled files that would shadow the source `path`."""
+    return _siblings(path, Path(path).stem)
+
+
+def _runtime_files(path: str) -> list[Path]:
+    """mypyc's runtime library of the module `path` (a package's sits beside its folder)."""
+    source = Path(path)
+    if source.name == "__init__.py":
+        return _siblings(source.parent.as_posix(), source.parent.name + "__mypyc")
+    return _siblings(path, source.stem + "__mypyc")
 
 
 def _digest(path: str) -> str:
@@ -101,16 +131,22 @@ def _stamp() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _recipe() -> str:
+    """The digest of this file: a build made by another recipe is stale as a whole."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _recorded() -> dict[str, str]:
-    sources = _stamp().get("sources")
-    return sources if isinstance(sources, dict) else {}
+    stamp = _stamp()
+    sources = stamp.get("sources")
+    return sources if isinstance(sources, dict) and stamp.get("recipe") == _recipe() else {}
 
 
 def status() -> dict[str, str]:
     """Per module: "compiled", "stale" (its source changed since) or "source"."""
     recorded = _recorded()
     result: dict[str, str] = {}
-    for path in MODULES:
+    for path in sources():
         if not _extension_files(path):
             result[path] = "source"
         elif recorded.get(path) != _digest(path):
@@ -126,17 +162,27 @@ def stale() -> list[str]:
 
 
 def clean() -> int:
-    """Remove every compiled module (and the shared runtime library mypyc adds)."""
+    """Remove every compiled module and its runtime library."""
     removed = 0
-    for path in MODULES:
-        for file in _extension_files(path):
+    for path in sources():
+        for file in _extension_files(path) + _runtime_files(path):
             file.unlink()
             removed += 1
-    for name in _stamp().get("shared", []):  # only the ones this build made
+    stamp = _stamp()
+    for name in stamp.get("built", []):  # also those of modules MODULES no longer names
+        file = PACKAGE / str(name)
+        if file.resolve().is_relative_to(PACKAGE) and file.is_file():
+            file.unlink()
+            removed += 1
+    for name in stamp.get("shared", []):
+        # Builds before the separate libraries wrote one beside the package, named here.
         file = ROOT / str(name)
         if "/" not in str(name) and file.is_file():
             file.unlink()
             removed += 1
+    if (ROOT / "pyproject.toml").exists():  # and kept mypyc's work in the checkout
+        shutil.rmtree(ROOT / "build" / "native", ignore_errors=True)
+    shutil.rmtree(WORK, ignore_errors=True)
     STAMP.unlink(missing_ok=True)
     return removed
 
@@ -145,26 +191,36 @@ def build(force: bool = False, quiet: bool = False) -> bool:
     """Compile MODULES unless the last build is fresh. True when compiled.
 
     mypyc compiles a copy of the package's sources (beside an installed package sit
-    other packages it must not take for ours); the extension modules are then put
-    beside the sources they were compiled from. Raises RuntimeError (with mypyc's or
-    the compiler's output) when the build fails; the sources keep working then.
+    other packages it must not take for ours), in WORK; the extension modules are then
+    put beside the sources they were compiled from, and WORK is removed. Raises
+    RuntimeError (with mypyc's or the compiler's output) when the build fails; the
+    sources keep working then.
     """
     if not force and all(state == "compiled" for state in status().values()):
         return True
     clean()
-    digests = {path: _digest(path) for path in MODULES}
-    if (ROOT / "pyproject.toml").exists():  # a checkout: keep mypyc's C and its cache
-        return _build_in(ROOT / "build" / "native", digests, quiet)
-    with tempfile.TemporaryDirectory(prefix="consentwatch-native-") as temporary:
-        # an installed package (the image): leave nothing but the modules
-        return _build_in(Path(temporary), digests, quiet)
+    paths = sources()
+    digests = {path: _digest(path) for path in paths}
+    try:
+        built = _build_in(WORK, paths)
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    missing = [path for path in paths if not _extension_files(path)]
+    STAMP.write_text(json.dumps({"recipe": _recipe(), "sources": digests, "built": built},
+                                indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if missing:
+        clean()
+        raise RuntimeError(f"mypyc build made no extension for {', '.join(missing)}")
+    if not quiet:
+        print(f"compiled {len(paths)} modules with mypyc", file=sys.stderr)
+    return True
 
 
-def _build_in(work: Path, digests: dict[str, str], quiet: bool) -> bool:
+def _build_in(work: Path, paths: list[str]) -> list[str]:
+    """Compile `paths` in `work`; the files put in the package, as paths from it."""
     stage = work / "src"
-    shutil.rmtree(stage, ignore_errors=True)
     shutil.copytree(PACKAGE, stage / PACKAGE.name, ignore=shutil.ignore_patterns(
-        "*.so", "*.pyd", "__pycache__", STAMP.name))
+        "*.so", "*.pyd", "__pycache__", STAMP.name, WORK.name))
     config = work / "mypy.ini"
     config.write_text(_MYPY_CONFIG, encoding="utf-8")
     setup = (
@@ -174,31 +230,31 @@ def _build_in(work: Path, digests: dict[str, str], quiet: bool) -> bool:
         "paths = sys.argv[1:sys.argv.index('--')]\n"
         "del sys.argv[1:sys.argv.index('--') + 1]\n"
         "setup(name='consentwatch-native', packages=[], py_modules=[],\n"
-        f"      ext_modules=mypycify(paths, opt_level='3', target_dir={str(work / 'c')!r}))\n"
+        "      ext_modules=mypycify(paths, opt_level='3', separate=True,\n"
+        f"                           target_dir={str(work / 'c')!r}))\n"
     )
     command = [sys.executable, "-c", setup, "--config-file", str(config),
-               "--cache-dir", str(work / "mypy-cache"), *MODULES, "--",
+               "--cache-dir", str(work / "mypy-cache"), *paths, "--",
                "build_ext", "--inplace", "--build-temp", str(work / "temp"),
-               "--build-lib", str(work / "lib")]
-    done = subprocess.run(command, cwd=stage, capture_output=True, text=True, check=False)
+               "--build-lib", str(work / "lib"),
+               # one library per module, each with mypyc's runtime: compile them side by side
+               "--parallel", str(os.cpu_count() or 1)]
+    # Whatever the tools put in a temporary folder stays in WORK too.
+    env = {**os.environ, "TMPDIR": str(work), "MYPY_CACHE_DIR": str(work / "mypy-cache")}
+    done = subprocess.run(command, cwd=stage, env=env, capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         raise RuntimeError(f"mypyc build failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
     built = [file for file in stage.rglob("*") if file.is_file()
              and file.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+    outside = [file for file in built if not file.is_relative_to(stage / PACKAGE.name)]
+    if outside:
+        raise RuntimeError(f"mypyc built a library outside the package: {outside[0].name}")
     for file in built:
         target = ROOT / file.relative_to(stage)
         shutil.copyfile(file, target.with_name(target.name + ".tmp"))
         os.replace(target.with_name(target.name + ".tmp"), target)
-    missing = [path for path in MODULES if not _extension_files(path)]
-    shared = sorted(file.name for file in built if file.parent == stage)
-    STAMP.write_text(json.dumps({"sources": digests, "shared": shared}, indent=1,
-                                sort_keys=True) + "\n", encoding="utf-8")
-    if missing:
-        clean()
-        raise RuntimeError(f"mypyc build made no extension for {', '.join(missing)}")
-    if not quiet:
-        print(f"compiled {len(MODULES)} modules with mypyc", file=sys.stderr)
-    return True
+    return sorted(file.relative_to(stage / PACKAGE.name).as_posix() for file in built)
 
 
 def main(argv: list[str] | None = None) -> int:

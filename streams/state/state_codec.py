@@ -4,8 +4,12 @@ A subject's or an account's state becomes plain values (the events it keeps as
 tuples of their fields, in the dataclass field order) written with `marshal`, behind a
 two-byte tag. This replaces pickle, which called a Python `__reduce__` for every
 event kept: serialising the state was the worker's largest cost after Avro decoding.
-marshal builds only plain values and never runs code; `decode_state` rebuilds the
-objects and turns damaged bytes into a ValueError.
+marshal builds only plain values and never runs code; `decode_state` checks every value
+against the type the state classes and the events declare before it builds anything, and
+turns damaged bytes into `DamagedState` (a ValueError). The check is what makes both
+builds agree: the compiled state classes (streams/native.py) check the types of what
+they are given and the interpreted ones do not, so an unchecked value would fail one way
+compiled, another way from the sources, or not at all.
 
 Nothing here unpickles: a value on a changelog topic is data, and whoever can write to
 that topic must not be able to run code in the worker (pickle calls what the bytes name).
@@ -13,8 +17,10 @@ that topic must not be able to run code in the worker (pickle calls what the byt
 
 from __future__ import annotations
 
+import itertools
 import marshal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import fields
 from typing import Any, cast
 
 from streams.engine.state import AccountState, SubjectState, TriggerRecord
@@ -24,12 +30,13 @@ from streams.model.events import (
     ConsentChanged,
     EnrichmentMatched,
     EnrichmentRequested,
+    Event,
     FeatureToggled,
     ParticipantJoined,
     ProfileViewed,
 )
 
-__all__ = ["decode_state", "encode_state"]
+__all__ = ["DamagedState", "decode_state", "encode_state"]
 
 _SUBJECT = b"S1"
 _ACCOUNT = b"A1"
@@ -47,6 +54,18 @@ _MAKE_TRIGGER = cast(tuple[Callable[..., EnrichmentRequested], Callable[..., Pro
                      (EVENT_MAKERS[EnrichmentRequested.TYPE], EVENT_MAKERS[ProfileViewed.TYPE]))
 
 
+class DamagedState(ValueError):
+    """A table or changelog value that is not a state this module wrote.
+
+    Its message is `damaged state value (<where>)`, `<where>` a fixed description of the
+    part that does not fit (never a value from the bytes): the same in both builds.
+    """
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"damaged state value ({where})")
+        self.where = where
+
+
 def encode_state(state: SubjectState | AccountState) -> bytes:
     if type(state) is SubjectState:
         return _SUBJECT + marshal.dumps(_subject_values(state), _MARSHAL_VERSION)
@@ -56,17 +75,96 @@ def encode_state(state: SubjectState | AccountState) -> bytes:
 
 
 def decode_state(raw: bytes) -> SubjectState | AccountState:
-    """The state object of `raw`; ValueError when it is not one."""
+    """The state object of `raw`; DamagedState (a ValueError) when it is not one."""
     tag = raw[:2]
+    if tag not in (_SUBJECT, _ACCOUNT):
+        raise DamagedState("not a state value")
     try:
         values = marshal.loads(memoryview(raw)[2:])
-        if tag == _SUBJECT:
-            return _subject_from(values)
-        if tag == _ACCOUNT:
-            return _account_from(values)
-    except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ValueError(f"damaged state value ({type(exc).__name__})") from None
-    raise ValueError("not a state value")
+    except (EOFError, ValueError, TypeError):
+        raise DamagedState("unreadable") from None
+    if tag == _SUBJECT:
+        return _subject_from(values)
+    return _account_from(values)
+
+
+# -- what a value must be (checked before anything is built) --------------------------------
+# The checks compare exact types (`set(map(type, ...))`): one C loop per container, where
+# a Python call per item would more than double the time of a decode.
+
+_NONE = type(None)
+_TEXT: frozenset[type] = frozenset({str})
+_INT: frozenset[type] = frozenset({int})
+_OPTIONAL_TEXT: frozenset[type] = frozenset({str, _NONE})
+# An event field's annotation -> the types its value may have (a tuple's items are str).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "str | None": (str, _NONE), "int": (int,), "int | None": (int, _NONE),
+    "bool": (bool,), "tuple[str, ...]": (tuple,),
+}
+
+
+def _event_check(cls: type[Event]) -> Callable[[object], bool]:
+    """Whether a value is the field values of a `cls` event (what EVENT_VALUES gives)."""
+    # A field of a type not listed above fails at import: the check knows every field.
+    choices = [_FIELD_TYPES[str(field.type)] for field in fields(cls)]
+    signatures = frozenset(itertools.product(*choices))  # every optional field: 2 choices
+    texts = tuple(index for index, types in enumerate(choices) if types == (tuple,))
+
+    def check(values: object) -> bool:
+        return (type(values) is tuple and tuple(map(type, values)) in signatures
+                and all(_only(values[index], _TEXT) for index in texts))
+
+    return check
+
+
+def _only(items: Iterable[object], types: frozenset[type]) -> bool:
+    return set(map(type, items)) <= types
+
+
+def _require(ok: bool, where: str) -> None:
+    if not ok:
+        raise DamagedState(where)
+
+
+def _record(values: object, count: int, where: str) -> tuple[Any, ...]:
+    if type(values) is not tuple or len(values) != count:
+        raise DamagedState(where)
+    return values
+
+
+def _is_events_map(value: object, key: Callable[[object], bool],
+                   event: Callable[[object], bool]) -> bool:
+    """A dict of key -> list of an event's values."""
+    return (type(value) is dict and all(map(key, value))
+            and _only(value.values(), frozenset({list}))
+            and all(all(map(event, events)) for events in value.values()))
+
+
+def _is_text_map(value: object, items: frozenset[type]) -> bool:
+    return type(value) is dict and _only(value, _TEXT) and _only(value.values(), items)
+
+
+def _is_text(value: object) -> bool:  # meeting_id, provider
+    return type(value) is str
+
+
+def _is_pair(value: object) -> bool:  # (data_use, provider), (provider, meeting_id)
+    return (type(value) is tuple and len(value) == 2 and type(value[0]) is str
+            and type(value[1]) in _OPTIONAL_TEXT)
+
+
+def _is_notice_key(value: object) -> bool:  # (notice_kind, provider, meeting_id)
+    return (type(value) is tuple and len(value) == 3 and type(value[0]) is str
+            and _only(value[1:], _OPTIONAL_TEXT))
+
+
+def _is_times(value: object) -> bool:
+    return type(value) is list and _only(value, _INT)
+
+
+_is_consent, _is_join, _is_match, _is_toggle = (_event_check(cls) for cls in (
+    ConsentChanged, ParticipantJoined, EnrichmentMatched, FeatureToggled))
+_IS_TRIGGER = (_event_check(EnrichmentRequested), _event_check(ProfileViewed))  # by kind
 
 
 # -- subjects -------------------------------------------------------------------------------
@@ -90,8 +188,16 @@ def _trigger_values(record: TriggerRecord) -> tuple[Any, ...]:
             record.received_at)
 
 
-def _subject_from(values: tuple[Any, ...]) -> SubjectState:
-    pruned_at, seen, consents, notices, joins, matches, triggers = values
+def _subject_from(values: object) -> SubjectState:
+    pruned_at, seen, consents, notices, joins, matches, triggers = _record(values, 7, "subject")
+    _require(type(pruned_at) is int, "subject pruned_at")
+    _require(_is_text_map(seen, _INT), "subject seen")
+    _require(_is_events_map(consents, _is_pair, _is_consent), "subject consents")
+    _require(type(notices) is dict and all(map(_is_notice_key, notices))
+             and all(map(_is_times, notices.values())), "subject notices")
+    _require(_is_events_map(joins, _is_text, _is_join), "subject joins")
+    _require(_is_events_map(matches, _is_text, _is_match), "subject matches")
+    _require(_is_text_map(triggers, frozenset({tuple})), "subject triggers")
     state = SubjectState()
     state.pruned_at = pruned_at
     state.seen = seen
@@ -103,8 +209,15 @@ def _subject_from(values: tuple[Any, ...]) -> SubjectState:
     return state
 
 
-def _trigger_from(values: tuple[Any, ...]) -> TriggerRecord:
-    kind, event, pending, outcomes, decided_at, received_at = values
+def _trigger_from(values: object) -> TriggerRecord:
+    kind, event, pending, outcomes, decided_at, received_at = _record(values, 6, "trigger")
+    _require(type(kind) is int and kind in (0, 1), "trigger kind")
+    _require(_IS_TRIGGER[kind](event), "trigger event")
+    _require(type(pending) is int and type(decided_at) is int
+             and type(received_at) in (int, _NONE), "trigger times")
+    _require(_is_text_map(outcomes, frozenset({tuple, _NONE}))
+             and all(_only(evidence, _TEXT) for evidence in outcomes.values() if evidence),
+             "trigger outcomes")
     record = TriggerRecord(_MAKE_TRIGGER[kind](*event), pending, received_at)
     record.outcomes = outcomes
     record.decided_at = decided_at
@@ -123,8 +236,12 @@ def _account_values(state: AccountState) -> tuple[Any, ...]:
     )
 
 
-def _account_from(values: tuple[Any, ...]) -> AccountState:
-    pruned_at, seen, toggles, automatic = values
+def _account_from(values: object) -> AccountState:
+    pruned_at, seen, toggles, automatic = _record(values, 4, "account")
+    _require(type(pruned_at) is int, "account pruned_at")
+    _require(_is_text_map(seen, _INT), "account seen")
+    _require(_is_events_map(toggles, _is_pair, _is_toggle), "account toggles")
+    _require(_is_text_map(automatic, _INT), "account automatic")
     state = AccountState()
     state.pruned_at = pruned_at
     state.seen = seen

@@ -1,11 +1,13 @@
 """The worker's state values: every state the engine builds comes back the same, a value
-a pickled value is refused (it never runs code), and damaged bytes are a ValueError."""
+a pickled value is refused (it never runs code), and damaged bytes are a DamagedState (a
+ValueError) with the same message in both builds."""
 
 from __future__ import annotations
 
-import contextlib
+import marshal
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from streams.engine.state import (
     TriggerRecord,
 )
 from streams.model.events import Event
-from streams.state.state_codec import decode_state, encode_state
+from streams.state.state_codec import DamagedState, decode_state, encode_state
 from tests.hypothesis_profiles import examples
 from tests.strategies import events
 
@@ -63,11 +65,88 @@ def test_every_state_comes_back_the_same(feed: list[Event], wall_ms: int | None)
         assert canonical(decode_state(encode_state(back))) == canonical(state)
 
 
+_MESSAGE = re.compile(r"damaged state value \([a-z_ ]+\)")
+
+
+def refused(raw: bytes) -> DamagedState:
+    """The error decoding `raw` raises; any other exception, or none, fails the test."""
+    with pytest.raises(DamagedState) as caught:
+        decode_state(raw)
+    assert isinstance(caught.value, ValueError)
+    assert _MESSAGE.fullmatch(str(caught.value)), str(caught.value)
+    return caught.value
+
+
 @settings(max_examples=examples(200), deadline=None)
 @given(st.sampled_from([b"S1", b"A1", b"Z9", b""]), st.binary(max_size=120))
 def test_damaged_values_are_value_errors(tag: bytes, tail: bytes) -> None:
-    with contextlib.suppress(ValueError):  # any other exception fails the test
+    try:
         decode_state(tag + tail)
+    except DamagedState as error:  # any other exception fails the test
+        assert _MESSAGE.fullmatch(str(error)), str(error)
+
+
+# Plain values marshal writes: most random bytes are not even marshal, these are.
+_plain = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (st.lists(inner, max_size=4) | st.lists(inner, max_size=8).map(tuple)
+                   | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=3)),
+    max_leaves=12)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from([b"S1", b"A1"]), _plain)
+def test_plain_values_that_are_no_state_are_refused(tag: bytes, values: object) -> None:
+    try:
+        decode_state(tag + marshal.dumps(values))
+    except DamagedState as error:
+        assert _MESSAGE.fullmatch(str(error)), str(error)
+
+
+def test_a_value_of_the_wrong_shape_is_refused_alike_in_both_builds() -> None:
+    # From the sources this raised AttributeError, compiled a ValueError naming TypeError.
+    assert str(refused(b"A1" + b"Z\x04\0\0\0\0")) == "damaged state value (account)"
+    assert str(refused(b"A1" + marshal.dumps(("x", {}, {}, {})))) == (
+        "damaged state value (account pruned_at)")  # the sources took it
+    assert str(refused(b"Z9")) == "damaged state value (not a state value)"
+    assert str(refused(b"S1(")) == "damaged state value (unreadable)"
+
+
+def _parts(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """The path of every value inside `value` (dict values, list and tuple items)."""
+    inner: list[tuple[object, object]] = []
+    if isinstance(value, dict):
+        inner = list(value.items())
+    elif isinstance(value, list | tuple):
+        inner = list(enumerate(value))
+    found = [path]
+    for key, item in inner:
+        found += _parts(item, (*path, key))
+    return found
+
+
+def _replaced(value: object, path: tuple[object, ...], new: object) -> object:
+    if not path:
+        return new
+    key, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {k: _replaced(v, rest, new) if k == key else v for k, v in value.items()}
+    assert isinstance(value, list | tuple) and isinstance(key, int)
+    items = [_replaced(v, rest, new) if i == key else v for i, v in enumerate(value)]
+    return tuple(items) if isinstance(value, tuple) else items
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(st.lists(events(), min_size=1, max_size=25), st.data())
+def test_any_part_of_a_state_of_the_wrong_type_is_refused(feed: list[Event],
+                                                          data: st.DataObject) -> None:
+    # No part of a state is ever a float: every part replaced by one must be refused,
+    # the compiled state classes' own type checks must never be what catches it.
+    for state in states_after(feed, None):
+        raw = encode_state(state)
+        values = marshal.loads(raw[2:])
+        path = data.draw(st.sampled_from(_parts(values)))
+        refused(raw[:2] + marshal.dumps(_replaced(values, path, 0.5)))
 
 
 class _RunsCode:
