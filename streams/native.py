@@ -24,6 +24,7 @@ stale or (unless CONSENTWATCH_NATIVE=off) a missing build.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.machinery
 import json
@@ -180,8 +181,16 @@ def clean() -> int:
         if "/" not in str(name) and file.is_file():
             file.unlink()
             removed += 1
+    # Left by a build whose record is gone, or of a module since moved or kept
+    # interpreted: an extension beside its source would still shadow it, and one of a
+    # moved module is dead weight. The package ships no other native code.
+    for file in PACKAGE.rglob("*.so"):
+        file.unlink()
+        removed += 1
     if (ROOT / "pyproject.toml").exists():  # and kept mypyc's work in the checkout
         shutil.rmtree(ROOT / "build" / "native", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (ROOT / "build").rmdir()  # only when nothing else is in it
     shutil.rmtree(WORK, ignore_errors=True)
     STAMP.unlink(missing_ok=True)
     return removed

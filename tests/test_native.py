@@ -204,3 +204,25 @@ def test_compiled_and_interpreted_replay_give_the_same_outputs(form: str, tmp_pa
             == _outputs(interpreted_out / "amendments.jsonl", "detected_at"))
     assert (_outputs(compiled / "dead.jsonl", "dead_lettered_at")
             == _outputs(interpreted_out / "dead.jsonl", "dead_lettered_at"))
+
+
+def test_clean_removes_compiled_files_a_lost_record_left(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale extension (a module since moved, or kept interpreted) would shadow its
+    source or lie about; `clean` removes it even when no build record names it."""
+    package = tmp_path / "streams"
+    (package / "engine" / "rules").mkdir(parents=True)
+    (package / "engine" / "rules" / "__init__.py").write_text("")
+    stray = [package / "engine" / "rules" / "__init__.cpython-311-x86_64-linux-gnu.so",
+             package / "evidence" / "pseudonymise.cpython-311-x86_64-linux-gnu.so"]
+    for file in stray:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(b"\x7fELF")
+    monkeypatch.setattr(native, "PACKAGE", package)
+    monkeypatch.setattr(native, "ROOT", tmp_path)
+    monkeypatch.setattr(native, "STAMP", package / ".native-build.json")
+    monkeypatch.setattr(native, "WORK", package / ".native-work")
+    monkeypatch.setattr(native, "MODULES", ())
+    assert native.clean() == len(stray)
+    assert not [file for file in stray if file.exists()]
+    assert (package / "engine" / "rules" / "__init__.py").exists()
