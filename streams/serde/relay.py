@@ -9,7 +9,7 @@ A relayed record is `RELAY_MAGIC` then `marshal.dumps((type, field values in ord
 The topic is internal: only the route stage writes it and only the correlate stage
 reads it, both from this module, so a compact Python-only encoding is fine there.
 marshal builds only plain values (never runs code), and `decode_relayed` checks the
-shape of what it built: a damaged record becomes an `InvalidEvent`, not a crash.
+shape and the types of what it built: a damaged record becomes an `InvalidEvent`, not a crash.
 Records in the Avro single-object encoding (what route stages before this format
 forwarded) are still read by the correlate stage, through the usual framing.
 """
@@ -23,6 +23,7 @@ from operator import attrgetter
 from typing import Any
 
 from streams.errors import InvalidEvent
+from streams.model.event_values import VALUES_CHECKS
 from streams.model.events import EVENT_MAKERS, EVENT_TYPES, Event
 
 __all__ = ["RELAY_MAGIC", "decode_relayed", "encode_relayed", "is_relayed"]
@@ -60,4 +61,10 @@ def decode_relayed(value: bytes) -> Event:
     name = items[0]
     if type(name) is not str or _LENGTHS.get(name) != len(items):
         raise InvalidEvent("bad_relay", "the relayed record is not an event of the contract")
-    return EVENT_MAKERS[name](*items[1:])
+    values = items[1:]
+    if not VALUES_CHECKS[name](values):
+        # Rebuilt without the validator: a value of another type would reach the state,
+        # and its changelog could then not be read back (`state_codec`).
+        raise InvalidEvent("bad_relay", "the relayed record's values are not of the "
+                           "contract's types")
+    return EVENT_MAKERS[name](*values)

@@ -17,20 +17,18 @@ that topic must not be able to run code in the worker (pickle calls what the byt
 
 from __future__ import annotations
 
-import itertools
 import marshal
-from collections.abc import Callable, Iterable
-from dataclasses import fields
+from collections.abc import Callable
 from typing import Any, cast
 
 from streams.engine.state import AccountState, SubjectState, TriggerRecord
+from streams.model.event_values import only, values_check
 from streams.model.events import (
     EVENT_MAKERS,
     EVENT_VALUES,
     ConsentChanged,
     EnrichmentMatched,
     EnrichmentRequested,
-    Event,
     FeatureToggled,
     ParticipantJoined,
     ProfileViewed,
@@ -96,29 +94,7 @@ _NONE = type(None)
 _TEXT: frozenset[type] = frozenset({str})
 _INT: frozenset[type] = frozenset({int})
 _OPTIONAL_TEXT: frozenset[type] = frozenset({str, _NONE})
-# An event field's annotation -> the types its value may have (a tuple's items are str).
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,), "str | None": (str, _NONE), "int": (int,), "int | None": (int, _NONE),
-    "bool": (bool,), "tuple[str, ...]": (tuple,),
-}
-
-
-def _event_check(cls: type[Event]) -> Callable[[object], bool]:
-    """Whether a value is the field values of a `cls` event (what EVENT_VALUES gives)."""
-    # A field of a type not listed above fails at import: the check knows every field.
-    choices = [_FIELD_TYPES[str(field.type)] for field in fields(cls)]
-    signatures = frozenset(itertools.product(*choices))  # every optional field: 2 choices
-    texts = tuple(index for index, types in enumerate(choices) if types == (tuple,))
-
-    def check(values: object) -> bool:
-        return (type(values) is tuple and tuple(map(type, values)) in signatures
-                and all(_only(values[index], _TEXT) for index in texts))
-
-    return check
-
-
-def _only(items: Iterable[object], types: frozenset[type]) -> bool:
-    return set(map(type, items)) <= types
+_only = only
 
 
 def _require(ok: bool, where: str) -> None:
@@ -162,9 +138,9 @@ def _is_times(value: object) -> bool:
     return type(value) is list and _only(value, _INT)
 
 
-_is_consent, _is_join, _is_match, _is_toggle = (_event_check(cls) for cls in (
+_is_consent, _is_join, _is_match, _is_toggle = (values_check(cls) for cls in (
     ConsentChanged, ParticipantJoined, EnrichmentMatched, FeatureToggled))
-_IS_TRIGGER = (_event_check(EnrichmentRequested), _event_check(ProfileViewed))  # by kind
+_IS_TRIGGER = (values_check(EnrichmentRequested), values_check(ProfileViewed))  # by kind
 
 
 # -- subjects -------------------------------------------------------------------------------

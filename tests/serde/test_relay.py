@@ -64,3 +64,25 @@ def test_truncated_or_reshaped_records_are_refused(event: Event, data: st.DataOb
                   (1, *values[1:])):
         with pytest.raises(InvalidEvent):
             decode_relayed(RELAY_MAGIC + marshal.dumps(shape))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("is_guest", 1),  # an int where the contract says bool
+    ("email", 5),  # an int where it says an optional string
+    ("display_name", None),  # null where it says a string
+    ("occurred_at", "2026-01-01T00:00:00Z"),  # text where it says epoch ms
+])
+def test_a_relayed_value_of_another_type_is_refused(field: str, value: object) -> None:
+    """Rebuilt by position without the validator, such an event would be stored as state
+    and written to the changelog, which then could not be read back."""
+    from dataclasses import fields
+
+    from streams.model.validate import event_from_record
+    from tests.builders import joined
+
+    event = event_from_record(joined(0))
+    values = [event.TYPE, *(getattr(event, f.name) for f in fields(event))]
+    values[1 + [f.name for f in fields(event)].index(field)] = value
+    with pytest.raises(InvalidEvent) as caught:
+        decode_relayed(RELAY_MAGIC + marshal.dumps(tuple(values), 4))
+    assert caught.value.code == "bad_relay"
