@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from streams.catalogue import Catalogue, Rule, load_catalogue
-from streams.metrics.finding_alerts import render_group, replace_group
+from streams.metrics.finding_alerts import BEGIN, render_group, replace_group
 
 __all__ = ["PAGES", "configuration_markdown", "main", "render", "rules_markdown"]
 
@@ -231,17 +231,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if a committed page differs")
     parser.add_argument("--out", type=Path, default=DOCS_DIR, help="where to write the pages")
-    parser.add_argument("--alerts", type=Path, default=ALERTS_FILE,
-                        help="the alerting rules whose findings group to write")
+    parser.add_argument("--alerts", type=Path,
+                        help="the alerting rules whose findings group to write (default: "
+                             "the checkout's deploy/prometheus/alerts.yml, unless --out "
+                             "points elsewhere)")
     args = parser.parse_args(argv)
     stale = []
-    current = args.alerts.read_text(encoding="utf-8")
-    alerts = replace_group(current, render_group())
-    if args.check:
-        if alerts != current:
-            stale.append(args.alerts.name)
-    elif alerts != current:
-        args.alerts.write_text(alerts, encoding="utf-8")
+    alerts_file = args.alerts
+    if alerts_file is None and args.out == DOCS_DIR and ALERTS_FILE.is_file():
+        alerts_file = ALERTS_FILE  # in a checkout; an installed package has no deploy/
+    if alerts_file is not None:
+        current = alerts_file.read_text(encoding="utf-8") if alerts_file.is_file() else ""
+        try:
+            alerts = replace_group(current, render_group())
+        except ValueError:  # its markers are missing
+            print(f"{alerts_file}: no findings group markers ({BEGIN.strip()})",
+                  file=sys.stderr)
+            return 1
+        if args.check:
+            if alerts != current:
+                stale.append(alerts_file.name)
+        elif alerts != current:
+            alerts_file.write_text(alerts, encoding="utf-8")
     for name in PAGES:
         path = args.out / name
         content = render(name)

@@ -110,3 +110,20 @@ def test_relative_links_of_the_docs_resolve() -> None:
             if not (path.parent / target.split("#")[0]).exists():
                 dead.append(f"{path.relative_to(ROOT)}: {target}")
     assert dead == []
+
+
+def test_check_flags_a_stale_findings_alert_group(tmp_path: Path) -> None:
+    """The findings alerts of alerts.yml are the rules' own: an alerts file whose group
+    differs is stale, and writing mends it (another --out never touches the checkout's)."""
+    alerts = tmp_path / "alerts.yml"
+    committed = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text(encoding="utf-8")
+    alerts.write_text(committed.replace("> 10", "> 99"), encoding="utf-8")
+    command = [sys.executable, "-m", "streams.cli.docs_cmd", "--out", str(tmp_path),
+               "--alerts", str(alerts)]
+    subprocess.run(command[:5], capture_output=True, timeout=60, check=True, cwd=ROOT)
+    stale = subprocess.run([*command, "--check"], capture_output=True, text=True, timeout=60,
+                           check=False, cwd=ROOT)
+    assert stale.returncode == 1
+    assert "alerts.yml" in stale.stderr
+    subprocess.run(command, capture_output=True, timeout=60, check=True, cwd=ROOT)
+    assert alerts.read_text(encoding="utf-8") == committed
