@@ -339,9 +339,17 @@ def top_accounts() -> table.Panel:
                                                                      value="dtdurations")]))
 
 
+def _alert_steps(threshold: int) -> tuple[tuple[float | None, str], ...]:
+    """Red where the rule's alert fires (more than `threshold` findings); orange below,
+    from the first finding, for a rule that alerts only on a rate."""
+    if threshold == 0:
+        return ((None, "green"), (1, "red"))
+    return ((None, "green"), (1, "orange"), (threshold + 1, "red"))
+
+
 def alerting_rule_stats(runbook_base: str) -> list[stat.Panel]:
-    """One stat per rule that alerts (the rule registry, streams/engine/rules/), red from
-    its first finding in the time range, linked to its alert's runbook."""
+    """One stat per rule that alerts (the rule registry, streams/engine/rules/), red where
+    its alert's threshold is passed in the time range, linked to its alert's runbook."""
     catalogue = load_catalogue()
     panels = []
     for rule_ in REGISTRY:
@@ -351,7 +359,7 @@ def alerting_rule_stats(runbook_base: str) -> list[stat.Panel]:
         panels.append(single(
             catalogue[rule_.id].title, f"New {rule_.id} findings (alert: {rule_.alert.name}).",
             f"sum({counted('consentwatch_findings_total', '$__range', rule(rule_.id))})"
-            " or vector(0)", span=6, steps=((None, "green"), (1, "red")))
+            " or vector(0)", span=6, steps=_alert_steps(rule_.alert.threshold))
             .links([runbook(runbook_base, page)]))
     return panels
 

@@ -420,3 +420,19 @@ def test_grafana_dashboard_provisioning() -> None:
     assert provider["type"] == "file"
     assert provider["options"]["path"].startswith("/")
     assert provider["allowUiUpdates"] is False
+
+
+def test_a_rule_stat_turns_red_where_its_alert_fires() -> None:
+    """A rule that pages on any finding is red from one; a rate alert's rule is orange
+    from one and red past its threshold (the alert's own `FindingAlert`)."""
+    from streams.catalogue import load_catalogue
+    from streams.engine.rules import REGISTRY
+
+    stats = {panel["title"]: panel for panel in panels(dashboard("compliance.json"))}
+    catalogue = load_catalogue()
+    for rule in REGISTRY:
+        if rule.alert is None:
+            continue
+        steps = stats[catalogue[rule.id].title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        red = [step["value"] for step in steps if step["color"] == "red"]
+        assert red == [rule.alert.threshold + 1], rule.id
