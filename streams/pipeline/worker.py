@@ -516,9 +516,15 @@ class _Pipeline:
         batch = batch or _Batch(self._producer())
         waiting, part.waiting, part.dirty_since = part.waiting, [], None
         changelog = self.table.changelog_topic.get_topic_name()
-        for key, value in part.store.flush():
-            await batch.append(changelog, number, key, value)
-        delivered = await batch.enqueue()
+        try:
+            for key, value in part.store.flush():
+                await batch.append(changelog, number, key, value)
+            delivered = await batch.enqueue()
+        except BaseException as error:
+            # The batches that waited for this flush are not acknowledged (read again
+            # after a restart), and their commit tasks end instead of waiting for ever.
+            _fail(waiting, error)
+            raise
         self._collector.settle()  # once the batch is with the producer: it waits for none
         store = part.store
 
@@ -526,9 +532,7 @@ class _Pipeline:
             try:
                 offsets = await delivered
             except BaseException as error:
-                for future in waiting:  # not acknowledged: read again after a restart
-                    if not future.done():
-                        future.set_exception(error)
+                _fail(waiting, error)  # not acknowledged: read again after a restart
                 raise
             for topic, _, offset in offsets:
                 if topic == changelog and self.partitions.get(number) is part:
@@ -603,6 +607,12 @@ class _WorkerView:
                 if position is not None:
                     lag[(tp.topic, tp.partition)] = max(0, position[1] - position[0])
         return lag
+
+
+def _fail(futures: Iterable[asyncio.Future[None]], error: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
 
 
 # The worker's exit status when a batch failed half-way (EX_SOFTWARE).
