@@ -21,7 +21,7 @@ def test_the_batches_waiting_for_a_failed_flush_fail_with_it() -> None:
         pipeline: Any = object.__new__(worker._Pipeline)
         pipeline.table = SimpleNamespace(
             changelog_topic=SimpleNamespace(get_topic_name=lambda: "changelog"))
-        pipeline._producer = lambda: SimpleNamespace()
+        pipeline._producer = SimpleNamespace
 
         def flush() -> list[tuple[bytes, bytes]]:
             raise _Broken
