@@ -25,6 +25,7 @@ stale or (unless CONSENTWATCH_NATIVE=off) a missing build.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.machinery
 import json
@@ -32,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent  # where `streams/...` paths start
 STAMP = PACKAGE / ".native-build.json"
 WORK = PACKAGE / ".native-work"  # mypyc's folder during a build
+LOCK = PACKAGE / ".native-build.lock"  # held during a build
 
 # What `replay` and the worker's correlate stage spend their time in. Modules that
 # build classes at run time (the events, findings) stay interpreted. An entry is a
@@ -88,8 +91,10 @@ def sources() -> list[str]:
         elif path.with_name(path.name + ".py").is_file():
             found.append(entry + ".py")
         elif (path / "__init__.py").is_file():
+            # not an editor's lock or backup (`.#x.py`), nor anything but a plain file
             found += sorted(file.relative_to(ROOT).as_posix() for file in path.rglob("*.py")
-                            if file.name != "__init__.py")
+                            if file.name != "__init__.py" and not file.name.startswith(".")
+                            and file.is_file() and not file.is_symlink())
         else:
             raise FileNotFoundError(f"MODULES names {entry}: neither a module nor a package")
     return found
@@ -162,8 +167,23 @@ def stale() -> list[str]:
     return [path for path, state in status().items() if state == "stale"]
 
 
+def strays() -> list[Path]:
+    """Compiled files in the package that the last build did not write: of a module
+    since deleted or moved, or of an older build. One could still be imported."""
+    built = {str(name) for name in _stamp().get("built", [])}
+    return sorted(file for file in PACKAGE.rglob("*.so")
+                  if file.relative_to(PACKAGE).as_posix() not in built)
+
+
 def clean() -> int:
-    """Remove every compiled module and its runtime library."""
+    """Remove every compiled module and its runtime library (and the build's lock)."""
+    with _lock():
+        removed = _remove_compiled()
+    LOCK.unlink(missing_ok=True)
+    return removed
+
+
+def _remove_compiled() -> int:
     removed = 0
     for path in sources():
         for file in _extension_files(path) + _runtime_files(path):
@@ -205,9 +225,26 @@ def build(force: bool = False, quiet: bool = False) -> bool:
     RuntimeError (with mypyc's or the compiler's output) when the build fails; the
     sources keep working then.
     """
-    if not force and all(state == "compiled" for state in status().values()):
-        return True
-    clean()
+    with _lock():
+        if (not force and all(state == "compiled" for state in status().values())
+                and not strays()):
+            return True
+        return _build(quiet)
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    """One build at a time (two would share WORK and the files they put in place)."""
+    with open(LOCK, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(quiet: bool) -> bool:
+    _remove_compiled()
     paths = sources()
     digests = {path: _digest(path) for path in paths}
     try:
@@ -218,7 +255,7 @@ def build(force: bool = False, quiet: bool = False) -> bool:
     STAMP.write_text(json.dumps({"recipe": _recipe(), "sources": digests, "built": built},
                                 indent=1, sort_keys=True) + "\n", encoding="utf-8")
     if missing:
-        clean()
+        _remove_compiled()
         raise RuntimeError(f"mypyc build made no extension for {', '.join(missing)}")
     if not quiet:
         print(f"compiled {len(paths)} modules with mypyc", file=sys.stderr)
@@ -229,7 +266,7 @@ def _build_in(work: Path, paths: list[str]) -> list[str]:
     """Compile `paths` in `work`; the files put in the package, as paths from it."""
     stage = work / "src"
     shutil.copytree(PACKAGE, stage / PACKAGE.name, ignore=shutil.ignore_patterns(
-        "*.so", "*.pyd", "__pycache__", STAMP.name, WORK.name))
+        "*.so", "*.pyd", "__pycache__", STAMP.name, WORK.name, LOCK.name))
     config = work / "mypy.ini"
     config.write_text(_MYPY_CONFIG, encoding="utf-8")
     setup = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import json
 import os
 import re
 import shutil
@@ -226,3 +227,32 @@ def test_clean_removes_compiled_files_a_lost_record_left(tmp_path: Path,
     assert native.clean() == len(stray)
     assert not [file for file in stray if file.exists()]
     assert (package / "engine" / "rules" / "__init__.py").exists()
+
+
+def test_a_compiled_file_the_last_build_did_not_write_makes_it_stale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module deleted from a package keeps its extension until a build cleans: a build
+    must not call itself fresh while one lies about."""
+    package = tmp_path / "streams"
+    (package / "engine" / "rules").mkdir(parents=True)
+    built = "engine/core.cpython-311-x86_64-linux-gnu.so"
+    (package / built).write_bytes(b"")
+    monkeypatch.setattr(native, "PACKAGE", package)
+    monkeypatch.setattr(native, "STAMP", package / ".native-build.json")
+    native.STAMP.write_text(json.dumps({"built": [built]}), encoding="utf-8")
+    assert native.strays() == []
+    gone = package / "engine" / "rules" / "deleted.cpython-311-x86_64-linux-gnu.so"
+    gone.write_bytes(b"")
+    assert native.strays() == [gone]
+
+
+def test_an_editors_lock_file_is_no_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    rules = tmp_path / "p" / "rules"
+    rules.mkdir(parents=True)
+    (rules / "__init__.py").write_text("")
+    (rules / "a.py").write_text("")
+    (rules / ".#a.py").symlink_to("user@host.1234")  # Emacs' lock: a dangling link
+    monkeypatch.setattr(native, "ROOT", tmp_path)
+    monkeypatch.setattr(native, "MODULES", ("p/rules",))
+    assert native.sources() == ["p/rules/a.py"]
