@@ -43,6 +43,8 @@ from streams.model.findings import Amendment, Finding, amendment_id, finding_id
 
 __all__ = ["NEVER", "Engine", "EngineStats", "Output"]
 
+# The events a rule may judge: the others are facts, kept in the state for the rules.
+_TRIGGER_TYPES: Final = frozenset({EnrichmentRequested, ProfileViewed})
 _heappush: Final = heapq.heappush
 _heappop: Final = heapq.heappop
 # Finding(...) with its fields in order, built without the frozen __init__'s cost.
@@ -107,6 +109,9 @@ class Engine:
         self._past_rules: dict[type, tuple[Rule[Any], ...]] = {}
         self._notice_rules: dict[type, tuple[Rule[Any], ...]] = {}
         for rule in rules:
+            if rule.trigger not in _TRIGGER_TYPES:
+                raise ValueError(f"rule {rule.id}: {rule.trigger.__name__} events are facts "
+                                 "the rules read, not triggers")
             self._rules_of[rule.trigger] = (*self._rules_of.get(rule.trigger, ()), rule)
             by_stage = self._past_rules if rule.stage == STAGE_PAST else self._notice_rules
             by_stage[rule.trigger] = (*by_stage.get(rule.trigger, ()), rule)
@@ -380,7 +385,7 @@ class Engine:
         by_stage = self._past_rules if stage == STAGE_PAST else self._notice_rules
         verdicts: list[tuple[Rule[Any], Verdict]] = []
         account: AccountState | None = None
-        for rule in by_stage[type(event)]:
+        for rule in by_stage.get(type(event), ()):
             if not rule.applies(event):
                 continue
             if rule.reads_account and account is None:
@@ -403,7 +408,7 @@ class Engine:
         outcomes = record.outcomes
         reads_account = False
         account: AccountState | None = None
-        for rule in by_stage[type(event)]:
+        for rule in by_stage.get(type(event), ()):
             if not rule.applies(event):
                 continue
             if rule.reads_account and not reads_account:
@@ -473,7 +478,7 @@ class Engine:
         for record in list(state.triggers.values()):
             trigger: Any = record.event
             account: AccountState | None = None
-            for rule in self._rules_of[type(trigger)]:
+            for rule in self._rules_of.get(type(trigger), ()):
                 if (record.pending & rule.stage or not rule.applies(trigger)
                         or not rule.affected_by(trigger, late)):
                     continue

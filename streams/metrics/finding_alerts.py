@@ -8,6 +8,7 @@ its markers and `--check` fails when the committed file differs. The rest of ale
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from collections.abc import Iterable
@@ -35,6 +36,8 @@ def _wrap(text: str, indent: str) -> list[str]:
 def _alert(rule: Rule[Any]) -> list[str]:
     alert = rule.alert
     assert alert is not None
+    if not alert.by_provider and "$labels.provider" in alert.summary + alert.description:
+        raise ValueError(f"{alert.name}: one alert for all providers has no provider label")
     counter = f'consentwatch_findings_total{{rule="{rule.id}"}}'
     by = "sum by (rule, provider) (" if alert.by_provider else "sum ("
     return [
@@ -53,7 +56,7 @@ def _alert(rule: Rule[Any]) -> list[str]:
         f"          severity: {alert.severity}",
         "          category: compliance",
         "        annotations:",
-        f'          summary: "{alert.summary}"',
+        f"          summary: {json.dumps(alert.summary)}",  # a JSON string is YAML too
         "          description: >-",
         *_wrap(alert.description, "            "),
         f'          runbook_url: "{runbook_page(alert.name)}"',

@@ -8,6 +8,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from streams.catalogue import Catalogue, load_catalogue
@@ -117,3 +118,33 @@ def test_a_rule_missing_from_the_catalogue_is_refused() -> None:
         assert "not-in-the-catalogue" in str(exc)
     else:
         raise AssertionError("an unknown rule was accepted")
+
+
+def test_a_rule_triggered_by_a_fact_is_refused() -> None:
+    """Consents, joins, matches, notices and toggles are facts the rules read: one made a
+    trigger would no longer be kept for the others."""
+    from streams.model.events import ConsentChanged
+
+    class _OnConsent(Rule[Any]):
+        pass
+
+    rule = _OnConsent("enrichment-without-consent", STAGE_PAST, ConsentChanged)
+    with pytest.raises(ValueError, match="facts"):
+        Engine(DictStore(), rules=(rule,))
+
+
+def test_an_alert_for_all_providers_cannot_name_one() -> None:
+    rule = next(r for r in REGISTRY if r.alert is not None and not r.alert.by_provider)
+    assert rule.alert is not None
+    wrong = dataclasses.replace(rule.alert, summary="Findings for {{ $labels.provider }}")
+    with pytest.raises(ValueError, match="provider"):
+        render_group([Rule(rule.id, rule.stage, rule.trigger, alert=wrong)])
+
+
+def test_an_alert_summary_with_quotes_stays_yaml() -> None:
+    rule = next(r for r in REGISTRY if r.alert is not None)
+    assert rule.alert is not None
+    quoted = dataclasses.replace(rule.alert, summary='Findings of "the rule": \\ too')
+    text = render_group([Rule(rule.id, rule.stage, rule.trigger, alert=quoted)])
+    (alert,) = yaml.safe_load(text)[0]["rules"]
+    assert alert["annotations"]["summary"] == 'Findings of "the rule": \\ too'
