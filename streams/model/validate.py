@@ -20,7 +20,8 @@ from streams.model.contract import EVENT_FIELDS, FieldContract
 from streams.model.events import EVENT_TYPES, Event, fast_constructor
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime, parse_rfc3339_ms
 
-__all__ = ["BadValue", "Validator", "event_from_record", "refuse_future", "validator_for"]
+__all__ = ["BadValue", "Validator", "event_from_record", "refuse_future", "string_array",
+           "validator_for"]
 
 _TAXONOMY_KEY = re.compile(r"[^\s.]+(?:\.[^\s.]+)*")
 _NO_SPACE = re.compile(r"\S+")
@@ -141,7 +142,8 @@ def _categories(value: Any) -> tuple[str, ...]:
                      tuple(sys.intern(item) for item in as_tuple))
 
 
-def _strings(value: Any) -> tuple[str, ...]:
+def string_array(value: Any) -> tuple[str, ...]:
+    """An Avro array of strings (a list, or a tuple already), as a tuple."""
     if type(value) is not list and type(value) is not tuple:
         raise BadValue("must be an array of strings")
     for item in value:
@@ -168,7 +170,7 @@ _FORMAT_CHECKS: dict[tuple[str, str], Check] = {
     ("string", "id"): _id,
     ("string", "taxonomy-key"): _key,
     ("string", "provider"): _provider,
-    ("array", ""): _strings,
+    ("array", ""): string_array,
     ("array", "taxonomy-key"): _categories,
     ("boolean", ""): _bool,
     ("long", ""): _long,

@@ -42,6 +42,7 @@ from streams.model.validate import (
     Validator,
     event_from_record,
     refuse_future,
+    string_array,
     validator_for,
 )
 from streams.privacy.sealed import SealedAmendment, SealedFinding
@@ -256,7 +257,7 @@ def _checker(field_type: Any) -> tuple[Callable[[Any], Any], bool]:
         if kind == "enum":
             return _enum_check(tuple(field_type["symbols"])), optional
         if kind == "array" and field_type["items"] == "string":
-            return _strings, optional
+            return string_array, optional
         items = field_type.get("items")
         if kind == "array" and isinstance(items, dict) and items.get("name") == _EVIDENCE:
             return _evidence_items, optional
@@ -293,15 +294,6 @@ def _bytes(value: Any) -> bytes:
     return bytes(value)
 
 
-def _strings(value: Any) -> tuple[str, ...]:
-    if type(value) is not list and type(value) is not tuple:
-        raise BadValue("must be an array of strings")
-    for item in value:
-        if type(item) is not str:
-            raise BadValue("must be an array of strings")
-    return tuple(value)
-
-
 def _enum_check(symbols: tuple[str, ...]) -> Callable[[Any], str]:
     allowed = frozenset(symbols)
     message = "must be one of " + ", ".join(symbols)
@@ -324,7 +316,7 @@ def _evidence_value(value: Any) -> Any:
     if value is None or type(value) in (bool, int, str):
         return value
     if type(value) is list or type(value) is tuple:
-        return list(_strings(value))
+        return list(string_array(value))
     raise BadValue("has an evidence field that is not null, a boolean, a long, a string or "
                "an array of strings")
 
