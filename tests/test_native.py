@@ -107,7 +107,7 @@ def test_a_build_writes_nothing_outside_the_package(tmp_path: Path) -> None:
     # build, only files in its streams/ are new or changed; `clean` removes them all.
     checkout, home, temporary = tmp_path / "checkout", tmp_path / "home", tmp_path / "tmp"
     shutil.copytree(native.ROOT / "streams", checkout / "streams", ignore=shutil.ignore_patterns(
-        "*.so", "__pycache__", native.STAMP.name, native.WORK.name))
+        "*.so", "__pycache__", native.STAMP.name, native.WORK.name, native.LOCK.name))
     shutil.copy(native.ROOT / "pyproject.toml", checkout)
     home.mkdir()
     temporary.mkdir()
