@@ -94,7 +94,6 @@ _NONE = type(None)
 _TEXT: frozenset[type] = frozenset({str})
 _INT: frozenset[type] = frozenset({int})
 _OPTIONAL_TEXT: frozenset[type] = frozenset({str, _NONE})
-_only = only
 
 
 def _require(ok: bool, where: str) -> None:
@@ -112,12 +111,12 @@ def _is_events_map(value: object, key: Callable[[object], bool],
                    event: Callable[[object], bool]) -> bool:
     """A dict of key -> list of an event's values."""
     return (type(value) is dict and all(map(key, value))
-            and _only(value.values(), frozenset({list}))
+            and only(value.values(), frozenset({list}))
             and all(all(map(event, events)) for events in value.values()))
 
 
 def _is_text_map(value: object, items: frozenset[type]) -> bool:
-    return type(value) is dict and _only(value, _TEXT) and _only(value.values(), items)
+    return type(value) is dict and only(value, _TEXT) and only(value.values(), items)
 
 
 def _is_text(value: object) -> bool:  # meeting_id, provider
@@ -131,11 +130,11 @@ def _is_pair(value: object) -> bool:  # (data_use, provider), (provider, meeting
 
 def _is_notice_key(value: object) -> bool:  # (notice_kind, provider, meeting_id)
     return (type(value) is tuple and len(value) == 3 and type(value[0]) is str
-            and _only(value[1:], _OPTIONAL_TEXT))
+            and only(value[1:], _OPTIONAL_TEXT))
 
 
 def _is_times(value: object) -> bool:
-    return type(value) is list and _only(value, _INT)
+    return type(value) is list and only(value, _INT)
 
 
 _is_consent, _is_join, _is_match, _is_toggle = (values_check(cls) for cls in (
@@ -192,7 +191,7 @@ def _trigger_from(values: object) -> TriggerRecord:
     _require(type(pending) is int and type(decided_at) is int
              and type(received_at) in (int, _NONE), "trigger times")
     _require(_is_text_map(outcomes, frozenset({tuple, _NONE}))
-             and all(_only(evidence, _TEXT) for evidence in outcomes.values() if evidence),
+             and all(only(evidence, _TEXT) for evidence in outcomes.values() if evidence),
              "trigger outcomes")
     record = TriggerRecord(_MAKE_TRIGGER[kind](*event), pending, received_at)
     record.outcomes = outcomes
