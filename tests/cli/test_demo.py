@@ -49,6 +49,21 @@ class _Lines:
         return "".join(self.lines)
 
 
+def _run_demo(work: Path, out: Path, duration: str) -> str:
+    """A whole demo run (Ctrl-C'd if it outlives the timeout); its output, after
+    checking it ended well."""
+    demo = _demo(work, out, "--duration", duration)
+    try:
+        stdout, _ = demo.communicate(timeout=240)
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)
+            demo.wait(120)
+    text = stdout.decode(errors="replace")
+    assert demo.returncode == 0, text[-3000:]
+    return text
+
+
 def _demo(work: Path, out: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli.app", "demo", "--work-dir", str(work),
@@ -80,15 +95,7 @@ def _started_children(demo: subprocess.Popen[bytes], work: Path, timeout: float)
 def test_the_demo_scores_precision_and_recall_one_and_leaves_nothing_behind(
         tmp_path: Path) -> None:
     work, out = tmp_path / "work", tmp_path / "out"
-    demo = _demo(work, out, "--duration", "15")
-    try:
-        stdout, _ = demo.communicate(timeout=240)
-    finally:
-        if demo.poll() is None:
-            demo.send_signal(signal.SIGINT)
-            demo.wait(120)
-    text = stdout.decode(errors="replace")
-    assert demo.returncode == 0, text[-3000:]
+    text = _run_demo(work, out, "15")
     assert "precision 1.000 recall 1.000" in text, text[-3000:]
     assert "Traceback" not in text
     expected = (out / "latest" / "truth.jsonl").read_bytes().splitlines()
@@ -191,15 +198,7 @@ def test_two_demos_in_a_row_both_succeed_keep_their_outputs_and_verify(
     runs: list[tuple[Path, str]] = []
     for number in (1, 2):
         work = tmp_path / f"work{number}"
-        demo = _demo(work, out, "--duration", "3")
-        try:
-            stdout, _ = demo.communicate(timeout=240)
-        finally:
-            if demo.poll() is None:
-                demo.send_signal(signal.SIGINT)
-                demo.wait(120)
-        text = stdout.decode(errors="replace")
-        assert demo.returncode == 0, text[-3000:]
+        text = _run_demo(work, out, "3")
         _assert_readable(text)
         run_dir = Path(_after(text, "this run's outputs: ").split("/ (")[0])
         if number == 1:
