@@ -65,6 +65,7 @@ MODULES = (
     "streams/privacy/pseudonymise.py",
     "streams/serde/jsonl.py",
     "streams/serde/avro.py",
+    "streams/serde/datum_codec.py",
     "streams/replay.py",
 )
 

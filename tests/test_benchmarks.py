@@ -4,6 +4,7 @@ a baseline worktree never outlives the run, and the comparison's verdict."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,11 @@ def test_the_comparison_marks_within_five_percent_and_skips_a_failed_section(
     assert "baseline bbbbbbb events/s" in out
     assert "current ccccccc events/s" in out
     assert "all within 5%: NO" in out
+
+
+def test_the_datum_codec_benchmark_runs_and_checks_the_bytes_it_compares() -> None:
+    done = subprocess.run([sys.executable, "benchmarks/datum_codec.py", "--events", "1000",
+                           "--repeat", "1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "decode an event" in done.stdout and "encode a finding" in done.stdout

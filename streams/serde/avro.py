@@ -28,7 +28,7 @@ from dataclasses import fields
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar
+from typing import IO, Any, TypeVar
 
 import fastavro
 
@@ -343,29 +343,14 @@ def _evidence_items(value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(_evidence_item(item) for item in value)
 
 
-def _evidence_datum(item: Mapping[str, Any], tagged: bool = False) -> dict[str, Any]:
-    """The Avro datum of one evidence event from its (pseudonymised) JSON form.
-
-    `tagged`: each value of `fields` names its branch of the map's union, as fastavro's
-    tuple notation `(branch, value)`, for fastavro's writer only: without it, fastavro
-    tries the branches one by one, several checks a value (a third of a finding's
-    encoding time)."""
-    if tagged:
-        fields = {name: (_BRANCH[type(value)], value) for name, value in item.items()
-                  if name not in _EVIDENCE_HEAD}
-    else:
-        fields = {name: value for name, value in item.items() if name not in _EVIDENCE_HEAD}
+def _evidence_datum(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The Avro datum of one evidence event from its (pseudonymised) JSON form."""
     return {
         "type": item["type"],
         "event_id": item["event_id"],
         "occurred_at": item["occurred_at"],
-        "fields": fields,
+        "fields": {name: value for name, value in item.items() if name not in _EVIDENCE_HEAD},
     }
-
-
-# The evidence map's union branch of each JSON value type (a bool is not a long).
-_BRANCH: dict[type, str] = {type(None): "null", bool: "boolean", int: "long", str: "string",
-                            list: "array"}
 
 
 _SIMPLE: dict[str, Callable[[Any], Any]] = {
@@ -425,11 +410,10 @@ _AMENDMENT_TO_RECORD = _record_maker(Amendment)
 _DEAD_LETTER_TO_RECORD = _record_maker(DeadLetter)
 
 
-def finding_to_record(sealed: SealedFinding, tagged: bool = False) -> dict[str, Any]:
-    """The Avro datum of a sealed finding (schema `Finding`); `tagged`: for fastavro's
-    writer (see `_evidence_datum`)."""
+def finding_to_record(sealed: SealedFinding) -> dict[str, Any]:
+    """The Avro datum of a sealed finding (schema `Finding`)."""
     record = _FINDING_TO_RECORD(sealed.finding)
-    record["evidence"] = [_evidence_datum(item, tagged) for item in sealed.evidence]
+    record["evidence"] = [_evidence_datum(item) for item in sealed.evidence]
     return record
 
 
@@ -439,22 +423,13 @@ def record_to_finding(record: Mapping[str, Any]) -> Finding:
     return finding
 
 
-def amendment_to_record(sealed: SealedAmendment, tagged: bool = False) -> dict[str, Any]:
+def amendment_to_record(sealed: SealedAmendment) -> dict[str, Any]:
     """The Avro datum of a sealed amendment (schema `Amendment`), as `finding_to_record`."""
     record = _AMENDMENT_TO_RECORD(sealed.amendment)
-    record["evidence"] = [_evidence_datum(item, tagged) for item in sealed.evidence]
+    record["evidence"] = [_evidence_datum(item) for item in sealed.evidence]
     late = sealed.late_event
-    if late is None:
-        record["late_event"] = None
-    else:
-        datum = _evidence_datum(late, tagged)
-        # Tagged values inside an untagged union: fastavro would try to match the branch
-        # by validating them, and fails on the tag of an array. Name the branch too.
-        record["late_event"] = (_EVIDENCE_EVENT, datum) if tagged else datum
+    record["late_event"] = None if late is None else _evidence_datum(late)
     return record
-
-
-_EVIDENCE_EVENT: Final = "io.consentwatch.events.EvidenceEvent"
 
 
 def record_to_amendment(record: Mapping[str, Any]) -> Amendment:

@@ -41,6 +41,7 @@ from streams.serde.avro import (
     schema_history,
     strip_timestamp_millis,
 )
+from streams.serde.datum_codec import DatumError, Plan, TrailingBytes, plan_for
 
 __all__ = [
     "SINGLE_OBJECT_MARKER",
@@ -75,10 +76,21 @@ class _Known:
     writer: Any  # parsed, timestamps as plain longs
     reader: Any  # the current schema of `name`, parsed the same way
 
+    @property
+    def plan(self) -> Plan | None:
+        """The compiled reader of the current schema; None for an older writer schema
+        (fastavro resolves it into the current one)."""
+        return _plan(self.name) if self.writer is self.reader else None
+
 
 @cache
 def _current(name: str) -> Any:
     return fastavro.parse_schema(strip_timestamp_millis(load_schema(name)))
+
+
+@cache
+def _plan(name: str) -> Plan:
+    return plan_for(_current(name))
 
 
 @cache
@@ -98,6 +110,16 @@ def _current_fingerprint(name: str) -> bytes:
 
 
 def _decode_datum(payload: bytes, offset: int, known: _Known) -> Event:
+    plan = known.plan
+    if plan is not None:
+        try:
+            return record_to_event(known.name, plan.decode(payload, offset))
+        except TrailingBytes as exc:
+            raise InvalidEvent("trailing_bytes", f"{exc.count} bytes follow the Avro datum "
+                               f"of {known.name}") from None
+        except DatumError as exc:
+            raise InvalidEvent("truncated_avro", f"the Avro datum of {known.name} is "
+                               f"truncated or corrupt ({exc})") from None
     stream = io.BytesIO(payload)
     stream.seek(offset)
     try:
@@ -280,16 +302,14 @@ def encode_output(item: SealedFinding | SealedAmendment | DeadLetter) -> bytes:
     record: dict[str, Any]
     if isinstance(item, SealedFinding):
         name = "Finding"
-        record = avro.finding_to_record(item, tagged=True)
+        record = avro.finding_to_record(item)
     elif isinstance(item, SealedAmendment):
         name = "Amendment"
-        record = avro.amendment_to_record(item, tagged=True)
+        record = avro.amendment_to_record(item)
     else:
         name = "DeadLetter"
         record = avro.dead_letter_to_record(item)
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, _current(name), record)
-    return SINGLE_OBJECT_MARKER + _current_fingerprint(name) + out.getvalue()
+    return SINGLE_OBJECT_MARKER + _current_fingerprint(name) + _plan(name).encode(record)
 
 
 def decode_output(payload: bytes) -> Finding | Amendment | DeadLetter:
