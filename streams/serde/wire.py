@@ -78,9 +78,18 @@ class _Known:
 
     @property
     def plan(self) -> Plan | None:
-        """The compiled reader of the current schema; None for an older writer schema
+        """The compiled reader of the current schema; None for another writer schema
         (fastavro resolves it into the current one)."""
         return _plan(self.name) if self.writer is self.reader else None
+
+
+def _known(name: str, schema: Mapping[str, Any]) -> _Known:
+    """How to read datums written with `schema`: the current schema of `name` is itself
+    (read as it is, no resolution), an older one is resolved into it."""
+    current = _current(name)
+    if fingerprint_of(schema) == _current_fingerprint(name):
+        return _Known(name, current, current)
+    return _Known(name, fastavro.parse_schema(strip_timestamp_millis(dict(schema))), current)
 
 
 @cache
@@ -99,8 +108,7 @@ def _known_by_fingerprint() -> dict[bytes, _Known]:
     for name in EVENT_SCHEMA_NAMES:
         versions = [schema for _, schema in schema_history(name)] + [load_schema(name)]
         for schema in versions:
-            parsed = fastavro.parse_schema(strip_timestamp_millis(schema))
-            known[fingerprint_of(schema)] = _Known(name, parsed, _current(name))
+            known[fingerprint_of(schema)] = _known(name, schema)
     return known
 
 
@@ -271,10 +279,9 @@ class ConfluentFraming:
         if name not in EVENT_SCHEMA_NAMES:
             return None
         try:
-            writer = fastavro.parse_schema(strip_timestamp_millis(dict(schema)))
+            return _known(name, schema)
         except Exception:  # an unknown type name, a malformed field: not a usable schema
             return None
-        return _Known(name, writer, _current(name))
 
 
 # -- outputs: findings, amendments and dead letters on their topics ----------------------

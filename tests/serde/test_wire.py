@@ -6,6 +6,7 @@ import copy
 import io
 import struct
 from typing import Any
+from unittest.mock import patch
 
 import fastavro
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from streams.errors import InvalidEvent
 from streams.model.events import ConsentChanged, Event
+from streams.serde import wire
 from streams.serde.avro import event_to_record, load_schema
 from streams.serde.wire import (
     SINGLE_OBJECT_MARKER,
@@ -137,6 +139,19 @@ def test_an_older_writer_schema_is_resolved_into_the_current_one() -> None:
     assert isinstance(decoded, ConsentChanged)
     assert decoded.jurisdiction is None
     assert decoded.notice_version == "v1"
+
+
+@settings(max_examples=examples(50), deadline=None)
+@given(events())
+def test_the_current_schema_is_read_by_the_plan_without_resolution(event: Event) -> None:
+    """Both framings: a payload of the current schema never reaches fastavro's reader (its
+    schema resolution cost more than the whole decode); an older one still does (above)."""
+    ids = DictSchemaIds()
+    schema_id = ids.id_for(event.TYPE, load_schema(event.TYPE))
+    body = SINGLE.encode(event)[10:]
+    with patch.object(wire.fastavro, "schemaless_reader", side_effect=AssertionError):
+        assert SINGLE.decode(SINGLE.encode(event)) == event
+        assert ConfluentFraming(ids).decode(struct.pack(">bI", 0, schema_id) + body) == event
 
 
 def test_confluent_unknown_schema_id() -> None:
