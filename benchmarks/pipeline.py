@@ -77,6 +77,70 @@ def _expected(events: list[Any]) -> set[tuple[str, str, str]]:
             for f in map(orjson.loads, out.getvalue().splitlines())}
 
 
+def _decided_by_the_input(events: list[Any]) -> set[tuple[str, str, str]]:
+    """The findings the events' own watermark decides (the greatest time seen minus the
+    allowed lateness), with no end of input: what a cold worker must find on its own."""
+    from streams.engine import Engine
+    from streams.engine.state import DictStore
+    from streams.model.findings import Finding
+
+    engine = Engine(DictStore())
+    return {(out.rule, out.subject_id, out.trigger_event_id) for event in events
+            for out in engine.process(event) if isinstance(out, Finding)}
+
+
+class _FindingsSeen:
+    """The findings on a topic, read incrementally: (rule, subject, trigger) -> the append
+    time (ms) of its first copy."""
+
+    def __init__(self, broker: str, topic: str) -> None:
+        self.seen: dict[tuple[str, str, str], int] = {}
+        self._loop = asyncio.new_event_loop()
+        self._consumer: Any = None
+        self._loop.run_until_complete(self._start(broker, topic))
+
+    async def _start(self, broker: str, topic: str) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+        await self._consumer.start()
+        await self._consumer._client.force_metadata_update()
+        self._tps = [TopicPartition(topic, p)
+                     for p in self._consumer.partitions_for_topic(topic) or ()]
+        self._consumer.assign(self._tps)
+        await self._consumer.seek_to_beginning(*self._tps)
+
+    async def _read(self) -> None:
+        from streams.serde.wire import decode_output
+
+        consumer = self._consumer
+        end = await consumer.end_offsets(self._tps)
+        while [tp for tp in self._tps if await consumer.position(tp) < end[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    finding = decode_output(record.value)
+                    key = (finding.rule, finding.subject_id,  # type: ignore[union-attr]
+                           finding.trigger_event_id)  # type: ignore[union-attr]
+                    self.seen.setdefault(key, record.timestamp)
+
+    def poll(self) -> dict[tuple[str, str, str], int]:
+        self._loop.run_until_complete(self._read())
+        return self.seen
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._consumer.stop())
+        self._loop.close()
+
+
+def _steady_rate(samples: list[tuple[float, int]], n: int) -> float | None:
+    """Events/s between 10% and 90% of the input consumed (committed offsets)."""
+    low = next(((t, c) for t, c in samples if c >= n * 0.1), None)
+    high = next(((t, c) for t, c in samples if c >= n * 0.9), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return None
+    return (high[1] - low[1]) / (high[0] - low[0])
+
+
 def _connection(broker: str) -> Any:
     from streams.kafka.connection import KafkaConnection
 
@@ -270,9 +334,18 @@ def measure_faust_agent(broker: str, prefix: str, n: int, work: Path, partitions
 
 def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, str, str]],
                    last_time: int, partitions: int, work: Path,
-                   workers: int = 1, tree: trees.Tree | None = None) -> dict[str, Any]:
+                   workers: int = 1, tree: trees.Tree | None = None,
+                   decided: set[tuple[str, str, str]] | None = None) -> dict[str, Any]:
     """`workers` processes of one consumer group (they share the partitions), running
-    `tree`'s code (default this checkout)."""
+    `tree`'s code (default this checkout), started cold on `n` events already on the
+    topics: the rate from the start to the last finding, all of `expected`, end-of-input
+    control records sent once the input is consumed.
+
+    With `decided` (the findings the events' own watermark decides) the run measures the
+    catch-up instead: no end of input until every one of them is out; the time from the
+    start to the last of them, beside the issue's limit of 1.2 x n / the steady rate +
+    60 s, the steady rate measured between 10% and 90% of the input consumed.
+    """
     from streams.kafka.topics import TopicNames
 
     names = TopicNames(prefix)
@@ -281,9 +354,12 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
     procs = [_start_worker(broker, prefix, work / f"{prefix}-worker{i}",
                            work / f"{prefix}-worker{i}.log", partitions, tree)
              for i in range(workers)]
+    findings = _FindingsSeen(broker, names.findings)
+    samples: list[tuple[float, int]] = []
     try:
         def routed() -> bool:
             inputs = asyncio.run(_offsets(broker, names.group_id, list(names.inputs.values())))
+            samples.append((time.perf_counter(), inputs[0]))
             return inputs[0] >= inputs[1] == n
 
         if not _wait(routed, 3600, 1.0):
@@ -296,24 +372,31 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                 3600, 1.0):
             raise RuntimeError("the worker did not correlate its input")
         processed = time.perf_counter() - started
+        catch_up: dict[str, Any] = {}
+        if decided is not None:
+            if not _wait(lambda: decided <= findings.poll().keys(), 600, 2.0):
+                raise RuntimeError("the worker did not take the decisions its input allows")
+            steady = _steady_rate(samples, n)
+            seconds = max(findings.seen[key] for key in decided) / 1000 - started_wall
+            limit = 1.2 * n / steady + 60 if steady else None
+            catch_up = {"catch_up_seconds": seconds, "steady_events_per_s": steady,
+                        "catch_up_limit_seconds": limit,
+                        "catch_up_within_limit": limit is not None and seconds <= limit,
+                        "decided_by_input": len(decided)}
         _end_of_input(broker, prefix)
-        times: dict[str, tuple[str, str, int]] = {}
-
-        def complete() -> bool:
-            nonlocal times
-            times = asyncio.run(_finding_times(broker, names.findings))
-            return len(times) >= len(expected)
-
-        _wait(complete, 600, 2.0)
+        _wait(lambda: len(findings.poll()) >= len(expected), 600, 2.0)
+        times = findings.seen
         # From the start to the last finding's append (the polling above takes time too).
-        seconds = max((ts for _, _, ts in times.values()), default=0) / 1000 - started_wall
-        found = asyncio.run(_count_findings(broker, names.findings))
-        got = {(f.rule, f.subject_id, f.trigger_event_id) for f in found}
+        seconds = max(times.values(), default=0) / 1000 - started_wall
+        got = set(times)
+        duplicates = sum(1 for f in asyncio.run(_count_findings(broker, names.findings))) - len(got)
         return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
                 "seconds_to_consume": processed, "findings": len(got),
                 "expected_findings": len(expected), "findings_match_replay": got == expected,
-                "missing": len(expected - got), "unexpected": len(got - expected)}
+                "missing": len(expected - got), "unexpected": len(got - expected),
+                "copies_sent_again": duplicates, **catch_up}
     finally:
+        findings.close()
         for proc in procs:
             _stop(proc)
 

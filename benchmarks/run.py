@@ -25,8 +25,11 @@ subjects, cached under benchmarks/data/):
   Beside them, on the topics of the one-worker run: a plain Faust agent that only
   iterates, and one that makes a table update per record (RocksDB, changelog), over
   the first --baseline-events records. The JSON's top level of `pipeline` carries
-  worker_events_per_s, workers_2_events_per_s (combined), aiokafka_events_per_s,
-  faust_agent_events_per_s, faust_table_events_per_s and worker_vs_faust_table;
+  worker_events_per_s, workers_2_events_per_s (combined), workers_2_vs_1,
+  aiokafka_events_per_s, faust_agent_events_per_s, faust_table_events_per_s and
+  worker_vs_faust_table; `catch_up`: a cold worker on a fresh copy of the backlog with no
+  end of input, the time until every decision the events' own watermark allows is out,
+  beside the limit 1.2 x events / its steady rate + 60 s;
 
 The code measured is the tree this script is in (--code DIR for another): every child
 runs it (PYTHONPATH and working directory; benchmarks/trees.py), and the table names
@@ -257,6 +260,7 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
 
     stream = pipeline._events(events, subjects, seed)
     expected = pipeline._expected(stream)
+    decided = pipeline._decided_by_the_input(stream)
     last = max(e.occurred_at for e in stream)
     results: dict[str, Any] = {"events": events, "subjects": subjects, "partitions": partitions}
     current = code[-1]
@@ -296,12 +300,8 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
         # Faust's own per-record path on the same topics, the first `baseline_events`
         # records (its rate is steady; a table update per record would take minutes for
         # a million).
-        n = min(events, baseline_events)
-        print(f"pipeline: Faust agents, {n:,} events ...", file=sys.stderr, flush=True)
-        results["faust_agent"] = pipeline.measure_faust_agent(broker, first, n, work,
-                                                              partitions)
-        results["faust_table_agent"] = pipeline.measure_faust_agent(
-            broker, first, n, work, partitions, table=True)
+        results.update(_faust_agents(broker, first, min(events, baseline_events), work,
+                                     partitions))
         prefix = topics("w2")
         print("pipeline: plain aiokafka consumer, 2 workers ...", file=sys.stderr, flush=True)
         baseline = pipeline.measure_aiokafka(broker, prefix, events)
@@ -310,10 +310,16 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
         results["workers_2"] = _beside(pipeline.measure_worker(
             broker, prefix, events, expected, last, partitions, work, workers=2,
             tree=current), baseline)
+        print(f"pipeline: catch-up, 1 worker, {current.label} {current.commit} ...",
+              file=sys.stderr, flush=True)
+        results["catch_up"] = pipeline.measure_worker(
+            broker, topics("cu"), events, expected, last, partitions, work, workers=1,
+            tree=current, decided=decided)
         worker_rate = results["workers_1"]["events_per_s"]
         # The figures the speed issue names, all from this run.
         results["worker_events_per_s"] = worker_rate
         results["workers_2_events_per_s"] = results["workers_2"]["events_per_s"]  # combined
+        results["workers_2_vs_1"] = results["workers_2_events_per_s"] / worker_rate
         results["aiokafka_events_per_s"] = results["workers_1"]["baseline_events_per_s"]
         results["faust_agent_events_per_s"] = results["faust_agent"]["events_per_s"]
         results["faust_table_events_per_s"] = results["faust_table_agent"]["events_per_s"]
@@ -328,6 +334,14 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
         results["latency"] = pipeline.measure_latency(
             broker, f"bench{int(time.time())}lat", feed, rate, partitions, work, current)
     return results
+
+
+def _faust_agents(broker: str, prefix: str, n: int, work: Path, partitions: int
+                  ) -> dict[str, Any]:
+    print(f"pipeline: Faust agents, {n:,} events ...", file=sys.stderr, flush=True)
+    return {"faust_agent": pipeline.measure_faust_agent(broker, prefix, n, work, partitions),
+            "faust_table_agent": pipeline.measure_faust_agent(broker, prefix, n, work,
+                                                              partitions, table=True)}
 
 
 def _beside(run: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -519,7 +533,19 @@ def print_table(figures: dict[str, Any]) -> None:
                           n(run["events"]), n(run["events_per_s"]),
                           n(run["baseline_events_per_s"]), n(run["vs_baseline"], 3), "",
                           f"baseline: aiokafka read+decode; findings = replay: "
-                          f"{run['findings_match_replay']}")
+                          f"{run['findings_match_replay']}"
+                          + (f"; {p['workers_2_vs_1']:.2f}x one worker"
+                             if workers == 2 and "workers_2_vs_1" in p else ""))
+    run = p.get("catch_up")
+    if run:
+        limit = run["catch_up_limit_seconds"]
+        table.add_row("catch-up: 1 worker started cold on the backlog", n(run["events"]),
+                      n(run["steady_events_per_s"]), "", "", "",
+                      f"every decision the input allows, with no end of input, in "
+                      f"{run['catch_up_seconds']:.1f} s; limit 1.2 x events / steady rate "
+                      f"+ 60 s = {'?' if limit is None else f'{limit:.1f}'} s: "
+                      f"{'met' if run['catch_up_within_limit'] else 'MISSED'}; "
+                      f"findings = replay: {run['findings_match_replay']}")
     for key, label in (("faust_agent", "Faust agent, iterate only"),
                        ("faust_table_agent", "Faust agent, a table update per record")):
         agent = p.get(key)
