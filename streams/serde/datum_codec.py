@@ -3,7 +3,7 @@
 fastavro is the reference: every datum this module reads or writes is the one fastavro
 reads or writes for the same schema (tests/serde/test_datum_codec.py checks both ways,
 and on truncated and damaged bytes). It is used where a benchmark shows fastavro's
-per-call cost dominates, the worker's hot path (`benchmarks/datum_codec.py`): fastavro
+per-call cost dominates, the worker's hot path (`benchmarks/hot_path.py`): fastavro
 reads through a file object a call per value and dispatches on the schema's type names
 at each one; a plan is a tree of small compiled nodes (`streams.native` compiles this
 module) that walk a `bytes` by index and write to one `bytearray`.
