@@ -120,10 +120,15 @@ class _Node:
 
 
 def _write_long(out: bytearray, value: int) -> None:
-    if value < _LONG_MIN or value > _LONG_MAX:
+    if 0 <= value < 64:  # lengths, counts, indexes: one byte
+        out.append(value << 1)
+        return
+    # Compared first with bounds that fit mypyc's short integers (cheap), then exactly.
+    if (value > 0x3FFFFFFFFFFFFFFF or value < -0x4000000000000000) and (
+            value < _LONG_MIN or value > _LONG_MAX):
         raise ValueError("a long must fit 64 bits")
     n = (value << 1) ^ (value >> 63)
-    while n & ~0x7F:
+    while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
