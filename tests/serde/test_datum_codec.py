@@ -152,11 +152,23 @@ def test_bad_numbers_and_lengths(data: bytes, reason: str) -> None:
         plan_for("string").decode(data)
 
 
+@pytest.mark.parametrize("value", [0, 63, 64, -1, -64, -65, 1 << 62, -(1 << 62), (1 << 62) - 1,
+                                   (1 << 63) - 1, -(1 << 63)])
+def test_longs_at_every_boundary_are_written_as_fastavro_writes_them(value: int) -> None:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, "long", value)
+    assert plan_for("long").encode(value) == out.getvalue()
+    assert plan_for("long").decode(out.getvalue()) == value
+
+
 def test_a_value_that_does_not_fit_is_refused_when_writing() -> None:
     plan = _PLANS["DeadLetter"]
     with pytest.raises((TypeError, ValueError)):
         plan.encode({"source": 1})
     with pytest.raises(ValueError, match="32 bits"):
         plan_for("int").encode(1 << 31)
+    for too_long in (1 << 63, -(1 << 63) - 1):
+        with pytest.raises(ValueError, match="64 bits"):
+            plan_for("long").encode(too_long)
     with pytest.raises(TypeError):
         plan_for(["null", "string"]).encode(3)
