@@ -138,6 +138,8 @@ def test_inputs_of_another_partition_count_are_read_through_the_correlate_topic(
     hop, and every decision is replay's still."""
     from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
+    from streams.kafka.kafka_io import check_topics
+
     pipeline = kh.Pipeline(kafka_bootstrap, new_prefix("mixed"))
     pipeline.create_topics()
     grown = pipeline.names.event("ConsentChanged")
@@ -151,6 +153,16 @@ def test_inputs_of_another_partition_count_are_read_through_the_correlate_topic(
             await admin.close()
 
     asyncio.run(grow())
+
+    def grown_partitions() -> int:
+        # The broker's metadata shows the new partitions a moment after the request
+        # returns: the worker must see them when it chooses its input path.
+        _, found = asyncio.run(check_topics(pipeline.connection, pipeline.names,
+                                            kh.PARTITIONS))
+        return found.get(grown, 0)
+
+    kh.wait_until(lambda: grown_partitions() == 6, timeout=30, interval=0.2,
+                  what=f"{grown} with 6 partitions in the broker's metadata")
     worker = workers.start(pipeline.prefix, extra_args=("--log-level", "info"))
     log = wait_ready(worker)
     if not kh.repartition_inputs():
