@@ -86,6 +86,15 @@ def write_jsonl(path: Path, events: Iterable[Event]) -> int:
 # -- the worker subprocess ---------------------------------------------------------------
 
 
+def repartition_inputs() -> bool:
+    """Whether the tests' workers read every input through the correlate topic
+    (CONSENTWATCH_TEST_INPUT_PATH=repartition) instead of reading the co-partitioned
+    ones directly, as they do by default: run the Kafka tests once each way."""
+    path = os.environ.get("CONSENTWATCH_TEST_INPUT_PATH", "direct")
+    assert path in ("direct", "repartition"), f"CONSENTWATCH_TEST_INPUT_PATH={path}"
+    return path == "repartition"
+
+
 @dataclass
 class Worker:
     """One `consentwatch worker` subprocess, its output in a log file."""
@@ -105,6 +114,7 @@ class Worker:
                    "--broker", self.bootstrap, "--topic-prefix", self.prefix,
                    "--data-dir", str(self.data_dir), "--web-port", str(self.web_port),
                    "--log-level", os.environ.get("CONSENTWATCH_TEST_WORKER_LOG_LEVEL", "warning"),
+                   *(("--repartition-inputs",) if repartition_inputs() else ()),
                    *self.extra_args]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:

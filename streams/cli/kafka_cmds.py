@@ -168,6 +168,9 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
               show_default=True, metavar="SECONDS", envvar="CONSENTWATCH_STATE_FLUSH_INTERVAL",
               help="Longest a partition's changed state waits before it is written to its "
               "store and changelog; offsets are committed after it.")
+@click.option("--repartition-inputs", is_flag=True,
+              help="Read every input topic through the correlate topic, even when the "
+              "subject-keyed ones have --partitions partitions (then read directly).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True,
               help="The worker's own lines; Faust's and Kafka clients' show from warning "
@@ -178,7 +181,7 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
            notice_grace: float, notice_validity: float, pseudonym_key: Path | None,
            data_dir: Path, web_port: int, web_host: str, store: str, partitions: int,
            max_future_skew: float, idle_timeout: float, state_flush_interval: float,
-           log_level: str) -> int:
+           repartition_inputs: bool, log_level: str) -> int:
     """Run a pipeline worker: Faust agents that decode, correlate and raise findings.
 
     Checks first that the web port is free and the pipeline's topics exist with
@@ -192,13 +195,17 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
     # Faust reports a broker it cannot reach with a traceback, waits for ever on one that
     # never answers, and repeats "Topic not found" for ever on missing topics: first
     # contact is made here, where failing is one line.
-    from streams.kafka.kafka_io import check_topics
+    from streams.kafka.kafka_io import check_topics, input_path
 
     probe = asyncio.new_event_loop()  # not asyncio.run: that leaves no current loop for Faust
     try:
-        replication = probe.run_until_complete(check_topics(connection, names, partitions))
+        replication, found = probe.run_until_complete(check_topics(connection, names,
+                                                                   partitions))
     finally:
         probe.close()
+    direct, why = input_path(names, partitions, found)
+    if repartition_inputs:
+        direct, why = False, "--repartition-inputs"
 
     import faust
 
@@ -217,7 +224,8 @@ def worker(broker: str | None, topic_prefix: str, kafka_config: Path | None,
                               store=store, web_port=web_port,
                               web_host=web_host, pseudonymiser=pseudonymiser,
                               params=params, framing=framing,
-                              state_flush_interval_s=state_flush_interval)
+                              state_flush_interval_s=state_flush_interval,
+                              direct=direct, input_path_reason=why)
     app = build_app(settings)
     ready = f"consentwatch worker: ready: metrics at http://{web_host}:{web_port}/metrics"
     runner = _worker_class(faust.Worker, ready)(app, loglevel=log_level, quiet=True,

@@ -276,8 +276,11 @@ class Engine:
             for record in state.triggers.values():
                 self._schedule(subject_id, record)
 
-    def decided_since(self, position: int) -> list[Finding]:
-        """The findings of decisions taken while processing input at or after `position`.
+    def decided_since(self, position: int,
+                      again: Callable[[int], bool] | None = None) -> list[Finding]:
+        """The findings of decisions taken while processing input at or after `position`
+        (or, given `again`, at the positions for which it is true: a worker that reads
+        several inputs into one engine tells their positions apart).
 
         At-least-once recovery: state changes may have reached the changelog while
         the findings they led to had not reached their topic. Sending these again
@@ -286,7 +289,8 @@ class Engine:
         findings: list[Finding] = []
         for _, state in self.store.subjects():
             for record in state.triggers.values():
-                if record.decided_at < position:
+                if (record.decided_at < position if again is None
+                        else not again(record.decided_at)):
                     continue
                 for stage in (STAGE_PAST, STAGE_NOTICE):
                     if record.pending & stage:

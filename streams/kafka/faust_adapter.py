@@ -78,6 +78,12 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         start = last + 1 if last is not None else self._read_offset[tp]
         return None if start is None else int(start)
 
+    def committed_offset(self, tp: Any) -> int | None:
+        """The partition's committed offset as this consumer knows it: the group's when
+        it was assigned (Faust's seek), then its own latest commit; None: none yet."""
+        committed = self._committed_offset.get(tp)
+        return None if committed is None else int(committed)
+
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set

@@ -15,7 +15,8 @@ from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.serde.wire import SingleObjectFraming, WireFormat, decode_output
 
 __all__ = ["KafkaUnavailable", "TopicsNotReady", "check_broker", "check_topics", "create_topics",
-           "event_key", "produce_events", "read_outputs", "start_client", "topic_problem"]
+           "event_key", "input_path", "produce_events", "read_outputs", "start_client",
+           "topic_problem"]
 
 
 class KafkaUnavailable(ConsentwatchError):
@@ -74,11 +75,13 @@ class TopicsNotReady(ConsentwatchError):
     """The pipeline's topics are missing, or their partition counts do not fit the worker."""
 
 
-async def check_topics(connection: KafkaConnection, names: TopicNames, partitions: int) -> int:
+async def check_topics(connection: KafkaConnection, names: TopicNames, partitions: int
+                       ) -> tuple[int, dict[str, int]]:
     """Make first contact with the broker and check the pipeline's topics, so that a worker
     started before `topics create`, or with another `--partitions`, stops with one line
     instead of waiting for ever on topics it cannot read. Returns the replication factor
-    for the topics the worker creates itself (its changelogs): see `replication_for`."""
+    for the topics the worker creates itself (its changelogs, see `replication_for`) and
+    the partition count of each topic."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**connection.aiokafka_options())
@@ -97,7 +100,7 @@ async def check_topics(connection: KafkaConnection, names: TopicNames, partition
     problem = topic_problem(names, partitions, found)
     if problem is not None:
         raise TopicsNotReady(problem)
-    return replication_for(brokers)
+    return replication_for(brokers), found
 
 
 async def _live_brokers(admin: Any) -> int:
@@ -114,12 +117,30 @@ def topic_problem(names: TopicNames, partitions: int, found: dict[str, int]) -> 
     if missing:
         return (f"topics of prefix {names.prefix} are missing: {', '.join(missing)}: run "
                 "`consentwatch topics create`")
-    for name in [*names.inputs.values(), names.correlate]:
-        if found[name] != partitions:
-            return (f"topic {name} has {found[name]} partitions, but --partitions is "
-                    f"{partitions}: the input and correlate topics need the worker's "
-                    "partition count")
+    # Input topics may have any count: the worker reads them through the correlate
+    # topic when they are not co-partitioned with it (`input_path`).
+    if found[names.correlate] != partitions:
+        return (f"topic {names.correlate} has {found[names.correlate]} partitions, but "
+                f"--partitions is {partitions}: the correlate topic needs the worker's "
+                "partition count")
     return None
+
+
+def input_path(names: TopicNames, partitions: int, found: dict[str, int]) -> tuple[bool, str]:
+    """Whether the worker reads the subject-keyed input topics directly (True) or through
+    the correlate topic, and why; `found`: topic -> its partition count.
+
+    Directly only when every one of them has the correlate topic's `partitions`: then
+    the producers' default partitioner (murmur2 of the subject id) put each subject on
+    the partition the correlate topic would, and Faust's assignor gives partition p of
+    all of them to one worker (topics of one count, subscribed together).
+    """
+    others = sorted(topic for kind, topic in names.inputs.items()
+                    if kind != FeatureToggled.TYPE and found.get(topic) != partitions)
+    if others:
+        return False, (f"{len(others)} subject-keyed input topics do not have {partitions} "
+                       f"partitions (e.g. {others[0]}: {found.get(others[0])})")
+    return True, f"every subject-keyed input topic has {partitions} partitions"
 
 
 def event_key(event: Event) -> bytes:

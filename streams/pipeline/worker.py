@@ -22,6 +22,17 @@ Two stages, each fed in batches straight from the consumer's fetches (see
    written at most every `state_flush_interval_s` (`faust_store.py`): a subject
    touched by many batches in that time is serialised and logged once.
 
+Direct mode (`WorkerSettings.direct`, chosen at start by `kafka_io.input_path`): when
+every subject-keyed input topic has the correlate topic's partition count, `direct`
+reads partition p of each into correlate partition p's engine (Faust's assignor gives
+partition p of topics of one count subscribed together to one worker); an event whose
+subject is on another partition is forwarded as `route` would, and the toggles topic
+still goes through `route`. Watermarks are unchanged: every input partition is reported
+in the markers, and each correlate partition takes the minimum over all of them, so a
+forwarded event is covered as before. Decisions record positions of several inputs
+(`positions.py`), so recovery sends again what was decided at or after each input's
+committed offset.
+
 Delivery is at-least-once. A batch's findings are sent as soon as it is processed;
 each handler returns the batch's `BatchCommit` (its outputs, and the flush that carries
 its state), and the ordered commit (`faust_adapter.BatchingConsumer._commit_in_order`)
@@ -37,7 +48,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -63,6 +74,7 @@ from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import refuse_future
 from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
+from streams.pipeline.positions import position_of, resend_after
 from streams.pipeline.watermarks import (
     END,
     SourceClocks,
@@ -118,6 +130,10 @@ class WorkerSettings:
     framing: WireFormat = field(default_factory=SingleObjectFraming)
     # None: the public development key (the CLI warns); one key for every worker
     pseudonymiser: Pseudonymiser | None = None
+    # Read the subject-keyed input topics directly (they have `partitions` partitions:
+    # `kafka_io.input_path`), and why this path was chosen (logged at start).
+    direct: bool = False
+    input_path_reason: str = ""
 
 
 class _Partition:
@@ -230,6 +246,13 @@ class _Pipeline:
         self.framing = settings.framing
         self.pseudonymiser = settings.pseudonymiser or default_pseudonymiser()
         self.input_topics = sorted(names.inputs.values())
+        # Read by the correlate partitions themselves, in direct mode: source number
+        # (positions.py) by topic.
+        self.direct_topics: dict[str, int] = {}
+        if settings.direct:
+            subject_keyed = sorted(topic for kind, topic in names.inputs.items()
+                                   if kind != FeatureToggled.TYPE)
+            self.direct_topics = {topic: n for n, topic in enumerate(subject_keyed, 1)}
         self.inputs = app.topic(*self.input_topics, **raw)
         self.correlate = app.topic(names.correlate, partitions=settings.partitions, **raw)
         # bytes keys and values make Faust use its "raw" codec for the table and its store
@@ -324,17 +347,7 @@ class _Pipeline:
                             self._registry_unavailable)
         for record in records:
             if is_control(record.value):
-                # Not an event: the records before it are all this input has for now.
-                kind = control_kind(record.value)
-                if kind != END_OF_INPUT:
-                    log.warning("%s[%s]@%s: a control record of unknown kind, ignored",
-                                tp.topic, tp.partition, record.offset)
-                    continue
-                if latest is not None:
-                    self.clocks.observe(source, latest, _now_ms())
-                    latest = None
-                self.clocks.end(source, _now_ms())
-                await self._append_markers(batch)  # after the records it covers
+                latest = await self._control(batch, tp, record, latest)
                 continue
             try:
                 event = self._decode(record)
@@ -362,6 +375,22 @@ class _Pipeline:
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
         return BatchCommit(delivered)
+
+    async def _control(self, batch: _Batch, tp: Any, record: Any, latest: int | None
+                       ) -> int | None:
+        """An input's control record (no event): end of input marks its partition ended,
+        after the records before it (`latest`: their greatest event time, not observed
+        yet); returns what is left unobserved."""
+        if control_kind(record.value) != END_OF_INPUT:
+            log.warning("%s[%s]@%s: a control record of unknown kind, ignored",
+                        tp.topic, tp.partition, record.offset)
+            return latest
+        source = source_id(tp.topic, tp.partition)
+        if latest is not None:
+            self.clocks.observe(source, latest, _now_ms())
+        self.clocks.end(source, _now_ms())
+        await self._append_markers(batch)  # after the records it covers
+        return None
 
     async def send_markers(self, always: bool = False) -> None:
         """Every correlate partition gets this worker's report on its input partitions.
@@ -429,6 +458,79 @@ class _Pipeline:
             if tp in tps and offset is not None:
                 self._earliest[tps[tp]] = int(offset)
 
+    # -- stage 1 and 2 at once: an input partition read by its correlate partition -----
+
+    def _owns(self, number: int) -> bool:
+        try:
+            assignment = self._app_consumer().assignment()
+        except Exception:  # not started, or rebalancing
+            return False
+        return source_tp(source_id(self.settings.topics.correlate, number)) in assignment
+
+    async def direct(self, tp: Any, records: list[Any]) -> BatchCommit:
+        """A batch of partition p of a subject-keyed input topic, processed by correlate
+        partition p's engine (direct mode): as `route`, but an event whose subject is on
+        p is processed here instead of being forwarded. The ordered commit acknowledges
+        the batch once its findings and its state's flush are delivered."""
+        number = tp.partition
+        if not self._owns(number):
+            # Faust's assignor gives partition p of co-partitioned topics to one worker
+            # (tests/pipeline: test_two_workers_each_get_partition_p_...); should that ever
+            # not hold, forwarding is correct still.
+            return await self.route(tp, records)
+        outputs: list[Finding | Amendment] = []
+        part = self._part(number, records[0].offset, outputs)
+        engine = part.engine
+        batch = _Batch(self._producer())
+        correlate = self.settings.topics.correlate
+        latest: int | None = None
+        source = source_id(tp.topic, number)
+        source_number = self.direct_topics[tp.topic]
+        future_skew = self.settings.params.max_future_skew_ms
+        await await_schemas(self.framing, (r.value for r in records
+                                           if r.value and not is_control(r.value)),
+                            self._registry_unavailable)
+        now = _now_ms()
+        for record in records:
+            if is_control(record.value):
+                latest = await self._control(batch, tp, record, latest)
+                continue
+            try:
+                event = self._decode(record)
+                received = record.timestamp if record.timestamp >= 0 else None
+                refuse_future(event.occurred_at, future_skew, received)
+            except InvalidEvent as error:
+                await self._dead_letter(batch, tp, record, error)
+                continue
+            if type(event) is FeatureToggled:  # account-wide: every partition
+                key = event.account_id.encode()
+                relayed = encode_relayed(event)
+                for partition in range(self.settings.partitions):
+                    await batch.append(correlate, partition, key, relayed)
+            else:
+                key = event.subject_id.encode()
+                partition = self._correlate_partition(key)
+                if partition != number:  # not keyed by subject with murmur2: forwarded
+                    await batch.append(correlate, partition, key, encode_relayed(event))
+                else:
+                    try:
+                        at = position_of(source_number, record.offset)
+                        outputs.extend(engine.process(event, wall_ms=now, position=at))
+                    except Exception:  # an engine bug must not stop the partition
+                        log.exception("engine error at %s[%s]@%s", tp.topic, tp.partition,
+                                      record.offset)
+                        await self._dead_letter(batch, tp, record, InvalidEvent(
+                            "internal_error", "the correlation stage failed on this record"))
+            if latest is None or event.occurred_at > latest:
+                latest = event.occurred_at
+        await self._send_outputs(batch, outputs)
+        # Its records are processed, or with the producer, before any marker covering them.
+        if latest is not None:
+            self.clocks.observe(source, latest, _now_ms())
+        if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
+            await self.send_markers()
+        return await self._commit(part, number, batch)
+
     # -- stage 2: correlate -------------------------------------------------------------
 
     def expected_sources(self) -> list[str] | None:
@@ -448,7 +550,10 @@ class _Pipeline:
         store = TableStore(self.table, number)
         engine = Engine(store, self.settings.params, external_watermark=True)
         engine.restore_deadlines()
-        again = engine.decided_since(first_offset)
+        if self.direct_topics:
+            again = engine.decided_since(0, self._resend_after(number))
+        else:
+            again = engine.decided_since(first_offset)
         if again:
             log.info("partition %s: sending %d findings again after recovery", number, len(again))
         part = _Partition(engine, store, SourceWatermarks(self.expected_sources))
@@ -459,13 +564,31 @@ class _Pipeline:
         self.partitions[number] = part
         return part, again
 
+    def _resend_after(self, number: int) -> Callable[[int], bool]:
+        """`resend_after` for partition `number`: each of its sources' committed offset,
+        as the consumer sought to it on assignment (everything before it was delivered
+        by the ordered commit)."""
+        consumer = self._app_consumer()
+        topics = {0: self.settings.topics.correlate,
+                  **{n: topic for topic, n in self.direct_topics.items()}}
+        committed: dict[int, int] = {}
+        for n, topic in topics.items():
+            offset = consumer.committed_offset(source_tp(source_id(topic, number)))
+            committed[n] = 0 if offset is None else offset
+        return resend_after(committed)
+
+    def _part(self, number: int, first_offset: int, outputs: list[Finding | Amendment]
+              ) -> _Partition:
+        part = self.partitions.get(number)
+        if part is None:
+            part, again = self.open_partition(number, first_offset)
+            outputs.extend(again)
+        return part
+
     async def correlate_batch(self, tp: Any, records: list[Any]) -> BatchCommit:
         number = tp.partition
-        part = self.partitions.get(number)
         outputs: list[Finding | Amendment] = []
-        if part is None:
-            part, again = self.open_partition(number, records[0].offset)
-            outputs.extend(again)
+        part = self._part(number, records[0].offset, outputs)
         engine = part.engine
         batch = _Batch(self._producer())
         now = _now_ms()
@@ -493,6 +616,11 @@ class _Pipeline:
                 await self._dead_letter(batch, tp, record, InvalidEvent(
                     "internal_error", "the correlation stage failed on this record"), event)
         await self._send_outputs(batch, outputs)
+        return await self._commit(part, number, batch)
+
+    async def _commit(self, part: _Partition, number: int, batch: _Batch) -> BatchCommit:
+        """The BatchCommit of a batch of partition `number` whose outputs are in `batch`:
+        its state flushed with it, or with a later batch (`state_flush_interval_s`)."""
         part.save_progress()
         if not part.store.dirty_keys():
             return BatchCommit(await batch.enqueue())  # nothing of its own waits for a flush
@@ -681,7 +809,8 @@ def build_app(settings: WorkerSettings) -> Any:
     pipeline = _Pipeline(app, settings)
     app.consentwatch = pipeline  # for tests and metrics
     for topic in pipeline.input_topics:
-        handlers[topic] = stop_on_failure(pipeline.route)
+        handler = pipeline.direct if topic in pipeline.direct_topics else pipeline.route
+        handlers[topic] = stop_on_failure(handler)
     handlers[settings.topics.correlate] = stop_on_failure(pipeline.correlate_batch)
 
     # The agents subscribe the topics and let Faust assign their partitions together
@@ -695,6 +824,13 @@ def build_app(settings: WorkerSettings) -> Any:
     async def correlate(stream: Any) -> None:
         async for _ in stream.events():
             raise RuntimeError("records of the correlate topic take the batch path")
+
+    @app.task
+    async def announce() -> None:
+        # A task: it runs once the worker has set its logging up.
+        log.info("input topics read %s: %s", "directly by the correlate partitions"
+                 if settings.direct else "through the correlate topic",
+                 settings.input_path_reason or "the default")
 
     @app.timer(interval=settings.tick_interval_s)
     async def tick() -> None:
@@ -721,5 +857,5 @@ def build_app(settings: WorkerSettings) -> Any:
 
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)
-    del route, correlate, tick, metrics
+    del route, correlate, announce, tick, metrics
     return app

@@ -286,10 +286,24 @@ def test_topic_problem_names_what_is_missing_or_counted_differently() -> None:
         "topics of prefix p are missing: p.findings: run `consentwatch topics create`")
     problem = topic_problem(names, 4, {**_topics(), "p.correlate": 8})
     assert problem is not None and "p.correlate has 8 partitions, but --partitions is 4" in problem
-    problem = topic_problem(names, 2, _topics(2, **{"p.events.consent-changed": 3}))
-    assert problem is not None and "p.events.consent-changed has 3 partitions" in problem
+    # Input topics may have another count: the worker reads them through the correlate
+    # topic then (`input_path`).
+    assert topic_problem(names, 2, _topics(2, **{"p.events.consent-changed": 3})) is None
     # Output topics may have any count: they are keyed by id, not read by partition.
     assert topic_problem(names, 4, {**_topics(), "p.findings": 1}) is None
+
+
+def test_inputs_are_read_directly_only_when_every_subject_keyed_one_is_co_partitioned() -> None:
+    from streams.kafka.kafka_io import input_path
+    from streams.kafka.topics import TopicNames
+
+    names = TopicNames("p")
+    assert input_path(names, 4, _topics())[0] is True
+    direct, why = input_path(names, 4, _topics(**{"p.events.consent-changed": 6}))
+    assert direct is False and "p.events.consent-changed: 6" in why
+    assert input_path(names, 2, _topics(4, **{"p.correlate": 2}))[0] is False
+    # Toggles are account-wide, broadcast to every correlate partition whatever their count.
+    assert input_path(names, 4, _topics(**{"p.events.feature-toggled": 1}))[0] is True
 
 
 def test_library_info_lines_are_dropped_and_the_projects_own_kept() -> None:

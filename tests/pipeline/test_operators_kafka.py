@@ -94,6 +94,11 @@ def test_a_worker_starts_in_a_few_lines_and_says_when_it_is_ready(
     log = wait_ready(workers.start(pipeline.prefix, extra_args=("--log-level", "info")))
     lines = log.splitlines()
     assert len(lines) < 15, log
+    # Which way it reads its inputs, and why (`kafka_io.input_path`).
+    mode = ("through the correlate topic: --repartition-inputs" if kh.repartition_inputs()
+            else "directly by the correlate partitions: every subject-keyed input topic has "
+            f"{kh.PARTITIONS} partitions")
+    assert f"input topics read {mode}" in log, log
     assert "Starting..." not in log and "+----" not in log, log  # Faust's services and tables
     assert "Traceback" not in log and "Coordinator" not in log, log
 
@@ -124,3 +129,51 @@ def test_status_shows_a_running_workers_partitions(kafka_bootstrap: str, workers
     assert partitions == list(range(kh.PARTITIONS)), text
     assert "input lag: 0 records on 28 input partitions" in text, text
     assert re.search(rf"│ {dead_letter['reason_code']}\s+│\s+1 │", text), text
+
+
+def test_inputs_of_another_partition_count_are_read_through_the_correlate_topic(
+        kafka_bootstrap: str, workers: kh.Workers) -> None:
+    """Not co-partitioned (an input topic grown to 6 partitions): a producer's partitioner
+    put a subject's events where the correlate topic would not, so they take the second
+    hop, and every decision is replay's still."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+    from streams.kafka.kafka_io import check_topics
+
+    pipeline = kh.Pipeline(kafka_bootstrap, new_prefix("mixed"))
+    pipeline.create_topics()
+    grown = pipeline.names.event("ConsentChanged")
+
+    async def grow() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_partitions({grown: NewPartitions(total_count=6)})
+        finally:
+            await admin.close()
+
+    asyncio.run(grow())
+
+    def grown_partitions() -> int:
+        # The broker's metadata shows the new partitions a moment after the request
+        # returns: the worker must see them when it chooses its input path.
+        _, found = asyncio.run(check_topics(pipeline.connection, pipeline.names,
+                                            kh.PARTITIONS))
+        return found.get(grown, 0)
+
+    kh.wait_until(lambda: grown_partitions() == 6, timeout=30, interval=0.2,
+                  what=f"{grown} with 6 partitions in the broker's metadata")
+    worker = workers.start(pipeline.prefix, extra_args=("--log-level", "info"))
+    log = wait_ready(worker)
+    if not kh.repartition_inputs():
+        assert ("input topics read through the correlate topic: 1 subject-keyed input topics "
+                f"do not have 4 partitions (e.g. {grown}: 6)") in log, log
+    events = kh.mix(3_000, 300, seed=41)
+    expected = kh.replay_findings(events)
+    pipeline.send_events(events)
+    pipeline.wait_consumed(timeout=180)
+    pipeline.end_of_input()
+    pipeline.wait_consumed(timeout=120)
+    got = {kh.finding_tuple(f) for f in pipeline.read()}
+    assert got == {kh.finding_tuple(f) for f in expected}
+    assert worker.running(), worker.tail()

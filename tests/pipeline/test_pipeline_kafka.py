@@ -50,6 +50,25 @@ def new_pipeline(bootstrap: str, name: str) -> kh.Pipeline:
     return pipeline
 
 
+def wait_correlated(pipeline: kh.Pipeline, events: list[Event], share: float, timeout: float,
+                    on_timeout: Any) -> None:
+    """Wait until the correlate stage has consumed (and committed) `share` of the
+    stream: of the correlate topic, which holds every event (toggles once per
+    partition) when the inputs are repartitioned; of the inputs, which the correlate
+    partitions read themselves otherwise."""
+    names = pipeline.names
+    if kh.repartition_inputs():
+        toggles = sum(1 for event in events if isinstance(event, FeatureToggled))
+        correlate_records = len(events) + (kh.PARTITIONS - 1) * toggles
+        pipeline.wait_committed(names.correlate, int(correlate_records * share),
+                                timeout=timeout, on_timeout=on_timeout)
+        return
+    kh.wait_until(lambda: sum(pipeline.committed_total(topic) for topic in
+                              names.inputs.values()) >= int(len(events) * share),
+                  timeout=timeout, interval=0.2, what=f"{share:.0%} of the inputs consumed",
+                  on_timeout=on_timeout)
+
+
 # -- checks shared by the tests ---------------------------------------------------------
 
 
@@ -306,9 +325,6 @@ def test_kill_9_mid_stream_then_restart_loses_no_finding(kafka_bootstrap: str,
     pipeline.produce(stream)
     note(f"{len(events)} events produced; {len(expected)} findings expected")
 
-    # The correlate topic ends up with every event, toggles once per partition.
-    toggles = sum(1 for event in events if isinstance(event, FeatureToggled))
-    correlate_records = len(events) + (kh.PARTITIONS - 1) * toggles
     data_dir = tmp_path / "worker-data"
     worker = workers.start(pipeline.prefix, data_dir=data_dir, name="first")
 
@@ -321,14 +337,13 @@ def test_kill_9_mid_stream_then_restart_loses_no_finding(kafka_bootstrap: str,
     behind = pipeline.lag([*names.inputs.values(), names.correlate])
     worker.kill()
     assert behind > 0, "the worker had consumed everything before the kill"
-    note(f"kill -9 at correlate offset {pipeline.committed_total(names.correlate)} of "
-         f"{correlate_records}, {len(pipeline.finding_keys())} finding records out")
+    note(f"kill -9 at correlate offset {pipeline.committed_total(names.correlate)}, "
+         f"{len(pipeline.finding_keys())} finding records out")
     worker = workers.start(pipeline.prefix, data_dir=data_dir, name="restart")
 
     # Stopped at three quarters, and restarted on an empty data dir: the table can only
     # come back from its changelog topic (the worker's log says so at info level).
-    pipeline.wait_committed(names.correlate, correlate_records * 3 // 4, timeout=400,
-                            on_timeout=worker.tail)
+    wait_correlated(pipeline, events, 3 / 4, timeout=400, on_timeout=worker.tail)
     check_worker_healthy(worker)
     assert worker.stop(timeout=120) is not None
     note(f"stopped at correlate offset {pipeline.committed_total(names.correlate)}")
@@ -366,20 +381,16 @@ def test_two_workers_share_partitions_and_one_leaves(lateness: int | None,
     events = kh.mix(20_000, 2_000, seed=23)
     expected = kh.replay_findings(events)
     pipeline = new_pipeline(kafka_bootstrap, "pair")
-    names = pipeline.names
     args = ("--allowed-lateness", str(lateness)) if lateness else ()
     first = workers.start(pipeline.prefix, name="a", extra_args=args)
     second = workers.start(pipeline.prefix, name="b", extra_args=args)
     pipeline.wait_assigned(timeout=180, members=2)  # each holds correlate partitions
 
-    toggles = sum(1 for event in events if isinstance(event, FeatureToggled))
-    correlate_records = len(events) + (kh.PARTITIONS - 1) * toggles
     stream = tmp_path / "stream.jsonl"
     kh.write_jsonl(stream, events)
     pipeline.produce(stream)
     # Both are busy with the stream; half way through, one of them leaves.
-    pipeline.wait_committed(names.correlate, correlate_records // 2, timeout=240,
-                            on_timeout=first.tail)
+    wait_correlated(pipeline, events, 1 / 2, timeout=240, on_timeout=first.tail)
     check_worker_healthy(first)
     assert first.stop(timeout=60) is not None
     owners = pipeline.wait_assigned(timeout=120, members=1)
@@ -508,6 +519,33 @@ def test_two_workers_that_both_stay_decide_every_partition(kafka_bootstrap: str,
     pipeline.end_of_input()
     pipeline.wait_consumed(timeout=120)
     check_stream_findings(pipeline, expected, workers)
+
+
+def test_two_workers_each_get_partition_p_of_every_input_the_correlate_topic_and_changelog(
+        kafka_bootstrap: str, workers: kh.Workers) -> None:
+    """What the direct read of co-partitioned inputs rests on (worker.py): Faust's
+    assignor gives topics of one partition count that the same members subscribe one
+    assignment (faust/assignor/partition_assignor.py, `_get_copartitioned_groups`), so
+    the worker that owns correlate partition p owns partition p of every input topic and
+    of the state table's changelog."""
+    pipeline = new_pipeline(kafka_bootstrap, "copart")
+    workers.start(pipeline.prefix, name="a")
+    workers.start(pipeline.prefix, name="b")
+    pipeline.wait_assigned(timeout=180, members=2)
+    names = pipeline.names
+    members = kh.group_members(kafka_bootstrap, names.group_id)
+    assert len(members) == 2
+    changelogs = {topic for tps in members.values() for topic, _ in tps
+                  if topic.endswith("-state-changelog")}
+    assert len(changelogs) == 1, changelogs
+    topics = [*names.inputs.values(), names.correlate, *changelogs]
+    owned: list[set[int]] = []
+    for tps in members.values():
+        by_topic = {topic: {p for name, p in tps if name == topic} for topic in topics}
+        assert len({frozenset(ps) for ps in by_topic.values()}) == 1, by_topic
+        owned.append(by_topic[names.correlate])
+    assert all(owned) and not owned[0] & owned[1]
+    assert owned[0] | owned[1] == set(range(kh.PARTITIONS))
 
 
 # -- 6. late events of every type, amendments on the wire ---------------------------------
