@@ -271,6 +271,11 @@ class _Pipeline:
         # events/s in a same-hour A/B on the 1M mix).
         self._collector = StateCollector()
         self._last_report: dict[str, SourceReport] = {}
+        # Direct mode: what was read from an input partition is reported in markers only
+        # once the state it changed is in the changelog (`_report_when_durable`).
+        self._not_durable: dict[str, int] = {}  # batches read, not durable yet, by source
+        self._durable_tail: dict[str, asyncio.Future[None]] = {}
+        self._epoch: dict[str, int] = {}  # changes when a source is revoked
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -327,6 +332,16 @@ class _Pipeline:
                           record.partition, record.offset)
             raise InvalidEvent("internal_error", "the record could not be decoded") from None
 
+    def _input_event(self, record: Any, future_skew_ms: int) -> Any:
+        """The event of an input record; InvalidEvent for a poison record or one from
+        the future (spec: "Time from the future")."""
+        event = self._decode(record)
+        # A record without a timestamp (-1, an old message format): the wall clock
+        # stands for its reception.
+        received = record.timestamp if record.timestamp >= 0 else None
+        refuse_future(event.occurred_at, future_skew_ms, received)
+        return event
+
     def _registry_unavailable(self, error: RegistryUnavailable, delay_s: float) -> None:
         self.metrics.observe_registry_error()
         log.warning("%s; the batch is read again in %.1f s", error, delay_s)
@@ -350,11 +365,7 @@ class _Pipeline:
                 latest = await self._control(batch, tp, record, latest)
                 continue
             try:
-                event = self._decode(record)
-                # A record without a timestamp (-1, an old message format): the wall
-                # clock stands for its reception.
-                received = record.timestamp if record.timestamp >= 0 else None
-                refuse_future(event.occurred_at, future_skew, received)
+                event = self._input_event(record, future_skew)
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue
@@ -381,9 +392,7 @@ class _Pipeline:
         """An input's control record (no event): end of input marks its partition ended,
         after the records before it (`latest`: their greatest event time, not observed
         yet); returns what is left unobserved."""
-        if control_kind(record.value) != END_OF_INPUT:
-            log.warning("%s[%s]@%s: a control record of unknown kind, ignored",
-                        tp.topic, tp.partition, record.offset)
+        if not _is_end_of_input(tp, record):
             return latest
         source = source_id(tp.topic, tp.partition)
         if latest is not None:
@@ -441,6 +450,8 @@ class _Pipeline:
         return int(start), int(highwater)
 
     def _caught_up(self, source: str) -> bool | None:
+        if self._not_durable.get(source):
+            return False  # read, but the state it changed is not in the changelog yet
         position = self.position(source_tp(source))
         return None if position is None else position[0] >= position[1]
 
@@ -491,14 +502,15 @@ class _Pipeline:
                                            if r.value and not is_control(r.value)),
                             self._registry_unavailable)
         now = _now_ms()
+        clock_steps: list[tuple[int | None, bool]] = []  # (greatest event time, then ended)
         for record in records:
             if is_control(record.value):
-                latest = await self._control(batch, tp, record, latest)
+                if _is_end_of_input(tp, record):
+                    clock_steps.append((latest, True))
+                    latest = None
                 continue
             try:
-                event = self._decode(record)
-                received = record.timestamp if record.timestamp >= 0 else None
-                refuse_future(event.occurred_at, future_skew, received)
+                event = self._input_event(record, future_skew)
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue
@@ -524,12 +536,64 @@ class _Pipeline:
             if latest is None or event.occurred_at > latest:
                 latest = event.occurred_at
         await self._send_outputs(batch, outputs)
-        # Its records are processed, or with the producer, before any marker covering them.
         if latest is not None:
-            self.clocks.observe(source, latest, _now_ms())
+            clock_steps.append((latest, False))
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
-        return await self._commit(part, number, batch)
+        commit = await self._commit(part, number, batch)
+        self._report_when_durable(source, commit, clock_steps)
+        return commit
+
+    def _report_when_durable(self, source: str, commit: BatchCommit,
+                             clock_steps: list[tuple[int | None, bool]]) -> None:
+        """The source's clock moves over a direct batch only once the batch's outputs
+        and the state it changed are delivered (in the order the batches were read).
+
+        Route mode needs no wait: the records it forwards sit in the correlate partition
+        before any marker covering them, so a correlate partition read again after a
+        crash reads them in that order. A direct batch goes into the engine at once, and
+        a marker covering it, were it sent before the state is in the changelog, could
+        be read again before the batch after a crash, and decide without its events.
+        """
+        previous = self._durable_tail.get(source)
+        epoch = self._epoch.get(source, 0)
+        self._not_durable[source] = self._not_durable.get(source, 0) + 1
+
+        async def report() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.shield(previous)
+                await commit.outputs
+                if commit.changelog is not None:
+                    await commit.changelog
+            except Exception:
+                return
+            finally:
+                if self._epoch.get(source, 0) == epoch:
+                    self._not_durable[source] -= 1
+            if self._epoch.get(source, 0) != epoch:
+                return  # revoked meanwhile: its next owner reads the batch's clock again
+            now = _now_ms()
+            ended = False
+            for greatest, end in clock_steps:
+                if greatest is not None:
+                    self.clocks.observe(source, greatest, now)
+                if end:
+                    self.clocks.end(source, now)
+                    ended = True
+            if ended:
+                await self.send_markers()
+
+        task = asyncio.ensure_future(report())
+        self._durable_tail[source] = task
+        task.add_done_callback(lambda done: self._forget_tail(source, done))
+
+    def _forget_tail(self, source: str, done: asyncio.Future[None]) -> None:
+        if self._durable_tail.get(source) is done:
+            del self._durable_tail[source]
+        if not done.cancelled() and done.exception() is not None:
+            log.error("the watermark report of %s failed (%s)", source,
+                      type(done.exception()).__name__)
 
     # -- stage 2: correlate -------------------------------------------------------------
 
@@ -704,6 +768,8 @@ class _Pipeline:
                 source = source_id(tp.topic, tp.partition)
                 self.clocks.revoke([source])
                 self._earliest.pop(source, None)
+                self._epoch[source] = self._epoch.get(source, 0) + 1
+                self._not_durable.pop(source, None)
         return dropped
 
 
@@ -735,6 +801,14 @@ class _WorkerView:
                 if position is not None:
                     lag[(tp.topic, tp.partition)] = max(0, position[1] - position[0])
         return lag
+
+
+def _is_end_of_input(tp: Any, record: Any) -> bool:
+    if control_kind(record.value) == END_OF_INPUT:
+        return True
+    log.warning("%s[%s]@%s: a control record of unknown kind, ignored", tp.topic, tp.partition,
+                record.offset)
+    return False
 
 
 def _fail(futures: Iterable[asyncio.Future[None]], error: BaseException) -> None:
