@@ -14,8 +14,13 @@ branch each of null, boolean, number, text, list, mapping). `plan_for` raises
 `Unplannable` for any other schema; callers then keep fastavro. Logical types must be
 stripped first (`avro.strip_timestamp_millis`), as for fastavro.
 
-Decoding is stricter than fastavro in one respect: a negative string, bytes, array or
-map length is an error (fastavro reads a negative size as "the rest of the input").
+Decoding is stricter than fastavro on damaged bytes, never more lenient (a differential
+test and a review's fuzzing found no bytes both accept and read differently): these are
+errors here and values to fastavro: a negative string, bytes, array or map length
+(fastavro reads "the rest of the input"), a negative block byte size or one past the end,
+a boolean byte other than 0 or 1, an int beyond 32 bits, a varint beyond 64 bits, a
+negative enum or union index. Such a record of the worker's input is dead-lettered as
+`truncated_avro`. `decode` takes `bytes` (the compiled build refuses a bytearray).
 """
 
 from __future__ import annotations
