@@ -84,6 +84,17 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         committed = self._committed_offset.get(tp)
         return None if committed is None else int(committed)
 
+    async def perform_seek(self) -> None:
+        """Faust's seek of every assigned partition to its committed offset (after each
+        rebalance): what the batch path handled before it is of the old assignment.
+
+        Kept, the last offset handled of a partition this worker had before (revoked and
+        assigned again, or held in an earlier generation) made `next_offset` answer from
+        the old position until the partition's first batch: a wrong lag, and an input
+        partition reported caught up while its records were read again."""
+        await super().perform_seek()
+        self._batch_last.clear()
+
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -125,7 +136,11 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 await self._one_by_one(tp, batch)
             else:
                 commit = await handler(tp, batch)
-                offsets = self._offsets_of(tp, batch)
+                # A rebalance that began meanwhile seeks every partition to its committed
+                # offset: this batch is acknowledged (below), but it no longer tells where
+                # the partition's reading goes on.
+                current = self.flow_active and self.app.consumer_generation_id == generation
+                offsets = self._offsets_of(tp, batch, keep=current)
                 if commit is None:
                     self._ack(tp, offsets)
                     await self._commit_if_due()
@@ -135,6 +150,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     task = asyncio.ensure_future(self._commit_in_order(commit, tp, offsets))
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
+                if not current:
+                    return  # where the rebalance's seek left the partition, it stays
             self._read_offset[tp] = batch[-1].offset
 
     async def _commit_in_order(self, commit: BatchCommit, tp: Any, offsets: range) -> None:
@@ -179,9 +196,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             message = self._to_message(tp, record)
             await self.wait_first(callback(message), self.suspend_flow.wait())
 
-    def _offsets_of(self, tp: Any, batch: list[Any]) -> range:
+    def _offsets_of(self, tp: Any, batch: list[Any], keep: bool = True) -> range:
         """The offsets a batch covers: its own, and those without a record just before
-        it (transaction markers, say), which would otherwise stall the commit."""
+        it (transaction markers, say), which would otherwise stall the commit. `keep`:
+        the batch is the partition's last one handled (`next_offset`)."""
         committed = self._committed_offset[tp]
         first = batch[0].offset
         floor = committed if committed is not None else first
@@ -189,7 +207,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         if previous is not None and previous < first:
             floor = max(floor, previous + 1)
         last = batch[-1].offset
-        self._batch_last[tp] = last
+        if keep:
+            self._batch_last[tp] = last
         return range(min(first, floor), last + 1)
 
     def _ack(self, tp: Any, offsets: range) -> None:

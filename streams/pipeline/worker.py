@@ -48,7 +48,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -122,8 +122,8 @@ class WorkerSettings:
     # a busy subject fewer times; the offsets its batches cover are committed only
     # after the flush, so after a crash up to this much more input is read again
     # (Kafka Streams flushes its state caches at each commit, every 30 s by default).
-    # Markers reach every correlate partition each tick_interval_s, so a batch comes
-    # along to flush even on a quiet partition.
+    # A batch flushes its partition once this is over; so does a timer, on a partition no
+    # batch reaches (`_Pipeline.flush_due`).
     state_flush_interval_s: float = 5.0
     # A flush also starts once this many keys are waiting (bounds a flush's size).
     state_flush_max_keys: int = 50_000
@@ -276,6 +276,7 @@ class _Pipeline:
         self._not_durable: dict[str, int] = {}  # batches read, not durable yet, by source
         self._durable_tail: dict[str, asyncio.Future[None]] = {}
         self._epoch: dict[str, int] = {}  # changes when a source is revoked
+        self._handling: int | None = None  # the correlate partition a batch is in
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -479,6 +480,9 @@ class _Pipeline:
         return source_tp(source_id(self.settings.topics.correlate, number)) in assignment
 
     async def direct(self, tp: Any, records: list[Any]) -> BatchCommit:
+        return await self._handle(self._direct, tp, records)
+
+    async def _direct(self, tp: Any, records: list[Any]) -> BatchCommit:
         """A batch of partition p of a subject-keyed input topic, processed by correlate
         partition p's engine (direct mode): as `route`, but an event whose subject is on
         p is processed here instead of being forwarded. The ordered commit acknowledges
@@ -650,6 +654,19 @@ class _Pipeline:
         return part
 
     async def correlate_batch(self, tp: Any, records: list[Any]) -> BatchCommit:
+        return await self._handle(self._correlate_batch, tp, records)
+
+    async def _handle(self, handler: Callable[[Any, list[Any]], Awaitable[BatchCommit]],
+                      tp: Any, records: list[Any]) -> BatchCommit:
+        """`handler`'s batch, which changes correlate partition `tp.partition`'s state:
+        `flush_due` leaves that partition alone meanwhile (its findings are not sent yet)."""
+        self._handling = tp.partition
+        try:
+            return await handler(tp, records)
+        finally:
+            self._handling = None
+
+    async def _correlate_batch(self, tp: Any, records: list[Any]) -> BatchCommit:
         number = tp.partition
         outputs: list[Finding | Amendment] = []
         part = self._part(number, records[0].offset, outputs)
@@ -734,6 +751,26 @@ class _Pipeline:
                     future.set_result(None)
 
         return BatchCommit(delivered, asyncio.ensure_future(persisted()))
+
+    async def flush_due(self) -> None:
+        """The flush of a partition whose oldest unflushed change is `state_flush_interval_s`
+        old, when no batch came to take it (a batch flushes its own partition then).
+
+        Without it the batches that wait for the flush (`part.waiting`) are committed only
+        once another batch reaches the partition: while none comes (markers stopped, a
+        stalled route stage), the partition's commits stop behind them. Not during a
+        batch of that partition: its state changes are made but its outputs not yet
+        sent, and it decides itself whether it flushes."""
+        now_s = time.monotonic()
+        interval = self.settings.state_flush_interval_s
+        for number, part in list(self.partitions.items()):
+            if (part.waiting and part.dirty_since is not None
+                    and now_s - part.dirty_since >= interval
+                    and number != self._handling and self.partitions.get(number) is part):
+                try:
+                    await self._flush(part, number)
+                except Exception:
+                    log.exception("partition %s: the state flush on the timer failed", number)
 
     async def flush_revoked(self, parts: Iterable[tuple[int, _Partition]]) -> None:
         """A revoked partition's unflushed state goes out now: the batches that wait for
@@ -915,6 +952,14 @@ def build_app(settings: WorkerSettings) -> Any:
         except Exception:
             log.exception("the watermark timer failed; it runs again in a second")
 
+    @app.timer(interval=min(settings.tick_interval_s, settings.state_flush_interval_s))
+    async def flush_due() -> None:
+        # Its own timer: a tick held up (a slow broker call) does not hold up the flush.
+        try:
+            await pipeline.flush_due()
+        except Exception:
+            log.exception("the state flush timer failed; it runs again in a second")
+
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
         pipeline.assigned(assigned)
 
@@ -931,5 +976,5 @@ def build_app(settings: WorkerSettings) -> Any:
 
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)
-    del route, correlate, announce, tick, metrics
+    del route, correlate, announce, tick, flush_due, metrics
     return app

@@ -189,6 +189,48 @@ def test_a_rebalance_stops_the_batch_and_inactive_partitions_are_skipped() -> No
     assert seen == [one]
 
 
+def test_after_a_rebalance_the_next_offset_is_the_committed_one_not_the_old_position(
+        ) -> None:
+    """A partition handled up to 9, then revoked and assigned again (or held in an
+    earlier generation) with 5 committed: it is read again from 5, and says so."""
+    async def handler(tp: TP, records: list[_Record]) -> None:
+        return None
+
+    async def seek_to_committed() -> dict[TP, int]:
+        return {tp: 5}
+
+    consumer = _consumer({"t": handler})
+    consumer.seek_to_committed = seek_to_committed
+    tp = TP("t", 0)
+    asyncio.run(consumer._drain_batch({tp: [_Record(8), _Record(9)]}, {tp}))
+    assert consumer.next_offset(tp) == 10
+    asyncio.run(consumer.perform_seek())
+    assert consumer.next_offset(tp) == 5
+    asyncio.run(consumer._drain_batch({tp: [_Record(5), _Record(6)]}, {tp}))
+    assert consumer.next_offset(tp) == 7
+
+
+def test_a_batch_a_rebalance_overtook_is_acked_but_leaves_the_position_to_the_seek() -> None:
+    async def scenario() -> tuple[Any, Any, Any]:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def handler(tp: TP, records: list[_Record]) -> BatchCommit:
+            # meanwhile: revoked, assigned again, sought to the committed offset 3
+            consumer.app.consumer_generation_id = 2
+            consumer._read_offset[tp] = 3
+            consumer._committed_offset[tp] = 3
+            return BatchCommit(delivered)
+
+        consumer = _consumer({"t": handler})
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(3), _Record(4)]}, {tp})
+        delivered.set_result(None)
+        await asyncio.gather(*consumer._in_flight)
+        return consumer._acked[tp], consumer._read_offset[tp], consumer.next_offset(tp)
+
+    assert asyncio.run(scenario()) == ([3, 4], 3, 3)
+
+
 def test_the_workers_producer_waits_for_every_in_sync_replica_and_is_idempotent(
         tmp_path: Any) -> None:
     # On a cluster, a send retried after a broker failed over must not write twice.

@@ -4,6 +4,7 @@ that waited for it (unacknowledged), rather than leaving their commits waiting."
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,5 +36,89 @@ def test_the_batches_waiting_for_a_failed_flush_fail_with_it() -> None:
         with pytest.raises(_Broken):
             waiting.result()
         assert part.waiting == [] and part.dirty_since is None
+
+    asyncio.run(scenario())
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, key: bytes | None, value: bytes | None, timestamp: None) -> object:
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class _Producer:
+    """Delivers each batch at once, at offset 100 of its partition."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
+
+    def create_batch(self) -> _Builder:
+        return _Builder()
+
+    async def send_batch(self, builder: _Builder, topic: str, partition: int
+                         ) -> asyncio.Future[Any]:
+        self.sent.append((topic, partition, builder.records))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace(offset=100))
+        return future
+
+
+def _pipeline(producer: _Producer, interval_s: float) -> Any:
+    from streams.runtime import StateCollector
+
+    pipeline: Any = object.__new__(worker._Pipeline)
+    pipeline.table = SimpleNamespace(
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: "changelog"))
+    pipeline._producer = lambda: producer
+    pipeline._collector = StateCollector()
+    pipeline._handling = None
+    pipeline.settings = SimpleNamespace(state_flush_interval_s=interval_s)
+    pipeline.partitions = {}
+    return pipeline
+
+
+def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float
+                       ) -> tuple[Any, asyncio.Future[None]]:
+    persisted: list[int] = []
+    store = SimpleNamespace(flush=lambda: [(b"k", b"v")], persisted=persisted.append)
+    waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    part = SimpleNamespace(waiting=[waiting], dirty_since=time.monotonic() - dirty_for_s,
+                           store=store)
+    pipeline.partitions[number] = part
+    return part, waiting
+
+
+def test_a_partition_no_batch_reaches_is_flushed_by_the_timer_and_its_batches_released(
+        ) -> None:
+    """The batches that wait for a flush are committed even when no later batch comes to
+    the partition (the flush interval used to be checked only when one came)."""
+    async def scenario() -> None:
+        producer = _Producer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=6.0)
+        _, fresh = _waiting_partition(pipeline, 3, dirty_for_s=1.0)
+        await pipeline.flush_due()
+        await asyncio.wait_for(waiting, timeout=5)
+        assert producer.sent == [("changelog", 2, [(b"k", b"v")])]
+        assert part.waiting == [] and part.dirty_since is None
+        assert not fresh.done()  # its interval has not passed yet
+
+    asyncio.run(scenario())
+
+
+def test_the_timer_leaves_the_partition_a_batch_is_in_to_that_batch() -> None:
+    async def scenario() -> None:
+        producer = _Producer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        _, waiting = _waiting_partition(pipeline, 1, dirty_for_s=6.0)
+        pipeline._handling = 1
+        await pipeline.flush_due()
+        assert producer.sent == [] and not waiting.done()
 
     asyncio.run(scenario())
