@@ -678,7 +678,7 @@ class _Pipeline:
             try:
                 if is_marker(value):
                     part.sources.update(decode_marker(value))
-                    watermark = part.sources.watermark(engine.watermark, _now_ms())
+                    watermark = part.sources.watermark(engine.watermark, _sent_at(record))
                     log.debug("partition %s: watermark %s", number, watermark)
                     if watermark == END:
                         outputs.extend(engine.decide_pending(position=record.offset))
@@ -838,6 +838,18 @@ class _WorkerView:
                 if position is not None:
                     lag[(tp.topic, tp.partition)] = max(0, position[1] - position[0])
         return lag
+
+
+def _sent_at(marker: Any) -> int:
+    """The wall clock that moves a partition whose inputs are all idle: when `route` sent
+    the marker (its record's timestamp), not when it is read. A partition read again (a
+    restart, a new owner) then moves over the same markers as it did the first time and
+    takes the same decisions; by the reader's clock, a partition read again from far back
+    would decide whatever the catching-up markers let the wall clock reach, before the
+    records after them (a toggle, a consent) were applied. A marker without a timestamp
+    (-1) falls back to the reader's clock."""
+    timestamp = int(marker.timestamp)
+    return timestamp if timestamp >= 0 else _now_ms()
 
 
 def _is_end_of_input(tp: Any, record: Any) -> bool:
