@@ -36,8 +36,8 @@ import orjson
 from streams.errors import InvalidEvent
 
 __all__ = ["ACTIVE", "END", "ENDED", "IDLE", "MARKER", "SourceClocks", "SourceReport",
-           "SourceWatermarks", "decode_marker", "encode_marker", "is_marker", "source_id",
-           "source_tp"]
+           "SourceWatermarks", "decode_marker", "decode_marker_read_to", "encode_marker",
+           "is_marker", "source_id", "source_tp"]
 
 # Not Avro single-object encoding (C3 01), not JSON: cannot be mistaken for an event.
 MARKER = b"\x00consentwatch-watermarks\n"
@@ -72,12 +72,22 @@ END = 1 << 62
 SourceReport = tuple[int | None, str]
 
 
-def encode_marker(report: Mapping[str, SourceReport]) -> bytes:
-    """`report`: source id -> (watermark or None, state)."""
-    return MARKER + orjson.dumps({source: list(item) for source, item in report.items()})
+def encode_marker(report: Mapping[str, SourceReport],
+                  read_to: Mapping[str, int] | None = None) -> bytes:
+    """`report`: source id -> (watermark or None, state); `read_to`: for the sources read
+    directly (direct mode), the next offset read (`marker_gate.py`)."""
+    read_to = read_to or {}
+    return MARKER + orjson.dumps({
+        source: [*item, read_to[source]] if source in read_to else list(item)
+        for source, item in report.items()})
 
 
 def decode_marker(value: bytes) -> dict[str, SourceReport]:
+    return decode_marker_read_to(value)[0]
+
+
+def decode_marker_read_to(value: bytes) -> tuple[dict[str, SourceReport], dict[str, int]]:
+    """The report and the read-to offsets of a marker; InvalidEvent when malformed."""
     try:
         raw = orjson.loads(value[len(MARKER):])
     except orjson.JSONDecodeError as exc:
@@ -85,13 +95,17 @@ def decode_marker(value: bytes) -> dict[str, SourceReport]:
     if not isinstance(raw, dict):
         raise InvalidEvent("bad_marker", "a watermark marker must map sources to reports")
     report: dict[str, SourceReport] = {}
+    read_to: dict[str, int] = {}
     for source, item in raw.items():
-        if not (isinstance(item, list) and len(item) == 2
-                and (item[0] is None or type(item[0]) is int) and item[1] in _STATES):
-            raise InvalidEvent("bad_marker",
-                               "a source's report must be [watermark or null, state]")
+        if not (isinstance(item, list) and len(item) in (2, 3)
+                and (item[0] is None or type(item[0]) is int) and item[1] in _STATES
+                and (len(item) == 2 or type(item[2]) is int)):
+            raise InvalidEvent("bad_marker", "a source's report must be [watermark or null, "
+                               "state] or [watermark or null, state, offset]")
         report[source] = (item[0], item[1])
-    return report
+        if len(item) == 3:
+            read_to[source] = item[2]
+    return report, read_to
 
 
 class _Clock:

@@ -74,13 +74,14 @@ from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import refuse_future
 from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
+from streams.pipeline.marker_gate import HeldMarker, MarkerGate
 from streams.pipeline.positions import position_of, resend_after
 from streams.pipeline.watermarks import (
     END,
     SourceClocks,
     SourceReport,
     SourceWatermarks,
-    decode_marker,
+    decode_marker_read_to,
     encode_marker,
     is_marker,
     source_id,
@@ -140,12 +141,14 @@ class _Partition:
     """One correlate partition's engine, store and source watermarks, and the batches
     whose state changes wait for the next flush."""
 
-    __slots__ = ("dirty_since", "engine", "saved", "sources", "store", "waiting")
+    __slots__ = ("dirty_since", "engine", "gate", "saved", "sources", "store", "waiting")
 
-    def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks) -> None:
+    def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks,
+                 gate: MarkerGate) -> None:
         self.engine = engine
         self.store = store
         self.sources = sources
+        self.gate = gate
         self.dirty_since: float | None = None  # monotonic time of the first unflushed change
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
         self.saved: tuple[int, int, dict[str, int]] | None = None  # the progress last put
@@ -271,11 +274,9 @@ class _Pipeline:
         # events/s in a same-hour A/B on the 1M mix).
         self._collector = StateCollector()
         self._last_report: dict[str, SourceReport] = {}
-        # Direct mode: what was read from an input partition is reported in markers only
-        # once the state it changed is in the changelog (`_report_when_durable`).
-        self._not_durable: dict[str, int] = {}  # batches read, not durable yet, by source
-        self._durable_tail: dict[str, asyncio.Future[None]] = {}
-        self._epoch: dict[str, int] = {}  # changes when a source is revoked
+        # Direct mode: the next offset of each input partition its engine has read, sent
+        # with every marker (marker_gate.py).
+        self._read_to: dict[str, int] = {}
         self._handling: int | None = None  # the correlate partition a batch is in
 
     # -- helpers ---------------------------------------------------------------------
@@ -423,7 +424,7 @@ class _Pipeline:
             report = self.clocks.report(_now_ms(), self._caught_up)
         self._last_report = report
         log.debug("watermark report: %s", report)
-        value = encode_marker(report)
+        value = encode_marker(report, self._read_to)
         for partition in range(self.settings.partitions):
             await batch.append(self.settings.topics.correlate, partition, None, value)
 
@@ -451,8 +452,6 @@ class _Pipeline:
         return int(start), int(highwater)
 
     def _caught_up(self, source: str) -> bool | None:
-        if self._not_durable.get(source):
-            return False  # read, but the state it changed is not in the changelog yet
         position = self.position(source_tp(source))
         return None if position is None else position[0] >= position[1]
 
@@ -506,12 +505,11 @@ class _Pipeline:
                                            if r.value and not is_control(r.value)),
                             self._registry_unavailable)
         now = _now_ms()
-        clock_steps: list[tuple[int | None, bool]] = []  # (greatest event time, then ended)
         for record in records:
             if is_control(record.value):
-                if _is_end_of_input(tp, record):
-                    clock_steps.append((latest, True))
-                    latest = None
+                # everything before it went into the engine: the end marker covers it
+                self._read_to[source] = record.offset + 1
+                latest = await self._control(batch, tp, record, latest)
                 continue
             try:
                 event = self._input_event(record, future_skew)
@@ -539,65 +537,17 @@ class _Pipeline:
                             "internal_error", "the correlation stage failed on this record"))
             if latest is None or event.occurred_at > latest:
                 latest = event.occurred_at
+        self._read_to[source] = records[-1].offset + 1
+        at = position_of(source_number, records[-1].offset)
+        for ready in part.gate.read(source, records[-1].offset + 1):
+            outputs.extend(self._apply_marker(part, ready, at))
         await self._send_outputs(batch, outputs)
+        # Its records are processed, or with the producer, before any marker covering them.
         if latest is not None:
-            clock_steps.append((latest, False))
+            self.clocks.observe(source, latest, _now_ms())
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
-        commit = await self._commit(part, number, batch)
-        self._report_when_durable(source, commit, clock_steps)
-        return commit
-
-    def _report_when_durable(self, source: str, commit: BatchCommit,
-                             clock_steps: list[tuple[int | None, bool]]) -> None:
-        """The source's clock moves over a direct batch only once the batch's outputs
-        and the state it changed are delivered (in the order the batches were read).
-
-        Route mode needs no wait: the records it forwards sit in the correlate partition
-        before any marker covering them, so a correlate partition read again after a
-        crash reads them in that order. A direct batch goes into the engine at once, and
-        a marker covering it, were it sent before the state is in the changelog, could
-        be read again before the batch after a crash, and decide without its events.
-        """
-        previous = self._durable_tail.get(source)
-        epoch = self._epoch.get(source, 0)
-        self._not_durable[source] = self._not_durable.get(source, 0) + 1
-
-        async def report() -> None:
-            try:
-                if previous is not None:
-                    await asyncio.shield(previous)
-                await commit.outputs
-                if commit.changelog is not None:
-                    await commit.changelog
-            except Exception:
-                return
-            finally:
-                if self._epoch.get(source, 0) == epoch:
-                    self._not_durable[source] -= 1
-            if self._epoch.get(source, 0) != epoch:
-                return  # revoked meanwhile: its next owner reads the batch's clock again
-            now = _now_ms()
-            ended = False
-            for greatest, end in clock_steps:
-                if greatest is not None:
-                    self.clocks.observe(source, greatest, now)
-                if end:
-                    self.clocks.end(source, now)
-                    ended = True
-            if ended:
-                await self.send_markers()
-
-        task = asyncio.ensure_future(report())
-        self._durable_tail[source] = task
-        task.add_done_callback(lambda done: self._forget_tail(source, done))
-
-    def _forget_tail(self, source: str, done: asyncio.Future[None]) -> None:
-        if self._durable_tail.get(source) is done:
-            del self._durable_tail[source]
-        if not done.cancelled() and done.exception() is not None:
-            log.error("the watermark report of %s failed (%s)", source,
-                      type(done.exception()).__name__)
+        return await self._commit(part, number, batch)
 
     # -- stage 2: correlate -------------------------------------------------------------
 
@@ -624,13 +574,26 @@ class _Pipeline:
             again = engine.decided_since(first_offset)
         if again:
             log.info("partition %s: sending %d findings again after recovery", number, len(again))
-        part = _Partition(engine, store, SourceWatermarks(self.expected_sources))
+        part = _Partition(engine, store, SourceWatermarks(self.expected_sources),
+                          self._gate(number))
         # The watermark and the sources' marks saved with the state (never ahead of it):
         # without them a partition that moved, or restarted, with no new traffic would
         # wait for ever for reports of sources that have nothing more to say.
         part.restore_progress()
         self.partitions[number] = part
         return part, again
+
+    def _gate(self, number: int) -> MarkerGate:
+        """Partition `number`'s marker gate: its direct sources read as far as their
+        committed offsets (what is before them is in the state it opens with)."""
+        consumer = self._app_consumer()
+        read_to: dict[str, int] = {}
+        for topic in self.direct_topics:
+            source = source_id(topic, number)
+            offset = consumer.committed_offset(source_tp(source))
+            read_to[source] = 0 if offset is None else offset
+        own = frozenset(read_to)
+        return MarkerGate(read_to, own.__contains__)
 
     def _resend_after(self, number: int) -> Callable[[int], bool]:
         """`resend_after` for partition `number`: each of its sources' committed offset,
@@ -677,13 +640,10 @@ class _Pipeline:
             value = record.value
             try:
                 if is_marker(value):
-                    part.sources.update(decode_marker(value))
-                    watermark = part.sources.watermark(engine.watermark, _sent_at(record))
-                    log.debug("partition %s: watermark %s", number, watermark)
-                    if watermark == END:
-                        outputs.extend(engine.decide_pending(position=record.offset))
-                    elif watermark is not None:
-                        outputs.extend(engine.advance_to(watermark, position=record.offset))
+                    report, read_to = decode_marker_read_to(value)
+                    marker = HeldMarker(report, read_to, record.offset, _sent_at(record))
+                    for ready in part.gate.offer(marker):
+                        outputs.extend(self._apply_marker(part, ready, ready.offset))
                     continue
                 event = self._decode(record)
             except InvalidEvent as error:
@@ -715,6 +675,20 @@ class _Pipeline:
         flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         part.waiting.append(flushed)
         return BatchCommit(await batch.enqueue(), flushed)
+
+    def _apply_marker(self, part: _Partition, marker: HeldMarker, position: int
+                      ) -> list[Finding | Amendment]:
+        """The decisions a marker lets partition `part` take (`position`: what caused
+        them, for `Engine.decided_since`)."""
+        part.sources.update(marker.report)
+        engine = part.engine
+        watermark = part.sources.watermark(engine.watermark, marker.sent_at)
+        log.debug("partition %s: watermark %s", part.store.partition, watermark)
+        if watermark == END:
+            return engine.decide_pending(position=position)
+        if watermark is not None:
+            return engine.advance_to(watermark, position=position)
+        return []
 
     async def _flush(self, part: _Partition, number: int,
                      batch: _Batch | None = None) -> BatchCommit:
@@ -805,8 +779,7 @@ class _Pipeline:
                 source = source_id(tp.topic, tp.partition)
                 self.clocks.revoke([source])
                 self._earliest.pop(source, None)
-                self._epoch[source] = self._epoch.get(source, 0) + 1
-                self._not_durable.pop(source, None)
+                self._read_to.pop(source, None)
         return dropped
 
 

@@ -204,3 +204,14 @@ def test_control_records_are_never_events() -> None:
 
     with pytest.raises(Invalid):
         SingleObjectFraming().decode(value)
+
+
+def test_a_marker_carries_how_far_its_direct_sources_were_read() -> None:
+    from streams.pipeline.watermarks import decode_marker_read_to
+
+    report = {"t:0": (5, "active"), "t:1": (None, "idle")}
+    value = encode_marker(report, {"t:0": 42, "u:3": 7})  # only the report's sources
+    assert decode_marker_read_to(value) == (report, {"t:0": 42})
+    assert decode_marker(value) == report
+    with pytest.raises(InvalidEvent):
+        decode_marker(MARKER + b'{"t:0": [5, "active", "42"]}')

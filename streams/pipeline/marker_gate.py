@@ -1,0 +1,66 @@
+"""Direct mode: a correlate partition applies a watermark marker only once its engine has
+read its directly read inputs as far as the marker's sender had.
+
+In route mode the records a marker covers sit in the correlate partition before it, so a
+partition read again after a crash meets them in that order. A directly read input
+partition is read by its own handler, in no fixed order with the correlate partition:
+after a crash, a marker could be read again before the input records it covers, and
+decide without their events. So a marker carries, for each input partition its sender
+read directly, how far (`read_to`: the next offset); the gate holds the marker, and every
+marker after it, until the engine has read each of those partitions as far. In normal
+operation the sender is this worker, which read them before it sent the marker: nothing
+waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["HeldMarker", "MarkerGate"]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMarker:
+    report: Any  # the sources' reports (watermarks.SourceReport by source id)
+    read_to: Mapping[str, int]  # direct sources: the next offset the sender had read
+    offset: int  # the marker's offset in the correlate partition
+    sent_at: int  # when it was sent (ms), the clock of an all-idle advance
+
+
+class MarkerGate:
+    """One per correlate partition. `read_to`: how far its engine has read each of the
+    partition's direct sources (their committed offsets when it was opened: what is before
+    them is in the state); `is_own(source)`: a source this partition reads directly."""
+
+    def __init__(self, read_to: Mapping[str, int], is_own: Callable[[str], bool]) -> None:
+        self._read_to = dict(read_to)
+        self._is_own = is_own
+        self._held: list[HeldMarker] = []
+
+    def offer(self, marker: HeldMarker) -> list[HeldMarker]:
+        """The markers to apply now, in order: `marker` if nothing is held and it is
+        covered, else none (it waits behind the held ones)."""
+        if self._held or not self._covers(marker):
+            self._held.append(marker)
+            return []
+        return [marker]
+
+    def read(self, source: str, next_offset: int) -> list[HeldMarker]:
+        """The engine has read `source` up to `next_offset`: the held markers now
+        covered, in order (up to the first that is not)."""
+        if next_offset > self._read_to.get(source, 0):
+            self._read_to[source] = next_offset
+        released: list[HeldMarker] = []
+        while self._held and self._covers(self._held[0]):
+            released.append(self._held.pop(0))
+        return released
+
+    def held(self) -> int:
+        return len(self._held)
+
+    def _covers(self, marker: HeldMarker) -> bool:
+        read_to = self._read_to
+        return all(read_to.get(source, 0) >= offset for source, offset in marker.read_to.items()
+                   if self._is_own(source))
