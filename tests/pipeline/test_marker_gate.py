@@ -13,10 +13,8 @@ OWN = "events.consent:0"
 OTHER = "events.consent:1"  # another correlate partition's direct source
 
 
-def _marker(offset: int, **read_to: int) -> HeldMarker:
-    return HeldMarker(report={}, read_to={k.replace("_", ".", 1).replace("_", ":"): v
-                                          for k, v in read_to.items()},
-                      offset=offset, sent_at=offset)
+def _marker(offset: int, read_to: dict[str, int] | None = None) -> HeldMarker:
+    return HeldMarker(report={}, read_to=read_to or {}, offset=offset, sent_at=offset)
 
 
 def _gate(read_to: int = 0) -> MarkerGate:
@@ -25,13 +23,13 @@ def _gate(read_to: int = 0) -> MarkerGate:
 
 def test_a_marker_the_engine_has_read_as_far_as_is_applied_at_once() -> None:
     gate = _gate(read_to=10)
-    marker = _marker(1, events_consent_0=10)
+    marker = _marker(1, {OWN: 10})
     assert gate.offer(marker) == [marker] and gate.held() == 0
 
 
 def test_a_marker_ahead_of_the_engine_waits_and_the_ones_after_it_too() -> None:
     gate = _gate(read_to=3)
-    ahead, later = _marker(1, events_consent_0=10), _marker(2, events_consent_0=4)
+    ahead, later = _marker(1, {OWN: 10}), _marker(2, {OWN: 4})
     assert gate.offer(ahead) == [] and gate.offer(later) == []  # in order: behind `ahead`
     assert gate.read(OWN, 9) == []
     assert gate.read(OWN, 10) == [ahead, later] and gate.held() == 0
@@ -39,14 +37,14 @@ def test_a_marker_ahead_of_the_engine_waits_and_the_ones_after_it_too() -> None:
 
 def test_sources_of_other_partitions_and_markers_without_positions_do_not_hold() -> None:
     gate = _gate()
-    assert gate.offer(_marker(1, events_consent_1=99)) != []
+    assert gate.offer(_marker(1, {OTHER: 99})) != []
     assert gate.offer(_marker(2)) != []
 
 
 def test_reading_never_goes_back() -> None:
     gate = _gate(read_to=10)
     gate.read(OWN, 5)
-    marker = _marker(1, events_consent_0=10)
+    marker = _marker(1, {OWN: 10})
     assert gate.offer(marker) == [marker]
 
 
@@ -60,7 +58,7 @@ def test_markers_come_out_in_order_each_once_and_only_when_covered(
     applied: list[HeldMarker] = []
     for n, (is_marker, value) in enumerate(steps):
         if is_marker:
-            marker = _marker(n, events_consent_0=value)
+            marker = _marker(n, {OWN: value})
             offered.append(marker)
             out = gate.offer(marker)
         else:
