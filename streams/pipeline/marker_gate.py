@@ -30,28 +30,30 @@ class HeldMarker:
 
 
 class MarkerGate:
-    """One per correlate partition. `read_to`: how far its engine has read each of the
-    partition's direct sources (their committed offsets when it was opened: what is before
-    them is in the state); `is_own(source)`: a source this partition reads directly."""
+    """One per correlate partition. `is_own(source)`: a source this partition reads
+    directly; `committed(source)`: its committed offset as the consumer knows it now
+    (what is before it is in the state: read as far, whether or not it is read again)."""
 
-    def __init__(self, read_to: Mapping[str, int], is_own: Callable[[str], bool]) -> None:
-        self._read_to = dict(read_to)
+    def __init__(self, is_own: Callable[[str], bool], committed: Callable[[str], int]) -> None:
+        self._read_to: dict[str, int] = {}
         self._is_own = is_own
+        self._committed = committed
         self._held: list[HeldMarker] = []
 
     def offer(self, marker: HeldMarker) -> list[HeldMarker]:
-        """The markers to apply now, in order: `marker` if nothing is held and it is
-        covered, else none (it waits behind the held ones)."""
-        if self._held or not self._covers(marker):
-            self._held.append(marker)
-            return []
-        return [marker]
+        """The markers to apply now, in order: `marker` behind those held, as far as
+        they are covered."""
+        self._held.append(marker)
+        return self._release()
 
     def read(self, source: str, next_offset: int) -> list[HeldMarker]:
         """The engine has read `source` up to `next_offset`: the held markers now
         covered, in order (up to the first that is not)."""
         if next_offset > self._read_to.get(source, 0):
             self._read_to[source] = next_offset
+        return self._release()
+
+    def _release(self) -> list[HeldMarker]:
         released: list[HeldMarker] = []
         while self._held and self._covers(self._held[0]):
             released.append(self._held.pop(0))
@@ -60,7 +62,17 @@ class MarkerGate:
     def held(self) -> int:
         return len(self._held)
 
+    def waiting_for(self) -> dict[str, tuple[int, int]]:
+        """What the first held marker waits for: source -> (read to, needed)."""
+        if not self._held:
+            return {}
+        return {source: (self._read(source), offset)
+                for source, offset in self._held[0].read_to.items()
+                if self._is_own(source) and self._read(source) < offset}
+
+    def _read(self, source: str) -> int:
+        return max(self._read_to.get(source, 0), self._committed(source))
+
     def _covers(self, marker: HeldMarker) -> bool:
-        read_to = self._read_to
-        return all(read_to.get(source, 0) >= offset for source, offset in marker.read_to.items()
+        return all(self._read(source) >= offset for source, offset in marker.read_to.items()
                    if self._is_own(source))

@@ -584,16 +584,15 @@ class _Pipeline:
         return part, again
 
     def _gate(self, number: int) -> MarkerGate:
-        """Partition `number`'s marker gate: its direct sources read as far as their
-        committed offsets (what is before them is in the state it opens with)."""
-        consumer = self._app_consumer()
-        read_to: dict[str, int] = {}
-        for topic in self.direct_topics:
-            source = source_id(topic, number)
-            offset = consumer.committed_offset(source_tp(source))
-            read_to[source] = 0 if offset is None else offset
-        own = frozenset(read_to)
-        return MarkerGate(read_to, own.__contains__)
+        """Partition `number`'s marker gate: its direct sources are read at least as far
+        as their committed offsets (what is before them is in the state)."""
+        own = frozenset(source_id(topic, number) for topic in self.direct_topics)
+
+        def committed(source: str) -> int:
+            offset = self._app_consumer().committed_offset(source_tp(source))
+            return 0 if offset is None else offset
+
+        return MarkerGate(own.__contains__, committed)
 
     def _resend_after(self, number: int) -> Callable[[int], bool]:
         """`resend_after` for partition `number`: each of its sources' committed offset,
@@ -642,8 +641,13 @@ class _Pipeline:
                 if is_marker(value):
                     report, read_to = decode_marker_read_to(value)
                     marker = HeldMarker(report, read_to, record.offset, _sent_at(record))
+                    held = part.gate.held()
                     for ready in part.gate.offer(marker):
                         outputs.extend(self._apply_marker(part, ready, ready.offset))
+                    if not held and part.gate.held():
+                        log.warning("partition %s: its watermark waits until %s is read "
+                                    "again as far as the worker that sent the marker at %s "
+                                    "had read it", number, part.gate.waiting_for(), record.offset)
                     continue
                 event = self._decode(record)
             except InvalidEvent as error:

@@ -18,7 +18,9 @@ def _marker(offset: int, read_to: dict[str, int] | None = None) -> HeldMarker:
 
 
 def _gate(read_to: int = 0) -> MarkerGate:
-    return MarkerGate({OWN: read_to}, lambda source: source.endswith(":0"))
+    """A gate whose own source is committed (so read as far) up to `read_to`."""
+    committed = {OWN: read_to}
+    return MarkerGate(lambda source: source.endswith(":0"), lambda s: committed.get(s, 0))
 
 
 def test_a_marker_the_engine_has_read_as_far_as_is_applied_at_once() -> None:
@@ -39,6 +41,18 @@ def test_sources_of_other_partitions_and_markers_without_positions_do_not_hold()
     gate = _gate()
     assert gate.offer(_marker(1, {OTHER: 99})) != []
     assert gate.offer(_marker(2)) != []
+
+
+def test_what_is_committed_counts_as_read_even_when_nothing_is_read_again() -> None:
+    """After a restart the committed offset may be the end: nothing is read again, and a
+    marker is covered by the commit (learnt after the partition opened, too)."""
+    committed = {OWN: 0}
+    gate = MarkerGate(lambda source: source == OWN, lambda s: committed.get(s, 0))
+    marker = _marker(1, {OWN: 10})
+    assert gate.offer(marker) == []
+    committed[OWN] = 10
+    later = _marker(2)
+    assert gate.offer(later) == [marker, later]
 
 
 def test_reading_never_goes_back() -> None:
