@@ -334,6 +334,14 @@ class _Pipeline:
                           record.partition, record.offset)
             raise InvalidEvent("internal_error", "the record could not be decoded") from None
 
+    async def _schemas_of(self, records: list[Any]) -> None:
+        """The writer schemas of an input batch, resolved before it is decoded: a registry
+        outage holds the batch (unacknowledged, in order) instead of dead-lettering
+        valid records."""
+        await await_schemas(self.framing, (r.value for r in records
+                                           if r.value and not is_control(r.value)),
+                            self._registry_unavailable)
+
     def _input_event(self, record: Any, future_skew_ms: int) -> Any:
         """The event of an input record; InvalidEvent for a poison record or one from
         the future (spec: "Time from the future")."""
@@ -357,11 +365,7 @@ class _Pipeline:
         latest: int | None = None
         source = source_id(tp.topic, tp.partition)
         future_skew = self.settings.params.max_future_skew_ms
-        # A registry outage holds the batch (unacknowledged, in order) instead of
-        # dead-lettering valid records.
-        await await_schemas(self.framing, (r.value for r in records
-                                           if r.value and not is_control(r.value)),
-                            self._registry_unavailable)
+        await self._schemas_of(records)
         for record in records:
             if is_control(record.value):
                 latest = await self._control(batch, tp, record, latest)
@@ -501,9 +505,7 @@ class _Pipeline:
         source = source_id(tp.topic, number)
         source_number = self.direct_topics[tp.topic]
         future_skew = self.settings.params.max_future_skew_ms
-        await await_schemas(self.framing, (r.value for r in records
-                                           if r.value and not is_control(r.value)),
-                            self._registry_unavailable)
+        await self._schemas_of(records)
         now = _now_ms()
         for record in records:
             if is_control(record.value):
