@@ -128,13 +128,11 @@ def _decode_datum(payload: bytes, offset: int, known: _Known) -> Event:
         except DatumError as exc:
             raise InvalidEvent("truncated_avro", f"the Avro datum of {known.name} is "
                                f"truncated or corrupt ({exc})") from None
+    # another writer schema: fastavro resolves it into the current one
     stream = io.BytesIO(payload)
     stream.seek(offset)
     try:
-        if known.writer is known.reader:
-            record = fastavro.schemaless_reader(stream, known.writer, None)
-        else:
-            record = fastavro.schemaless_reader(stream, known.writer, known.reader)
+        record = fastavro.schemaless_reader(stream, known.writer, known.reader)
     except (EOFError, StopIteration, IndexError, ValueError, UnicodeDecodeError, OverflowError,
             struct.error) as exc:
         raise InvalidEvent("truncated_avro",
