@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use beside Kafka:
 #   prometheus (prometheus, promtool), prometheus-alertmanager (amtool), postgresql,
-#   chromium (headless, renders the evidence report to a screenshot in tests/evidence/test_report.py).
+#   chromium (headless, renders the evidence report to a screenshot in tests/evidence/test_report.py),
+#   chromium-driver (chromedriver: the review desk's browser tests in tests/desk/ drive Chromium).
 # Idempotent and quick when they are already there. Needs root (CI runs as root).
 set -euo pipefail
-packages=(prometheus prometheus-alertmanager postgresql chromium)
+packages=(prometheus prometheus-alertmanager postgresql chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -46,6 +46,9 @@ def _register() -> None:
     from streams.cli import status_cmd
 
     cli.add_command(status_cmd.status)
+    from streams.cli import desk_cmd
+
+    cli.add_command(desk_cmd.desk)
 
 
 _register()

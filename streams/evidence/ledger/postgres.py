@@ -23,6 +23,26 @@ SCHEMA_VERSION = "1"
 _SCHEMA_LOCK = 0x63775F6C6564  # "cw_led": the advisory lock held while creating the schema
 _APPEND_ONLY = ("entries", "checkpoints", "exports")
 
+# The review desk's findings table: newest first, keyset-paged on (occurred_at, idx), by
+# each filter (streams/desk/queries.py). Also made on opening a ledger created before them.
+# The provider is read from the leaf by an IMMUTABLE function (a leaf's bytes never
+# change) that gives NULL rather than fail an insert on a leaf it cannot read.
+_DESK_INDEXES = [
+    """CREATE OR REPLACE FUNCTION consentwatch_leaf_text(leaf BYTEA, field TEXT) RETURNS TEXT
+        LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+        BEGIN
+            RETURN convert_from(leaf, 'UTF8')::json ->> field;
+        EXCEPTION WHEN OTHERS THEN
+            RETURN NULL;
+        END $$""",
+    "CREATE INDEX IF NOT EXISTS entries_desk_time ON entries (kind, occurred_at, idx)",
+    *(f"CREATE INDEX IF NOT EXISTS entries_desk_{name} ON entries "
+      f"(kind, {column}, occurred_at, idx)"
+      for name, column in (("rule", "rule"), ("account", "account_id"),
+                           ("subject", "subject_id"),
+                           ("provider", "consentwatch_leaf_text(leaf, 'provider')"))),
+]
+
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS entries (
@@ -41,6 +61,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS entries_rule ON entries (rule)",
     "CREATE INDEX IF NOT EXISTS entries_account ON entries (account_id)",
     "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject_id)",
+    *_DESK_INDEXES,
     """CREATE TABLE IF NOT EXISTS tree_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         size BIGINT NOT NULL,
@@ -135,6 +156,11 @@ class PostgresLedger(SqlLedger):
                     for statement in _SCHEMA:
                         cur.execute(statement)
                     version = SCHEMA_VERSION
+                else:
+                    cur.execute("SELECT to_regclass('entries_desk_provider') IS NOT NULL")
+                    if not cur.fetchone()[0]:
+                        for statement in _DESK_INDEXES:
+                            cur.execute(statement)
         except LedgerError as exc:
             self._conn.close()
             raise ConfigError(f"the PostgreSQL database is not a usable ledger: {exc}") from None

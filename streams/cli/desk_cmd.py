@@ -1,0 +1,154 @@
+"""`consentwatch desk`: the review desk's web server and its users."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from streams.cli.evidence_cmds import ledger_option
+
+if TYPE_CHECKING:
+    from streams.desk import Database
+
+__all__ = ["desk"]
+
+
+@click.group()
+def desk() -> None:
+    """The review desk: a web application over the evidence ledger."""
+
+
+def _open(ledger_url: str) -> Database:
+    from streams.desk import Database
+    from streams.errors import ConfigError
+    from streams.evidence.ledger import is_postgres_url
+
+    if not is_postgres_url(ledger_url) and not Path(ledger_url).is_file():
+        # Opening would create an empty ledger: a typo must not serve an empty desk.
+        raise ConfigError(f"no ledger at {ledger_url}")
+    return Database(ledger_url)
+
+
+def _bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+        if not sep or not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("HOST:PORT with an IP address, e.g. 127.0.0.1:8080 or "
+                                 "[::1]:8080", param=param) from None
+    return host, number
+
+
+@desk.command()
+@ledger_option
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, callback=_bind,
+              metavar="HOST:PORT", help="Address to listen on (an IP address and a port).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              metavar="FILE", help="Serve https with this certificate (PEM) ...")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              metavar="FILE", help="... and this private key (PEM).")
+@click.option("--behind-https-proxy", is_flag=True,
+              help="Plain http on a non-loopback address, for a TLS-terminating proxy in "
+                   "front: session cookies are then marked Secure.")
+def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
+          tls_key: Path | None, behind_https_proxy: bool) -> None:
+    """Serve the desk over the ledger (Ctrl-C stops it).
+
+    On a loopback address plain http is allowed (the connection never leaves the
+    machine) and the session cookie is not marked Secure, which a browser would refuse
+    to send back over http. Any other address needs --tls-cert and --tls-key, or
+    --behind-https-proxy.
+    """
+    import logging
+
+    import uvicorn
+
+    from streams.desk import DeskConfig, create_app
+    from streams.errors import ConfigError
+
+    host, port = bind
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    tls = tls_cert is not None
+    if not tls and not behind_https_proxy and not ipaddress.ip_address(host).is_loopback:
+        raise ConfigError(f"{host} is not a loopback address: serve https (--tls-cert, "
+                          "--tls-key) or put a TLS proxy in front (--behind-https-proxy)")
+    if tls and behind_https_proxy:
+        raise ConfigError("--behind-https-proxy is for plain http; with --tls-cert the desk "
+                          "serves https itself")
+    db = _open(ledger_url)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(db, DeskConfig(secure_cookies=tls or behind_https_proxy))
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
+                            proxy_headers=False, server_header=False,
+                            ssl_certfile=str(tls_cert) if tls_cert else None,
+                            ssl_keyfile=str(tls_key) if tls_key else None)
+    server = uvicorn.Server(config)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"desk: serving the ledger at {'https' if tls else 'http'}://{shown}:{port}/ "
+               "(Ctrl-C stops it)", err=True)
+    try:
+        server.run()
+    finally:
+        db.close()
+    if not server.started:
+        raise ConfigError(f"the desk could not listen on {shown}:{port} (in use?)")
+
+
+@desk.group()
+def user() -> None:
+    """Users of the desk and their roles."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", required=True,
+              type=click.Choice(["viewer", "reviewer", "exporter", "admin"]),
+              help="viewer reads; reviewer also reviews; exporter also exports; admin all, "
+                   "and users.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of stdin instead of a prompt.")
+@ledger_option
+def add(name: str, role: str, password_stdin: bool, ledger_url: str) -> None:
+    """Add the user NAME (password from a prompt, or --password-stdin)."""
+    from streams.desk.users import add_user, check_name
+    from streams.errors import ConfigError
+
+    check_name(name)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    if not password:
+        raise ConfigError("no password given")
+    db = _open(ledger_url)
+    try:
+        add_user(db, name, role, password, now_ms=time.time_ns() // 1_000_000)
+    finally:
+        db.close()
+    click.echo(f"added user {name} ({role})")
+
+
+@user.command("list")
+@ledger_option
+def list_(ledger_url: str) -> None:
+    """The users and their roles."""
+    from streams.desk.users import list_users
+    from streams.evidence.export.times import describe_ms
+
+    db = _open(ledger_url)
+    try:
+        for name, role, created in list_users(db):
+            click.echo(f"{name}\t{role}\t{describe_ms(created)}")
+    finally:
+        db.close()

@@ -1,0 +1,436 @@
+"""The desk's web application: Starlette, Jinja2 templates, htmx for the small parts.
+
+Access: every page but /login, /healthz and the static files needs a signed-in session;
+without one an HTML page redirects to /login and an htmx or JSON request gets 401. An
+action outside the session's role gets 403. Every POST carries the session's CSRF token
+(form field `csrf_token` or header `X-CSRF-Token`) or gets 403: each POST endpoint goes
+through `_post`, and tests/desk check every POST route of the app for it.
+
+/metrics (the desk's own registry) is answered to the machine itself (a loopback
+client: a Prometheus agent beside the desk, as `deploy/prometheus` scrapes the worker) and
+to a signed-in admin; to anyone else 403. Its series carry no personal data, but the
+counts of a compliance team's findings are not for every network neighbour.
+
+Nothing personal is logged: one line per request names the route's template
+(`/findings/{finding_id}`), never the path or query, which carry account ids and
+subject pseudonyms; uvicorn's access log is off. Everything rendered goes through
+Jinja2's autoescape; the one markup not from a template, the timeline SVG, is built
+by `export/timeline.py`, which escapes every value. A Content-Security-Policy allows
+scripts from the desk's own origin only (htmx, with eval off), as a second line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from streams.catalogue import SEVERITIES, load_catalogue
+from streams.desk import queries
+from streams.desk.db import Database, DatabaseError
+from streams.desk.users import LoginLimiter, Session, SessionStore, authenticate, list_users
+from streams.evidence.export.times import describe_ms
+
+__all__ = ["COOKIE", "DeskConfig", "create_app"]
+
+log = logging.getLogger("consentwatch.desk")
+
+COOKIE = "consentwatch_desk"
+_HERE = Path(__file__).parent
+_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_MAX_ID = 200
+
+
+@dataclass
+class DeskConfig:
+    """How the desk runs. `secure_cookies`: mark the session cookie Secure (served over
+    https, directly or behind a TLS proxy)."""
+
+    secure_cookies: bool = False
+    sessions: SessionStore = field(default_factory=SessionStore)
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+class _NeedLogin(Exception):
+    pass
+
+
+class _Forbidden(Exception):
+    pass
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry, sessions: SessionStore) -> None:
+        self.requests = Counter("consentwatch_desk_requests", "Requests answered, by route "
+                                "template, method and status.", ["route", "method", "status"],
+                                registry=registry)
+        self.latency = Histogram("consentwatch_desk_request_duration_seconds",
+                                 "Time to answer a request, by route template.", ["route"],
+                                 registry=registry,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.logins = Counter("consentwatch_desk_logins", "Login attempts by outcome "
+                              "(success, failure, limited, csrf).", ["outcome"],
+                              registry=registry)
+        sessions_gauge = Gauge("consentwatch_desk_sessions", "Signed-in sessions.",
+                               registry=registry)
+        sessions_gauge.set_function(lambda: float(sessions.signed_in()))
+
+
+def _age(ms: int, now_ms: int) -> str:
+    seconds = max(0, (now_ms - ms) // 1000)
+    days, rest = divmod(seconds, 86400)
+    if days:
+        return f"{days} d {rest // 3600} h"
+    if rest >= 3600:
+        return f"{rest // 3600} h {rest % 3600 // 60} min"
+    return f"{rest // 60} min"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(_HERE / "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["when"] = lambda ms: describe_ms(ms) if type(ms) is int else str(ms)
+    env.filters["idquote"] = lambda value: quote(str(value), safe="")
+    env.globals["SEVERITIES"] = SEVERITIES
+    return env
+
+
+def _wants_html(request: Request) -> bool:
+    if request.headers.get("hx-request"):
+        return False
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept or not accept or ("*/*" in accept and "json" not in accept)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "testclient"  # starlette's TestClient
+
+
+def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:  # noqa: PLR0915
+    # (one statement a line per route: the endpoints are closures over the app's state)
+    """The desk over `db`, with its own sessions, rate limit and metrics registry."""
+    config = config or DeskConfig()
+    env = _environment()
+    metrics = _Metrics(config.registry, config.sessions)
+    catalogue = load_catalogue()
+    accounts_cache: dict[str, Any] = {}
+
+    # -- helpers --------------------------------------------------------------------
+
+    def session_of(request: Request) -> Session | None:
+        return config.sessions.get(request.cookies.get(COOKIE))
+
+    def need(request: Request, permission: str = "read") -> Session:
+        session = session_of(request)
+        if session is None or session.user is None:
+            raise _NeedLogin
+        if not session.may(permission):
+            raise _Forbidden
+        return session
+
+    def render(request: Request, template: str, status: int = 200,
+               session: Session | None = None, **context: Any) -> HTMLResponse:
+        html = env.get_template(template).render(
+            request=request, session=session, csrf=session.csrf if session else "",
+            path=request.url.path, **context)
+        response = HTMLResponse(html, status_code=status)
+        if session is not None:
+            set_cookie(response, session)
+        return response
+
+    def set_cookie(response: Response, session: Session) -> None:
+        response.set_cookie(COOKIE, session.sid, httponly=True, samesite="strict",
+                            secure=config.secure_cookies, path="/")
+
+    def error_page(request: Request, status: int, title: str, message: str) -> Response:
+        if not _wants_html(request) and not request.headers.get("hx-request"):
+            return PlainTextResponse(f"{title}: {message}\n", status_code=status)
+        return render(request, "error.html", status=status, session=session_of(request),
+                      title=title, message=message)
+
+    def _post(handler: Callable[[Request, Session | None, Any], Awaitable[Response]]
+              ) -> Callable[[Request], Awaitable[Response]]:
+        """A POST endpoint: the session's CSRF token checked first (403 without)."""
+        async def endpoint(request: Request) -> Response:
+            form = await request.form()
+            session = session_of(request)
+            token = request.headers.get("x-csrf-token") or form.get("csrf_token")
+            if session is None or not session.csrf_ok(token if isinstance(token, str)
+                                                       else None):
+                if request.url.path == "/login":
+                    metrics.logins.labels("csrf").inc()
+                return error_page(request, 403, "Forbidden",
+                                  "This form has expired or did not come from the desk "
+                                  "(no valid CSRF token). Reload the page and try again.")
+            return await handler(request, session, form)
+        return endpoint
+
+    # -- pages ------------------------------------------------------------------------
+
+    async def healthz(request: Request) -> Response:
+        try:
+            db.query("SELECT 1")
+        except DatabaseError:
+            return PlainTextResponse("ledger unreachable\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    async def metrics_page(request: Request) -> Response:
+        session = session_of(request)
+        client = request.client.host if request.client else None
+        if not _is_loopback(client) and not (session is not None and session.may("users")):
+            return PlainTextResponse("metrics are served to this machine and to admins\n",
+                                     status_code=403)
+        return Response(generate_latest(config.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def login_form(request: Request) -> Response:
+        session = session_of(request)
+        if session is not None and session.user is not None:
+            return RedirectResponse("/findings", status_code=303)
+        session = session or config.sessions.new()
+        return render(request, "login.html", session=session,
+                      next=_safe_next(request.query_params.get("next")))
+
+    async def login(request: Request, session: Session | None, form: Any) -> Response:
+        assert session is not None
+        name = str(form.get("username") or "")[:200]
+        password = str(form.get("password") or "")
+        target = _safe_next(str(form.get("next") or ""))
+        address = request.client.host if request.client else "unknown"
+        wait = config.limiter.retry_after(name, address)
+        if wait:
+            metrics.logins.labels("limited").inc()
+            response: Response = render(request, "login.html", status=429, session=session,
+                              next=target, error=f"Too many login attempts. Try again in "
+                              f"{int(wait) // 60 + 1} min.")
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return response
+        role = authenticate(db, name, password) if name and password else None
+        if role is None:
+            config.limiter.failed(name)
+            metrics.logins.labels("failure").inc()
+            return render(request, "login.html", status=401, session=session, next=target,
+                          error="Wrong user name or password.")
+        metrics.logins.labels("success").inc()
+        signed_in = config.sessions.login(session, name, role)
+        response = RedirectResponse(target or "/findings", status_code=303)
+        set_cookie(response, signed_in)
+        return response
+
+    async def logout(request: Request, session: Session | None, form: Any) -> Response:
+        assert session is not None
+        config.sessions.end(session)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    async def home(request: Request) -> Response:
+        need(request)
+        return RedirectResponse("/findings", status_code=303)
+
+    async def findings(request: Request) -> Response:
+        session = need(request)
+        params = request.query_params
+        problems: list[str] = []
+        page = queries.Page([], None)
+        flt = queries.FindingFilter()
+        try:
+            flt = queries.parse_filter(params)
+            before = params.get("before")
+            cursor = queries.Cursor.parse(before) if before else None
+            page = queries.findings_page(db, flt, cursor)
+        except queries.FilterError as exc:
+            problems = exc.problems
+        kept = {name: params[name] for name in ("rule", "severity", "account", "provider",
+                                                 "subject", "from", "to") if params.get(name)}
+        next_url = None
+        if page.next_cursor is not None:
+            next_url = "/findings?" + urlencode({**kept, "before": page.next_cursor.token()})
+        template = "_findings_table.html" if request.headers.get("hx-request") else \
+            "findings.html"
+        return render(request, template, status=400 if problems else 200, session=session,
+                      page=page, problems=problems, values=kept, next_url=next_url,
+                      rules=catalogue.rules, paged=bool(params.get("before")),
+                      first_url="/findings?" + urlencode(kept) if kept else "/findings",
+                      filtered=not flt.is_empty())
+
+    async def finding(request: Request) -> Response:
+        from streams.engine import EngineParams
+        from streams.evidence import bundle
+        from streams.evidence.export.summary import finding_status
+        from streams.evidence.export.timeline import mark_for, render_timeline
+        from streams.evidence.ledger import LedgerTampered
+
+        session = need(request)
+        finding_id = request.path_params["finding_id"]
+        entry = None
+        if len(finding_id) <= _MAX_ID:
+            try:
+                entry = queries.finding(db, finding_id)
+            except LedgerTampered as exc:
+                return error_page(request, 500, "The ledger disagrees with itself", str(exc))
+        if entry is None:
+            return error_page(request, 404, "No such finding",
+                              "The ledger holds no finding with this id.")
+        amendments = queries.amendments_of(db, entry)
+        record = entry.record
+        events = [e for e in bundle.evidence_events(record) if isinstance(e, dict)]
+        trigger_id = str(record.get("trigger_event_id", ""))
+        occurred = record.get("occurred_at")
+        svg = ""
+        if type(occurred) is int:
+            drawn = events if any(e.get("event_id") == trigger_id for e in events) else [
+                *events, {"type": "trigger", "event_id": trigger_id, "occurred_at": occurred}]
+            svg = render_timeline(drawn, trigger_id, occurred,
+                                  mark_for(entry.rule, occurred, events,
+                                           EngineParams().notice_grace_ms))
+        try:
+            rule = catalogue[entry.rule]
+        except KeyError:
+            rule = None
+        by_time = sorted(events, key=lambda e: (type(e.get("occurred_at")) is not int,
+                                                e.get("occurred_at") or 0))
+        return render(request, "finding.html", session=session, entry=entry, record=record,
+                      rule=rule, events=by_time, trigger_id=trigger_id,
+                      timeline=Markup(svg),  # built escaped by timeline.py
+                      amendments=amendments, state=finding_status(amendments),
+                      checkpoint=queries.latest_checkpoint(db), event_value=_event_value)
+
+    async def accounts(request: Request) -> Response:
+        session = need(request)
+        size = db.query("SELECT size FROM tree_state WHERE id = 1")[0][0]
+        if accounts_cache.get("size") != size:
+            accounts_cache.update(size=size, rows=queries.accounts(db))
+        rows = accounts_cache["rows"]
+        now = time.time_ns() // 1_000_000
+        return render(request, "accounts.html", session=session, rows=rows,
+                      ages={r.account_id: _age(r.oldest_ms, now) for r in rows
+                            if r.oldest_ms is not None},
+                      rules=catalogue.rules,
+                      account_url=lambda a: "/findings?" + urlencode({"account": a}))
+
+    async def users(request: Request) -> Response:
+        session = need(request, "users")
+        return render(request, "users.html", session=session, users=list_users(db))
+
+    # -- errors, headers, metrics --------------------------------------------------
+
+    async def guard(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except _NeedLogin:
+            if _wants_html(request):
+                target = request.url.path + (f"?{request.url.query}" if request.url.query
+                                             else "")
+                response = RedirectResponse(f"/login?next={quote(target, safe='')}",
+                                            status_code=303)
+            else:
+                response = PlainTextResponse("sign in first\n", status_code=401)
+                response.headers["HX-Redirect"] = "/login"
+        except _Forbidden:
+            response = error_page(request, 403, "Forbidden",
+                                  "Your role does not allow this.")
+        except DatabaseError as exc:
+            log.error("ledger database error: %s", type(exc.__cause__).__name__)
+            response = error_page(request, 503, "The ledger cannot be read",
+                                  "The desk cannot reach the ledger's database just now. "
+                                  "Try again in a moment.")
+        except Exception as exc:
+            log.error("unexpected %s answering %s", type(exc).__name__,
+                      _route(request, routes))
+            response = error_page(request, 500, "Something went wrong",
+                                  "The desk could not answer this request. It was logged.")
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        route = _route(request, routes)
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        log.info("%s %s %d %.0f ms", request.method, route, response.status_code,
+                 (time.perf_counter() - started) * 1000)
+        return response
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = int(getattr(exc, "status_code", 404))
+        if status == 405:
+            return error_page(request, 405, "Method not allowed",
+                              "This address does not take that method.")
+        return error_page(request, 404, "Not found", "There is no page at this address.")
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_page),
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", _post(login), methods=["POST"]),
+        Route("/logout", _post(logout), methods=["POST"]),
+        Route("/", home),
+        Route("/findings", findings),
+        Route("/findings/{finding_id:path}", finding),
+        Route("/accounts", accounts),
+        Route("/users", users),
+        Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
+                     exception_handlers={404: not_found, 405: not_found})
+
+
+def _route(request: Request, routes: list[BaseRoute]) -> str:
+    """The matched route's template (bounded, no ids), for logs and metric labels."""
+    for route in routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after login: a path of this site only (no scheme, no //host)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return ""
+    return target if len(target) <= 2000 and not any(ord(c) < 32 for c in target) else ""
+
+
+def _event_value(name: str, value: Any) -> str:
+    """An evidence event's field as text: times written out, lists joined."""
+    import orjson
+
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if type(value) is int and name.endswith("_at"):
+        return describe_ms(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value) or "none"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)

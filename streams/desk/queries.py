@@ -1,0 +1,311 @@
+"""Every query the desk runs on the ledger: the findings table, one finding, the accounts.
+
+The findings table is sorted newest first by (occurred_at, idx) and paged by KEYSET: a
+page is "the next N rows before this (occurred_at, idx)", never an OFFSET, so a page deep
+into a million findings costs what the first page costs. Each filter has an index of
+the ledger's schema that ends in (occurred_at, idx) (`entries_desk_*`, in the backends'
+CREATE statements), so the database walks one index backwards and stops after N rows.
+A severity is a set of rules (the catalogue's): each rule is read on its own index and
+the pages merged, which keeps every read on an index in time order.
+
+The columns of `entries` only select rows: what a page shows comes from the leaf bytes.
+The finding page checks its leaf against its hash and columns (`checked_entry`); the
+table decodes the leaves of its rows without that check (an export audits every leaf).
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.catalogue import SEVERITIES, load_catalogue
+from streams.desk.db import Database
+from streams.errors import ConsentwatchError
+from streams.evidence.ledger import LedgerEntry
+from streams.evidence.ledger.records import StoredRow, checked_entry
+from streams.model.timestamps import parse_rfc3339_ms
+
+__all__ = ["PAGE_SIZE", "AccountRow", "CheckpointInfo", "Cursor", "FilterError",
+           "FindingFilter", "FindingRow", "Page", "accounts", "amendments_of", "finding",
+           "findings_page", "latest_checkpoint", "open_findings_where", "parse_filter"]
+
+PAGE_SIZE = 50
+_MAX_TEXT = 200  # longest account, provider or subject a filter takes
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_LOCAL_MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?")
+_CURSOR = re.compile(r"(-?\d{1,19})\.(\d{1,19})")
+_LIST_COLUMNS = "idx, entry_id, occurred_at, rule, account_id, subject_id, leaf"
+
+
+class FilterError(ConsentwatchError):
+    """Filters the desk cannot use; `problems` are the lines the page shows."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page starts: the rows strictly before (occurred_at, idx), newest first."""
+
+    occurred_at: int
+    idx: int
+
+    def token(self) -> str:
+        return f"{self.occurred_at}.{self.idx}"
+
+    @classmethod
+    def parse(cls, token: str) -> Cursor:
+        match = _CURSOR.fullmatch(token)
+        if match is None:
+            raise FilterError(["the page link is not valid: start again from the first page"])
+        return cls(int(match.group(1)), int(match.group(2)))
+
+
+@dataclass(frozen=True, slots=True)
+class FindingFilter:
+    """What the findings table shows. Every field None shows every finding."""
+
+    rule: str | None = None
+    severity: str | None = None
+    account: str | None = None
+    provider: str | None = None
+    subject: str | None = None
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+    def rules(self) -> list[str] | None:
+        """The rules to read, None for all of them ([] when rule and severity disagree)."""
+        if self.severity is None:
+            return None if self.rule is None else [self.rule]
+        chosen = [r.id for r in load_catalogue().rules if r.severity == self.severity]
+        if self.rule is not None:
+            return [self.rule] if self.rule in chosen else []
+        return chosen
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__slots__)
+
+
+def _time(name: str, text: str, problems: list[str]) -> int | None:
+    """An RFC 3339 time, a date (midnight UTC) or a browser's local date-time (read as UTC)."""
+    if _DATE.fullmatch(text):
+        text += "T00:00:00Z"
+    elif _LOCAL_MINUTE.fullmatch(text):
+        text += ":00Z" if text.count(":") == 1 else "Z"
+    try:
+        return parse_rfc3339_ms(text)
+    except ValueError:
+        problems.append(f"{name}: not a date or an RFC 3339 time (e.g. 2026-03-01 or "
+                        "2026-03-01T12:00:00Z)")
+        return None
+
+
+def parse_filter(params: Mapping[str, str]) -> FindingFilter:
+    """The filter a query string asks for; FilterError lists every field it cannot use
+    (by its name and what it expects, never repeating the value)."""
+    problems: list[str] = []
+
+    def text(name: str) -> str | None:
+        value = (params.get(name) or "").strip()
+        if not value:
+            return None
+        if len(value) > _MAX_TEXT or any(ord(c) < 32 for c in value):
+            problems.append(f"{name}: at most {_MAX_TEXT} printable characters")
+            return None
+        return value
+
+    rule, severity = text("rule"), text("severity")
+    if rule is not None and rule not in {r.id for r in load_catalogue().rules}:
+        problems.append("rule: not a rule of the catalogue (see the list)")
+        rule = None
+    if severity is not None:
+        severity = severity.upper()
+        if severity not in SEVERITIES:
+            problems.append(f"severity: one of {', '.join(SEVERITIES)}")
+            severity = None
+    from_text, to_text = text("from"), text("to")
+    from_ms = None if from_text is None else _time("from", from_text, problems)
+    to_ms = None if to_text is None else _time("to", to_text, problems)
+    if from_ms is not None and to_ms is not None and from_ms >= to_ms:
+        problems.append("from must be before to")
+    account, provider, subject = text("account"), text("provider"), text("subject")
+    if problems:
+        raise FilterError(problems)
+    return FindingFilter(rule=rule, severity=severity, account=account, provider=provider,
+                         subject=subject, from_ms=from_ms, to_ms=to_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRow:
+    """One row of the findings table (values from the leaf)."""
+
+    index: int
+    finding_id: str
+    occurred_at: int
+    rule: str
+    severity: str
+    account_id: str
+    provider: str
+    subject_id: str
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[FindingRow]
+    next_cursor: Cursor | None
+
+
+def _row(values: tuple[Any, ...]) -> FindingRow:
+    idx, entry_id, occurred_at, rule, account_id, subject_id, leaf = values
+    try:
+        record = orjson.loads(bytes(leaf))
+    except orjson.JSONDecodeError:
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    return FindingRow(index=int(idx), finding_id=str(entry_id), occurred_at=int(occurred_at),
+                      rule=str(rule), severity=str(record.get("severity", "")),
+                      account_id=str(account_id), provider=str(record.get("provider", "")),
+                      subject_id=str(subject_id),
+                      explanation=str(record.get("explanation", "")))
+
+
+def findings_page(db: Database, flt: FindingFilter, cursor: Cursor | None = None,
+                  limit: int = PAGE_SIZE) -> Page:
+    """The `limit` newest findings matching `flt` before `cursor`, and the next cursor."""
+    rules = flt.rules()
+    if rules == []:
+        return Page([], None)
+    reads = [None] if rules is None else rules
+    pages = [_read(db, flt, rule, cursor, limit + 1) for rule in reads]
+    if len(pages) == 1:
+        merged = pages[0]
+    else:
+        key = lambda values: (values[2], values[0])  # noqa: E731  # (occurred_at, idx)
+        merged = list(heapq.merge(*pages, key=key, reverse=True))[:limit + 1]
+    rows = [_row(values) for values in merged[:limit]]
+    more = len(merged) > limit
+    return Page(rows, Cursor(rows[-1].occurred_at, rows[-1].index) if more and rows else None)
+
+
+def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | None,
+          limit: int) -> list[tuple[Any, ...]]:
+    where, params = ["kind = 'finding'"], list[Any]()
+    for clause, value in (("rule = ?", rule), ("account_id = ?", flt.account),
+                          ("subject_id = ?", flt.subject),
+                          (f"{db.provider_expr} = ?", flt.provider),
+                          ("occurred_at >= ?", flt.from_ms), ("occurred_at < ?", flt.to_ms)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if cursor is not None:
+        where.append("(occurred_at, idx) < (?, ?)")
+        params.extend((cursor.occurred_at, cursor.idx))
+    where.append(open_findings_where())
+    params.append(limit)
+    return db.query(f"SELECT {_LIST_COLUMNS} FROM entries WHERE {' AND '.join(where)} "
+                    "ORDER BY occurred_at DESC, idx DESC LIMIT ?", params)
+
+
+def open_findings_where() -> str:
+    """The SQL condition on `entries` of a finding that is still open.
+
+    For now every finding is open; the reviews (ledger records of their own) will close
+    them, and this is the one place that changes then: the accounts page, its counts
+    and ages, and the table's status filter all go through it."""
+    return "1 = 1"
+
+
+# -- one finding ------------------------------------------------------------------------
+
+
+def finding(db: Database, finding_id: str) -> LedgerEntry | None:
+    """The finding, its leaf checked against its hash and columns (LedgerTampered if
+    not); None when the ledger holds no finding of that id."""
+    rows = db.query("SELECT idx, kind, entry_id, occurred_at, rule, account_id, subject_id, "
+                    "leaf, leaf_hash FROM entries WHERE kind = 'finding' AND entry_id = ?",
+                    (finding_id,))
+    return _checked(rows[0]) if rows else None
+
+
+def _checked(values: tuple[Any, ...]) -> LedgerEntry:
+    idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, digest = values
+    return checked_entry(StoredRow(index=int(idx), kind=str(kind), entry_id=str(entry_id),
+                                   occurred_at=int(occurred_at), rule=str(rule),
+                                   account_id=str(account_id), subject_id=str(subject_id),
+                                   leaf=bytes(leaf), leaf_hash=bytes(digest)))
+
+
+def amendments_of(db: Database, entry: LedgerEntry) -> list[LedgerEntry]:
+    """The finding's amendments in ledger order (found by its subject and rule, which an
+    amendment repeats, then by the finding id in its leaf)."""
+    rows = db.query("SELECT idx, kind, entry_id, occurred_at, rule, account_id, subject_id, "
+                    "leaf, leaf_hash FROM entries WHERE kind = 'amendment' AND subject_id = ? "
+                    "AND rule = ? ORDER BY idx", (entry.subject_id, entry.rule))
+    found = []
+    for values in rows:
+        amendment = _checked(values)
+        if amendment.record.get("finding_id") == entry.entry_id:
+            found.append(amendment)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    """The latest signed checkpoint, as stored (the desk holds no public key to check its
+    signature: `consentwatch verify` does that on a bundle)."""
+
+    size: int
+    key_name: str
+    signed_at: int
+
+
+def latest_checkpoint(db: Database) -> CheckpointInfo | None:
+    rows = db.query("SELECT size, key_name, signed_at FROM checkpoints ORDER BY seq DESC "
+                    "LIMIT 1")
+    if not rows:
+        return None
+    size, key_name, signed_at = rows[0]
+    return CheckpointInfo(int(size), str(key_name), int(signed_at))
+
+
+# -- accounts ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AccountRow:
+    """An account's open findings: counts by rule and by severity, the oldest's time."""
+
+    account_id: str
+    total: int = 0
+    oldest_ms: int | None = None
+    by_rule: dict[str, int] = field(default_factory=dict)
+    by_severity: dict[str, int] = field(default_factory=dict)
+
+
+def accounts(db: Database) -> list[AccountRow]:
+    """Every account with an open finding, the one whose oldest is oldest first."""
+    catalogue = {rule.id: rule.severity for rule in load_catalogue().rules}
+    rows = db.query("SELECT account_id, rule, COUNT(*), MIN(occurred_at) FROM entries "
+                    f"WHERE kind = 'finding' AND {open_findings_where()} "
+                    "GROUP BY account_id, rule")
+    by_account: dict[str, AccountRow] = {}
+    for account_id, rule, count, oldest in rows:
+        row = by_account.setdefault(str(account_id), AccountRow(str(account_id)))
+        row.total += int(count)
+        row.by_rule[str(rule)] = int(count)
+        severity = catalogue.get(str(rule), "UNKNOWN")
+        row.by_severity[severity] = row.by_severity.get(severity, 0) + int(count)
+        if row.oldest_ms is None or int(oldest) < row.oldest_ms:
+            row.oldest_ms = int(oldest)
+    return sorted(by_account.values(),
+                  key=lambda r: (r.oldest_ms if r.oldest_ms is not None else 0, r.account_id))
+
