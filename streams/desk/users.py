@@ -218,8 +218,8 @@ class LoginLimiter:
         return times
 
     def retry_after(self, user: str, address: str) -> float:
-        """0 when this attempt may go ahead (and counts it against the address), else
-        the seconds until it may."""
+        """0 when this attempt may go ahead, else the seconds until it may; either way it
+        counts against the address."""
         now = time.monotonic()
         with self._lock:
             by_user = self._recent(f"u:{user}", now)
@@ -228,10 +228,8 @@ class LoginLimiter:
                      for times, limit in ((by_user, self.per_user),
                                           (by_address, self.per_address))
                      if len(times) >= limit]
-            if waits:
-                return max(1.0, *waits)
-            by_address.append(now)
-            return 0.0
+            by_address.append(now)  # refused ones too: a flood keeps its address out
+            return max(1.0, *waits) if waits else 0.0
 
     def failed(self, user: str) -> None:
         now = time.monotonic()

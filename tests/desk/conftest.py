@@ -1,0 +1,105 @@
+"""A SQLite ledger for the desk's tests: the seed scenario's findings (real evidence),
+130 made-up ones (so that the table has pages), a hostile one whose every event string
+tries HTML injection, a checkpoint signed before the last of them, and three users."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from starlette.testclient import TestClient
+
+from streams.desk import Database, DeskConfig, create_app
+from streams.desk.users import add_user
+from streams.evidence.ledger import open_ledger
+from tests.evidence.test_export_verify import FROM_MS
+from tests.evidence.test_export_verify import _finding as made_up
+
+PASSWORD = "correct horse battery staple"
+SCRIPT = "<script>window.pwned = 1</script>"
+IMG = '"><img src=x onerror="window.pwned = 2">'
+HOSTILE = f"{SCRIPT}{IMG}"
+PROVIDERS = ("prov-a", "prov-b", "prov-c")
+RULES = ("covert-profile-view", "enrichment-without-consent", "pseudonym-deanonymized")
+
+
+def _made_up(n: int) -> dict[str, Any]:
+    rule = RULES[n % 3]
+    record = made_up(f"n{n}", FROM_MS + n * 60_000, rule=rule, subject=f"hmac-sha256:s{n % 7}")
+    severity = {"covert-profile-view": "HIGH", "enrichment-without-consent": "HIGH",
+                "pseudonym-deanonymized": "CRITICAL"}[rule]
+    return record | {"account_id": f"acct{n % 4}", "provider": PROVIDERS[n % 3],
+                     "severity": severity}
+
+
+def hostile_finding() -> dict[str, Any]:
+    record = made_up("hostile", FROM_MS + 500 * 60_000, subject=HOSTILE)
+    event = {key: (HOSTILE if isinstance(value, str) and key not in ("type", "event_id")
+                   else value) for key, value in record["evidence"][0].items()}
+    event["data_disclosed"] = [HOSTILE]
+    return record | {"explanation": HOSTILE, "provider": HOSTILE, "account_id": HOSTILE,
+                     "meeting_id": HOSTILE, "evidence": [event]}
+
+
+@pytest.fixture(scope="session")
+def desk_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import EXAMPLES_DIR, run_cli
+
+    base = tmp_path_factory.mktemp("desk")
+    out = base / "replayed.jsonl"
+    done = run_cli("replay", str(EXAMPLES_DIR / "seed-scenario" / "events.jsonl"),
+                   "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    replayed = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    path = base / "ledger.db"
+    with open_ledger(str(path)) as ledger:
+        ledger.append("finding", replayed)
+        ledger.append("finding", [_made_up(n) for n in range(130)])
+        ledger.checkpoint(Ed25519PrivateKey.generate(), "consentwatch")
+        ledger.append("finding", [hostile_finding(), made_up("after", FROM_MS - 86_400_000)])
+    db = Database(str(path))
+    for name, role in (("viola", "viewer"), ("rex", "reviewer"), ("ada", "admin")):
+        add_user(db, name, role, PASSWORD, now_ms=FROM_MS)
+    db.close()
+    return path
+
+
+@pytest.fixture
+def db(desk_ledger: Path) -> Iterator[Database]:
+    database = Database(str(desk_ledger))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def config() -> DeskConfig:
+    return DeskConfig()
+
+
+@pytest.fixture
+def client(db: Database, config: DeskConfig) -> Iterator[TestClient]:
+    with TestClient(create_app(db, config), follow_redirects=False) as test_client:
+        yield test_client
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def sign_in(client: TestClient, name: str = "viola", password: str = PASSWORD) -> Any:
+    token = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"username": name, "password": password,
+                                       "csrf_token": token})
+
+
+@pytest.fixture
+def viewer(client: TestClient) -> TestClient:
+    assert sign_in(client).status_code == 303
+    return client
