@@ -53,9 +53,9 @@ def _bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, callback=_bind,
               metavar="HOST:PORT", help="Address to listen on (an IP address and a port).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              metavar="FILE", help="Serve https with this certificate (PEM) ...")
+              metavar="FILE", help="Serve https with this certificate (PEM); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              metavar="FILE", help="... and this private key (PEM).")
+              metavar="FILE", help="The private key (PEM) of --tls-cert.")
 @click.option("--behind-https-proxy", is_flag=True,
               help="Plain http on a non-loopback address, for a TLS-terminating proxy in "
                    "front: session cookies are then marked Secure.")

@@ -1,0 +1,197 @@
+"""The desk in a real browser: `consentwatch desk serve` on a free port, Debian's headless
+Chromium driven through Debian's chromedriver (deploy/packages.sh installs both; no
+browser is downloaded at run time)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.desk.conftest import PASSWORD, SCRIPT
+
+pytest.importorskip("selenium")
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+ROOT = Path(__file__).resolve().parents[2]
+_DEADLINE_S = 30
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + _DEADLINE_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the desk exited with {process.returncode}: "
+                                 f"{process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
+    raise AssertionError("the desk did not answer /healthz in time")
+
+
+@pytest.fixture(scope="module")
+def desk_url(desk_ledger: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger",
+         str(desk_ledger), "--bind", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, ("Debian's chromium and chromium-driver are not installed: "
+                                 "run deploy/packages.sh before the tests")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    chrome.set_page_load_timeout(_DEADLINE_S)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def _wait(browser: Any, condition: Any) -> Any:
+    return WebDriverWait(browser, _DEADLINE_S).until(condition)
+
+
+def _no_alert(browser: Any) -> None:
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018  # raises when no alert is open
+
+
+@pytest.fixture(scope="module")
+def signed_in(browser: Any, desk_url: str) -> Any:
+    browser.get(f"{desk_url}/findings?rule=covert-profile-view")
+    _wait(browser, expected_conditions.url_contains("/login"))
+    browser.find_element(By.ID, "username").send_keys("viola")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "sign-in").click()
+    _wait(browser, expected_conditions.presence_of_element_located((By.ID, "findings-table")))
+    assert browser.current_url.endswith("/findings?rule=covert-profile-view")  # back where asked
+    return browser
+
+
+def _rows(browser: Any) -> list[Any]:
+    return browser.find_elements(By.CSS_SELECTOR, "#findings-table tbody tr")
+
+
+def test_without_a_session_the_browser_lands_on_the_login_page(browser: Any,
+                                                               desk_url: str) -> None:
+    browser.delete_all_cookies()
+    browser.get(f"{desk_url}/accounts")
+    _wait(browser, expected_conditions.presence_of_element_located((By.ID, "sign-in")))
+    assert "/login?next=" in browser.current_url
+
+
+def test_sign_in_filter_page_and_open_a_finding(signed_in: Any, desk_url: str) -> None:
+    browser = signed_in
+    browser.get(f"{desk_url}/findings")
+    Select(browser.find_element(By.ID, "f-rule")).select_by_value("pseudonym-deanonymized")
+    browser.find_element(By.ID, "f-apply").click()  # htmx swaps the table in
+    _wait(browser, expected_conditions.url_contains("rule=pseudonym-deanonymized"))
+    _wait(browser, lambda b: all("pseudonym-deanonymized" in r.text for r in _rows(b))
+          and len(_rows(b)) > 0)
+    browser.get(f"{desk_url}/findings")
+    first = [r.get_attribute("data-leaf") for r in _rows(browser)]
+    assert len(first) == 50
+    browser.find_element(By.ID, "next-page").click()
+    _wait(browser, expected_conditions.url_contains("before="))
+    _wait(browser, lambda b: _rows(b) and _rows(b)[0].get_attribute("data-leaf") not in first)
+    second = [r.get_attribute("data-leaf") for r in _rows(browser)]
+    assert not set(first) & set(second)
+    _rows(browser)[0].find_element(By.CSS_SELECTOR, "td.when a").click()
+    _wait(browser, expected_conditions.presence_of_element_located((By.ID, "explanation")))
+    assert browser.find_element(By.ID, "inclusion").text.startswith("Leaf ")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.timeline")
+    browser.save_screenshot(str(Path(os.environ.get("TMPDIR", "/tmp")) / "desk-finding.png"))
+
+
+def test_hostile_event_fields_render_as_text_and_no_script_runs(signed_in: Any,
+                                                                desk_url: str) -> None:
+    browser = signed_in
+    browser.get(f"{desk_url}/findings")
+    _wait(browser, expected_conditions.presence_of_element_located((By.ID, "findings-table")))
+    hostile = [r for r in _rows(browser) if SCRIPT in r.text]
+    assert hostile, "the hostile finding's explanation is shown as text"
+    hostile[0].find_element(By.CSS_SELECTOR, "td.when a").click()
+    _wait(browser, expected_conditions.presence_of_element_located((By.ID, "explanation")))
+    assert SCRIPT in browser.find_element(By.ID, "explanation").text
+    body = browser.find_element(By.TAG_NAME, "main").text
+    assert body.count(SCRIPT) >= 5  # explanation, provider, account, meeting, event fields
+    assert browser.find_elements(By.CSS_SELECTOR, "main script, main img") == []
+    assert browser.execute_script("return window.pwned === undefined") is True
+    _no_alert(browser)
+
+
+def test_a_malformed_filter_shows_a_message(signed_in: Any, desk_url: str) -> None:
+    browser = signed_in
+    browser.get(f"{desk_url}/findings")
+    browser.find_element(By.ID, "f-from").send_keys("last tuesday")
+    browser.find_element(By.ID, "f-apply").click()
+    problems = _wait(browser, expected_conditions.visibility_of_element_located(
+        (By.ID, "filter-problems")))
+    assert "from: not a date or an RFC 3339 time" in problems.text
+
+
+def test_an_unknown_finding_is_a_404_page(signed_in: Any, desk_url: str) -> None:
+    browser = signed_in
+    browser.get(f"{desk_url}/findings/{'0' * 64}")
+    message = _wait(browser, expected_conditions.presence_of_element_located(
+        (By.ID, "error-message")))
+    assert "no finding with this id" in message.text
+    status = browser.execute_async_script(
+        "const done = arguments[0];"
+        f"fetch('/findings/{'0' * 64}').then(r => done(r.status));")
+    assert status == 404
+
+
+def test_a_post_without_the_csrf_token_is_403(signed_in: Any, desk_url: str) -> None:
+    browser = signed_in
+    browser.get(f"{desk_url}/findings")
+    status = browser.execute_async_script(
+        "const done = arguments[0];"
+        "fetch('/logout', {method: 'POST'}).then(r => done(r.status));")
+    assert status == 403
+    browser.get(f"{desk_url}/findings")  # still signed in
+    assert browser.find_elements(By.ID, "findings-table")
