@@ -116,3 +116,18 @@ def test_the_hot_path_benchmark_runs_and_checks_the_bytes_it_compares() -> None:
     assert done.returncode == 0, done.stderr
     rows = ("decode an event", "encode a finding", "partition a finding")
     assert all(row in done.stdout for row in rows)
+
+
+def test_the_desk_benchmark_builds_its_ledger_and_times_every_page(tmp_path: Path) -> None:
+    from benchmarks import desk
+
+    results = desk.run(300, 2, quiet=True, path=tmp_path / "desk.db")
+
+    pages = {(r["case"], r["page"]) for r in results}
+    assert ("no filter", "first") in pages and ("no filter", "deep") in pages
+    assert {case for case, _ in pages} == {"no filter", "rule", "severity HIGH (4 rules)",
+                                           "account", "provider", "subject",
+                                           "time range (a month)", "rule + provider + range"}
+    assert all(r["rows"] > 0 and r["p95_ms"] >= r["p50_ms"] > 0 for r in results)
+    first = next(r for r in results if r["case"] == "no filter" and r["page"] == "first")
+    assert first["rows"] == 50

@@ -265,21 +265,24 @@ def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:  # 
         flt = queries.FindingFilter()
         try:
             flt = queries.parse_filter(params)
-            before = params.get("before")
-            cursor = queries.Cursor.parse(before) if before else None
-            page = queries.findings_page(db, flt, cursor)
+            before, after = params.get("before"), params.get("after")
+            token = before or after
+            cursor = queries.Cursor.parse(token) if token else None
+            page = queries.findings_page(db, flt, cursor, newer=bool(after and not before))
         except queries.FilterError as exc:
             problems = exc.problems
         kept = {name: params[name] for name in ("rule", "severity", "account", "provider",
                                                  "subject", "from", "to") if params.get(name)}
-        next_url = None
-        if page.next_cursor is not None:
-            next_url = "/findings?" + urlencode({**kept, "before": page.next_cursor.token()})
+        next_url = prev_url = None
+        if page.older is not None:
+            next_url = "/findings?" + urlencode({**kept, "before": page.older.token()})
+        if page.newer is not None:
+            prev_url = "/findings?" + urlencode({**kept, "after": page.newer.token()})
         template = "_findings_table.html" if request.headers.get("hx-request") else \
             "findings.html"
         return render(request, template, status=400 if problems else 200, session=session,
                       page=page, problems=problems, values=kept, next_url=next_url,
-                      rules=catalogue.rules, paged=bool(params.get("before")),
+                      prev_url=prev_url, rules=catalogue.rules, paged=page.newer is not None,
                       first_url="/findings?" + urlencode(kept) if kept else "/findings",
                       filtered=not flt.is_empty())
 

@@ -159,8 +159,12 @@ class FindingRow:
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """A page of the table; `older` and `newer` are the cursors of the pages beside it
+    (None at either end)."""
+
     rows: list[FindingRow]
-    next_cursor: Cursor | None
+    older: Cursor | None
+    newer: Cursor | None = None
 
 
 def _row(values: tuple[Any, ...]) -> FindingRow:
@@ -179,40 +183,61 @@ def _row(values: tuple[Any, ...]) -> FindingRow:
 
 
 def findings_page(db: Database, flt: FindingFilter, cursor: Cursor | None = None,
-                  limit: int = PAGE_SIZE) -> Page:
-    """The `limit` newest findings matching `flt` before `cursor`, and the next cursor."""
+                  limit: int = PAGE_SIZE, *, newer: bool = False) -> Page:
+    """The `limit` newest findings matching `flt` before `cursor` (with `newer`: the
+    `limit` oldest after it, which is the page before), and the cursors beside it."""
     rules = flt.rules()
     if rules == []:
         return Page([], None)
     reads = [None] if rules is None else rules
-    pages = [_read(db, flt, rule, cursor, limit + 1) for rule in reads]
+    pages = [_read(db, flt, rule, cursor, limit + 1, newer) for rule in reads]
     if len(pages) == 1:
         merged = pages[0]
     else:
         key = lambda values: (values[2], values[0])  # noqa: E731  # (occurred_at, idx)
-        merged = list(heapq.merge(*pages, key=key, reverse=True))[:limit + 1]
-    rows = [_row(values) for values in merged[:limit]]
+        merged = list(heapq.merge(*pages, key=key, reverse=not newer))[:limit + 1]
     more = len(merged) > limit
-    return Page(rows, Cursor(rows[-1].occurred_at, rows[-1].index) if more and rows else None)
+    if newer and not more:
+        return findings_page(db, flt, None, limit)  # that is the first page
+    chosen = merged[:limit]
+    if newer:
+        chosen.reverse()
+    rows = [_row(values) for values in chosen]
+    if not rows:
+        return Page([], None)
+    first, last = Cursor(rows[0].occurred_at, rows[0].index), Cursor(rows[-1].occurred_at,
+                                                                      rows[-1].index)
+    if newer:
+        return Page(rows, older=last, newer=first)
+    return Page(rows, older=last if more else None, newer=first if cursor else None)
 
 
 def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | None,
-          limit: int) -> list[tuple[Any, ...]]:
+          limit: int, newer: bool) -> list[tuple[Any, ...]]:
     where, params = ["kind = 'finding'"], list[Any]()
-    for clause, value in (("rule = ?", rule), ("account_id = ?", flt.account),
-                          ("subject_id = ?", flt.subject),
-                          (f"{db.provider_expr} = ?", flt.provider),
-                          ("occurred_at >= ?", flt.from_ms), ("occurred_at < ?", flt.to_ms)):
-        if value is not None:
+    equal = [(column, value) for column, value in (
+        ("subject_id", flt.subject), ("account_id", flt.account), ("rule", rule),
+        (db.provider_expr, flt.provider)) if value is not None]
+    for number, (column, value) in enumerate(equal):
+        # The first (the most selective: a subject has a few findings, an account some
+        # hundreds, a rule or a provider a large share) picks the index; SQLite, which
+        # has no statistics, is told not to use the others ('+' hides a term from its
+        # index choice). PostgreSQL's planner chooses from its statistics.
+        hide = "+" if number and not db.postgres else ""
+        where.append(f"{hide}{column} = ?")
+        params.append(value)
+    for clause, bound in (("occurred_at >= ?", flt.from_ms), ("occurred_at < ?", flt.to_ms)):
+        if bound is not None:
             where.append(clause)
-            params.append(value)
+            params.append(bound)
     if cursor is not None:
-        where.append("(occurred_at, idx) < (?, ?)")
+        where.append(f"(occurred_at, idx) {'>' if newer else '<'} (?, ?)")
         params.extend((cursor.occurred_at, cursor.idx))
     where.append(open_findings_where())
     params.append(limit)
+    order = "ASC" if newer else "DESC"
     return db.query(f"SELECT {_LIST_COLUMNS} FROM entries WHERE {' AND '.join(where)} "
-                    "ORDER BY occurred_at DESC, idx DESC LIMIT ?", params)
+                    f"ORDER BY occurred_at {order}, idx {order} LIMIT ?", params)
 
 
 def open_findings_where() -> str:

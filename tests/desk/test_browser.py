@@ -140,6 +140,8 @@ def test_sign_in_filter_page_and_open_a_finding(signed_in: Any, desk_url: str) -
     _wait(browser, lambda b: _rows(b) and _rows(b)[0].get_attribute("data-leaf") not in first)
     second = [r.get_attribute("data-leaf") for r in _rows(browser)]
     assert not set(first) & set(second)
+    browser.find_element(By.ID, "prev-page").click()
+    _wait(browser, lambda b: [r.get_attribute("data-leaf") for r in _rows(b)] == first)
     _rows(browser)[0].find_element(By.CSS_SELECTOR, "td.when a").click()
     _wait(browser, expected_conditions.presence_of_element_located((By.ID, "explanation")))
     assert browser.find_element(By.ID, "inclusion").text.startswith("Leaf ")

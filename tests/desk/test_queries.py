@@ -25,13 +25,20 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
 
 
 def _all_pages(db: Database, flt: queries.FindingFilter, limit: int) -> list[int]:
-    seen, cursor = [], None
+    """Every page, older and older; then back, newer and newer: the same pages."""
+    pages, cursor = list[list[int]](), None
     while True:
         page = queries.findings_page(db, flt, cursor, limit=limit)
-        seen.extend(row.index for row in page.rows)
-        if page.next_cursor is None:
-            return seen
-        cursor = page.next_cursor
+        pages.append([row.index for row in page.rows])
+        if page.older is None:
+            break
+        cursor = page.older
+    back = [pages[-1]]
+    while page.newer is not None:
+        page = queries.findings_page(db, flt, page.newer, limit=limit, newer=True)
+        back.insert(0, [row.index for row in page.rows])
+    assert back == pages
+    return [idx for indexes in pages for idx in indexes]
 
 
 def test_pages_and_filters_agree_with_the_records_on_both_backends(backend: str) -> None:
@@ -77,3 +84,50 @@ def test_sqlite_answers_each_filter_from_an_index_in_time_order(tmp_path: Any) -
             assert "TEMP B-TREE" not in plan, plan  # no sort: the index is in time order
     finally:
         db.close()
+
+
+def test_sqlite_reads_combined_filters_on_the_most_selective_index(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "ledger.db")
+    open_ledger(path).close()
+    db = Database(path)
+    asked: list[tuple[str, list[Any]]] = []
+    query = db.query
+    monkeypatch.setattr(db, "query", lambda sql, params=(): asked.append((sql, list(params)))
+                        or query(sql, params))
+    try:
+        for flt, index in ((queries.FindingFilter(provider="p", subject="s"), "subject"),
+                           (queries.FindingFilter(provider="p", account="a",
+                                                  rule="covert-profile-view"), "account"),
+                           (queries.FindingFilter(provider="p", rule="covert-profile-view"),
+                            "rule")):
+            asked.clear()
+            queries.findings_page(db, flt, queries.Cursor(5, 5))
+            sql, params = asked[0]
+            plan = " ".join(str(row[-1]) for row in query(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert f"INDEX entries_desk_{index} " in plan and "TEMP B-TREE" not in plan, plan
+        asked.clear()
+        queries.accounts(db)
+        plan = " ".join(str(row[-1]) for row in query(f"EXPLAIN QUERY PLAN {asked[0][0]}"))
+        assert "COVERING INDEX entries_desk_account_rule" in plan, plan
+    finally:
+        db.close()
+
+
+def test_a_postgresql_ledger_made_before_the_desk_gets_its_indexes_when_opened(
+        postgres_url: str) -> None:
+    import psycopg
+
+    with fresh_database(postgres_url) as url:
+        open_ledger(url).close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            names = [row[0] for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'entries_desk_%'")]
+            assert len(names) == 6
+            for name in names:
+                conn.execute(f"DROP INDEX {name}")
+        open_ledger(url).close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            again = [row[0] for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'entries_desk_%'")]
+        assert sorted(again) == sorted(names)

@@ -24,9 +24,10 @@ _SCHEMA_LOCK = 0x63775F6C6564  # "cw_led": the advisory lock held while creating
 _APPEND_ONLY = ("entries", "checkpoints", "exports")
 
 # The review desk's findings table: newest first, keyset-paged on (occurred_at, idx), by
-# each filter (streams/desk/queries.py). Also made on opening a ledger created before them.
-# The provider is read from the leaf by an IMMUTABLE function (a leaf's bytes never
-# change) that gives NULL rather than fail an insert on a leaf it cannot read.
+# each filter, and its accounts page, by account and rule (streams/desk/queries.py). Also
+# made on opening a ledger created before them. The provider is read from the leaf by an
+# IMMUTABLE function (a leaf's bytes never change) that gives NULL rather than fail an
+# insert on a leaf it cannot read.
 _DESK_INDEXES = [
     """CREATE OR REPLACE FUNCTION consentwatch_leaf_text(leaf BYTEA, field TEXT) RETURNS TEXT
         LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
@@ -40,7 +41,8 @@ _DESK_INDEXES = [
       f"(kind, {column}, occurred_at, idx)"
       for name, column in (("rule", "rule"), ("account", "account_id"),
                            ("subject", "subject_id"),
-                           ("provider", "consentwatch_leaf_text(leaf, 'provider')"))),
+                           ("provider", "consentwatch_leaf_text(leaf, 'provider')"),
+                           ("account_rule", "account_id, rule"))),
 ]
 
 _SCHEMA = [
@@ -157,7 +159,7 @@ class PostgresLedger(SqlLedger):
                         cur.execute(statement)
                     version = SCHEMA_VERSION
                 else:
-                    cur.execute("SELECT to_regclass('entries_desk_provider') IS NOT NULL")
+                    cur.execute("SELECT to_regclass('entries_desk_account_rule') IS NOT NULL")
                     if not cur.fetchone()[0]:
                         for statement in _DESK_INDEXES:
                             cur.execute(statement)

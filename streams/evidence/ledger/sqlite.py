@@ -50,11 +50,13 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS entries_account ON entries (account_id)",
     "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject_id)",
     # The review desk's findings table: newest first, keyset-paged on (occurred_at, idx),
-    # by each filter (idx, the rowid, ends every index). See streams/desk/queries.py.
+    # by each filter (idx, the rowid, ends every index); its accounts page (open findings
+    # by account and rule, from the index alone). See streams/desk/queries.py.
     *(f"CREATE INDEX IF NOT EXISTS entries_desk_{name} ON entries (kind, {column}, occurred_at)"
       for name, column in (("rule", "rule"), ("account", "account_id"),
                            ("subject", "subject_id"),
-                           ("provider", "json_extract(CAST(leaf AS TEXT), '$.provider')"))),
+                           ("provider", "json_extract(CAST(leaf AS TEXT), '$.provider')"),
+                           ("account_rule", "account_id, rule"))),
     """CREATE TABLE IF NOT EXISTS tree_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         size INTEGER NOT NULL,
