@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 import time
 from pathlib import Path
@@ -85,7 +86,12 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
     if tls and behind_https_proxy:
         raise ConfigError("--behind-https-proxy is for plain http; with --tls-cert the desk "
                           "serves https itself")
-    db = _open(ledger_url)
+    listener = _listen(host, port)
+    try:
+        db = _open(ledger_url)
+    except BaseException:
+        listener.close()
+        raise
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(db, DeskConfig(secure_cookies=tls or behind_https_proxy))
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
@@ -93,15 +99,37 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
                             ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None)
     server = uvicorn.Server(config)
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"desk: serving the ledger at {'https' if tls else 'http'}://{shown}:{port}/ "
-               "(Ctrl-C stops it)", err=True)
+    click.echo(f"desk: serving the ledger at {'https' if tls else 'http'}://"
+               f"{_shown(host)}:{port}/ (Ctrl-C stops it)", err=True)
     try:
-        server.run()
+        server.run(sockets=[listener])
+    except SystemExit as exc:  # uvicorn exits when it cannot start (a bad TLS key, ...)
+        raise ConfigError(f"the desk could not start (uvicorn exit status {exc.code})") from None
     finally:
+        listener.close()
         db.close()
-    if not server.started:
-        raise ConfigError(f"the desk could not listen on {shown}:{port} (in use?)")
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port in use is one line."""
+    from streams.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"the desk cannot listen on {_shown(host)}:{port}: "
+                          f"{exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 @desk.group()

@@ -116,6 +116,18 @@ def _rows(browser: Any) -> list[Any]:
     return browser.find_elements(By.CSS_SELECTOR, "#findings-table tbody tr")
 
 
+def _table(browser: Any) -> list[tuple[str, str]]:
+    """(leaf index, text) of each row, read in one go (htmx may swap the table meanwhile)."""
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#findings-table tbody tr')]"
+        ".map(r => [r.dataset.leaf, r.innerText]);")
+    return [(str(leaf), str(text)) for leaf, text in rows]
+
+
+def _leaves(browser: Any) -> list[str]:
+    return [leaf for leaf, _ in _table(browser)]
+
+
 def test_without_a_session_the_browser_lands_on_the_login_page(browser: Any,
                                                                desk_url: str) -> None:
     browser.delete_all_cookies()
@@ -130,18 +142,18 @@ def test_sign_in_filter_page_and_open_a_finding(signed_in: Any, desk_url: str) -
     Select(browser.find_element(By.ID, "f-rule")).select_by_value("pseudonym-deanonymized")
     browser.find_element(By.ID, "f-apply").click()  # htmx swaps the table in
     _wait(browser, expected_conditions.url_contains("rule=pseudonym-deanonymized"))
-    _wait(browser, lambda b: all("pseudonym-deanonymized" in r.text for r in _rows(b))
-          and len(_rows(b)) > 0)
+    _wait(browser, lambda b: _table(b) and all("pseudonym-deanonymized" in text
+                                               for _, text in _table(b)))
     browser.get(f"{desk_url}/findings")
-    first = [r.get_attribute("data-leaf") for r in _rows(browser)]
+    first = _leaves(browser)
     assert len(first) == 50
     browser.find_element(By.ID, "next-page").click()
     _wait(browser, expected_conditions.url_contains("before="))
-    _wait(browser, lambda b: _rows(b) and _rows(b)[0].get_attribute("data-leaf") not in first)
-    second = [r.get_attribute("data-leaf") for r in _rows(browser)]
-    assert not set(first) & set(second)
+    _wait(browser, lambda b: _leaves(b) and _leaves(b)[0] not in first)
+    second = _leaves(browser)
+    assert len(second) == 50 and not set(first) & set(second)
     browser.find_element(By.ID, "prev-page").click()
-    _wait(browser, lambda b: [r.get_attribute("data-leaf") for r in _rows(b)] == first)
+    _wait(browser, lambda b: _leaves(b) == first)
     _rows(browser)[0].find_element(By.CSS_SELECTOR, "td.when a").click()
     _wait(browser, expected_conditions.presence_of_element_located((By.ID, "explanation")))
     assert browser.find_element(By.ID, "inclusion").text.startswith("Leaf ")

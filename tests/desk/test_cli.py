@@ -53,3 +53,17 @@ def test_serve_refuses_a_missing_ledger_and_plain_http_off_the_machine(tmp_path:
     assert "0.0.0.0 is not a loopback address: serve https" in public.stderr.decode()
     bad = run_cli("desk", "serve", "--ledger", ledger, "--bind", "localhost")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr.decode()
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = run_cli("desk", "serve", "--ledger", _ledger(tmp_path), "--bind",
+                       f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert done.stderr.decode() == (f"consentwatch: error: the desk cannot listen on "
+                                    f"127.0.0.1:{port}: Address already in use\n")
