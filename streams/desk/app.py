@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -35,6 +35,7 @@ from markupsafe import Markup
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -47,6 +48,9 @@ from streams.desk import queries
 from streams.desk.db import Database, DatabaseError
 from streams.desk.users import LoginLimiter, Session, SessionStore, authenticate, list_users
 from streams.evidence.export.times import describe_ms
+
+if TYPE_CHECKING:
+    from streams.evidence.ledger import LedgerEntry
 
 __all__ = ["COOKIE", "DeskConfig", "create_app"]
 
@@ -136,129 +140,154 @@ def _is_loopback(host: str | None) -> bool:
         return host == "testclient"  # starlette's TestClient
 
 
-def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:  # noqa: PLR0915
-    # (one statement a line per route: the endpoints are closures over the app's state)
+def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:
     """The desk over `db`, with its own sessions, rate limit and metrics registry."""
-    config = config or DeskConfig()
-    env = _environment()
-    metrics = _Metrics(config.registry, config.sessions)
-    catalogue = load_catalogue()
-    accounts_cache: dict[str, Any] = {}
+    return _Desk(db, config or DeskConfig()).app
 
-    # -- helpers --------------------------------------------------------------------
 
-    def session_of(request: Request) -> Session | None:
-        return config.sessions.get(request.cookies.get(COOKIE))
+class _Desk:
+    """The application's state and its endpoints. An endpoint that reads the database or
+    hashes a password is a plain method: Starlette runs it on its thread pool, so one
+    slow query never holds the event loop (nor /healthz) for the others."""
 
-    def need(request: Request, permission: str = "read") -> Session:
-        session = session_of(request)
+    def __init__(self, db: Database, config: DeskConfig) -> None:
+        self.db, self.config = db, config
+        self.env = _environment()
+        self.metrics = _Metrics(config.registry, config.sessions)
+        self.catalogue = load_catalogue()
+        self._accounts: tuple[int, list[queries.AccountRow]] | None = None
+        self.routes: list[BaseRoute] = [
+            Route("/healthz", self.healthz),
+            Route("/metrics", self.metrics_page),
+            Route("/login", self.login_form, methods=["GET"]),
+            Route("/login", self._post(self.login), methods=["POST"]),
+            Route("/logout", self._post(self.logout), methods=["POST"]),
+            Route("/", self.home),
+            Route("/findings", self.findings),
+            Route("/findings/{finding_id:path}", self.finding),
+            Route("/accounts", self.accounts),
+            Route("/users", self.users),
+            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+        ]
+        self.app = Starlette(routes=self.routes,
+                             middleware=[Middleware(BaseHTTPMiddleware, dispatch=self.guard)],
+                             exception_handlers={404: self.not_found, 405: self.not_found})
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def session_of(self, request: Request) -> Session | None:
+        return self.config.sessions.get(request.cookies.get(COOKIE))
+
+    def need(self, request: Request, permission: str = "read") -> Session:
+        session = self.session_of(request)
         if session is None or session.user is None:
             raise _NeedLogin
         if not session.may(permission):
             raise _Forbidden
         return session
 
-    def render(request: Request, template: str, status: int = 200,
+    def render(self, request: Request, template: str, status: int = 200,
                session: Session | None = None, **context: Any) -> HTMLResponse:
-        html = env.get_template(template).render(
+        html = self.env.get_template(template).render(
             request=request, session=session, csrf=session.csrf if session else "",
             path=request.url.path, **context)
         response = HTMLResponse(html, status_code=status)
         if session is not None:
-            set_cookie(response, session)
+            self.set_cookie(response, session)
         return response
 
-    def set_cookie(response: Response, session: Session) -> None:
+    def set_cookie(self, response: Response, session: Session) -> None:
         response.set_cookie(COOKIE, session.sid, httponly=True, samesite="strict",
-                            secure=config.secure_cookies, path="/")
+                            secure=self.config.secure_cookies, path="/")
 
-    def error_page(request: Request, status: int, title: str, message: str) -> Response:
+    def error_page(self, request: Request, status: int, title: str, message: str) -> Response:
         if not _wants_html(request) and not request.headers.get("hx-request"):
             return PlainTextResponse(f"{title}: {message}\n", status_code=status)
-        return render(request, "error.html", status=status, session=session_of(request),
-                      title=title, message=message)
+        return self.render(request, "error.html", status=status,
+                           session=self.session_of(request), title=title, message=message)
 
-    def _post(handler: Callable[[Request, Session | None, Any], Awaitable[Response]]
+    def _post(self, handler: Callable[[Request, Session, Any], Response]
               ) -> Callable[[Request], Awaitable[Response]]:
-        """A POST endpoint: the session's CSRF token checked first (403 without)."""
+        """A POST endpoint: the session's CSRF token checked first (403 without), then
+        `handler` on the thread pool."""
         async def endpoint(request: Request) -> Response:
             form = await request.form()
-            session = session_of(request)
+            session = self.session_of(request)
             token = request.headers.get("x-csrf-token") or form.get("csrf_token")
             if session is None or not session.csrf_ok(token if isinstance(token, str)
                                                        else None):
                 if request.url.path == "/login":
-                    metrics.logins.labels("csrf").inc()
-                return error_page(request, 403, "Forbidden",
-                                  "This form has expired or did not come from the desk "
-                                  "(no valid CSRF token). Reload the page and try again.")
-            return await handler(request, session, form)
+                    self.metrics.logins.labels("csrf").inc()
+                return self.error_page(request, 403, "Forbidden",
+                                       "This form has expired or did not come from the desk "
+                                       "(no valid CSRF token). Reload the page and try again.")
+            return await run_in_threadpool(handler, request, session, form)
         return endpoint
 
-    # -- pages ------------------------------------------------------------------------
+    # -- no session needed ----------------------------------------------------------------
 
-    async def healthz(request: Request) -> Response:
+    def healthz(self, request: Request) -> Response:
         try:
-            db.query("SELECT 1")
+            self.db.query("SELECT 1")
         except DatabaseError:
             return PlainTextResponse("ledger unreachable\n", status_code=503)
         return PlainTextResponse("ok\n")
 
-    async def metrics_page(request: Request) -> Response:
-        session = session_of(request)
+    async def metrics_page(self, request: Request) -> Response:
+        session = self.session_of(request)
         client = request.client.host if request.client else None
         if not _is_loopback(client) and not (session is not None and session.may("users")):
             return PlainTextResponse("metrics are served to this machine and to admins\n",
                                      status_code=403)
-        return Response(generate_latest(config.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self.config.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def login_form(request: Request) -> Response:
-        session = session_of(request)
+    async def login_form(self, request: Request) -> Response:
+        session = self.session_of(request)
         if session is not None and session.user is not None:
             return RedirectResponse("/findings", status_code=303)
-        session = session or config.sessions.new()
-        return render(request, "login.html", session=session,
-                      next=_safe_next(request.query_params.get("next")))
+        session = session or self.config.sessions.new()
+        return self.render(request, "login.html", session=session,
+                           next=_safe_next(request.query_params.get("next")))
 
-    async def login(request: Request, session: Session | None, form: Any) -> Response:
-        assert session is not None
+    def login(self, request: Request, session: Session, form: Any) -> Response:
         name = str(form.get("username") or "")[:200]
         password = str(form.get("password") or "")
         target = _safe_next(str(form.get("next") or ""))
         address = request.client.host if request.client else "unknown"
-        wait = config.limiter.retry_after(name, address)
+        wait = self.config.limiter.retry_after(name, address)
         if wait:
-            metrics.logins.labels("limited").inc()
-            response: Response = render(request, "login.html", status=429, session=session,
-                              next=target, error=f"Too many login attempts. Try again in "
-                              f"{int(wait) // 60 + 1} min.")
+            self.metrics.logins.labels("limited").inc()
+            response: Response = self.render(
+                request, "login.html", status=429, session=session, next=target,
+                error=f"Too many login attempts. Try again in {int(wait) // 60 + 1} min.")
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
-        role = authenticate(db, name, password) if name and password else None
+        role = authenticate(self.db, name, password) if name and password else None
         if role is None:
-            config.limiter.failed(name)
-            metrics.logins.labels("failure").inc()
-            return render(request, "login.html", status=401, session=session, next=target,
-                          error="Wrong user name or password.")
-        metrics.logins.labels("success").inc()
-        signed_in = config.sessions.login(session, name, role)
+            self.config.limiter.failed(name)
+            self.metrics.logins.labels("failure").inc()
+            return self.render(request, "login.html", status=401, session=session,
+                               next=target, error="Wrong user name or password.")
+        self.metrics.logins.labels("success").inc()
+        signed_in = self.config.sessions.login(session, name, role)
         response = RedirectResponse(target or "/findings", status_code=303)
-        set_cookie(response, signed_in)
+        self.set_cookie(response, signed_in)
         return response
 
-    async def logout(request: Request, session: Session | None, form: Any) -> Response:
-        assert session is not None
-        config.sessions.end(session)
+    def logout(self, request: Request, session: Session, form: Any) -> Response:
+        self.config.sessions.end(session)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    async def home(request: Request) -> Response:
-        need(request)
+    # -- pages ----------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        self.need(request)
         return RedirectResponse("/findings", status_code=303)
 
-    async def findings(request: Request) -> Response:
-        session = need(request)
+    def findings(self, request: Request) -> Response:
+        session = self.need(request)
         params = request.query_params
         problems: list[str] = []
         page = queries.Page([], None)
@@ -268,7 +297,8 @@ def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:  # 
             before, after = params.get("before"), params.get("after")
             token = before or after
             cursor = queries.Cursor.parse(token) if token else None
-            page = queries.findings_page(db, flt, cursor, newer=bool(after and not before))
+            page = queries.findings_page(self.db, flt, cursor,
+                                         newer=bool(after and not before))
         except queries.FilterError as exc:
             problems = exc.problems
         kept = {name: params[name] for name in ("rule", "severity", "account", "provider",
@@ -278,76 +308,65 @@ def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:  # 
             next_url = "/findings?" + urlencode({**kept, "before": page.older.token()})
         if page.newer is not None:
             prev_url = "/findings?" + urlencode({**kept, "after": page.newer.token()})
-        template = "_findings_table.html" if request.headers.get("hx-request") else \
-            "findings.html"
-        return render(request, template, status=400 if problems else 200, session=session,
-                      page=page, problems=problems, values=kept, next_url=next_url,
-                      prev_url=prev_url, rules=catalogue.rules, paged=page.newer is not None,
-                      first_url="/findings?" + urlencode(kept) if kept else "/findings",
-                      filtered=not flt.is_empty())
+        template = ("_findings_table.html" if request.headers.get("hx-request")
+                    else "findings.html")
+        return self.render(
+            request, template, status=400 if problems else 200, session=session, page=page,
+            problems=problems, values=kept, next_url=next_url, prev_url=prev_url,
+            rules=self.catalogue.rules, paged=page.newer is not None,
+            first_url="/findings?" + urlencode(kept) if kept else "/findings",
+            filtered=not flt.is_empty())
 
-    async def finding(request: Request) -> Response:
-        from streams.engine import EngineParams
-        from streams.evidence import bundle
+    def finding(self, request: Request) -> Response:
         from streams.evidence.export.summary import finding_status
-        from streams.evidence.export.timeline import mark_for, render_timeline
         from streams.evidence.ledger import LedgerTampered
 
-        session = need(request)
+        session = self.need(request)
         finding_id = request.path_params["finding_id"]
         entry = None
         if len(finding_id) <= _MAX_ID:
             try:
-                entry = queries.finding(db, finding_id)
+                entry = queries.finding(self.db, finding_id)
             except LedgerTampered as exc:
-                return error_page(request, 500, "The ledger disagrees with itself", str(exc))
+                return self.error_page(request, 500, "The ledger disagrees with itself",
+                                       str(exc))
         if entry is None:
-            return error_page(request, 404, "No such finding",
-                              "The ledger holds no finding with this id.")
-        amendments = queries.amendments_of(db, entry)
-        record = entry.record
-        events = [e for e in bundle.evidence_events(record) if isinstance(e, dict)]
-        trigger_id = str(record.get("trigger_event_id", ""))
-        occurred = record.get("occurred_at")
-        svg = ""
-        if type(occurred) is int:
-            drawn = events if any(e.get("event_id") == trigger_id for e in events) else [
-                *events, {"type": "trigger", "event_id": trigger_id, "occurred_at": occurred}]
-            svg = render_timeline(drawn, trigger_id, occurred,
-                                  mark_for(entry.rule, occurred, events,
-                                           EngineParams().notice_grace_ms))
+            return self.error_page(request, 404, "No such finding",
+                                   "The ledger holds no finding with this id.")
+        amendments = queries.amendments_of(self.db, entry)
+        events, svg = _evidence(entry)
         try:
-            rule = catalogue[entry.rule]
+            rule = self.catalogue[entry.rule]
         except KeyError:
             rule = None
-        by_time = sorted(events, key=lambda e: (type(e.get("occurred_at")) is not int,
-                                                e.get("occurred_at") or 0))
-        return render(request, "finding.html", session=session, entry=entry, record=record,
-                      rule=rule, events=by_time, trigger_id=trigger_id,
-                      timeline=Markup(svg),  # built escaped by timeline.py
-                      amendments=amendments, state=finding_status(amendments),
-                      checkpoint=queries.latest_checkpoint(db), event_value=_event_value)
+        return self.render(
+            request, "finding.html", session=session, entry=entry, record=entry.record,
+            rule=rule, events=events, trigger_id=str(entry.record.get("trigger_event_id", "")),
+            timeline=Markup(svg),  # built escaped by export/timeline.py
+            amendments=amendments, state=finding_status(amendments),
+            checkpoint=queries.latest_checkpoint(self.db), event_value=_event_value)
 
-    async def accounts(request: Request) -> Response:
-        session = need(request)
-        size = db.query("SELECT size FROM tree_state WHERE id = 1")[0][0]
-        if accounts_cache.get("size") != size:
-            accounts_cache.update(size=size, rows=queries.accounts(db))
-        rows = accounts_cache["rows"]
+    def accounts(self, request: Request) -> Response:
+        session = self.need(request)
+        size = int(self.db.query("SELECT size FROM tree_state WHERE id = 1")[0][0])
+        if self._accounts is None or self._accounts[0] != size:
+            # the ledger only grows: the same size is the same findings
+            self._accounts = (size, queries.accounts(self.db))
+        rows = self._accounts[1]
         now = time.time_ns() // 1_000_000
-        return render(request, "accounts.html", session=session, rows=rows,
-                      ages={r.account_id: _age(r.oldest_ms, now) for r in rows
-                            if r.oldest_ms is not None},
-                      rules=catalogue.rules,
-                      account_url=lambda a: "/findings?" + urlencode({"account": a}))
+        return self.render(
+            request, "accounts.html", session=session, rows=rows,
+            ages={r.account_id: _age(r.oldest_ms, now) for r in rows if r.oldest_ms is not None},
+            rules=self.catalogue.rules,
+            account_url=lambda account: "/findings?" + urlencode({"account": account}))
 
-    async def users(request: Request) -> Response:
-        session = need(request, "users")
-        return render(request, "users.html", session=session, users=list_users(db))
+    def users(self, request: Request) -> Response:
+        session = self.need(request, "users")
+        return self.render(request, "users.html", session=session, users=list_users(self.db))
 
-    # -- errors, headers, metrics --------------------------------------------------
+    # -- errors, headers, metrics, the log line ---------------------------------------------
 
-    async def guard(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def guard(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
         try:
             response = await call_next(request)
@@ -361,49 +380,57 @@ def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:  # 
                 response = PlainTextResponse("sign in first\n", status_code=401)
                 response.headers["HX-Redirect"] = "/login"
         except _Forbidden:
-            response = error_page(request, 403, "Forbidden",
-                                  "Your role does not allow this.")
+            response = self.error_page(request, 403, "Forbidden",
+                                       "Your role does not allow this.")
         except DatabaseError as exc:
             log.error("ledger database error: %s", type(exc.__cause__).__name__)
-            response = error_page(request, 503, "The ledger cannot be read",
-                                  "The desk cannot reach the ledger's database just now. "
-                                  "Try again in a moment.")
+            response = self.error_page(request, 503, "The ledger cannot be read",
+                                       "The desk cannot reach the ledger's database just "
+                                       "now. Try again in a moment.")
         except Exception as exc:
             log.error("unexpected %s answering %s", type(exc).__name__,
-                      _route(request, routes))
-            response = error_page(request, 500, "Something went wrong",
-                                  "The desk could not answer this request. It was logged.")
+                      _route(request, self.routes))
+            response = self.error_page(request, 500, "Something went wrong",
+                                       "The desk could not answer this request. It was "
+                                       "logged.")
         for name, value in _SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        route = _route(request, routes)
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        route = _route(request, self.routes)
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        self.metrics.latency.labels(route).observe(elapsed)
         log.info("%s %s %d %.0f ms", request.method, route, response.status_code,
-                 (time.perf_counter() - started) * 1000)
+                 elapsed * 1000)
         return response
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        status = int(getattr(exc, "status_code", 404))
-        if status == 405:
-            return error_page(request, 405, "Method not allowed",
-                              "This address does not take that method.")
-        return error_page(request, 404, "Not found", "There is no page at this address.")
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        if int(getattr(exc, "status_code", 404)) == 405:
+            return self.error_page(request, 405, "Method not allowed",
+                                   "This address does not take that method.")
+        return self.error_page(request, 404, "Not found", "There is no page at this address.")
 
-    routes: list[BaseRoute] = [
-        Route("/healthz", healthz),
-        Route("/metrics", metrics_page),
-        Route("/login", login_form, methods=["GET"]),
-        Route("/login", _post(login), methods=["POST"]),
-        Route("/logout", _post(logout), methods=["POST"]),
-        Route("/", home),
-        Route("/findings", findings),
-        Route("/findings/{finding_id:path}", finding),
-        Route("/accounts", accounts),
-        Route("/users", users),
-        Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
-    ]
-    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
-                     exception_handlers={404: not_found, 405: not_found})
+
+def _evidence(entry: LedgerEntry) -> tuple[list[dict[str, Any]], str]:
+    """The finding's evidence events in time order, and its timeline (the SVG the HTML
+    report draws, from export/timeline.py; "" without an integer occurred_at)."""
+    from streams.engine import EngineParams
+    from streams.evidence import bundle
+    from streams.evidence.export.timeline import mark_for, render_timeline
+
+    record = entry.record
+    events = [e for e in bundle.evidence_events(record) if isinstance(e, dict)]
+    trigger_id = str(record.get("trigger_event_id", ""))
+    occurred = record.get("occurred_at")
+    svg = ""
+    if type(occurred) is int:
+        drawn = events if any(e.get("event_id") == trigger_id for e in events) else [
+            *events, {"type": "trigger", "event_id": trigger_id, "occurred_at": occurred}]
+        svg = render_timeline(drawn, trigger_id, occurred,
+                              mark_for(entry.rule, occurred, events,
+                                       EngineParams().notice_grace_ms))
+    by_time = sorted(events, key=lambda e: (type(e.get("occurred_at")) is not int,
+                                            e.get("occurred_at") or 0))
+    return by_time, svg
 
 
 def _route(request: Request, routes: list[BaseRoute]) -> str:

@@ -281,3 +281,33 @@ def test_logs_and_metrics_name_routes_never_ids(viewer: TestClient, db: Database
     assert "/findings/{finding_id:path}" in text
     for secret in (finding_id, "acct1", "hmac-sha256:s1", "viola"):
         assert secret not in text
+
+
+def test_a_tampered_leaf_is_a_clear_page_not_a_traceback(tmp_path: Path) -> None:
+    import sqlite3
+
+    from streams.desk.users import add_user
+    from streams.evidence.ledger import open_ledger
+    from tests.desk.conftest import _made_up
+
+    path = tmp_path / "ledger.db"
+    record = _made_up(1)
+    with open_ledger(str(path)) as ledger:
+        ledger.append("finding", [record])
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER entries_no_update")
+    conn.execute("UPDATE entries SET account_id = 'elsewhere'")
+    conn.close()
+    db = Database(str(path))
+    try:
+        add_user(db, "viola", "viewer", PASSWORD, now_ms=0)
+        with TestClient(create_app(db), follow_redirects=False) as client:
+            sign_in(client)
+            page = client.get(f"/findings/{record['finding_id']}",
+                              headers={"accept": "text/html"})
+    finally:
+        db.close()
+    assert page.status_code == 500
+    assert "The ledger disagrees with itself" in page.text
+    assert "ledger leaf 0: the account_id column disagrees" in page.text
+    assert "Traceback" not in page.text
