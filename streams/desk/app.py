@@ -308,8 +308,11 @@ class _Desk:
             next_url = "/findings?" + urlencode({**kept, "before": page.older.token()})
         if page.newer is not None:
             prev_url = "/findings?" + urlencode({**kept, "after": page.newer.token()})
-        template = ("_findings_table.html" if request.headers.get("hx-request")
-                    else "findings.html")
+        # htmx swapping the table asks for the table alone; a history restore, a link
+        # opened in a new tab or a reload get the whole page
+        partial = (request.headers.get("hx-target") == "results"
+                   and not request.headers.get("hx-history-restore-request"))
+        template = "_findings_table.html" if partial else "findings.html"
         return self.render(
             request, template, status=400 if problems else 200, session=session, page=page,
             problems=problems, values=kept, next_url=next_url, prev_url=prev_url,

@@ -135,23 +135,29 @@ class Session:
 @dataclass
 class SessionStore:
     """Sessions by id, in memory. A signed-in session lives `idle_s` after its last use
-    (at most `absolute_s` after login); at most `max_sessions` (oldest evicted first),
-    so a flood of anonymous visits cannot fill the memory."""
+    and at most `absolute_s` after login; an anonymous one (the login form's) at most
+    `anonymous_s`. Each kind is capped (`max_sessions`, the oldest evicted first) in its
+    own table, so a flood of anonymous visits never pushes a signed-in user out."""
 
     idle_s: float = 8 * 3600
     absolute_s: float = 12 * 3600
     anonymous_s: float = 3600
     max_sessions: int = 10_000
-    _sessions: OrderedDict[str, tuple[Session, float]] = field(default_factory=OrderedDict)
+    _anonymous: OrderedDict[str, tuple[Session, float]] = field(default_factory=OrderedDict)
+    _signed_in: OrderedDict[str, tuple[Session, float]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _put(self, table: OrderedDict[str, tuple[Session, float]], session: Session,
+             hard_end: float) -> None:
+        table[session.sid] = (session, hard_end)
+        while len(table) > self.max_sessions:
+            table.popitem(last=False)
 
     def new(self) -> Session:
         session = Session(sid=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32),
                           expires=time.monotonic() + self.anonymous_s)
         with self._lock:
-            self._sessions[session.sid] = (session, session.expires)
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+            self._put(self._anonymous, session, session.expires)
         return session
 
     def get(self, sid: str | None) -> Session | None:
@@ -159,17 +165,19 @@ class SessionStore:
             return None
         now = time.monotonic()
         with self._lock:
-            item = self._sessions.get(sid)
-            if item is None:
-                return None
-            session, hard_end = item
-            if now >= session.expires or now >= hard_end:
-                del self._sessions[sid]
-                return None
-            if session.user is not None:
-                session.expires = min(now + self.idle_s, hard_end)
-            self._sessions.move_to_end(sid)
-            return session
+            for table in (self._signed_in, self._anonymous):
+                item = table.get(sid)
+                if item is None:
+                    continue
+                session, hard_end = item
+                if now >= session.expires or now >= hard_end:
+                    del table[sid]
+                    return None
+                if session.user is not None:
+                    session.expires = min(now + self.idle_s, hard_end)
+                table.move_to_end(sid)
+                return session
+        return None
 
     def login(self, old: Session | None, user: str, role: str) -> Session:
         """A NEW session (new id and CSRF token: no session fixation) for `user`."""
@@ -178,19 +186,19 @@ class SessionStore:
                           expires=now + self.idle_s, user=user, role=role)
         with self._lock:
             if old is not None:
-                self._sessions.pop(old.sid, None)
-            self._sessions[session.sid] = (session, now + self.absolute_s)
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                self._anonymous.pop(old.sid, None)
+                self._signed_in.pop(old.sid, None)
+            self._put(self._signed_in, session, now + self.absolute_s)
         return session
 
     def end(self, session: Session) -> None:
         with self._lock:
-            self._sessions.pop(session.sid, None)
+            self._anonymous.pop(session.sid, None)
+            self._signed_in.pop(session.sid, None)
 
     def signed_in(self) -> int:
         with self._lock:
-            return sum(1 for s, _ in self._sessions.values() if s.user is not None)
+            return len(self._signed_in)
 
 
 @dataclass

@@ -200,9 +200,14 @@ def test_a_malformed_filter_is_a_message_on_the_page(viewer: TestClient, query: 
     assert "Traceback" not in response.text
 
 
-def test_htmx_gets_the_table_alone(viewer: TestClient) -> None:
-    part = viewer.get("/findings?rule=covert-profile-view", headers={"hx-request": "true"}).text
+def test_htmx_gets_the_table_alone_but_a_history_restore_the_whole_page(
+        viewer: TestClient) -> None:
+    url = "/findings?rule=covert-profile-view"
+    part = viewer.get(url, headers={"hx-request": "true", "hx-target": "results"}).text
     assert "<table" in part and "<html" not in part
+    whole = viewer.get(url, headers={"hx-request": "true",
+                                     "hx-history-restore-request": "true"}).text
+    assert "<html" in whole
 
 
 # -- one finding, accounts -----------------------------------------------------------------
@@ -311,3 +316,15 @@ def test_a_tampered_leaf_is_a_clear_page_not_a_traceback(tmp_path: Path) -> None
     assert "The ledger disagrees with itself" in page.text
     assert "ledger leaf 0: the account_id column disagrees" in page.text
     assert "Traceback" not in page.text
+
+
+def test_a_flood_of_anonymous_sessions_never_signs_a_user_out(db: Database) -> None:
+    from streams.desk.users import SessionStore
+
+    app = create_app(db, DeskConfig(sessions=SessionStore(max_sessions=5)))
+    with TestClient(app, follow_redirects=False) as client:
+        sign_in(client)
+        for _ in range(20):
+            with TestClient(app) as stranger:
+                stranger.get("/login")
+        assert client.get("/findings").status_code == 200
