@@ -328,3 +328,13 @@ def test_a_flood_of_anonymous_sessions_never_signs_a_user_out(db: Database) -> N
             with TestClient(app) as stranger:
                 stranger.get("/login")
         assert client.get("/findings").status_code == 200
+
+
+def test_the_vendored_htmx_is_the_one_its_source_note_names() -> None:
+    import hashlib
+
+    static = Path(__file__).resolve().parents[2] / "streams" / "desk" / "static"
+    note = (static / "htmx.SOURCE").read_text()
+    digest = hashlib.sha256((static / "htmx.min.js").read_bytes()).hexdigest()
+    assert f"sha256 of htmx.min.js: {digest}" in note
+    assert "Zero-Clause BSD" in (static / "htmx.LICENSE").read_text()
