@@ -68,6 +68,7 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _MAX_ID = 200
+_ACCOUNTS_SHOWN = 200  # the accounts page's first rows (all of them with ?all=1)
 
 
 @dataclass
@@ -355,10 +356,11 @@ class _Desk:
         if self._accounts is None or self._accounts[0] != size:
             # the ledger only grows: the same size is the same findings
             self._accounts = (size, queries.accounts(self.db))
-        rows = self._accounts[1]
+        every = self._accounts[1]
+        rows = every if request.query_params.get("all") else every[:_ACCOUNTS_SHOWN]
         now = time.time_ns() // 1_000_000
         return self.render(
-            request, "accounts.html", session=session, rows=rows,
+            request, "accounts.html", session=session, rows=rows, total=len(every),
             ages={r.account_id: _age(r.oldest_ms, now) for r in rows if r.oldest_ms is not None},
             rules=self.catalogue.rules,
             account_url=lambda account: "/findings?" + urlencode({"account": account}))
