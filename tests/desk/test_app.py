@@ -338,3 +338,14 @@ def test_the_vendored_htmx_is_the_one_its_source_note_names() -> None:
     digest = hashlib.sha256((static / "htmx.min.js").read_bytes()).hexdigest()
     assert f"sha256 of htmx.min.js: {digest}" in note
     assert "Zero-Clause BSD" in (static / "htmx.LICENSE").read_text()
+
+
+def test_the_accounts_page_shows_the_first_accounts_and_all_on_request(
+        viewer: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.desk import app
+
+    monkeypatch.setattr(app, "_ACCOUNTS_SHOWN", 2)
+    first = viewer.get("/accounts").text
+    assert first.count('<a href="/findings?account=') == 2 and 'id="more-accounts"' in first
+    every = viewer.get("/accounts?all=1").text
+    assert every.count('<a href="/findings?account=') > 2 and "more-accounts" not in every
