@@ -226,7 +226,16 @@ def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | N
         hide = "+" if number and not db.postgres else ""
         where.append(f"{hide}{column} = ?")
         params.append(value)
-    for clause, bound in (("occurred_at >= ?", flt.from_ms), ("occurred_at < ?", flt.to_ms)):
+    low, high = flt.from_ms, flt.to_ms
+    if cursor is not None:
+        # the cursor's time as a plain bound too, merged with the filter's: one range for
+        # the index to walk (SQLite takes one upper and one lower bound, not the tighter)
+        if newer:
+            low = cursor.occurred_at if low is None else max(low, cursor.occurred_at)
+        else:
+            end = cursor.occurred_at + 1
+            high = end if high is None else min(high, end)
+    for clause, bound in (("occurred_at >= ?", low), ("occurred_at < ?", high)):
         if bound is not None:
             where.append(clause)
             params.append(bound)
