@@ -138,7 +138,7 @@ def _is_loopback(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host == "testclient"  # starlette's TestClient
+        return False
 
 
 def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:

@@ -21,6 +21,7 @@ from tests.evidence.test_export_verify import FROM_MS
 from tests.evidence.test_export_verify import _finding as made_up
 
 PASSWORD = "correct horse battery staple"
+LOCAL = ("127.0.0.1", 50000)  # a client on this machine (TestClient's default is "testclient")
 SCRIPT = "<script>window.pwned = 1</script>"
 IMG = '"><img src=x onerror="window.pwned = 2">'
 HOSTILE = f"{SCRIPT}{IMG}"
@@ -83,7 +84,8 @@ def config() -> DeskConfig:
 
 @pytest.fixture
 def client(db: Database, config: DeskConfig) -> Iterator[TestClient]:
-    with TestClient(create_app(db, config), follow_redirects=False) as test_client:
+    with TestClient(create_app(db, config), follow_redirects=False,
+                    client=LOCAL) as test_client:
         yield test_client
 
 

@@ -15,7 +15,16 @@ from starlette.testclient import TestClient
 
 from streams.desk import Database, DeskConfig, create_app
 from streams.desk.users import LoginLimiter
-from tests.desk.conftest import HOSTILE, IMG, PASSWORD, PROVIDERS, SCRIPT, csrf_of, sign_in
+from tests.desk.conftest import (
+    HOSTILE,
+    IMG,
+    LOCAL,
+    PASSWORD,
+    PROVIDERS,
+    SCRIPT,
+    csrf_of,
+    sign_in,
+)
 
 
 def _records(db: Database) -> list[tuple[int, dict[str, Any]]]:
@@ -101,7 +110,7 @@ def test_a_wrong_password_is_one_message_and_no_session(client: TestClient) -> N
 
 def test_login_attempts_are_limited_per_user_and_per_address(db: Database) -> None:
     config = DeskConfig(limiter=LoginLimiter(per_user=3, per_address=5))
-    with TestClient(create_app(db, config), follow_redirects=False) as client:
+    with TestClient(create_app(db, config), follow_redirects=False, client=LOCAL) as client:
         statuses = [sign_in(client, password="wrong password!").status_code for _ in range(4)]
         assert statuses == [401, 401, 401, 429]
         limited = sign_in(client)  # even the right password, for that user, for a while
@@ -144,7 +153,7 @@ def test_metrics_are_for_this_machine_and_admins_only(db: Database) -> None:
         assert remote.get("/metrics").status_code == 403
         sign_in(remote, name="ada")
         assert remote.get("/metrics").status_code == 200
-    with TestClient(app, client=("127.0.0.1", 5000)) as local:
+    with TestClient(app, client=LOCAL) as local:
         assert "consentwatch_desk_requests_total" in local.get("/metrics").text
 
 
@@ -306,7 +315,7 @@ def test_a_tampered_leaf_is_a_clear_page_not_a_traceback(tmp_path: Path) -> None
     db = Database(str(path))
     try:
         add_user(db, "viola", "viewer", PASSWORD, now_ms=0)
-        with TestClient(create_app(db), follow_redirects=False) as client:
+        with TestClient(create_app(db), follow_redirects=False, client=LOCAL) as client:
             sign_in(client)
             page = client.get(f"/findings/{record['finding_id']}",
                               headers={"accept": "text/html"})
@@ -322,10 +331,10 @@ def test_a_flood_of_anonymous_sessions_never_signs_a_user_out(db: Database) -> N
     from streams.desk.users import SessionStore
 
     app = create_app(db, DeskConfig(sessions=SessionStore(max_sessions=5)))
-    with TestClient(app, follow_redirects=False) as client:
+    with TestClient(app, follow_redirects=False, client=LOCAL) as client:
         sign_in(client)
         for _ in range(20):
-            with TestClient(app) as stranger:
+            with TestClient(app, client=LOCAL) as stranger:
                 stranger.get("/login")
         assert client.get("/findings").status_code == 200
 
