@@ -230,9 +230,10 @@ def step(status: ReviewStatus, review: Mapping[str, Any]) -> ReviewStatus:
     if allowed is None:
         raise TrailError(f"the review has no action (one of {', '.join(ACTIONS)})")
     if status.state not in allowed:
-        raise TrailError(f"a {action} is allowed only on a finding that is "
-                         f"{' or '.join(s for s in STATES if s in allowed)}; this one is "
-                         f"{status.state}")
+        states = [s for s in STATES if s in allowed]
+        either = " or ".join(filter(None, (", ".join(states[:-1]), states[-1])))
+        raise TrailError(f"a {action} is allowed only on a finding that is {either}; this "
+                         f"one is {status.state}")
     at = review.get("at_ms")
     counted = replace(status, reviews=status.reviews + 1,
                       last_at_ms=at if type(at) is int else status.last_at_ms)
