@@ -213,7 +213,9 @@ def verify(bundle_path: Path, public_key: Path) -> int:
             click.echo(f"FAIL {failure}")
         click.echo(f"verification failed: {len(failures)} problem(s)", err=True)
         return 1
-    click.echo(f"OK: {counts['findings']} findings and {counts['amendments']} amendments "
-               f"proven against the signed checkpoint of size {counts['checkpoint_size']}; "
+    click.echo(f"OK: {counts['findings']} findings, {counts['amendments']} amendments, "
+               f"{counts.get('reviews', 0)} reviews and {counts.get('exceptions', 0)} "
+               "exceptions proven against the signed checkpoint of size "
+               f"{counts['checkpoint_size']}; "
                f"{counts['files']} files match the signed manifest")
     return 0

@@ -232,8 +232,9 @@ def step(status: ReviewStatus, review: Mapping[str, Any]) -> ReviewStatus:
     if status.state not in allowed:
         states = [s for s in STATES if s in allowed]
         either = " or ".join(filter(None, (", ".join(states[:-1]), states[-1])))
-        raise TrailError(f"a {action} is allowed only on a finding that is {either}; this "
-                         f"one is {status.state}")
+        article = "an" if action[0] in "aeiou" else "a"
+        raise TrailError(f"{article} {action} is allowed only on a finding that is {either}; "
+                         f"this one is {status.state}")
     at = review.get("at_ms")
     counted = replace(status, reviews=status.reviews + 1,
                       last_at_ms=at if type(at) is int else status.last_at_ms)
