@@ -249,3 +249,13 @@ def test_the_report_shows_each_findings_review_history_escaped(exported: Path) -
     assert "DPA with prov until 2027" in section_a and "in force" in section_a
     assert "Review: assigned to bob" in section_b
     assert "excepted" not in section_b
+
+
+def test_the_summary_has_each_findings_review_status_and_exception(exported: Path) -> None:
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO((exported / bundle.SUMMARY).read_text())))
+    got = {row["finding_id"]: (row["review_status"], row["excepted"]) for row in rows}
+    assert got == {A["finding_id"]: ("resolved: false_positive (test_traffic)", "yes"),
+                   B["finding_id"]: ("assigned to bob", "no")}

@@ -67,6 +67,9 @@ def test_reviews_are_leaves_stored_once_and_found_by_finding(ledger: SqlLedger) 
         "resolved", "false_positive", "test_traffic", "bob")
     assert ledger.review_status(FID[2]).state == "open"
     assert ledger.reviews(FID[2]) == []
+    statuses = ledger.review_statuses(FID)
+    assert {k: v.state for k, v in statuses.items()} == {
+        FID[0]: "resolved", FID[1]: "open", FID[2]: "open", FID[3]: "open"}
     many = ledger.reviews_of(FID)
     assert set(many) == {FID[0], FID[1]} and many[FID[0]] == reviews
     assert len(list(ledger.entries(kind="review"))) == 5
@@ -158,6 +161,10 @@ def test_exceptions_are_leaves_listed_by_account(ledger: SqlLedger) -> None:
                                                  rule="covert-profile-view")
     assert ledger.append("exception", [first, second]) == 2
     assert ledger.append("exception", [first]) == 0
+    inside = F[0] | {"occurred_at": T0 + 5}
+    assert [e.record for e in ledger.covering_exceptions(inside, T0 + 10**10)] == [first]
+    assert ledger.covering_exceptions(inside, T0 + 10**11) == []  # expired
+    assert ledger.covering_exceptions(inside | {"provider": "x"}, T0 + 10**10) == []
     assert [e.record for e in ledger.exceptions()] == [first, second]
     assert [e.record for e in ledger.exceptions(account="acct2")] == [second]
     assert [e.entry_id for e in ledger.entries(kind="exception", rule="covert-profile-view")

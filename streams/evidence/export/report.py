@@ -30,7 +30,12 @@ from streams import __version__
 from streams.catalogue import load_catalogue
 from streams.evidence import bundle
 from streams.evidence.exception_scope import covering, covers
-from streams.evidence.export.summary import RETRACTED, amendments_by_finding, finding_status
+from streams.evidence.export.summary import (
+    RETRACTED,
+    amendments_by_finding,
+    finding_status,
+    reviews_by_finding,
+)
 from streams.evidence.export.timeline import mark_for, render_timeline
 from streams.evidence.export.times import describe_ms
 from streams.evidence.keys import public_key_bytes
@@ -136,9 +141,7 @@ def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEn
     """The report's bytes (UTF-8). Exceptions are shown in force or not as of the
     export (`facts.created_ms`)."""
     catalogue = load_catalogue()
-    trails: dict[str, list[LedgerEntry]] = {}
-    for review in sorted(reviews, key=lambda entry: entry.index):
-        trails.setdefault(review.finding_id, []).append(review)
+    trails = reviews_by_finding(reviews)
     exception_records = [entry.record for entry in exceptions]
     by_finding = amendments_by_finding(amendments)
     statuses = {e.entry_id: finding_status(by_finding.get(e.entry_id, ())) for e in findings}

@@ -40,7 +40,11 @@ from streams.evidence.checkpoint import verifier_key
 from streams.evidence.exception_scope import covers
 from streams.evidence.export.query import ExportQuery
 from streams.evidence.export.report import ExportFacts, key_fingerprint, render_report
-from streams.evidence.export.summary import amendments_by_finding, render_summary
+from streams.evidence.export.summary import (
+    amendments_by_finding,
+    render_summary,
+    reviews_by_finding,
+)
 from streams.evidence.export.times import describe_ms
 from streams.evidence.keys import KEY_NAME
 from streams.evidence.ledger import AuditedTree, LedgerTampered
@@ -186,7 +190,10 @@ def _content_files(selection: _Selection, params: EngineParams | None, query: Ex
         if progress is not None:
             progress("evidence", done, total)
     files[bundle.SUMMARY] = render_summary(selection.findings,
-                                           amendments_by_finding(selection.amendments))
+                                           amendments_by_finding(selection.amendments),
+                                           reviews=reviews_by_finding(selection.reviews),
+                                           exceptions=selection.exceptions,
+                                           at_ms=facts.created_ms)
     files[bundle.REVIEWS] = b"".join(e.leaf + b"\n" for e in selection.reviews)
     files[bundle.EXCEPTIONS] = b"".join(e.leaf + b"\n" for e in selection.exceptions)
     files[bundle.REPORT] = render_report(selection.findings, selection.amendments, query=query,

@@ -9,7 +9,7 @@ anyone can recompute a leaf hash from the record alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -137,8 +137,17 @@ class Ledger(Protocol):
         """The fold of the finding's reviews."""
         ...
 
+    def review_statuses(self, finding_ids: Iterable[str]) -> dict[str, ReviewStatus]:
+        """The status of each of the findings (open for one without reviews)."""
+        ...
+
     def exceptions(self, *, account: str | None = None) -> list[LedgerEntry]:
         """Every recorded exception (of one account when given), in ledger order."""
+        ...
+
+    def covering_exceptions(self, finding: Mapping[str, Any], at_ms: int) -> list[LedgerEntry]:
+        """The exceptions in force at `at_ms` whose scope covers the finding (a finding
+        record): it is excepted at `at_ms` when this is not empty."""
         ...
 
     def checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> str:

@@ -500,9 +500,27 @@ class SqlLedger(ABC):
             raise LedgerTampered(f"the stored reviews of a finding do not fold: {exc} (was "
                                  "the database edited?)") from None
 
+    def review_statuses(self, finding_ids: Iterable[str]) -> dict[str, ReviewStatus]:
+        """See `Ledger.review_statuses`."""
+        wanted = set(finding_ids)
+        trails = self.reviews_of(wanted)
+        try:
+            return {finding_id: fold(entry.record for entry in trails.get(finding_id, ()))
+                    for finding_id in wanted}
+        except TrailError as exc:
+            raise LedgerTampered(f"the stored reviews of a finding do not fold: {exc} (was "
+                                 "the database edited?)") from None
+
     def exceptions(self, *, account: str | None = None) -> list[LedgerEntry]:
         """See `Ledger.exceptions`."""
         return list(self.entries(kind="exception", account=account))
+
+    def covering_exceptions(self, finding: Mapping[str, Any], at_ms: int) -> list[LedgerEntry]:
+        """See `Ledger.covering_exceptions`: the finding's account's exceptions only."""
+        from streams.evidence.exception_scope import covers, in_force
+
+        return [entry for entry in self.exceptions(account=finding.get("account_id") or "")
+                if covers(entry.record, finding) and in_force(entry.record, at_ms)]
 
     def __enter__(self) -> SqlLedger:
         return self
