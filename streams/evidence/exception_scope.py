@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streams.evidence.review import MAX_TEXT, TrailError, record_id
+from streams.evidence.review import MAX_MS, MAX_TEXT, TrailError, record_id
 
 __all__ = ["FIELDS", "check_exception", "covering", "covers", "in_force", "new_exception"]
 
@@ -61,8 +61,8 @@ def _text(record: Mapping[str, Any], name: str, *, optional: bool = False) -> No
 
 def _ms(record: Mapping[str, Any], name: str) -> int:
     value = record.get(name)
-    if type(value) is not int or value < 0:
-        raise TrailError(f"the {_WHAT} has no {name} (epoch milliseconds)")
+    if type(value) is not int or not 0 <= value <= MAX_MS:
+        raise TrailError(f"the {_WHAT} has no {name} (epoch milliseconds, 1970 to 9999)")
     return value
 
 

@@ -91,6 +91,9 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
 }
 #: No free-text field is longer than this many characters.
 MAX_TEXT = 10_000
+#: The last millisecond of the year 9999 (as streams.model.timestamps.MAX_MS): every time
+#: of a review or exception can be written in RFC 3339.
+MAX_MS = 253_402_300_799_999
 
 
 class TrailError(ConsentwatchError):
@@ -135,8 +138,8 @@ def _text(record: Mapping[str, Any], name: str, what: str = "review") -> str:
 
 def _epoch_ms(record: Mapping[str, Any], name: str, what: str) -> int:
     value = record.get(name)
-    if type(value) is not int or value < 0:
-        raise TrailError(f"the {what} has no {name} (epoch milliseconds)")
+    if type(value) is not int or not 0 <= value <= MAX_MS:
+        raise TrailError(f"the {what} has no {name} (epoch milliseconds, 1970 to 9999)")
     return value
 
 

@@ -297,3 +297,35 @@ def test_cli_ledger_exports_lists_export_leaves(tmp_path: Path) -> None:
     done = run_cli("ledger", "exports", "--ledger", path, "--json")
     assert done.returncode == 0, done.stderr
     assert b'"purpose":"DPA request"' in done.stdout and b'"findings":3' in done.stdout
+
+
+def test_cli_ledger_reviews_and_exceptions(tmp_path: Path) -> None:
+    import orjson
+
+    from tests.conftest import run_cli
+
+    path = str(tmp_path / "ledger.db")
+    with open_ledger(path) as store:
+        store.append("finding", F)
+        store.append("review", [rv("acknowledge", 1),
+                                rv("comment", 2, text="\x1b[31mred\x1b[0m <b>x</b>"),
+                                rv("resolve", 3, reason="duplicate", duplicate_of=FID[1])])
+        store.append("exception", [an_exception()])
+    done = run_cli("ledger", "reviews", FID[0], "--ledger", path)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    assert text.startswith(f"status: resolved: duplicate of {FID[1]}\n")
+    assert "\x1b" not in text and "\\x1b[31mred" in text  # no terminal escape gets through
+    lines = run_cli("ledger", "reviews", FID[0], "--ledger", path, "--json"
+                    ).stdout.splitlines()
+    status = orjson.loads(lines[0])
+    assert (status["state"], status["reason"], status["reviews"]) == ("resolved", "duplicate", 3)
+    assert [orjson.loads(line)["action"] for line in lines[1:]] == [
+        "acknowledge", "comment", "resolve"]
+    unknown = run_cli("ledger", "reviews", "0" * 64, "--ledger", path)
+    assert unknown.returncode == 2 and unknown.stderr.decode().count("\n") == 1
+    assert b"Traceback" not in unknown.stderr
+    listed = run_cli("ledger", "exceptions", "--ledger", path, "--account", "acct1")
+    assert listed.returncode == 0 and b"processing agreement" in listed.stdout
+    assert run_cli("ledger", "exceptions", "--ledger", path, "--account", "acct9", "--json"
+                   ).stdout == b""
