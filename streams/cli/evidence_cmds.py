@@ -125,7 +125,8 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
         # Still written and recorded: that nothing matched is itself what was exported.
         _warning(f"no finding matches the query ({_describe(query)}); the empty bundle was "
                  "written and recorded in the ledger")
-    click.echo(f"exported {result.findings} findings and {result.amendments} amendments "
+    click.echo(f"exported {result.findings} findings, {result.amendments} amendments, "
+               f"{result.reviews} reviews and {result.exceptions} exceptions "
                f"(checkpoint size {result.checkpoint_size}) to {result.directory} and "
                f"{result.zip_path}; manifest sha256 {result.manifest_sha256}")
 
