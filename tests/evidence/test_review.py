@@ -278,3 +278,41 @@ def test_a_changed_exception_no_longer_has_its_id() -> None:
         check_exception(e | {"expires_at_ms": T0 + 10**9})
     with pytest.raises(TrailError, match="does not take"):
         check_exception(e | {"extra": 1})
+
+
+@settings(max_examples=examples(100))
+@given(review_sequences())
+def test_the_ledger_accepts_exactly_the_reviews_the_fold_allows(
+        reviews: list[dict[str, Any]]) -> None:
+    """Appended one by one to a real (SQLite) ledger: it stores exactly the reviews the
+    fold allows (each once), refuses the others with InvalidRecord, and its status is
+    the fold of what it stored."""
+    import tempfile
+    from pathlib import Path
+
+    from streams.evidence.ledger import InvalidRecord, open_ledger
+
+    findings = [{"finding_id": fid, "rule": "covert-profile-view", "subject_id": "u-1",
+                 "account_id": "acct1", "occurred_at": T0} for fid in (F1, F2)]
+    with tempfile.TemporaryDirectory() as folder, \
+            open_ledger(str(Path(folder) / "ledger.db")) as store:
+        store.append("finding", findings)
+        for record in reviews:
+            try:
+                store.append("review", [record])
+            except InvalidRecord as exc:
+                assert str(exc).startswith("review refused: ")
+        stored = [entry.record for entry in store.reviews(F1)]
+        ledger_status = store.review_status(F1)
+    # the ledger's rule: a review already stored is skipped, else stored if allowed
+    expected, status = list[dict[str, Any]](), ReviewStatus()
+    for record in reviews:
+        if record["review_id"] in {r["review_id"] for r in expected}:
+            continue
+        try:
+            status = step(status, record)
+        except TrailError:
+            continue
+        expected.append(record)
+    assert stored == expected
+    assert fold(stored) == status == ledger_status
