@@ -158,7 +158,9 @@ def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEn
         "<h2 id=\"verifying\">Verifying this bundle</h2>",
         "<p>Every finding below is a leaf of the evidence ledger's Merkle tree. "
         "<code>manifest.json</code> holds the ledger's signed checkpoint and an inclusion "
-        "proof for each finding; check the whole bundle offline with "
+        "proof for each finding, and for each review and exception of the review trail "
+        f"({len(reviews)} reviews and {len(exceptions)} exceptions in this bundle, shown "
+        "with each finding); check the whole bundle offline with "
         "<code>consentwatch verify BUNDLE --public-key consentwatch.pub</code> (or by hand, "
         "see docs/verifying.md), and check that the public key's fingerprint is the one "
         "above.</p>",
