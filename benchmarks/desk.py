@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/desk.py [--findings 1000000] [--runs 30] [--json OUT]
 
 Builds once, then caches, a SQLite ledger of N made-up findings under benchmarks/data/
-(`desk-v1-<N>.db`): every rule of the catalogue with its severity, ~N/500 accounts,
+(`desk-v2-<N>.db`): every rule of the catalogue with its severity, ~N/500 accounts,
 5 providers, ~N/5 subject pseudonyms, a year of occurred_at, two evidence events each.
 The leaves are the records' canonical JSON, built with orjson's sorted keys (the same
 bytes as RFC 8785 for these ASCII, integer-only records: checked on the first ones),
@@ -42,7 +42,7 @@ _PASSWORD = "benchmark-password-1"
 
 
 def ledger_path(n: int) -> Path:
-    return DATA / f"desk-v1-{n}.db"
+    return DATA / f"desk-v2-{n}.db"  # v2: the ledger's schema 2
 
 
 def _findings(n: int, seed: int = 1) -> Any:
@@ -103,7 +103,7 @@ def build(path: Path, n: int, *, quiet: bool = False) -> None:
                 assert leaf == rfc8785.dumps(record), "orjson's bytes are not RFC 8785's"
             batch.append(Row("finding", record["finding_id"], record["occurred_at"],
                              record["rule"], record["account_id"], record["subject_id"],
-                             leaf, leaf_hash(leaf)))
+                             leaf, leaf_hash(leaf), finding_id=record["finding_id"]))
             if len(batch) == BATCH or count == n:
                 ledger.append_rows(batch)
                 batch = []

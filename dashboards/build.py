@@ -62,6 +62,8 @@ JOB = 'job="consentwatch"'
 # The dashboards' template variables (multi-value, "All" matches everything).
 INSTANCE = f'{JOB},instance=~"$instance"'
 FINDINGS = f'{INSTANCE},rule=~"$rule",provider=~"$provider"'
+# The review desk (`consentwatch desk serve`): its gauges, read from the ledger at scrape time.
+DESK = 'job="consentwatch-desk",rule=~"$rule"'
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # The uid of the datasource in deploy/grafana/provisioning/datasources/prometheus.yml.
 PROVISIONED_DATASOURCE_UID = "consentwatch-prometheus"
@@ -364,6 +366,31 @@ def alerting_rule_stats(runbook_base: str) -> list[stat.Panel]:
     return panels
 
 
+def review_desk(runbook_base: str) -> list[Any]:
+    """The review desk's row: what is still open, by rule, severity and triage status, and
+    the age of the oldest open critical finding (its alert pages past 24 hours)."""
+    open_ = f"consentwatch_desk_open_findings{{{DESK}}}"
+    oldest = "consentwatch_desk_oldest_open_finding_age_seconds"
+    return [
+        Row("Review desk"),
+        single("Open findings", "Findings not resolved by a review and not inside an "
+               "exception in force (the review desk), rules as selected.",
+               f"sum({open_}) or vector(0)", span=6, steps=((None, "green"), (1, "orange"))),
+        single("Oldest open critical finding", "How long ago the oldest open CRITICAL "
+               "finding was detected; its alert (ConsentwatchCriticalFindingOpen24h) pages "
+               "past 24 hours.",
+               f'max({oldest}{{job="consentwatch-desk",severity="CRITICAL"}}) or vector(0)',
+               unit="dtdurations", span=6,
+               steps=((None, "green"), (1, "orange"), (86400, "red")))
+        .links([runbook(runbook_base, "consentwatch-critical-finding-open24h.md")]),
+        graph("Open findings by severity", "Open findings over time, by the rule's severity.",
+              query(f"sum by (severity) ({open_})", "{{severity}}"), span=12),
+        graph("Open findings by rule and status", "Open findings over time, by rule and "
+              "triage status (open, acknowledged, assigned).",
+              query(f"sum by (rule, status) ({open_})", "{{rule}} {{status}}"), span=12),
+    ]
+
+
 def compliance(runbook_base: str = "") -> Dashboard:
     findings = "consentwatch_findings_total"
     board = (
@@ -388,7 +415,7 @@ def compliance(runbook_base: str = "") -> Dashboard:
             span=6, steps=((None, "green"), (1, "orange")))))
     for panel in alerting_rule_stats(runbook_base):
         board = board.with_panel(panel)
-    return (
+    board = (
         board
         .with_row(Row("Over time"))
         .with_panel(graph(
@@ -424,6 +451,9 @@ def compliance(runbook_base: str = "") -> Dashboard:
             .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"])))
         .with_panel(top_accounts())
     )
+    for panel in review_desk(runbook_base):
+        board = board.with_row(panel) if isinstance(panel, Row) else board.with_panel(panel)
+    return board
 
 
 # -- output -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ALLOWED_SERIES", "CONTRACT_METRICS", "metric_names"]
+__all__ = ["ALLOWED_SERIES", "CONTRACT_METRICS", "DESK_METRICS", "metric_names"]
 
 # The metric names the alerts and dashboards rely on (issue 4), pinned here: name -> type.
 # tests/metrics/test_metrics.py checks that streams/metrics declares exactly these.
@@ -30,10 +30,17 @@ CONTRACT_METRICS: dict[str, str] = {
     "consentwatch_build_info": "gauge",
 }
 
+# The review desk's own metrics (`consentwatch desk serve`, its /metrics; job
+# consentwatch-desk), which its alerts and the compliance dashboard read.
+DESK_METRICS: dict[str, str] = {
+    "consentwatch_desk_open_findings": "gauge",
+    "consentwatch_desk_oldest_open_finding_age_seconds": "gauge",
+}
+
 
 def _series_names() -> frozenset[str]:
     names = {"up"}  # Prometheus' own per-target series: "worker down"
-    for name, kind in CONTRACT_METRICS.items():
+    for name, kind in (CONTRACT_METRICS | DESK_METRICS).items():
         if kind == "histogram":
             names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
         else:

@@ -37,8 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"FAIL {failure}")
         print(f"verification failed: {len(failures)} problem(s)", file=sys.stderr)
         return 1
-    print(f"OK: {counts['findings']} findings and {counts['amendments']} amendments proven "
-          f"against the signed checkpoint of size {counts['checkpoint_size']}; "
+    print(f"OK: {counts['findings']} findings, {counts['amendments']} amendments, "
+          f"{counts.get('reviews', 0)} reviews and {counts.get('exceptions', 0)} exceptions "
+          f"proven against the signed checkpoint of size {counts['checkpoint_size']}; "
           f"{counts['files']} files match the signed manifest")
     return 0
 

@@ -125,7 +125,8 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
         # Still written and recorded: that nothing matched is itself what was exported.
         _warning(f"no finding matches the query ({_describe(query)}); the empty bundle was "
                  "written and recorded in the ledger")
-    click.echo(f"exported {result.findings} findings and {result.amendments} amendments "
+    click.echo(f"exported {result.findings} findings, {result.amendments} amendments, "
+               f"{result.reviews} reviews and {result.exceptions} exceptions "
                f"(checkpoint size {result.checkpoint_size}) to {result.directory} and "
                f"{result.zip_path}; manifest sha256 {result.manifest_sha256}")
 
@@ -213,7 +214,9 @@ def verify(bundle_path: Path, public_key: Path) -> int:
             click.echo(f"FAIL {failure}")
         click.echo(f"verification failed: {len(failures)} problem(s)", err=True)
         return 1
-    click.echo(f"OK: {counts['findings']} findings and {counts['amendments']} amendments "
-               f"proven against the signed checkpoint of size {counts['checkpoint_size']}; "
+    click.echo(f"OK: {counts['findings']} findings, {counts['amendments']} amendments, "
+               f"{counts.get('reviews', 0)} reviews and {counts.get('exceptions', 0)} "
+               "exceptions proven against the signed checkpoint of size "
+               f"{counts['checkpoint_size']}; "
                f"{counts['files']} files match the signed manifest")
     return 0

@@ -1,4 +1,5 @@
-"""`consentwatch ledger run` and `ledger load`: findings and amendments into the ledger.
+"""`consentwatch ledger run` and `ledger load`: findings and amendments into the ledger;
+`findings`, `summary`, `exports`, `reviews`, `exceptions` and `status` read it.
 
 `run` reads the findings and amendments topics (consumer group
 `<prefix>.ledger.<ledger id>`, so each ledger keeps its own position);
@@ -228,6 +229,70 @@ def exports(ledger_url: str, as_json: bool) -> int:
              str(item["query"].get("amendments", "")), item["bundle_sha256"][:16]]
             for item in trail])
     return 0
+
+
+@ledger.command("reviews")
+@click.argument("finding_id")
+@ledger_option
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON Lines: the status, then each review record.")
+def reviews(finding_id: str, ledger_url: str, as_json: bool) -> int:
+    """Show a finding's review status and its reviews, in ledger order."""
+    from streams.errors import ConfigError
+    from streams.evidence.review import fold
+    from streams.model.timestamps import format_ms
+
+    with _existing_ledger(ledger_url) as store:
+        if store.finding(finding_id) is None:
+            raise ConfigError("no finding of that finding_id in the ledger")
+        trail = store.reviews(finding_id)
+    status = fold(entry.record for entry in trail)
+    if as_json:
+        click.echo(orjson.dumps({"finding_id": finding_id} | status.to_dict()).decode())
+        for entry in trail:
+            click.echo(orjson.dumps(entry.record).decode())
+        return 0
+    click.echo(f"status: {_plain(status.label())}")
+    _table(["when", "reviewer", "action", "details", "leaf"],
+           [[format_ms(r["at_ms"]), _plain(r["reviewer"]), r["action"],
+             _plain("; ".join(f"{k}={r[k]}" for k in _REVIEW_DETAILS if k in r)),
+             str(entry.index)] for entry in trail for r in (entry.record,)])
+    return 0
+
+
+_REVIEW_DETAILS = ("assignee", "reason", "false_positive_kind", "duplicate_of", "text", "note")
+
+
+@ledger.command("exceptions")
+@ledger_option
+@click.option("--account", help="Only the exceptions of this account.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+def exceptions(ledger_url: str, account: str | None, as_json: bool) -> int:
+    """List the recorded exceptions (in force or expired), in ledger order."""
+    import time
+
+    from streams.model.timestamps import format_ms
+
+    now = time.time_ns() // 1_000_000
+    with _existing_ledger(ledger_url) as store:
+        found = store.exceptions(account=account)
+    if as_json:
+        for entry in found:
+            click.echo(orjson.dumps(entry.record).decode())
+        return 0
+    _table(["account", "provider", "rule", "occurred from", "to", "expires", "in force",
+            "author", "reason"],
+           [[_plain(e["account_id"]), _plain(e["provider"] or "any"), _plain(e["rule"] or "any"),
+             format_ms(e["from_ms"]), format_ms(e["to_ms"]), format_ms(e["expires_at_ms"]),
+             "yes" if e["at_ms"] <= now < e["expires_at_ms"] else "no", _plain(e["author"]),
+             _plain(e["reason"])] for e in (entry.record for entry in found)])
+    return 0
+
+
+def _plain(value: Any) -> str:
+    """A value for a terminal: control characters (escape sequences) written out."""
+    text = str(value)
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 @ledger.command("status")

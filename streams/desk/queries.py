@@ -40,6 +40,8 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LOCAL_MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?")
 _CURSOR = re.compile(r"(-?\d{1,19})\.(\d{1,19})")
 _LIST_COLUMNS = "idx, entry_id, occurred_at, rule, account_id, subject_id, leaf"
+_ENTRY_COLUMNS = ("idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, "
+                  "leaf_hash, finding_id")
 
 
 class FilterError(ConsentwatchError):
@@ -264,32 +266,27 @@ def open_findings_where() -> str:
 def finding(db: Database, finding_id: str) -> LedgerEntry | None:
     """The finding, its leaf checked against its hash and columns (LedgerTampered if
     not); None when the ledger holds no finding of that id."""
-    rows = db.query("SELECT idx, kind, entry_id, occurred_at, rule, account_id, subject_id, "
-                    "leaf, leaf_hash FROM entries WHERE kind = 'finding' AND entry_id = ?",
-                    (finding_id,))
+    rows = db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = 'finding' "
+                    "AND entry_id = ?", (finding_id,))
     return _checked(rows[0]) if rows else None
 
 
 def _checked(values: tuple[Any, ...]) -> LedgerEntry:
-    idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, digest = values
+    (idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, digest,
+     finding_id) = values
     return checked_entry(StoredRow(index=int(idx), kind=str(kind), entry_id=str(entry_id),
                                    occurred_at=int(occurred_at), rule=str(rule),
                                    account_id=str(account_id), subject_id=str(subject_id),
-                                   leaf=bytes(leaf), leaf_hash=bytes(digest)))
+                                   leaf=bytes(leaf), leaf_hash=bytes(digest),
+                                   finding_id=str(finding_id)))
 
 
 def amendments_of(db: Database, entry: LedgerEntry) -> list[LedgerEntry]:
-    """The finding's amendments in ledger order (found by its subject and rule, which an
-    amendment repeats, then by the finding id in its leaf)."""
-    rows = db.query("SELECT idx, kind, entry_id, occurred_at, rule, account_id, subject_id, "
-                    "leaf, leaf_hash FROM entries WHERE kind = 'amendment' AND subject_id = ? "
-                    "AND rule = ? ORDER BY idx", (entry.subject_id, entry.rule))
-    found = []
-    for values in rows:
-        amendment = _checked(values)
-        if amendment.record.get("finding_id") == entry.entry_id:
-            found.append(amendment)
-    return found
+    """The finding's amendments in ledger order (by the ledger's finding_id column, each
+    checked against its leaf)."""
+    rows = db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE finding_id = ? "
+                    "AND kind = 'amendment' ORDER BY idx", (entry.entry_id,))
+    return [_checked(values) for values in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
     OUT/findings.jsonl        one finding per line: exactly its ledger leaf (RFC 8785 bytes)
     OUT/amendments.jsonl      the ledger's amendments of those findings, the same way
+    OUT/reviews.jsonl         the ledger's reviews of those findings, the same way
+    OUT/exceptions.jsonl      the ledger's exceptions whose scope covers one of them
     OUT/evidence/<name>.json  each cited evidence event, RFC 8785
     OUT/summary.csv           one row per finding, for spreadsheets
     OUT/report.html           the human-readable report (self-contained)
@@ -31,12 +33,15 @@ from streams.errors import ConfigError, ConsentwatchError
 __all__ = [
     "AMENDMENTS",
     "EVIDENCE_DIR",
+    "EXCEPTIONS",
     "FINDINGS",
     "FORMAT",
+    "FORMATS",
     "MANIFEST",
     "MAX_BUNDLE_BYTES",
     "MAX_FILE_BYTES",
     "REPORT",
+    "REVIEWS",
     "SIGNATURE",
     "SUMMARY",
     "BundleError",
@@ -48,9 +53,13 @@ __all__ = [
     "write_zip",
 ]
 
-FORMAT = "consentwatch-evidence-bundle/1"
+#: /2 (issue 17) adds reviews.jsonl and exceptions.jsonl; verify reads /1 bundles too.
+FORMAT = "consentwatch-evidence-bundle/2"
+FORMATS = ("consentwatch-evidence-bundle/1", FORMAT)
 FINDINGS = "findings.jsonl"
 AMENDMENTS = "amendments.jsonl"
+REVIEWS = "reviews.jsonl"
+EXCEPTIONS = "exceptions.jsonl"
 EVIDENCE_DIR = "evidence"
 SUMMARY = "summary.csv"
 REPORT = "report.html"

@@ -13,7 +13,11 @@ Checks, each reported as one line naming the file and what is wrong:
   and of the --rule, --account and --subject the manifest records), each amendment
   amends an exported finding;
 - every evidence/ file is the canonical JSON of an event a proven finding cites (so
-  checked only when the checkpoint verifies).
+  checked only when the checkpoint verifies);
+- reviews.jsonl and exceptions.jsonl (format /2) the same way, leaf by leaf: each a
+  well-formed review or exception whose id is the hash of its content; each review of
+  an exported finding, the reviews of each finding in ledger order and folding into a
+  status (`streams.evidence.review`); each exception covering an exported finding.
 All checks run even after a failure, so one run lists everything that is wrong.
 """
 
@@ -33,7 +37,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from streams.evidence import bundle
 from streams.evidence.bundle import BundleError, BundleFiles
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from streams.evidence.exception_scope import check_exception, covers
 from streams.evidence.merkle import leaf_hash, verify_inclusion
+from streams.evidence.review import TrailError, check_review, fold
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -52,6 +58,11 @@ MAX_LINE_BYTES = 16 << 20
 _MAX_SIGNATURE_BYTES = 1024
 _FILTERS = (("rule", "rule", "--rule"), ("account", "account_id", "--account"),
             ("subject", "subject_id", "--subject"))
+#: The id field of each entry file's records.
+_ID_FIELDS = {bundle.FINDINGS: "finding_id", bundle.AMENDMENTS: "amendment_id",
+              bundle.REVIEWS: "review_id", bundle.EXCEPTIONS: "exception_id"}
+#: What a finding's exception scope is checked against (no evidence, no free text).
+_SCOPE_FIELDS = ("account_id", "provider", "rule", "occurred_at")
 
 
 def verify_bundle(path: Path, public_key: Ed25519PublicKey) -> tuple[list[str], dict[str, int]]:
@@ -97,13 +108,15 @@ class _Verification:
     _query_failures: list[str] = field(default_factory=list)
     _evidence: dict[str, str] = field(default_factory=dict)  # bundle path -> expected SHA-256
     _finding_ids: set[str] = field(default_factory=set)
+    _scopes: list[dict[str, Any]] = field(default_factory=list)
+    _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
 
     def run(self) -> tuple[list[str], dict[str, int]]:
         self.failures += self.files.problems
         manifest = self._manifest()
         if manifest is None:
             return self.failures, {}
-        if manifest.get("format") != bundle.FORMAT:
+        if manifest.get("format") not in bundle.FORMATS:
             self.failures.append(f"{bundle.MANIFEST}: format is not {bundle.FORMAT}")
         self._check_hashes(manifest.get("files"))
         checkpoint = self._checkpoint(manifest.get("checkpoint"))
@@ -113,11 +126,16 @@ class _Verification:
             lambda record: self._proven_finding(record, query, checkpoint is not None))
         amendments = self._check_entries(bundle.AMENDMENTS, manifest.get("amendments"),
                                          checkpoint, self._proven_amendment)
+        reviews = self._check_entries(bundle.REVIEWS, manifest.get("reviews"), checkpoint,
+                                      self._proven_review)
+        exceptions = self._check_entries(bundle.EXCEPTIONS, manifest.get("exceptions"),
+                                         checkpoint, self._proven_exception)
+        self._check_folds()
         self.failures += self._query_failures
         if checkpoint is not None:
             self._check_evidence()
-        counts = {"findings": findings, "amendments": amendments,
-                  "files": len(self.files.sizes),
+        counts = {"findings": findings, "amendments": amendments, "reviews": reviews,
+                  "exceptions": exceptions, "files": len(self.files.sizes),
                   "checkpoint_size": checkpoint.size if checkpoint else 0}
         return self.failures, counts
 
@@ -214,6 +232,7 @@ class _Verification:
     def _proven_finding(self, record: dict[str, Any], query: _Query | None,
                         collect_evidence: bool) -> None:
         self._finding_ids.add(str(record.get("finding_id")))
+        self._scopes.append({name: record.get(name) for name in _SCOPE_FIELDS})
         if query is not None:
             self._query_failures += query.mismatches(record)
         if not collect_evidence:
@@ -229,8 +248,45 @@ class _Verification:
             self._query_failures.append(f"{bundle.AMENDMENTS}: {record.get('amendment_id')} "
                                         "amends no exported finding")
 
+    def _proven_review(self, record: dict[str, Any], claim: dict[str, Any]) -> None:
+        where = f"{bundle.REVIEWS}: {_shown(record.get('review_id'))}"
+        try:
+            check_review(record)
+        except TrailError as exc:
+            self._query_failures.append(f"{where} is not a review the ledger stores: {exc}")
+            return
+        if record["finding_id"] not in self._finding_ids:
+            self._query_failures.append(f"{where} reviews no exported finding")
+            return
+        self._reviews.setdefault(record["finding_id"], []).append(
+            (claim.get("leaf_index", -1), record))
+
+    def _proven_exception(self, record: dict[str, Any]) -> None:
+        where = f"{bundle.EXCEPTIONS}: {_shown(record.get('exception_id'))}"
+        try:
+            check_exception(record)
+        except TrailError as exc:
+            self._query_failures.append(f"{where} is not an exception the ledger stores: {exc}")
+            return
+        if not any(covers(record, scope) for scope in self._scopes):
+            self._query_failures.append(f"{where} covers no exported finding")
+
+    def _check_folds(self) -> None:
+        """The reviews of each finding, in ledger order, fold into a status."""
+        for finding_id, trail in sorted(self._reviews.items()):
+            indexes = [index for index, _ in trail]
+            if indexes != sorted(indexes):
+                self._query_failures.append(f"{bundle.REVIEWS}: the reviews of {finding_id} "
+                                            "are not in ledger order")
+                continue
+            try:
+                fold(record for _, record in trail)
+            except TrailError as exc:
+                self._query_failures.append(f"{bundle.REVIEWS}: the reviews of {finding_id} "
+                                            f"are not a trail the ledger accepts: {exc}")
+
     def _check_entries(self, name: str, listed: Any, checkpoint: Checkpoint | None,
-                       on_proven: Callable[[dict[str, Any]], None]) -> int:
+                       on_proven: Callable[..., None]) -> int:
         """How many records of `name` are proven (each is passed to `on_proven`)."""
         if name not in self.files.sizes:
             if listed:
@@ -247,10 +303,14 @@ class _Verification:
                     self.failures.append(f"{name}: does not end with a newline")
                 if lines > len(listed):
                     continue  # counted, not parsed: the manifest does not list it
-                record = self._entry(name, lines, line, listed[lines - 1], checkpoint)
+                claim = listed[lines - 1]
+                record = self._entry(name, lines, line, claim, checkpoint)
                 if record is not None:
                     proven += 1
-                    on_proven(record)
+                    if name == bundle.REVIEWS:
+                        on_proven(record, claim)
+                    else:
+                        on_proven(record)
         except BundleError as exc:
             self.failures.append(str(exc))
             return proven
@@ -276,7 +336,7 @@ class _Verification:
         if not isinstance(claim, dict):
             self.failures.append(f"{bundle.MANIFEST}: entry {number} of {name} is malformed")
             return None
-        entry_id = record.get("finding_id" if name == bundle.FINDINGS else "amendment_id")
+        entry_id = record.get(_ID_FIELDS[name])
         if entry_id != claim.get("id"):
             self.failures.append(f"{where}: holds {entry_id} where the manifest lists "
                                  f"{claim.get('id')} (entries removed or reordered)")
@@ -299,6 +359,15 @@ class _Verification:
         for name in sorted(n for n in self.files.sizes
                            if n.startswith(prefix) and n not in self._evidence):
             self.failures.append(f"{name}: no exported finding cites it")
+
+
+def _shown(entry_id: Any) -> str:
+    """An id for a failure line: as is when it is a SHA-256 hex, else a stand-in (a
+    record verify refuses may hold anything, newlines included)."""
+    if isinstance(entry_id, str) and len(entry_id) == 64 and all(
+            c in "0123456789abcdef" for c in entry_id):
+        return entry_id
+    return "(an entry without a valid id)"
 
 
 def _proven(line: bytes, claim: dict[str, Any], checkpoint: Checkpoint) -> bool:

@@ -25,9 +25,10 @@ negative enum or union index. Such a record of the worker's input is dead-letter
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final
 
-__all__ = ["DatumError", "Plan", "TrailingBytes", "Unplannable", "plan_for"]
+__all__ = ["DatumError", "Plan", "TrailingBytes", "Unplannable", "container_plan", "plan_for"]
 
 # A varint of more than 10 bytes does not fit 64 bits.
 _MAX_VARINT_BYTES: Final = 10
@@ -385,6 +386,27 @@ class _Union(_Node):
         raise Unplannable("a union inside a union")
 
 
+class _NamedUnion(_Node):
+    """The top level of a container of several record types: (the record's full name, the
+    record), as fastavro's reader gives it with `return_record_name=True`."""
+
+    def __init__(self, branches: list[_Record]) -> None:
+        self.branches = branches
+
+    def read(self, r: _Reader) -> Any:
+        n = r.long()
+        if n < 0 or n >= len(self.branches):
+            raise DatumError("a union index out of range")
+        branch = self.branches[n]
+        return (branch.name, branch.read(r))
+
+    def write(self, out: bytearray, value: Any) -> None:
+        raise Unplannable("a container plan only reads")
+
+    def kind(self) -> str:
+        raise Unplannable("a union inside a union")
+
+
 class _Sentinel:
     pass
 
@@ -424,6 +446,13 @@ class Plan:
             raise TrailingBytes(r.end - r.pos)
         return value
 
+    def read_next(self, data: bytes, offset: int) -> tuple[Any, int]:
+        """The datum that starts at `data[offset]`, and where the next one starts (a block
+        of a container file holds datums one after the other)."""
+        r = _Reader(data, offset)
+        value = self._root.read(r)
+        return value, r.pos
+
     def encode(self, value: Any) -> bytes:
         """The Avro binary encoding of `value`; TypeError or ValueError when it does not
         fit the schema."""
@@ -441,6 +470,53 @@ _PRIMITIVES: Final[dict[str, type[_Node]]] = {
 def plan_for(schema: Any) -> Plan:
     """The plan of a schema (as JSON-like data, parsed by fastavro or not)."""
     return Plan(_plan(schema, {}, ""))
+
+
+def container_plan(schema: Any) -> Plan:
+    """The plan of a container file's datums, read as fastavro's reader reads them with
+    `return_record_name=True`: a record, or for a union of records (record name, record).
+
+    Unplannable where that reader would give something else: a union nested anywhere
+    that may hold a record (fastavro gives it as a (name, record) tuple too), or a top
+    level union with a branch that is not a record.
+    """
+    if isinstance(schema, list):
+        named: dict[str, _Node] = {}
+        branches: list[_Record] = []
+        for branch in schema:
+            if not (isinstance(branch, dict) and branch.get("type") == "record"):
+                raise Unplannable("a container union of something else than records")
+            _no_record_in_unions(branch)
+            node = _plan(branch, named, "")
+            assert isinstance(node, _Record)
+            branches.append(node)
+        return Plan(_NamedUnion(branches))
+    _no_record_in_unions(schema)
+    return Plan(_plan(schema, {}, ""))
+
+
+_UNION_SAFE: Final = frozenset({"null", "boolean", "int", "long", "string", "bytes"})
+_UNION_SAFE_TYPES: Final = _UNION_SAFE | {"array", "map", "enum"}
+
+
+def _no_record_in_unions(schema: Any) -> None:
+    """Unplannable for a union below the top that is not only of primitives, arrays, maps
+    and enums (a name there may be a record)."""
+    if isinstance(schema, list):
+        for branch in schema:
+            if isinstance(branch, str) and branch in _UNION_SAFE:
+                continue
+            if isinstance(branch, dict) and branch.get("type") in _UNION_SAFE_TYPES:
+                _no_record_in_unions(branch)
+                continue
+            raise Unplannable("a union that may hold a record")
+    elif isinstance(schema, dict):
+        for field in schema.get("fields") or ():
+            if isinstance(field, dict):
+                _no_record_in_unions(field.get("type"))
+        for key in ("items", "values"):
+            if key in schema:
+                _no_record_in_unions(schema[key])
 
 
 def _plan(schema: Any, named: dict[str, _Node], namespace: str) -> _Node:
@@ -474,7 +550,8 @@ def _plan(schema: Any, named: dict[str, _Node], namespace: str) -> _Node:
         named[full] = record  # before its fields: they may refer to it
         inner = full.rpartition(".")[0]
         for field in schema["fields"]:
-            record.names.append(str(field["name"]))
+            # Interned, as the validator's own field names are: lookups match by identity.
+            record.names.append(sys.intern(str(field["name"])))
             record.fields.append(_plan(field["type"], named, inner))
             record.defaults.append(field.get("default", _NO_DEFAULT))
         return record

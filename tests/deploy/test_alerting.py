@@ -100,9 +100,11 @@ def test_alertmanager_routes_by_severity(severity: str) -> None:
 def test_scrape_config_is_the_contracts() -> None:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"consentwatch"}
+    assert set(jobs) == {"consentwatch", "consentwatch-desk"}
     targets = [t for sc in jobs["consentwatch"]["static_configs"] for t in sc["targets"]]
     assert targets and all(t.endswith(":6066") for t in targets), targets
+    desk = [t for sc in jobs["consentwatch-desk"]["static_configs"] for t in sc["targets"]]
+    assert desk and jobs["consentwatch-desk"]["metrics_path"] == "/metrics", desk
     assert config["rule_files"] == ["alerts.yml"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
 
@@ -116,7 +118,8 @@ def test_the_required_alerts_exist() -> None:
 @pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
 def test_each_alert_has_severity_annotations_and_a_runbook(rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in RECEIVERS
-    if rule["alert"] in PAGING_FINDINGS | {"ConsentwatchNoWorkersUp"}:
+    if rule["alert"] in PAGING_FINDINGS | {"ConsentwatchNoWorkersUp",
+                                           "ConsentwatchCriticalFindingOpen24h"}:
         assert rule["labels"]["severity"] == "critical"
     annotations = rule["annotations"]
     assert annotations["summary"].strip() and annotations["description"].strip()

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.promql_names import ALLOWED_SERIES, metric_names
+from tests.promql_names import ALLOWED_SERIES, DESK_METRICS, metric_names
 
 DASHBOARDS_DIR = ROOT / "dashboards"
 BUILD = DASHBOARDS_DIR / "build.py"
@@ -31,7 +31,7 @@ PROMTOOL = Path("/usr/bin/promtool")
 NAMES = ("oncall.json", "compliance.json")
 # Every label of the contract's metrics, plus the target labels Prometheus adds and `le`.
 LABELS = {"type", "reason", "rule", "severity", "provider", "kind", "since", "partition",
-          "topic", "version", "rules_version", "job", "instance", "le"}
+          "topic", "version", "rules_version", "status", "job", "instance", "le"}
 # Grafana's built-in interval variables, as a value promtool accepts.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "6h",
                      "$instance": ".*", "$rule": ".*", "$provider": ".*"}
@@ -161,7 +161,9 @@ def test_oncall_shows_what_the_issue_asks() -> None:
 
 def test_compliance_shows_what_the_issue_asks() -> None:
     assert {"Findings by rule", "Findings by severity", "Findings by provider",
-            "Amendments by kind", "Top providers", "Top accounts"} <= titles("compliance.json")
+            "Amendments by kind", "Top providers", "Top accounts", "Open findings",
+            "Oldest open critical finding", "Open findings by rule and status",
+            "Open findings by severity"} <= titles("compliance.json")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -208,10 +210,16 @@ def _selectors(expr: str, metric: str) -> list[str]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_query_is_filtered_by_the_variables(name: str) -> None:
-    """Choosing a worker (a rule, a provider) narrows every panel, not some of them."""
+    """Choosing a worker (a rule, a provider) narrows every panel, not some of them. The
+    review desk's gauges are not a worker's: they are narrowed by rule where they have one."""
     for expr in expressions(dashboard(name)):
         for metric in metric_names(expr):
             for matchers in _selectors(expr, metric.removesuffix("_bucket")):
+                if metric in DESK_METRICS:
+                    assert 'job="consentwatch-desk"' in matchers, expr
+                    if metric == "consentwatch_desk_open_findings":
+                        assert 'rule=~"$rule"' in matchers, expr
+                    continue
                 assert 'instance=~"$instance"' in matchers, expr
                 if metric == "consentwatch_findings_total" and "rule" in VARIABLES[name]:
                     assert re.search(r'rule(?:=~"\$rule"|="[a-z-]+")', matchers), expr

@@ -184,8 +184,9 @@ def test_a_batch_with_a_bad_record_stores_nothing(ledger: SqlLedger) -> None:
     "DELETE FROM entries WHERE idx = 1",
     "UPDATE checkpoints SET size = 0",
     "DELETE FROM checkpoints",
-    "UPDATE exports SET purpose = 'none'",
-    "DELETE FROM exports",
+    # exports are leaves now (the exports table only holds a schema-1 ledger's)
+    "UPDATE entries SET occurred_at = 0 WHERE kind = 'export'",
+    "DELETE FROM entries WHERE kind = 'export'",
     "DELETE FROM tree_state",
     "UPDATE tree_state SET size = 1",
     "INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, subject_id, "
@@ -362,7 +363,12 @@ def test_exports_are_recorded(ledger: SqlLedger) -> None:
         {"actor": "bob", "purpose": "second look", "query": {}, "bundle_sha256": "b" * 64,
          "at_ms": T0 + 9},
     ]
-    assert ledger.size() == 0  # exports are not leaves
+    # exports are leaves of kind "export" (issue 17), idempotent by their content hash
+    assert ledger.size() == 2
+    [first, second] = ledger.entries(kind="export")
+    assert first.record["manifest_sha256"] == "a" * 64 and second.record["actor"] == "bob"
+    ledger.append("export", [first.record])
+    assert ledger.size() == 2
 
 
 # -- several writers ---------------------------------------------------------------------
@@ -543,7 +549,7 @@ def rewritten(record: dict[str, Any], **changes: Any) -> tuple[bytes, bytes]:
 def row_values(row: Any) -> tuple[Any, ...]:
     """The values of an INSERT of `row`'s columns after idx and kind."""
     return (row.entry_id, row.occurred_at, row.rule, row.account_id, row.subject_id, row.leaf,
-            row.leaf_hash)
+            row.leaf_hash, row.finding_id)
 
 
 def checkpoint_count(store: SqlLedger) -> int:
@@ -575,8 +581,8 @@ TAMPERINGS: dict[str, tuple[Callable[[list[dict[str, Any]]], list[tuple[str, tup
         lambda rs: [("UPDATE entries SET leaf = ?, leaf_hash = ? WHERE idx = 0",
                      rewritten(rs[0], explanation="Edited.")),
                     ("INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, "
-                     "subject_id, leaf, leaf_hash, stored_at) VALUES (6, 'finding', ?, ?, ?, ?, "
-                     "?, ?, ?, 0)", row_values(to_row("finding", finding(6))))],
+                     "subject_id, leaf, leaf_hash, finding_id, stored_at) VALUES (6, 'finding', "
+                     "?, ?, ?, ?, ?, ?, ?, ?, 0)", row_values(to_row("finding", finding(6))))],
         "tree of 7 leaves is not an extension of its last signed checkpoint (size 6)"),
     "last leaf deleted": (lambda rs: [("DELETE FROM entries WHERE idx = 5", ())],
                           "holds 5 leaves, fewer than the 6 of its last signed checkpoint"),

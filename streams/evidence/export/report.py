@@ -6,8 +6,10 @@ counts by rule, severity, provider and account (findings in force and retracted 
 what the `hmac-sha256:` pseudonyms are, and a table of contents. Then one section per
 finding, by severity (CRITICAL first) then time: what happened (the finding's
 explanation), when, the rule and the regulations it cites, each evidence event's fields,
-amendments, and a timeline. A finding a late event retracted is marked so, in a muted
-style, its timeline greyed as superseded. Printing gives one finding per page, no
+amendments, a timeline, its review status and history (the reviews in the bundle, in
+ledger order) and the exceptions that cover it (marked excepted when one is in force
+at the export). A finding a late event retracted is marked so, in a muted style, its
+timeline greyed as superseded. Printing gives one finding per page, no
 background colours, and the target of each link written out.
 
 Every value from a record is HTML-escaped; nothing from a record becomes markup.
@@ -27,10 +29,17 @@ import orjson
 from streams import __version__
 from streams.catalogue import load_catalogue
 from streams.evidence import bundle
-from streams.evidence.export.summary import RETRACTED, amendments_by_finding, finding_status
+from streams.evidence.exception_scope import covering, covers
+from streams.evidence.export.summary import (
+    RETRACTED,
+    amendments_by_finding,
+    finding_status,
+    reviews_by_finding,
+)
 from streams.evidence.export.timeline import mark_for, render_timeline
 from streams.evidence.export.times import describe_ms
 from streams.evidence.keys import public_key_bytes
+from streams.evidence.review import ReviewStatus, TrailError, fold
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +72,7 @@ border:1px solid #80868b;color:#3c4043;background:#f1f3f4}
 .superseded svg{filter:grayscale(1);opacity:.5}.superseded p{color:#5f6368;font-style:italic}
 .event{margin:.6em 0}.event table{margin-top:.2em}.fields th{font-weight:normal;color:#5f6368}
 pre{white-space:pre-wrap;background:#f1f3f4;padding:.5em}.toc li{margin:.15em 0}
+.review{background:#e8f0fe;padding:.5em}.excepted{background:#e6f4ea;padding:.5em}
 @media print{
 body{margin:0;max-width:none;color:#000}
 .sev,.badge,.retracted .sev{background:none;color:#000;border:1px solid #000}
@@ -125,9 +135,14 @@ def _reading_order(findings: Sequence[LedgerEntry]) -> list[LedgerEntry]:
 def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEntry], *,
                   query: ExportQuery, params: EngineParams | None, checkpoint_note: str,
                   facts: ExportFacts,
-                  progress: Callable[[str, int, int], None] | None = None) -> bytes:
-    """The report's bytes (UTF-8)."""
+                  progress: Callable[[str, int, int], None] | None = None,
+                  reviews: Sequence[LedgerEntry] = (),
+                  exceptions: Sequence[LedgerEntry] = ()) -> bytes:
+    """The report's bytes (UTF-8). Exceptions are shown in force or not as of the
+    export (`facts.created_ms`)."""
     catalogue = load_catalogue()
+    trails = reviews_by_finding(reviews)
+    exception_records = [entry.record for entry in exceptions]
     by_finding = amendments_by_finding(amendments)
     statuses = {e.entry_id: finding_status(by_finding.get(e.entry_id, ())) for e in findings}
     ordered = _reading_order(findings)
@@ -143,7 +158,9 @@ def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEn
         "<h2 id=\"verifying\">Verifying this bundle</h2>",
         "<p>Every finding below is a leaf of the evidence ledger's Merkle tree. "
         "<code>manifest.json</code> holds the ledger's signed checkpoint and an inclusion "
-        "proof for each finding; check the whole bundle offline with "
+        "proof for each finding, and for each review and exception of the review trail "
+        f"({len(reviews)} reviews and {len(exceptions)} exceptions in this bundle, shown "
+        "with each finding); check the whole bundle offline with "
         "<code>consentwatch verify BUNDLE --public-key consentwatch.pub</code> (or by hand, "
         "see docs/verifying.md), and check that the public key's fingerprint is the one "
         "above.</p>",
@@ -154,7 +171,8 @@ def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEn
     for done, entry in enumerate(ordered, 1):
         out.append(_section(entry, catalogue, list(bundle.evidence_events(entry.record)),
                             by_finding.get(entry.entry_id, ()), statuses[entry.entry_id],
-                            grace))
+                            grace, trails.get(entry.entry_id, []),
+                            exception_records, facts.created_ms))
         if progress is not None:
             progress("report", done, total)
     if not findings:
@@ -275,7 +293,9 @@ def _event(event: Mapping[str, Any], note: str, *, linked: bool = True) -> str:
 
 
 def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
-             amendments: Iterable[LedgerEntry], status: str, grace: int | None) -> str:
+             amendments: Iterable[LedgerEntry], status: str, grace: int | None,
+             trail: Sequence[LedgerEntry] = (), exceptions: Sequence[Mapping[str, Any]] = (),
+             at_ms: int = 0) -> str:
     record = entry.record
     rule_id = str(record.get("rule", ""))
     severity = _e(record.get("severity"))
@@ -287,10 +307,12 @@ def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
     trigger_id = str(record.get("trigger_event_id", ""))
     occurred = record.get("occurred_at")
     retracted = status == RETRACTED
+    excepted = (' <span class="badge">excepted</span>'
+                if covering(exceptions, record, at_ms) else "")
     parts = [
         f'<section id="finding-{_e(entry.entry_id)}" class="finding {_e(status)}">',
         f'<h2><span class="sev {severity}">{severity}</span> {_title(catalogue, rule_id)}'
-        f"{_badge(status)}</h2>",
+        f"{_badge(status)}{excepted}</h2>",
         f'<p class="what">{_e(record.get("explanation"))}</p>',
         "<table>",
         f"<tr><th>Status</th><td>{_e(status)}</td></tr>",
@@ -322,8 +344,56 @@ def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
                      f"retracted this finding (below).</p>{svg}</div>" if retracted else svg)
     for amendment in amendments:
         parts.append(_amendment(amendment.record))
+    parts.append(_reviews(trail))
+    parts.append(_exceptions(record, exceptions, at_ms))
     parts.append("</section>")
     return "".join(parts)
+
+
+_ACTION_DETAIL = (("assignee", "to"), ("reason", "reason"),
+                  ("false_positive_kind", "false positive kind"),
+                  ("duplicate_of", "duplicate of"), ("text", ""), ("note", "note"))
+
+
+def _reviews(trail: Sequence[LedgerEntry]) -> str:
+    """The finding's review status and history, each review a row."""
+    try:
+        status = fold(entry.record for entry in trail)
+        label = status.label()
+    except TrailError:  # the ledger refuses such a trail: only a tampered one gets here
+        status, label = ReviewStatus(), "not a valid review trail"
+    rows = "".join(
+        f"<tr><td>{_time(r.get('at_ms'))}</td><td>{_e(r.get('reviewer'))}</td>"
+        f"<td>{_e(r.get('action'))}</td><td>"
+        + "; ".join(f"{name + ': ' if name else ''}{_e(r[key])}"
+                    for key, name in _ACTION_DETAIL if key in r)
+        + f"</td><td>ledger leaf {entry.index}</td></tr>"
+        for entry in trail for r in (entry.record,))
+    history = ("<table><tr><th>When</th><th>Reviewer</th><th>Action</th><th>Details</th>"
+               f"<th>Proof</th></tr>{rows}</table>" if trail
+               else "<p>No review recorded.</p>")
+    reopened = f", reopened {status.reopened} time(s)" if status.reopened else ""
+    return f'<div class="review"><h3>Review: {_e(label)}{reopened}</h3>{history}</div>'
+
+
+def _exceptions(finding: Mapping[str, Any], exceptions: Sequence[Mapping[str, Any]],
+                at_ms: int) -> str:
+    """The exceptions whose scope covers the finding: in force at the export, or not."""
+    scoped = [e for e in exceptions if covers(e, finding)]
+    if not scoped:
+        return ""
+    active = covering(scoped, finding, at_ms)
+    items = "".join(
+        f"<li>{'in force' if e in active else 'not in force'} (expires "
+        f"{_time(e.get('expires_at_ms'))}): {_e(e.get('reason'))}, recorded by "
+        f"{_e(e.get('author'))} at {_time(e.get('at_ms'))}; scope: account "
+        f"{_e(e.get('account_id'))}, provider {_e(e.get('provider') or 'any')}, rule "
+        f"{_e(e.get('rule') or 'any')}, from {_time(e.get('from_ms'))} to "
+        f"{_time(e.get('to_ms'))}</li>" for e in scoped)
+    title = ("Excepted: an exception in force covers this finding (it is still recorded)"
+             if active else "Exceptions that covered this finding (none in force)")
+    return f'<div class="excepted"><h3>{title}</h3><ul>{items}</ul></div>'
+
 
 
 def _amendment(a: Mapping[str, Any]) -> str:

@@ -5,7 +5,9 @@ gets a leading apostrophe (OWASP "CSV injection"); findings.jsonl keeps the exac
 values, the CSV is only a convenience view.
 
 `status` says whether a finding still holds, from the kinds of its amendments (the
-ledger's, in ledger order: the last one decides, see `finding_status`).
+ledger's, in ledger order: the last one decides, see `finding_status`). `review_status`
+is the fold of its reviews (`streams.evidence.review`), `excepted` whether an exception
+in force at the export covers it (`yes` / `no`).
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streams.catalogue import load_catalogue
+from streams.evidence.exception_scope import covering
 from streams.evidence.export.times import describe_ms
+from streams.evidence.review import TrailError, fold
 
 if TYPE_CHECKING:
     from streams.evidence.ledger import LedgerEntry
 
 __all__ = ["COLUMNS", "OPEN", "RETRACTED", "amendments_by_finding", "finding_status",
-           "render_summary"]
+           "render_summary", "review_label", "reviews_by_finding"]
 
 COLUMNS = ("leaf_index", "finding_id", "status", "rule", "severity", "occurred_at",
            "detected_at", "subject_id", "account_id", "meeting_id", "provider",
-           "trigger_event_id", "evidence_event_ids", "regulations", "explanation")
+           "trigger_event_id", "evidence_event_ids", "regulations", "explanation",
+           "review_status", "excepted")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 OPEN = "open"
@@ -43,6 +48,14 @@ def amendments_by_finding(amendments: Iterable[LedgerEntry]) -> dict[str, list[L
     grouped: dict[str, list[LedgerEntry]] = {}
     for amendment in sorted(amendments, key=lambda entry: entry.index):
         grouped.setdefault(str(amendment.record.get("finding_id")), []).append(amendment)
+    return grouped
+
+
+def reviews_by_finding(reviews: Iterable[LedgerEntry]) -> dict[str, list[LedgerEntry]]:
+    """The reviews of each finding id, in ledger order (the order they fold in)."""
+    grouped: dict[str, list[LedgerEntry]] = {}
+    for review in sorted(reviews, key=lambda entry: entry.index):
+        grouped.setdefault(review.finding_id, []).append(review)
     return grouped
 
 
@@ -64,12 +77,25 @@ def _time(value: Any) -> str:
     return describe_ms(value) if type(value) is int else _cell(value)
 
 
+def review_label(reviews: Iterable[LedgerEntry]) -> str:
+    """The status the reviews (of one finding, in ledger order) fold into, in words."""
+    try:
+        return fold(entry.record for entry in reviews).label()
+    except TrailError:  # the ledger refuses such a trail: only a tampered one gets here
+        return "not a valid review trail"
+
+
 def render_summary(findings: Sequence[LedgerEntry],
-                   amendments: Mapping[str, Sequence[LedgerEntry]] | None = None) -> bytes:
+                   amendments: Mapping[str, Sequence[LedgerEntry]] | None = None, *,
+                   reviews: Mapping[str, Sequence[LedgerEntry]] | None = None,
+                   exceptions: Sequence[LedgerEntry] = (), at_ms: int = 0) -> bytes:
     """The CSV bytes (UTF-8, CRLF line ends as RFC 4180 says); `amendments` by finding id
-    (see `amendments_by_finding`) decide each row's status."""
+    (see `amendments_by_finding`) decide each row's status, `reviews` by finding id its
+    review_status, the `exceptions` in force at `at_ms` whether it is excepted."""
     catalogue = load_catalogue()
     by_finding = amendments or {}
+    trails = reviews or {}
+    scopes = [entry.record for entry in exceptions]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(COLUMNS)
@@ -89,5 +115,7 @@ def render_summary(findings: Sequence[LedgerEntry],
             _cell(record.get("provider")), _cell(record.get("trigger_event_id")),
             _cell(" ".join(str(i) for i in record.get("evidence_event_ids") or ())),
             _cell(regulations), _cell(record.get("explanation")),
+            _cell(review_label(trails.get(entry.entry_id, ()))),
+            "yes" if covering(scopes, record, at_ms) else "no",
         ])
     return buffer.getvalue().encode()

@@ -7,13 +7,15 @@ never trusts what someone with write access to the database could have edited:
    its bytes and a tree that is not consistent with the last checkpoint it signed; only
    then does it sign a checkpoint of that tree (size N, root R);
 2. the findings in the window (and filters) with a leaf index below N are selected,
-   with the ledger's amendments of them: the columns narrow the scan, the leaf bytes
+   with the ledger's amendments and reviews of them, and the exceptions whose scope
+   covers one of them (below N too): the columns narrow the scan, the leaf bytes
    decide (they were all checked against the columns in step 1);
 3. every selected leaf gets its inclusion proof against (N, R), from the recomputed hashes;
 4. the files and OUT.zip are written into a temporary sibling, the manifest is
    signed, then they are renamed to OUT and OUT.zip;
-   the export (who, when, why, what, the bundle's id) is recorded in the ledger just
-   before the rename, so a bundle that exists has always been recorded.
+   the export (who, when, why, what, the manifest's SHA-256) is appended to the ledger
+   as a leaf of kind `export` just before the rename, so a bundle that exists has
+   always been recorded (in a later tree than the one it proves).
 """
 
 from __future__ import annotations
@@ -35,9 +37,14 @@ from streams.catalogue import load_catalogue
 from streams.errors import ConfigError
 from streams.evidence import bundle
 from streams.evidence.checkpoint import verifier_key
+from streams.evidence.exception_scope import covers
 from streams.evidence.export.query import ExportQuery
 from streams.evidence.export.report import ExportFacts, key_fingerprint, render_report
-from streams.evidence.export.summary import amendments_by_finding, render_summary
+from streams.evidence.export.summary import (
+    amendments_by_finding,
+    render_summary,
+    reviews_by_finding,
+)
 from streams.evidence.export.times import describe_ms
 from streams.evidence.keys import KEY_NAME
 from streams.evidence.ledger import AuditedTree, LedgerTampered
@@ -61,12 +68,20 @@ class ExportResult:
     findings: int
     amendments: int
     checkpoint_size: int
+    reviews: int = 0
+    exceptions: int = 0
 
 
 @dataclass(slots=True)
 class _Selection:
     findings: list[LedgerEntry] = field(default_factory=list)
     amendments: list[LedgerEntry] = field(default_factory=list)
+    reviews: list[LedgerEntry] = field(default_factory=list)
+    exceptions: list[LedgerEntry] = field(default_factory=list)
+
+    def proven(self) -> list[LedgerEntry]:
+        """Every entry the manifest proves."""
+        return self.findings + self.amendments + self.reviews + self.exceptions
 
 
 def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519PrivateKey, *,
@@ -89,7 +104,7 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     except LedgerTampered as exc:
         raise LedgerTampered(f"export refused: {exc}") from None
     note, leaf_hashes = tree.note, tree.leaf_hashes
-    entries = selection.findings + selection.amendments
+    entries = selection.proven()
     proofs = dict(zip((e.index for e in entries),
                       inclusion_proofs([e.index for e in entries], leaf_hashes), strict=True))
 
@@ -104,11 +119,13 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     def record() -> None:
         ledger.record_export(actor, query.purpose, query.to_dict() | {
             "findings": len(selection.findings), "amendments": len(selection.amendments),
+            "reviews": len(selection.reviews), "exceptions": len(selection.exceptions),
             "checkpoint_size": tree.size}, manifest_sha256, at_ms)
 
     _write_atomically(out, zip_path, files, before_publish=record)
     return ExportResult(out, zip_path, manifest_sha256, len(selection.findings),
-                        len(selection.amendments), tree.size)
+                        len(selection.amendments), tree.size, len(selection.reviews),
+                        len(selection.exceptions))
 
 
 def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection:
@@ -127,6 +144,19 @@ def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection
                                 if entry.index < tree.size
                                 and entry.record.get("finding_id") in wanted
                                 and _audited(entry, tree)]
+        selection.reviews = sorted(
+            (entry for trail in ledger.reviews_of(wanted).values() for entry in trail
+             if entry.index < tree.size and entry.record.get("finding_id") in wanted
+             and _audited(entry, tree)), key=lambda entry: entry.index)
+        by_account: dict[str, list[LedgerEntry]] = {}
+        for finding in selection.findings:
+            by_account.setdefault(finding.account_id, []).append(finding)
+        selection.exceptions = [
+            entry for entry in ledger.exceptions()
+            if entry.index < tree.size
+            and any(covers(entry.record, finding.record)
+                    for finding in by_account.get(entry.record.get("account_id", ""), ()))
+            and _audited(entry, tree)]
     return selection
 
 
@@ -160,10 +190,16 @@ def _content_files(selection: _Selection, params: EngineParams | None, query: Ex
         if progress is not None:
             progress("evidence", done, total)
     files[bundle.SUMMARY] = render_summary(selection.findings,
-                                           amendments_by_finding(selection.amendments))
+                                           amendments_by_finding(selection.amendments),
+                                           reviews=reviews_by_finding(selection.reviews),
+                                           exceptions=selection.exceptions,
+                                           at_ms=facts.created_ms)
+    files[bundle.REVIEWS] = b"".join(e.leaf + b"\n" for e in selection.reviews)
+    files[bundle.EXCEPTIONS] = b"".join(e.leaf + b"\n" for e in selection.exceptions)
     files[bundle.REPORT] = render_report(selection.findings, selection.amendments, query=query,
                                          params=params, checkpoint_note=note, facts=facts,
-                                         progress=progress)
+                                         progress=progress, reviews=selection.reviews,
+                                         exceptions=selection.exceptions)
     return files
 
 
@@ -196,6 +232,8 @@ def _manifest(query: ExportQuery, params: EngineParams | None, note: str,
         "verifier_key": verifier_key(KEY_NAME, key.public_key()),
         "findings": [proven(e) for e in selection.findings],
         "amendments": [proven(e) for e in selection.amendments],
+        "reviews": [proven(e) for e in selection.reviews],
+        "exceptions": [proven(e) for e in selection.exceptions],
     }
 
 

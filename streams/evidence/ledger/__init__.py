@@ -1,4 +1,5 @@
-"""The evidence ledger: findings and amendments stored once, append-only, as Merkle leaves.
+"""The evidence ledger: findings, amendments, reviews, exceptions and exports stored once,
+append-only, as Merkle leaves.
 
 `open_ledger("postgresql://...")` opens a PostgreSQL ledger; anything else is the
 path of a SQLite file (created on first use). Both backends implement `Ledger`.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from streams.evidence.ledger.base import (
     CHECKPOINT_ORIGIN,
+    KINDS,
     AuditedTree,
     InvalidRecord,
     Kind,
@@ -20,6 +22,7 @@ from streams.evidence.ledger.sql import SqlLedger
 
 __all__ = [
     "CHECKPOINT_ORIGIN",
+    "KINDS",
     "AuditedTree",
     "InvalidRecord",
     "Kind",

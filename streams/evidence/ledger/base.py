@@ -1,25 +1,31 @@
 """What every ledger backend offers: the `Ledger` protocol and the `LedgerEntry` it yields.
 
 The ledger is the append-only store of findings and amendments that exports and
-regulators rely on. Each stored record is one leaf of an RFC 9162 Merkle tree, in the
+regulators rely on, and of what people did with them: reviews, exceptions and exports
+(issue 17). Each stored record is one leaf of an RFC 9162 Merkle tree, in the
 order it was stored; the leaf data is the RFC 8785 canonical JSON of the record, so
 anyone can recompute a leaf hash from the record alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.errors import ConsentwatchError
 
-__all__ = ["CHECKPOINT_ORIGIN", "AuditedTree", "InvalidRecord", "Kind", "Ledger", "LedgerEntry",
-           "LedgerError", "LedgerTampered"]
+if TYPE_CHECKING:
+    from streams.evidence.review import ReviewStatus
 
-Kind = Literal["finding", "amendment"]
+__all__ = ["CHECKPOINT_ORIGIN", "KINDS", "AuditedTree", "InvalidRecord", "Kind", "Ledger",
+           "LedgerEntry", "LedgerError", "LedgerTampered"]
+
+Kind = Literal["finding", "amendment", "review", "exception", "export"]
+#: Every kind of record the ledger stores, each a leaf of the one tree.
+KINDS: tuple[Kind, ...] = ("finding", "amendment", "review", "exception", "export")
 
 #: The origin line of every checkpoint the ledger signs.
 CHECKPOINT_ORIGIN = "consentwatch ledger"
@@ -60,8 +66,11 @@ class LedgerEntry:
     """One stored record and its place in the tree.
 
     `index` is the 0-based leaf index; `leaf` the RFC 8785 bytes of `record` (its
-    leaf hash is `merkle.leaf_hash(leaf)`). `entry_id` is the finding_id or the
-    amendment_id. Amendments carry no account, so their `account_id` is "".
+    leaf hash is `merkle.leaf_hash(leaf)`). `entry_id` is the record's id (finding_id,
+    amendment_id, review_id, exception_id, export_id); `finding_id` the finding a
+    finding, amendment or review is about ("" for exceptions and exports). Columns a
+    kind has no value for are "" (see `records`); `occurred_at` of a review,
+    exception or export is its `at_ms`.
     """
 
     index: int
@@ -73,6 +82,7 @@ class LedgerEntry:
     subject_id: str
     record: dict[str, Any]
     leaf: bytes
+    finding_id: str = ""
 
 
 class Ledger(Protocol):
@@ -81,9 +91,12 @@ class Ledger(Protocol):
     def append(self, kind: Kind, records: Iterable[dict[str, Any]]) -> int:
         """Store the records not stored yet, in ONE transaction; returns how many were new.
 
-        Idempotent by finding_id (kind "finding") or amendment_id (kind "amendment"):
-        a record whose id is already there is skipped, whatever its content. Raises
-        `InvalidRecord` (nothing stored) when a record lacks the fields the ledger needs.
+        Idempotent by the kind's id (finding_id, amendment_id, review_id, exception_id,
+        export_id): a record whose id is already there is skipped, whatever its content.
+        Raises `InvalidRecord` (nothing stored) when a record lacks the fields the ledger
+        needs, and when a review is refused: its finding (or the original it names as
+        duplicate_of) is not in the ledger, or its finding's status does not allow its
+        action (`streams.evidence.review`).
         """
         ...
 
@@ -98,12 +111,43 @@ class Ledger(Protocol):
     def entries(self, *, kind: Kind = "finding", from_ms: int | None = None,
                 to_ms: int | None = None, rule: str | None = None,
                 account: str | None = None, subject: str | None = None,
-                ) -> Iterator[LedgerEntry]:
+                finding: str | None = None) -> Iterator[LedgerEntry]:
         """Stored entries of one kind in leaf order, filtered.
 
-        The window is half-open on `occurred_at`: from_ms <= occurred_at < to_ms;
-        either bound may be None. rule/account/subject match exactly.
+        The window is half-open on `occurred_at` (`at_ms` for reviews, exceptions and
+        exports): from_ms <= occurred_at < to_ms; either bound may be None.
+        rule/account/subject/finding match the entry's columns exactly.
         """
+        ...
+
+    def finding(self, finding_id: str) -> LedgerEntry | None:
+        """The stored finding of this id, or None."""
+        ...
+
+    def reviews(self, finding_id: str) -> list[LedgerEntry]:
+        """The reviews of one finding in ledger order (the order `review.fold` takes)."""
+        ...
+
+    def reviews_of(self, finding_ids: Iterable[str]) -> dict[str, list[LedgerEntry]]:
+        """The reviews of many findings at once, by finding_id, each in ledger order
+        (findings without reviews are left out)."""
+        ...
+
+    def review_status(self, finding_id: str) -> ReviewStatus:
+        """The fold of the finding's reviews."""
+        ...
+
+    def review_statuses(self, finding_ids: Iterable[str]) -> dict[str, ReviewStatus]:
+        """The status of each of the findings (open for one without reviews)."""
+        ...
+
+    def exceptions(self, *, account: str | None = None) -> list[LedgerEntry]:
+        """Every recorded exception (of one account when given), in ledger order."""
+        ...
+
+    def covering_exceptions(self, finding: Mapping[str, Any], at_ms: int) -> list[LedgerEntry]:
+        """The exceptions in force at `at_ms` whose scope covers the finding (a finding
+        record): it is excepted at `at_ms` when this is not empty."""
         ...
 
     def checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> str:
@@ -126,12 +170,14 @@ class Ledger(Protocol):
 
     def record_export(self, actor: str, purpose: str, query: dict[str, Any],
                       bundle_sha256: str, at_ms: int) -> None:
-        """Keep, append-only, who exported what, when and why."""
+        """Append who exported what, when and why as a ledger leaf of kind `export`
+        (`bundle_sha256` is the SHA-256 of the bundle's manifest.json)."""
         ...
 
     def exports(self) -> list[dict[str, Any]]:
         """Every recorded export, oldest first: dicts with actor, purpose, query,
-        bundle_sha256, at_ms."""
+        bundle_sha256, at_ms (those a schema-1 ledger kept in its exports table, then
+        the export leaves)."""
         ...
 
     def close(self) -> None:

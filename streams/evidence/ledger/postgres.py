@@ -14,14 +14,31 @@ from contextlib import contextmanager
 from typing import Any
 
 from streams.errors import ConfigError
-from streams.evidence.ledger.base import LedgerError
+from streams.evidence.ledger.base import KINDS, LedgerError
 from streams.evidence.ledger.sql import SqlLedger
 
 __all__ = ["PostgresLedger"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: reviews, exceptions and exports are leaves; finding_id column
 _SCHEMA_LOCK = 0x63775F6C6564  # "cw_led": the advisory lock held while creating the schema
 _APPEND_ONLY = ("entries", "checkpoints", "exports")
+
+_KINDS_SQL = ", ".join(f"'{kind}'" for kind in KINDS)
+
+#: Schema 1 to 2 (then the whole schema runs again, every statement idempotent): the new
+#: kinds allowed, and a finding_id column filled from each leaf, with the append-only
+#: trigger held off for that one UPDATE inside the migrating transaction. The leaves,
+#: their order and the tree are unchanged.
+_FROM_1 = [
+    "ALTER TABLE entries ADD COLUMN finding_id TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE entries DISABLE TRIGGER entries_append_only",
+    """UPDATE entries SET finding_id = CASE WHEN kind = 'finding' THEN entry_id
+        ELSE COALESCE(convert_from(leaf, 'UTF8')::jsonb ->> 'finding_id', '') END""",
+    "ALTER TABLE entries ENABLE TRIGGER entries_append_only",
+    "ALTER TABLE entries DROP CONSTRAINT IF EXISTS entries_kind_check",
+    f"ALTER TABLE entries ADD CONSTRAINT entries_kind_check CHECK (kind IN ({_KINDS_SQL}))",
+    f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'",
+]
 
 # The review desk's findings table: newest first, keyset-paged on (occurred_at, idx), by
 # each filter, and its accounts page, by account and rule (streams/desk/queries.py). Also
@@ -47,9 +64,9 @@ _DESK_INDEXES = [
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS entries (
+    f"""CREATE TABLE IF NOT EXISTS entries (
         idx BIGINT PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('finding', 'amendment')),
+        kind TEXT NOT NULL CONSTRAINT entries_kind_check CHECK (kind IN ({_KINDS_SQL})),
         entry_id TEXT NOT NULL,
         occurred_at BIGINT NOT NULL,
         rule TEXT NOT NULL,
@@ -58,8 +75,10 @@ _SCHEMA = [
         leaf BYTEA NOT NULL,
         leaf_hash BYTEA NOT NULL CHECK (length(leaf_hash) = 32),
         stored_at BIGINT NOT NULL,
+        finding_id TEXT NOT NULL DEFAULT '',
         UNIQUE (kind, entry_id))""",
     "CREATE INDEX IF NOT EXISTS entries_occurred ON entries (kind, occurred_at)",
+    "CREATE INDEX IF NOT EXISTS entries_finding ON entries (finding_id, kind)",
     "CREATE INDEX IF NOT EXISTS entries_rule ON entries (rule)",
     "CREATE INDEX IF NOT EXISTS entries_account ON entries (account_id)",
     "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject_id)",
@@ -154,11 +173,14 @@ class PostgresLedger(SqlLedger):
                     cur.execute("SELECT value FROM meta WHERE key = 'schema_version'")
                     row = cur.fetchone()
                     version = row[0] if row else None
-                if version is None:
+                if version == "1":
+                    for statement in _FROM_1:
+                        cur.execute(statement)
+                if version in (None, "1"):
                     for statement in _SCHEMA:
                         cur.execute(statement)
                     version = SCHEMA_VERSION
-                else:
+                elif version == SCHEMA_VERSION:
                     cur.execute("SELECT to_regclass('entries_desk_account_rule') IS NOT NULL")
                     if not cur.fetchone()[0]:
                         for statement in _DESK_INDEXES:

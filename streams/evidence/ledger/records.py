@@ -1,8 +1,23 @@
-"""From a finding or amendment record to the row the ledger stores, and back.
+"""From a ledger record (finding, amendment, review, exception, export) to the row the
+ledger stores, and back.
 
 The leaf data is the RFC 8785 canonical JSON of the record as received: the same
 finding read from the findings topic or from a `replay --out` file gives the same
 bytes, hence the same leaf hash, whatever the key order of its source.
+
+The columns each kind fills (they only index the leaf, and are checked against it):
+
+    kind        entry_id      occurred_at  rule   account_id  subject_id  finding_id
+    finding     finding_id    occurred_at  rule   account_id  subject_id  finding_id
+    amendment   amendment_id  occurred_at  rule   ""          subject_id  finding_id
+    review      review_id     at_ms        ""     ""          ""          finding_id
+    exception   exception_id  at_ms        rule*  account_id  ""          ""
+    export      export_id     at_ms        ""     ""          ""          ""
+    (* "" when the exception is for any rule)
+
+Reviews and exceptions are checked by `streams.evidence.review` and
+`streams.evidence.exception_scope` (the offline verifier runs the same checks); an
+export record here.
 """
 
 from __future__ import annotations
@@ -14,14 +29,18 @@ from typing import Any
 import orjson
 import rfc8785
 
-from streams.evidence.ledger.base import InvalidRecord, Kind, LedgerEntry, LedgerTampered
+from streams.evidence.exception_scope import check_exception
+from streams.evidence.ledger.base import KINDS, InvalidRecord, Kind, LedgerEntry, LedgerTampered
 from streams.evidence.merkle import leaf_hash
+from streams.evidence.review import TrailError, check_review, record_id
 
 __all__ = ["ID_FIELDS", "Row", "StoredRow", "check_kind", "checked_entry", "checked_row",
-           "record_of", "to_row"]
+           "export_record", "record_of", "to_row"]
 
 #: The field that makes a record unique in the ledger, per kind.
-ID_FIELDS: dict[str, str] = {"finding": "finding_id", "amendment": "amendment_id"}
+ID_FIELDS: dict[str, str] = {"finding": "finding_id", "amendment": "amendment_id",
+                             "review": "review_id", "exception": "exception_id",
+                             "export": "export_id"}
 
 _TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "finding": ("finding_id", "rule", "subject_id", "account_id"),
@@ -41,6 +60,7 @@ class Row:
     subject_id: str
     leaf: bytes
     leaf_hash: bytes
+    finding_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +77,19 @@ class StoredRow:
     subject_id: str
     leaf: bytes
     leaf_hash: bytes
+    finding_id: str = ""
 
 
 #: The columns derived from the leaf, compared with what the leaf gives.
-_INDEX_COLUMNS = ("entry_id", "occurred_at", "rule", "account_id", "subject_id")
+_INDEX_COLUMNS = ("entry_id", "occurred_at", "rule", "account_id", "subject_id", "finding_id")
 _EDITED = "(was the database edited?)"
 
 
 def check_kind(kind: str) -> Kind:
-    if kind == "finding":
-        return "finding"
-    if kind == "amendment":
-        return "amendment"
-    raise InvalidRecord(f"unknown ledger entry kind {kind!r} (finding or amendment)")
+    for known in KINDS:
+        if kind == known:
+            return known
+    raise InvalidRecord(f"unknown ledger entry kind {kind!r} ({', '.join(KINDS)})")
 
 
 def to_row(kind: str, record: Mapping[str, Any]) -> Row:
@@ -83,9 +103,61 @@ def to_row(kind: str, record: Mapping[str, Any]) -> Row:
     except rfc8785.CanonicalizationError as exc:
         raise InvalidRecord(f"the {kind} cannot be written as canonical JSON "
                             f"({type(exc).__name__})") from None
-    return Row(kind=kind, entry_id=record[ID_FIELDS[kind]], occurred_at=record["occurred_at"],
-               rule=record["rule"], account_id=record.get("account_id", "") or "",
-               subject_id=record["subject_id"], leaf=leaf, leaf_hash=leaf_hash(leaf))
+    return _row(kind, record, leaf)
+
+
+def _row(kind: str, record: Mapping[str, Any], leaf: bytes) -> Row:
+    """The row of a checked record whose leaf bytes are `leaf` (see the table above)."""
+    entry_id = record[ID_FIELDS[kind]]
+    if kind in ("finding", "amendment"):
+        return Row(kind=kind, entry_id=entry_id, occurred_at=record["occurred_at"],
+                   rule=record["rule"], account_id=record.get("account_id", "") or "",
+                   subject_id=record["subject_id"], leaf=leaf, leaf_hash=leaf_hash(leaf),
+                   finding_id=record["finding_id"])
+    return Row(kind=kind, entry_id=entry_id, occurred_at=record["at_ms"],
+               rule=(record.get("rule") or "") if kind == "exception" else "",
+               account_id=record["account_id"] if kind == "exception" else "",
+               subject_id="", leaf=leaf, leaf_hash=leaf_hash(leaf),
+               finding_id=record["finding_id"] if kind == "review" else "")
+
+
+def export_record(actor: str, purpose: str, query: Mapping[str, Any], manifest_sha256: str,
+                  at_ms: int) -> dict[str, Any]:
+    """The ledger record (kind `export`) of one export, with its export_id: the SHA-256
+    of its other fields, as for reviews (one export is recorded once, however often the
+    call is retried)."""
+    record: dict[str, Any] = {"actor": actor, "purpose": purpose, "query": dict(query),
+                              "manifest_sha256": manifest_sha256, "at_ms": at_ms}
+    try:
+        record["export_id"] = record_id(record, "export_id")
+    except TrailError as exc:
+        raise InvalidRecord(str(exc)) from None
+    _check_export(record)
+    return record
+
+
+_EXPORT_FIELDS = frozenset({"export_id", "actor", "purpose", "query", "manifest_sha256",
+                            "at_ms"})
+
+
+def _check_export(record: Mapping[str, Any]) -> None:
+    if not set(record) <= _EXPORT_FIELDS:
+        raise InvalidRecord("the export has a field it does not take (it takes "
+                            f"{', '.join(sorted(_EXPORT_FIELDS))})")
+    for name in ("export_id", "actor", "purpose", "manifest_sha256"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidRecord(f"the export has no {name} (a non-empty string)")
+    if not isinstance(record.get("query"), Mapping):
+        raise InvalidRecord("the export has no query (a JSON object)")
+    if type(record.get("at_ms")) is not int:
+        raise InvalidRecord("the export has no at_ms (epoch milliseconds)")
+    try:
+        same = record["export_id"] == record_id(record, "export_id")
+    except TrailError as exc:
+        raise InvalidRecord(str(exc)) from None
+    if not same:
+        raise InvalidRecord("the export's export_id is not the SHA-256 of its other fields")
 
 
 def _check_fields(kind: str, record: Any) -> None:
@@ -93,6 +165,15 @@ def _check_fields(kind: str, record: Any) -> None:
     check_kind(kind)
     if not isinstance(record, Mapping):
         raise InvalidRecord(f"a {kind} must be a JSON object")
+    if kind in ("review", "exception"):
+        try:
+            (check_review if kind == "review" else check_exception)(record)
+        except TrailError as exc:
+            raise InvalidRecord(str(exc)) from None
+        return
+    if kind == "export":
+        _check_export(record)
+        return
     for name in _TEXT_FIELDS[kind]:
         value = record.get(name)
         if not isinstance(value, str) or not value:
@@ -141,10 +222,7 @@ def checked_row(stored: StoredRow, *, canonical: bool = True) -> Row:
 def _row_as_stored(stored: StoredRow, record: Any) -> Row:
     """`to_row` without re-serialising: the stored bytes are taken as the leaf."""
     _check_fields(stored.kind, record)
-    return Row(kind=stored.kind, entry_id=record[ID_FIELDS[stored.kind]],
-               occurred_at=record["occurred_at"], rule=record["rule"],
-               account_id=record.get("account_id", "") or "", subject_id=record["subject_id"],
-               leaf=stored.leaf, leaf_hash=leaf_hash(stored.leaf))
+    return _row(stored.kind, record, stored.leaf)
 
 
 def checked_entry(stored: StoredRow) -> LedgerEntry:
@@ -152,4 +230,5 @@ def checked_entry(stored: StoredRow) -> LedgerEntry:
     row = checked_row(stored)
     return LedgerEntry(index=stored.index, kind=row.kind, entry_id=row.entry_id,
                        occurred_at=row.occurred_at, rule=row.rule, account_id=row.account_id,
-                       subject_id=row.subject_id, record=record_of(row.leaf), leaf=row.leaf)
+                       subject_id=row.subject_id, record=record_of(row.leaf), leaf=row.leaf,
+                       finding_id=row.finding_id)

@@ -3,12 +3,16 @@
 Tables (created by each backend in its own dialect):
 
 - `entries`: one row per leaf, `idx` the 0-based leaf index; `(kind, entry_id)` is
-  unique, so a finding or amendment can be stored once only; `leaf` holds the RFC 8785
-  bytes and `leaf_hash` their RFC 9162 leaf hash. Triggers refuse UPDATE and DELETE
-  and any insert that is not the next leaf.
+  unique, so a record can be stored once only; `leaf` holds the RFC 8785 bytes and
+  `leaf_hash` their RFC 9162 leaf hash; the other columns index the leaf (see
+  records.py), `finding_id` (indexed with kind) finds a finding's reviews. Triggers
+  refuse UPDATE and DELETE and any insert that is not the next leaf.
 - `tree_state`: one row, the tree size and its frontier (see frontier.py), written in
   the same transaction as the leaves, so a checkpoint costs O(log n).
-- `checkpoints`, `exports`: append-only too.
+- `checkpoints`: append-only too. `exports`: append-only, no longer written: exports
+  are leaves of kind `export` since schema 2; a ledger of schema 1 keeps its earlier
+  exports there (they were never leaves, and cannot be made leaves after the fact
+  without rewriting when they happened), and `exports()` lists them first.
 
 A write transaction first takes the writer lock (SQLite: BEGIN IMMEDIATE; PostgreSQL:
 the tree_state row FOR UPDATE), so concurrent writers, in one process or many,
@@ -29,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.evidence.ledger.base import (
     CHECKPOINT_ORIGIN,
     AuditedTree,
+    InvalidRecord,
     Kind,
     LedgerEntry,
     LedgerError,
@@ -41,8 +46,11 @@ from streams.evidence.ledger.records import (
     check_kind,
     checked_entry,
     checked_row,
+    export_record,
+    record_of,
     to_row,
 )
+from streams.evidence.review import ReviewStatus, TrailError, fold, step
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -55,7 +63,7 @@ _PAGE = 1000
 _ID_CHUNK = 500
 
 _ENTRY_COLUMNS = ("idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, "
-                  "leaf_hash")
+                  "leaf_hash, finding_id")
 
 
 def _now_ms() -> int:
@@ -95,7 +103,7 @@ class SqlLedger(ABC):
         return self.append_mixed((kind, record) for record in records)
 
     def append_mixed(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
-        """Findings and amendments together, in the order given, in ONE transaction.
+        """Records of any kinds together, in the order given, in ONE transaction.
 
         What `ledger run` uses: a Kafka batch holds both kinds. Returns how many were
         new; raises InvalidRecord (storing nothing) if any record is unusable.
@@ -121,17 +129,19 @@ class SqlLedger(ABC):
                     fresh.append(row)
             if not fresh:
                 return 0
+            if any(row.kind == "review" for row in fresh):
+                self._check_reviews(cur, fresh)
             stored_at = _now_ms()
             values = []
             for row in fresh:
                 values.append((frontier.size, row.kind, row.entry_id, row.occurred_at,
                                row.rule, row.account_id, row.subject_id, row.leaf,
-                               row.leaf_hash, stored_at))
+                               row.leaf_hash, stored_at, row.finding_id))
                 frontier.append(row.leaf_hash)
             cur.executemany(self._sql(
                 "INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, "
-                "subject_id, leaf, leaf_hash, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                values)
+                "subject_id, leaf, leaf_hash, stored_at, finding_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), values)
             cur.execute(self._sql("UPDATE tree_state SET size = ?, frontier = ? WHERE id = 1"),
                         (frontier.size, frontier.to_bytes()))
             return len(fresh)
@@ -152,14 +162,67 @@ class SqlLedger(ABC):
         """Which of the rows' (kind, id) pairs are stored already."""
         present: set[tuple[str, str]] = set()
         for kind in {row.kind for row in rows}:
-            ids = sorted({row.entry_id for row in rows if row.kind == kind})
-            for start in range(0, len(ids), _ID_CHUNK):
-                chunk = ids[start:start + _ID_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                cur.execute(self._sql(f"SELECT entry_id FROM entries WHERE kind = ? "
-                                      f"AND entry_id IN ({marks})"), (kind, *chunk))
-                present.update((kind, entry_id) for (entry_id,) in cur.fetchall())
+            ids = {row.entry_id for row in rows if row.kind == kind}
+            present.update((kind, entry_id) for entry_id in self._stored_ids(cur, kind, ids))
         return present
+
+    def _stored_ids(self, cur: Any, kind: str, ids: Iterable[str]) -> set[str]:
+        """Which of `ids` are stored as entries of `kind`."""
+        wanted, found = sorted(set(ids)), set[str]()
+        for start in range(0, len(wanted), _ID_CHUNK):
+            chunk = wanted[start:start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            cur.execute(self._sql(f"SELECT entry_id FROM entries WHERE kind = ? "
+                                  f"AND entry_id IN ({marks})"), (kind, *chunk))
+            found.update(str(entry_id) for (entry_id,) in cur.fetchall())
+        return found
+
+    def _check_reviews(self, cur: Any, fresh: Sequence[Row]) -> None:
+        """Refuse (InvalidRecord, the whole batch) a new review whose finding, or whose
+        duplicate_of, is not in the ledger (nor earlier in this batch), or whose action
+        its finding's status does not allow. Run under the writer lock, so two reviewers
+        resolving one finding at once cannot both succeed."""
+        reviews = [(row, record_of(row.leaf)) for row in fresh if row.kind == "review"]
+        batch = {row.entry_id: position for position, row in enumerate(fresh)
+                 if row.kind == "finding"}
+        named = {r["finding_id"] for _, r in reviews} | {
+            r["duplicate_of"] for _, r in reviews if "duplicate_of" in r}
+        stored = self._stored_ids(cur, "finding", set(named) - set(batch))
+        statuses = self._stored_statuses(cur, {r["finding_id"] for _, r in reviews})
+        position = {id(row): n for n, row in enumerate(fresh)}
+
+        def known(finding_id: str, at: int) -> bool:
+            return finding_id in stored or batch.get(finding_id, at) < at
+
+        for row, review in reviews:
+            at = position[id(row)]
+            if not known(review["finding_id"], at):
+                raise InvalidRecord("review refused: its finding_id names no finding in the "
+                                    "ledger")
+            if "duplicate_of" in review and not known(review["duplicate_of"], at):
+                raise InvalidRecord("review refused: its duplicate_of names no finding in "
+                                    "the ledger")
+            before = statuses.get(review["finding_id"], ReviewStatus())
+            try:
+                statuses[review["finding_id"]] = step(before, review)
+            except TrailError as exc:
+                raise InvalidRecord(f"review refused: {exc}") from None
+
+    def _stored_statuses(self, cur: Any, finding_ids: Iterable[str]) -> dict[str, ReviewStatus]:
+        """The status of each finding from its stored reviews (in this transaction)."""
+        wanted, reviews = sorted(set(finding_ids)), dict[str, list[dict[str, Any]]]()
+        for start in range(0, len(wanted), _ID_CHUNK):
+            chunk = wanted[start:start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            cur.execute(self._sql(f"SELECT finding_id, leaf FROM entries WHERE kind = 'review' "
+                                  f"AND finding_id IN ({marks}) ORDER BY idx"), chunk)
+            for finding_id, leaf in cur.fetchall():
+                reviews.setdefault(str(finding_id), []).append(record_of(bytes(leaf)))
+        try:
+            return {finding_id: fold(trail) for finding_id, trail in reviews.items()}
+        except TrailError as exc:
+            raise LedgerTampered(f"the stored reviews of a finding do not fold: {exc} (was "
+                                 "the database edited?)") from None
 
     def checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> str:
         """See `Ledger.checkpoint`."""
@@ -273,13 +336,8 @@ class SqlLedger(ABC):
 
     def record_export(self, actor: str, purpose: str, query: dict[str, Any],
                       bundle_sha256: str, at_ms: int) -> None:
-        """See `Ledger.record_export`."""
-        import rfc8785
-
-        with self._write() as cur:
-            cur.execute(self._sql("INSERT INTO exports (actor, purpose, query, bundle_sha256, "
-                                  "at_ms) VALUES (?, ?, ?, ?, ?)"),
-                        (actor, purpose, rfc8785.dumps(query).decode(), bundle_sha256, at_ms))
+        """See `Ledger.record_export`: one leaf of kind `export`."""
+        self.append("export", [export_record(actor, purpose, query, bundle_sha256, at_ms)])
 
     def ledger_id(self) -> str:
         """This ledger's own random id (made on first use, then kept): what names its
@@ -357,7 +415,7 @@ class SqlLedger(ABC):
     def entries(self, *, kind: Kind = "finding", from_ms: int | None = None,
                 to_ms: int | None = None, rule: str | None = None,
                 account: str | None = None, subject: str | None = None,
-                ) -> Iterator[LedgerEntry]:
+                finding: str | None = None) -> Iterator[LedgerEntry]:
         """See `Ledger.entries`; reads page by page (by leaf index), so a long export
         holds no transaction open.
 
@@ -370,7 +428,7 @@ class SqlLedger(ABC):
         where, params = ["kind = ?"], list[str | int]([kind])
         for clause, value in (("occurred_at >= ?", from_ms), ("occurred_at < ?", to_ms),
                               ("rule = ?", rule), ("account_id = ?", account),
-                              ("subject_id = ?", subject)):
+                              ("subject_id = ?", subject), ("finding_id = ?", finding)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
@@ -394,13 +452,75 @@ class SqlLedger(ABC):
         return None if row is None else str(row[0])
 
     def exports(self) -> list[dict[str, Any]]:
+        """See `Ledger.exports`."""
         with self._cursor() as cur:
             cur.execute(self._sql("SELECT actor, purpose, query, bundle_sha256, at_ms "
                                   "FROM exports ORDER BY seq"))
             rows = cur.fetchall()
-        return [{"actor": actor, "purpose": purpose, "query": orjson.loads(query),
-                 "bundle_sha256": digest, "at_ms": at_ms}
-                for actor, purpose, query, digest, at_ms in rows]
+        legacy = [{"actor": actor, "purpose": purpose, "query": orjson.loads(query),
+                   "bundle_sha256": digest, "at_ms": at_ms}
+                  for actor, purpose, query, digest, at_ms in rows]
+        return legacy + [{"actor": r["actor"], "purpose": r["purpose"], "query": r["query"],
+                          "bundle_sha256": r["manifest_sha256"], "at_ms": r["at_ms"]}
+                         for r in (entry.record for entry in self.entries(kind="export"))]
+
+    def finding(self, finding_id: str) -> LedgerEntry | None:
+        """See `Ledger.finding` (one lookup on the unique (kind, entry_id) index)."""
+        with self._cursor() as cur:
+            cur.execute(self._sql(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = "
+                                  "'finding' AND entry_id = ?"), (finding_id,))
+            row = cur.fetchone()
+        return None if row is None else checked_entry(_stored(row))
+
+    def reviews(self, finding_id: str) -> list[LedgerEntry]:
+        """See `Ledger.reviews` (the (finding_id, kind) index)."""
+        return list(self.entries(kind="review", finding=finding_id))
+
+    def reviews_of(self, finding_ids: Iterable[str]) -> dict[str, list[LedgerEntry]]:
+        """See `Ledger.reviews_of`: one query per 500 ids."""
+        wanted, found = sorted(set(finding_ids)), dict[str, list[LedgerEntry]]()
+        for start in range(0, len(wanted), _ID_CHUNK):
+            chunk = wanted[start:start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            with self._cursor() as cur:
+                cur.execute(self._sql(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = "
+                                      f"'review' AND finding_id IN ({marks}) ORDER BY idx"),
+                            chunk)
+                rows = cur.fetchall()
+            for row in rows:
+                entry = checked_entry(_stored(row))
+                found.setdefault(entry.finding_id, []).append(entry)
+        return found
+
+    def review_status(self, finding_id: str) -> ReviewStatus:
+        """See `Ledger.review_status`."""
+        try:
+            return fold(entry.record for entry in self.reviews(finding_id))
+        except TrailError as exc:
+            raise LedgerTampered(f"the stored reviews of a finding do not fold: {exc} (was "
+                                 "the database edited?)") from None
+
+    def review_statuses(self, finding_ids: Iterable[str]) -> dict[str, ReviewStatus]:
+        """See `Ledger.review_statuses`."""
+        wanted = set(finding_ids)
+        trails = self.reviews_of(wanted)
+        try:
+            return {finding_id: fold(entry.record for entry in trails.get(finding_id, ()))
+                    for finding_id in wanted}
+        except TrailError as exc:
+            raise LedgerTampered(f"the stored reviews of a finding do not fold: {exc} (was "
+                                 "the database edited?)") from None
+
+    def exceptions(self, *, account: str | None = None) -> list[LedgerEntry]:
+        """See `Ledger.exceptions`."""
+        return list(self.entries(kind="exception", account=account))
+
+    def covering_exceptions(self, finding: Mapping[str, Any], at_ms: int) -> list[LedgerEntry]:
+        """See `Ledger.covering_exceptions`: the finding's account's exceptions only."""
+        from streams.evidence.exception_scope import covers, in_force
+
+        return [entry for entry in self.exceptions(account=finding.get("account_id") or "")
+                if covers(entry.record, finding) and in_force(entry.record, at_ms)]
 
     def __enter__(self) -> SqlLedger:
         return self
@@ -411,10 +531,11 @@ class SqlLedger(ABC):
 
 def _stored(row: Sequence[Any]) -> StoredRow:
     """A StoredRow from a row of `_ENTRY_COLUMNS`."""
-    idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, leaf_hash = row
+    (idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, leaf_hash,
+     finding_id) = row
     return StoredRow(index=idx, kind=kind, entry_id=entry_id, occurred_at=occurred_at,
                      rule=rule, account_id=account_id, subject_id=subject_id, leaf=bytes(leaf),
-                     leaf_hash=bytes(leaf_hash))
+                     leaf_hash=bytes(leaf_hash), finding_id=finding_id)
 
 
 def _check_extends(checkpoint: Checkpoint | None, frontier: Frontier,

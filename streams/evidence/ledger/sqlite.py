@@ -20,22 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from streams.errors import ConfigError
-from streams.evidence.ledger.base import LedgerError
+from streams.evidence.ledger.base import KINDS, LedgerError
 from streams.evidence.ledger.sql import SqlLedger
 
 __all__ = ["SqliteLedger"]
 
 _BUSY_TIMEOUT_MS = 60_000
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: reviews, exceptions and exports are leaves; finding_id column
 
 _APPEND_ONLY = ("entries", "checkpoints", "exports")
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS entries (
+_ENTRIES = """CREATE TABLE IF NOT EXISTS {name} (
         idx INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('finding', 'amendment')),
+        kind TEXT NOT NULL CHECK (kind IN ({kinds})),
         entry_id TEXT NOT NULL,
         occurred_at INTEGER NOT NULL,
         rule TEXT NOT NULL,
@@ -44,8 +42,15 @@ _SCHEMA = [
         leaf BLOB NOT NULL,
         leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32),
         stored_at INTEGER NOT NULL,
-        UNIQUE (kind, entry_id))""",
+        finding_id TEXT NOT NULL DEFAULT '',
+        UNIQUE (kind, entry_id))"""
+_KINDS_SQL = ", ".join(f"'{kind}'" for kind in KINDS)
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    _ENTRIES.format(name="entries", kinds=_KINDS_SQL),
     "CREATE INDEX IF NOT EXISTS entries_occurred ON entries (kind, occurred_at)",
+    "CREATE INDEX IF NOT EXISTS entries_finding ON entries (finding_id, kind)",
     "CREATE INDEX IF NOT EXISTS entries_rule ON entries (rule)",
     "CREATE INDEX IF NOT EXISTS entries_account ON entries (account_id)",
     "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject_id)",
@@ -167,6 +172,32 @@ def _create(path: Path) -> None:
             Path(f"{staging}{suffix}").unlink(missing_ok=True)
 
 
+def _stored_version(conn: sqlite3.Connection) -> str | None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+                    ).fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 to 2, in the caller's transaction: the entries table again, with the new
+    kinds allowed and a finding_id column filled from each leaf (SQLite cannot alter a
+    CHECK constraint, and the triggers refuse UPDATE). The leaves, their order and the
+    tree are unchanged; the triggers and indexes are made again by the schema."""
+    conn.execute(_ENTRIES.format(name="entries_v2", kinds=_KINDS_SQL))
+    conn.execute("""INSERT INTO entries_v2 (idx, kind, entry_id, occurred_at, rule,
+        account_id, subject_id, leaf, leaf_hash, stored_at, finding_id)
+        SELECT idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf,
+            leaf_hash, stored_at,
+            CASE kind WHEN 'finding' THEN entry_id
+                ELSE COALESCE(json_extract(CAST(leaf AS TEXT), '$.finding_id'), '') END
+        FROM entries ORDER BY idx""")
+    conn.execute("DROP TABLE entries")
+    conn.execute("ALTER TABLE entries_v2 RENAME TO entries")
+    conn.execute(f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """A connection to the ledger at `path`, its schema created if missing and checked."""
     try:
@@ -183,6 +214,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if _stored_version(conn) == "1":
+                _migrate_from_1(conn)
             for statement in _SCHEMA:
                 conn.execute(statement)
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
