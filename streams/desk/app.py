@@ -6,10 +6,12 @@ action outside the session's role gets 403. Every POST carries the session's CSR
 (form field `csrf_token` or header `X-CSRF-Token`) or gets 403: each POST endpoint goes
 through `_post`, and tests/desk check every POST route of the app for it.
 
-/metrics (the desk's own registry) is answered to the machine itself (a loopback
-client: a Prometheus agent beside the desk, as `deploy/prometheus` scrapes the worker) and
-to a signed-in admin; to anyone else 403. Its series carry no personal data, but the
-counts of a compliance team's findings are not for every network neighbour.
+/metrics needs no session, as the worker's does (Prometheus' job consentwatch-desk
+scrapes it, deploy/prometheus/prometheus.yml): its series carry bounded labels only
+(route templates, methods, statuses, login outcomes, rules, severities), never an id or a
+name. The ledger's gauges (open findings by rule, severity and status, the age of the
+oldest open finding by severity) are read at scrape time, and cached while the ledger
+does not grow.
 
 Nothing personal is logged: one line per request names the route's template
 (`/findings/{finding_id}`), never the path or query, which carry account ids and
@@ -21,8 +23,8 @@ scripts from the desk's own origin only (htmx, with eval off), as a second line.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +35,9 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -91,7 +95,8 @@ class _Forbidden(Exception):
 
 
 class _Metrics:
-    def __init__(self, registry: CollectorRegistry, sessions: SessionStore) -> None:
+    def __init__(self, registry: CollectorRegistry, sessions: SessionStore,
+                 db: Database) -> None:
         self.requests = Counter("consentwatch_desk_requests", "Requests answered, by route "
                                 "template, method and status.", ["route", "method", "status"],
                                 registry=registry)
@@ -105,6 +110,58 @@ class _Metrics:
         sessions_gauge = Gauge("consentwatch_desk_sessions", "Signed-in sessions.",
                                registry=registry)
         sessions_gauge.set_function(lambda: float(sessions.signed_in()))
+        registry.register(_LedgerGauges(db))
+
+
+class _LedgerGauges(Collector):
+    """The ledger's gauges, read at scrape time (tests/promql_names.py DESK_METRICS, which
+    the desk's alerts and the compliance dashboard read). "Open" is
+    `queries.open_findings_where`; the age is from the detected_at of the open finding
+    that occurred first. Until reviews close findings every open finding's status is
+    "open". A ledger that cannot be read gives no sample (the alert on the desk's health
+    is `up`, the scrape itself still answers)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._cache: tuple[int, list[queries.OpenByRule]] | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily("consentwatch_desk_open_findings", "Open findings in the "
+                                  "ledger, by rule, severity and review status.",
+                                  labels=["rule", "severity", "status"]),
+                GaugeMetricFamily("consentwatch_desk_oldest_open_finding_age_seconds",
+                                  "Seconds since the oldest open finding of each severity "
+                                  "was detected.", labels=["severity"]))
+
+    def collect(self) -> list[Metric]:
+        open_, oldest = self._families()
+        try:
+            by_rule = self._read()
+        except DatabaseError:
+            return [open_, oldest]
+        severities = {rule.id: rule.severity for rule in load_catalogue().rules}
+        now_ms = time.time_ns() // 1_000_000
+        first: dict[str, int] = {}
+        for item in by_rule:
+            severity = severities.get(item.rule, "UNKNOWN")
+            open_.add_metric([item.rule, severity, "open"], item.count)
+            if item.first_detected_ms is not None:
+                first[severity] = min(first.get(severity, item.first_detected_ms),
+                                      item.first_detected_ms)
+        for severity, detected in sorted(first.items()):
+            oldest.add_metric([severity], max(0.0, (now_ms - detected) / 1000))
+        return [open_, oldest]
+
+    def _read(self) -> list[queries.OpenByRule]:
+        with self._lock:
+            size = int(self._db.query("SELECT size FROM tree_state WHERE id = 1")[0][0])
+            if self._cache is None or self._cache[0] != size:
+                self._cache = (size, queries.open_by_rule(self._db))
+            return self._cache[1]
 
 
 def _age(ms: int, now_ms: int) -> str:
@@ -134,13 +191,6 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in accept or not accept or ("*/*" in accept and "json" not in accept)
 
 
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def create_app(db: Database, config: DeskConfig | None = None) -> Starlette:
     """The desk over `db`, with its own sessions, rate limit and metrics registry."""
     return _Desk(db, config or DeskConfig()).app
@@ -154,7 +204,7 @@ class _Desk:
     def __init__(self, db: Database, config: DeskConfig) -> None:
         self.db, self.config = db, config
         self.env = _environment()
-        self.metrics = _Metrics(config.registry, config.sessions)
+        self.metrics = _Metrics(config.registry, config.sessions, db)
         self.catalogue = load_catalogue()
         self._accounts: tuple[int, list[queries.AccountRow]] | None = None
         self.routes: list[BaseRoute] = [
@@ -234,12 +284,7 @@ class _Desk:
             return PlainTextResponse("ledger unreachable\n", status_code=503)
         return PlainTextResponse("ok\n")
 
-    async def metrics_page(self, request: Request) -> Response:
-        session = self.session_of(request)
-        client = request.client.host if request.client else None
-        if not _is_loopback(client) and not (session is not None and session.may("users")):
-            return PlainTextResponse("metrics are served to this machine and to admins\n",
-                                     status_code=403)
+    def metrics_page(self, request: Request) -> Response:
         return Response(generate_latest(self.config.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def login_form(self, request: Request) -> Response:

@@ -31,8 +31,9 @@ from streams.evidence.ledger.records import StoredRow, checked_entry
 from streams.model.timestamps import parse_rfc3339_ms
 
 __all__ = ["PAGE_SIZE", "AccountRow", "CheckpointInfo", "Cursor", "FilterError",
-           "FindingFilter", "FindingRow", "Page", "accounts", "amendments_of", "finding",
-           "findings_page", "latest_checkpoint", "open_findings_where", "parse_filter"]
+           "FindingFilter", "FindingRow", "OpenByRule", "Page", "accounts", "amendments_of",
+           "finding", "findings_page", "latest_checkpoint", "open_by_rule",
+           "open_findings_where", "parse_filter"]
 
 PAGE_SIZE = 50
 _MAX_TEXT = 200  # longest account, provider or subject a filter takes
@@ -256,7 +257,7 @@ def open_findings_where() -> str:
 
     For now every finding is open; the reviews (ledger records of their own) will close
     them, and this is the one place that changes then: the accounts page, its counts
-    and ages, and the table's status filter all go through it."""
+    and ages, the desk's gauges and the table's status filter all go through it."""
     return "1 = 1"
 
 
@@ -340,3 +341,37 @@ def accounts(db: Database) -> list[AccountRow]:
     return sorted(by_account.values(),
                   key=lambda r: (r.oldest_ms if r.oldest_ms is not None else 0, r.account_id))
 
+
+
+# -- the desk's gauges --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenByRule:
+    """A rule's open findings: how many, and the detected_at of the one that occurred
+    first (None when its leaf has no integer detected_at)."""
+
+    rule: str
+    count: int
+    first_detected_ms: int | None
+
+
+def open_by_rule(db: Database) -> list[OpenByRule]:
+    """Open findings by rule (from the rule index alone), and for each rule the
+    detected_at of its open finding that occurred first (one leaf read per rule)."""
+    found = []
+    for rule, count, first in db.query(
+            "SELECT rule, COUNT(*), MIN(occurred_at) FROM entries WHERE kind = 'finding' "
+            f"AND {open_findings_where()} GROUP BY rule"):
+        leaves = db.query("SELECT leaf FROM entries WHERE kind = 'finding' AND rule = ? AND "
+                          f"occurred_at = ? AND {open_findings_where()} ORDER BY idx LIMIT 1",
+                          (rule, first))
+        detected = None
+        if leaves:
+            try:
+                value = orjson.loads(bytes(leaves[0][0])).get("detected_at")
+            except (orjson.JSONDecodeError, AttributeError):
+                value = None
+            detected = value if type(value) is int else int(first)
+        found.append(OpenByRule(str(rule), int(count), detected))
+    return found
