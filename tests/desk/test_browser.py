@@ -136,7 +136,8 @@ def test_without_a_session_the_browser_lands_on_the_login_page(browser: Any,
     assert "/login?next=" in browser.current_url
 
 
-def test_sign_in_filter_page_and_open_a_finding(signed_in: Any, desk_url: str) -> None:
+def test_sign_in_filter_page_and_open_a_finding(signed_in: Any, desk_url: str,
+                                                tmp_path: Path) -> None:
     browser = signed_in
     browser.get(f"{desk_url}/findings")
     Select(browser.find_element(By.ID, "f-rule")).select_by_value("pseudonym-deanonymized")
@@ -158,7 +159,8 @@ def test_sign_in_filter_page_and_open_a_finding(signed_in: Any, desk_url: str) -
     _wait(browser, expected_conditions.presence_of_element_located((By.ID, "explanation")))
     assert browser.find_element(By.ID, "inclusion").text.startswith("Leaf ")
     assert browser.find_elements(By.CSS_SELECTOR, "svg.timeline")
-    browser.save_screenshot(str(Path(os.environ.get("TMPDIR", "/tmp")) / "desk-finding.png"))
+    shot = tmp_path / "desk-finding.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
 
 def test_hostile_event_fields_render_as_text_and_no_script_runs(signed_in: Any,
