@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,21 +39,34 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from streams.catalogue import SEVERITIES, load_catalogue
-from streams.desk import queries
+from streams.desk import actions, queries
 from streams.desk.db import Database, DatabaseError
+from streams.desk.standing import ACTIVE
 from streams.desk.users import LoginLimiter, Session, SessionStore, authenticate, list_users
 from streams.evidence.export.times import describe_ms
+from streams.evidence.ledger import LedgerError, LedgerTampered
+from streams.evidence.review import FALSE_POSITIVE_KINDS, REASONS, fold
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from streams.engine import EngineParams
     from streams.evidence.ledger import LedgerEntry
 
 __all__ = ["COOKIE", "DeskConfig", "create_app"]
@@ -78,9 +91,14 @@ _ACCOUNTS_SHOWN = 200  # the accounts page's first rows (all of them with ?all=1
 @dataclass
 class DeskConfig:
     """How the desk runs. `secure_cookies`: mark the session cookie Secure (served over
-    https, directly or behind a TLS proxy)."""
+    https, directly or behind a TLS proxy). `signing_key`: the Ed25519 key exports are
+    signed with (`desk serve --private-key`, as `consentwatch export`'s); without one the
+    desk does not export. `engine_params`: what the pipeline ran with, for the bundle's
+    manifest (as `export`'s engine options)."""
 
     secure_cookies: bool = False
+    signing_key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    engine_params: EngineParams | None = None
     sessions: SessionStore = field(default_factory=SessionStore)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -116,14 +134,14 @@ class _Metrics:
 class _LedgerGauges(Collector):
     """The ledger's gauges, read at scrape time (tests/promql_names.py DESK_METRICS, which
     the desk's alerts and the compliance dashboard read). "Open" is
-    `queries.open_findings_where`; the age is from the detected_at of the open finding
-    that occurred first. Until reviews close findings every open finding's status is
-    "open". A ledger that cannot be read gives no sample (the alert on the desk's health
-    is `up`, the scrape itself still answers)."""
+    `queries.open_findings_where` (not resolved, not excepted), split by review state
+    (open, acknowledged, assigned); the age is from the detected_at of the open finding
+    that occurred first. A ledger that cannot be read gives no sample (the alert on the
+    desk's health is `up`, the scrape itself still answers)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._cache: tuple[int, list[queries.OpenByRule]] | None = None
+        self._cache: tuple[Any, list[queries.OpenCount]] | None = None
         self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
@@ -131,8 +149,8 @@ class _LedgerGauges(Collector):
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         return (GaugeMetricFamily("consentwatch_desk_open_findings", "Open findings in the "
-                                  "ledger, by rule, severity and review status.",
-                                  labels=["rule", "severity", "status"]),
+                                  "ledger (not resolved, not excepted), by rule, severity and "
+                                  "review status.", labels=["rule", "severity", "status"]),
                 GaugeMetricFamily("consentwatch_desk_oldest_open_finding_age_seconds",
                                   "Seconds since the oldest open finding of each severity "
                                   "was detected.", labels=["severity"]))
@@ -140,15 +158,16 @@ class _LedgerGauges(Collector):
     def collect(self) -> list[Metric]:
         open_, oldest = self._families()
         try:
-            by_rule = self._read()
-        except DatabaseError:
+            counts = self._read()
+        except (DatabaseError, LedgerError):
             return [open_, oldest]
         severities = {rule.id: rule.severity for rule in load_catalogue().rules}
         now_ms = time.time_ns() // 1_000_000
         first: dict[str, int] = {}
-        for item in by_rule:
+        for item in counts:
             severity = severities.get(item.rule, "UNKNOWN")
-            open_.add_metric([item.rule, severity, "open"], item.count)
+            for status in ACTIVE:
+                open_.add_metric([item.rule, severity, status], item.by_status.get(status, 0))
             if item.first_detected_ms is not None:
                 first[severity] = min(first.get(severity, item.first_detected_ms),
                                       item.first_detected_ms)
@@ -156,11 +175,13 @@ class _LedgerGauges(Collector):
             oldest.add_metric([severity], max(0.0, (now_ms - detected) / 1000))
         return [open_, oldest]
 
-    def _read(self) -> list[queries.OpenByRule]:
+    def _read(self) -> list[queries.OpenCount]:
         with self._lock:
             size = int(self._db.query("SELECT size FROM tree_state WHERE id = 1")[0][0])
-            if self._cache is None or self._cache[0] != size:
-                self._cache = (size, queries.open_by_rule(self._db))
+            standing = queries.standing(self._db)
+            key = (size, standing.key())
+            if self._cache is None or self._cache[0] != key:
+                self._cache = (key, queries.open_counts(self._db, standing))
             return self._cache[1]
 
 
@@ -206,7 +227,7 @@ class _Desk:
         self.env = _environment()
         self.metrics = _Metrics(config.registry, config.sessions, db)
         self.catalogue = load_catalogue()
-        self._accounts: tuple[int, list[queries.AccountRow]] | None = None
+        self._accounts: tuple[Any, list[queries.AccountRow]] | None = None
         self.routes: list[BaseRoute] = [
             Route("/healthz", self.healthz),
             Route("/metrics", self.metrics_page),
@@ -216,7 +237,13 @@ class _Desk:
             Route("/", self.home),
             Route("/findings", self.findings),
             Route("/findings/{finding_id:path}", self.finding),
+            Route("/reviews", self._post(self.review), methods=["POST"]),
             Route("/accounts", self.accounts),
+            Route("/exceptions", self.exceptions, methods=["GET"]),
+            Route("/exceptions", self._post(self.add_exception), methods=["POST"]),
+            Route("/export", self.export_form, methods=["GET"]),
+            Route("/export", self._post(self.export), methods=["POST"]),
+            Route("/exports", self.export_log),
             Route("/users", self.users),
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
         ]
@@ -348,7 +375,8 @@ class _Desk:
         except queries.FilterError as exc:
             problems = exc.problems
         kept = {name: params[name] for name in ("rule", "severity", "account", "provider",
-                                                 "subject", "from", "to") if params.get(name)}
+                                                 "subject", "from", "to", "status")
+                if params.get(name)}
         next_url = prev_url = None
         if page.older is not None:
             next_url = "/findings?" + urlencode({**kept, "before": page.older.token()})
@@ -363,13 +391,11 @@ class _Desk:
             request, template, status=400 if problems else 200, session=session, page=page,
             problems=problems, values=kept, next_url=next_url, prev_url=prev_url,
             rules=self.catalogue.rules, paged=page.newer is not None,
+            statuses=queries.STATUS_CHOICES,
             first_url="/findings?" + urlencode(kept) if kept else "/findings",
             filtered=not flt.is_empty())
 
     def finding(self, request: Request) -> Response:
-        from streams.evidence.export.summary import finding_status
-        from streams.evidence.ledger import LedgerTampered
-
         session = self.need(request)
         finding_id = request.path_params["finding_id"]
         entry = None
@@ -382,6 +408,17 @@ class _Desk:
         if entry is None:
             return self.error_page(request, 404, "No such finding",
                                    "The ledger holds no finding with this id.")
+        return self.finding_page(request, session, entry)
+
+    def finding_page(self, request: Request, session: Session, entry: LedgerEntry, *,
+                     status: int = 200, problem: str | None = None,
+                     panel_only: bool = False) -> Response:
+        from streams.evidence.export.summary import finding_status
+
+        review = self.review_context(entry)
+        if panel_only:
+            return self.render(request, "_review.html", status=status, session=session,
+                               entry=entry, problem=problem, **review)
         amendments = queries.amendments_of(self.db, entry)
         events, svg = _evidence(entry)
         try:
@@ -389,18 +426,62 @@ class _Desk:
         except KeyError:
             rule = None
         return self.render(
-            request, "finding.html", session=session, entry=entry, record=entry.record,
-            rule=rule, events=events, trigger_id=str(entry.record.get("trigger_event_id", "")),
+            request, "finding.html", status=status, session=session, entry=entry,
+            record=entry.record, rule=rule, events=events,
+            trigger_id=str(entry.record.get("trigger_event_id", "")),
             timeline=Markup(svg),  # built escaped by export/timeline.py
             amendments=amendments, state=finding_status(amendments),
-            checkpoint=queries.latest_checkpoint(self.db), event_value=_event_value)
+            checkpoint=queries.latest_checkpoint(self.db), event_value=_event_value,
+            problem=problem, **review)
+
+    def review_context(self, entry: LedgerEntry) -> dict[str, Any]:
+        """The review panel's values: the trail, the status it folds to, the exceptions
+        in force that cover the finding, the actions its status allows."""
+        trail = queries.reviews_of(self.db, entry.entry_id)
+        try:
+            status = fold(review.record for review in trail)
+        except Exception as exc:  # TrailError: the ledger could never have stored it
+            raise LedgerTampered(f"the stored reviews of this finding do not fold: {exc} "
+                                 "(was the database edited?)") from None
+        standing = queries.standing(self.db)
+        covering = [] if status.state == "resolved" else standing.covering(entry.record)
+        return {"trail": trail, "review_status": status,
+                "seen": trail[-1].entry_id if trail else "",
+                "covering": covering, "excepted": bool(covering),
+                "actions": actions.allowed_actions(status),
+                "assignees": [name for name, _, _ in list_users(self.db)],
+                "reasons": REASONS, "fp_kinds": FALSE_POSITIVE_KINDS}
+
+    def review(self, request: Request, session: Session, form: Any) -> Response:
+        session = self.need(request, "review")
+        htmx = bool(request.headers.get("hx-request"))
+        finding_id = str(form.get("finding_id") or "")
+        try:
+            actions.record_review(self.db, str(session.user), form)
+        except actions.ActionError as exc:
+            entry = (queries.finding(self.db, finding_id)
+                     if exc.status != 404 and len(finding_id) <= _MAX_ID else None)
+            if entry is None:
+                return self.error_page(request, exc.status, "No such finding"
+                                       if exc.status == 404 else "Review refused", exc.message)
+            return self.finding_page(request, session, entry, status=exc.status,
+                                     problem=exc.message, panel_only=htmx)
+        if htmx:
+            entry = queries.finding(self.db, finding_id)
+            assert entry is not None  # it was just reviewed
+            return self.finding_page(request, session, entry, panel_only=True)
+        return RedirectResponse(f"/findings/{quote(finding_id, safe='')}#review",
+                                status_code=303)
 
     def accounts(self, request: Request) -> Response:
         session = self.need(request)
         size = int(self.db.query("SELECT size FROM tree_state WHERE id = 1")[0][0])
-        if self._accounts is None or self._accounts[0] != size:
-            # the ledger only grows: the same size is the same findings
-            self._accounts = (size, queries.accounts(self.db))
+        standing = queries.standing(self.db)
+        key = (size, standing.key())
+        if self._accounts is None or self._accounts[0] != key:
+            # the ledger only grows: the same size and exceptions in force are the same
+            # open findings
+            self._accounts = (key, queries.accounts(self.db, standing))
         every = self._accounts[1]
         rows = every if request.query_params.get("all") else every[:_ACCOUNTS_SHOWN]
         now = time.time_ns() // 1_000_000
@@ -408,11 +489,72 @@ class _Desk:
             request, "accounts.html", session=session, rows=rows, total=len(every),
             ages={r.account_id: _age(r.oldest_ms, now) for r in rows if r.oldest_ms is not None},
             rules=self.catalogue.rules,
-            account_url=lambda account: "/findings?" + urlencode({"account": account}))
+            account_url=lambda account: "/findings?" + urlencode({"account": account,
+                                                                  "status": "active"}))
 
     def users(self, request: Request) -> Response:
         session = self.need(request, "users")
         return self.render(request, "users.html", session=session, users=list_users(self.db))
+
+    def exceptions(self, request: Request, *, session: Session | None = None,
+                   status: int = 200, problem: str | None = None,
+                   values: Mapping[str, Any] | None = None) -> Response:
+        session = session or self.need(request)
+        standing = queries.standing(self.db)
+        every = list(reversed(standing.exceptions))  # newest first
+        active = [e for e in every if e.record["expires_at_ms"] > standing.at_ms]
+        expired = [e for e in every if e.record["expires_at_ms"] <= standing.at_ms]
+        return self.render(request, "exceptions.html", status=status, session=session,
+                           active=active, expired=expired, problem=problem,
+                           values=values or {}, rules=self.catalogue.rules,
+                           now_ms=standing.at_ms,
+                           scope_url=lambda r: "/findings?" + urlencode(_scope_query(r)))
+
+    def add_exception(self, request: Request, session: Session, form: Any) -> Response:
+        session = self.need(request, "exceptions")
+        try:
+            actions.record_exception(self.db, str(session.user), form)
+        except actions.ActionError as exc:
+            kept = {name: str(form.get(name) or "") for name in
+                    ("account", "provider", "rule", "from", "to", "until", "reason")}
+            return self.exceptions(request, session=session, status=exc.status,
+                                   problem=exc.message, values=kept)
+        return RedirectResponse("/exceptions#recorded", status_code=303)
+
+    def export_form(self, request: Request, *, session: Session | None = None,
+                    status: int = 200, problem: str | None = None,
+                    values: Mapping[str, Any] | None = None) -> Response:
+        session = session or self.need(request, "export")
+        params = request.query_params
+        shown = dict(values) if values is not None else {
+            name: params[name] for name in ("rule", "account", "subject", "from", "to")
+            if params.get(name)}
+        return self.render(request, "export.html", status=status, session=session,
+                           problem=problem, values=shown, rules=self.catalogue.rules,
+                           can_sign=self.config.signing_key is not None)
+
+    def export(self, request: Request, session: Session, form: Any) -> Response:
+        session = self.need(request, "export")
+        values = {name: str(form.get(name) or "") for name in
+                  ("rule", "account", "subject", "from", "to", "purpose")}
+        key = self.config.signing_key
+        if key is None:
+            return self.export_form(request, session=session, status=409, values=values,
+                                    problem="This desk has no signing key: start it with "
+                                            "desk serve --private-key FILE to export.")
+        try:
+            made = actions.export(self.db, key, self.config.engine_params,
+                                  str(session.user), form)
+        except actions.ActionError as exc:
+            return self.export_form(request, session=session, status=exc.status,
+                                    values=values, problem=exc.message)
+        return FileResponse(made.zip_path, media_type="application/zip",
+                            filename=made.zip_path.name, background=BackgroundTask(made.remove))
+
+    def export_log(self, request: Request) -> Response:
+        session = self.need(request)
+        return self.render(request, "exports.html", session=session,
+                           exports=queries.exports(self.db))
 
     # -- errors, headers, metrics, the log line ---------------------------------------------
 
@@ -514,3 +656,13 @@ def _event_value(name: str, value: Any) -> str:
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
     return str(value)
+
+
+def _scope_query(record: Mapping[str, Any]) -> dict[str, str]:
+    """The findings filter of an exception's scope (its excepted findings)."""
+    query = {"account": str(record.get("account_id", "")), "status": "excepted",
+             "from": describe_ms(record["from_ms"]), "to": describe_ms(record["to_ms"])}
+    for name in ("provider", "rule"):
+        if record.get(name) is not None:
+            query[name] = str(record[name])
+    return query

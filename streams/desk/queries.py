@@ -11,29 +11,42 @@ the pages merged, which keeps every read on an index in time order.
 The columns of `entries` only select rows: what a page shows comes from the leaf bytes.
 The finding page checks its leaf against its hash and columns (`checked_entry`); the
 table decodes the leaves of its rows without that check (an export audits every leaf).
+
+Statuses (`standing.py`): a status filter adds a condition on the few reviewed finding
+ids (`IN` / `NOT IN` one bound JSON array on SQLite, one array on PostgreSQL: a single
+parameter however many) and on the scopes of the exceptions in force. "Open" in the
+wide sense is defined once, `open_findings_where`. The accounts page and the gauges
+count from the indexes alone and subtract the few findings that are reviewed or
+excepted (`_marked`), so they cost what they cost before reviews existed.
 """
 
 from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from streams.catalogue import SEVERITIES, load_catalogue
 from streams.desk.db import Database
+from streams.desk.standing import ENTRY_COLUMNS, STATUSES, Standing, StatusIndex, checked_row
 from streams.errors import ConsentwatchError
 from streams.evidence.ledger import LedgerEntry
-from streams.evidence.ledger.records import StoredRow, checked_entry
 from streams.model.timestamps import parse_rfc3339_ms
 
-__all__ = ["PAGE_SIZE", "AccountRow", "CheckpointInfo", "Cursor", "FilterError",
-           "FindingFilter", "FindingRow", "OpenByRule", "Page", "accounts", "amendments_of",
-           "finding", "findings_page", "latest_checkpoint", "open_by_rule",
-           "open_findings_where", "parse_filter"]
+__all__ = ["PAGE_SIZE", "STATUS_CHOICES", "AccountRow", "CheckpointInfo", "Cursor",
+           "FilterError", "FindingFilter", "FindingRow", "OpenCount", "Page", "accounts",
+           "amendments_of", "checked_row", "exports", "finding", "findings_page",
+           "latest_checkpoint", "open_counts", "open_findings_where", "parse_filter", "parse_time",
+           "reviews_of", "standing"]
+
+#: The status filter's values: each status, and "active" (open, acknowledged or
+#: assigned: what still needs someone, the desk's "open" in the wide sense).
+STATUS_CHOICES = (*STATUSES, "active")
 
 PAGE_SIZE = 50
 _MAX_TEXT = 200  # longest account, provider or subject a filter takes
@@ -41,8 +54,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LOCAL_MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?")
 _CURSOR = re.compile(r"(-?\d{1,19})\.(\d{1,19})")
 _LIST_COLUMNS = "idx, entry_id, occurred_at, rule, account_id, subject_id, leaf"
-_ENTRY_COLUMNS = ("idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, "
-                  "leaf_hash, finding_id")
+_ENTRY_COLUMNS = ENTRY_COLUMNS
 
 
 class FilterError(ConsentwatchError):
@@ -82,6 +94,7 @@ class FindingFilter:
     subject: str | None = None
     from_ms: int | None = None
     to_ms: int | None = None
+    status: str | None = None
 
     def rules(self) -> list[str] | None:
         """The rules to read, None for all of them ([] when rule and severity disagree)."""
@@ -96,7 +109,7 @@ class FindingFilter:
         return all(getattr(self, name) is None for name in self.__slots__)
 
 
-def _time(name: str, text: str, problems: list[str]) -> int | None:
+def parse_time(name: str, text: str, problems: list[str]) -> int | None:
     """An RFC 3339 time, a date (midnight UTC) or a browser's local date-time (read as UTC)."""
     if _DATE.fullmatch(text):
         text += "T00:00:00Z"
@@ -134,15 +147,19 @@ def parse_filter(params: Mapping[str, str]) -> FindingFilter:
             problems.append(f"severity: one of {', '.join(SEVERITIES)}")
             severity = None
     from_text, to_text = text("from"), text("to")
-    from_ms = None if from_text is None else _time("from", from_text, problems)
-    to_ms = None if to_text is None else _time("to", to_text, problems)
+    from_ms = None if from_text is None else parse_time("from", from_text, problems)
+    to_ms = None if to_text is None else parse_time("to", to_text, problems)
     if from_ms is not None and to_ms is not None and from_ms >= to_ms:
         problems.append("from must be before to")
     account, provider, subject = text("account"), text("provider"), text("subject")
+    status = text("status")
+    if status is not None and status not in STATUS_CHOICES:
+        problems.append(f"status: one of {', '.join(STATUS_CHOICES)}")
+        status = None
     if problems:
         raise FilterError(problems)
     return FindingFilter(rule=rule, severity=severity, account=account, provider=provider,
-                         subject=subject, from_ms=from_ms, to_ms=to_ms)
+                         subject=subject, from_ms=from_ms, to_ms=to_ms, status=status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +175,7 @@ class FindingRow:
     provider: str
     subject_id: str
     explanation: str
+    status: str = "open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +188,7 @@ class Page:
     newer: Cursor | None = None
 
 
-def _row(values: tuple[Any, ...]) -> FindingRow:
+def _row(values: tuple[Any, ...], standing: Standing) -> FindingRow:
     idx, entry_id, occurred_at, rule, account_id, subject_id, leaf = values
     try:
         record = orjson.loads(bytes(leaf))
@@ -182,30 +200,41 @@ def _row(values: tuple[Any, ...]) -> FindingRow:
                       rule=str(rule), severity=str(record.get("severity", "")),
                       account_id=str(account_id), provider=str(record.get("provider", "")),
                       subject_id=str(subject_id),
-                      explanation=str(record.get("explanation", "")))
+                      explanation=str(record.get("explanation", "")),
+                      status=standing.status_of(str(entry_id), {
+                          **record, "account_id": str(account_id),
+                          "occurred_at": int(occurred_at), "rule": str(rule)}))
 
 
 def findings_page(db: Database, flt: FindingFilter, cursor: Cursor | None = None,
-                  limit: int = PAGE_SIZE, *, newer: bool = False) -> Page:
+                  limit: int = PAGE_SIZE, *, newer: bool = False,
+                  standing: Standing | None = None) -> Page:
     """The `limit` newest findings matching `flt` before `cursor` (with `newer`: the
     `limit` oldest after it, which is the page before), and the cursors beside it."""
-    rules = flt.rules()
-    if rules == []:
+    standing = standing or status_index(db).refresh(db)
+    pages = [_read(db, sub, rule, cursor, limit + 1, newer, conditions, by_id)
+             for sub, conditions, by_id in _status_reads(db, flt, standing)
+             for rule in _rules_of(sub)]
+    if not pages:
         return Page([], None)
-    reads = [None] if rules is None else rules
-    pages = [_read(db, flt, rule, cursor, limit + 1, newer) for rule in reads]
     if len(pages) == 1:
         merged = pages[0]
     else:
         key = lambda values: (values[2], values[0])  # noqa: E731  # (occurred_at, idx)
-        merged = list(heapq.merge(*pages, key=key, reverse=not newer))[:limit + 1]
+        merged = []
+        for values in heapq.merge(*pages, key=key, reverse=not newer):
+            if merged and merged[-1][0] == values[0]:
+                continue  # one finding in two exceptions' reads
+            merged.append(values)
+            if len(merged) > limit:
+                break
     more = len(merged) > limit
     if newer and not more:
-        return findings_page(db, flt, None, limit)  # that is the first page
+        return findings_page(db, flt, None, limit, standing=standing)  # the first page
     chosen = merged[:limit]
     if newer:
         chosen.reverse()
-    rows = [_row(values) for values in chosen]
+    rows = [_row(values, standing) for values in chosen]
     if not rows:
         return Page([], None)
     first, last = Cursor(rows[0].occurred_at, rows[0].index), Cursor(rows[-1].occurred_at,
@@ -215,9 +244,112 @@ def findings_page(db: Database, flt: FindingFilter, cursor: Cursor | None = None
     return Page(rows, older=last if more else None, newer=first if cursor else None)
 
 
+def _rules_of(flt: FindingFilter) -> list[str | None]:
+    rules = flt.rules()
+    return [None] if rules is None else list(rules)
+
+
+_Condition = tuple[str, list[Any]]
+
+
+def _status_reads(db: Database, flt: FindingFilter, standing: Standing
+                  ) -> list[tuple[FindingFilter, list[_Condition], bool]]:
+    """The reads a status asks for: (filter, extra conditions, whether the condition on
+    the reviewed ids should pick the index). "excepted" is one read per exception in
+    force, the filter narrowed to its scope (each on its account's index)."""
+    status = flt.status
+    if status is None:
+        return [(flt, [], False)]
+    if status == "active":
+        return [(flt, [open_findings_where(db, standing)], False)]
+    if status == "open":
+        return [(flt, [open_findings_where(db, standing),
+                       _ids(db, standing.ids("acknowledged", "assigned"), negate=True)],
+                 False)]
+    if status == "resolved":
+        return [(flt, [_ids(db, standing.ids("resolved"))], True)]
+    if status in ("acknowledged", "assigned"):
+        return [(flt, [_ids(db, standing.ids(status)), _not_excepted(db, standing)], True)]
+    reads = []
+    for exception in standing.in_force:  # excepted
+        narrowed = _narrowed(flt, exception.record)
+        if narrowed is not None:
+            reads.append((narrowed, [_ids(db, standing.ids("resolved"), negate=True)],
+                          False))
+    return reads
+
+
+def _narrowed(flt: FindingFilter, scope: Mapping[str, Any]) -> FindingFilter | None:
+    """The filter within an exception's scope, None when they do not meet."""
+    changes: dict[str, Any] = {}
+    for name, value in (("account", scope.get("account_id")), ("provider", scope.get("provider")),
+                        ("rule", scope.get("rule"))):
+        if value is None:
+            continue
+        if getattr(flt, name) not in (None, value):
+            return None
+        changes[name] = value
+    low = scope["from_ms"] if flt.from_ms is None else max(flt.from_ms, scope["from_ms"])
+    high = scope["to_ms"] if flt.to_ms is None else min(flt.to_ms, scope["to_ms"])
+    if low >= high:
+        return None
+    return replace(flt, **changes, from_ms=low, to_ms=high)
+
+
+def _ids(db: Database, ids: list[str], *, negate: bool = False) -> _Condition:
+    """entry_id in (or not in) `ids`: one parameter, a JSON array (SQLite) or an array
+    (PostgreSQL), however many ids."""
+    if not ids:
+        return ("1 = 1" if negate else "1 = 0"), []
+    if db.postgres:
+        return f"{'NOT ' if negate else ''}(entry_id = ANY(?))", [list(ids)]
+    return (f"entry_id {'NOT ' if negate else ''}IN (SELECT value FROM json_each(?))",
+            [orjson.dumps(list(ids)).decode()])
+
+
+def _scope(db: Database, scope: Mapping[str, Any]) -> _Condition:
+    """A finding inside the exception's scope (as `exception_scope.covers`)."""
+    where, params = ["account_id = ?"], [scope.get("account_id")]
+    if scope.get("provider") is not None:
+        where.append(f"{db.provider_expr} = ?")
+        params.append(scope["provider"])
+    if scope.get("rule") is not None:
+        where.append("rule = ?")
+        params.append(scope["rule"])
+    where += ["occurred_at >= ?", "occurred_at < ?"]
+    params += [scope["from_ms"], scope["to_ms"]]
+    return "(" + " AND ".join(where) + ")", params
+
+
+def _not_excepted(db: Database, standing: Standing) -> _Condition:
+    scopes = [_scope(db, e.record) for e in standing.in_force]
+    if not scopes:
+        return "1 = 1", []
+    # COALESCE: a leaf without a provider makes its term NULL, which is "not inside"
+    return (f"NOT COALESCE({' OR '.join(sql for sql, _ in scopes)}, FALSE)",
+            [value for _, params in scopes for value in params])
+
+
+def open_findings_where(db: Database, standing: Standing) -> _Condition:
+    """The SQL condition on `entries` (and its parameters) of a finding that is still
+    open, in the desk's wide sense: not resolved by its reviews, and not inside an
+    exception in force at `standing.at_ms`. The one definition: the findings table's
+    "active" and "open" statuses, the accounts page and the desk's gauges (and so the
+    alert on the oldest open critical finding) all go through it."""
+    resolved, resolved_params = _ids(db, standing.ids("resolved"), negate=True)
+    excepted, excepted_params = _not_excepted(db, standing)
+    return f"{resolved} AND {excepted}", [*resolved_params, *excepted_params]
+
+
 def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | None,
-          limit: int, newer: bool) -> list[tuple[Any, ...]]:
+          limit: int, newer: bool, conditions: Sequence[_Condition] = (),
+          by_id: bool = False) -> list[tuple[Any, ...]]:
     where, params = ["kind = 'finding'"], list[Any]()
+    if by_id:
+        # the few reviewed ids pick the (kind, entry_id) index: the other terms hidden
+        where.append(conditions[0][0])
+        params.extend(conditions[0][1])
+        conditions = conditions[1:]
     equal = [(column, value) for column, value in (
         ("subject_id", flt.subject), ("account_id", flt.account), ("rule", rule),
         (db.provider_expr, flt.provider)) if value is not None]
@@ -226,7 +358,7 @@ def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | N
         # hundreds, a rule or a provider a large share) picks the index; SQLite, which
         # has no statistics, is told not to use the others ('+' hides a term from its
         # index choice). PostgreSQL's planner chooses from its statistics.
-        hide = "+" if number and not db.postgres else ""
+        hide = "+" if (number or by_id) and not db.postgres else ""
         where.append(f"{hide}{column} = ?")
         params.append(value)
     low, high = flt.from_ms, flt.to_ms
@@ -238,27 +370,84 @@ def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | N
         else:
             end = cursor.occurred_at + 1
             high = end if high is None else min(high, end)
-    for clause, bound in (("occurred_at >= ?", low), ("occurred_at < ?", high)):
+    hide_time = "+" if by_id and not db.postgres else ""
+    for clause, bound in ((f"{hide_time}occurred_at >= ?", low),
+                          (f"{hide_time}occurred_at < ?", high)):
         if bound is not None:
             where.append(clause)
             params.append(bound)
     if cursor is not None:
         where.append(f"(occurred_at, idx) {'>' if newer else '<'} (?, ?)")
         params.extend((cursor.occurred_at, cursor.idx))
-    where.append(open_findings_where())
+    for sql, values in conditions:
+        where.append(sql)
+        params.extend(values)
     params.append(limit)
     order = "ASC" if newer else "DESC"
     return db.query(f"SELECT {_LIST_COLUMNS} FROM entries WHERE {' AND '.join(where)} "
                     f"ORDER BY occurred_at {order}, idx {order} LIMIT ?", params)
 
 
-def open_findings_where() -> str:
-    """The SQL condition on `entries` of a finding that is still open.
+# -- statuses -----------------------------------------------------------------------------
 
-    For now every finding is open; the reviews (ledger records of their own) will close
-    them, and this is the one place that changes then: the accounts page, its counts
-    and ages, the desk's gauges and the table's status filter all go through it."""
-    return "1 = 1"
+_INDEXES: weakref.WeakKeyDictionary[Database, StatusIndex] = weakref.WeakKeyDictionary()
+
+
+def status_index(db: Database) -> StatusIndex:
+    """The fold of the reviews of `db`'s ledger (one per Database)."""
+    index = _INDEXES.get(db)
+    if index is None:
+        index = _INDEXES.setdefault(db, StatusIndex())
+    return index
+
+
+def standing(db: Database) -> Standing:
+    """Where every finding stands now (see standing.py)."""
+    return status_index(db).refresh(db)
+
+
+def _marked(db: Database, standing: Standing) -> dict[str, tuple[str, str, int, str]]:
+    """Every finding whose status is not "open": (rule, account, occurred_at, status) by
+    finding id. Few: the reviewed findings (one lookup each by the unique index) and the
+    findings inside an exception in force (each exception's account index)."""
+    marked: dict[str, tuple[str, str, int, str]] = {}
+    reviewed = [i for state in STATUSES if state != "open" for i in standing.ids(state)]
+    if reviewed:
+        sql, params = _ids(db, reviewed)
+        for entry_id, rule, account, occurred in db.query(
+                "SELECT entry_id, rule, account_id, occurred_at FROM entries "
+                f"WHERE kind = 'finding' AND {sql}", params):
+            state = standing.review_status(str(entry_id)).state
+            marked[str(entry_id)] = (str(rule), str(account), int(occurred), state)
+    for exception in standing.in_force:
+        sql, params = _scope(db, exception.record)
+        for entry_id, rule, account, occurred in db.query(
+                "SELECT entry_id, rule, account_id, occurred_at FROM entries "
+                f"WHERE kind = 'finding' AND {sql}", params):
+            if marked.get(str(entry_id), ("", "", 0, ""))[3] != "resolved":
+                marked[str(entry_id)] = (str(rule), str(account), int(occurred), "excepted")
+    return {i: m for i, m in marked.items() if m[3] != "open"}
+
+
+def reviews_of(db: Database, finding_id: str) -> list[LedgerEntry]:
+    """The finding's reviews in ledger order (the order they fold in), each checked."""
+    rows = db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE finding_id = ? "
+                    "AND kind = 'review' ORDER BY idx", (finding_id,))
+    return [checked_row(values) for values in rows]
+
+
+def exports(db: Database) -> list[dict[str, Any]]:
+    """Every recorded export, newest first (as `Ledger.exports`: the schema-1 table's,
+    then the export leaves, each leaf checked)."""
+    legacy = [{"actor": actor, "purpose": purpose, "query": orjson.loads(query),
+               "manifest_sha256": digest, "at_ms": int(at_ms), "leaf": None}
+              for actor, purpose, query, digest, at_ms in db.query(
+                  "SELECT actor, purpose, query, bundle_sha256, at_ms FROM exports "
+                  "ORDER BY seq")]
+    leaves = [checked_row(values) for values in db.query(
+        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = 'export' ORDER BY idx")]
+    made = [{**entry.record, "leaf": entry.index} for entry in leaves]
+    return list(reversed(legacy + made))
 
 
 # -- one finding ------------------------------------------------------------------------
@@ -269,17 +458,7 @@ def finding(db: Database, finding_id: str) -> LedgerEntry | None:
     not); None when the ledger holds no finding of that id."""
     rows = db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = 'finding' "
                     "AND entry_id = ?", (finding_id,))
-    return _checked(rows[0]) if rows else None
-
-
-def _checked(values: tuple[Any, ...]) -> LedgerEntry:
-    (idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, digest,
-     finding_id) = values
-    return checked_entry(StoredRow(index=int(idx), kind=str(kind), entry_id=str(entry_id),
-                                   occurred_at=int(occurred_at), rule=str(rule),
-                                   account_id=str(account_id), subject_id=str(subject_id),
-                                   leaf=bytes(leaf), leaf_hash=bytes(digest),
-                                   finding_id=str(finding_id)))
+    return checked_row(rows[0]) if rows else None
 
 
 def amendments_of(db: Database, entry: LedgerEntry) -> list[LedgerEntry]:
@@ -287,7 +466,7 @@ def amendments_of(db: Database, entry: LedgerEntry) -> list[LedgerEntry]:
     checked against its leaf)."""
     rows = db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE finding_id = ? "
                     "AND kind = 'amendment' ORDER BY idx", (entry.entry_id,))
-    return [_checked(values) for values in rows]
+    return [checked_row(values) for values in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,55 +502,86 @@ class AccountRow:
     by_severity: dict[str, int] = field(default_factory=dict)
 
 
-def accounts(db: Database) -> list[AccountRow]:
-    """Every account with an open finding, the one whose oldest is oldest first."""
+def accounts(db: Database, standing: Standing | None = None) -> list[AccountRow]:
+    """Every account with an open finding (`open_findings_where`), the one whose oldest
+    is oldest first: every finding counted from the (account, rule) index, less the
+    few resolved or excepted; the oldest read again only where one of those was."""
+    standing = standing or status_index(db).refresh(db)
     catalogue = {rule.id: rule.severity for rule in load_catalogue().rules}
-    rows = db.query("SELECT account_id, rule, COUNT(*), MIN(occurred_at) FROM entries "
-                    f"WHERE kind = 'finding' AND {open_findings_where()} "
-                    "GROUP BY account_id, rule")
+    counts: dict[tuple[str, str], list[int]] = {
+        (str(account), str(rule)): [int(count), int(oldest)]
+        for account, rule, count, oldest in db.query(
+            "SELECT account_id, rule, COUNT(*), MIN(occurred_at) FROM entries "
+            "WHERE kind = 'finding' GROUP BY account_id, rule")}
+    touched = set()
+    for rule, account, _, status in _marked(db, standing).values():
+        if status in ("resolved", "excepted") and (account, rule) in counts:
+            counts[(account, rule)][0] -= 1
+            touched.add((account, rule))
+    where, params = open_findings_where(db, standing)
+    for account, rule in touched:
+        if counts[(account, rule)][0] > 0:
+            first = db.query("SELECT occurred_at FROM entries WHERE kind = 'finding' AND "
+                             f"account_id = ? AND rule = ? AND {where} "
+                             "ORDER BY occurred_at LIMIT 1", [account, rule, *params])
+            counts[(account, rule)][1] = int(first[0][0]) if first else 0
     by_account: dict[str, AccountRow] = {}
-    for account_id, rule, count, oldest in rows:
-        row = by_account.setdefault(str(account_id), AccountRow(str(account_id)))
-        row.total += int(count)
-        row.by_rule[str(rule)] = int(count)
-        severity = catalogue.get(str(rule), "UNKNOWN")
-        row.by_severity[severity] = row.by_severity.get(severity, 0) + int(count)
-        if row.oldest_ms is None or int(oldest) < row.oldest_ms:
-            row.oldest_ms = int(oldest)
+    for (account_id, rule), (count, oldest) in counts.items():
+        if count <= 0:
+            continue
+        row = by_account.setdefault(account_id, AccountRow(account_id))
+        row.total += count
+        row.by_rule[rule] = count
+        severity = catalogue.get(rule, "UNKNOWN")
+        row.by_severity[severity] = row.by_severity.get(severity, 0) + count
+        if row.oldest_ms is None or oldest < row.oldest_ms:
+            row.oldest_ms = oldest
     return sorted(by_account.values(),
                   key=lambda r: (r.oldest_ms if r.oldest_ms is not None else 0, r.account_id))
-
 
 
 # -- the desk's gauges --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class OpenByRule:
-    """A rule's open findings: how many, and the detected_at of the one that occurred
-    first (None when its leaf has no integer detected_at)."""
+class OpenCount:
+    """A rule's open findings (`open_findings_where`): how many in each review state
+    (open, acknowledged, assigned), and the detected_at of the one that occurred first
+    (None when its leaf has no integer detected_at)."""
 
     rule: str
-    count: int
+    by_status: dict[str, int]
     first_detected_ms: int | None
 
 
-def open_by_rule(db: Database) -> list[OpenByRule]:
-    """Open findings by rule (from the rule index alone), and for each rule the
-    detected_at of its open finding that occurred first (one leaf read per rule)."""
+def open_counts(db: Database, standing: Standing | None = None) -> list[OpenCount]:
+    """Open findings by rule and review state: every finding counted from the rule
+    index, less the few reviewed or excepted; for each rule the detected_at of its open
+    finding that occurred first (the rule index walked from its oldest)."""
+    standing = standing or status_index(db).refresh(db)
+    totals = {str(rule): int(count) for rule, count in db.query(
+        "SELECT rule, COUNT(*) FROM entries WHERE kind = 'finding' GROUP BY rule")}
+    by_status = {rule: {"open": total, "acknowledged": 0, "assigned": 0}
+                 for rule, total in totals.items()}
+    for rule, _, _, status in _marked(db, standing).values():
+        if rule in by_status:
+            by_status[rule]["open"] -= 1
+            if status in ("acknowledged", "assigned"):
+                by_status[rule][status] += 1
+    where, params = open_findings_where(db, standing)
     found = []
-    for rule, count, first in db.query(
-            "SELECT rule, COUNT(*), MIN(occurred_at) FROM entries WHERE kind = 'finding' "
-            f"AND {open_findings_where()} GROUP BY rule"):
-        leaves = db.query("SELECT leaf FROM entries WHERE kind = 'finding' AND rule = ? AND "
-                          f"occurred_at = ? AND {open_findings_where()} ORDER BY idx LIMIT 1",
-                          (rule, first))
+    for rule, counts in sorted(by_status.items()):
+        if sum(counts.values()) <= 0:
+            continue
+        leaves = db.query("SELECT occurred_at, leaf FROM entries WHERE kind = 'finding' AND "
+                          f"rule = ? AND {where} ORDER BY occurred_at, idx LIMIT 1",
+                          [rule, *params])
         detected = None
         if leaves:
             try:
-                value = orjson.loads(bytes(leaves[0][0])).get("detected_at")
+                value = orjson.loads(bytes(leaves[0][1])).get("detected_at")
             except (orjson.JSONDecodeError, AttributeError):
                 value = None
-            detected = value if type(value) is int else int(first)
-        found.append(OpenByRule(str(rule), int(count), detected))
+            detected = value if type(value) is int else int(leaves[0][0])
+        found.append(OpenCount(rule, counts, detected))
     return found

@@ -40,7 +40,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
     "reviewer": frozenset({"read", "review"}),
     "exporter": frozenset({"read", "review", "export"}),
-    "admin": frozenset({"read", "review", "export", "users"}),
+    # exceptions: an exception takes a whole scope of findings (an account, a provider,
+    # months) off the open list on the strength of a contract: a policy decision, not a
+    # finding's triage, so it is the admin's (the role that also manages who is who)
+    "admin": frozenset({"read", "review", "export", "users", "exceptions"}),
 }
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 MIN_PASSWORD = 12
