@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from streams.cli.evidence_cmds import ledger_option
+from streams.cli.evidence_cmds import ledger_option, load_signing_key, signing_key_option
+from streams.cli.options import engine_options, make_params
 
 if TYPE_CHECKING:
     from streams.desk import Database
@@ -60,9 +61,19 @@ def _bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--behind-https-proxy", is_flag=True,
               help="Plain http on a non-loopback address, for a TLS-terminating proxy in "
                    "front: session cookies are then marked Secure.")
+@signing_key_option(required=False,
+                    help="Ed25519 private key (PEM) the desk signs exports with, the one "
+                         "`consentwatch export` takes (or CONSENTWATCH_SIGNING_KEY); "
+                         "without it the desk does not export.")
+@engine_options
 def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
-          tls_key: Path | None, behind_https_proxy: bool) -> None:
+          tls_key: Path | None, behind_https_proxy: bool, private_key: Path | None,
+          allowed_lateness: float, notice_grace: float, notice_validity: float) -> None:
     """Serve the desk over the ledger (Ctrl-C stops it).
+
+    With --private-key, users of role exporter and admin export evidence bundles from
+    the desk, as `consentwatch export` does (the engine options are written to their
+    manifests, as export's).
 
     On a loopback address plain http is allowed (the connection never leaves the
     machine) and the session cookie is not marked Secure, which a browser would refuse
@@ -86,6 +97,8 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
     if tls and behind_https_proxy:
         raise ConfigError("--behind-https-proxy is for plain http; with --tls-cert the desk "
                           "serves https itself")
+    key = None if private_key is None else load_signing_key(private_key)
+    params = make_params(allowed_lateness, notice_grace, notice_validity)
     listener = _listen(host, port)
     try:
         db = _open(ledger_url)
@@ -93,7 +106,8 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
         listener.close()
         raise
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(db, DeskConfig(secure_cookies=tls or behind_https_proxy))
+    app = create_app(db, DeskConfig(secure_cookies=tls or behind_https_proxy,
+                                    signing_key=key, engine_params=params))
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
                             proxy_headers=False, server_header=False,
                             ssl_certfile=str(tls_cert) if tls_cert else None,
@@ -101,6 +115,8 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
     server = uvicorn.Server(config)
     click.echo(f"desk: serving the ledger at {'https' if tls else 'http'}://"
                f"{_shown(host)}:{port}/ (Ctrl-C stops it)", err=True)
+    if key is None:
+        click.echo("desk: no --private-key: exports from the desk are off", err=True)
     try:
         server.run(sockets=[listener])
     except SystemExit as exc:  # uvicorn exits when it cannot start (a bad TLS key, ...)

@@ -21,7 +21,8 @@ from streams.cli.options import engine_options, make_params
 if TYPE_CHECKING:
     from streams.evidence.export import ExportQuery
 
-__all__ = ["export", "keys", "ledger_option", "signing_key_option", "verify"]
+__all__ = ["export", "keys", "ledger_option", "load_signing_key", "signing_key_option",
+           "verify"]
 
 
 def ledger_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,12 +32,22 @@ def ledger_option(command: Callable[..., Any]) -> Callable[..., Any]:
                         help="SQLite file or postgresql:// URL (or CONSENTWATCH_LEDGER).")(command)
 
 
-def signing_key_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--private-key FILE (or CONSENTWATCH_SIGNING_KEY, a file path)."""
-    return click.option("--private-key", envvar="CONSENTWATCH_SIGNING_KEY", required=True,
-                        type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-                        help="Ed25519 private key (PEM) to sign with (or "
-                             "CONSENTWATCH_SIGNING_KEY).")(command)
+def signing_key_option(command: Callable[..., Any] | None = None, *, required: bool = True,
+                       help: str = "Ed25519 private key (PEM) to sign with (or "
+                                   "CONSENTWATCH_SIGNING_KEY).") -> Callable[..., Any]:
+    """--private-key FILE (or CONSENTWATCH_SIGNING_KEY, a file path); `export`'s, and
+    `desk serve`'s (optional there: `signing_key_option(required=False, help=...)`)."""
+    option = click.option("--private-key", envvar="CONSENTWATCH_SIGNING_KEY",
+                          required=required, type=click.Path(dir_okay=False, path_type=Path),
+                          metavar="FILE", help=help)
+    return option if command is None else option(command)
+
+
+def load_signing_key(path: Path) -> Any:
+    """The Ed25519 private key at `path` (ConfigError, one line, when it is not one)."""
+    from streams.evidence.keys import load_private_key
+
+    return load_private_key(path, warn=_warning)
 
 
 @click.group()
@@ -99,7 +110,6 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
     """
     from streams.errors import ConfigError
     from streams.evidence.export import ExportQuery, export_bundle
-    from streams.evidence.keys import load_private_key
     from streams.evidence.ledger import is_postgres_url, open_ledger
 
     if not _has_visible_text(purpose):
@@ -109,7 +119,7 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
     if from_ms >= to_ms:
         raise ConfigError("--from must be earlier than --to")
     check_rule(rule)
-    key = load_private_key(private_key, warn=_warning)
+    key = load_signing_key(private_key)
     params = make_params(allowed_lateness, notice_grace, notice_validity)
     if not is_postgres_url(ledger_url) and not Path(ledger_url).is_file():
         # Opening would create an empty ledger and export nothing, silently.
