@@ -9,6 +9,11 @@ The leaves are the records' canonical JSON, built with orjson's sorted keys (the
 bytes as RFC 8785 for these ASCII, integer-only records: checked on the first ones),
 stored through the ledger's own `append_rows` in batches of 50,000.
 
+The first run on a ledger also reviews 2,000 of its findings (1,000 resolved, 1,000
+acknowledged) and records 5 exceptions (5 accounts, the whole year), through the
+ledger's own checks, so that the status filters have something to find and "open" has
+something to leave out; later runs find them there.
+
 Then it asks the desk application (in process, through Starlette's TestClient, with a
 signed-in session: routing, the query, the template, all of it) for the findings page:
 the first page and a page 90% deep into the results (by its keyset cursor), without a
@@ -120,6 +125,48 @@ def build(path: Path, n: int, *, quiet: bool = False) -> None:
         Path(f"{staging}{suffix}").unlink(missing_ok=True)
 
 
+REVIEWED = 1_000  # resolved, and as many acknowledged
+EXCEPTED_ACCOUNTS = 5
+
+
+def review(path: Path, n: int, *, quiet: bool = False) -> None:
+    """Resolve REVIEWED findings, acknowledge as many, except EXCEPTED_ACCOUNTS accounts,
+    unless the ledger has reviews already (review times are the clock's: the ledger
+    refuses others, so a second run could not store the same reviews again)."""
+    from streams.desk import Database
+    from streams.evidence.exception_scope import new_exception
+    from streams.evidence.ledger import open_ledger
+    from streams.evidence.review import new_review
+
+    db = Database(str(path))
+    try:
+        if db.query("SELECT 1 FROM entries WHERE kind = 'review' LIMIT 1"):
+            return
+        started = time.perf_counter()
+        chosen = random.Random(7).sample(range(n), 2 * REVIEWED)
+        ids = [str(row[0]) for row in db.query(
+            "SELECT entry_id FROM entries WHERE kind = 'finding' AND idx IN "
+            f"({', '.join(str(i) for i in chosen)}) ORDER BY idx")]
+        accounts = sorted({str(row[0]) for row in db.query(
+            "SELECT account_id FROM entries WHERE idx IN (?, ?, ?, ?, ?, ?, ?)",
+            [n // 7 * k for k in range(1, 8)])})[:EXCEPTED_ACCOUNTS]
+    finally:
+        db.close()
+    now = time.time_ns() // 1_000_000
+    reviews = [new_review(finding_id, "bench", "resolve" if k % 2 else "acknowledge",
+                          now, **({"reason": "remediated"} if k % 2 else {}))
+               for k, finding_id in enumerate(ids)]
+    with open_ledger(str(path)) as ledger:
+        ledger.append("review", reviews)
+        ledger.append("exception", [new_exception(
+            account_id=account, reason="processing agreement", author="bench",
+            from_ms=START_MS, to_ms=START_MS + YEAR_MS, expires_at_ms=now + 10 * YEAR_MS,
+            at_ms=now) for account in accounts])
+    if not quiet:
+        print(f"reviewed {len(reviews):,} findings, excepted {len(accounts)} accounts "
+              f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+
+
 def _client(path: Path) -> Any:
     from starlette.testclient import TestClient
 
@@ -158,6 +205,13 @@ def _cases(db: Any, n: int) -> list[tuple[str, dict[str, str]]]:
         ("rule + provider + range", {"rule": "covert-profile-view", "provider": PROVIDERS[0],
                                      "from": describe_ms(START_MS),
                                      "to": describe_ms(mid)}),
+        ("status open", {"status": "open"}),
+        ("status active", {"status": "active"}),
+        ("status resolved", {"status": "resolved"}),
+        ("status acknowledged", {"status": "acknowledged"}),
+        ("status excepted", {"status": "excepted"}),
+        ("status open + rule", {"status": "open", "rule": "pseudonym-deanonymized"}),
+        ("status resolved + rule", {"status": "resolved", "rule": "pseudonym-deanonymized"}),
     ]
 
 
@@ -167,8 +221,16 @@ def _deep_cursor(db: Any, params: dict[str, str]) -> str | None:
     from streams.desk import queries
 
     flt = queries.parse_filter(params)
-    rules = flt.rules()
     where, values = ["kind = 'finding'"], list[Any]()
+    if flt.status is not None:
+        reads = queries._status_reads(db, flt, queries.standing(db))
+        if len(reads) != 1:
+            return None  # excepted: one read per exception, merged
+        flt, conditions, _ = reads[0]
+        for sql, extra in conditions:
+            where.append(sql)
+            values.extend(extra)
+    rules = flt.rules()
     if rules is not None:
         where.append(f"rule IN ({', '.join('?' * len(rules))})")
         values.extend(rules)
@@ -209,6 +271,7 @@ def run(n: int, runs: int, *, quiet: bool = False, path: Path | None = None
     path = path or ledger_path(n)
     if not path.exists():
         build(path, n, quiet=quiet)
+    review(path, n, quiet=quiet)
     client, db = _client(path)
     results = []
     try:

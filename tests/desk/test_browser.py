@@ -37,6 +37,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _serve(ledger: Path, *extra: str) -> Iterator[str]:
+    """`consentwatch desk serve` on a free port, stopped when the generator is closed."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger",
+         str(ledger), "--bind", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + _DEADLINE_S
     while time.monotonic() < deadline:
@@ -54,23 +75,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def desk_url(desk_ledger: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger",
-         str(desk_ledger), "--bind", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    yield from _serve(desk_ledger)
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +216,147 @@ def test_a_post_without_the_csrf_token_is_403(signed_in: Any, desk_url: str) -> 
     assert status == 403
     browser.get(f"{desk_url}/findings")  # still signed in
     assert browser.find_elements(By.ID, "findings-table")
+
+
+# -- the review flow: on its own copy of the ledger, served with a signing key ---------------
+
+
+@pytest.fixture(scope="module")
+def flow(desk_ledger: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """(url, ledger path, public key path) of a desk that exports."""
+    from streams.evidence.keys import generate_keypair
+
+    base = tmp_path_factory.mktemp("flow")
+    ledger = base / "ledger.db"
+    for suffix in ("", "-wal"):
+        if Path(f"{desk_ledger}{suffix}").exists():
+            shutil.copy(f"{desk_ledger}{suffix}", f"{ledger}{suffix}")
+    key, public = generate_keypair(base / "keys")
+    for url in _serve(ledger, "--private-key", str(key)):
+        yield url, ledger, public
+
+
+def _download(browser: Any, folder: Path) -> Path:
+    """The zip the browser downloaded into `folder`, once complete."""
+    def done(_: Any) -> Path | bool:
+        files = list(folder.iterdir())
+        complete = [f for f in files if f.suffix == ".zip"]
+        return complete[0] if complete and not any(
+            f.name.endswith(".crdownload") for f in files) else False
+
+    found: Path = _wait(browser, done)
+    return found
+
+
+def _review_in_browser(browser: Any, url: str) -> str:
+    """Sign in as ada (admin: reviews, exceptions, exports), filter acct1's open covert
+    profile views, open the newest, acknowledge, comment, resolve it as a false
+    positive; its id."""
+    from tests.desk.conftest import HOSTILE
+
+    browser.delete_all_cookies()
+    browser.get(f"{url}/login")
+    browser.find_element(By.ID, "username").send_keys("ada")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "sign-in").click()
+    _wait(browser, expected_conditions.presence_of_element_located((By.ID, "findings-table")))
+    Select(browser.find_element(By.ID, "f-rule")).select_by_value("covert-profile-view")
+    Select(browser.find_element(By.ID, "f-status")).select_by_value("open")
+    browser.find_element(By.ID, "f-account").send_keys("acct1")
+    browser.find_element(By.ID, "f-apply").click()
+    _wait(browser, expected_conditions.url_contains("status=open"))
+    _wait(browser, lambda b: _table(b) and all("acct1" in text and "open" in text
+                                               for _, text in _table(b)))
+    _rows(browser)[0].find_element(By.CSS_SELECTOR, "td.when a").click()
+    _wait(browser, expected_conditions.presence_of_element_located((By.ID, "acknowledge")))
+    finding_id = str(browser.find_element(By.CSS_SELECTOR, "input[name=finding_id]")
+                     .get_attribute("value"))
+    browser.find_element(By.ID, "acknowledge").click()  # htmx swaps the review panel
+    _wait(browser, expected_conditions.text_to_be_present_in_element(
+        (By.ID, "review-status"), "acknowledged"))
+    browser.find_element(By.ID, "comment-text").send_keys(HOSTILE)
+    browser.find_element(By.ID, "comment").click()
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-review]")) == 2)
+    Select(browser.find_element(By.ID, "reason")).select_by_value("false_positive")
+    Select(browser.find_element(By.ID, "fp-kind")).select_by_value("test_traffic")
+    browser.find_element(By.ID, "resolve").click()
+    _wait(browser, expected_conditions.text_to_be_present_in_element(
+        (By.ID, "review-status"), "resolved"))
+    assert "resolved: false_positive (test_traffic)" in browser.find_element(
+        By.ID, "review-label").text
+    assert SCRIPT in browser.find_element(By.ID, "review-history").text  # as text
+    assert browser.execute_script("return window.pwned === undefined") is True
+    _no_alert(browser)
+    return finding_id
+
+
+def _except_and_export_in_browser(browser: Any, url: str, downloads: Path) -> Path:
+    """An exception for acct1's findings of March 2026, then an export of them: the
+    zip the browser downloaded."""
+    browser.get(f"{url}/exceptions")
+    for field, value in (("x-account", "acct1"), ("x-from", "2026-03-01"),
+                         ("x-to", "2026-04-01"), ("x-until", "2099-01-01"),
+                         ("x-reason", "processing agreement with the providers")):
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.ID, "x-record").click()
+    _wait(browser, expected_conditions.text_to_be_present_in_element(
+        (By.ID, "active-exceptions"), "processing agreement with the providers"))
+    browser.get(f"{url}/findings?account=acct1&status=excepted")
+    _wait(browser, lambda b: _table(b) and all("excepted" in text for _, text in _table(b)))
+    browser.execute_cdp_cmd("Page.setDownloadBehavior",
+                            {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.get(f"{url}/export")
+    for field, value in (("e-from", "2026-03-01"), ("e-to", "2026-04-01"),
+                         ("e-account", "acct1"), ("e-purpose", "audit of March")):
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.ID, "e-export").click()
+    return _download(browser, downloads)
+
+
+def test_review_except_and_export_in_the_browser_then_verify(
+        browser: Any, flow: Any, tmp_path: Path) -> None:
+    import zipfile
+
+    import orjson
+
+    from streams.evidence.ledger import open_ledger
+    from tests.conftest import run_cli
+
+    url, ledger_path, public = flow
+    finding_id = _review_in_browser(browser, url)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    bundle = _except_and_export_in_browser(browser, url, downloads)
+
+    # the records are in the ledger ...
+    with open_ledger(str(ledger_path)) as ledger:
+        reviews = [e.record for e in ledger.reviews(finding_id)]
+        exceptions = [e.record for e in ledger.exceptions(account="acct1")]
+        exported = ledger.exports()[-1]
+    assert [(r["action"], r["reviewer"]) for r in reviews] == [
+        ("acknowledge", "ada"), ("comment", "ada"), ("resolve", "ada")]
+    assert reviews[-1]["false_positive_kind"] == "test_traffic"
+    assert exceptions[-1]["author"] == "ada"
+    assert exported["actor"] == "ada" and exported["purpose"] == "audit of March"
+    # ... and in the bundle, which verify proves
+    with zipfile.ZipFile(bundle) as archive:
+        names = {Path(name).name: name for name in archive.namelist()}
+        trail = [orjson.loads(line) for line in
+                 archive.read(names["reviews.jsonl"]).splitlines()]
+        shipped = [orjson.loads(line) for line in
+                   archive.read(names["exceptions.jsonl"]).splitlines()]
+        archive.extractall(tmp_path / "unzipped")
+    assert [r["review_id"] for r in trail] == [r["review_id"] for r in reviews]
+    assert exceptions[-1] in shipped
+    ok = run_cli("verify", str(bundle), "--public-key", str(public))
+    assert ok.returncode == 0, ok.stdout.decode() + ok.stderr.decode()
+    assert "3 reviews" in ok.stdout.decode()
+    # one byte of a review changed: verify fails
+    folder = next(path for path in (tmp_path / "unzipped").iterdir() if path.is_dir())
+    reviews_file = folder / "reviews.jsonl"
+    data = bytearray(reviews_file.read_bytes())
+    at = data.index(b'"reviewer":"ada"') + len(b'"reviewer":"')
+    data[at] = ord("e")
+    reviews_file.write_bytes(bytes(data))
+    bad = run_cli("verify", str(folder), "--public-key", str(public))
+    assert bad.returncode == 1 and "FAIL" in bad.stdout.decode()
