@@ -211,14 +211,17 @@ def _schema_1(statements: list[str]) -> list[str]:
         text = statement.replace(
             ", ".join(f"'{k}'" for k in ("finding", "amendment", "review", "exception",
                                          "export")), "'finding', 'amendment'")
-        text = text.replace("        finding_id TEXT NOT NULL DEFAULT '',\n", "")
+        text = text.replace("        finding_id TEXT NOT NULL,\n", "")
         old.append(text.replace("'schema_version', '2'", "'schema_version', '1'"))
     return old
 
 
 def _make_schema_1_ledger(url: str) -> bytes:
     """A ledger as schema-1 consentwatch wrote it: findings, an amendment, an export row."""
-    records = [("finding", F[0]), ("finding", F[1]), ("amendment", amendment(F[0]))]
+    # The amendment's late event holds a NUL character (legal JSON, "\u0000" in RFC
+    # 8785): PostgreSQL's jsonb cannot hold it, so the migration must not parse leaves there.
+    late = amendment(F[0]) | {"late_event": {"type": "ProfileViewed", "note": "a\u0000b"}}
+    records = [("finding", F[0]), ("finding", F[1]), ("amendment", late)]
     rows = [to_row(kind, record) for kind, record in records]
     frontier = Frontier()
     for row in rows:
@@ -275,6 +278,7 @@ def test_a_schema_1_ledger_is_migrated_in_place(ledger_url: str) -> None:
         assert (size, root) == (3, old_root)
         assert [e.finding_id for e in store.entries(kind="amendment")] == [FID[0]]
         assert [e.entry_id for e in store.entries(kind="finding", finding=FID[1])] == [FID[1]]
+        assert b"\\u0000" in next(store.entries(kind="amendment")).leaf
         store.append("review", [rv("acknowledge", 1)])
         store.record_export("bob", "case 2", {}, "d" * 64, T0 + 1)
         assert [(e["actor"], e["bundle_sha256"]) for e in store.exports()] == [
@@ -286,6 +290,50 @@ def test_a_schema_1_ledger_is_migrated_in_place(ledger_url: str) -> None:
     for statement in ("UPDATE entries SET rule = 'x'", "DELETE FROM exports"):
         with pytest.raises(Exception, match="append-only"):
             raw_execute(ledger_url)(statement)
+
+
+def _old_writer_insert(url: str, idx: int, row: Any) -> None:
+    """The INSERT a schema-1 consentwatch makes: it knows no finding_id column."""
+    sql = ("INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, "
+           "subject_id, leaf, leaf_hash, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)")
+    values = (idx, row.kind, row.entry_id, row.occurred_at, row.rule, row.account_id,
+              row.subject_id, row.leaf, row.leaf_hash)
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.replace("?", "%s"), values)
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(url, isolation_level=None)
+    try:
+        conn.execute(sql, values)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("migrated", [True, False])
+def test_a_schema_1_writer_is_refused_after_the_migration(ledger_url: str,
+                                                         migrated: bool) -> None:
+    """A schema-1 process still running once the ledger is migrated (or a ledger made
+    new at schema 2) inserts rows without finding_id: refused by NOT NULL, never stored
+    with a default that the audit would then call tampered, for good."""
+    if migrated:
+        _make_schema_1_ledger(ledger_url)
+    else:
+        with open_ledger(ledger_url) as store:
+            store.append("finding", F[:2])
+    with open_ledger(ledger_url) as store:
+        size = store.size()
+    row = to_row("amendment", amendment(F[1]))
+    with pytest.raises(Exception, match=r"NOT NULL constraint failed: entries\.finding_id|"
+                                        r'null value in column "finding_id"'):
+        _old_writer_insert(ledger_url, size, row)
+    key = Ed25519PrivateKey.generate()
+    with open_ledger(ledger_url) as store:
+        assert store.audit()[0] == size
+        store.audited_checkpoint(key, "consentwatch")
 
 
 def test_cli_ledger_exports_lists_export_leaves(tmp_path: Path) -> None:
