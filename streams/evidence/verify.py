@@ -110,6 +110,7 @@ class _Verification:
     _finding_ids: set[str] = field(default_factory=set)
     _scopes: list[dict[str, Any]] = field(default_factory=list)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
 
     def run(self) -> tuple[list[str], dict[str, int]]:
         self.failures += self.files.problems
@@ -258,8 +259,13 @@ class _Verification:
         if record["finding_id"] not in self._finding_ids:
             self._query_failures.append(f"{where} reviews no exported finding")
             return
-        self._reviews.setdefault(record["finding_id"], []).append(
-            (claim.get("leaf_index", -1), record))
+        index = claim.get("leaf_index")
+        if type(index) is not int or index < 0:  # not bool, nor null, nor text
+            self._query_failures.append(f"{bundle.MANIFEST}: the entry of {where} has no "
+                                        "leaf_index (a non-negative integer)")
+            self._unordered.add(record["finding_id"])
+            return
+        self._reviews.setdefault(record["finding_id"], []).append((index, record))
 
     def _proven_exception(self, record: dict[str, Any]) -> None:
         where = f"{bundle.EXCEPTIONS}: {_shown(record.get('exception_id'))}"
@@ -272,8 +278,12 @@ class _Verification:
             self._query_failures.append(f"{where} covers no exported finding")
 
     def _check_folds(self) -> None:
-        """The reviews of each finding, in ledger order, fold into a status."""
+        """The reviews of each finding, in ledger order, fold into a status. (A finding
+        one of whose reviews has no usable leaf_index is reported once, for that, and not
+        folded.)"""
         for finding_id, trail in sorted(self._reviews.items()):
+            if finding_id in self._unordered:
+                continue
             indexes = [index for index, _ in trail]
             if indexes != sorted(indexes):
                 self._query_failures.append(f"{bundle.REVIEWS}: the reviews of {finding_id} "

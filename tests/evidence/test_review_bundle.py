@@ -205,6 +205,23 @@ def test_a_trail_the_ledger_would_refuse_fails(exported: Path, keys: tuple[Path,
         "acknowledged"]
 
 
+@pytest.mark.parametrize("index", ["1", None, True, [1], {"a": 1}, -1, 1.5])
+def test_a_leaf_index_that_is_not_an_integer_is_one_failure_line(
+        exported: Path, keys: tuple[Path, Path], index: Any) -> None:
+    """Without a usable checkpoint the claims are not proofs: whatever a leaf_index holds,
+    verify reports it in one line (it used to sort mixed types and crash)."""
+    manifest = orjson.loads((exported / bundle.MANIFEST).read_bytes())
+    manifest["checkpoint"] = None
+    manifest["reviews"][0]["leaf_index"] = index
+    (exported / bundle.MANIFEST).write_bytes(orjson.dumps(manifest))
+    failures, _ = _verify(exported, keys[1])
+    assert f"{bundle.MANIFEST}: the entry of {bundle.REVIEWS}: {REVIEWS[0]['review_id']} " \
+           "has no leaf_index (a non-negative integer)" in failures
+    assert not any("unbroken chain" in line or "ledger order" in line for line in failures)
+    done = run_cli("verify", str(exported), "--public-key", str(keys[1]))
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+
+
 def test_an_exception_that_covers_no_exported_finding_fails(
         exported: Path, keys: tuple[Path, Path]) -> None:
     lines = (exported / bundle.FINDINGS).read_bytes().splitlines()
