@@ -16,8 +16,10 @@ Checks, each reported as one line naming the file and what is wrong:
   checked only when the checkpoint verifies);
 - reviews.jsonl and exceptions.jsonl (format /2) the same way, leaf by leaf: each a
   well-formed review or exception whose id is the hash of its content; each review of
-  an exported finding, the reviews of each finding in ledger order and folding into a
-  status (`streams.evidence.review`); each exception covering an exported finding.
+  an exported finding, the reviews of each finding in ledger order, one unbroken chain
+  of prev_review_id from the finding's first review, and folding into a status
+  (`streams.evidence.review`); each exception covering an exported finding. (A chain
+  cannot show that a finding's latest reviews were left out: see docs/verifying.md.)
 All checks run even after a failure, so one run lists everything that is wrong.
 """
 
@@ -39,7 +41,7 @@ from streams.evidence.bundle import BundleError, BundleFiles
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from streams.evidence.exception_scope import check_exception, covers
 from streams.evidence.merkle import leaf_hash, verify_inclusion
-from streams.evidence.review import TrailError, check_review, fold
+from streams.evidence.review import StaleReview, TrailError, check_review, fold
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -278,9 +280,9 @@ class _Verification:
             self._query_failures.append(f"{where} covers no exported finding")
 
     def _check_folds(self) -> None:
-        """The reviews of each finding, in ledger order, fold into a status. (A finding
-        one of whose reviews has no usable leaf_index is reported once, for that, and not
-        folded.)"""
+        """The reviews of each finding, in ledger order, are one unbroken chain from its
+        first review and fold into a status. (A finding one of whose reviews has no
+        usable leaf_index is reported once, for that, and not folded.)"""
         for finding_id, trail in sorted(self._reviews.items()):
             if finding_id in self._unordered:
                 continue
@@ -291,6 +293,11 @@ class _Verification:
                 continue
             try:
                 fold(record for _, record in trail)
+            except StaleReview:
+                self._query_failures.append(
+                    f"{bundle.REVIEWS}: the reviews of {finding_id} are not one unbroken "
+                    "chain of prev_review_id from its first review: a review of it is "
+                    "missing from the bundle, or one is there twice")
             except TrailError as exc:
                 self._query_failures.append(f"{bundle.REVIEWS}: the reviews of {finding_id} "
                                             f"are not a trail the ledger accepts: {exc}")
