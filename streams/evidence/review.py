@@ -6,7 +6,11 @@ findings), RFC 8785 JSON with exactly these fields:
     review_id   the id (below)
     finding_id  the finding reviewed
     reviewer    who (the desk's user name)
-    at_ms       when (epoch milliseconds, the reviewer's clock)
+    at_ms       when (epoch milliseconds, the reviewer's clock; the ledger refuses a
+                time more than 5 minutes from its own clock, or earlier than the
+                finding's previous review)
+    prev_review_id  the review_id of the finding's previous review in ledger order,
+                or null for its first review (the chain below)
     action      acknowledge | assign | comment | resolve | reopen
     and per action:
       assign    assignee (required)
@@ -35,6 +39,14 @@ A finding's status is the fold (`fold`) of its reviews in ledger order:
 Anything else is refused (`TrailError`): the ledger refuses such a review when it is
 appended, so every sequence it holds folds without error.
 
+The reviews of a finding are a chain: each names the one before it (`prev_review_id`,
+null for the first), as its writer saw the trail. `step` refuses a review whose
+prev_review_id is not the finding's latest review (`StaleReview`): the ledger so
+refuses, under its writer lock, a review written against a stale view (of two
+reviewers acting at once, one succeeds and the other is told to look again), and
+`verify` finds a first or middle review left out of a bundle. A chain cannot show
+that its latest reviews were left out: nothing after them names them.
+
 Imported by `streams.evidence.verify`: this module ships in the offline verifier and
 imports nothing but the standard library, rfc8785 and streams.errors.
 """
@@ -57,6 +69,7 @@ __all__ = [
     "REASONS",
     "STATES",
     "ReviewStatus",
+    "StaleReview",
     "TrailError",
     "check_review",
     "fold",
@@ -79,7 +92,7 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
     "reopen": frozenset({"resolved"}),
 }
 
-_COMMON = ("review_id", "finding_id", "reviewer", "at_ms", "action")
+_COMMON = ("review_id", "finding_id", "reviewer", "at_ms", "prev_review_id", "action")
 #: Per action: the fields it requires, and the ones it may carry.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "acknowledge": (), "assign": ("assignee",), "comment": ("text",),
@@ -101,6 +114,11 @@ class TrailError(ConsentwatchError):
     does not allow. The message names the field or the states, never a value."""
 
 
+class StaleReview(TrailError):
+    """A review whose prev_review_id is not its finding's latest review: written against
+    a stale view of the trail (or, in a bundle, a review before it was left out)."""
+
+
 def record_id(record: Mapping[str, Any], id_field: str) -> str:
     """The content hash of a record: SHA-256 hex of the RFC 8785 JSON of every field
     but `id_field`."""
@@ -112,15 +130,19 @@ def record_id(record: Mapping[str, Any], id_field: str) -> str:
                          f"(so it has no {id_field})") from None
 
 
-def new_review(finding_id: str, reviewer: str, action: str, at_ms: int,
-               **fields: Any) -> dict[str, Any]:
+def new_review(finding_id: str, reviewer: str, action: str, at_ms: int, *,
+               prev_review_id: str | None, **fields: Any) -> dict[str, Any]:
     """A review record with its review_id, checked (TrailError names what is wrong).
 
-    `fields` are the action's own: assignee, text, reason, false_positive_kind,
-    duplicate_of, note (None values are left out).
+    `prev_review_id` is what the caller saw: the review_id of the finding's latest
+    review (`Ledger.reviews(finding_id)[-1].entry_id`, or `ReviewStatus.last_review_id`),
+    None when it saw none. The ledger refuses the review (InvalidRecord) when that is no
+    longer the latest one. `fields` are the action's own: assignee, text, reason,
+    false_positive_kind, duplicate_of, note (None values are left out).
     """
     record: dict[str, Any] = {"finding_id": finding_id, "reviewer": reviewer,
-                              "at_ms": at_ms, "action": action}
+                              "at_ms": at_ms, "prev_review_id": prev_review_id,
+                              "action": action}
     record.update({name: value for name, value in fields.items() if value is not None})
     record["review_id"] = record_id(record, "review_id")
     check_review(record)
@@ -156,6 +178,11 @@ def check_review(record: Any) -> None:
     for name in ("review_id", "finding_id", "reviewer"):
         _text(record, name)
     _epoch_ms(record, "at_ms", "review")
+    if "prev_review_id" not in record:
+        raise TrailError("the review has no prev_review_id (the review_id of its "
+                         "finding's previous review, or null)")
+    if record["prev_review_id"] is not None:
+        _text(record, "prev_review_id")
     allowed = {*_COMMON, *_REQUIRED[action], *_OPTIONAL[action]}
     if not set(record) <= allowed:
         raise TrailError(f"the review has a field a {action} does not take (it takes "
@@ -201,6 +228,7 @@ class ReviewStatus:
     reopened: int = 0
     reviews: int = 0
     last_at_ms: int | None = None
+    last_review_id: str | None = None
 
     def label(self) -> str:
         """One line for people: 'assigned to NAME', 'resolved: false_positive
@@ -219,15 +247,23 @@ class ReviewStatus:
         return {"state": self.state, "assignee": self.assignee, "reason": self.reason,
                 "false_positive_kind": self.false_positive_kind,
                 "duplicate_of": self.duplicate_of, "reopened": self.reopened,
-                "reviews": self.reviews, "last_at_ms": self.last_at_ms}
+                "reviews": self.reviews, "last_at_ms": self.last_at_ms,
+                "last_review_id": self.last_review_id}
 
 
 OPEN = ReviewStatus()
 
 
 def step(status: ReviewStatus, review: Mapping[str, Any]) -> ReviewStatus:
-    """The status after one more (well-formed) review; TrailError if its action is not
-    allowed from `status.state`."""
+    """The status after one more (well-formed) review; StaleReview if it does not name
+    the latest review as its prev_review_id, TrailError if its at_ms is earlier than the
+    latest review's or its action is not allowed from `status.state`."""
+    if review.get("prev_review_id") != status.last_review_id:
+        raise StaleReview("the review's prev_review_id is not its finding's latest review: "
+                          "it was written against a stale view of the finding's reviews")
+    at = review.get("at_ms")
+    if status.last_at_ms is not None and type(at) is int and at < status.last_at_ms:
+        raise TrailError("the review's at_ms is earlier than its finding's previous review")
     action = str(review.get("action"))
     allowed = ALLOWED_FROM.get(action)
     if allowed is None:
@@ -238,9 +274,10 @@ def step(status: ReviewStatus, review: Mapping[str, Any]) -> ReviewStatus:
         article = "an" if action[0] in "aeiou" else "a"
         raise TrailError(f"{article} {action} is allowed only on a finding that is {either}; "
                          f"this one is {status.state}")
-    at = review.get("at_ms")
+    review_id = review.get("review_id")
     counted = replace(status, reviews=status.reviews + 1,
-                      last_at_ms=at if type(at) is int else status.last_at_ms)
+                      last_at_ms=at if type(at) is int else status.last_at_ms,
+                      last_review_id=review_id if isinstance(review_id, str) else None)
     if action == "acknowledge":
         return replace(counted, state="acknowledged")
     if action == "assign":

@@ -16,8 +16,10 @@ Checks, each reported as one line naming the file and what is wrong:
   checked only when the checkpoint verifies);
 - reviews.jsonl and exceptions.jsonl (format /2) the same way, leaf by leaf: each a
   well-formed review or exception whose id is the hash of its content; each review of
-  an exported finding, the reviews of each finding in ledger order and folding into a
-  status (`streams.evidence.review`); each exception covering an exported finding.
+  an exported finding, the reviews of each finding in ledger order, one unbroken chain
+  of prev_review_id from the finding's first review, and folding into a status
+  (`streams.evidence.review`); each exception covering an exported finding. (A chain
+  cannot show that a finding's latest reviews were left out: see docs/verifying.md.)
 All checks run even after a failure, so one run lists everything that is wrong.
 """
 
@@ -39,7 +41,7 @@ from streams.evidence.bundle import BundleError, BundleFiles
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from streams.evidence.exception_scope import check_exception, covers
 from streams.evidence.merkle import leaf_hash, verify_inclusion
-from streams.evidence.review import TrailError, check_review, fold
+from streams.evidence.review import StaleReview, TrailError, check_review, fold
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -110,6 +112,7 @@ class _Verification:
     _finding_ids: set[str] = field(default_factory=set)
     _scopes: list[dict[str, Any]] = field(default_factory=list)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
 
     def run(self) -> tuple[list[str], dict[str, int]]:
         self.failures += self.files.problems
@@ -258,8 +261,13 @@ class _Verification:
         if record["finding_id"] not in self._finding_ids:
             self._query_failures.append(f"{where} reviews no exported finding")
             return
-        self._reviews.setdefault(record["finding_id"], []).append(
-            (claim.get("leaf_index", -1), record))
+        index = claim.get("leaf_index")
+        if type(index) is not int or index < 0:  # not bool, nor null, nor text
+            self._query_failures.append(f"{bundle.MANIFEST}: the entry of {where} has no "
+                                        "leaf_index (a non-negative integer)")
+            self._unordered.add(record["finding_id"])
+            return
+        self._reviews.setdefault(record["finding_id"], []).append((index, record))
 
     def _proven_exception(self, record: dict[str, Any]) -> None:
         where = f"{bundle.EXCEPTIONS}: {_shown(record.get('exception_id'))}"
@@ -272,8 +280,12 @@ class _Verification:
             self._query_failures.append(f"{where} covers no exported finding")
 
     def _check_folds(self) -> None:
-        """The reviews of each finding, in ledger order, fold into a status."""
+        """The reviews of each finding, in ledger order, are one unbroken chain from its
+        first review and fold into a status. (A finding one of whose reviews has no
+        usable leaf_index is reported once, for that, and not folded.)"""
         for finding_id, trail in sorted(self._reviews.items()):
+            if finding_id in self._unordered:
+                continue
             indexes = [index for index, _ in trail]
             if indexes != sorted(indexes):
                 self._query_failures.append(f"{bundle.REVIEWS}: the reviews of {finding_id} "
@@ -281,6 +293,11 @@ class _Verification:
                 continue
             try:
                 fold(record for _, record in trail)
+            except StaleReview:
+                self._query_failures.append(
+                    f"{bundle.REVIEWS}: the reviews of {finding_id} are not one unbroken "
+                    "chain of prev_review_id from its first review: a review of it is "
+                    "missing from the bundle, or one is there twice")
             except TrailError as exc:
                 self._query_failures.append(f"{bundle.REVIEWS}: the reviews of {finding_id} "
                                             f"are not a trail the ledger accepts: {exc}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from streams.evidence.review import (
     FALSE_POSITIVE_KINDS,
     REASONS,
     ReviewStatus,
+    StaleReview,
     TrailError,
     check_review,
     fold,
@@ -36,10 +38,21 @@ F1, F2 = "f" * 64, "e" * 64
 T0 = 1_772_445_600_000
 
 
-def review(action: str, n: int = 0, finding: str = F1, **fields: Any) -> dict[str, Any]:
+def review(action: str, n: int = 0, finding: str = F1, prev: str | None = None,
+           **fields: Any) -> dict[str, Any]:
     defaults: dict[str, Any] = {"assign": {"assignee": "bob"}, "comment": {"text": "looked"},
                                 "resolve": {"reason": "remediated"}}
-    return new_review(finding, "alice", action, T0 + n, **(defaults.get(action, {}) | fields))
+    return new_review(finding, "alice", action, T0 + n, prev_review_id=prev,
+                      **(defaults.get(action, {}) | fields))
+
+
+def chain(*specs: tuple[Any, ...], finding: str = F1) -> list[dict[str, Any]]:
+    """Reviews (action, n, fields) of one finding, each naming the one before it."""
+    made: list[dict[str, Any]] = []
+    for action, n, *fields in specs:
+        prev = made[-1]["review_id"] if made else None
+        made.append(review(action, n, finding, prev, **(fields[0] if fields else {})))
+    return made
 
 
 # -- records -----------------------------------------------------------------------------
@@ -66,6 +79,8 @@ def test_the_review_id_is_the_hash_of_the_other_fields() -> None:
     ({"at_ms": -1}, "at_ms"),
     ({"surprise": "x"}, "does not take"),
     ({"review_id": "0" * 64}, "review_id"),
+    ({"prev_review_id": ""}, "prev_review_id"),
+    ({"prev_review_id": 5}, "prev_review_id"),
 ])
 def test_a_malformed_review_is_refused_naming_the_field(change: dict[str, Any],
                                                         field: str) -> None:
@@ -98,7 +113,15 @@ def test_a_malformed_review_is_refused_naming_the_field(change: dict[str, Any],
 def test_each_action_needs_its_own_fields(action: str, fields: dict[str, Any],
                                           field: str) -> None:
     with pytest.raises(TrailError, match=field):
-        new_review(F1, "alice", action, T0, **fields)
+        new_review(F1, "alice", action, T0, prev_review_id=None, **fields)
+
+
+def test_a_review_without_prev_review_id_is_refused() -> None:
+    record = review("acknowledge")
+    del record["prev_review_id"]
+    record["review_id"] = record_id(record, "review_id")
+    with pytest.raises(TrailError, match="has no prev_review_id"):
+        check_review(record)
 
 
 def test_every_reason_is_accepted_with_what_it_needs() -> None:
@@ -114,16 +137,18 @@ def test_every_reason_is_accepted_with_what_it_needs() -> None:
 
 
 def test_fold_of_a_typical_trail() -> None:
-    trail = [review("acknowledge", 0), review("comment", 1), review("assign", 2),
-             review("resolve", 3, reason="false_positive", false_positive_kind="rule_misfire",
-                    note="the rule fires on test accounts")]
+    trail = chain(("acknowledge", 0), ("comment", 1), ("assign", 2),
+                  ("resolve", 3, {"reason": "false_positive",
+                                  "false_positive_kind": "rule_misfire",
+                                  "note": "the rule fires on test accounts"}))
     assert fold([]) == ReviewStatus()
     status = fold(trail)
     assert (status.state, status.assignee, status.reason, status.false_positive_kind) == (
         "resolved", "bob", "false_positive", "rule_misfire")
     assert status.reviews == 4 and status.last_at_ms == T0 + 3
+    assert status.last_review_id == trail[-1]["review_id"]
     assert status.label() == "resolved: false_positive (rule_misfire)"
-    reopened = fold([*trail, review("reopen", 4)])
+    reopened = fold([*trail, review("reopen", 4, prev=trail[-1]["review_id"])])
     assert (reopened.state, reopened.assignee, reopened.reason, reopened.reopened) == (
         "open", None, None, 1)
     assert fold(trail[:3]).label() == "assigned to bob"
@@ -138,15 +163,39 @@ def test_fold_of_a_typical_trail() -> None:
 ])
 def test_fold_refuses_what_the_status_does_not_allow(trail: list[str], message: str) -> None:
     with pytest.raises(TrailError, match=message):
-        fold(review(action, n) for n, action in enumerate(trail))
+        fold(chain(*((action, n) for n, action in enumerate(trail))))
 
 
 def test_fold_refuses_reviews_of_several_findings() -> None:
+    first = review("comment", 0)
     with pytest.raises(TrailError, match="not all of one finding"):
-        fold([review("comment", 0), review("comment", 1, finding=F2)])
+        fold([first, review("comment", 1, finding=F2, prev=first["review_id"])])
 
 
-def _some_review(draw: st.DrawFn, n: int) -> dict[str, Any]:
+@pytest.mark.parametrize("drop", [0, 1])
+def test_fold_refuses_a_broken_chain(drop: int) -> None:
+    """A first or middle review left out: the next one names a review that is not there."""
+    trail = chain(("acknowledge", 0), ("comment", 1), ("assign", 2))
+    with pytest.raises(StaleReview, match="stale view"):
+        fold(trail[:drop] + trail[drop + 1:])
+    assert fold(trail[:2]).reviews == 2  # the latest left out: nothing can tell
+
+
+def test_fold_refuses_a_review_not_naming_the_latest_one() -> None:
+    first = review("comment", 0)
+    for prev in (None, "0" * 64):  # two reviewers who both saw an empty trail; a made-up id
+        with pytest.raises(StaleReview):
+            fold([first, review("comment", 1, prev=prev)])
+
+
+def test_fold_refuses_a_review_dated_before_the_previous_one() -> None:
+    first = review("comment", 5)
+    with pytest.raises(TrailError, match="at_ms is earlier than its finding's previous review"):
+        fold([first, review("comment", 4, prev=first["review_id"])])
+    assert fold([first, review("comment", 5, prev=first["review_id"])]).reviews == 2
+
+
+def _some_review(draw: st.DrawFn, at: int, prev: str | None) -> dict[str, Any]:
     action = draw(st.sampled_from(ACTIONS))
     fields: dict[str, Any] = {}
     if action == "assign":
@@ -160,14 +209,24 @@ def _some_review(draw: st.DrawFn, n: int) -> dict[str, Any]:
             fields["false_positive_kind"] = draw(st.sampled_from(FALSE_POSITIVE_KINDS))
         if reason == "duplicate":
             fields["duplicate_of"] = F2
-    return new_review(F1, draw(st.sampled_from(["alice", "bob"])), action,
-                      T0 + draw(st.integers(0, 10**6)) + n, **fields)
+    return new_review(F1, draw(st.sampled_from(["alice", "bob"])), action, at,
+                      prev_review_id=prev, **fields)
 
 
 @st.composite
 def review_sequences(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """Any sequence of well-formed reviews of one finding (allowed or not)."""
-    return [_some_review(draw, n) for n in range(draw(st.integers(0, 12)))]
+    """Any sequence of well-formed reviews of one finding (allowed or not), each written
+    against the trail of those before it that a ledger would have kept (its
+    prev_review_id), at a time no earlier than theirs."""
+    made, status, at = list[dict[str, Any]](), ReviewStatus(), T0
+    for _ in range(draw(st.integers(0, 12))):
+        at += draw(st.integers(0, 1000))
+        record = _some_review(draw, at, status.last_review_id)
+        made.append(record)
+        if record["review_id"] not in {r["review_id"] for r in made[:-1]}:
+            with contextlib.suppress(TrailError):
+                status = step(status, record)
+    return made
 
 
 def accepted(reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -289,12 +348,14 @@ def test_the_ledger_accepts_exactly_the_reviews_the_fold_allows(
     the fold of what it stored."""
     import tempfile
     from pathlib import Path
+    from unittest import mock
 
     from streams.evidence.ledger import InvalidRecord, open_ledger
 
     findings = [{"finding_id": fid, "rule": "covert-profile-view", "subject_id": "u-1",
                  "account_id": "acct1", "occurred_at": T0} for fid in (F1, F2)]
     with tempfile.TemporaryDirectory() as folder, \
+            mock.patch("streams.evidence.ledger.sql._now_ms", lambda: T0), \
             open_ledger(str(Path(folder) / "ledger.db")) as store:
         store.append("finding", findings)
         for record in reviews:

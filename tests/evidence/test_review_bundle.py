@@ -47,8 +47,15 @@ B = _finding("b", "acct2", FROM_MS + 2000)
 OUTSIDE = _finding("c", "acct1", TO_MS + 5)  # not exported: after the window
 
 
+_LATEST: dict[str, str] = {}  # finding_id -> its latest review made here
+
+
 def _review(of: dict[str, Any], action: str, n: int, **fields: Any) -> dict[str, Any]:
-    return new_review(of["finding_id"], "alice", action, NOW - 1000 + n, **fields)
+    """The next review of `of`, naming the one made before it (its prev_review_id)."""
+    made = new_review(of["finding_id"], "alice", action, NOW - 1000 + n,
+                      prev_review_id=_LATEST.get(of["finding_id"]), **fields)
+    _LATEST[of["finding_id"]] = made["review_id"]
+    return made
 
 
 REVIEWS = [
@@ -64,6 +71,14 @@ EXCEPTION = new_exception(account_id="acct1", provider="prov", rule=None, from_m
                           expires_at_ms=NOW + 10**9, at_ms=NOW - 5000, author="carol")
 UNRELATED = new_exception(account_id="acct3", from_ms=FROM_MS, to_ms=TO_MS, reason="other",
                           expires_at_ms=NOW + 10**9, at_ms=NOW - 5000, author="carol")
+
+
+@pytest.fixture(autouse=True)
+def ledger_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger stores these reviews and exceptions at NOW (they are dated near it)."""
+    from streams.evidence.ledger import sql
+
+    monkeypatch.setattr(sql, "_now_ms", lambda: NOW)
 
 
 @pytest.fixture
@@ -200,9 +215,57 @@ def test_a_trail_the_ledger_would_refuse_fails(exported: Path, keys: tuple[Path,
     _resign(exported, keys[0], acknowledge_twice)
     failures = _verify(exported, keys[1])[0]
     assert failures == [
-        f"{bundle.REVIEWS}: the reviews of {A['finding_id']} are not a trail the ledger "
-        "accepts: an acknowledge is allowed only on a finding that is open; this one is "
-        "acknowledged"]
+        f"{bundle.REVIEWS}: the reviews of {A['finding_id']} are not one unbroken chain of "
+        "prev_review_id from its first review: a review of it is missing from the bundle, "
+        "or one is there twice"]
+
+
+def _keep_reviews(exported: Path, keys: tuple[Path, Path], keep: list[int]) -> list[str]:
+    """The bundle re-signed with only the reviews.jsonl lines `keep` (each still proven
+    against the checkpoint): what an exporter leaving reviews out would sign."""
+    lines = (exported / bundle.REVIEWS).read_bytes().splitlines()
+
+    def select(manifest: dict[str, Any]) -> None:
+        _rewrite(exported, manifest, bundle.REVIEWS, [lines[n] for n in keep])
+        manifest["reviews"] = [manifest["reviews"][n] for n in keep]
+
+    _resign(exported, keys[0], select)
+    return _verify(exported, keys[1])[0]
+
+
+@pytest.mark.parametrize("keep", [[1, 2, 3], [0, 2, 3], [3], [1, 2]])
+def test_a_first_or_middle_review_left_out_fails(exported: Path, keys: tuple[Path, Path],
+                                                keep: list[int]) -> None:
+    """Lines 0, 1, 3 are A's acknowledge, comment, resolve; line 2 is B's assign."""
+    assert _keep_reviews(exported, keys, keep) == [
+        f"{bundle.REVIEWS}: the reviews of {A['finding_id']} are not one unbroken chain of "
+        "prev_review_id from its first review: a review of it is missing from the bundle, "
+        "or one is there twice"]
+
+
+def test_the_latest_reviews_left_out_still_verify(exported: Path,
+                                                  keys: tuple[Path, Path]) -> None:
+    """What a bundle alone cannot show (docs/verifying.md says so): a finding's latest
+    reviews left out. Nothing after them names them."""
+    assert _keep_reviews(exported, keys, [0, 1, 2]) == []
+    assert _keep_reviews(exported, keys, [0, 1]) == []
+
+
+@pytest.mark.parametrize("index", ["1", None, True, [1], {"a": 1}, -1, 1.5])
+def test_a_leaf_index_that_is_not_an_integer_is_one_failure_line(
+        exported: Path, keys: tuple[Path, Path], index: Any) -> None:
+    """Without a usable checkpoint the claims are not proofs: whatever a leaf_index holds,
+    verify reports it in one line (it used to sort mixed types and crash)."""
+    manifest = orjson.loads((exported / bundle.MANIFEST).read_bytes())
+    manifest["checkpoint"] = None
+    manifest["reviews"][0]["leaf_index"] = index
+    (exported / bundle.MANIFEST).write_bytes(orjson.dumps(manifest))
+    failures, _ = _verify(exported, keys[1])
+    assert f"{bundle.MANIFEST}: the entry of {bundle.REVIEWS}: {REVIEWS[0]['review_id']} " \
+           "has no leaf_index (a non-negative integer)" in failures
+    assert not any("unbroken chain" in line or "ledger order" in line for line in failures)
+    done = run_cli("verify", str(exported), "--public-key", str(keys[1]))
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
 
 
 def test_an_exception_that_covers_no_exported_finding_fails(

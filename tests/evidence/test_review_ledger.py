@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.evidence.exception_scope import new_exception
 from streams.evidence.ledger import InvalidRecord, LedgerTampered, SqlLedger, open_ledger
 from streams.evidence.ledger import postgres as pg_backend
+from streams.evidence.ledger import sql as sql_backend
 from streams.evidence.ledger import sqlite as sqlite_backend
 from streams.evidence.ledger.frontier import Frontier
 from streams.evidence.ledger.records import to_row
@@ -29,27 +30,45 @@ ledger = test_ledger.ledger
 
 F = [finding(n) for n in range(4)]
 FID = [f["finding_id"] for f in F]
+#: The ledger's clock in these tests: the reviews and exceptions below are written at it.
+CLOCK = T0 + 10**10
 
 
-def rv(action: str, n: int, of: int = 0, who: str = "alice", **fields: Any) -> dict[str, Any]:
+@pytest.fixture(autouse=True)
+def ledger_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql_backend, "_now_ms", lambda: CLOCK)
+
+
+def rv(action: str, n: int, of: int = 0, who: str = "alice", prev: str | None = None,
+       **fields: Any) -> dict[str, Any]:
     if action == "comment":
         fields.setdefault("text", "looked at it")
-    return new_review(FID[of], who, action, T0 + 10**10 + n, **fields)
+    return new_review(FID[of], who, action, CLOCK + n, prev_review_id=prev, **fields)
+
+
+def chain(*reviews: tuple[Any, ...], of: int = 0) -> list[dict[str, Any]]:
+    """Reviews (action, n, fields) of finding `of`, each naming the one before it."""
+    made: list[dict[str, Any]] = []
+    for action, n, *fields in reviews:
+        prev = made[-1]["review_id"] if made else None
+        made.append(rv(action, n, of, prev=prev, **(fields[0] if fields else {})))
+    return made
 
 
 def an_exception(**changes: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {"account_id": "acct1", "reason": "processing agreement",
                               "author": "alice", "from_ms": T0, "to_ms": T0 + 10**9,
-                              "expires_at_ms": T0 + 10**11, "at_ms": T0 + 10**10,
+                              "expires_at_ms": T0 + 10**11, "at_ms": CLOCK,
                               "provider": "linkedin_sales_navigator"}
     return new_exception(**(fields | changes))
 
 
 def test_reviews_are_leaves_stored_once_and_found_by_finding(ledger: SqlLedger) -> None:
     ledger.append("finding", F)
-    trail = [rv("acknowledge", 1), rv("assign", 2, assignee="bob"),
-             rv("comment", 3, text="<script>alert(1)</script>"),
-             rv("resolve", 4, reason="false_positive", false_positive_kind="test_traffic")]
+    trail = chain(("acknowledge", 1), ("assign", 2, {"assignee": "bob"}),
+                  ("comment", 3, {"text": "<script>alert(1)</script>"}),
+                  ("resolve", 4, {"reason": "false_positive",
+                                  "false_positive_kind": "test_traffic"}))
     assert ledger.append("review", trail[:2]) == 2
     ledger.append("review", [rv("comment", 5, of=1, text="other finding")])
     assert ledger.append("review", trail) == 2  # the first two are there already
@@ -73,8 +92,8 @@ def test_reviews_are_leaves_stored_once_and_found_by_finding(ledger: SqlLedger) 
     many = ledger.reviews_of(FID)
     assert set(many) == {FID[0], FID[1]} and many[FID[0]] == reviews
     assert len(list(ledger.entries(kind="review"))) == 5
-    window = list(ledger.entries(kind="review", from_ms=T0 + 10**10 + 3,
-                                 to_ms=T0 + 10**10 + 5))  # on at_ms
+    window = list(ledger.entries(kind="review", from_ms=CLOCK + 3,
+                                 to_ms=CLOCK + 5))  # on at_ms
     assert [e.record["action"] for e in window] == ["comment", "resolve"]
     assert ledger.finding(FID[0]) is not None and ledger.finding(FID[0]).record == F[0]  # type: ignore[union-attr]
     assert ledger.finding("0" * 64) is None
@@ -82,19 +101,38 @@ def test_reviews_are_leaves_stored_once_and_found_by_finding(ledger: SqlLedger) 
     assert [e.entry_id for e in ledger.entries()] == FID
 
 
+FIRST = rv("comment", 1)
+
+
 @pytest.mark.parametrize(("reviews", "message"), [
-    ([new_review("0" * 64, "alice", "acknowledge", T0)],
+    ([new_review("0" * 64, "alice", "acknowledge", CLOCK, prev_review_id=None)],
      "review refused: its finding_id names no finding in the ledger"),
-    ([new_review(FID[0], "alice", "resolve", T0, reason="duplicate", duplicate_of="0" * 64)],
+    ([new_review(FID[0], "alice", "resolve", CLOCK, prev_review_id=FIRST["review_id"],
+                 reason="duplicate", duplicate_of="0" * 64)],
      "review refused: its duplicate_of names no finding in the ledger"),
-    ([new_review(FID[0], "alice", "reopen", T0)],
+    ([new_review(FID[0], "alice", "reopen", CLOCK + 1, prev_review_id=FIRST["review_id"])],
      "review refused: a reopen is allowed only on a finding that is resolved; this one is "
      "open"),
-    ([new_review(FID[0], "alice", "resolve", T0, reason="remediated"),
-      new_review(FID[0], "alice", "resolve", T0 + 1, reason="accepted_risk")],
+    (chain(("comment", 1), ("resolve", 2, {"reason": "remediated"}),
+           ("resolve", 3, {"reason": "accepted_risk"}))[1:],
      "review refused: a resolve is allowed only on a finding that is open, acknowledged "
      "or assigned; "
      "this one is resolved"),
+    ([rv("acknowledge", 2)],  # written as if the trail were empty: the comment is there
+     "review refused: the review's prev_review_id is not its finding's latest review: it "
+     "was written against a stale view of the finding's reviews"),
+    ([rv("acknowledge", 2, prev="0" * 64)],
+     "review refused: the review's prev_review_id is not its finding's latest review: it "
+     "was written against a stale view of the finding's reviews"),
+    ([rv("acknowledge", 0, prev=FIRST["review_id"])],
+     "review refused: the review's at_ms is earlier than its finding's previous review"),
+    ([new_review(FID[0], "alice", "resolve", 0, prev_review_id=FIRST["review_id"],
+                 reason="remediated")],  # a resolve dated 1970
+     "review refused: its at_ms is more than 5 minutes from the ledger's clock (is the "
+     "writer's clock wrong?)"),
+    ([rv("acknowledge", 5 * 60 * 1000 + 1, prev=FIRST["review_id"])],
+     "review refused: its at_ms is more than 5 minutes from the ledger's clock (is the "
+     "writer's clock wrong?)"),
 ])
 def test_a_review_the_ledger_cannot_accept_is_refused_and_nothing_stored(
         ledger: SqlLedger, reviews: list[dict[str, Any]], message: str) -> None:
@@ -102,10 +140,35 @@ def test_a_review_the_ledger_cannot_accept_is_refused_and_nothing_stored(
     ledger.append("review", [rv("comment", 0, of=1)])
     size = ledger.size()
     with pytest.raises(InvalidRecord) as caught:
-        ledger.append("review", [rv("comment", 1), *reviews])
+        ledger.append("review", [FIRST, *reviews])
     assert str(caught.value) == message
     assert "alice" not in str(caught.value) and "\n" not in str(caught.value)
     assert ledger.size() == size and ledger.reviews(FID[0]) == []
+
+
+def test_review_times_within_five_minutes_of_the_clock_are_stored(ledger: SqlLedger) -> None:
+    ledger.append("finding", F)
+    skew = 5 * 60 * 1000
+    trail = chain(("comment", -skew), ("comment", -skew), ("comment", skew))
+    assert ledger.append("review", trail) == 3  # either way, and equal times in order
+
+
+def test_an_exception_dated_away_from_the_clock_is_refused(ledger: SqlLedger) -> None:
+    message = ("exception refused: its at_ms is more than 5 minutes from the ledger's clock "
+               "(is the writer's clock wrong?)")
+    for at in (1_000, CLOCK - 5 * 60 * 1000 - 1, CLOCK + 5 * 60 * 1000 + 1):
+        with pytest.raises(InvalidRecord) as caught:
+            ledger.append("exception", [an_exception(at_ms=at)])
+        assert str(caught.value) == message
+    assert ledger.size() == 0
+    # its scope may cover the past (an agreement signed earlier), and last for years
+    assert ledger.append("exception", [an_exception(from_ms=1_000, to_ms=T0,
+                                                    expires_at_ms=CLOCK + 10**12)]) == 1
+    # the same exception re-loaded later is stored already: not refused for its age
+    with pytest.MonkeyPatch.context() as later:
+        later.setattr(sql_backend, "_now_ms", lambda: CLOCK + 10**9)
+        assert ledger.append("exception", [an_exception(from_ms=1_000, to_ms=T0,
+                                                        expires_at_ms=CLOCK + 10**12)]) == 0
 
 
 def test_a_malformed_review_is_refused_naming_the_field(ledger: SqlLedger) -> None:
@@ -121,9 +184,10 @@ def test_a_malformed_review_is_refused_naming_the_field(ledger: SqlLedger) -> No
 
 
 def test_a_finding_and_its_reviews_in_one_batch(ledger: SqlLedger) -> None:
-    duplicate = rv("resolve", 2, reason="duplicate", duplicate_of=FID[1])
+    first, duplicate = chain(("acknowledge", 1),
+                             ("resolve", 2, {"reason": "duplicate", "duplicate_of": FID[1]}))
     assert ledger.append_mixed([("finding", F[0]), ("finding", F[1]),
-                                ("review", rv("acknowledge", 1)), ("review", duplicate)]) == 4
+                                ("review", first), ("review", duplicate)]) == 4
     assert ledger.review_status(FID[0]).duplicate_of == FID[1]
     # a review before its finding in the batch is refused
     with pytest.raises(InvalidRecord, match="finding_id names no finding"):
@@ -151,6 +215,10 @@ def test_two_reviewers_resolving_at_once_store_one_resolve(ledger_url: str) -> N
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(outcomes)[-1] == "stored" and outcomes.count("stored") == 1, outcomes
+    # the others wrote against a trail that has changed since: one clear line each
+    assert set(outcomes) - {"stored"} == {
+        "review refused: the review's prev_review_id is not its finding's latest review: "
+        "it was written against a stale view of the finding's reviews"}, outcomes
     with open_ledger(ledger_url) as store:
         assert [r.record["action"] for r in store.reviews(FID[0])] == ["resolve"]
 
@@ -211,14 +279,17 @@ def _schema_1(statements: list[str]) -> list[str]:
         text = statement.replace(
             ", ".join(f"'{k}'" for k in ("finding", "amendment", "review", "exception",
                                          "export")), "'finding', 'amendment'")
-        text = text.replace("        finding_id TEXT NOT NULL DEFAULT '',\n", "")
+        text = text.replace("        finding_id TEXT NOT NULL,\n", "")
         old.append(text.replace("'schema_version', '2'", "'schema_version', '1'"))
     return old
 
 
 def _make_schema_1_ledger(url: str) -> bytes:
     """A ledger as schema-1 consentwatch wrote it: findings, an amendment, an export row."""
-    records = [("finding", F[0]), ("finding", F[1]), ("amendment", amendment(F[0]))]
+    # The amendment's late event holds a NUL character (legal JSON, "\u0000" in RFC
+    # 8785): PostgreSQL's jsonb cannot hold it, so the migration must not parse leaves there.
+    late = amendment(F[0]) | {"late_event": {"type": "ProfileViewed", "note": "a\u0000b"}}
+    records = [("finding", F[0]), ("finding", F[1]), ("amendment", late)]
     rows = [to_row(kind, record) for kind, record in records]
     frontier = Frontier()
     for row in rows:
@@ -275,6 +346,7 @@ def test_a_schema_1_ledger_is_migrated_in_place(ledger_url: str) -> None:
         assert (size, root) == (3, old_root)
         assert [e.finding_id for e in store.entries(kind="amendment")] == [FID[0]]
         assert [e.entry_id for e in store.entries(kind="finding", finding=FID[1])] == [FID[1]]
+        assert b"\\u0000" in next(store.entries(kind="amendment")).leaf
         store.append("review", [rv("acknowledge", 1)])
         store.record_export("bob", "case 2", {}, "d" * 64, T0 + 1)
         assert [(e["actor"], e["bundle_sha256"]) for e in store.exports()] == [
@@ -286,6 +358,50 @@ def test_a_schema_1_ledger_is_migrated_in_place(ledger_url: str) -> None:
     for statement in ("UPDATE entries SET rule = 'x'", "DELETE FROM exports"):
         with pytest.raises(Exception, match="append-only"):
             raw_execute(ledger_url)(statement)
+
+
+def _old_writer_insert(url: str, idx: int, row: Any) -> None:
+    """The INSERT a schema-1 consentwatch makes: it knows no finding_id column."""
+    sql = ("INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, "
+           "subject_id, leaf, leaf_hash, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)")
+    values = (idx, row.kind, row.entry_id, row.occurred_at, row.rule, row.account_id,
+              row.subject_id, row.leaf, row.leaf_hash)
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.replace("?", "%s"), values)
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(url, isolation_level=None)
+    try:
+        conn.execute(sql, values)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("migrated", [True, False])
+def test_a_schema_1_writer_is_refused_after_the_migration(ledger_url: str,
+                                                         migrated: bool) -> None:
+    """A schema-1 process still running once the ledger is migrated (or a ledger made
+    new at schema 2) inserts rows without finding_id: refused by NOT NULL, never stored
+    with a default that the audit would then call tampered, for good."""
+    if migrated:
+        _make_schema_1_ledger(ledger_url)
+    else:
+        with open_ledger(ledger_url) as store:
+            store.append("finding", F[:2])
+    with open_ledger(ledger_url) as store:
+        size = store.size()
+    row = to_row("amendment", amendment(F[1]))
+    with pytest.raises(Exception, match=r"NOT NULL constraint failed: entries\.finding_id|"
+                                        r'null value in column "finding_id"'):
+        _old_writer_insert(ledger_url, size, row)
+    key = Ed25519PrivateKey.generate()
+    with open_ledger(ledger_url) as store:
+        assert store.audit()[0] == size
+        store.audited_checkpoint(key, "consentwatch")
 
 
 def test_cli_ledger_exports_lists_export_leaves(tmp_path: Path) -> None:
@@ -307,9 +423,9 @@ def test_cli_ledger_reviews_and_exceptions(tmp_path: Path) -> None:
     path = str(tmp_path / "ledger.db")
     with open_ledger(path) as store:
         store.append("finding", F)
-        store.append("review", [rv("acknowledge", 1),
-                                rv("comment", 2, text="\x1b[31mred\x1b[0m <b>x</b>"),
-                                rv("resolve", 3, reason="duplicate", duplicate_of=FID[1])])
+        store.append("review", chain(
+            ("acknowledge", 1), ("comment", 2, {"text": "\x1b[31mred\x1b[0m <b>x</b>"}),
+            ("resolve", 3, {"reason": "duplicate", "duplicate_of": FID[1]})))
         store.append("exception", [an_exception()])
     done = run_cli("ledger", "reviews", FID[0], "--ledger", path)
     assert done.returncode == 0, done.stderr

@@ -104,8 +104,10 @@ class Prometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write_config(self, targets: list[str]) -> Path:
-        """The project's prometheus.yml with its targets, intervals and paths changed."""
+    def write_config(self, targets: list[str],
+                     other_jobs: dict[str, list[str]] | None = None) -> Path:
+        """The project's prometheus.yml with its targets, intervals and paths changed
+        (`targets`: the workers'; `other_jobs`: other jobs' targets, by job name)."""
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
         config["global"]["scrape_interval"] = "1s"
         config["global"]["evaluation_interval"] = "1s"
@@ -114,14 +116,16 @@ class Prometheus:
         for manager in config["alerting"]["alertmanagers"]:
             for static in manager["static_configs"]:
                 static["targets"] = [f"127.0.0.1:{kh.free_port()}"]
-        (job,) = [job for job in config["scrape_configs"] if job["job_name"] == JOB]
-        job["static_configs"] = [{"targets": targets}]
+        jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+        for name, job_targets in {**(other_jobs or {}), JOB: targets}.items():
+            jobs[name]["static_configs"] = [{"targets": job_targets}]
         path = self.workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def start(self, targets: list[str]) -> Prometheus:
-        config = self.write_config(targets)
+    def start(self, targets: list[str],
+              other_jobs: dict[str, list[str]] | None = None) -> Prometheus:
+        config = self.write_config(targets, other_jobs)
         log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = subprocess.Popen(

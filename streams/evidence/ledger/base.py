@@ -95,8 +95,11 @@ class Ledger(Protocol):
         export_id): a record whose id is already there is skipped, whatever its content.
         Raises `InvalidRecord` (nothing stored) when a record lacks the fields the ledger
         needs, and when a review is refused: its finding (or the original it names as
-        duplicate_of) is not in the ledger, or its finding's status does not allow its
-        action (`streams.evidence.review`).
+        duplicate_of) is not in the ledger, its prev_review_id is not its finding's
+        latest review (written against a stale view), its at_ms is earlier than that
+        review's, or its finding's status does not allow its action
+        (`streams.evidence.review`); and when a new review or exception is dated (at_ms)
+        more than 5 minutes from the ledger's clock.
         """
         ...
 

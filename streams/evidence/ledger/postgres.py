@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
+
 from streams.errors import ConfigError
 from streams.evidence.ledger.base import KINDS, LedgerError
 from streams.evidence.ledger.sql import SqlLedger
@@ -26,19 +28,25 @@ _APPEND_ONLY = ("entries", "checkpoints", "exports")
 _KINDS_SQL = ", ".join(f"'{kind}'" for kind in KINDS)
 
 #: Schema 1 to 2 (then the whole schema runs again, every statement idempotent): the new
-#: kinds allowed, and a finding_id column filled from each leaf, with the append-only
-#: trigger held off for that one UPDATE inside the migrating transaction. The leaves,
-#: their order and the tree are unchanged.
-_FROM_1 = [
+#: kinds allowed, and a finding_id column filled from each leaf (`_fill_finding_ids`),
+#: with the append-only trigger held off for those UPDATEs inside the migrating
+#: transaction, then its default dropped: a schema-1 writer still running (it inserts no
+#: finding_id) is refused by NOT NULL instead of storing a row the audit would call
+#: tampered. The leaves, their order and the tree are unchanged.
+_FROM_1_BEFORE = [
     "ALTER TABLE entries ADD COLUMN finding_id TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE entries DISABLE TRIGGER entries_append_only",
-    """UPDATE entries SET finding_id = CASE WHEN kind = 'finding' THEN entry_id
-        ELSE COALESCE(convert_from(leaf, 'UTF8')::jsonb ->> 'finding_id', '') END""",
+    "UPDATE entries SET finding_id = entry_id WHERE kind = 'finding'",
+]
+_FROM_1_AFTER = [
     "ALTER TABLE entries ENABLE TRIGGER entries_append_only",
+    "ALTER TABLE entries ALTER COLUMN finding_id DROP DEFAULT",
     "ALTER TABLE entries DROP CONSTRAINT IF EXISTS entries_kind_check",
     f"ALTER TABLE entries ADD CONSTRAINT entries_kind_check CHECK (kind IN ({_KINDS_SQL}))",
     f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'",
 ]
+#: Leaves read (and finding_ids written) per round trip while migrating.
+_MIGRATION_BATCH = 1000
 
 # The review desk's findings table: newest first, keyset-paged on (occurred_at, idx), by
 # each filter, and its accounts page, by account and rule (streams/desk/queries.py). Also
@@ -75,7 +83,7 @@ _SCHEMA = [
         leaf BYTEA NOT NULL,
         leaf_hash BYTEA NOT NULL CHECK (length(leaf_hash) = 32),
         stored_at BIGINT NOT NULL,
-        finding_id TEXT NOT NULL DEFAULT '',
+        finding_id TEXT NOT NULL,
         UNIQUE (kind, entry_id))""",
     "CREATE INDEX IF NOT EXISTS entries_occurred ON entries (kind, occurred_at)",
     "CREATE INDEX IF NOT EXISTS entries_finding ON entries (finding_id, kind)",
@@ -141,6 +149,35 @@ _SCHEMA = [
 ]
 
 
+def _fill_finding_ids(cur: Any) -> None:
+    """The finding_id column of every amendment (every leaf that is not a finding), from
+    its leaf, batch by batch, in the caller's (migrating) transaction.
+
+    Parsed here with orjson, not by PostgreSQL: its jsonb cannot hold the NUL character
+    that a leaf's strings may (an event's text, as "\\u0000"), and one such leaf would
+    roll the whole migration back.
+    """
+    last = -1
+    while True:
+        cur.execute("SELECT idx, leaf FROM entries WHERE kind <> 'finding' AND idx > %s "
+                    "ORDER BY idx LIMIT %s", (last, _MIGRATION_BATCH))
+        page = cur.fetchall()
+        if not page:
+            return
+        updates = []
+        for idx, leaf in page:
+            try:
+                record = orjson.loads(bytes(leaf))
+            except orjson.JSONDecodeError:
+                record = None  # left '': the audit names the leaf
+            finding_id = record.get("finding_id") if isinstance(record, dict) else None
+            if isinstance(finding_id, str) and finding_id and "\x00" not in finding_id:
+                updates.append((finding_id, idx))
+        if updates:
+            cur.executemany("UPDATE entries SET finding_id = %s WHERE idx = %s", updates)
+        last = page[-1][0]
+
+
 def _message(exc: Exception) -> str:
     """The server's primary message only: DETAIL lines may quote stored values."""
     primary = getattr(getattr(exc, "diag", None), "message_primary", None)
@@ -174,7 +211,10 @@ class PostgresLedger(SqlLedger):
                     row = cur.fetchone()
                     version = row[0] if row else None
                 if version == "1":
-                    for statement in _FROM_1:
+                    for statement in _FROM_1_BEFORE:
+                        cur.execute(statement)
+                    _fill_finding_ids(cur)
+                    for statement in _FROM_1_AFTER:
                         cur.execute(statement)
                 if version in (None, "1"):
                     for statement in _SCHEMA:

@@ -61,6 +61,9 @@ __all__ = ["SqlLedger"]
 
 _PAGE = 1000
 _ID_CHUNK = 500
+#: A review or exception whose at_ms is further than this from the storing clock (either
+#: way) is refused: its time is the writer's claim, and the leaf is what a bundle shows.
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 
 _ENTRY_COLUMNS = ("idx, kind, entry_id, occurred_at, rule, account_id, subject_id, leaf, "
                   "leaf_hash, finding_id")
@@ -129,9 +132,10 @@ class SqlLedger(ABC):
                     fresh.append(row)
             if not fresh:
                 return 0
+            stored_at = _now_ms()
+            _check_times(fresh, stored_at)
             if any(row.kind == "review" for row in fresh):
                 self._check_reviews(cur, fresh)
-            stored_at = _now_ms()
             values = []
             for row in fresh:
                 values.append((frontier.size, row.kind, row.entry_id, row.occurred_at,
@@ -180,8 +184,10 @@ class SqlLedger(ABC):
     def _check_reviews(self, cur: Any, fresh: Sequence[Row]) -> None:
         """Refuse (InvalidRecord, the whole batch) a new review whose finding, or whose
         duplicate_of, is not in the ledger (nor earlier in this batch), or whose action
-        its finding's status does not allow. Run under the writer lock, so two reviewers
-        resolving one finding at once cannot both succeed."""
+        its finding's status does not allow, or whose prev_review_id is not its finding's
+        latest review, or whose at_ms is earlier than that review's (`review.step`). Run
+        under the writer lock, so of two reviewers acting on one finding at once, one
+        succeeds and the other is refused (it wrote against a stale view)."""
         reviews = [(row, record_of(row.leaf)) for row in fresh if row.kind == "review"]
         batch = {row.entry_id: position for position, row in enumerate(fresh)
                  if row.kind == "finding"}
@@ -527,6 +533,18 @@ class SqlLedger(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_times(rows: Sequence[Row], now_ms: int) -> None:
+    """Refuse (InvalidRecord, the whole batch) a new review or exception dated more than
+    MAX_CLOCK_SKEW_MS from the storing clock: its at_ms is the writer's claim. The scope
+    times of an exception (from_ms, to_ms, expires_at_ms) stay free."""
+    for row in rows:
+        if row.kind in ("review", "exception") and abs(row.occurred_at - now_ms) > (
+                MAX_CLOCK_SKEW_MS):
+            raise InvalidRecord(f"{row.kind} refused: its at_ms is more than "
+                                f"{MAX_CLOCK_SKEW_MS // 60_000} minutes from the ledger's "
+                                "clock (is the writer's clock wrong?)")
 
 
 def _stored(row: Sequence[Any]) -> StoredRow:

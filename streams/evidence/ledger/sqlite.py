@@ -42,7 +42,7 @@ _ENTRIES = """CREATE TABLE IF NOT EXISTS {name} (
         leaf BLOB NOT NULL,
         leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32),
         stored_at INTEGER NOT NULL,
-        finding_id TEXT NOT NULL DEFAULT '',
+        finding_id TEXT NOT NULL,
         UNIQUE (kind, entry_id))"""
 _KINDS_SQL = ", ".join(f"'{kind}'" for kind in KINDS)
 
@@ -184,7 +184,11 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
     """Schema 1 to 2, in the caller's transaction: the entries table again, with the new
     kinds allowed and a finding_id column filled from each leaf (SQLite cannot alter a
     CHECK constraint, and the triggers refuse UPDATE). The leaves, their order and the
-    tree are unchanged; the triggers and indexes are made again by the schema."""
+    tree are unchanged; the triggers and indexes are made again by the schema.
+
+    finding_id has no default: a schema-1 writer still running (it inserts no
+    finding_id) is refused by NOT NULL, rather than storing a row its audit would call
+    tampered."""
     conn.execute(_ENTRIES.format(name="entries_v2", kinds=_KINDS_SQL))
     conn.execute("""INSERT INTO entries_v2 (idx, kind, entry_id, occurred_at, rule,
         account_id, subject_id, leaf, leaf_hash, stored_at, finding_id)
