@@ -154,7 +154,8 @@ def review(path: Path, n: int, *, quiet: bool = False) -> None:
         db.close()
     now = time.time_ns() // 1_000_000
     reviews = [new_review(finding_id, "bench", "resolve" if k % 2 else "acknowledge",
-                          now, **({"reason": "remediated"} if k % 2 else {}))
+                          now, prev_review_id=None,
+                          **({"reason": "remediated"} if k % 2 else {}))
                for k, finding_id in enumerate(ids)]
     with open_ledger(str(path)) as ledger:
         ledger.append("review", reviews)

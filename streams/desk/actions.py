@@ -97,8 +97,9 @@ def record_review(db: Database, reviewer: str, form: Mapping[str, Any],
                   at_ms: int | None = None) -> str:
     """Append the review the form asks for; returns the finding id. The form names the
     finding (`finding_id`), the `action` and its fields, and `seen`: the id of the
-    latest review the page showed ("" for none), so that a review written against a
-    stale page is refused (409, `STALE`) rather than taken for granted."""
+    latest review the page showed ("" for none), which becomes the review's
+    prev_review_id: a review written against a stale page is refused (409, `STALE`),
+    here or, when another review got in between, by the ledger under its lock."""
     from streams.evidence.ledger import InvalidRecord, open_ledger
 
     finding_id = _text(form, "finding_id", required=True, limit=200) or ""
@@ -115,16 +116,20 @@ def record_review(db: Database, reviewer: str, form: Mapping[str, Any],
         raise ActionError(409, f"a finding that is {status.state} cannot take a {action} "
                                f"(allowed: {', '.join(allowed_actions(status))})")
     fields = _review_fields(db, action, form, finding_id)
+    seen = _latest_id(trail) or None
     try:
         record = new_review(finding_id, reviewer, action, now_ms() if at_ms is None else at_ms,
-                            **fields)
+                            prev_review_id=seen, **fields)
     except TrailError as exc:
         raise ActionError(400, str(exc)) from None
     try:
         with open_ledger(db.target) as ledger:
             ledger.append("review", [record])
     except InvalidRecord as exc:
-        # our checks passed: the finding's trail changed meanwhile
+        # The ledger checks again under its writer lock: a review stored since our read
+        # (prev_review_id no longer the latest) is a stale view, anything else its line.
+        if (_latest_id(queries.reviews_of(db, finding_id)) or None) != seen:
+            raise ActionError(409, STALE) from None
         raise ActionError(409, f"the ledger refused the review: {exc}") from None
     return finding_id
 

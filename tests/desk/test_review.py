@@ -9,6 +9,7 @@ import io
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,30 @@ def test_a_review_on_a_stale_page_is_409_reload(desk: Any, own_db: Database) -> 
                                          "action": "resolve", "reason": "remediated",
                                          "seen": _seen(stale)})
     assert refused.status_code == 409 and STALE in refused.text
+    assert [r["action"] for r in _reviews(own_db, finding_id)] == ["acknowledge"]
+
+
+def test_a_review_the_ledger_finds_stale_under_its_lock_is_409_reload(
+        desk: Any, own_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another review stored between the desk's read and its append: the ledger refuses
+    (prev_review_id no longer the latest), the desk says reload."""
+    from streams.desk import actions
+
+    rex = desk("rex")
+    finding_id = _finding_id(own_db, "made-up finding n16")
+    page = rex.get(f"/findings/{finding_id}").text
+    assert _review(rex, finding_id, "acknowledge").status_code == 303
+    real, calls = actions.queries.reviews_of, []
+
+    def first_read_misses_it(db: Database, wanted: str) -> list[Any]:
+        calls.append(wanted)
+        return [] if len(calls) == 1 else real(db, wanted)
+
+    monkeypatch.setattr(actions.queries, "reviews_of", first_read_misses_it)
+    refused = rex.post("/reviews", data={"csrf_token": csrf_of(page), "finding_id": finding_id,
+                                         "action": "resolve", "reason": "remediated",
+                                         "seen": ""})
+    assert refused.status_code == 409 and STALE in refused.text, refused.text
     assert [r["action"] for r in _reviews(own_db, finding_id)] == ["acknowledge"]
 
 
@@ -313,8 +338,10 @@ def test_exceptions_page_lists_active_and_expired_and_only_an_admin_records(
         desk: Any, own_db: Database) -> None:
     from streams.evidence.exception_scope import new_exception
 
+    now = time.time_ns() // 1_000_000  # the ledger takes times within 5 min of its clock
     expired = new_exception(account_id="acct2", reason="old agreement", author="ada",
-                            from_ms=0, to_ms=FROM_MS, expires_at_ms=FROM_MS + 1, at_ms=FROM_MS)
+                            from_ms=0, to_ms=FROM_MS, expires_at_ms=now - 60_000,
+                            at_ms=now - 120_000)
     with open_ledger(own_db.target) as ledger:
         ledger.append("exception", [expired])
     viola, ada = desk("viola"), desk("ada")
