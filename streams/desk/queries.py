@@ -344,12 +344,24 @@ def open_findings_where(db: Database, standing: Standing) -> _Condition:
 def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | None,
           limit: int, newer: bool, conditions: Sequence[_Condition] = (),
           by_id: bool = False) -> list[tuple[Any, ...]]:
-    where, params = ["kind = 'finding'"], list[Any]()
+    where, params, source = ["kind = 'finding'"], list[Any](), "entries"
     if by_id:
-        # the few reviewed ids pick the (kind, entry_id) index: the other terms hidden
-        where.append(conditions[0][0])
-        params.extend(conditions[0][1])
+        # The few reviewed ids are looked up one by one on the (kind, entry_id) index,
+        # the page sorted after: on SQLite the ids' table drives the loop (CROSS JOIN
+        # fixes the order; left to itself, the planner walks the time index to save the
+        # sort, and reads every finding), and every other term is hidden from the index
+        # choice. PostgreSQL's planner sees the array's size.
+        ids_sql, ids_params = conditions[0]
         conditions = conditions[1:]
+        if not ids_params:
+            return []  # no finding has that status
+        if db.postgres:
+            where.append(ids_sql)
+            params.extend(ids_params)
+        else:
+            source = "json_each(?) AS chosen CROSS JOIN entries"
+            where.append("entry_id = chosen.value")
+            params.extend(ids_params)
     equal = [(column, value) for column, value in (
         ("subject_id", flt.subject), ("account_id", flt.account), ("rule", rule),
         (db.provider_expr, flt.provider)) if value is not None]
@@ -384,7 +396,7 @@ def _read(db: Database, flt: FindingFilter, rule: str | None, cursor: Cursor | N
         params.extend(values)
     params.append(limit)
     order = "ASC" if newer else "DESC"
-    return db.query(f"SELECT {_LIST_COLUMNS} FROM entries WHERE {' AND '.join(where)} "
+    return db.query(f"SELECT {_LIST_COLUMNS} FROM {source} WHERE {' AND '.join(where)} "
                     f"ORDER BY occurred_at {order}, idx {order} LIMIT ?", params)
 
 
@@ -505,7 +517,7 @@ class AccountRow:
 def accounts(db: Database, standing: Standing | None = None) -> list[AccountRow]:
     """Every account with an open finding (`open_findings_where`), the one whose oldest
     is oldest first: every finding counted from the (account, rule) index, less the
-    few resolved or excepted; the oldest read again only where one of those was."""
+    few resolved or excepted; the oldest read again only where it is one of those."""
     standing = standing or status_index(db).refresh(db)
     catalogue = {rule.id: rule.severity for rule in load_catalogue().rules}
     counts: dict[tuple[str, str], list[int]] = {
@@ -514,10 +526,11 @@ def accounts(db: Database, standing: Standing | None = None) -> list[AccountRow]
             "SELECT account_id, rule, COUNT(*), MIN(occurred_at) FROM entries "
             "WHERE kind = 'finding' GROUP BY account_id, rule")}
     touched = set()
-    for rule, account, _, status in _marked(db, standing).values():
+    for rule, account, occurred, status in _marked(db, standing).values():
         if status in ("resolved", "excepted") and (account, rule) in counts:
             counts[(account, rule)][0] -= 1
-            touched.add((account, rule))
+            if occurred == counts[(account, rule)][1]:
+                touched.add((account, rule))  # its oldest is closed: the next one is
     where, params = open_findings_where(db, standing)
     for account, rule in touched:
         if counts[(account, rule)][0] > 0:

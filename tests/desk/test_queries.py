@@ -138,3 +138,59 @@ def test_a_postgresql_ledger_made_before_the_desk_gets_its_indexes_when_opened(
             again = [row[0] for row in conn.execute(
                 "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'entries_desk_%'")]
         assert sorted(again) == sorted(names)
+
+
+def test_status_filters_agree_with_the_fold_on_both_backends(backend: str) -> None:
+    """Each status selects exactly the findings whose status (the fold of their reviews,
+    then the exceptions in force) is that one, on every page; on SQLite a reviewed
+    status is read by id on the unique index, never by walking the time index."""
+    import time
+
+    from streams.evidence.exception_scope import new_exception
+    from streams.evidence.review import new_review
+
+    records = [_made_up(n) for n in range(40)]
+    now = time.time_ns() // 1_000_000
+    ids = [r["finding_id"] for r in records]
+    with open_ledger(backend) as ledger:
+        ledger.append("finding", records)
+        first = [new_review(i, "rex", "acknowledge", now, prev_review_id=None)
+                 for i in ids[:6]]
+        ledger.append("review", first)
+        ledger.append("review", [new_review(i, "rex", "resolve", now, prev_review_id=r["review_id"],
+                                            reason="remediated") for i, r in
+                                 zip(ids[:3], first[:3], strict=True)])
+        ledger.append("review", [new_review(i, "rex", "assign", now, prev_review_id=None,
+                                            assignee="ada") for i in ids[6:8]])
+        scope = new_exception(account_id="acct1", rule="enrichment-without-consent",
+                              from_ms=0, to_ms=2**42, reason="agreement", author="ada",
+                              expires_at_ms=now + 86_400_000, at_ms=now)
+        ledger.append("exception", [scope])
+    db = Database(backend)
+    try:
+        standing = queries.standing(db)
+        expected: dict[str, set[int]] = {}
+        for n, record in enumerate(records):
+            expected.setdefault(standing.status_of(record["finding_id"], record), set()).add(n)
+        assert expected["excepted"] and expected["resolved"] == {0, 1, 2}
+        assert expected["acknowledged"] == {3, 4, 5} - expected["excepted"]
+        index_of = {idx: n for n, idx in enumerate(
+            _all_pages(db, queries.FindingFilter(), limit=7)[::-1])}
+        for status in ("open", "acknowledged", "assigned", "resolved", "excepted"):
+            found = _all_pages(db, queries.FindingFilter(status=status), limit=2)
+            assert {index_of[idx] for idx in found} == expected.get(status, set()), status
+        active = _all_pages(db, queries.FindingFilter(status="active"), limit=3)
+        assert {index_of[idx] for idx in active} == (
+            expected["open"] | expected.get("acknowledged", set()) | expected["assigned"])
+        if not db.postgres:
+            asked: list[tuple[str, list[Any]]] = []
+            query = db.query
+            db.query = lambda sql, params=(): asked.append((sql, list(params))) or query(  # type: ignore[method-assign]
+                sql, params)
+            queries.findings_page(db, queries.FindingFilter(status="resolved",
+                                                            rule="covert-profile-view"))
+            sql, params = next((s, p) for s, p in asked if "ORDER BY occurred_at" in s)
+            plan = " ".join(str(row[-1]) for row in query(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "sqlite_autoindex_entries_1 (kind=? AND entry_id=?)" in plan, plan
+    finally:
+        db.close()
