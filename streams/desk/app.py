@@ -574,6 +574,14 @@ class _Desk:
         except _Forbidden:
             response = self.error_page(request, 403, "Forbidden",
                                        "Your role does not allow this.")
+        except LedgerTampered as exc:  # names a leaf index and a column, never a value
+            response = self.error_page(request, 500, "The ledger disagrees with itself",
+                                       str(exc))
+        except LedgerError as exc:
+            log.error("ledger error: %s", type(exc).__name__)
+            response = self.error_page(request, 503, "The ledger cannot be written",
+                                       "The desk cannot write to the ledger just now (it "
+                                       "may be busy). Try again in a moment.")
         except DatabaseError as exc:
             log.error("ledger database error: %s", type(exc.__cause__).__name__)
             response = self.error_page(request, 503, "The ledger cannot be read",
