@@ -410,8 +410,9 @@ def _show_desk(stack: _Processes, ledger: Path, bind: tuple[str, int], out: Any)
     if not ledger.is_file():
         out.print("review desk skipped: this run wrote no ledger")
         return 0
-    out.print("stopping the worker and the broker (the desk reads only the ledger) ...")
-    stack.stop()
+    if stack.running():
+        out.print(f"stopping the {stack.running()} (the desk reads only the ledger) ...")
+        stack.stop()
     password = secrets.token_urlsafe(18)  # 24 characters, 144 bits
     db = Database(str(ledger))
     try:
@@ -427,7 +428,8 @@ def _show_desk(stack: _Processes, ledger: Path, bind: tuple[str, int], out: Any)
     url = f"http://{_url_host(host)}:{port}/"
     if not _desk_answers(stack, url):
         log = stack.work / "desk.log"
-        last = _last_line(log.read_bytes() if log.is_file() else b"", b"")
+        last = _last_line(log.read_bytes() if log.is_file() else b"", b"").removeprefix(
+            "error: ")
         out.print(f"[red]the review desk did not start[/]: {last or 'no answer in time'} "
                   f"(log {log})")
         return 1

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ import psutil
 import pytest
 from rich.console import Console
 
+from streams.cli import demo_cmd
 from streams.cli.demo_cmd import new_run_dir, point_latest, verify_command
 from streams.cli.demo_view import Progress, console, progress_line, progress_table
 from streams.engine.rules import RULE_STAGE
@@ -384,3 +386,35 @@ def test_an_out_dir_that_cannot_be_created_is_one_line_before_any_broker(
     assert text.splitlines() == [
         f"consentwatch: error: cannot create --out-dir {tmp_path}/a-file/demo: Not a directory"]
     assert not (work / "kafka").exists()
+
+
+def test_a_desk_bind_off_loopback_is_one_line_before_any_broker(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    demo = _demo(work, tmp_path / "out", "--desk-bind", "0.0.0.0:8080", desk=True)
+    stdout, _ = demo.communicate(timeout=60)
+    text = stdout.decode(errors="replace")
+    assert demo.returncode == 2, text
+    assert len(text.splitlines()) == 1 and "0.0.0.0 is not a loopback address" in text
+    assert not (work / "kafka").exists()
+
+
+def test_a_desk_that_cannot_listen_is_one_line_and_fails_the_demo(tmp_path: Path) -> None:
+    from streams.evidence.ledger import open_ledger
+
+    ledger = tmp_path / "ledger.sqlite"
+    with open_ledger(str(ledger)):
+        pass
+    screen = Console(record=True, width=300)
+    stack = demo_cmd._Processes(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            assert demo_cmd._show_desk(stack, ledger, ("127.0.0.1", port), screen) == 1
+        finally:
+            stack.stop()
+    text = screen.export_text()
+    assert f"the review desk did not start: the desk cannot listen on 127.0.0.1:{port}" in text
+    assert "password" not in text and "Traceback" not in text
+    assert stack.desk is not None and stack.desk.returncode is not None
