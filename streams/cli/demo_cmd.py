@@ -73,7 +73,6 @@ def _desk_bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple
     return host, number
 
 
-
 @click.command()
 @click.option("--duration", type=click.FloatRange(min=1, max=3_600), default=60,
               show_default=True, metavar="SECONDS", help="How long to produce traffic.")
@@ -404,6 +403,8 @@ def _show_desk(stack: _Processes, ledger: Path, bind: tuple[str, int], out: Any)
     users as an Argon2 hash, never to a log or a command line."""
     import secrets
 
+    from rich.markup import escape
+
     from streams.desk import Database
     from streams.desk.users import add_user, list_users
 
@@ -430,8 +431,8 @@ def _show_desk(stack: _Processes, ledger: Path, bind: tuple[str, int], out: Any)
         log = stack.work / "desk.log"
         last = _last_line(log.read_bytes() if log.is_file() else b"", b"").removeprefix(
             "error: ")
-        out.print(f"[red]the review desk did not start[/]: {last or 'no answer in time'} "
-                  f"(log {log})")
+        out.print(f"[red]the review desk did not start[/]: "
+                  f"{escape(last) or 'no answer in time'} (log {log})")
         return 1
     out.print(f"the review desk: {url} (log {stack.work / 'desk.log'})")
     out.print(f"sign in as {name} with the password {password} (an admin of this run's "
@@ -453,12 +454,13 @@ def _desk_answers(stack: _Processes, url: str) -> bool:
     """Whether the desk answers /healthz before the deadline (False when it exited)."""
     import urllib.request
 
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
     deadline = time.monotonic() + _DESK_START_S
     while time.monotonic() < deadline:
         if stack.desk is None or stack.desk.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(f"{url}healthz", timeout=2) as response:
+            with direct.open(f"{url}healthz", timeout=2) as response:
                 if response.status == 200:
                     return True
         except OSError:

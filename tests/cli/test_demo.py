@@ -137,7 +137,8 @@ def test_ctrl_c_midway_stops_everything(tmp_path: Path) -> None:
 
 def _sign_in(url: str, name: str, password: str) -> httpx.Response:
     """Sign in to the desk at `url` as a browser would; the findings page, signed in."""
-    with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as client:
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=30,
+                      trust_env=False) as client:
         form = client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
         assert form.status_code == 200 and token, form.text[:2000]
@@ -188,7 +189,7 @@ def test_the_demo_ends_with_the_desk_on_its_ledger_until_ctrl_c(tmp_path: Path) 
     assert "interrupted" not in text
     assert _left_behind(work) == []
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{url}healthz", timeout=5)
+        httpx.get(f"{url}healthz", timeout=5, trust_env=False)
 
 
 def _java_started(work: Path) -> bool:
