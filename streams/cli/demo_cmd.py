@@ -51,6 +51,28 @@ KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 _STOP_GRACE_S = 5.0  # then SIGKILL: a stop takes seconds, never minutes
 
 
+def _desk_bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    """A loopback HOST:PORT (port 0: a free one). The demo's desk serves plain http, which
+    `desk serve` allows on loopback only; checked before a minute of work."""
+    import ipaddress
+
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+        number = int(port)
+        if not sep or not 0 <= number < 65536:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("HOST:PORT with an IP address, e.g. 127.0.0.1:0 or "
+                                 "127.0.0.1:8080", param=param) from None
+    if not loopback:
+        raise click.BadParameter(f"{host} is not a loopback address: the demo's desk serves "
+                                 "plain http (consentwatch desk serve has TLS for more)",
+                                 param=param)
+    return host, number
+
+
 @click.command()
 @click.option("--duration", type=click.FloatRange(min=1, max=3_600), default=60,
               show_default=True, metavar="SECONDS", help="How long to produce traffic.")
@@ -66,9 +88,17 @@ _STOP_GRACE_S = 5.0  # then SIGKILL: a stop takes seconds, never minutes
               help="Broker and worker state (default: a temporary directory, removed after).")
 @click.option("--drain-timeout", type=click.FloatRange(min=1), default=180, show_default=True,
               metavar="SECONDS", help="How long to wait for the worker to decide everything.")
+@click.option("--desk/--no-desk", default=True, show_default=True,
+              help="At the end, leave the review desk running on the run's ledger, with a "
+                   "one-time admin login, until Ctrl-C.")
+@click.option("--desk-bind", default="127.0.0.1:0", show_default=True, callback=_desk_bind,
+              metavar="HOST:PORT", help="The desk's loopback address; port 0 picks a free "
+                                        "port.")
 def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path,
-         work_dir: Path | None, drain_timeout: float) -> int:
-    """Run broker, worker and simulator; score the findings; export and verify evidence."""
+         work_dir: Path | None, drain_timeout: float, desk: bool,
+         desk_bind: tuple[str, int]) -> int:
+    """Run broker, worker and simulator; score the findings; export and verify evidence;
+    then show the findings in the review desk."""
     from streams.cli.demo_view import console
 
     if not KAFKA_SH.is_file():
@@ -107,11 +137,15 @@ def demo(duration: float, rate: float, seed: int, partitions: int, out_dir: Path
         except OSError as exc:
             raise ConsentwatchError(f"cannot create this run's folder in {out_dir}: "
                                     f"{exc.strerror or exc}") from exc
-        return _report(run, run_dir, out_dir, work, out)
+        status = _report(run, run_dir, out_dir, work, out)
+        if desk:  # a desk that did not start or stopped by itself fails the demo
+            status = _show_desk(stack, work / "ledger.sqlite", desk_bind, out) or status
+        return status
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         try:
-            out.print("stopping the worker and the broker ...")
+            if stack.running():
+                out.print(f"stopping the {stack.running()} ...")
             stack.stop()
             if work_dir is None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -124,22 +158,37 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 class _Processes:
-    """The broker and the worker, each in its own session, stopped by their own ids."""
+    """The broker, the worker and the desk, each in its own session, stopped by their own
+    ids."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
         self.kafka_dir = work / "kafka"
         self.broker_started = False
         self.worker: subprocess.Popen[bytes] | None = None
+        self.desk: subprocess.Popen[bytes] | None = None
+
+    def running(self) -> str:
+        """What `stop` will stop, in words ("" when nothing)."""
+        names = [name for name, on in (
+            ("desk", self.desk is not None and self.desk.poll() is None),
+            ("worker", self.worker is not None and self.worker.poll() is None),
+            ("broker", self.broker_started)) if on]
+        return " and the ".join([", the ".join(names[:-1]), names[-1]] if len(names) > 1
+                                else names)
 
     def start_broker(self) -> str:
         self.broker_started = True  # even half-started, `stop` must run kafka.sh stop
@@ -169,19 +218,30 @@ class _Processes:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
+    def start_desk(self, ledger: Path, host: str, port: int) -> None:
+        with open(self.work / "desk.log", "ab") as log:
+            self.desk = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger",
+                 str(ledger), "--bind", f"{_url_host(host)}:{port}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
     def worker_exit(self) -> int | None:
         return None if self.worker is None else self.worker.poll()
 
     def stop(self) -> None:
         """Within seconds, however busy the machine: the demo's broker and worker hold
-        nothing that outlives the demo (delivery is at-least-once, the broker recovers)."""
-        if self.worker is not None:
-            _end_group(self.worker, _STOP_GRACE_S)
+        nothing that outlives the demo (delivery is at-least-once, the broker recovers),
+        nor does the desk (it only reads the ledger; its sessions live in its memory)."""
+        for process in (self.desk, self.worker):
+            if process is not None:
+                _end_group(process, _STOP_GRACE_S)
         if self.broker_started:
             subprocess.run([str(KAFKA_SH), "stop", "--dir", str(self.kafka_dir)],
                            capture_output=True, check=False, start_new_session=True,
                            timeout=120, env={**os.environ,
                                              "KAFKA_STOP_TIMEOUT": str(int(_STOP_GRACE_S))})
+            self.broker_started = False
 
 
 def _end_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -331,6 +391,81 @@ class _Run:
             while True:
                 await asyncio.sleep(0.25)
                 live.update(progress_table(self.progress))
+
+
+_DESK_USER = "demo"
+_DESK_START_S = 60.0  # the desk's first answer; an import on a busy machine takes seconds
+
+
+def _show_desk(stack: _Processes, ledger: Path, bind: tuple[str, int], out: Any) -> int:
+    """The desk on `ledger` until Ctrl-C or SIGTERM: 0 then, 1 when it could not start or
+    stopped by itself. Its login is printed here only: the password goes to the ledger's
+    users as an Argon2 hash, never to a log or a command line."""
+    import secrets
+
+    from rich.markup import escape
+
+    from streams.desk import Database
+    from streams.desk.users import add_user, list_users
+
+    if not ledger.is_file():
+        out.print("review desk skipped: this run wrote no ledger")
+        return 0
+    if stack.running():
+        out.print(f"stopping the {stack.running()} (the desk reads only the ledger) ...")
+        stack.stop()
+    password = secrets.token_urlsafe(18)  # 24 characters, 144 bits
+    db = Database(str(ledger))
+    try:
+        taken = {name for name, _, _ in list_users(db)}  # a --work-dir used again
+        names = itertools.chain([_DESK_USER], (f"{_DESK_USER}{i}" for i in itertools.count(2)))
+        name = next(n for n in names if n not in taken)
+        add_user(db, name, "admin", password, now_ms=time.time_ns() // 1_000_000)
+    finally:
+        db.close()
+    host, port = bind
+    port = port or _free_port(host)
+    stack.start_desk(ledger, host, port)
+    url = f"http://{_url_host(host)}:{port}/"
+    if not _desk_answers(stack, url):
+        log = stack.work / "desk.log"
+        last = _last_line(log.read_bytes() if log.is_file() else b"", b"").removeprefix(
+            "error: ")
+        out.print(f"[red]the review desk did not start[/]: "
+                  f"{escape(last) or 'no answer in time'} (log {log})")
+        return 1
+    out.print(f"the review desk: {url} (log {stack.work / 'desk.log'})")
+    out.print(f"sign in as {name} with the password {password} (an admin of this run's "
+              "ledger; shown only here)")
+    out.print("Ctrl-C stops the desk")
+    assert stack.desk is not None
+    try:
+        code = stack.desk.wait()
+    except KeyboardInterrupt:
+        out.print("stopping the desk ...")
+        stack.stop()
+        return 0
+    out.print(f"[red]the review desk stopped[/] (exit status {code}; see "
+              f"{stack.work / 'desk.log'})")
+    return 1
+
+
+def _desk_answers(stack: _Processes, url: str) -> bool:
+    """Whether the desk answers /healthz before the deadline (False when it exited)."""
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    deadline = time.monotonic() + _DESK_START_S
+    while time.monotonic() < deadline:
+        if stack.desk is None or stack.desk.poll() is not None:
+            return False
+        try:
+            with direct.open(f"{url}healthz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def _report(run: _Run, run_dir: Path, out_dir: Path, work: Path, out: Any) -> int:

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,10 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+import httpx
+import orjson
 import psutil
 import pytest
 from rich.console import Console
 
+from streams.cli import demo_cmd
 from streams.cli.demo_cmd import new_run_dir, point_latest, verify_command
 from streams.cli.demo_view import Progress, console, progress_line, progress_table
 from streams.engine.rules import RULE_STAGE
@@ -64,10 +68,10 @@ def _run_demo(work: Path, out: Path, duration: str) -> str:
     return text
 
 
-def _demo(work: Path, out: Path, *args: str) -> subprocess.Popen[bytes]:
+def _demo(work: Path, out: Path, *args: str, desk: bool = False) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli.app", "demo", "--work-dir", str(work),
-         "--out-dir", str(out), *args],
+         "--out-dir", str(out), *args, *(() if desk else ("--no-desk",))],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
@@ -129,6 +133,63 @@ def test_ctrl_c_midway_stops_everything(tmp_path: Path) -> None:
     assert "error" not in text.lower().split("stopping the worker")[-1]
     assert "Traceback" not in text
     assert _left_behind(work) == []
+
+
+def _sign_in(url: str, name: str, password: str) -> httpx.Response:
+    """Sign in to the desk at `url` as a browser would; the findings page, signed in."""
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=30,
+                      trust_env=False) as client:
+        form = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert form.status_code == 200 and token, form.text[:2000]
+        signed_in = client.post("/login", data={"username": name, "password": password,
+                                                "csrf_token": token.group(1)})
+        assert signed_in.status_code == 303, signed_in.text[:2000]
+        assert signed_in.headers["location"] == "/findings"
+        return client.get("/findings")
+
+
+@pytest.mark.kafka
+def test_the_demo_ends_with_the_desk_on_its_ledger_until_ctrl_c(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    demo = _demo(work, out, "--duration", "3", "--partitions", "1", desk=True)
+    output = _Lines(demo)
+    try:
+        wait_until(lambda: any("Ctrl-C stops the desk" in line for line in output.lines)
+                   or demo.poll() is not None, timeout=240, interval=0.2,
+                   what="the demo's desk")
+        assert demo.poll() is None, output.text(5)[-3000:]
+        text = "".join(output.lines)
+        assert "precision 1.000 recall 1.000" in text, text[-3000:]
+        url = _after(text, "the review desk: ").split()[0]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
+        login = re.search(r"sign in as (\S+) with the password (\S+) ", text)
+        assert login, text[-3000:]
+        name, password = login.groups()
+        assert name == "demo" and len(password) >= 20
+        assert password not in (work / "desk.log").read_text(errors="replace")
+        page = _sign_in(url, name, password)
+        assert page.status_code == 200
+        found = {orjson.loads(line)["finding_id"]
+                 for line in (out / "latest" / "findings.jsonl").read_bytes().splitlines()}
+        shown = set(re.findall(r'href="/findings/([0-9a-f]{16,})"', page.text))
+        assert shown <= found and len(shown) == min(50, len(found)) > 0, page.text[:3000]
+        # Only the desk is left running: the worker and the broker were stopped before it.
+        assert [line for line in _left_behind(work) if "java" in line or " worker " in line] \
+            == []
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    text = output.text(timeout=30)
+    assert demo.returncode == 0, text[-3000:]
+    assert "stopping the desk" in text and "Traceback" not in text
+    assert "interrupted" not in text
+    assert _left_behind(work) == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}healthz", timeout=5, trust_env=False)
 
 
 def _java_started(work: Path) -> bool:
@@ -326,3 +387,35 @@ def test_an_out_dir_that_cannot_be_created_is_one_line_before_any_broker(
     assert text.splitlines() == [
         f"consentwatch: error: cannot create --out-dir {tmp_path}/a-file/demo: Not a directory"]
     assert not (work / "kafka").exists()
+
+
+def test_a_desk_bind_off_loopback_is_one_line_before_any_broker(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    demo = _demo(work, tmp_path / "out", "--desk-bind", "0.0.0.0:8080", desk=True)
+    stdout, _ = demo.communicate(timeout=60)
+    text = stdout.decode(errors="replace")
+    assert demo.returncode == 2, text
+    assert len(text.splitlines()) == 1 and "0.0.0.0 is not a loopback address" in text
+    assert not (work / "kafka").exists()
+
+
+def test_a_desk_that_cannot_listen_is_one_line_and_fails_the_demo(tmp_path: Path) -> None:
+    from streams.evidence.ledger import open_ledger
+
+    ledger = tmp_path / "ledger.sqlite"
+    with open_ledger(str(ledger)):
+        pass
+    screen = Console(record=True, width=300)
+    stack = demo_cmd._Processes(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            assert demo_cmd._show_desk(stack, ledger, ("127.0.0.1", port), screen) == 1
+        finally:
+            stack.stop()
+    text = screen.export_text()
+    assert f"the review desk did not start: the desk cannot listen on 127.0.0.1:{port}" in text
+    assert "password" not in text and "Traceback" not in text
+    assert stack.desk is not None and stack.desk.returncode is not None

@@ -504,7 +504,7 @@ def test_workers_keep_state_on_volumes_and_are_probed_and_scraped(rendered: dict
     assert _labels_match(pdb["spec"]["selector"]["matchLabels"], pod_labels)
     service = _one(docs, "Service", sts["spec"]["serviceName"])
     assert _labels_match(service["spec"]["selector"], pod_labels)
-    monitor = _one(docs, "ServiceMonitor")
+    monitor = _one(docs, "ServiceMonitor", "consentwatch-worker")
     assert _labels_match(monitor["spec"]["selector"]["matchLabels"],
                          service["metadata"]["labels"])
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= \
@@ -568,10 +568,77 @@ def test_production_takes_kafka_credentials_from_a_secret(rendered: dict[str, An
     assert _one(docs, "ConfigMap")["data"]["CONSENTWATCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     for workload in [d for d in docs if d["kind"] in {"StatefulSet", "Deployment", "Job"}]:
         env = {e["name"]: e for e in workload["spec"]["template"]["spec"]["containers"][0]
-               ["env"]}
+               .get("env", [])}
+        if workload["metadata"]["name"] == "consentwatch-desk":  # it never talks to Kafka
+            assert not [name for name in env if name.startswith("CONSENTWATCH_KAFKA_")]
+            continue
         for name in ("CONSENTWATCH_KAFKA_SASL_USERNAME", "CONSENTWATCH_KAFKA_SASL_PASSWORD"):
             ref = env[name]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == "consentwatch-kafka", workload["metadata"]["name"]
+
+
+def _desk_bind(args: list[str]) -> tuple[str, int]:
+    """The desk's listening address from its `desk serve` command line, checked as the
+    desk checks it: a non-loopback address only with TLS or behind an https proxy."""
+    assert args[:2] == ["desk", "serve"], args
+    host, _, port = args[args.index("--bind") + 1].rpartition(":")
+    assert "--behind-https-proxy" in args or "--tls-cert" in args, args
+    return host, int(port)
+
+
+def _scrape_targets(config: Path, job: str) -> set[str]:
+    (found,) = [j for j in _load_yaml(config)["scrape_configs"] if j["job_name"] == job]
+    assert found.get("metrics_path", "/metrics") == "/metrics"
+    return {t for sc in found["static_configs"] for t in sc["targets"]}
+
+
+def test_compose_runs_the_desk_where_prometheus_scrapes_it(compose: dict[str, Any]) -> None:
+    desk = compose["services"]["desk"]
+    host, port = _desk_bind(desk["command"])
+    assert host == "0.0.0.0"  # reachable from the other containers and the published port
+    for config in (COMPOSE_DIR / "prometheus.yml", ROOT / "deploy/prometheus/prometheus.yml"):
+        assert _scrape_targets(config, "consentwatch-desk") == {f"desk:{port}"}, config
+    assert _published_host_ips(_interpolate(compose, {}))[f"desk {port}:{port}"] == \
+        "127.0.0.1"
+    assert desk["environment"]["CONSENTWATCH_LEDGER"] == \
+        compose["services"]["ledger"]["command"][-1]
+    assert "postgres_password" in desk["secrets"]
+    assert desk["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert f"127.0.0.1:{port}/healthz" in " ".join(desk["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_desk_is_served_probed_and_scraped_as_job_consentwatch_desk(
+        rendered: dict[str, Any], overlay: str) -> None:
+    docs = rendered[overlay]
+    deployment = _one(docs, "Deployment", "consentwatch-desk")
+    assert deployment["spec"]["replicas"] == 1  # sessions live in the process
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    host, port = _desk_bind(container["args"])
+    assert host == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    config = _one(docs, "ConfigMap", "consentwatch-config")["data"]
+    assert config["CONSENTWATCH_LEDGER"].startswith("postgresql://")
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "consentwatch-ledger-db"
+    service = _one(docs, "Service", "consentwatch-desk")
+    assert _labels_match(service["spec"]["selector"], pod["metadata"]["labels"])
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {"http": "http"}
+    monitor = _one(docs, "ServiceMonitor", "consentwatch-desk")
+    assert _labels_match(monitor["spec"]["selector"]["matchLabels"],
+                         service["metadata"]["labels"])
+    worker_monitor = _one(docs, "ServiceMonitor", "consentwatch-worker")
+    assert not _labels_match(worker_monitor["spec"]["selector"]["matchLabels"],
+                             service["metadata"]["labels"])
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # The job: the Service's name unless jobLabel names one of its labels.
+    job = service["metadata"]["labels"].get(monitor["spec"].get("jobLabel", ""),
+                                            service["metadata"]["name"])
+    assert job == "consentwatch-desk"
 
 
 # --- the commands the containers run -------------------------------------------------------

@@ -4,8 +4,10 @@ tries HTML injection, a checkpoint signed before the last of them, and three use
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,32 @@ def client(db: Database, config: DeskConfig) -> Iterator[TestClient]:
     with TestClient(create_app(db, config), follow_redirects=False,
                     client=LOCAL) as test_client:
         yield test_client
+
+
+SCREENSHOTS = "CONSENTWATCH_SCREENSHOTS"  # e.g. docs/images: the README's screenshots
+
+
+@pytest.fixture(scope="session")
+def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], Path]:
+    """`screenshot(browser, name)` saves the page as NAME.png in a temporary folder, and
+    also in the folder named by CONSENTWATCH_SCREENSHOTS when set (relative to the
+    checkout): `CONSENTWATCH_SCREENSHOTS=docs/images pytest tests/desk/test_browser.py`
+    regenerates the README's."""
+    from tests.conftest import ROOT
+
+    folder = tmp_path_factory.mktemp("screenshots")
+    target = os.environ.get(SCREENSHOTS)
+
+    def save(browser: Any, name: str) -> Path:
+        shot = folder / f"{name}.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        if target:
+            copy = ROOT / target / shot.name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, copy)
+        return shot
+
+    return save
 
 
 def csrf_of(html: str) -> str:
