@@ -293,3 +293,31 @@ def test_the_verify_only_package_has_since_too(tmp_path: Path,
     assert swapped.returncode == 1 and "is the newer bundle" in swapped.stdout
     usage = run(str(first), "--public-key", str(keys[1]), "--proof", str(proof))
     assert usage.returncode == 2
+
+
+def test_export_refuses_when_the_previous_exports_checkpoint_is_not_of_these_leaves(
+        tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """A checkpoint of the previous export's size with another root, signed by the key,
+    slipped into the checkpoints table (the latest checkpoint stays a true one)."""
+    import sqlite3
+
+    from streams.evidence.checkpoint import Checkpoint, sign_checkpoint
+    from streams.evidence.ledger import CHECKPOINT_ORIGIN, LedgerTampered
+
+    db = tmp_path / "ledger.db"
+    key = load_private_key(keys[0])
+    with open_ledger(str(db)) as ledger:
+        ledger.append("finding", [ledger_finding(n) for n in range(5)])
+        first = export(ledger, keys[0], tmp_path / "first")
+        size = verify_checkpoint(manifest_of(first)["checkpoint"], key.public_key()).size
+    forged = sign_checkpoint(Checkpoint(CHECKPOINT_ORIGIN, size, b"\x07" * 32), key, KEY_NAME)
+    with sqlite3.connect(db) as connection:
+        connection.execute("INSERT INTO checkpoints (size, root, note, key_name, signed_at) "
+                           "VALUES (?, ?, ?, ?, 0)", (size, b"\x07" * 32, forged, KEY_NAME))
+    connection.close()
+    with open_ledger(str(db)) as ledger:
+        ledger.checkpoint(key, KEY_NAME)
+        with pytest.raises(LedgerTampered, match=r"export refused: the checkpoint of the "
+                           r"previous export \(size \d+\) is not the tree"):
+            export(ledger, keys[0], tmp_path / "second")
+    assert not (tmp_path / "second").exists()
