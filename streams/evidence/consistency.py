@@ -81,11 +81,14 @@ def verify_since(new_path: Path, old_path: Path, public_key: Ed25519PublicKey,
     failures = list(new.failures)
     old_label = f"--since {old_path.name}"
     if old.checkpoint is None:
-        reason = next((f for f in old.failures if f.startswith("checkpoint: ")),
-                      old.failures[0] if old.failures else "no checkpoint")
-        failures.append(f"{old_label}: its checkpoint does not verify with the given key "
-                        f"({reason}): a bundle of another log or key, or a damaged one; "
-                        "not compared")
+        reason = next((f for f in old.failures if f.startswith("checkpoint: ")), None)
+        if reason is not None:
+            failures.append(f"{old_label}: its checkpoint does not verify with the given key "
+                            f"({reason}): a bundle of another log or key; not compared")
+        else:
+            failures.append(f"{old_label}: not a bundle with a checkpoint that can be read ("
+                            f"{old.failures[0] if old.failures else 'no checkpoint'}); not "
+                            "compared")
         return SinceReport(new, failures)
     failures += [f"{old_label}: {failure}" for failure in old.failures]
     if new.checkpoint is None:

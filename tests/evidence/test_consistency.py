@@ -5,6 +5,7 @@ proves the log only grew and OLD's entries are in NEW's tree unchanged."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,17 @@ def test_bad_pairs_are_one_line_and_exit_1(tmp_path: Path, chain: tuple[Path, Pa
     code, lines = verify_cli(second, keys[1], "--since", str(foreign))
     assert code == 1 and len(lines) == 1, lines
     assert "does not verify with the given key" in lines[0] and "another log or key" in lines[0]
+    # OLD's checkpoint of another log (another origin), signed with the same key
+    from streams.evidence.checkpoint import Checkpoint, sign_checkpoint
+
+    cp = verify_checkpoint(manifest_of(first)["checkpoint"], load_public_key(keys[1]))
+    renamed = tmp_path / "renamed"
+    shutil.copytree(first, renamed)
+    resign(renamed, manifest_of(first) | {"checkpoint": sign_checkpoint(
+        Checkpoint("another log", cp.size, cp.root), load_private_key(keys[0]), KEY_NAME)},
+        keys[0])
+    code, lines = verify_cli(second, keys[1], "--since", str(renamed))
+    assert code == 1 and len(lines) == 1 and "bundles of different logs" in lines[0], lines
     # a --since that is not a bundle at all
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     code, lines = verify_cli(second, keys[1], "--since", str(tmp_path / "junk.zip"))
