@@ -333,3 +333,31 @@ def test_export_refuses_when_the_previous_exports_checkpoint_is_not_of_these_lea
                            r"previous export \(size \d+\) is not the tree"):
             export(ledger, keys[0], tmp_path / "second")
     assert not (tmp_path / "second").exists()
+
+
+def test_the_python_check_in_docs_verifying_checks_the_carried_proof(
+        tmp_path: Path, chain: tuple[Path, Path, Path, Path], keys: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "verifying.md").read_text()
+    script = tmp_path / "check_bundle.py"
+    script.write_text(doc.split("```python\n")[1].split("```")[0])
+
+    def run(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(path), str(keys[1])],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    _, first, second, _ = chain
+    done = run(first)
+    assert done.returncode == 0 and "prefix" not in done.stdout, done.stderr
+    done = run(second)
+    assert done.returncode == 0, done.stderr
+    assert "the previous export's tree (size 5) is a prefix of this one" in done.stdout
+    manifest = manifest_of(second)
+    proof = manifest["previous"]["consistency_proof"]
+    for damaged in (proof[:-1], [*proof[:-1], "00" * 32]):
+        resign(second, manifest | {"previous": manifest["previous"] | {
+            "consistency_proof": damaged}}, keys[0])
+        done = run(second)
+        assert done.returncode != 0 and "is not a prefix of this one" in done.stderr
