@@ -59,12 +59,15 @@ class SinceReport:
     new_size: int = 0
     old_entries: int = 0
     carried: bool = False  # the proof was NEW's own (else the --proof file's)
+    predecessor: bool = False  # NEW's previous export is OLD (by its manifest's SHA-256)
 
     def summary(self, old_name: str) -> str:
         """The OK line of a comparison without failures."""
         source = "its own previous-export proof" if self.carried else "the --proof file"
         if self.old_size == self.new_size:
             source = "the same tree"
+        if self.predecessor:
+            source += f"; {old_name} is its previous export"
         return (f"OK: consistent with {old_name} ({source}): its checkpoint (size "
                 f"{self.old_size}) is a prefix of this one's (size {self.new_size}), so the "
                 f"log only grew, and its {self.old_entries} entries are leaves of this tree, "
@@ -99,8 +102,10 @@ def verify_since(new_path: Path, old_path: Path, public_key: Ed25519PublicKey,
         problem = _same_places(new, old, new_path.name, old_path.name)
     if problem is not None:
         failures.append(problem)
+    predecessor = (new.previous is not None and old.manifest_sha256 is not None
+                   and new.previous.manifest_sha256 == old.manifest_sha256)
     return SinceReport(new, failures, old.checkpoint.size, new.checkpoint.size,
-                       len(old.leaves), carried)
+                       len(old.leaves), carried, predecessor)
 
 
 def _consistency(new: BundleCheck, old_cp: Checkpoint, new_name: str, old_name: str,

@@ -94,7 +94,8 @@ def test_each_bundle_carries_the_proof_from_the_previous_export(
         assert verify_bundle(path, public) == ([], verify_bundle(path, public)[1])
     code, lines = verify_cli(second, keys[1], "--since", str(first))
     assert code == 0 and len(lines) == 2, lines
-    assert lines[1].startswith("OK: consistent with march (its own previous-export proof)")
+    assert lines[1].startswith("OK: consistent with march (its own previous-export proof; "
+                               "march is its previous export)")
     assert "entries are leaves of this tree, unchanged" in lines[1]
     code, lines = verify_cli(third.with_name("sept.zip"), keys[1], "--since",
                              str(second.with_name("june.zip")))
@@ -118,7 +119,7 @@ def test_an_earlier_bundle_than_the_previous_needs_a_proof_from_ledger_prove(
     document = orjson.loads(proof.read_bytes())
     assert document["format"] == PROOF_FORMAT and document["old_size"] == old_size
     code, lines = verify_cli(third, keys[1], "--since", str(first), "--proof", str(proof))
-    assert code == 0 and lines[1].startswith("OK: consistent with march (the --proof file)")
+    assert code == 0 and lines[1].startswith("OK: consistent with march (the --proof file): ")
     # the proof's sizes must be the bundles'
     code, lines = verify_cli(third, keys[1], "--since", str(chain[2]), "--proof", str(proof))
     assert code == 1 and len(lines) == 1 and "proves size" in lines[0], lines
