@@ -1,4 +1,5 @@
-"""`consentwatch-verify BUNDLE --public-key KEY`: `consentwatch verify` on its own.
+"""`consentwatch-verify BUNDLE --public-key KEY [--since OLD [--proof FILE]]`:
+`consentwatch verify` on its own.
 
 The same checks and the same output as `consentwatch verify` (streams.evidence.verify),
 with only the standard library for the command line: OK and exit 0, or one
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams.errors import ConsentwatchError
+from streams.evidence.consistency import verify_since
 from streams.evidence.keys import load_public_key
 from streams.evidence.verify import verify_bundle
 
@@ -26,9 +28,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path, help="the bundle directory or OUT.zip")
     parser.add_argument("--public-key", type=Path, required=True,
                         help="the exporter's Ed25519 public key (PEM)")
+    parser.add_argument("--since", type=Path, metavar="OLD",
+                        help="an earlier bundle of the same ledger: also prove the log only "
+                             "grew from its checkpoint and kept its entries unchanged")
+    parser.add_argument("--proof", type=Path, metavar="FILE",
+                        help="with --since: a consistency proof from `consentwatch ledger "
+                             "prove`, when OLD is not BUNDLE's previous export")
     args = parser.parse_args(argv)
+    if args.proof is not None and args.since is None:
+        parser.error("--proof needs --since OLD")
     try:
-        failures, counts = verify_bundle(args.bundle, load_public_key(args.public_key))
+        key = load_public_key(args.public_key)
+        if args.since is not None:
+            report = verify_since(args.bundle, args.since, key, args.proof)
+            failures, counts = report.failures, report.new.counts
+        else:
+            failures, counts = verify_bundle(args.bundle, key)
     except ConsentwatchError as exc:
         print(f"consentwatch-verify: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{counts.get('reviews', 0)} reviews and {counts.get('exceptions', 0)} exceptions "
           f"proven against the signed checkpoint of size {counts['checkpoint_size']}; "
           f"{counts['files']} files match the signed manifest")
+    if args.since is not None:
+        print(report.summary(args.since.name))
     return 0
 
 

@@ -210,7 +210,17 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
                 type=click.Path(exists=True, path_type=Path))
 @click.option("--public-key", required=True, type=click.Path(dir_okay=False, path_type=Path),
               metavar="KEY", help="The signer's Ed25519 public key (PEM).")
-def verify(bundle_path: Path, public_key: Path) -> int:
+@click.option("--since", "since", type=click.Path(exists=True, path_type=Path),
+              metavar="OLD",
+              help="An earlier bundle of the same ledger: also prove the log only grew from "
+                   "its checkpoint to BUNDLE's and every entry of OLD is in BUNDLE's tree "
+                   "unchanged.")
+@click.option("--proof", "proof", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE",
+              help="With --since: the consistency proof from `consentwatch ledger prove`, "
+                   "when OLD is not BUNDLE's previous export.")
+def verify(bundle_path: Path, public_key: Path, since: Path | None,
+           proof: Path | None) -> int:
     """Verify the evidence bundle BUNDLE (directory or .zip) offline.
 
     Prints OK, or one line per failure and exits 1 (an unreadable or unsafe zip too).
@@ -218,7 +228,16 @@ def verify(bundle_path: Path, public_key: Path) -> int:
     from streams.evidence.keys import load_public_key
     from streams.evidence.verify import verify_bundle
 
-    failures, counts = verify_bundle(bundle_path, load_public_key(public_key))
+    if proof is not None and since is None:
+        raise click.UsageError("--proof needs --since OLD")
+    key = load_public_key(public_key)
+    if since is not None:
+        from streams.evidence.consistency import verify_since
+
+        report = verify_since(bundle_path, since, key, proof)
+        failures, counts = report.failures, report.new.counts
+    else:
+        failures, counts = verify_bundle(bundle_path, key)
     if failures:
         for failure in failures:
             click.echo(f"FAIL {failure}")
@@ -229,4 +248,6 @@ def verify(bundle_path: Path, public_key: Path) -> int:
                "exceptions proven against the signed checkpoint of size "
                f"{counts['checkpoint_size']}; "
                f"{counts['files']} files match the signed manifest")
+    if since is not None:
+        click.echo(report.summary(since.name))
     return 0

@@ -1,5 +1,6 @@
 """`consentwatch ledger run` and `ledger load`: findings and amendments into the ledger;
-`findings`, `summary`, `exports`, `reviews`, `exceptions` and `status` read it.
+`findings`, `summary`, `exports`, `reviews`, `exceptions` and `status` read it;
+`prove` writes a consistency proof between two tree sizes (for `verify --since`).
 
 `run` reads the findings and amendments topics (consumer group
 `<prefix>.ledger.<ledger id>`, so each ledger keeps its own position);
@@ -320,6 +321,43 @@ def status(ledger_url: str, as_json: bool) -> int:
         for name, value in report.items():
             click.echo(f"{name + ':':22} {'' if value is None else value}")
     return 1 if problem else 0
+
+
+@ledger.command("prove")
+@ledger_option
+@click.option("--from", "old_size", required=True, type=click.IntRange(min=0), metavar="SIZE",
+              help="The older tree size (an earlier bundle's checkpoint size).")
+@click.option("--to", "new_size", required=True, type=click.IntRange(min=0), metavar="SIZE",
+              help="The newer tree size (a later bundle's checkpoint size).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the proof here (default: stdout).")
+def prove(ledger_url: str, old_size: int, new_size: int, out: Path | None) -> int:
+    """Write the RFC 9162 consistency proof from tree size FROM to TO.
+
+    For `consentwatch verify NEW --since OLD --proof FILE` when OLD is not NEW's previous
+    export. The tree is recomputed from every leaf's bytes first (a tampered ledger is
+    one line, exit 1); the proof needs no key: both bundles' checkpoints are signed.
+    """
+    from streams.errors import ConfigError
+    from streams.evidence.consistency import proof_file
+    from streams.evidence.merkle import consistency_proof
+
+    if old_size > new_size:
+        raise ConfigError(f"--from {old_size} is larger than --to {new_size}")
+    with _existing_ledger(ledger_url) as store:
+        size, _root, hashes = store.audit()
+    if new_size > size:
+        raise ConfigError(f"--to {new_size} is larger than the ledger's {size} leaves")
+    data = proof_file(old_size, new_size, consistency_proof(old_size, hashes[:new_size]))
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        try:
+            out.write_bytes(data)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    return 0
 
 
 def _checkpoint_problem(latest: dict[str, Any] | None, hashes: list[bytes]) -> str | None:

@@ -53,9 +53,11 @@ __all__ = [
     "write_zip",
 ]
 
-#: /2 (issue 17) adds reviews.jsonl and exceptions.jsonl; verify reads /1 bundles too.
-FORMAT = "consentwatch-evidence-bundle/2"
-FORMATS = ("consentwatch-evidence-bundle/1", FORMAT)
+#: /2 (issue 17) adds reviews.jsonl and exceptions.jsonl; /3 (issue 18) the manifest's
+#: `previous` (the previous export's checkpoint and the consistency proof from it);
+#: verify reads /1 and /2 bundles too.
+FORMAT = "consentwatch-evidence-bundle/3"
+FORMATS = ("consentwatch-evidence-bundle/1", "consentwatch-evidence-bundle/2", FORMAT)
 FINDINGS = "findings.jsonl"
 AMENDMENTS = "amendments.jsonl"
 REVIEWS = "reviews.jsonl"

@@ -14,6 +14,9 @@ Checks, each reported as one line naming the file and what is wrong:
   amends an exported finding;
 - every evidence/ file is the canonical JSON of an event a proven finding cites (so
   checked only when the checkpoint verifies);
+- `previous` (format /3): the previous export's checkpoint is a signed note by the
+  same key, of the same log, no larger than this one, and the RFC 9162 consistency
+  proof leads from it to this bundle's checkpoint (the log only grew in between);
 - reviews.jsonl and exceptions.jsonl (format /2) the same way, leaf by leaf: each a
   well-formed review or exception whose id is the hash of its content; each review of
   an exported finding, the reviews of each finding in ledger order, one unbroken chain
@@ -40,13 +43,18 @@ from streams.evidence import bundle
 from streams.evidence.bundle import BundleError, BundleFiles
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from streams.evidence.exception_scope import check_exception, covers
-from streams.evidence.merkle import leaf_hash, verify_inclusion
+from streams.evidence.merkle import leaf_hash, verify_consistency, verify_inclusion
 from streams.evidence.review import StaleReview, TrailError, check_review, fold
 
 __all__ = [
     "MAX_LINE_BYTES",
     "MAX_MANIFEST_BYTES",
+    "MAX_PROOF_HASHES",
     "MAX_UNSIGNED_MANIFEST_BYTES",
+    "BundleCheck",
+    "Previous",
+    "check_bundle",
+    "parse_hashes",
     "verify_bundle",
 ]
 
@@ -58,6 +66,8 @@ MAX_UNSIGNED_MANIFEST_BYTES = 16 << 20
 #: One finding with its evidence events is a few kB; a longer line is not parsed.
 MAX_LINE_BYTES = 16 << 20
 _MAX_SIGNATURE_BYTES = 1024
+#: An RFC 9162 proof of a tree of up to 2^64 leaves has at most 2 x 64 hashes.
+MAX_PROOF_HASHES = 128
 _FILTERS = (("rule", "rule", "--rule"), ("account", "account_id", "--account"),
             ("subject", "subject_id", "--subject"))
 #: The id field of each entry file's records.
@@ -72,12 +82,67 @@ def verify_bundle(path: Path, public_key: Ed25519PublicKey) -> tuple[list[str], 
 
     ConfigError only when `path` is neither a directory nor a file.
     """
+    check = check_bundle(path, public_key)
+    return check.failures, check.counts
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """A bundle's `previous`, once verified: the previous export's checkpoint, signed by
+    the same key, and the consistency proof from it to the bundle's own checkpoint."""
+
+    checkpoint: Checkpoint
+    consistency_proof: list[bytes]
+    manifest_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class BundleCheck:
+    """What verifying one bundle found, for `verify --since` (streams.evidence.consistency).
+
+    `checkpoint` and `previous` are set only when they verified (`previous_given`: the
+    manifest has a `previous` that is not null); `manifest_sha256` when the manifest's
+    signature verified; `leaves` maps (file, id) of every proven entry to
+    (leaf_index, leaf hash).
+    """
+
+    failures: list[str]
+    counts: dict[str, int]
+    checkpoint: Checkpoint | None = None
+    previous: Previous | None = None
+    manifest_sha256: str | None = None
+    leaves: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
+    previous_given: bool = False
+
+
+def check_bundle(path: Path, public_key: Ed25519PublicKey) -> BundleCheck:
+    """`verify_bundle` with what it verified (see BundleCheck)."""
     try:
         files = bundle.open_bundle(path)
     except BundleError as exc:
-        return [str(exc)], {}
+        return BundleCheck([str(exc)], {})
     with files:
-        return _Verification(files, public_key).run()
+        verification = _Verification(files, public_key)
+        failures, counts = verification.run()
+        return BundleCheck(failures, counts, verification.checkpoint, verification.previous,
+                           verification.manifest_sha256, verification.leaves,
+                           verification.previous_given)
+
+
+def parse_hashes(value: Any) -> list[bytes] | None:
+    """A list of at most MAX_PROOF_HASHES lower- or upper-case hex SHA-256 hashes as
+    bytes; None when `value` is anything else."""
+    if not isinstance(value, list) or len(value) > MAX_PROOF_HASHES:
+        return None
+    hashes = []
+    for item in value:
+        if not isinstance(item, str) or len(item) != 64:
+            return None
+        try:
+            hashes.append(bytes.fromhex(item))
+        except ValueError:
+            return None
+    return hashes
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +178,11 @@ class _Verification:
     _scopes: list[dict[str, Any]] = field(default_factory=list)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
+    checkpoint: Checkpoint | None = None
+    previous: Previous | None = None
+    manifest_sha256: str | None = None
+    leaves: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
+    previous_given: bool = False
 
     def run(self) -> tuple[list[str], dict[str, int]]:
         self.failures += self.files.problems
@@ -122,7 +192,8 @@ class _Verification:
         if manifest.get("format") not in bundle.FORMATS:
             self.failures.append(f"{bundle.MANIFEST}: format is not {bundle.FORMAT}")
         self._check_hashes(manifest.get("files"))
-        checkpoint = self._checkpoint(manifest.get("checkpoint"))
+        checkpoint = self.checkpoint = self._checkpoint(manifest.get("checkpoint"))
+        self.previous = self._previous(manifest, checkpoint)
         query = self._query(manifest.get("window"), manifest.get("filters"))
         findings = self._check_entries(
             bundle.FINDINGS, manifest.get("findings"), checkpoint,
@@ -167,6 +238,8 @@ class _Verification:
         if raw is None:
             return None
         signed = self._check_signature(raw)
+        if signed:
+            self.manifest_sha256 = bundle.sha256_hex(raw)
         if not signed and len(raw) > MAX_UNSIGNED_MANIFEST_BYTES:
             self.failures.append(f"{bundle.MANIFEST}: more than {MAX_UNSIGNED_MANIFEST_BYTES} "
                                  "bytes and not signed by the given key; not read further")
@@ -215,6 +288,52 @@ class _Verification:
         except CheckpointError as exc:
             self.failures.append(f"checkpoint: {exc}")
             return None
+
+    def _previous(self, manifest: dict[str, Any], checkpoint: Checkpoint | None
+                  ) -> Previous | None:
+        """The verified `previous` (format /3), or None: the first export, an older format,
+        or a failure (reported)."""
+        if "previous" not in manifest:
+            if manifest.get("format") == bundle.FORMAT:
+                self.failures.append(f"{bundle.MANIFEST}: no previous (null, or the previous "
+                                     "export's checkpoint and consistency proof)")
+            return None
+        previous, where = manifest["previous"], f"{bundle.MANIFEST}: previous"
+        if previous is None:
+            return None
+        self.previous_given = True
+        if not (isinstance(previous, dict) and isinstance(previous.get("checkpoint"), str)
+                and isinstance(previous.get("manifest_sha256"), str)):
+            self.failures.append(f"{where}: malformed (it needs checkpoint, manifest_sha256 "
+                                 "and consistency_proof)")
+            return None
+        proof = parse_hashes(previous.get("consistency_proof"))
+        if proof is None:
+            self.failures.append(f"{where}: consistency_proof is not a list of at most "
+                                 f"{MAX_PROOF_HASHES} SHA-256 hashes (hex)")
+            return None
+        try:
+            old = verify_checkpoint(previous["checkpoint"], self.public_key)
+        except CheckpointError as exc:
+            self.failures.append(f"{where}: checkpoint: {exc}")
+            return None
+        if checkpoint is None:
+            return None  # reported: nothing to prove the previous one consistent with
+        if old.origin != checkpoint.origin:
+            self.failures.append(f"{where}: its checkpoint is of another log ({old.origin!r}, "
+                                 f"not {checkpoint.origin!r})")
+        elif old.size > checkpoint.size:
+            self.failures.append(f"{where}: its checkpoint (size {old.size}) is larger than "
+                                 f"this bundle's (size {checkpoint.size})")
+        elif not verify_consistency(old.size, checkpoint.size, old.root, checkpoint.root,
+                                    proof):
+            self.failures.append(
+                f"{where}: the consistency proof from the previous export's checkpoint (size "
+                f"{old.size}) to this bundle's (size {checkpoint.size}) does not verify: the "
+                "log was rewritten in between, or the proof is damaged")
+        else:
+            return Previous(old, proof, previous["manifest_sha256"])
+        return None
 
     def _query(self, window: Any, filters: Any) -> _Query | None:
         if not isinstance(window, dict):
@@ -358,7 +477,10 @@ class _Verification:
             self.failures.append(f"{where}: holds {entry_id} where the manifest lists "
                                  f"{claim.get('id')} (entries removed or reordered)")
             return None
-        if checkpoint is None or _proven(line, claim, checkpoint):
+        if checkpoint is None:
+            return record
+        if _proven(line, claim, checkpoint):
+            self.leaves[(name, str(entry_id))] = (claim["leaf_index"], leaf_hash(line))
             return record
         self.failures.append(f"{where}: {entry_id} is not proven in the ledger: its inclusion "
                              f"proof does not verify against the checkpoint (size "
@@ -388,10 +510,6 @@ def _shown(entry_id: Any) -> str:
 
 
 def _proven(line: bytes, claim: dict[str, Any], checkpoint: Checkpoint) -> bool:
-    index, proof = claim.get("leaf_index"), claim.get("inclusion_proof")
-    try:
-        hashes = [bytes.fromhex(h) for h in proof] if isinstance(proof, list) else None
-    except (TypeError, ValueError):
-        hashes = None
+    index, hashes = claim.get("leaf_index"), parse_hashes(claim.get("inclusion_proof"))
     return type(index) is int and hashes is not None and verify_inclusion(
         leaf_hash(line), index, checkpoint.size, hashes, checkpoint.root)

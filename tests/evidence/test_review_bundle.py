@@ -111,7 +111,7 @@ def _verify(path: Path, public: Path) -> tuple[list[str], dict[str, int]]:
 def test_the_bundle_carries_the_reviews_and_exceptions_of_its_findings(
         exported: Path, ledger: SqlLedger, keys: tuple[Path, Path]) -> None:
     manifest = orjson.loads((exported / bundle.MANIFEST).read_bytes())
-    assert manifest["format"] == "consentwatch-evidence-bundle/2"
+    assert manifest["format"] == "consentwatch-evidence-bundle/3"
     lines = (exported / bundle.REVIEWS).read_bytes().splitlines()
     assert lines == [rfc8785.dumps(r) for r in REVIEWS[:4]]  # not the outside one's
     assert [e["id"] for e in manifest["reviews"]] == [r["review_id"] for r in REVIEWS[:4]]

@@ -12,7 +12,8 @@ never trusts what someone with write access to the database could have edited:
    decide (they were all checked against the columns in step 1);
 3. every selected leaf gets its inclusion proof against (N, R), from the recomputed hashes;
 4. the files and OUT.zip are written into a temporary sibling, the manifest is
-   signed, then they are renamed to OUT and OUT.zip;
+   signed, then they are renamed to OUT and OUT.zip; the manifest carries the previous
+   export's checkpoint and the consistency proof from it to (N, R) (export/previous.py);
    the export (who, when, why, what, the manifest's SHA-256) is appended to the ledger
    as a leaf of kind `export` just before the rename, so a bundle that exists has
    always been recorded (in a later tree than the one it proves).
@@ -38,6 +39,7 @@ from streams.errors import ConfigError
 from streams.evidence import bundle
 from streams.evidence.checkpoint import verifier_key
 from streams.evidence.exception_scope import covers
+from streams.evidence.export.previous import previous_export
 from streams.evidence.export.query import ExportQuery
 from streams.evidence.export.report import ExportFacts, key_fingerprint, render_report
 from streams.evidence.export.summary import (
@@ -101,6 +103,7 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     try:
         tree = ledger.audited_checkpoint(key, KEY_NAME)
         selection = _select(ledger, query, tree)
+        previous = previous_export(ledger, tree, key.public_key())
     except LedgerTampered as exc:
         raise LedgerTampered(f"export refused: {exc}") from None
     note, leaf_hashes = tree.note, tree.leaf_hashes
@@ -111,6 +114,7 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     facts = ExportFacts(actor, at_ms, key_fingerprint(key.public_key()))
     files = _content_files(selection, params, query, note, facts, progress)
     manifest = _manifest(query, params, note, key, files, selection, proofs, leaf_hashes, at_ms)
+    manifest["previous"] = previous  # issue 18: see export/previous.py
     manifest_bytes = rfc8785.dumps(manifest)
     files[bundle.MANIFEST] = manifest_bytes
     files[bundle.SIGNATURE] = key.sign(manifest_bytes)

@@ -171,6 +171,11 @@ class Ledger(Protocol):
         """The note of the checkpoint signed last, or None before the first."""
         ...
 
+    def checkpoint_notes(self, size: int) -> list[str]:
+        """The notes of every stored checkpoint of tree size `size`, oldest first (by any
+        key: the caller verifies them)."""
+        ...
+
     def record_export(self, actor: str, purpose: str, query: dict[str, Any],
                       bundle_sha256: str, at_ms: int) -> None:
         """Append who exported what, when and why as a ledger leaf of kind `export`

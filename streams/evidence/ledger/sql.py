@@ -457,6 +457,13 @@ class SqlLedger(ABC):
             row = cur.fetchone()
         return None if row is None else str(row[0])
 
+    def checkpoint_notes(self, size: int) -> list[str]:
+        """See `Ledger.checkpoint_notes`."""
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT note FROM checkpoints WHERE size = ? ORDER BY seq"),
+                        (size,))
+            return [str(note) for (note,) in cur.fetchall()]
+
     def exports(self) -> list[dict[str, Any]]:
         """See `Ledger.exports`."""
         with self._cursor() as cur:

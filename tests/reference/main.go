@@ -1,0 +1,329 @@
+// refcheck verifies consentwatch evidence bundles with the reference implementations
+// of what they claim, independently of consentwatch's own Python verifier:
+//
+//   - the manifest's Ed25519 signature (crypto/ed25519);
+//   - the checkpoint, a C2SP signed note, with golang.org/x/mod/sumdb/note: note.Open
+//     with a verifier built by note.NewEd25519VerifierKey from the PEM public key given
+//     (never from the bundle), and the manifest's verifier_key must be that same key;
+//   - every entry's leaf hash and inclusion proof with github.com/transparency-dev/merkle
+//     (rfc6962.DefaultHasher, proof.VerifyInclusion);
+//   - the consistency proof from the previous export's checkpoint (manifest `previous`,
+//     itself opened with note.Open) with proof.VerifyConsistency;
+//   - with -since OLD: that OLD's checkpoint is consistent with NEW's, using NEW's
+//     carried proof when its previous checkpoint is OLD's, else the -proof file written
+//     by `consentwatch ledger prove`.
+//
+// Usage:
+//
+//	refcheck -pub consentwatch.pub BUNDLE_DIR
+//	refcheck -pub consentwatch.pub -since OLD_DIR [-proof FILE] NEW_DIR
+//
+// Prints one "FAIL ..." line per problem and exits 1, or "OK ..." lines and exits 0;
+// a usage error exits 2.
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+)
+
+type entry struct {
+	ID             string   `json:"id"`
+	LeafIndex      uint64   `json:"leaf_index"`
+	LeafHash       string   `json:"leaf_hash"`
+	InclusionProof []string `json:"inclusion_proof"`
+}
+
+type previous struct {
+	Checkpoint       string   `json:"checkpoint"`
+	ManifestSHA256   string   `json:"manifest_sha256"`
+	ConsistencyProof []string `json:"consistency_proof"`
+}
+
+type manifest struct {
+	Format      string    `json:"format"`
+	Checkpoint  string    `json:"checkpoint"`
+	VerifierKey string    `json:"verifier_key"`
+	Findings    []entry   `json:"findings"`
+	Amendments  []entry   `json:"amendments"`
+	Reviews     []entry   `json:"reviews"`
+	Exceptions  []entry   `json:"exceptions"`
+	Previous    *previous `json:"previous"`
+}
+
+type proofFile struct {
+	Format           string   `json:"format"`
+	OldSize          uint64   `json:"old_size"`
+	NewSize          uint64   `json:"new_size"`
+	ConsistencyProof []string `json:"consistency_proof"`
+}
+
+type checkpoint struct {
+	origin string
+	size   uint64
+	root   []byte
+}
+
+type checker struct {
+	pub      ed25519.PublicKey
+	vkey     string
+	verifier note.Verifier
+	failures []string
+	proofs   int
+}
+
+func (c *checker) fail(format string, args ...interface{}) {
+	c.failures = append(c.failures, fmt.Sprintf(format, args...))
+}
+
+// openCheckpoint opens a signed note with the trusted key and parses the C2SP
+// checkpoint body: origin, decimal size, base64 root hash (extension lines ignored).
+func (c *checker) openCheckpoint(text string) (*checkpoint, error) {
+	n, err := note.Open([]byte(text), note.VerifierList(c.verifier))
+	if err != nil {
+		return nil, fmt.Errorf("note.Open: %w", err)
+	}
+	lines := strings.Split(n.Text, "\n")
+	if len(lines) < 4 || lines[0] == "" {
+		return nil, errors.New("not a checkpoint: needs origin, size and root lines")
+	}
+	size, err := strconv.ParseUint(lines[1], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("tree size: %w", err)
+	}
+	root, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(root) != 32 {
+		return nil, errors.New("root is not a base64 SHA-256 hash")
+	}
+	return &checkpoint{origin: lines[0], size: size, root: root}, nil
+}
+
+func decodeHashes(hexes []string) ([][]byte, error) {
+	hashes := make([][]byte, 0, len(hexes))
+	for _, h := range hexes {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("%q is not a hex SHA-256 hash", h)
+		}
+		hashes = append(hashes, b)
+	}
+	return hashes, nil
+}
+
+// bundle checks one bundle directory; it returns its manifest, its manifest's bytes and
+// its checkpoint (nil when they could not be read or verified: reported).
+func (c *checker) bundle(dir string) (*manifest, []byte, *checkpoint) {
+	name := filepath.Base(dir)
+	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		c.fail("%s: manifest.json: %v", name, err)
+		return nil, nil, nil
+	}
+	sig, err := os.ReadFile(filepath.Join(dir, "manifest.sig"))
+	if err != nil || !ed25519.Verify(c.pub, raw, sig) {
+		c.fail("%s: manifest.sig: not an Ed25519 signature of manifest.json by the key", name)
+	}
+	var m manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		c.fail("%s: manifest.json: %v", name, err)
+		return nil, nil, nil
+	}
+	if m.VerifierKey != c.vkey {
+		c.fail("%s: manifest verifier_key %q is not the key's (note.NewEd25519VerifierKey) %q",
+			name, m.VerifierKey, c.vkey)
+	}
+	cp, err := c.openCheckpoint(m.Checkpoint)
+	if err != nil {
+		c.fail("%s: checkpoint: %v", name, err)
+		return &m, raw, nil
+	}
+	for _, part := range []struct {
+		file    string
+		entries []entry
+	}{{"findings.jsonl", m.Findings}, {"amendments.jsonl", m.Amendments},
+		{"reviews.jsonl", m.Reviews}, {"exceptions.jsonl", m.Exceptions}} {
+		c.inclusion(name, filepath.Join(dir, part.file), part.file, part.entries, cp)
+	}
+	if m.Previous != nil {
+		prev, err := c.openCheckpoint(m.Previous.Checkpoint)
+		if err != nil {
+			c.fail("%s: previous checkpoint: %v", name, err)
+			return &m, raw, cp
+		}
+		hashes, err := decodeHashes(m.Previous.ConsistencyProof)
+		if err == nil {
+			err = proof.VerifyConsistency(rfc6962.DefaultHasher, prev.size, cp.size, hashes,
+				prev.root, cp.root)
+		}
+		if err != nil {
+			c.fail("%s: previous: consistency proof from size %d to %d: %v", name, prev.size,
+				cp.size, err)
+		} else {
+			c.proofs++
+		}
+	}
+	return &m, raw, cp
+}
+
+func (c *checker) inclusion(bundle, path, file string, entries []entry, cp *checkpoint) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if len(entries) > 0 || !errors.Is(err, os.ErrNotExist) {
+			c.fail("%s: %s: %v", bundle, file, err)
+		}
+		return
+	}
+	lines := bytes.Split(data, []byte("\n"))
+	if len(lines) > 0 && len(lines[len(lines)-1]) == 0 {
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) != len(entries) {
+		c.fail("%s: %s: %d lines, the manifest lists %d", bundle, file, len(lines), len(entries))
+		return
+	}
+	for i, e := range entries {
+		leafHash := rfc6962.DefaultHasher.HashLeaf(lines[i])
+		if hex.EncodeToString(leafHash) != e.LeafHash {
+			c.fail("%s: %s line %d: leaf hash is not the manifest's", bundle, file, i+1)
+		}
+		hashes, err := decodeHashes(e.InclusionProof)
+		if err == nil {
+			err = proof.VerifyInclusion(rfc6962.DefaultHasher, e.LeafIndex, cp.size, leafHash,
+				hashes, cp.root)
+		}
+		if err != nil {
+			c.fail("%s: %s line %d: inclusion proof at leaf %d of %d: %v", bundle, file, i+1,
+				e.LeafIndex, cp.size, err)
+		} else {
+			c.proofs++
+		}
+	}
+}
+
+// since checks that OLD's checkpoint is consistent with NEW's.
+func (c *checker) since(oldCp *checkpoint, newM *manifest, newCp *checkpoint, proofPath string) {
+	if oldCp.origin != newCp.origin {
+		c.fail("consistency: checkpoints of different logs (%q, %q)", oldCp.origin, newCp.origin)
+		return
+	}
+	var hexes []string
+	switch {
+	case proofPath != "":
+		raw, err := os.ReadFile(proofPath)
+		var p proofFile
+		if err == nil {
+			err = json.Unmarshal(raw, &p)
+		}
+		if err != nil || p.Format != "consentwatch-consistency-proof/1" {
+			c.fail("consistency: %s is not a consistency proof file (%v)", proofPath, err)
+			return
+		}
+		if p.OldSize != oldCp.size || p.NewSize != newCp.size {
+			c.fail("consistency: the proof file is for sizes %d to %d, not %d to %d",
+				p.OldSize, p.NewSize, oldCp.size, newCp.size)
+			return
+		}
+		hexes = p.ConsistencyProof
+	case newM.Previous != nil:
+		prev, err := c.openCheckpoint(newM.Previous.Checkpoint)
+		if err != nil {
+			c.fail("consistency: NEW's previous checkpoint: %v", err)
+			return
+		}
+		if prev.size != oldCp.size || !bytes.Equal(prev.root, oldCp.root) {
+			c.fail("consistency: NEW's previous checkpoint (size %d) is not OLD's (size %d): "+
+				"give -proof", prev.size, oldCp.size)
+			return
+		}
+		hexes = newM.Previous.ConsistencyProof
+	default:
+		c.fail("consistency: NEW carries no consistency proof: give -proof")
+		return
+	}
+	hashes, err := decodeHashes(hexes)
+	if err == nil {
+		err = proof.VerifyConsistency(rfc6962.DefaultHasher, oldCp.size, newCp.size, hashes,
+			oldCp.root, newCp.root)
+	}
+	if err != nil {
+		c.fail("consistency: OLD (size %d) to NEW (size %d): %v", oldCp.size, newCp.size, err)
+		return
+	}
+	c.proofs++
+}
+
+func loadKey(path, name string) (*checker, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, errors.New("not a PEM file")
+	}
+	parsed, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := parsed.(ed25519.PublicKey)
+	if !ok {
+		return nil, errors.New("not an Ed25519 public key")
+	}
+	vkey, err := note.NewEd25519VerifierKey(name, pub)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, err
+	}
+	return &checker{pub: pub, vkey: vkey, verifier: verifier}, nil
+}
+
+func main() {
+	pubPath := flag.String("pub", "", "the ledger's Ed25519 public key (PEM)")
+	name := flag.String("name", "consentwatch", "the signed-note key name")
+	sinceDir := flag.String("since", "", "an earlier bundle directory of the same ledger")
+	proofPath := flag.String("proof", "", "with -since: a consistency proof file")
+	flag.Parse()
+	if *pubPath == "" || flag.NArg() != 1 || (*proofPath != "" && *sinceDir == "") {
+		fmt.Fprintln(os.Stderr, "usage: refcheck -pub KEY.pub [-since OLD [-proof FILE]] BUNDLE")
+		os.Exit(2)
+	}
+	c, err := loadKey(*pubPath, *name)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "refcheck: %s: %v\n", *pubPath, err)
+		os.Exit(2)
+	}
+	newM, _, newCp := c.bundle(flag.Arg(0))
+	if *sinceDir != "" {
+		_, _, oldCp := c.bundle(*sinceDir)
+		if oldCp != nil && newCp != nil {
+			c.since(oldCp, newM, newCp, *proofPath)
+		}
+	}
+	for _, failure := range c.failures {
+		fmt.Println("FAIL " + failure)
+	}
+	if len(c.failures) > 0 {
+		os.Exit(1)
+	}
+	fmt.Printf("OK: checkpoint of size %d opened with %s; %d proofs verified\n", newCp.size,
+		c.vkey, c.proofs)
+}
