@@ -219,10 +219,14 @@ class _Processes:
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def start_desk(self, ledger: Path, host: str, port: int) -> None:
+        # The run's signing key (`_evidence`), so that the desk's export signs as the
+        # demo's did: the same public key verifies both.
+        key = self.work / "keys" / "consentwatch.key"
+        signing = ["--private-key", str(key)] if key.is_file() else []
         with open(self.work / "desk.log", "ab") as log:
             self.desk = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger",
-                 str(ledger), "--bind", f"{_url_host(host)}:{port}"],
+                 str(ledger), "--bind", f"{_url_host(host)}:{port}", *signing],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -232,7 +236,8 @@ class _Processes:
     def stop(self) -> None:
         """Within seconds, however busy the machine: the demo's broker and worker hold
         nothing that outlives the demo (delivery is at-least-once, the broker recovers),
-        nor does the desk (it only reads the ledger; its sessions live in its memory)."""
+        nor does the desk (each review or export it records is one ledger transaction;
+        its sessions live in its memory)."""
         for process in (self.desk, self.worker):
             if process is not None:
                 _end_group(process, _STOP_GRACE_S)
@@ -412,7 +417,7 @@ def _show_desk(stack: _Processes, ledger: Path, bind: tuple[str, int], out: Any)
         out.print("review desk skipped: this run wrote no ledger")
         return 0
     if stack.running():
-        out.print(f"stopping the {stack.running()} (the desk reads only the ledger) ...")
+        out.print(f"stopping the {stack.running()} (the desk needs only the ledger) ...")
         stack.stop()
     password = secrets.token_urlsafe(18)  # 24 characters, 144 bits
     db = Database(str(ledger))

@@ -135,8 +135,9 @@ def test_ctrl_c_midway_stops_everything(tmp_path: Path) -> None:
     assert _left_behind(work) == []
 
 
-def _sign_in(url: str, name: str, password: str) -> httpx.Response:
-    """Sign in to the desk at `url` as a browser would; the findings page, signed in."""
+def _sign_in(url: str, name: str, password: str) -> tuple[httpx.Response, httpx.Response]:
+    """Sign in to the desk at `url` as a browser would; the findings page and the export
+    form, signed in."""
     with httpx.Client(base_url=url, follow_redirects=False, timeout=30,
                       trust_env=False) as client:
         form = client.get("/login")
@@ -146,7 +147,7 @@ def _sign_in(url: str, name: str, password: str) -> httpx.Response:
                                                 "csrf_token": token.group(1)})
         assert signed_in.status_code == 303, signed_in.text[:2000]
         assert signed_in.headers["location"] == "/findings"
-        return client.get("/findings")
+        return client.get("/findings"), client.get("/export")
 
 
 @pytest.mark.kafka
@@ -168,8 +169,10 @@ def test_the_demo_ends_with_the_desk_on_its_ledger_until_ctrl_c(tmp_path: Path) 
         name, password = login.groups()
         assert name == "demo" and len(password) >= 20
         assert password not in (work / "desk.log").read_text(errors="replace")
-        page = _sign_in(url, name, password)
+        page, export = _sign_in(url, name, password)
         assert page.status_code == 200
+        # The desk signs exports with the run's key, as the demo's own export was signed.
+        assert export.status_code == 200 and 'id="no-key"' not in export.text, export.text
         found = {orjson.loads(line)["finding_id"]
                  for line in (out / "latest" / "findings.jsonl").read_bytes().splitlines()}
         shown = set(re.findall(r'href="/findings/([0-9a-f]{16,})"', page.text))
