@@ -7,6 +7,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -133,3 +138,52 @@ def sign_in(client: TestClient, name: str = "viola", password: str = PASSWORD) -
 def viewer(client: TestClient) -> TestClient:
     assert sign_in(client).status_code == 303
     return client
+
+
+# -- a real `desk serve` process -------------------------------------------------------------
+
+DEADLINE_S = 30  # the desk's first answer, a page load, a browser wait
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_desk(ledger: Path, *extra: str) -> Iterator[str]:
+    """`consentwatch desk serve` on a free port, stopped when the generator is closed."""
+    port = _free_port()
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger",
+         str(ledger), "--bind", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the desk exited with {process.returncode}: "
+                                 f"{process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
+    raise AssertionError("the desk did not answer /healthz in time")

@@ -4,22 +4,12 @@ browser is downloaded at run time)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.desk.conftest import PASSWORD, SCRIPT
-
-pytest.importorskip("selenium")
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
@@ -27,55 +17,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-ROOT = Path(__file__).resolve().parents[2]
-_DEADLINE_S = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(ledger: Path, *extra: str) -> Iterator[str]:
-    """`consentwatch desk serve` on a free port, stopped when the generator is closed."""
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger",
-         str(ledger), "--bind", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + _DEADLINE_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the desk exited with {process.returncode}: "
-                                 f"{process.stderr.read().decode() if process.stderr else ''}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
-    raise AssertionError("the desk did not answer /healthz in time")
+from tests.desk.conftest import DEADLINE_S, PASSWORD, SCRIPT, serve_desk
 
 
 @pytest.fixture(scope="module")
 def desk_url(desk_ledger: Path) -> Iterator[str]:
-    yield from _serve(desk_ledger)
+    yield from serve_desk(desk_ledger)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +36,7 @@ def browser() -> Iterator[Any]:
                      "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(argument)
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    chrome.set_page_load_timeout(_DEADLINE_S)
+    chrome.set_page_load_timeout(DEADLINE_S)
     try:
         yield chrome
     finally:
@@ -97,7 +44,7 @@ def browser() -> Iterator[Any]:
 
 
 def _wait(browser: Any, condition: Any) -> Any:
-    return WebDriverWait(browser, _DEADLINE_S).until(condition)
+    return WebDriverWait(browser, DEADLINE_S).until(condition)
 
 
 def _no_alert(browser: Any) -> None:
@@ -232,7 +179,7 @@ def flow(desk_ledger: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         if Path(f"{desk_ledger}{suffix}").exists():
             shutil.copy(f"{desk_ledger}{suffix}", f"{ledger}{suffix}")
     key, public = generate_keypair(base / "keys")
-    for url in _serve(ledger, "--private-key", str(key)):
+    for url in serve_desk(ledger, "--private-key", str(key)):
         yield url, ledger, public
 
 

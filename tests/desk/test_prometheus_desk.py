@@ -6,17 +6,14 @@ pending (its `for: 5m` keeps it from firing within a test)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import kafka_helpers as kh
-from tests.desk.test_browser import ROOT, _free_port, _wait_healthy
+from tests.desk.conftest import serve_desk
 from tests.metrics.test_prometheus_scrape import PROMETHEUS, Prometheus
 from tests.promql_names import DESK_METRICS
 
@@ -26,24 +23,11 @@ LABELS = {"__name__", "job", "instance", "rule", "severity", "status"}
 
 @pytest.fixture
 def desk(desk_ledger: Path, tmp_path: Path) -> Iterator[str]:
+    """HOST:PORT of a desk on a copy of the test ledger."""
     ledger = tmp_path / "ledger.db"
     shutil.copy(desk_ledger, ledger)
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli.app", "desk", "serve", "--ledger", str(ledger),
-         "--bind", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", process)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    for url in serve_desk(ledger):
+        yield url.removeprefix("http://")
 
 
 def test_prometheus_scrapes_the_desk_and_the_critical_alert_goes_pending(
