@@ -61,13 +61,19 @@ def _bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--behind-https-proxy", is_flag=True,
               help="Plain http on a non-loopback address, for a TLS-terminating proxy in "
                    "front: session cookies are then marked Secure.")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
+              help="With --behind-https-proxy: the proxy's address (repeatable), whose "
+                   "X-Forwarded-For names the client. Without it every login comes from "
+                   "the proxy's address and the per-address login limit counts all users "
+                   "together.")
 @signing_key_option(required=False,
                     help="Ed25519 private key (PEM) the desk signs exports with, the one "
                          "`consentwatch export` takes (or CONSENTWATCH_SIGNING_KEY); "
                          "without it the desk does not export.")
 @engine_options
 def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
-          tls_key: Path | None, behind_https_proxy: bool, private_key: Path | None,
+          tls_key: Path | None, behind_https_proxy: bool, trusted_proxies: tuple[str, ...],
+          private_key: Path | None,
           allowed_lateness: float, notice_grace: float, notice_validity: float) -> None:
     """Serve the desk over the ledger (Ctrl-C stops it).
 
@@ -97,6 +103,13 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
     if tls and behind_https_proxy:
         raise ConfigError("--behind-https-proxy is for plain http; with --tls-cert the desk "
                           "serves https itself")
+    if trusted_proxies and not behind_https_proxy:
+        raise ConfigError("--trusted-proxy goes with --behind-https-proxy")
+    for proxy in trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(f"--trusted-proxy {proxy!r}: not an IP address") from None
     key = None if private_key is None else load_signing_key(private_key)
     params = make_params(allowed_lateness, notice_grace, notice_validity)
     listener = _listen(host, port)
@@ -109,7 +122,9 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
     app = create_app(db, DeskConfig(secure_cookies=tls or behind_https_proxy,
                                     signing_key=key, engine_params=params))
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
-                            proxy_headers=False, server_header=False,
+                            proxy_headers=bool(trusted_proxies),
+                            forwarded_allow_ips=list(trusted_proxies) or None,
+                            server_header=False,
                             ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None)
     server = uvicorn.Server(config)
@@ -117,6 +132,9 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
                f"{_shown(host)}:{port}/ (Ctrl-C stops it)", err=True)
     if key is None:
         click.echo("desk: no --private-key: exports from the desk are off", err=True)
+    if behind_https_proxy and not trusted_proxies:
+        click.echo("desk: no --trusted-proxy: the login limit per client address counts "
+                   "every login through the proxy together", err=True)
     try:
         server.run(sockets=[listener])
     except SystemExit as exc:  # uvicorn exits when it cannot start (a bad TLS key, ...)

@@ -75,16 +75,20 @@ def allowed_actions(status: ReviewStatus) -> list[str]:
 
 
 def _text(form: Mapping[str, Any], name: str, *, required: bool = False,
-          limit: int = MAX_TEXT) -> str | None:
+          limit: int = MAX_TEXT, exact: bool = False) -> str | None:
+    """A form field, stripped; `exact`: an id of the events (an account, a provider, a
+    finding), taken as it is, since the events' strings may hold spaces."""
     value = form.get(name)
-    text = value.strip() if isinstance(value, str) else ""
+    text = (value if exact else value.strip()) if isinstance(value, str) else ""
+    if exact and "\x00" in text:
+        raise ActionError(400, f"{name.replace('_', ' ')}: no NUL character")
     if not text:
         if required:
             raise ActionError(400, f"{name.replace('_', ' ')}: required")
         return None
     if len(text) > limit:
         raise ActionError(400, f"{name.replace('_', ' ')}: at most {limit} characters")
-    if any(ord(c) < 32 and c not in "\n\r\t" for c in text):
+    if not exact and any(ord(c) < 32 and c not in "\n\r\t" for c in text):
         raise ActionError(400, f"{name.replace('_', ' ')}: no control characters")
     return text
 
@@ -102,7 +106,7 @@ def record_review(db: Database, reviewer: str, form: Mapping[str, Any],
     here or, when another review got in between, by the ledger under its lock."""
     from streams.evidence.ledger import InvalidRecord, open_ledger
 
-    finding_id = _text(form, "finding_id", required=True, limit=200) or ""
+    finding_id = _text(form, "finding_id", required=True, limit=200, exact=True) or ""
     if queries.finding(db, finding_id) is None:
         raise ActionError(404, "the ledger holds no finding with this id")
     action = str(form.get("action") or "")
@@ -158,7 +162,7 @@ def _review_fields(db: Database, action: str, form: Mapping[str, Any],
                                        f"{', '.join(FALSE_POSITIVE_KINDS)}")
             fields["false_positive_kind"] = kind
         if reason == "duplicate":
-            original = _text(form, "duplicate_of", required=True, limit=200)
+            original = _text(form, "duplicate_of", required=True, limit=200, exact=True)
             if original == finding_id:
                 raise ActionError(400, "duplicate of: another finding's id, not this one's")
             if original is None or queries.finding(db, original) is None:
@@ -189,8 +193,8 @@ def record_exception(db: Database, author: str, form: Mapping[str, Any],
     now); returns the record."""
     from streams.evidence.ledger import InvalidRecord, open_ledger
 
-    account = _text(form, "account", required=True, limit=200)
-    provider = _text(form, "provider", limit=200)
+    account = _text(form, "account", required=True, limit=200, exact=True)
+    provider = _text(form, "provider", limit=200, exact=True)
     rule = _text(form, "rule", limit=200)
     if rule is not None and rule not in {r.id for r in load_catalogue().rules}:
         raise ActionError(400, "rule: not a rule of the catalogue (see the list)")

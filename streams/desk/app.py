@@ -135,13 +135,17 @@ class _LedgerGauges(Collector):
     """The ledger's gauges, read at scrape time (tests/promql_names.py DESK_METRICS, which
     the desk's alerts and the compliance dashboard read). "Open" is
     `queries.open_findings_where` (not resolved, not excepted), split by review state
-    (open, acknowledged, assigned); the age is from the detected_at of the open finding
-    that occurred first. A ledger that cannot be read gives no sample (the alert on the
-    desk's health is `up`, the scrape itself still answers)."""
+    (open, acknowledged, assigned); the age is from the earliest detected_at of the open
+    findings of a severity (every open finding looked at once, then only new leaves). A
+    ledger that cannot be read fails the scrape (Prometheus'
+    `up` goes to 0 and ConsentwatchDeskDown fires): gauges that only vanished would
+    silence the alerts on them."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._cache: tuple[Any, list[queries.OpenCount]] | None = None
+        # (standing's key, where to go on from, earliest detected_at by rule)
+        self._first: tuple[Any, int, dict[str, int]] | None = None
         self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
@@ -152,15 +156,12 @@ class _LedgerGauges(Collector):
                                   "ledger (not resolved, not excepted), by rule, severity and "
                                   "review status.", labels=["rule", "severity", "status"]),
                 GaugeMetricFamily("consentwatch_desk_oldest_open_finding_age_seconds",
-                                  "Seconds since the oldest open finding of each severity "
-                                  "was detected.", labels=["severity"]))
+                                  "Seconds since the earliest detected_at of the open "
+                                  "findings of each severity.", labels=["severity"]))
 
     def collect(self) -> list[Metric]:
         open_, oldest = self._families()
-        try:
-            counts = self._read()
-        except (DatabaseError, LedgerError):
-            return [open_, oldest]
+        counts, earliest = self._read()  # DatabaseError, LedgerError: /metrics answers 503
         severities = {rule.id: rule.severity for rule in load_catalogue().rules}
         now_ms = time.time_ns() // 1_000_000
         first: dict[str, int] = {}
@@ -168,21 +169,31 @@ class _LedgerGauges(Collector):
             severity = severities.get(item.rule, "UNKNOWN")
             for status in ACTIVE:
                 open_.add_metric([item.rule, severity, status], item.by_status.get(status, 0))
-            if item.first_detected_ms is not None:
-                first[severity] = min(first.get(severity, item.first_detected_ms),
-                                      item.first_detected_ms)
+            detected = earliest.get(item.rule)
+            if detected is not None:
+                first[severity] = min(first.get(severity, detected), detected)
         for severity, detected in sorted(first.items()):
             oldest.add_metric([severity], max(0.0, (now_ms - detected) / 1000))
         return [open_, oldest]
 
-    def _read(self) -> list[queries.OpenCount]:
+    def _read(self) -> tuple[list[queries.OpenCount], dict[str, int]]:
         with self._lock:
             size = int(self._db.query("SELECT size FROM tree_state WHERE id = 1")[0][0])
             standing = queries.standing(self._db)
             key = (size, standing.key())
             if self._cache is None or self._cache[0] != key:
                 self._cache = (key, queries.open_counts(self._db, standing))
-            return self._cache[1]
+            # The earliest detection: only the new leaves read, while no review or
+            # exception changed which findings are open.
+            if self._first is None or self._first[0] != standing.key():
+                earliest, next_idx = queries.first_detected(self._db, standing)
+            else:
+                more, next_idx = queries.first_detected(self._db, standing, self._first[1])
+                earliest = dict(self._first[2])
+                for rule, at in more.items():
+                    earliest[rule] = min(earliest.get(rule, at), at)
+            self._first = (standing.key(), next_idx, earliest)
+            return self._cache[1], earliest
 
 
 def _age(ms: int, now_ms: int) -> str:
@@ -312,7 +323,13 @@ class _Desk:
         return PlainTextResponse("ok\n")
 
     def metrics_page(self, request: Request) -> Response:
-        return Response(generate_latest(self.config.registry), media_type=CONTENT_TYPE_LATEST)
+        try:
+            body = generate_latest(self.config.registry)
+        except (DatabaseError, LedgerError) as exc:
+            # The scrape fails: `up` 0, ConsentwatchDeskDown (the gauges alone would vanish).
+            log.error("/metrics: the ledger cannot be read (%s)", type(exc).__name__)
+            return PlainTextResponse("the ledger cannot be read\n", status_code=503)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def login_form(self, request: Request) -> Response:
         session = self.session_of(request)
@@ -337,10 +354,10 @@ class _Desk:
             return response
         role = authenticate(self.db, name, password) if name and password else None
         if role is None:
-            self.config.limiter.failed(name)
             self.metrics.logins.labels("failure").inc()
             return self.render(request, "login.html", status=401, session=session,
                                next=target, error="Wrong user name or password.")
+        self.config.limiter.succeeded(name)
         self.metrics.logins.labels("success").inc()
         signed_in = self.config.sessions.login(session, name, role)
         response = RedirectResponse(target or "/findings", status_code=303)

@@ -38,11 +38,32 @@ from streams.errors import ConsentwatchError
 from streams.evidence.ledger import LedgerEntry
 from streams.model.timestamps import parse_rfc3339_ms
 
-__all__ = ["PAGE_SIZE", "STATUS_CHOICES", "AccountRow", "CheckpointInfo", "Cursor",
-           "FilterError", "FindingFilter", "FindingRow", "OpenCount", "Page", "accounts",
-           "amendments_of", "checked_row", "exports", "finding", "findings_page",
-           "latest_checkpoint", "open_counts", "open_findings_where", "parse_filter", "parse_time",
-           "reviews_of", "standing"]
+__all__ = [
+    "PAGE_SIZE",
+    "STATUS_CHOICES",
+    "AccountRow",
+    "CheckpointInfo",
+    "Cursor",
+    "FilterError",
+    "FindingFilter",
+    "FindingRow",
+    "OpenCount",
+    "Page",
+    "accounts",
+    "amendments_of",
+    "checked_row",
+    "exports",
+    "finding",
+    "findings_page",
+    "first_detected",
+    "latest_checkpoint",
+    "open_counts",
+    "open_findings_where",
+    "parse_filter",
+    "parse_time",
+    "reviews_of",
+    "standing",
+]
 
 #: The status filter's values: each status, and "active" (open, acknowledged or
 #: assigned: what still needs someone, the desk's "open" in the wide sense).
@@ -53,6 +74,7 @@ _MAX_TEXT = 200  # longest account, provider or subject a filter takes
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LOCAL_MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?")
 _CURSOR = re.compile(r"(-?\d{1,19})\.(\d{1,19})")
+_CURSOR_LIMIT = 1 << 62
 _LIST_COLUMNS = "idx, entry_id, occurred_at, rule, account_id, subject_id, leaf"
 _ENTRY_COLUMNS = ENTRY_COLUMNS
 
@@ -78,9 +100,11 @@ class Cursor:
     @classmethod
     def parse(cls, token: str) -> Cursor:
         match = _CURSOR.fullmatch(token)
-        if match is None:
+        occurred_at, idx = (int(match.group(1)), int(match.group(2))) if match else (0, -1)
+        # Within what the database's 64-bit integers hold, with room for the +1 of a bound.
+        if not (-_CURSOR_LIMIT <= occurred_at <= _CURSOR_LIMIT and 0 <= idx <= _CURSOR_LIMIT):
             raise FilterError(["the page link is not valid: start again from the first page"])
-        return cls(int(match.group(1)), int(match.group(2)))
+        return cls(occurred_at, idx)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +161,18 @@ def parse_filter(params: Mapping[str, str]) -> FindingFilter:
             return None
         return value
 
+    def ident(name: str) -> str | None:
+        """An account, provider or subject exactly as the events wrote it: they are the
+        events' strings, spaces and control characters included (but NUL, which no
+        database string holds)."""
+        value = params.get(name) or ""
+        if not value:
+            return None
+        if len(value) > _MAX_TEXT or "\x00" in value:
+            problems.append(f"{name}: at most {_MAX_TEXT} characters, no NUL")
+            return None
+        return value
+
     rule, severity = text("rule"), text("severity")
     if rule is not None and rule not in {r.id for r in load_catalogue().rules}:
         problems.append("rule: not a rule of the catalogue (see the list)")
@@ -151,7 +187,7 @@ def parse_filter(params: Mapping[str, str]) -> FindingFilter:
     to_ms = None if to_text is None else parse_time("to", to_text, problems)
     if from_ms is not None and to_ms is not None and from_ms >= to_ms:
         problems.append("from must be before to")
-    account, provider, subject = text("account"), text("provider"), text("subject")
+    account, provider, subject = ident("account"), ident("provider"), ident("subject")
     status = text("status")
     if status is not None and status not in STATUS_CHOICES:
         problems.append(f"status: one of {', '.join(STATUS_CHOICES)}")
@@ -559,18 +595,15 @@ def accounts(db: Database, standing: Standing | None = None) -> list[AccountRow]
 @dataclass(frozen=True, slots=True)
 class OpenCount:
     """A rule's open findings (`open_findings_where`): how many in each review state
-    (open, acknowledged, assigned), and the detected_at of the one that occurred first
-    (None when its leaf has no integer detected_at)."""
+    (open, acknowledged, assigned)."""
 
     rule: str
     by_status: dict[str, int]
-    first_detected_ms: int | None
 
 
 def open_counts(db: Database, standing: Standing | None = None) -> list[OpenCount]:
     """Open findings by rule and review state: every finding counted from the rule
-    index, less the few reviewed or excepted; for each rule the detected_at of its open
-    finding that occurred first (the rule index walked from its oldest)."""
+    index, less the few reviewed or excepted."""
     standing = standing or status_index(db).refresh(db)
     totals = {str(rule): int(count) for rule, count in db.query(
         "SELECT rule, COUNT(*) FROM entries WHERE kind = 'finding' GROUP BY rule")}
@@ -581,20 +614,37 @@ def open_counts(db: Database, standing: Standing | None = None) -> list[OpenCoun
             by_status[rule]["open"] -= 1
             if status in ("acknowledged", "assigned"):
                 by_status[rule][status] += 1
+    return [OpenCount(rule, counts) for rule, counts in sorted(by_status.items())
+            if sum(counts.values()) > 0]
+
+
+def first_detected(db: Database, standing: Standing, from_idx: int = 0,
+                   page: int = 10_000) -> tuple[dict[str, int], int]:
+    """The earliest detected_at of the open findings of each rule among the leaves from
+    `from_idx` on (a finding's occurred_at where its leaf has no integer detected_at),
+    and the leaf index to go on from next time: findings never change, so a caller adds
+    the new leaves' to what it had, and starts again at 0 when `standing` changed.
+
+    Every open finding is looked at: one detected late, or a backfill of old events,
+    must neither hide an older one nor pass for old itself."""
     where, params = open_findings_where(db, standing)
-    found = []
-    for rule, counts in sorted(by_status.items()):
-        if sum(counts.values()) <= 0:
-            continue
-        leaves = db.query("SELECT occurred_at, leaf FROM entries WHERE kind = 'finding' AND "
-                          f"rule = ? AND {where} ORDER BY occurred_at, idx LIMIT 1",
-                          [rule, *params])
-        detected = None
-        if leaves:
+    earliest: dict[str, int] = {}
+    after = from_idx - 1
+    while True:
+        rows = db.query("SELECT idx, rule, occurred_at, leaf FROM entries WHERE "
+                        f"kind = 'finding' AND idx > ? AND {where} ORDER BY idx LIMIT ?",
+                        [after, *params, page])
+        for idx, rule_of, occurred_at, leaf in rows:
             try:
-                value = orjson.loads(bytes(leaves[0][1])).get("detected_at")
+                value = orjson.loads(bytes(leaf)).get("detected_at")
             except (orjson.JSONDecodeError, AttributeError):
                 value = None
-            detected = value if type(value) is int else int(leaves[0][0])
-        found.append(OpenCount(rule, counts, detected))
-    return found
+            detected = value if type(value) is int else int(occurred_at)
+            rule = str(rule_of)
+            if detected < earliest.get(rule, detected + 1):
+                earliest[rule] = detected
+            after = int(idx)
+        if len(rows) < page:
+            break
+    size = int(db.query("SELECT size FROM tree_state WHERE id = 1")[0][0])
+    return earliest, max(size, after + 1)

@@ -230,7 +230,9 @@ class LoginLimiter:
 
     def retry_after(self, user: str, address: str) -> float:
         """0 when this attempt may go ahead, else the seconds until it may; either way it
-        counts against the address."""
+        counts against the address. An attempt that goes ahead counts against the user
+        at once, as a failure until `succeeded` says otherwise: attempts made at the same
+        time (the password check takes a while) cannot pass the limit together."""
         now = time.monotonic()
         with self._lock:
             by_user = self._recent(f"u:{user}", now)
@@ -240,9 +242,14 @@ class LoginLimiter:
                                           (by_address, self.per_address))
                      if len(times) >= limit]
             by_address.append(now)  # refused ones too: a flood keeps its address out
-            return max(1.0, *waits) if waits else 0.0
+            if waits:
+                return max(1.0, *waits)
+            by_user.append(now)
+            return 0.0
 
-    def failed(self, user: str) -> None:
-        now = time.monotonic()
+    def succeeded(self, user: str) -> None:
+        """The attempt `retry_after` let through was right: it is not a failure."""
         with self._lock:
-            self._recent(f"u:{user}", now).append(now)
+            times = self._attempts.get(f"u:{user}")
+            if times:
+                times.pop()

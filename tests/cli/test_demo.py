@@ -68,11 +68,19 @@ def _run_demo(work: Path, out: Path, duration: str) -> str:
     return text
 
 
+def _interruptible() -> None:
+    """In the demo's process: Ctrl-C as a terminal's, whatever pytest was started by (a
+    shell's background job, e.g. `nohup ... &`, ignores SIGINT, and Python keeps an
+    ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _demo(work: Path, out: Path, *args: str, desk: bool = False) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli.app", "demo", "--work-dir", str(work),
          "--out-dir", str(out), *args, *(() if desk else ("--no-desk",))],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+        preexec_fn=_interruptible)  # noqa: PLW1509 - only a signal disposition
 
 
 def _left_behind(work: Path) -> list[str]:

@@ -210,7 +210,7 @@ def test_filters_select_exactly_their_findings_on_every_page(
     ("severity=urgent", "severity: one of CRITICAL, HIGH, MEDIUM, LOW"),
     ("from=2026-03-02&to=2026-03-01", "from must be before to"),
     ("before=12;DROP TABLE entries", "the page link is not valid"),
-    ("account=" + "a" * 300, "account: at most 200 printable characters"),
+    ("account=" + "a" * 300, "account: at most 200 characters, no NUL"),
 ])
 def test_a_malformed_filter_is_a_message_on_the_page(viewer: TestClient, query: str,
                                                      message: str) -> None:
