@@ -129,7 +129,7 @@ def witness_private_key_text(witness: Witness) -> str:
 
 def _split_key(text: str, what: str) -> tuple[str, bytes, bytes]:
     """(name, key id, material after the type byte) of a vkey or skey body."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # base64 may hold "+"
     if len(parts) != 3:
         raise ConfigError(f"{what} is not a witness key (<name>+<key id>+<key>)")
     name, hex_id, encoded = parts
