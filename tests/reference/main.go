@@ -159,6 +159,7 @@ func (c *checker) cosigned(witnesses []*witness) []string {
 				continue
 			}
 			signed = append(signed, w.name)
+			break // one line per witness counts once
 		}
 	}
 	return signed
