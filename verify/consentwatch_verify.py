@@ -1,4 +1,5 @@
-"""`consentwatch-verify BUNDLE --public-key KEY [--since OLD [--proof FILE]]`:
+"""`consentwatch-verify BUNDLE --public-key KEY [--since OLD [--proof FILE]]
+[--witness-key FILE ... [--require-witnesses N]]`:
 `consentwatch verify` on its own.
 
 The same checks and the same output as `consentwatch verify` (streams.evidence.verify),
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from streams.errors import ConsentwatchError
 from streams.evidence.consistency import verify_since
+from streams.evidence.cosignature import check_witnesses, load_witness_keys
 from streams.evidence.keys import load_public_key
-from streams.evidence.verify import verify_bundle
+from streams.evidence.verify import check_bundle
 
 __all__ = ["main"]
 
@@ -34,16 +36,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--proof", type=Path, metavar="FILE",
                         help="with --since: a consistency proof from `consentwatch ledger "
                              "prove`, when OLD is not BUNDLE's previous export")
+    parser.add_argument("--witness-key", type=Path, action="append", default=[],
+                        metavar="FILE",
+                        help="check the checkpoint's cosignatures by this witness (its "
+                             "verifier key file); repeatable")
+    parser.add_argument("--require-witnesses", type=int, metavar="N",
+                        help="fail unless at least N of the --witness-key witnesses validly "
+                             "cosigned (default: all of them)")
     args = parser.parse_args(argv)
     if args.proof is not None and args.since is None:
         parser.error("--proof needs --since OLD")
+    required = len(args.witness_key) if args.require_witnesses is None else args.require_witnesses
+    if not 0 <= required <= len(args.witness_key):
+        parser.error(f"--require-witnesses {required} needs as many --witness-key")
+    witnessed = ""
     try:
+        witnesses = load_witness_keys(args.witness_key)
         key = load_public_key(args.public_key)
         if args.since is not None:
             report = verify_since(args.bundle, args.since, key, args.proof)
-            failures, counts = report.failures, report.new.counts
+            failures, counts, new = report.failures, report.new.counts, report.new
         else:
-            failures, counts = verify_bundle(args.bundle, key)
+            new = check_bundle(args.bundle, key)
+            failures, counts = new.failures, new.counts
+        if witnesses:
+            problems, witnessed = check_witnesses(new.note, witnesses, required)
+            failures = failures + problems
     except ConsentwatchError as exc:
         print(f"consentwatch-verify: {exc}", file=sys.stderr)
         return 2
@@ -58,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{counts['files']} files match the signed manifest")
     if args.since is not None:
         print(report.summary(args.since.name))
+    if witnessed:
+        print(witnessed)
     return 0
 
 

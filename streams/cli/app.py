@@ -49,6 +49,9 @@ def _register() -> None:
     from streams.cli import desk_cmd
 
     cli.add_command(desk_cmd.desk)
+    from streams.cli import witness_cmd
+
+    cli.add_command(witness_cmd.witness)
 
 
 _register()

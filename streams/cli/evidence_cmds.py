@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from streams.evidence.export import ExportQuery
 
 __all__ = ["export", "keys", "ledger_option", "load_signing_key", "signing_key_option",
-           "verify"]
+           "verify", "witness_options", "witness_policy"]
 
 
 def ledger_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,6 +41,30 @@ def signing_key_option(command: Callable[..., Any] | None = None, *, required: b
                           required=required, type=click.Path(dir_okay=False, path_type=Path),
                           metavar="FILE", help=help)
     return option if command is None else option(command)
+
+
+def witness_options(key_help: str, required_help: str) -> Callable[..., Any]:
+    """--witness-key FILE (repeatable) and --require-witnesses N (issue 18)."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--require-witnesses", type=click.IntRange(min=0),
+                               metavar="N", help=required_help)(command)
+        return click.option("--witness-key", "witness_keys", multiple=True,
+                            type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                            help=key_help)(command)
+    return decorate
+
+
+def witness_policy(paths: tuple[Path, ...], required: int | None, *,
+                   default_all: bool) -> tuple[list[Any], int]:
+    """(witness keys, required count) from the options; a UsageError when they disagree."""
+    from streams.evidence.cosignature import load_witness_keys
+
+    if required is None:
+        required = len(paths) if default_all else 0
+    if required > len(paths):
+        raise click.UsageError(f"--require-witnesses {required} needs at least {required} "
+                               "--witness-key")
+    return load_witness_keys(paths), required
 
 
 def load_signing_key(path: Path) -> Any:
@@ -96,10 +120,16 @@ def _rfc3339(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--actor", help="Who exports (recorded in the ledger); default the OS user.")
 @signing_key_option
 @engine_options
+@witness_options("A witness's verifier key file (`consentwatch witness keys generate`); "
+                 "repeatable.",
+                 "Export only against a stored checkpoint cosigned by at least N of the "
+                 "--witness-key witnesses (the newest such; docs/witnesses.md), never one "
+                 "signed now.")
 @click.argument("out", type=click.Path(path_type=Path))
 def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | None,
            account: str | None, subject: str | None, actor: str | None, private_key: Path,
            allowed_lateness: float, notice_grace: float, notice_validity: float,
+           witness_keys: tuple[Path, ...], require_witnesses: int | None,
            out: Path) -> None:
     """Write the evidence bundle OUT (a directory) and OUT.zip.
 
@@ -119,6 +149,9 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
     if from_ms >= to_ms:
         raise ConfigError("--from must be earlier than --to")
     check_rule(rule)
+    witnesses, required = witness_policy(witness_keys, require_witnesses, default_all=False)
+    if witnesses and not required:
+        raise click.UsageError("--witness-key needs --require-witnesses N")
     key = load_signing_key(private_key)
     params = make_params(allowed_lateness, notice_grace, notice_validity)
     if not is_postgres_url(ledger_url) and not Path(ledger_url).is_file():
@@ -128,7 +161,8 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
     try:
         with _progress() as progress:
             result = export_bundle(ledger, out, query, key, actor=actor or _os_user(),
-                                   params=params, progress=progress)
+                                   params=params, progress=progress,
+                                   witnesses=_policy(witnesses, required))
     finally:
         ledger.close()
     if not result.findings:
@@ -139,6 +173,12 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
                f"{result.reviews} reviews and {result.exceptions} exceptions "
                f"(checkpoint size {result.checkpoint_size}) to {result.directory} and "
                f"{result.zip_path}; manifest sha256 {result.manifest_sha256}")
+
+
+def _policy(witnesses: list[Any], required: int) -> Any:
+    from streams.evidence.export.witnessed import WitnessPolicy
+
+    return WitnessPolicy(required, tuple(witnesses)) if required else None
 
 
 def check_rule(rule: str | None) -> None:
@@ -219,25 +259,38 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
               metavar="FILE",
               help="With --since: the consistency proof from `consentwatch ledger prove`, "
                    "when OLD is not BUNDLE's previous export.")
+@witness_options("Check the checkpoint's cosignatures by this witness (its verifier key "
+                 "file, from `consentwatch witness keys generate`); repeatable.",
+                 "Fail unless at least N of the --witness-key witnesses validly cosigned "
+                 "(default: all of them).")
 def verify(bundle_path: Path, public_key: Path, since: Path | None,
-           proof: Path | None) -> int:
+           proof: Path | None, witness_keys: tuple[Path, ...],
+           require_witnesses: int | None) -> int:
     """Verify the evidence bundle BUNDLE (directory or .zip) offline.
 
     Prints OK, or one line per failure and exits 1 (an unreadable or unsafe zip too).
     """
     from streams.evidence.keys import load_public_key
-    from streams.evidence.verify import verify_bundle
+    from streams.evidence.verify import check_bundle
 
     if proof is not None and since is None:
         raise click.UsageError("--proof needs --since OLD")
+    witnesses, required = witness_policy(witness_keys, require_witnesses, default_all=True)
     key = load_public_key(public_key)
     if since is not None:
         from streams.evidence.consistency import verify_since
 
         report = verify_since(bundle_path, since, key, proof)
-        failures, counts = report.failures, report.new.counts
+        failures, counts, new = report.failures, report.new.counts, report.new
     else:
-        failures, counts = verify_bundle(bundle_path, key)
+        new = check_bundle(bundle_path, key)
+        failures, counts = new.failures, new.counts
+    witnessed = ""
+    if witnesses:
+        from streams.evidence.cosignature import check_witnesses
+
+        problems, witnessed = check_witnesses(new.note, witnesses, required)
+        failures = failures + problems
     if failures:
         for failure in failures:
             click.echo(f"FAIL {failure}")
@@ -250,4 +303,7 @@ def verify(bundle_path: Path, public_key: Path, since: Path | None,
                f"{counts['files']} files match the signed manifest")
     if since is not None:
         click.echo(report.summary(since.name))
+    if witnessed:
+        click.echo(witnessed)
     return 0
+

@@ -1,6 +1,8 @@
 """`consentwatch ledger run` and `ledger load`: findings and amendments into the ledger;
 `findings`, `summary`, `exports`, `reviews`, `exceptions` and `status` read it;
-`prove` writes a consistency proof between two tree sizes (for `verify --since`).
+`prove` writes a consistency proof between two tree sizes (for `verify --since` and the
+witnesses); `checkpoint` signs and prints a checkpoint for the witnesses to cosign, and
+`add-cosignature` stores what they cosigned (docs/witnesses.md).
 
 `run` reads the findings and amendments topics (consumer group
 `<prefix>.ledger.<ledger id>`, so each ledger keeps its own position);
@@ -308,13 +310,15 @@ def status(ledger_url: str, as_json: bool) -> int:
     from streams.evidence.ledger import LedgerTampered
 
     with _existing_ledger(ledger_url) as store:
-        checkpoints = store.checkpoint_rows()
+        rows = store.checkpoint_rows()
+        # The largest (a cosigned note of an older checkpoint may be stored after it).
+        latest = max(reversed(rows), key=lambda row: row["size"]) if rows else None
         try:
             size, root, hashes = store.audit()
-            problem = _checkpoint_problem(checkpoints[-1] if checkpoints else None, hashes)
+            problem = _checkpoint_problem(latest, hashes)
         except LedgerTampered as exc:
             size, root, problem = store.size(), None, str(exc)
-    report = _status_report(size, root, checkpoints[-1] if checkpoints else None, problem)
+    report = _status_report(size, root, latest, problem)
     if as_json:
         click.echo(orjson.dumps(report).decode())
     else:
@@ -403,3 +407,105 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
     for row in [header, *rows]:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
                                                                        strict=True)).rstrip())
+
+
+@ledger.command("checkpoint")
+@ledger_option
+@click.option("--private-key", envvar="CONSENTWATCH_SIGNING_KEY", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Ed25519 private key (PEM) to sign with (or CONSENTWATCH_SIGNING_KEY).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the signed note here (default: stdout).")
+def checkpoint(ledger_url: str, private_key: Path, out: Path | None) -> int:
+    """Sign a checkpoint of the whole ledger (recomputed from every leaf) and write its
+    note, for the witnesses to cosign (`consentwatch witness cosign`)."""
+    from streams.cli.evidence_cmds import load_signing_key
+    from streams.errors import ConfigError
+    from streams.evidence.checkpoint import verify_checkpoint
+    from streams.evidence.keys import KEY_NAME
+
+    key = load_signing_key(private_key)
+    with _existing_ledger(ledger_url) as store:
+        note = store.audited_checkpoint(key, KEY_NAME).note
+    signed = verify_checkpoint(note, key.public_key())
+    if out is None:
+        sys.stdout.write(note)
+        sys.stdout.flush()
+    else:
+        try:
+            out.write_text(note, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    click.echo(f"consentwatch: checkpoint of size {signed.size} of {signed.origin!r}; a "
+               "witness that cosigned size M before needs `consentwatch ledger prove "
+               f"--from M --to {signed.size}`", err=True)
+    return 0
+
+
+@ledger.command("add-cosignature")
+@ledger_option
+@click.option("--public-key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="KEY", help="The ledger's Ed25519 public key (PEM).")
+@click.argument("notes", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def add_cosignature(ledger_url: str, public_key: Path, notes: tuple[Path, ...]) -> int:
+    """Store the NOTES witnesses cosigned (from `witness cosign`) with their checkpoint.
+
+    Each must be a checkpoint this ledger signed (by KEY, of its origin, stored); their
+    signature lines are merged with those stored for it into one note, which `export
+    --require-witnesses` can then use. One line, exit 1, for anything else.
+    """
+    from streams.evidence.checkpoint import CheckpointError, verify_checkpoint
+    from streams.evidence.cosignature import merge_signatures
+    from streams.evidence.keys import KEY_NAME, load_public_key
+
+    key = load_public_key(public_key)
+    texts = [_read_note(path) for path in notes]
+    checkpoints = []
+    for path, text in zip(notes, texts, strict=True):
+        try:
+            checkpoints.append(verify_checkpoint(text, key))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path.name}: {exc} (by the --public-key given)") from None
+    first = checkpoints[0]
+    if any(cp != first for cp in checkpoints[1:]):
+        raise CheckpointError("the notes given are of different checkpoints")
+    with _existing_ledger(ledger_url) as store:
+        if first.origin != store.checkpoint_origin():
+            raise CheckpointError(f"{notes[0].name}: a checkpoint of another log "
+                                  f"({first.origin!r}, not {store.checkpoint_origin()!r})")
+        stored = []
+        for candidate in store.checkpoint_notes(first.size):
+            try:
+                if verify_checkpoint(candidate, key) == first:
+                    stored.append(candidate)
+            except CheckpointError:
+                continue
+        if not stored:
+            raise CheckpointError(f"{notes[0].name}: this ledger stores no checkpoint of size "
+                                  f"{first.size} with that root signed by this key")
+        merged = merge_signatures(stored[-1], texts)
+        added = merged != stored[-1]
+        if added:
+            store.add_cosigned(merged, first.size, first.root, KEY_NAME)
+    lines = len(merged.rstrip("\n").split("\n\n")[-1].splitlines()) - 1
+    click.echo(f"consentwatch: checkpoint of size {first.size}: "
+               f"{'stored with' if added else 'already stored with'} {lines} other "
+               "signature line(s) (witness cosignatures are counted by export and verify "
+               "against the witness keys they are given)", err=True)
+    return 0
+
+
+def _read_note(path: Path) -> str:
+    from streams.evidence.checkpoint import CheckpointError
+
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read((1 << 20) + 1)
+        if len(raw) > 1 << 20:
+            raise CheckpointError(f"{path.name} is too large for a signed note")
+        return raw.decode("utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path.name}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path.name} is not a signed note (not UTF-8)") from None

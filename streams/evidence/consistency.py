@@ -35,7 +35,8 @@ from streams.evidence.checkpoint import Checkpoint
 from streams.evidence.merkle import verify_consistency
 from streams.evidence.verify import BundleCheck, check_bundle, parse_hashes
 
-__all__ = ["MAX_PROOF_FILE_BYTES", "PROOF_FORMAT", "SinceReport", "proof_file", "verify_since"]
+__all__ = ["MAX_PROOF_FILE_BYTES", "PROOF_FORMAT", "SinceReport", "proof_file", "read_proof",
+           "verify_since"]
 
 PROOF_FORMAT = "consentwatch-consistency-proof/1"
 #: 128 hashes in hex are some 8.5 kB; a larger file is not a proof file.
@@ -157,6 +158,7 @@ def _consistency(new: BundleCheck, old_cp: Checkpoint, new_name: str, old_name: 
 
 
 def _read_proof(path: Path, old_size: int, new_size: int) -> tuple[list[bytes], str | None]:
+    """(proof, None) from a `ledger prove` file proving old_size to new_size, or ([], why)."""
     where = f"--proof {path.name}"
     try:
         with open(path, "rb") as handle:
@@ -193,3 +195,7 @@ def _same_places(new: BundleCheck, old: BundleCheck, new_name: str,
     name, entry_id = moved[0]
     return (f"consistency: {len(moved)} of {old_name}'s entries differ in {new_name} or "
             f"sit at another leaf there (the first: {name} {entry_id})")
+
+
+#: For the witness (streams.evidence.witness): the same reading of a proof file.
+read_proof = _read_proof

@@ -113,6 +113,7 @@ class BundleCheck:
     manifest_sha256: str | None = None
     leaves: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     previous_given: bool = False
+    note: str | None = None  # the checkpoint's signed note, once it verified (witnesses)
 
 
 def check_bundle(path: Path, public_key: Ed25519PublicKey) -> BundleCheck:
@@ -126,7 +127,8 @@ def check_bundle(path: Path, public_key: Ed25519PublicKey) -> BundleCheck:
         failures, counts = verification.run()
         return BundleCheck(failures, counts, verification.checkpoint, verification.previous,
                            verification.manifest_sha256, verification.leaves,
-                           verification.previous_given)
+                           verification.previous_given,
+                           verification.note if verification.checkpoint else None)
 
 
 def parse_hashes(value: Any) -> list[bytes] | None:
@@ -183,6 +185,7 @@ class _Verification:
     manifest_sha256: str | None = None
     leaves: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     previous_given: bool = False
+    note: str | None = None  # the checkpoint's signed note, once it verified (witnesses)
 
     def run(self) -> tuple[list[str], dict[str, int]]:
         self.failures += self.files.problems
@@ -284,10 +287,12 @@ class _Verification:
             self.failures.append(f"{bundle.MANIFEST}: no checkpoint")
             return None
         try:
-            return verify_checkpoint(note, self.public_key)
+            checkpoint = verify_checkpoint(note, self.public_key)
         except CheckpointError as exc:
             self.failures.append(f"checkpoint: {exc}")
             return None
+        self.note = note
+        return checkpoint
 
     def _previous(self, manifest: dict[str, Any], checkpoint: Checkpoint | None
                   ) -> Previous | None:

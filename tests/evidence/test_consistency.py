@@ -206,8 +206,13 @@ def _rewritten_ledger(db: Path, key: Ed25519PrivateKey, old_db: Path) -> None:
     """The same ledger's history rewritten and re-signed with the same key: leaf 2 is
     another finding, everything else is copied leaf for leaf (the export record too),
     and the checkpoint of the old export's size is signed again over the new leaves."""
+    import sqlite3
+
     changed = ledger_finding(2) | {"explanation": "Finding number 2, reworded."}
     with open_ledger(str(old_db)) as old, open_ledger(str(db)) as new:
+        with sqlite3.connect(db) as raw:  # the forger keeps the log's origin (its id)
+            raw.execute("INSERT INTO meta (key, value) VALUES ('checkpoint_origin', ?)",
+                        (old.checkpoint_origin(),))
         export_entry = next(iter(old.entries(kind="export")))
         findings = [e.record for e in old.entries(kind="finding") if e.index < 5]
         new.append("finding", [changed if r["finding_id"] == changed["finding_id"] else r
@@ -315,7 +320,7 @@ def test_export_refuses_when_the_previous_exports_checkpoint_is_not_of_these_lea
     import sqlite3
 
     from streams.evidence.checkpoint import Checkpoint, sign_checkpoint
-    from streams.evidence.ledger import CHECKPOINT_ORIGIN, LedgerTampered
+    from streams.evidence.ledger import LedgerTampered
 
     db = tmp_path / "ledger.db"
     key = load_private_key(keys[0])
@@ -323,7 +328,8 @@ def test_export_refuses_when_the_previous_exports_checkpoint_is_not_of_these_lea
         ledger.append("finding", [ledger_finding(n) for n in range(5)])
         first = export(ledger, keys[0], tmp_path / "first")
         size = verify_checkpoint(manifest_of(first)["checkpoint"], key.public_key()).size
-    forged = sign_checkpoint(Checkpoint(CHECKPOINT_ORIGIN, size, b"\x07" * 32), key, KEY_NAME)
+        origin = ledger.checkpoint_origin()
+    forged = sign_checkpoint(Checkpoint(origin, size, b"\x07" * 32), key, KEY_NAME)
     with sqlite3.connect(db) as connection:
         connection.execute("INSERT INTO checkpoints (size, root, note, key_name, signed_at) "
                            "VALUES (?, ?, ?, ?, 0)", (size, b"\x07" * 32, forged, KEY_NAME))

@@ -184,3 +184,85 @@ def test_another_key(refcheck: Path, bundles: dict[str, Path], tmp_path: Path) -
     _, other = generate_keypair(tmp_path / "other")
     done = run(refcheck, other, str(bundles["second"]))
     assert done.returncode == 1 and "checkpoint: note.Open" in done.stdout, done.stdout
+
+
+@pytest.fixture(scope="module")
+def cosigned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A real export against a checkpoint two witnesses cosigned (`witness cosign`), their
+    verifier key files, and a third witness's that did not cosign."""
+    root = tmp_path_factory.mktemp("cosigned")
+    private, public = generate_keypair(root / "keys")
+    db = root / "ledger.db"
+    with open_ledger(str(db)) as ledger:
+        ledger.append("finding", [ledger_finding(n) for n in range(6)])
+    note = root / "checkpoint"
+    done = run_cli("ledger", "checkpoint", "--ledger", str(db), "--private-key", str(private),
+                   "--out", str(note))
+    assert done.returncode == 0, done.stderr
+    paths: dict[str, Path] = {"public": public, "private": private}
+    cosigned_notes = []
+    for name in ("w1.example/a", "w2.example/b", "w3.example/c"):
+        folder = root / name.replace("/", "_")
+        done = run_cli("witness", "keys", "generate", "--name", name, "--out", str(folder))
+        assert done.returncode == 0, done.stderr
+        paths[name] = folder / "witness.vkey"
+        if name == "w3.example/c":
+            continue
+        out = folder / "cosigned"
+        done = run_cli("witness", "cosign", "--state", str(folder / "state.json"), "--key",
+                       str(folder / "witness.key"), "--log-key", str(public), "--checkpoint",
+                       str(note), "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        cosigned_notes.append(str(out))
+    done = run_cli("ledger", "add-cosignature", "--ledger", str(db), "--public-key", str(public),
+                   *cosigned_notes)
+    assert done.returncode == 0, done.stderr
+    paths["bundle"] = root / "bundle"
+    done = run_cli("export", "--ledger", str(db), "--from", "2000-01-01T00:00:00Z", "--to",
+                   "2100-01-01T00:00:00Z", "--purpose", "inquiry", "--private-key",
+                   str(private), "--require-witnesses", "2", "--witness-key",
+                   str(paths["w1.example/a"]), "--witness-key", str(paths["w2.example/b"]),
+                   str(paths["bundle"]))
+    assert done.returncode == 0, done.stderr
+    return paths
+
+
+def _witnesses(paths: dict[str, Path], *names: str) -> list[str]:
+    return [arg for name in names for arg in ("-witness", str(paths[name]))]
+
+
+def test_the_reference_check_verifies_witness_cosignatures(
+        refcheck: Path, cosigned: dict[str, Path], tmp_path: Path) -> None:
+    both = _witnesses(cosigned, "w1.example/a", "w2.example/b")
+    done = run(refcheck, cosigned["public"], *both, str(cosigned["bundle"]))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == ("OK: cosigned (cosignature/v1) by 2 of 2 "
+                                            "witnesses: w1.example/a, w2.example/b")
+    # a witness that did not cosign: not counted
+    done = run(refcheck, cosigned["public"], *_witnesses(cosigned, "w3.example/c"),
+               str(cosigned["bundle"]))
+    assert done.returncode == 1 and "witnesses: 0 valid cosignatures" in done.stdout
+    done = run(refcheck, cosigned["public"], *both, *_witnesses(cosigned, "w3.example/c"),
+               "-require-witnesses", "2", str(cosigned["bundle"]))
+    assert done.returncode == 0, done.stdout
+    # a tampered cosignature fails, in Go and in ours
+    target = tmp_path / "tampered"
+    shutil.copytree(cosigned["bundle"], target)
+    manifest = manifest_of(target)
+    text, _, line = manifest["checkpoint"].rstrip("\n").rpartition("\n")
+    dash, name, blob = line.split(" ")
+    flipped = blob[:30] + ("A" if blob[30] != "A" else "B") + blob[31:]
+    manifest["checkpoint"] = f"{text}\n{dash} {name} {flipped}\n"
+    resign(target, manifest, cosigned["private"])
+    done = run(refcheck, cosigned["public"], *both, "-require-witnesses", "1", str(target))
+    assert done.returncode == 1 and "cosignature of w2.example/b: does not verify" in \
+        done.stdout, done.stdout
+    ours = run_cli("verify", str(target), "--public-key", str(cosigned["public"]),
+                   "--witness-key", str(cosigned["w2.example/b"]))
+    assert ours.returncode == 1 and b"does not verify" in ours.stdout
+    # a removed one drops below the count
+    manifest["checkpoint"] = f"{text}\n"
+    resign(target, manifest, cosigned["private"])
+    done = run(refcheck, cosigned["public"], *both, str(target))
+    assert done.returncode == 1 and "witnesses: 1 valid cosignatures (w1.example/a), 2 " \
+        "required" in done.stdout, done.stdout

@@ -11,12 +11,19 @@
 //     itself opened with note.Open) with proof.VerifyConsistency;
 //   - with -since OLD: that OLD's checkpoint is consistent with NEW's, using NEW's
 //     carried proof when its previous checkpoint is OLD's, else the -proof file written
-//     by `consentwatch ledger prove`.
+//     by `consentwatch ledger prove`;
+//   - with -witness VKEY (repeatable): the witness cosignatures of the checkpoint, C2SP
+//     tlog-cosignature (cosignature/v1), with crypto/ed25519 following the spec: the
+//     signature lines are the ones note.Open parsed and left unverified (keys it does not
+//     know), the key id is SHA-256(name || "\n" || 0x04 || key)[:4], the signed message
+//     "cosignature/v1\ntime <t>\n" || the note text; at least -require-witnesses of them
+//     (default: all) must verify.
 //
 // Usage:
 //
 //	refcheck -pub consentwatch.pub BUNDLE_DIR
 //	refcheck -pub consentwatch.pub -since OLD_DIR [-proof FILE] NEW_DIR
+//	refcheck -pub consentwatch.pub -witness W1.vkey -witness W2.vkey [-require-witnesses N] BUNDLE_DIR
 //
 // Prints one "FAIL ..." line per problem and exits 1, or "OK ..." lines and exits 0;
 // a usage error exits 2.
@@ -25,8 +32,10 @@ package main
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -55,6 +64,11 @@ type previous struct {
 	ManifestSHA256   string   `json:"manifest_sha256"`
 	ConsistencyProof []string `json:"consistency_proof"`
 }
+
+type witnessFlags []string
+
+func (w *witnessFlags) String() string     { return strings.Join(*w, ",") }
+func (w *witnessFlags) Set(v string) error { *w = append(*w, v); return nil }
 
 type manifest struct {
 	Format      string    `json:"format"`
@@ -86,6 +100,69 @@ type checker struct {
 	verifier note.Verifier
 	failures []string
 	proofs   int
+	note     *note.Note // the bundle's checkpoint, once opened
+}
+
+// witness is a cosigner's key, from its C2SP verifier key <name>+<hex id>+<base64(0x04||key)>.
+type witness struct {
+	name string
+	id   uint32
+	key  ed25519.PublicKey
+}
+
+func parseWitness(text string) (*witness, error) {
+	parts := strings.SplitN(strings.TrimSpace(text), "+", 3)
+	if len(parts) != 3 {
+		return nil, errors.New("not a verifier key <name>+<id>+<key>")
+	}
+	id, err := hex.DecodeString(parts[1])
+	if err != nil || len(id) != 4 {
+		return nil, errors.New("bad key id")
+	}
+	material, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(material) != 1+ed25519.PublicKeySize || material[0] != 0x04 {
+		return nil, errors.New("not a cosignature/v1 (0x04) Ed25519 key")
+	}
+	w := &witness{name: parts[0], id: binary.BigEndian.Uint32(id), key: material[1:]}
+	if w.keyID() != w.id {
+		return nil, errors.New("the key id is not SHA-256(name, 0x0A, 0x04, key)[:4]")
+	}
+	return w, nil
+}
+
+func (w *witness) keyID() uint32 {
+	h := sha256.New()
+	h.Write([]byte(w.name + "\n"))
+	h.Write([]byte{0x04})
+	h.Write(w.key)
+	return binary.BigEndian.Uint32(h.Sum(nil)[:4])
+}
+
+// cosigned checks the opened checkpoint's cosignatures by the witnesses; it returns the
+// names of those that verify and reports those that name a witness but do not.
+func (c *checker) cosigned(witnesses []*witness) []string {
+	var signed []string
+	for _, w := range witnesses {
+		for _, sig := range c.note.UnverifiedSigs {
+			if sig.Name != w.name || sig.Hash != w.id {
+				continue
+			}
+			blob, err := base64.StdEncoding.DecodeString(sig.Base64)
+			if err != nil || len(blob) != 4+8+ed25519.SignatureSize {
+				c.fail("cosignature of %s: not key id, timestamp and signature", w.name)
+				continue
+			}
+			t := binary.BigEndian.Uint64(blob[4:12])
+			msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", t, c.note.Text)
+			if t >= 1<<63 || !ed25519.Verify(w.key, []byte(msg), blob[12:]) {
+				c.fail("cosignature of %s: does not verify", w.name)
+				continue
+			}
+			signed = append(signed, w.name)
+			break // one line per witness counts once
+		}
+	}
+	return signed
 }
 
 func (c *checker) fail(format string, args ...interface{}) {
@@ -95,9 +172,9 @@ func (c *checker) fail(format string, args ...interface{}) {
 // openCheckpoint opens a signed note with the trusted key and parses the C2SP
 // checkpoint body: origin, decimal size, base64 root hash (extension lines ignored).
 func (c *checker) openCheckpoint(text string) (*checkpoint, error) {
-	n, err := note.Open([]byte(text), note.VerifierList(c.verifier))
+	n, err := c.open(text)
 	if err != nil {
-		return nil, fmt.Errorf("note.Open: %w", err)
+		return nil, err
 	}
 	lines := strings.Split(n.Text, "\n")
 	if len(lines) < 4 || lines[0] == "" {
@@ -112,6 +189,14 @@ func (c *checker) openCheckpoint(text string) (*checkpoint, error) {
 		return nil, errors.New("root is not a base64 SHA-256 hash")
 	}
 	return &checkpoint{origin: lines[0], size: size, root: root}, nil
+}
+
+func (c *checker) open(text string) (*note.Note, error) {
+	n, err := note.Open([]byte(text), note.VerifierList(c.verifier))
+	if err != nil {
+		return nil, fmt.Errorf("note.Open: %w", err)
+	}
+	return n, nil
 }
 
 func decodeHashes(hexes []string) ([][]byte, error) {
@@ -152,6 +237,9 @@ func (c *checker) bundle(dir string) (*manifest, []byte, *checkpoint) {
 	if err != nil {
 		c.fail("%s: checkpoint: %v", name, err)
 		return &m, raw, nil
+	}
+	if c.note == nil {
+		c.note, _ = c.open(m.Checkpoint) // the first bundle's: BUNDLE's (read before OLD)
 	}
 	for _, part := range []struct {
 		file    string
@@ -301,9 +389,18 @@ func main() {
 	name := flag.String("name", "consentwatch", "the signed-note key name")
 	sinceDir := flag.String("since", "", "an earlier bundle directory of the same ledger")
 	proofPath := flag.String("proof", "", "with -since: a consistency proof file")
+	var witnessPaths witnessFlags
+	flag.Var(&witnessPaths, "witness", "a witness's verifier key file (repeatable)")
+	required := flag.Int("require-witnesses", -1, "how many witnesses must have cosigned "+
+		"(default: all given)")
 	flag.Parse()
-	if *pubPath == "" || flag.NArg() != 1 || (*proofPath != "" && *sinceDir == "") {
-		fmt.Fprintln(os.Stderr, "usage: refcheck -pub KEY.pub [-since OLD [-proof FILE]] BUNDLE")
+	if *required < 0 {
+		*required = len(witnessPaths)
+	}
+	if *pubPath == "" || flag.NArg() != 1 || (*proofPath != "" && *sinceDir == "") ||
+		*required > len(witnessPaths) {
+		fmt.Fprintln(os.Stderr, "usage: refcheck -pub KEY.pub [-since OLD [-proof FILE]] "+
+			"[-witness VKEY ... [-require-witnesses N]] BUNDLE")
 		os.Exit(2)
 	}
 	c, err := loadKey(*pubPath, *name)
@@ -311,7 +408,28 @@ func main() {
 		fmt.Fprintf(os.Stderr, "refcheck: %s: %v\n", *pubPath, err)
 		os.Exit(2)
 	}
+	var witnesses []*witness
+	for _, path := range witnessPaths {
+		raw, err := os.ReadFile(path)
+		var w *witness
+		if err == nil {
+			w, err = parseWitness(string(raw))
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "refcheck: %s: %v\n", path, err)
+			os.Exit(2)
+		}
+		witnesses = append(witnesses, w)
+	}
 	newM, _, newCp := c.bundle(flag.Arg(0))
+	var signed []string
+	if len(witnesses) > 0 && c.note != nil {
+		signed = c.cosigned(witnesses)
+		if len(signed) < *required {
+			c.fail("witnesses: %d valid cosignatures (%s), %d required", len(signed),
+				strings.Join(signed, ", "), *required)
+		}
+	}
 	if *sinceDir != "" {
 		_, _, oldCp := c.bundle(*sinceDir)
 		if oldCp != nil && newCp != nil {
@@ -326,4 +444,8 @@ func main() {
 	}
 	fmt.Printf("OK: checkpoint of size %d opened with %s; %d proofs verified\n", newCp.size,
 		c.vkey, c.proofs)
+	if len(witnesses) > 0 {
+		fmt.Printf("OK: cosigned (cosignature/v1) by %d of %d witnesses: %s\n", len(signed),
+			len(witnesses), strings.Join(signed, ", "))
+	}
 }

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from streams.evidence.checkpoint import CheckpointError, NotSignedByKey, verify_checkpoint
-from streams.evidence.ledger import CHECKPOINT_ORIGIN, LedgerTampered
+from streams.evidence.ledger import LedgerTampered
 from streams.evidence.merkle import consistency_proof, leaf_hash, root_hash
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ def previous_export(ledger: Ledger, tree: AuditedTree,
         raise LedgerTampered(f"the export at ledger leaf {last.index} names no checkpoint "
                              "size below its own leaf (was the database edited?)")
     root = root_hash(tree.leaf_hashes[:size])
+    origin = ledger.checkpoint_origin()
     note = None
     for candidate in ledger.checkpoint_notes(size):
         try:
@@ -63,7 +64,7 @@ def previous_export(ledger: Ledger, tree: AuditedTree,
         except CheckpointError as exc:
             raise LedgerTampered(f"a stored checkpoint is not valid: {exc} (was the database "
                                  "edited?)") from None
-        if checkpoint.origin != CHECKPOINT_ORIGIN:
+        if checkpoint.origin != origin:
             continue
         if checkpoint.root != root:
             raise LedgerTampered(f"the checkpoint of the previous export (size {size}) is not "

@@ -54,6 +54,7 @@ from streams.evidence.merkle import inclusion_proofs, leaf_hash
 
 if TYPE_CHECKING:
     from streams.engine import EngineParams
+    from streams.evidence.export.witnessed import WitnessPolicy
     from streams.evidence.ledger import Ledger, LedgerEntry
 
 __all__ = ["ExportQuery", "ExportResult", "Progress", "export_bundle"]
@@ -88,8 +89,12 @@ class _Selection:
 
 def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519PrivateKey, *,
                   actor: str, params: EngineParams | None = None,
-                  progress: Progress | None = None, now_ms: int | None = None) -> ExportResult:
-    """Write the bundle OUT (directory) and OUT.zip, record the export; see the module doc."""
+                  progress: Progress | None = None, now_ms: int | None = None,
+                  witnesses: WitnessPolicy | None = None) -> ExportResult:
+    """Write the bundle OUT (directory) and OUT.zip, record the export; see the module doc.
+
+    With `witnesses`, step 1 signs nothing: the bundle proves the newest stored checkpoint
+    the witnesses cosigned (export/witnessed.py), and carries that cosigned note."""
     if not query.purpose.strip():
         raise ConfigError("--purpose must say why the data is exported")
     if query.from_ms >= query.to_ms:
@@ -101,7 +106,12 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     at_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
 
     try:
-        tree = ledger.audited_checkpoint(key, KEY_NAME)
+        if witnesses is None:
+            tree = ledger.audited_checkpoint(key, KEY_NAME)
+        else:  # issue 18: a checkpoint N witnesses cosigned
+            from streams.evidence.export.witnessed import cosigned_tree
+
+            tree = cosigned_tree(ledger, key.public_key(), witnesses)
         selection = _select(ledger, query, tree)
         previous = previous_export(ledger, tree, key.public_key())
     except LedgerTampered as exc:

@@ -27,7 +27,10 @@ Kind = Literal["finding", "amendment", "review", "exception", "export"]
 #: Every kind of record the ledger stores, each a leaf of the one tree.
 KINDS: tuple[Kind, ...] = ("finding", "amendment", "review", "exception", "export")
 
-#: The origin line of every checkpoint the ledger signs.
+#: The origin line of the checkpoints of a ledger that signed some before origins were
+#: per ledger; every other ledger's is this followed by a space and its ledger id
+#: (`Ledger.checkpoint_origin`), so that witnesses, which keep their state per origin,
+#: tell ledgers apart.
 CHECKPOINT_ORIGIN = "consentwatch ledger"
 
 
@@ -154,7 +157,27 @@ class Ledger(Protocol):
         ...
 
     def checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> str:
-        """Sign the current tree (origin CHECKPOINT_ORIGIN), store the note and return it."""
+        """Sign the current tree (origin `checkpoint_origin()`), store the note, return it."""
+        ...
+
+    def checkpoint_origin(self) -> str:
+        """The origin line of this ledger's checkpoints: `consentwatch ledger <ledger id>`,
+        fixed when the first is signed; CHECKPOINT_ORIGIN for a ledger that signed
+        checkpoints before origins were per ledger (its old checkpoints stay valid)."""
+        ...
+
+    def add_cosigned(self, note: str, size: int, root: bytes, key_name: str) -> None:
+        """Store `note`, a checkpoint this ledger signed (size, root) with witness
+        cosignatures added, as one more checkpoint row (the caller checks it)."""
+        ...
+
+    def audit(self) -> tuple[int, bytes, list[bytes]]:
+        """Recompute the tree from every stored leaf's bytes: (size, root, leaf hashes);
+        LedgerTampered when a leaf or the tree state disagrees with them."""
+        ...
+
+    def checkpoint_rows(self) -> list[dict[str, Any]]:
+        """Every stored checkpoint, oldest first: size, root, key_name, signed_at, note."""
         ...
 
     def audited_checkpoint(self, key: Ed25519PrivateKey, key_name: str) -> AuditedTree:

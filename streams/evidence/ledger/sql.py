@@ -302,19 +302,22 @@ class SqlLedger(ABC):
             start = page[-1][0] + 1
 
     def _latest_signed(self, public_key: Ed25519PublicKey, cur: Any = None) -> Checkpoint | None:
-        """The checkpoint stored last among those this key signed, newest first.
+        """The largest checkpoint of this ledger's origin this key signed (the last stored
+        of that size).
 
         Notes signed by other keys are passed over (they prove nothing about this key's
         tree); a note that names this key but whose signature fails is refused.
         """
         from streams.evidence.checkpoint import CheckpointError, NotSignedByKey, verify_checkpoint
 
-        query = self._sql("SELECT note FROM checkpoints ORDER BY seq DESC")
+        query = self._sql("SELECT note FROM checkpoints ORDER BY size DESC, seq DESC")
         if cur is None:
             with self._cursor() as own:
+                origin = self._origin(own)
                 own.execute(query)
                 notes = [str(note) for (note,) in own.fetchall()]
         else:
+            origin = self._origin(cur)
             cur.execute(query)
             notes = [str(note) for (note,) in cur.fetchall()]
         for note in notes:
@@ -325,7 +328,7 @@ class SqlLedger(ABC):
             except CheckpointError as exc:
                 raise LedgerTampered(f"a stored checkpoint is not valid: {exc} (was the "
                                      "database edited?)") from None
-            if checkpoint.origin == CHECKPOINT_ORIGIN:
+            if checkpoint.origin == origin:
                 return checkpoint
         return None
 
@@ -333,8 +336,8 @@ class SqlLedger(ABC):
         from streams.evidence.checkpoint import Checkpoint, sign_checkpoint
 
         root = frontier.root()
-        note = sign_checkpoint(Checkpoint(CHECKPOINT_ORIGIN, frontier.size, root), key,
-                               key_name)
+        note = sign_checkpoint(Checkpoint(self._origin(cur, fix=True), frontier.size, root),
+                               key, key_name)
         cur.execute(self._sql("INSERT INTO checkpoints (size, root, note, key_name, "
                               "signed_at) VALUES (?, ?, ?, ?, ?)"),
                     (frontier.size, root, note, key_name, _now_ms()))
@@ -348,17 +351,50 @@ class SqlLedger(ABC):
     def ledger_id(self) -> str:
         """This ledger's own random id (made on first use, then kept): what names its
         consumer group, so that each ledger reads the topics from its own position."""
+        with self._write() as cur:
+            return self._ledger_id(cur)
+
+    def _ledger_id(self, cur: Any) -> str:
         import uuid
 
+        cur.execute(self._sql("SELECT value FROM meta WHERE key = 'ledger_id'"))
+        row = cur.fetchone()
+        if row is not None:
+            return str(row[0])
+        made = uuid.uuid4().hex
+        cur.execute(self._sql("INSERT INTO meta (key, value) VALUES ('ledger_id', ?)"), (made,))
+        return made
+
+    def checkpoint_origin(self) -> str:
+        """See `Ledger.checkpoint_origin`."""
+        with self._cursor() as cur:
+            return self._origin(cur)
+
+    def _origin(self, cur: Any, *, fix: bool = False) -> str:
+        """The origin of this ledger's checkpoints (meta `checkpoint_origin`); when none is
+        stored yet: the legacy CHECKPOINT_ORIGIN for a ledger that signed checkpoints
+        before origins were per ledger, else `consentwatch ledger <ledger id>`. `fix`
+        (in a write transaction) stores it, so it never changes afterwards."""
+        cur.execute(self._sql("SELECT value FROM meta WHERE key = 'checkpoint_origin'"))
+        row = cur.fetchone()
+        if row is not None:
+            return str(row[0])
+        cur.execute(self._sql("SELECT COUNT(*) FROM checkpoints"))
+        if int(cur.fetchone()[0]) or not fix:
+            origin = CHECKPOINT_ORIGIN
+        else:
+            origin = f"{CHECKPOINT_ORIGIN} {self._ledger_id(cur)}"
+        if fix:
+            cur.execute(self._sql("INSERT INTO meta (key, value) VALUES "
+                                  "('checkpoint_origin', ?)"), (origin,))
+        return origin
+
+    def add_cosigned(self, note: str, size: int, root: bytes, key_name: str) -> None:
+        """See `Ledger.add_cosigned`."""
         with self._write() as cur:
-            cur.execute(self._sql("SELECT value FROM meta WHERE key = 'ledger_id'"))
-            row = cur.fetchone()
-            if row is not None:
-                return str(row[0])
-            made = uuid.uuid4().hex
-            cur.execute(self._sql("INSERT INTO meta (key, value) VALUES ('ledger_id', ?)"),
-                        (made,))
-            return made
+            cur.execute(self._sql("INSERT INTO checkpoints (size, root, note, key_name, "
+                                  "signed_at) VALUES (?, ?, ?, ?, ?)"),
+                        (size, root, note, key_name, _now_ms()))
 
     # -- reads -------------------------------------------------------------------------
 
@@ -453,7 +489,8 @@ class SqlLedger(ABC):
 
     def latest_checkpoint(self) -> str | None:
         with self._cursor() as cur:
-            cur.execute(self._sql("SELECT note FROM checkpoints ORDER BY seq DESC LIMIT 1"))
+            cur.execute(self._sql("SELECT note FROM checkpoints ORDER BY size DESC, seq DESC "
+                                  "LIMIT 1"))
             row = cur.fetchone()
         return None if row is None else str(row[0])
 
