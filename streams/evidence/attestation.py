@@ -111,10 +111,10 @@ def attest(key: Ed25519PrivateKey, digests: Mapping[str, str],
     line. CheckpointError if the manifest's checkpoint is not signed by `key`."""
     checkpoint = verify_checkpoint(manifest["checkpoint"], key.public_key())
     payload = rfc8785.dumps(statement(digests, manifest, checkpoint))
-    envelope = {"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
-                "signatures": [{"keyid": key_id(key.public_key()),
-                                "sig": base64.b64encode(
-                                    key.sign(pae(PAYLOAD_TYPE, payload))).decode()}]}
+    signature = base64.b64encode(key.sign(pae(PAYLOAD_TYPE, payload))).decode()
+    envelope: dict[str, Any] = {
+        "payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
+        "signatures": [{"keyid": key_id(key.public_key()), "sig": signature}]}
     return rfc8785.dumps(envelope) + b"\n"
 
 
