@@ -55,8 +55,10 @@ def resign(path: Path, manifest: dict[str, Any], key_path: Path) -> None:
 
 
 def reattest(path: Path, key_path: Path) -> None:
-    """Write a bundle's attestation again over its manifest and files as they are now,
-    with the (real) key: what `resign` does to the manifest."""
+    """Write a bundle's attestation (if it has one) again over its manifest and files as
+    they are now, with the (real) key: what `resign` does to the manifest."""
+    if not (path / bundle.ATTESTATION).exists():
+        return
     manifest = manifest_of(path)
     digests = {name: hashlib.sha256((path / name).read_bytes()).hexdigest()
                for name in (*manifest["files"], bundle.MANIFEST, bundle.SIGNATURE)
