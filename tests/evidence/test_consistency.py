@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.evidence import bundle
 from streams.evidence.attestation import attest
-from streams.evidence.checkpoint import verify_checkpoint
+from streams.evidence.checkpoint import CheckpointError, verify_checkpoint
 from streams.evidence.consistency import PROOF_FORMAT, verify_since
 from streams.evidence.export import ExportQuery, export_bundle
 from streams.evidence.keys import KEY_NAME, generate_keypair, load_private_key, load_public_key
@@ -56,15 +56,19 @@ def resign(path: Path, manifest: dict[str, Any], key_path: Path) -> None:
 
 def reattest(path: Path, key_path: Path) -> None:
     """Write a bundle's attestation (if it has one) again over its manifest and files as
-    they are now, with the (real) key: what `resign` does to the manifest."""
+    they are now, with the (real) key: what `resign` does to the manifest. (Not when the
+    manifest's checkpoint no longer verifies: nothing states a broken checkpoint.)"""
     if not (path / bundle.ATTESTATION).exists():
         return
     manifest = manifest_of(path)
     digests = {name: hashlib.sha256((path / name).read_bytes()).hexdigest()
                for name in (*manifest["files"], bundle.MANIFEST, bundle.SIGNATURE)
                if (path / name).is_file()}
-    (path / bundle.ATTESTATION).write_bytes(attest(load_private_key(key_path), digests,
-                                                   manifest))
+    try:
+        attested = attest(load_private_key(key_path), digests, manifest)
+    except CheckpointError:
+        return
+    (path / bundle.ATTESTATION).write_bytes(attested)
 
 
 def verify_cli(new: Path, public: Path, *extra: str) -> tuple[int, list[str]]:
