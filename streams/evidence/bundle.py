@@ -9,6 +9,8 @@
     OUT/report.html           the human-readable report (self-contained)
     OUT/manifest.json         RFC 8785 JSON: what, why, hashes, checkpoint, proofs
     OUT/manifest.sig          the raw 64-byte Ed25519 signature of manifest.json's bytes
+    OUT/attestation.intoto.jsonl  (format /4) the same, as an in-toto Statement in a DSSE
+                              envelope over every other file (streams.evidence.attestation)
 
 OUT.zip holds the same files under the folder `<OUT's name>/`. docs/evidence-bundle.md
 describes every field.
@@ -32,6 +34,7 @@ from streams.errors import ConfigError, ConsentwatchError
 
 __all__ = [
     "AMENDMENTS",
+    "ATTESTATION",
     "EVIDENCE_DIR",
     "EXCEPTIONS",
     "FINDINGS",
@@ -48,6 +51,7 @@ __all__ = [
     "BundleFiles",
     "evidence_events",
     "evidence_file",
+    "format_version",
     "open_bundle",
     "sha256_hex",
     "write_zip",
@@ -55,9 +59,10 @@ __all__ = [
 
 #: /2 (issue 17) adds reviews.jsonl and exceptions.jsonl; /3 (issue 18) the manifest's
 #: `previous` (the previous export's checkpoint and the consistency proof from it);
-#: verify reads /1 and /2 bundles too.
-FORMAT = "consentwatch-evidence-bundle/3"
-FORMATS = ("consentwatch-evidence-bundle/1", "consentwatch-evidence-bundle/2", FORMAT)
+#: /4 the in-toto attestation (ATTESTATION); verify reads /1 to /3 bundles too.
+FORMAT = "consentwatch-evidence-bundle/4"
+FORMATS = ("consentwatch-evidence-bundle/1", "consentwatch-evidence-bundle/2",
+           "consentwatch-evidence-bundle/3", FORMAT)
 FINDINGS = "findings.jsonl"
 AMENDMENTS = "amendments.jsonl"
 REVIEWS = "reviews.jsonl"
@@ -67,6 +72,7 @@ SUMMARY = "summary.csv"
 REPORT = "report.html"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+ATTESTATION = "attestation.intoto.jsonl"
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same bundle always zips to the same bytes
@@ -91,6 +97,11 @@ class BundleError(ConsentwatchError):
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def format_version(value: object) -> int:
+    """N of a manifest's `format` consentwatch-evidence-bundle/N; 0 when not one of FORMATS."""
+    return FORMATS.index(value) + 1 if isinstance(value, str) and value in FORMATS else 0
 
 
 def evidence_file(event_id: str) -> str:

@@ -17,6 +17,10 @@ Checks, each reported as one line naming the file and what is wrong:
 - `previous` (format /3): the previous export's checkpoint is a signed note by the
   same key, of the same log, no larger than this one, and the RFC 9162 consistency
   proof leads from it to this bundle's checkpoint (the log only grew in between);
+- attestation.intoto.jsonl (required from format /4; checked whenever present): a DSSE
+  envelope signed by the same key over PAE, whose in-toto Statement names exactly the
+  bundle's files and digests and whose predicate is the manifest's query, checkpoint
+  and counts (streams.evidence.attestation);
 - reviews.jsonl and exceptions.jsonl (format /2) the same way, leaf by leaf: each a
   well-formed review or exception whose id is the hash of its content; each review of
   an exported finding, the reviews of each finding in ledger order, one unbroken chain
@@ -40,6 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streams.evidence import bundle
+from streams.evidence.attestation import check_attestation
 from streams.evidence.bundle import BundleError, BundleFiles
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from streams.evidence.exception_scope import check_exception, covers
@@ -197,6 +202,7 @@ class _Verification:
         self._check_hashes(manifest.get("files"))
         checkpoint = self.checkpoint = self._checkpoint(manifest.get("checkpoint"))
         self.previous = self._previous(manifest, checkpoint)
+        self._check_attestation(manifest, checkpoint)
         query = self._query(manifest.get("window"), manifest.get("filters"))
         findings = self._check_entries(
             bundle.FINDINGS, manifest.get("findings"), checkpoint,
@@ -279,7 +285,7 @@ class _Verification:
                 self.failures.append(f"{name}: SHA-256 does not match the manifest "
                                      "(file changed)")
         for name in sorted(set(self.files.sizes) - set(listed)
-                           - {bundle.MANIFEST, bundle.SIGNATURE}):
+                           - {bundle.MANIFEST, bundle.SIGNATURE, bundle.ATTESTATION}):
             self.failures.append(f"{name}: not listed in the manifest (file added)")
 
     def _checkpoint(self, note: Any) -> Checkpoint | None:
@@ -299,7 +305,7 @@ class _Verification:
         """The verified `previous` (format /3), or None: the first export, an older format,
         or a failure (reported)."""
         if "previous" not in manifest:
-            if manifest.get("format") == bundle.FORMAT:
+            if bundle.format_version(manifest.get("format")) >= 3:
                 self.failures.append(f"{bundle.MANIFEST}: no previous (null, or the previous "
                                      "export's checkpoint and consistency proof)")
             return None
@@ -339,6 +345,30 @@ class _Verification:
         else:
             return Previous(old, proof, previous["manifest_sha256"])
         return None
+
+    def _check_attestation(self, manifest: dict[str, Any], checkpoint: Checkpoint | None
+                           ) -> None:
+        """attestation.intoto.jsonl: required from format /4. Its subjects are compared
+        with the files the signed manifest lists (a changed file is reported once, by
+        _check_hashes), its predicate with the manifest and the verified checkpoint."""
+        if bundle.ATTESTATION not in self.files.sizes:
+            if bundle.format_version(manifest.get("format")) >= 4:
+                self.failures.append(f"{bundle.ATTESTATION}: missing (a bundle of format "
+                                     f"{manifest.get('format')} carries its in-toto "
+                                     "attestation)")
+            return
+        signed = self.manifest_sha256 is not None
+        raw = self._read(bundle.ATTESTATION,
+                         MAX_MANIFEST_BYTES if signed else MAX_UNSIGNED_MANIFEST_BYTES)
+        if raw is None:
+            return
+        listed, digests = manifest.get("files"), None
+        if signed and isinstance(listed, dict) and (
+                signature := self._digest(bundle.SIGNATURE)) is not None:
+            digests = listed | {bundle.MANIFEST: self.manifest_sha256,
+                                bundle.SIGNATURE: signature}
+        self.failures += check_attestation(raw, self.public_key, manifest,
+                                           checkpoint if signed else None, digests)
 
     def _query(self, window: Any, filters: Any) -> _Query | None:
         if not isinstance(window, dict):

@@ -15,7 +15,8 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.evidence import bundle
-from streams.evidence.checkpoint import verify_checkpoint
+from streams.evidence.attestation import attest
+from streams.evidence.checkpoint import CheckpointError, verify_checkpoint
 from streams.evidence.consistency import PROOF_FORMAT, verify_since
 from streams.evidence.export import ExportQuery, export_bundle
 from streams.evidence.keys import KEY_NAME, generate_keypair, load_private_key, load_public_key
@@ -50,6 +51,24 @@ def resign(path: Path, manifest: dict[str, Any], key_path: Path) -> None:
     raw = rfc8785.dumps(manifest)
     (path / bundle.MANIFEST).write_bytes(raw)
     (path / bundle.SIGNATURE).write_bytes(load_private_key(key_path).sign(raw))
+    reattest(path, key_path)
+
+
+def reattest(path: Path, key_path: Path) -> None:
+    """Write a bundle's attestation (if it has one) again over its manifest and files as
+    they are now, with the (real) key: what `resign` does to the manifest. (Not when the
+    manifest's checkpoint no longer verifies: nothing states a broken checkpoint.)"""
+    if not (path / bundle.ATTESTATION).exists():
+        return
+    manifest = manifest_of(path)
+    digests = {name: hashlib.sha256((path / name).read_bytes()).hexdigest()
+               for name in (*manifest["files"], bundle.MANIFEST, bundle.SIGNATURE)
+               if (path / name).is_file()}
+    try:
+        attested = attest(load_private_key(key_path), digests, manifest)
+    except CheckpointError:
+        return
+    (path / bundle.ATTESTATION).write_bytes(attested)
 
 
 def verify_cli(new: Path, public: Path, *extra: str) -> tuple[int, list[str]]:
@@ -76,7 +95,7 @@ def test_each_bundle_carries_the_proof_from_the_previous_export(
         chain: tuple[Path, Path, Path, Path], keys: tuple[Path, Path]) -> None:
     _, first, second, third = chain
     manifests = [manifest_of(b) for b in (first, second, third)]
-    assert all(m["format"] == "consentwatch-evidence-bundle/3" for m in manifests)
+    assert all(m["format"] == "consentwatch-evidence-bundle/4" for m in manifests)
     assert manifests[0]["previous"] is None  # the ledger's first export
     public = load_public_key(keys[1])
     for older, newer, older_path in ((manifests[0], manifests[1], first),

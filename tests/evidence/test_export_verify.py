@@ -173,7 +173,7 @@ def test_bundle_contents(exported: Path, ledger: Ledger, keys: tuple[Path, Path]
     assert manifest["purpose"] == "inquiry 42 of the supervisory authority"
     assert manifest["parameters"]["notice_grace_ms"] == 300_000
     assert manifest["rules_version"] and manifest["tool"]["version"]
-    listed = set(manifest["files"]) | {bundle.MANIFEST, bundle.SIGNATURE}
+    listed = set(manifest["files"]) | {bundle.MANIFEST, bundle.SIGNATURE, bundle.ATTESTATION}
     on_disk = {p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()}
     assert listed == on_disk
     # findings.jsonl lines are the ledger's leaves, byte for byte, in leaf order

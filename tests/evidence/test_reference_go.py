@@ -1,6 +1,8 @@
 """The reference implementations check our bundles (issue 18): tests/reference/ is a Go
-program that verifies the checkpoint with golang.org/x/mod/sumdb/note and every
-inclusion and consistency proof with github.com/transparency-dev/merkle.
+program that verifies the checkpoint with golang.org/x/mod/sumdb/note, every
+inclusion and consistency proof with github.com/transparency-dev/merkle, and the in-toto
+attestation with github.com/secure-systems-lab/go-securesystemslib (DSSE) and
+github.com/in-toto/attestation/go/v1 (the Statement).
 
 Go is required (the test fails, never skips, without it): `./dev setup` checks for it and
 fetches the Go modules beforehand (`go mod download` in tests/reference), so the build
@@ -10,6 +12,7 @@ never a downloaded toolchain.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -19,13 +22,21 @@ from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.evidence import bundle
-from streams.evidence.keys import generate_keypair, load_public_key
+from streams.evidence.export import ExportQuery, export_bundle
+from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
 from streams.evidence.ledger import open_ledger
 from streams.evidence.verify import verify_bundle
 from tests.conftest import run_cli
-from tests.evidence.test_consistency import export, manifest_of, resign
+from tests.evidence.test_attestation import (
+    envelope_of,
+    pae_in_characters,
+    restate,
+    write_envelope,
+)
+from tests.evidence.test_consistency import FROM_MS, TO_MS, export, manifest_of, resign
 from tests.evidence.test_ledger import amendment
 from tests.evidence.test_ledger import finding as ledger_finding
 
@@ -107,6 +118,11 @@ def test_the_reference_implementations_accept_real_bundles(refcheck: Path,
     far = run(refcheck, public, "-since", str(bundles["first"]), "-proof",
               str(bundles["proof"]), str(bundles["third"]))
     assert far.returncode == 0, far.stdout
+    # the attestation, with go-securesystemslib and in-toto's Statement type
+    subjects = sum(1 for p in bundles["second"].rglob("*") if p.is_file()) - 1
+    assert (f"OK: {bundle.ATTESTATION}: DSSE envelope and in-toto Statement v1 verified: "
+            f"second ({subjects} subjects)") in run(refcheck, public, str(bundles["second"])
+                                                    ).stdout.splitlines()
 
 
 @pytest.fixture
@@ -236,8 +252,8 @@ def test_the_reference_check_verifies_witness_cosignatures(
     both = _witnesses(cosigned, "w1.example/a", "w2.example/b")
     done = run(refcheck, cosigned["public"], *both, str(cosigned["bundle"]))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.splitlines()[-1] == ("OK: cosigned (cosignature/v1) by 2 of 2 "
-                                            "witnesses: w1.example/a, w2.example/b")
+    assert ("OK: cosigned (cosignature/v1) by 2 of 2 witnesses: w1.example/a, w2.example/b"
+            in done.stdout.splitlines()), done.stdout
     # a witness that did not cosign: not counted
     done = run(refcheck, cosigned["public"], *_witnesses(cosigned, "w3.example/c"),
                str(cosigned["bundle"]))
@@ -266,3 +282,97 @@ def test_the_reference_check_verifies_witness_cosignatures(
     done = run(refcheck, cosigned["public"], *both, str(target))
     assert done.returncode == 1 and "witnesses: 1 valid cosignatures (w1.example/a), 2 " \
         "required" in done.stdout, done.stdout
+
+
+# --- the attestation: go-securesystemslib's DSSE and in-toto's Statement ------------------
+
+def _payload(path: Path) -> bytes:
+    return base64.b64decode(envelope_of(path)["payload"])
+
+
+def test_attestation_one_byte_of_the_payload(refcheck: Path, bundles: dict[str, Path],
+                                             copy: Path) -> None:
+    envelope = envelope_of(copy)
+    payload = bytearray(_payload(copy))
+    payload[payload.index(b"inquiry")] ^= 0x01
+    envelope["payload"] = base64.b64encode(bytes(payload)).decode()
+    (copy / bundle.ATTESTATION).write_bytes(orjson.dumps(envelope) + b"\n")
+    _fails_both(refcheck, bundles, copy, f"{bundle.ATTESTATION}: dsse: EnvelopeVerifier.Verify")
+
+
+def test_attestation_the_signature(refcheck: Path, bundles: dict[str, Path], copy: Path) -> None:
+    envelope = envelope_of(copy)
+    sig = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
+    sig[3] ^= 0x01
+    envelope["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    (copy / bundle.ATTESTATION).write_bytes(orjson.dumps(envelope) + b"\n")
+    _fails_both(refcheck, bundles, copy, f"{bundle.ATTESTATION}: dsse: EnvelopeVerifier.Verify")
+
+
+def test_attestation_a_subject_digest(refcheck: Path, bundles: dict[str, Path],
+                                      copy: Path) -> None:
+    def change(statement: dict[str, Any]) -> None:
+        subject = next(s for s in statement["subject"] if s["name"] == bundle.FINDINGS)
+        subject["digest"]["sha256"] = _changed_hex(subject["digest"]["sha256"])
+
+    restate(copy, bundles["private"], change)  # re-signed with the real key
+    _fails_both(refcheck, bundles, copy,
+                f'{bundle.ATTESTATION}: subject "{bundle.FINDINGS}": its sha256 is not the file\'s')
+
+
+def test_attestation_a_file_of_the_bundle(refcheck: Path, bundles: dict[str, Path],
+                                          copy: Path) -> None:
+    data = bytearray((copy / bundle.REPORT).read_bytes())
+    data[100] ^= 0x01
+    (copy / bundle.REPORT).write_bytes(bytes(data))
+    _fails_both(refcheck, bundles, copy,
+                f'{bundle.ATTESTATION}: subject "{bundle.REPORT}": its sha256 is not the file\'s')
+
+
+def test_attestation_a_file_added(refcheck: Path, bundles: dict[str, Path], copy: Path) -> None:
+    (copy / "extra.txt").write_text("added\n")
+    _fails_both(refcheck, bundles, copy,
+                f"{bundle.ATTESTATION}: extra.txt is not a subject of the statement")
+
+
+def test_attestation_the_predicate(refcheck: Path, bundles: dict[str, Path], copy: Path) -> None:
+    def change(statement: dict[str, Any]) -> None:
+        statement["predicate"]["counts"]["findings"] += 1
+
+    restate(copy, bundles["private"], change)
+    _fails_both(refcheck, bundles, copy,
+                f"{bundle.ATTESTATION}: predicate counts is not the manifest's")
+
+
+def test_attestation_signed_by_another_key(refcheck: Path, bundles: dict[str, Path],
+                                           copy: Path) -> None:
+    write_envelope(copy, _payload(copy), Ed25519PrivateKey.generate())
+    _fails_both(refcheck, bundles, copy, f"{bundle.ATTESTATION}: dsse: EnvelopeVerifier.Verify")
+
+
+def test_attestation_a_pae_with_lengths_in_characters(refcheck: Path, bundles: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """A bundle whose purpose is not ASCII, its envelope signed by the real key over a PAE
+    that counts characters: go-securesystemslib's PAE (bytes) does not match it."""
+    path = tmp_path / "unicode"
+    with open_ledger(str(tmp_path / "ledger.db")) as ledger:
+        ledger.append("finding", [ledger_finding(n) for n in range(3)])
+        export_bundle(ledger, path, ExportQuery(FROM_MS, TO_MS, "Prüfung der Behörde — ✓"),
+                      load_private_key(bundles["private"]), actor="tester")
+    payload = _payload(path)
+    assert len(payload) != len(payload.decode())
+    assert run(refcheck, bundles["public"], str(path)).returncode == 0
+    write_envelope(path, payload, load_private_key(bundles["private"]),
+                   encoding=pae_in_characters)
+    _fails_both(refcheck, bundles, path, f"{bundle.ATTESTATION}: dsse: EnvelopeVerifier.Verify")
+
+
+def test_attestation_missing_from_a_format_4_bundle(refcheck: Path, bundles: dict[str, Path],
+                                                    copy: Path) -> None:
+    (copy / bundle.ATTESTATION).unlink()
+    _fails_both(refcheck, bundles, copy, f"{bundle.ATTESTATION}: missing (format "
+                f"{bundle.FORMAT} requires it)")
+    resign(copy, manifest_of(copy) | {"format": "consentwatch-evidence-bundle/3"},
+           bundles["private"])
+    done = run(refcheck, bundles["public"], str(copy))
+    assert done.returncode == 0 and bundle.ATTESTATION not in done.stdout, done.stdout

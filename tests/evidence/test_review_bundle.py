@@ -23,6 +23,7 @@ from streams.evidence.review import new_review
 from streams.evidence.verify import verify_bundle
 from streams.model.timestamps import parse_rfc3339_ms
 from tests.conftest import run_cli
+from tests.evidence.test_consistency import reattest
 
 FROM_MS = parse_rfc3339_ms("2026-03-01T00:00:00Z")
 TO_MS = parse_rfc3339_ms("2026-04-01T00:00:00Z")
@@ -111,7 +112,7 @@ def _verify(path: Path, public: Path) -> tuple[list[str], dict[str, int]]:
 def test_the_bundle_carries_the_reviews_and_exceptions_of_its_findings(
         exported: Path, ledger: SqlLedger, keys: tuple[Path, Path]) -> None:
     manifest = orjson.loads((exported / bundle.MANIFEST).read_bytes())
-    assert manifest["format"] == "consentwatch-evidence-bundle/3"
+    assert manifest["format"] == "consentwatch-evidence-bundle/4"
     lines = (exported / bundle.REVIEWS).read_bytes().splitlines()
     assert lines == [rfc8785.dumps(r) for r in REVIEWS[:4]]  # not the outside one's
     assert [e["id"] for e in manifest["reviews"]] == [r["review_id"] for r in REVIEWS[:4]]
@@ -170,6 +171,7 @@ def _resign(exported: Path, key: Path, change: Callable[[dict[str, Any]], None])
     raw = rfc8785.dumps(manifest)
     (exported / bundle.MANIFEST).write_bytes(raw)
     (exported / bundle.SIGNATURE).write_bytes(load_private_key(key).sign(raw))
+    reattest(exported, key)
 
 
 def _rewrite(exported: Path, manifest: dict[str, Any], name: str, lines: list[bytes]) -> None:

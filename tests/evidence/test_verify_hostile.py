@@ -28,6 +28,7 @@ from streams.evidence.ledger import Ledger, open_ledger
 from streams.evidence.verify import verify_bundle
 from streams.model.timestamps import parse_rfc3339_ms
 from tests.conftest import run_cli
+from tests.evidence.test_consistency import reattest
 
 FROM, TO = "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"
 FROM_MS, TO_MS = parse_rfc3339_ms(FROM), parse_rfc3339_ms(TO)
@@ -261,6 +262,7 @@ def _resign(exported: Path, key: Path, change: Callable[[dict[str, Any]], None])
     raw = rfc8785.dumps(manifest)
     (exported / bundle.MANIFEST).write_bytes(raw)
     (exported / bundle.SIGNATURE).write_bytes(load_private_key(key).sign(raw))
+    reattest(exported, key)
 
 
 @pytest.mark.parametrize(("name", "option"), [("rule", "--rule"), ("account", "--account"),

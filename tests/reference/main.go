@@ -18,6 +18,13 @@
 //     know), the key id is SHA-256(name || "\n" || 0x04 || key)[:4], the signed message
 //     "cosignature/v1\ntime <t>\n" || the note text; at least -require-witnesses of them
 //     (default: all) must verify.
+//   - the in-toto attestation (attestation.intoto.jsonl, required from format /4): its
+//     DSSE envelope with github.com/secure-systems-lab/go-securesystemslib (dsse's
+//     EnvelopeVerifier, PAE included, and its Ed25519 verifier, whose key id is the one
+//     dsse.SHA256KeyID derives from the key), its payload decoded as an in-toto
+//     Statement v1 by github.com/in-toto/attestation/go/v1 (protojson, Validate); the
+//     subjects must be exactly the bundle's files with their SHA-256, the predicate the
+//     manifest's purpose, query, checkpoint and counts.
 //
 // Usage:
 //
@@ -31,6 +38,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
@@ -42,14 +50,29 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 
+	intoto "github.com/in-toto/attestation/go/v1"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"github.com/secure-systems-lab/go-securesystemslib/signerverifier"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+const (
+	attestationFile      = "attestation.intoto.jsonl"
+	inTotoPayloadType    = "application/vnd.in-toto+json"
+	exportPredicateType  = "https://consentwatch.dev/evidence-export/v1"
+	formatPrefix         = "consentwatch-evidence-bundle/"
+	firstAttestedVersion = 4
 )
 
 type entry struct {
@@ -72,6 +95,10 @@ func (w *witnessFlags) Set(v string) error { *w = append(*w, v); return nil }
 
 type manifest struct {
 	Format      string    `json:"format"`
+	Purpose     string    `json:"purpose"`
+	CreatedAt   string    `json:"created_at"`
+	Window      any       `json:"window"`
+	Filters     any       `json:"filters"`
 	Checkpoint  string    `json:"checkpoint"`
 	VerifierKey string    `json:"verifier_key"`
 	Findings    []entry   `json:"findings"`
@@ -98,9 +125,11 @@ type checker struct {
 	pub      ed25519.PublicKey
 	vkey     string
 	verifier note.Verifier
+	dsse     dsse.Verifier
 	failures []string
 	proofs   int
 	note     *note.Note // the bundle's checkpoint, once opened
+	attested []string
 }
 
 // witness is a cosigner's key, from its C2SP verifier key <name>+<hex id>+<base64(0x04||key)>.
@@ -248,6 +277,7 @@ func (c *checker) bundle(dir string) (*manifest, []byte, *checkpoint) {
 		{"reviews.jsonl", m.Reviews}, {"exceptions.jsonl", m.Exceptions}} {
 		c.inclusion(name, filepath.Join(dir, part.file), part.file, part.entries, cp)
 	}
+	c.attestation(name, dir, &m, cp)
 	if m.Previous != nil {
 		prev, err := c.openCheckpoint(m.Previous.Checkpoint)
 		if err != nil {
@@ -300,6 +330,155 @@ func (c *checker) inclusion(bundle, path, file string, entries []entry, cp *chec
 				e.LeafIndex, cp.size, err)
 		} else {
 			c.proofs++
+		}
+	}
+}
+
+// bundleFiles maps each regular file of the bundle directory (slash-separated path) but
+// the attestation to its hex SHA-256.
+func bundleFiles(dir string) (map[string]string, error) {
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil || rel == attestationFile {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		digest := sha256.Sum256(data)
+		files[filepath.ToSlash(rel)] = hex.EncodeToString(digest[:])
+		return nil
+	})
+	return files, err
+}
+
+// attestation checks the bundle's in-toto attestation with the reference libraries.
+func (c *checker) attestation(name, dir string, m *manifest, cp *checkpoint) {
+	where := name + ": " + attestationFile
+	raw, err := os.ReadFile(filepath.Join(dir, attestationFile))
+	if errors.Is(err, os.ErrNotExist) {
+		version, _ := strconv.Atoi(strings.TrimPrefix(m.Format, formatPrefix))
+		if version >= firstAttestedVersion {
+			c.fail("%s: missing (format %s requires it)", where, m.Format)
+		}
+		return
+	}
+	if err != nil {
+		c.fail("%s: %v", where, err)
+		return
+	}
+	line, rest, found := bytes.Cut(raw, []byte("\n"))
+	if !found || len(rest) != 0 {
+		c.fail("%s: not one DSSE envelope on one line", where)
+		return
+	}
+	var envelope dsse.Envelope
+	if err := json.Unmarshal(line, &envelope); err != nil {
+		c.fail("%s: not a DSSE envelope: %v", where, err)
+		return
+	}
+	if envelope.PayloadType != inTotoPayloadType {
+		c.fail("%s: payloadType %q is not %q", where, envelope.PayloadType, inTotoPayloadType)
+		return
+	}
+	verifier, err := dsse.NewEnvelopeVerifier(c.dsse)
+	if err == nil {
+		_, err = verifier.Verify(context.Background(), &envelope)
+	}
+	if err != nil {
+		c.fail("%s: dsse: EnvelopeVerifier.Verify: %v", where, err)
+		return
+	}
+	payload, err := envelope.DecodeB64Payload()
+	var statement intoto.Statement
+	if err == nil {
+		err = protojson.Unmarshal(payload, &statement)
+	}
+	if err == nil {
+		err = statement.Validate()
+	}
+	if err != nil {
+		c.fail("%s: not an in-toto Statement v1: %v", where, err)
+		return
+	}
+	if statement.GetPredicateType() != exportPredicateType {
+		c.fail("%s: predicateType %q is not %q", where, statement.GetPredicateType(),
+			exportPredicateType)
+	}
+	c.subjects(where, dir, statement.GetSubject())
+	if cp != nil {
+		c.predicate(where, statement.GetPredicate().AsMap(), m, cp)
+	}
+	c.attested = append(c.attested, fmt.Sprintf("%s (%d subjects)", name,
+		len(statement.GetSubject())))
+}
+
+// subjects checks that the statement's subjects are exactly the bundle's files and their
+// SHA-256 digests.
+func (c *checker) subjects(where, dir string, subjects []*intoto.ResourceDescriptor) {
+	files, err := bundleFiles(dir)
+	if err != nil {
+		c.fail("%s: listing the bundle: %v", where, err)
+		return
+	}
+	named := map[string]bool{}
+	for _, subject := range subjects {
+		want, ok := files[subject.GetName()]
+		switch {
+		case named[subject.GetName()]:
+			c.fail("%s: subject %q given twice", where, subject.GetName())
+		case !ok:
+			c.fail("%s: subject %q is not a file of the bundle", where, subject.GetName())
+		case subject.GetDigest()["sha256"] != want:
+			c.fail("%s: subject %q: its sha256 is not the file's", where, subject.GetName())
+		}
+		named[subject.GetName()] = true
+	}
+	missing := []string{}
+	for file := range files {
+		if !named[file] {
+			missing = append(missing, file)
+		}
+	}
+	sort.Strings(missing)
+	for _, file := range missing {
+		c.fail("%s: %s is not a subject of the statement", where, file)
+	}
+}
+
+// predicate checks the statement's predicate against the manifest and its checkpoint
+// (opened with note.Open).
+func (c *checker) predicate(where string, got map[string]any, m *manifest, cp *checkpoint) {
+	counts := map[string]any{"findings": float64(len(m.Findings)),
+		"amendments": float64(len(m.Amendments)), "reviews": float64(len(m.Reviews)),
+		"exceptions": float64(len(m.Exceptions))}
+	want := map[string]any{
+		"format":     m.Format,
+		"created_at": m.CreatedAt,
+		"purpose":    m.Purpose,
+		"query":      map[string]any{"window": m.Window, "filters": m.Filters},
+		"checkpoint": map[string]any{"note": m.Checkpoint, "origin": cp.origin,
+			"size": float64(cp.size), "root": hex.EncodeToString(cp.root)},
+		"counts": counts,
+	}
+	keys := []string{}
+	for key := range want {
+		keys = append(keys, key)
+	}
+	for key := range got {
+		if _, ok := want[key]; !ok {
+			keys = append(keys, key)
+		}
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		if !reflect.DeepEqual(got[key], want[key]) {
+			c.fail("%s: predicate %s is not the manifest's", where, key)
 		}
 	}
 }
@@ -381,7 +560,15 @@ func loadKey(path, name string) (*checker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &checker{pub: pub, vkey: vkey, verifier: verifier}, nil
+	// No key id of our own: the envelope's keyid must then be the one dsse.SHA256KeyID
+	// derives from the key (its OpenSSH SHA256 fingerprint), as for cosign's verifiers.
+	sv, err := signerverifier.NewED25519SignerVerifierFromSSLibKey(&signerverifier.SSLibKey{
+		KeyType: signerverifier.ED25519KeyType, Scheme: signerverifier.ED25519KeyType,
+		KeyVal: signerverifier.KeyVal{Public: hex.EncodeToString(pub)}})
+	if err != nil {
+		return nil, err
+	}
+	return &checker{pub: pub, vkey: vkey, verifier: verifier, dsse: sv}, nil
 }
 
 func main() {
@@ -447,5 +634,9 @@ func main() {
 	if len(witnesses) > 0 {
 		fmt.Printf("OK: cosigned (cosignature/v1) by %d of %d witnesses: %s\n", len(signed),
 			len(witnesses), strings.Join(signed, ", "))
+	}
+	for _, attested := range c.attested {
+		fmt.Printf("OK: %s: DSSE envelope and in-toto Statement v1 verified: %s\n",
+			attestationFile, attested)
 	}
 }

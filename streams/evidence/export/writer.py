@@ -14,6 +14,7 @@ never trusts what someone with write access to the database could have edited:
 4. the files and OUT.zip are written into a temporary sibling, the manifest is
    signed, then they are renamed to OUT and OUT.zip; the manifest carries the previous
    export's checkpoint and the consistency proof from it to (N, R) (export/previous.py);
+   the in-toto attestation (attestation.intoto.jsonl) states the same over every file;
    the export (who, when, why, what, the manifest's SHA-256) is appended to the ledger
    as a leaf of kind `export` just before the rename, so a bundle that exists has
    always been recorded (in a later tree than the one it proves).
@@ -37,6 +38,7 @@ from streams import __version__
 from streams.catalogue import load_catalogue
 from streams.errors import ConfigError
 from streams.evidence import bundle
+from streams.evidence.attestation import attest
 from streams.evidence.checkpoint import verifier_key
 from streams.evidence.exception_scope import covers
 from streams.evidence.export.previous import previous_export
@@ -129,6 +131,10 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     files[bundle.MANIFEST] = manifest_bytes
     files[bundle.SIGNATURE] = key.sign(manifest_bytes)
     manifest_sha256 = bundle.sha256_hex(manifest_bytes)
+    # issue 18: the same, as an in-toto attestation over every file (attestation.py)
+    files[bundle.ATTESTATION] = attest(key, manifest["files"] | {
+        bundle.MANIFEST: manifest_sha256,
+        bundle.SIGNATURE: bundle.sha256_hex(files[bundle.SIGNATURE])}, manifest)
 
     def record() -> None:
         ledger.record_export(actor, query.purpose, query.to_dict() | {
