@@ -528,7 +528,7 @@ class CheckpointInfo:
 
 
 def latest_checkpoint(db: Database) -> CheckpointInfo | None:
-    rows = db.query("SELECT size, key_name, signed_at FROM checkpoints ORDER BY seq DESC "
+    rows = db.query("SELECT size, key_name, signed_at FROM checkpoints ORDER BY size DESC, seq DESC "
                     "LIMIT 1")
     if not rows:
         return None

@@ -135,9 +135,10 @@ def test_export_writes_an_in_toto_statement_in_a_dsse_envelope(source: dict[str,
     assert predicate["query"] == {"window": manifest["window"], "filters": manifest["filters"]}
     assert predicate["counts"] == {"findings": 6, "amendments": 1, "reviews": 0,
                                    "exceptions": 0}
-    size, root = manifest["checkpoint"].split("\n")[1:3]
+    origin, size, root = manifest["checkpoint"].split("\n")[0:3]
+    assert origin.startswith("consentwatch ledger ")  # each ledger its own origin
     assert predicate["checkpoint"] == {"note": manifest["checkpoint"],
-                                       "origin": "consentwatch ledger", "size": int(size),
+                                       "origin": origin, "size": int(size),
                                        "root": base64.b64decode(root).hex()}
     assert predicate["format"] == manifest["format"] == bundle.FORMAT
     # the zip holds the same file
