@@ -528,8 +528,8 @@ class CheckpointInfo:
 
 
 def latest_checkpoint(db: Database) -> CheckpointInfo | None:
-    rows = db.query("SELECT size, key_name, signed_at FROM checkpoints ORDER BY size DESC, seq DESC "
-                    "LIMIT 1")
+    rows = db.query("SELECT size, key_name, signed_at FROM checkpoints "
+                    "ORDER BY size DESC, seq DESC LIMIT 1")
     if not rows:
         return None
     size, key_name, signed_at = rows[0]
