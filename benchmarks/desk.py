@@ -143,7 +143,7 @@ def review(path: Path, n: int, *, quiet: bool = False) -> None:
         if db.query("SELECT 1 FROM entries WHERE kind = 'review' LIMIT 1"):
             return
         started = time.perf_counter()
-        chosen = random.Random(7).sample(range(n), 2 * REVIEWED)
+        chosen = random.Random(7).sample(range(n), min(2 * REVIEWED, n // 10))
         ids = [str(row[0]) for row in db.query(
             "SELECT entry_id FROM entries WHERE kind = 'finding' AND idx IN "
             f"({', '.join(str(i) for i in chosen)}) ORDER BY idx")]
