@@ -3,15 +3,25 @@ consent_records.jsonl in the bundle (checked by verify), and the report's view o
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import rfc8785
 
+from streams.engine import EngineParams
+from streams.evidence import bundle
 from streams.evidence.consent_record import CONSENT_RULES, DPV, consent_record
+from streams.evidence.export import ExportQuery, export_bundle
+from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
+from streams.evidence.ledger import open_ledger
+from streams.evidence.verify import verify_bundle
 from tests.conftest import EXAMPLES_DIR, run_cli
+from tests.evidence.test_consistency import reattest
 
 GRANT_AT, AT = 1772272800000, 1772359200000
 
@@ -118,3 +128,90 @@ def test_a_malformed_record_never_raises() -> None:
                      "evidence": [{"type": "ConsentChanged", "status": 3,
                                    "data_categories": "x", "expires_at": True}, 7]}):
         consent_record(finding)
+
+
+# --- in the bundle ------------------------------------------------------------------------
+
+@pytest.fixture
+def bundle_of(tmp_path: Path, seed: dict[tuple[str, str], dict[str, Any]]
+              ) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """A bundle of the seed scenario's findings, a withdrawal's and an exceeded grant's."""
+    withdrawn = _replay(tmp_path, "withdrawn-consent")
+    findings = [*seed.values(), *withdrawn.values(),
+                _request_finding("enrichment-exceeds-consent",
+                                 _consent(consent_record_id="cr-<script>alert(1)</script>",
+                                          jurisdiction="EU & \"UK\" <b>x</b>"))]
+    private, public = generate_keypair(tmp_path / "keys")
+    ledger = open_ledger(str(tmp_path / "ledger.db"))
+    try:
+        ledger.append("finding", findings)
+        out = tmp_path / "bundle"
+        export_bundle(ledger, out, ExportQuery(0, 4_000_000_000_000, "inquiry 7"),
+                      load_private_key(private), actor="tester", params=EngineParams())
+    finally:
+        ledger.close()
+    return out, public, findings
+
+
+def _lines(out: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in (out / bundle.CONSENT_RECORDS).read_bytes()
+            .splitlines()]
+
+
+def test_the_bundle_carries_one_record_per_finding_and_verifies(
+        bundle_of: tuple[Path, Path, list[dict[str, Any]]]) -> None:
+    out, public, findings = bundle_of
+    assert len(findings) == 8
+    assert verify_bundle(out, load_public_key(public))[0] == []
+    exported = [orjson.loads(line) for line in (out / bundle.FINDINGS).read_bytes()
+                .splitlines()]
+    assert [line["finding_id"] for line in _lines(out)] == [f["finding_id"] for f in exported]
+    assert all(line["consent_record"] == consent_record(finding)
+               for line, finding in zip(_lines(out), exported, strict=True))
+    manifest = orjson.loads((out / bundle.MANIFEST).read_bytes())
+    assert bundle.CONSENT_RECORDS in manifest["files"]
+    envelope = orjson.loads((out / bundle.ATTESTATION).read_bytes())
+    statement = orjson.loads(base64.b64decode(envelope["payload"]))
+    assert bundle.CONSENT_RECORDS in {s["name"] for s in statement["subject"]}
+    with zipfile.ZipFile(out.with_name(out.name + ".zip")) as archive:
+        assert f"bundle/{bundle.CONSENT_RECORDS}" in archive.namelist()
+
+
+def _resign(out: Path, private: Path) -> None:
+    """An exporter (or anyone with the key) that wrote a wrong file and signed it."""
+    manifest = orjson.loads((out / bundle.MANIFEST).read_bytes())
+    manifest["files"][bundle.CONSENT_RECORDS] = bundle.sha256_hex(
+        (out / bundle.CONSENT_RECORDS).read_bytes())
+    raw = rfc8785.dumps(manifest)
+    (out / bundle.MANIFEST).write_bytes(raw)
+    (out / bundle.SIGNATURE).write_bytes(load_private_key(private).sign(raw))
+    reattest(out, private)
+
+
+@pytest.mark.parametrize("change", ["byte", "missing", "extra", "swapped"])
+def test_a_consent_record_that_is_not_the_findings_fails(
+        bundle_of: tuple[Path, Path, list[dict[str, Any]]], change: str) -> None:
+    out, public, _ = bundle_of
+    path = out / bundle.CONSENT_RECORDS
+    lines = path.read_bytes().splitlines(keepends=True)
+    target = max(i for i, line in enumerate(lines) if b'"in_force":false' in line)
+    assert target > 0
+    if change == "byte":
+        lines[target] = lines[target].replace(b'"in_force":false', b'"in_force":fals0')
+    elif change == "missing":
+        del lines[target]
+    elif change == "extra":
+        lines.append(lines[target])
+    else:
+        lines[0], lines[target] = lines[target], lines[0]
+    path.write_bytes(b"".join(lines))
+    failures = verify_bundle(out, load_public_key(public))[0]
+    assert (f"{bundle.CONSENT_RECORDS}: SHA-256 does not match the manifest (file changed)"
+            in failures)
+    ours = [f for f in failures if f.startswith(bundle.CONSENT_RECORDS) and "SHA-256" not in f]
+    assert ours and all("\n" not in f for f in ours), failures
+    # signed with the right key, the file is still checked, not trusted
+    _resign(out, out.parent / "keys" / "consentwatch.key")
+    failures = verify_bundle(out, load_public_key(public))[0]
+    assert failures == ours
+
