@@ -41,6 +41,7 @@ from typing import Any, Final
 __all__ = [
     "CONSENT_RULES",
     "DPV",
+    "FIELDS",
     "VIEW_DATA_USE",
     "consent_record",
     "consent_record_line",
@@ -55,6 +56,28 @@ VIEW_DATA_USE: Final = "third_party_sharing.enrichment"
 _STATUS: Final = {"given": DPV + "ConsentGiven", "withdrawn": DPV + "ConsentWithdrawn",
                   "expired": DPV + "ConsentExpired", "unknown": DPV + "ConsentUnknown"}
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: Each field of a record: (key, what it says, its DPV term, its ISO/IEC TS 27560 element);
+#: the report's table and docs/evidence-bundle.md follow it.
+FIELDS: Final = (
+    ("record_id", "consent record", "dct:identifier of a dpv:ConsentRecord",
+     "record identifier"),
+    ("event_id", "event that set its state", "(the ConsentChanged event's id)",
+     "event (consent given / withdrawn)"),
+    ("in_force", "in force at the trigger's time", "(derived: dpv:ConsentGiven, not expired)",
+     "record status (active)"),
+    ("at", "the trigger's time", "(the time the rule asked)", "-"),
+    ("data_subject", "data subject", "dpv:hasDataSubject", "PII principal identifier"),
+    ("purpose", "purpose (data use)", "dpv:hasPurpose", "purpose"),
+    ("data_categories", "data categories", "dpv:hasPersonalData", "PII categories"),
+    ("recipient", "recipient (provider)", "dpv:hasRecipient", "PII recipient / third party"),
+    ("status", "status", "dpv:hasConsentStatus", "consent status"),
+    ("provision_time", "given at", "dpv:hasProvisionTime", "event timestamp (given)"),
+    ("withdrawal_time", "withdrawn at", "dpv:hasWithdrawalTime",
+     "event timestamp (withdrawn)"),
+    ("expiry_time", "expires at", "dpv:hasExpiry", "expiry / duration of consent"),
+    ("notice_version", "notice version", "dpv:hasNotice", "privacy notice"),
+    ("jurisdiction", "jurisdiction", "dpv:hasJurisdiction", "jurisdiction"),
+)
 
 
 def _time(ms: Any) -> str | None:

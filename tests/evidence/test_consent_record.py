@@ -215,3 +215,15 @@ def test_a_consent_record_that_is_not_the_findings_fails(
     failures = verify_bundle(out, load_public_key(public))[0]
     assert failures == ours
 
+
+def test_the_report_shows_each_record_escaped(
+        bundle_of: tuple[Path, Path, list[dict[str, Any]]]) -> None:
+    out, _, _ = bundle_of
+    html = (out / bundle.REPORT).read_text()
+    assert "<script>alert(1)" not in html and "<b>x</b>" not in html
+    assert "cr-&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "EU &amp; &quot;UK&quot; &lt;b&gt;x&lt;/b&gt;" in html
+    assert "cr-u-carol-1" in html and "none in force" in html
+    assert html.count('class="consent-record"') == len(_lines(out))
+    summary = (out / bundle.SUMMARY).read_text().splitlines()
+    assert "consent_status" in summary[0].split(",")
