@@ -15,7 +15,7 @@ import rfc8785
 
 from streams.engine import EngineParams
 from streams.evidence import bundle
-from streams.evidence.consent_record import CONSENT_RULES, DPV, consent_record
+from streams.evidence.consent_record import CONSENT_RULES, DPV, FIELDS, consent_record
 from streams.evidence.export import ExportQuery, export_bundle
 from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
 from streams.evidence.ledger import open_ledger
@@ -227,3 +227,13 @@ def test_the_report_shows_each_record_escaped(
     assert html.count('class="consent-record"') == len(_lines(out))
     summary = (out / bundle.SUMMARY).read_text().splitlines()
     assert "consent_status" in summary[0].split(",")
+
+
+def test_the_docs_map_every_field_to_its_dpv_term() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "evidence-bundle.md").read_text()
+    for key, _, term, iso in FIELDS:
+        rows = [line.replace("`", "") for line in docs.splitlines()
+                if line.startswith(f"| `{key}` |")]
+        assert any(f"| {term} | {iso} |" in row for row in rows), key
+    assert set(consent_record({})) == {key for key, *_ in FIELDS} | {
+        "basis", "status_label", "notice_version_note", "jurisdiction_note"}
