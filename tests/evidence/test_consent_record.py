@@ -224,6 +224,7 @@ def test_the_report_shows_each_record_escaped(
     assert "cr-&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "EU &amp; &quot;UK&quot; &lt;b&gt;x&lt;/b&gt;" in html
     assert "cr-u-carol-1" in html and "none in force" in html
+    assert "<em>null</em> (any provider)" in html
     assert html.count('class="consent-record"') == len(_lines(out))
     summary = (out / bundle.SUMMARY).read_text().splitlines()
     assert "consent_status" in summary[0].split(",")

@@ -365,7 +365,8 @@ def _consent_record(finding: Mapping[str, Any]) -> str:
     title = ("none in force: no consent record covered the data use and provider"
              if basis == "no-consent-record" else f"{record['status_label']}, {in_force}")
     notes = {"notice_version": record["notice_version_note"],
-             "jurisdiction": record["jurisdiction_note"]}
+             "jurisdiction": record["jurisdiction_note"],
+             "recipient": "any provider" if basis == "deciding-consent" else None}
     rows = []
     for key, label, term, iso in FIELDS:
         value = record[key]
