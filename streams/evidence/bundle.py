@@ -5,6 +5,9 @@
     OUT/reviews.jsonl         the ledger's reviews of those findings, the same way
     OUT/exceptions.jsonl      the ledger's exceptions whose scope covers one of them
     OUT/evidence/<name>.json  each cited evidence event, RFC 8785
+    OUT/consent_records.jsonl one line per finding, in the same order: its id and the consent
+                              record in force (streams.evidence.consent_record), RFC 8785;
+                              verify recomputes each line from the proven finding
     OUT/summary.csv           one row per finding, for spreadsheets
     OUT/report.html           the human-readable report (self-contained)
     OUT/manifest.json         RFC 8785 JSON: what, why, hashes, checkpoint, proofs
@@ -35,6 +38,7 @@ from streams.errors import ConfigError, ConsentwatchError
 __all__ = [
     "AMENDMENTS",
     "ATTESTATION",
+    "CONSENT_RECORDS",
     "EVIDENCE_DIR",
     "EXCEPTIONS",
     "FINDINGS",
@@ -73,6 +77,8 @@ REPORT = "report.html"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 ATTESTATION = "attestation.intoto.jsonl"
+#: issue 18: checked whenever present (bundles exported before it do not have it)
+CONSENT_RECORDS = "consent_records.jsonl"
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same bundle always zips to the same bytes

@@ -14,6 +14,9 @@ Checks, each reported as one line naming the file and what is wrong:
   amends an exported finding;
 - every evidence/ file is the canonical JSON of an event a proven finding cites (so
   checked only when the checkpoint verifies);
+- consent_records.jsonl (issue 18; checked whenever present): one line per proven
+  finding, in order, each exactly the RFC 8785 JSON of `consent_record_line` of it
+  (streams.evidence.consent_record): recomputed, never trusted;
 - `previous` (format /3): the previous export's checkpoint is a signed note by the
   same key, of the same log, no larger than this one, and the RFC 9162 consistency
   proof leads from it to this bundle's checkpoint (the log only grew in between);
@@ -47,6 +50,7 @@ from streams.evidence import bundle
 from streams.evidence.attestation import check_attestation
 from streams.evidence.bundle import BundleError, BundleFiles
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from streams.evidence.consent_record import consent_record_line
 from streams.evidence.exception_scope import check_exception, covers
 from streams.evidence.merkle import leaf_hash, verify_consistency, verify_inclusion
 from streams.evidence.review import StaleReview, TrailError, check_review, fold
@@ -182,6 +186,7 @@ class _Verification:
     _query_failures: list[str] = field(default_factory=list)
     _evidence: dict[str, str] = field(default_factory=dict)  # bundle path -> expected SHA-256
     _finding_ids: set[str] = field(default_factory=set)
+    _consent_lines: list[tuple[str, bytes]] = field(default_factory=list)  # (finding id, line)
     _scopes: list[dict[str, Any]] = field(default_factory=list)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
@@ -217,6 +222,7 @@ class _Verification:
         self.failures += self._query_failures
         if checkpoint is not None:
             self._check_evidence()
+            self._check_consent_records()
         counts = {"findings": findings, "amendments": amendments, "reviews": reviews,
                   "exceptions": exceptions, "files": len(self.files.sizes),
                   "checkpoint_size": checkpoint.size if checkpoint else 0}
@@ -396,6 +402,8 @@ class _Verification:
             # Without a checkpoint nothing proves the events; and a findings file no key
             # vouches for could cite millions of them.
             return
+        self._consent_lines.append((_shown(record.get("finding_id")),
+                                    rfc8785.dumps(consent_record_line(record))))
         for event in bundle.evidence_events(record):
             self._evidence.setdefault(bundle.evidence_file(event["event_id"]),
                                       hashlib.sha256(rfc8785.dumps(event)).hexdigest())
@@ -533,6 +541,33 @@ class _Verification:
         for name in sorted(n for n in self.files.sizes
                            if n.startswith(prefix) and n not in self._evidence):
             self.failures.append(f"{name}: no exported finding cites it")
+
+
+    def _check_consent_records(self) -> None:
+        """consent_records.jsonl, when present: line by line, the consent record of each
+        proven finding, in order, as `consent_record_line` recomputes it."""
+        name = bundle.CONSENT_RECORDS
+        if name not in self.files.sizes:
+            return
+        expected, lines, differ = self._consent_lines, 0, []
+        try:
+            for lines, (line, terminated) in enumerate(self.files.lines(name, MAX_LINE_BYTES),
+                                                       1):
+                if not terminated:
+                    self.failures.append(f"{name}: does not end with a newline")
+                if lines <= len(expected) and line != expected[lines - 1][1]:
+                    differ.append(lines)
+        except BundleError as exc:
+            self.failures.append(str(exc))
+            return
+        if differ:  # one line for all (a removed line shifts every line after it)
+            more = f" (and {len(differ) - 1} more lines)" if len(differ) > 1 else ""
+            self.failures.append(f"{name} line {differ[0]}: differs from the consent record "
+                                 f"of finding {expected[differ[0] - 1][0]} (recomputed from "
+                                 f"{bundle.FINDINGS}){more}")
+        if lines != len(expected):
+            self.failures.append(f"{name}: holds {lines} lines where {bundle.FINDINGS} proves "
+                                 f"{len(expected)} findings (line removed or added)")
 
 
 def _shown(entry_id: Any) -> str:

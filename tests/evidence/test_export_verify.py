@@ -271,6 +271,9 @@ def test_removing_a_finding_and_resigning_with_own_key_fails(
     manifest["findings"] = manifest["findings"][1:]
     manifest["files"][bundle.FINDINGS] = bundle.sha256_hex((exported / bundle.FINDINGS
                                                             ).read_bytes())
+    consent = (exported / bundle.CONSENT_RECORDS).read_bytes().splitlines(keepends=True)
+    (exported / bundle.CONSENT_RECORDS).write_bytes(b"".join(consent[1:]))
+    manifest["files"][bundle.CONSENT_RECORDS] = bundle.sha256_hex(b"".join(consent[1:]))
     raw = rfc8785.dumps(manifest)
     (exported / bundle.MANIFEST).write_bytes(raw)
     (exported / bundle.SIGNATURE).write_bytes(Ed25519PrivateKey.generate().sign(raw))

@@ -182,11 +182,13 @@ def _rewrite(exported: Path, manifest: dict[str, Any], name: str, lines: list[by
 
 def test_reviews_of_a_finding_left_out_fail(exported: Path, keys: tuple[Path, Path]) -> None:
     lines = (exported / bundle.FINDINGS).read_bytes().splitlines()
+    consent = (exported / bundle.CONSENT_RECORDS).read_bytes().splitlines()
     assert orjson.loads(lines[1])["finding_id"] == B["finding_id"]
 
     def drop_b(manifest: dict[str, Any]) -> None:
         _rewrite(exported, manifest, bundle.FINDINGS, lines[:1])
         manifest["findings"] = manifest["findings"][:1]
+        _rewrite(exported, manifest, bundle.CONSENT_RECORDS, consent[:1])
         (exported / "evidence" / "ev-b.json").unlink()
         del manifest["files"]["evidence/ev-b.json"]
 
@@ -273,10 +275,12 @@ def test_a_leaf_index_that_is_not_an_integer_is_one_failure_line(
 def test_an_exception_that_covers_no_exported_finding_fails(
         exported: Path, keys: tuple[Path, Path]) -> None:
     lines = (exported / bundle.FINDINGS).read_bytes().splitlines()
+    consent = (exported / bundle.CONSENT_RECORDS).read_bytes().splitlines()
 
     def drop_a(manifest: dict[str, Any]) -> None:
         _rewrite(exported, manifest, bundle.FINDINGS, lines[1:])
         manifest["findings"] = manifest["findings"][1:]
+        _rewrite(exported, manifest, bundle.CONSENT_RECORDS, consent[1:])
         (exported / "evidence" / "ev-a.json").unlink()
         del manifest["files"]["evidence/ev-a.json"]
         _rewrite(exported, manifest, bundle.REVIEWS, [])

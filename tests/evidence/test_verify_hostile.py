@@ -281,10 +281,13 @@ def test_an_amendment_of_no_exported_finding_fails(exported: Path,
     lines = (exported / bundle.FINDINGS).read_bytes().splitlines(keepends=True)
     (exported / bundle.FINDINGS).write_bytes(lines[1])
     (exported / "evidence" / "ev-a.json").unlink()
+    consent = (exported / bundle.CONSENT_RECORDS).read_bytes().splitlines(keepends=True)
+    (exported / bundle.CONSENT_RECORDS).write_bytes(consent[1])
 
     def drop_first(manifest: dict[str, Any]) -> None:
         manifest["findings"] = manifest["findings"][1:]
         manifest["files"][bundle.FINDINGS] = bundle.sha256_hex(lines[1])
+        manifest["files"][bundle.CONSENT_RECORDS] = bundle.sha256_hex(consent[1])
         del manifest["files"]["evidence/ev-a.json"]
 
     _resign(exported, keys[0], drop_first)

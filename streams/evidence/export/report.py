@@ -5,8 +5,9 @@ exported what, when and why (purpose, exporter, query, the signing key's fingerp
 counts by rule, severity, provider and account (findings in force and retracted apart),
 what the `hmac-sha256:` pseudonyms are, and a table of contents. Then one section per
 finding, by severity (CRITICAL first) then time: what happened (the finding's
-explanation), when, the rule and the regulations it cites, each evidence event's fields,
-amendments, a timeline, its review status and history (the reviews in the bundle, in
+explanation), when, the rule and the regulations it cites, the consent record in force
+(`streams.evidence.consent_record`, in DPV / ISO/IEC TS 27560 terms), each evidence
+event's fields, amendments, a timeline, its review status and history (the reviews in the bundle, in
 ledger order) and the exceptions that cover it (marked excepted when one is in force
 at the export). A finding a late event retracted is marked so, in a muted style, its
 timeline greyed as superseded. Printing gives one finding per page, no
@@ -29,6 +30,7 @@ import orjson
 from streams import __version__
 from streams.catalogue import load_catalogue
 from streams.evidence import bundle
+from streams.evidence.consent_record import FIELDS, consent_record
 from streams.evidence.exception_scope import covering, covers
 from streams.evidence.export.summary import (
     RETRACTED,
@@ -72,7 +74,7 @@ border:1px solid #80868b;color:#3c4043;background:#f1f3f4}
 .superseded svg{filter:grayscale(1);opacity:.5}.superseded p{color:#5f6368;font-style:italic}
 .event{margin:.6em 0}.event table{margin-top:.2em}.fields th{font-weight:normal;color:#5f6368}
 pre{white-space:pre-wrap;background:#f1f3f4;padding:.5em}.toc li{margin:.15em 0}
-.review{background:#e8f0fe;padding:.5em}.excepted{background:#e6f4ea;padding:.5em}
+.review{background:#e8f0fe;padding:.5em}.consent-record{background:#f3e8fd;padding:.5em}.excepted{background:#e6f4ea;padding:.5em}
 @media print{
 body{margin:0;max-width:none;color:#000}
 .sev,.badge,.retracted .sev{background:none;color:#000;border:1px solid #000}
@@ -324,6 +326,7 @@ def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
         f"<tr><th>Finding</th><td><code>{_e(entry.entry_id)}</code>, ledger leaf "
         f"{entry.index}</td></tr>",
         "</table>",
+        _consent_record(record),
         "<h3>Evidence events</h3>",
     ]
     if events:
@@ -348,6 +351,33 @@ def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
     parts.append(_exceptions(record, exceptions, at_ms))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _consent_record(finding: Mapping[str, Any]) -> str:
+    """The consent record in force (consent_records.jsonl's line), field by field."""
+    record = consent_record(finding)
+    basis = record["basis"]
+    if basis == "not-a-consent-rule":
+        return ('<div class="consent-record"><h3>Consent record: not decided by consent</h3>'
+                "<p>This rule decides on notices, feature toggles or names, not on the "
+                "consent in force; its finding names no consent record.</p></div>")
+    in_force = "in force" if record["in_force"] else "not in force"
+    title = ("none in force: no consent record covered the data use and provider"
+             if basis == "no-consent-record" else f"{record['status_label']}, {in_force}")
+    notes = {"notice_version": record["notice_version_note"],
+             "jurisdiction": record["jurisdiction_note"],
+             "recipient": "any provider" if basis == "deciding-consent" else None}
+    rows = []
+    for key, label, term, iso in FIELDS:
+        value = record[key]
+        shown = _value(key, value)
+        if value is None and notes.get(key):
+            shown += f" ({_e(notes[key])})"
+        rows.append(f"<tr><th>{_e(label)}</th><td>{shown}</td><td><code>{_e(term)}</code>"
+                    f"</td><td>{_e(iso)}</td></tr>")
+    return (f'<div class="consent-record"><h3>Consent record: {_e(title)}</h3>'
+            "<table><tr><th>field</th><th>value</th><th>DPV</th><th>ISO/IEC TS 27560</th>"
+            f"</tr>{''.join(rows)}</table></div>")
 
 
 _ACTION_DETAIL = (("assignee", "to"), ("reason", "reason"),

@@ -7,7 +7,9 @@ values, the CSV is only a convenience view.
 `status` says whether a finding still holds, from the kinds of its amendments (the
 ledger's, in ledger order: the last one decides, see `finding_status`). `review_status`
 is the fold of its reviews (`streams.evidence.review`), `excepted` whether an exception
-in force at the export covers it (`yes` / `no`).
+in force at the export covers it (`yes` / `no`), `consent_status` the status of the consent
+record in force (`streams.evidence.consent_record`: given, withdrawn, expired, none in
+force, or `not decided by consent` for a rule about notices, toggles or names).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streams.catalogue import load_catalogue
+from streams.evidence.consent_record import consent_record
 from streams.evidence.exception_scope import covering
 from streams.evidence.export.times import describe_ms
 from streams.evidence.review import TrailError, fold
@@ -31,7 +34,7 @@ __all__ = ["COLUMNS", "OPEN", "RETRACTED", "amendments_by_finding", "finding_sta
 COLUMNS = ("leaf_index", "finding_id", "status", "rule", "severity", "occurred_at",
            "detected_at", "subject_id", "account_id", "meeting_id", "provider",
            "trigger_event_id", "evidence_event_ids", "regulations", "explanation",
-           "review_status", "excepted")
+           "review_status", "excepted", "consent_status")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 OPEN = "open"
@@ -117,5 +120,6 @@ def render_summary(findings: Sequence[LedgerEntry],
             _cell(regulations), _cell(record.get("explanation")),
             _cell(review_label(trails.get(entry.entry_id, ()))),
             "yes" if covering(scopes, record, at_ms) else "no",
+            _cell(consent_record(record)["status_label"]),
         ])
     return buffer.getvalue().encode()

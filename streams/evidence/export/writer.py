@@ -40,6 +40,7 @@ from streams.errors import ConfigError
 from streams.evidence import bundle
 from streams.evidence.attestation import attest
 from streams.evidence.checkpoint import verifier_key
+from streams.evidence.consent_record import consent_record_line
 from streams.evidence.exception_scope import covers
 from streams.evidence.export.previous import previous_export
 from streams.evidence.export.query import ExportQuery
@@ -214,6 +215,9 @@ def _content_files(selection: _Selection, params: EngineParams | None, query: Ex
                                            reviews=reviews_by_finding(selection.reviews),
                                            exceptions=selection.exceptions,
                                            at_ms=facts.created_ms)
+    # issue 18: the consent record in force per finding, derived from its leaf (verify redoes it)
+    files[bundle.CONSENT_RECORDS] = b"".join(
+        rfc8785.dumps(consent_record_line(e.record)) + b"\n" for e in selection.findings)
     files[bundle.REVIEWS] = b"".join(e.leaf + b"\n" for e in selection.reviews)
     files[bundle.EXCEPTIONS] = b"".join(e.leaf + b"\n" for e in selection.exceptions)
     files[bundle.REPORT] = render_report(selection.findings, selection.amendments, query=query,
