@@ -284,3 +284,17 @@ def test_the_standalone_verifier_checks_the_token(tmp_path: Path, tsa: Tsa) -> N
     bundle = plain
     bad = run("--tsa-cert", tsa.ca)
     assert bad.returncode == 1 and f"FAIL {TOKEN_FILE}: missing" in bad.stdout, bad.stdout
+
+
+def test_the_demo_prints_a_verify_command_that_checks_the_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    from streams.cli.demo_cmd import verify_command
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    command = shlex.split(verify_command(run_dir / "evidence-bundle.zip",
+                                         run_dir / "consentwatch.pub", run_dir / "tsa-ca.pem"))
+    assert command[1:] == ["verify", "run/evidence-bundle.zip", "--public-key",
+                           "run/consentwatch.pub", "--tsa-cert", "run/tsa-ca.pem"]
