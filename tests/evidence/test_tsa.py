@@ -271,11 +271,24 @@ def test_the_standalone_verifier_checks_the_token(tmp_path: Path, tsa: Tsa) -> N
     setup = Setup(tmp_path)
     bundle = setup.export("b", "--tsa-url", tsa.url)
 
+    import os
+
+    from tests.evidence.test_export_verify import (
+        _BLOCKED_RUN,
+        PIPELINE_MODULES,
+        _verify_only_install,
+    )
+
+    # what `pip install ./verify` ships, with the pipeline's modules blocked
+    site = _verify_only_install(tmp_path / "site")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CONSENTWATCH_NATIVE")}
+
     def run(*args: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(REPO / "verify" / "consentwatch_verify.py"),
-                               str(bundle), "--public-key", str(setup.pub),
-                               *map(str, args)], capture_output=True, text=True,
-                              timeout=120, check=False, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-c", _BLOCKED_RUN, ",".join(PIPELINE_MODULES), str(site),
+             str(bundle), "--public-key", str(setup.pub), *map(str, args)],
+            cwd=tmp_path, env=env | {"PYTHONPATH": str(site)}, capture_output=True, text=True,
+            timeout=120, check=False)
 
     ok = run("--tsa-cert", tsa.ca)
     assert ok.returncode == 0 and ok.stdout.splitlines()[-1].startswith("OK time-stamp"), \
@@ -298,3 +311,10 @@ def test_the_demo_prints_a_verify_command_that_checks_the_token(
                                          run_dir / "consentwatch.pub", run_dir / "tsa-ca.pem"))
     assert command[1:] == ["verify", "run/evidence-bundle.zip", "--public-key",
                            "run/consentwatch.pub", "--tsa-cert", "run/tsa-ca.pem"]
+
+
+def test_a_tsa_cert_that_is_no_certificate_is_a_usage_error(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    bundle = setup.export("plain")
+    code, _, err = setup.verify(bundle, "--tsa-cert", bundle / "manifest.json")
+    assert code == 2 and err.count("\n") == 1 and "holds no PEM certificate" in err, err
