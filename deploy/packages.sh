@@ -3,10 +3,11 @@
 #   prometheus (prometheus, promtool), prometheus-alertmanager (amtool), postgresql,
 #   chromium (headless, renders the evidence report to a screenshot in tests/evidence/test_report.py),
 #   chromium-driver (chromedriver: the review desk's browser tests in tests/desk/ drive Chromium),
-#   golang-go (when no Go is installed: tests/reference, the Go reference check of bundles).
+#   golang-go (when no Go is installed: tests/reference, the Go reference check of bundles),
+#   openssl (`openssl ts -reply`: the local time-stamping authority of deploy/tsa/tsa.sh).
 # Idempotent and quick when they are already there. Needs root (CI runs as root).
 set -euo pipefail
-packages=(prometheus prometheus-alertmanager postgresql chromium chromium-driver)
+packages=(prometheus prometheus-alertmanager postgresql chromium chromium-driver openssl)
 # Go builds tests/reference (the reference implementations of checkpoints and proofs):
 # Debian's golang-go only when no Go is installed (the one in /usr/local/go is kept).
 if ! command -v go >/dev/null 2>&1 && [[ ! -x /usr/local/go/bin/go ]]; then

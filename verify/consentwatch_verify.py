@@ -1,5 +1,5 @@
 """`consentwatch-verify BUNDLE --public-key KEY [--since OLD [--proof FILE]]
-[--witness-key FILE ... [--require-witnesses N]]`:
+[--witness-key FILE ... [--require-witnesses N]] [--tsa-cert CA.pem]`:
 `consentwatch verify` on its own.
 
 The same checks and the same output as `consentwatch verify` (streams.evidence.verify),
@@ -18,6 +18,7 @@ from streams.errors import ConsentwatchError
 from streams.evidence.consistency import verify_since
 from streams.evidence.cosignature import check_witnesses, load_witness_keys
 from streams.evidence.keys import load_public_key
+from streams.evidence.timestamp import check_bundle_timestamp
 from streams.evidence.verify import check_bundle
 
 __all__ = ["main"]
@@ -43,13 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--require-witnesses", type=int, metavar="N",
                         help="fail unless at least N of the --witness-key witnesses validly "
                              "cosigned (default: all of them)")
+    parser.add_argument("--tsa-cert", type=Path, metavar="CA.pem",
+                        help="check the checkpoint's RFC 3161 time-stamp token against "
+                             "this CA certificate of the time-stamping authority (PEM)")
     args = parser.parse_args(argv)
     if args.proof is not None and args.since is None:
         parser.error("--proof needs --since OLD")
     required = len(args.witness_key) if args.require_witnesses is None else args.require_witnesses
     if not 0 <= required <= len(args.witness_key):
         parser.error(f"--require-witnesses {required} needs as many --witness-key")
-    witnessed = ""
+    witnessed = stamped = ""
     try:
         witnesses = load_witness_keys(args.witness_key)
         key = load_public_key(args.public_key)
@@ -61,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures, counts = new.failures, new.counts
         if witnesses:
             problems, witnessed = check_witnesses(new.note, witnesses, required)
+            failures = failures + problems
+        if args.tsa_cert is not None:
+            problems, stamped = check_bundle_timestamp(args.bundle, new.note, args.tsa_cert)
             failures = failures + problems
     except ConsentwatchError as exc:
         print(f"consentwatch-verify: {exc}", file=sys.stderr)
@@ -78,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.summary(args.since.name))
     if witnessed:
         print(witnessed)
+    if stamped:
+        print(stamped)
     return 0
 
 

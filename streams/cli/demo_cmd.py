@@ -48,6 +48,7 @@ __all__ = ["demo"]
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+TSA_SH = ROOT / "deploy" / "tsa" / "tsa.sh"
 _STOP_GRACE_S = 5.0  # then SIGKILL: a stop takes seconds, never minutes
 
 
@@ -532,13 +533,16 @@ def shown(path: Path) -> str:
     return str(absolute)
 
 
-def verify_command(bundle: Path, public_key: Path) -> str:
-    """The `consentwatch verify` command line that checks `bundle`, from the current directory."""
+def verify_command(bundle: Path, public_key: Path, tsa_cert: Path | None = None) -> str:
+    """The `consentwatch verify` command line that checks `bundle`, from the current directory
+    (and its time-stamp token against `tsa_cert`, when given)."""
     script = Path(sys.executable).parent / "consentwatch"  # the venv's console script
     program = shown(script) if script.is_file() else "consentwatch"
     if script.is_file() and "/" not in program:  # a bare name would be looked up on PATH
         program = f"./{program}"
-    return shlex.join([program, "verify", shown(bundle), "--public-key", shown(public_key)])
+    tsa = [] if tsa_cert is None else ["--tsa-cert", shown(tsa_cert)]
+    return shlex.join([program, "verify", shown(bundle), "--public-key", shown(public_key),
+                       *tsa])
 
 
 def _has_command(*path: str) -> bool:
@@ -595,13 +599,58 @@ def _evidence(findings_file: Path, findings: Iterable[dict[str, Any]], run_dir: 
 
     if step("keys", "generate", "--out", str(keys)) is None:
         return False
+    tsa_dir, tsa_cert = work / "tsa", run_dir / "tsa-ca.pem"
+    tsa_url = _start_tsa(tsa_dir, out)
+    try:
+        return _export_and_verify(step, findings_file, times, keys, ledger, bundle,
+                                  public_key, tsa_url, tsa_dir, tsa_cert, out)
+    finally:
+        if tsa_url is not None:
+            subprocess.run([str(TSA_SH), "stop", "--dir", str(tsa_dir)], capture_output=True,
+                           timeout=60, check=False)
+
+
+def _start_tsa(tsa_dir: Path, out: Any) -> str | None:
+    """The URL of the local RFC 3161 TSA (deploy/tsa/tsa.sh), or None (and a line
+    saying so) when it cannot start: the bundle is then not time-stamped."""
+    if shutil.which("openssl") is None:
+        out.print("evidence: no openssl, so no local time-stamping authority: the "
+                  "checkpoint is not time-stamped")
+        return None
+    def stop() -> None:
+        subprocess.run([str(TSA_SH), "stop", "--dir", str(tsa_dir)], capture_output=True,
+                       timeout=60, check=False)
+
+    try:
+        done = subprocess.run([str(TSA_SH), "start", "--dir", str(tsa_dir)],
+                              capture_output=True, timeout=120, check=False)
+    except BaseException:  # Ctrl-C mid-start: the server may be up already
+        stop()
+        raise
+    if done.returncode != 0:
+        stop()
+        out.print("evidence: the local time-stamping authority did not start "
+                  f"({_last_line(b'', done.stderr)}): the checkpoint is not time-stamped")
+        return None
+    return done.stdout.decode().strip()
+
+
+def _export_and_verify(step: Callable[..., str | None], findings_file: Path,
+                       times: list[int], keys: Path, ledger: Path, bundle: Path,
+                       public_key: Path, tsa_url: str | None, tsa_dir: Path,
+                       tsa_cert: Path, out: Any) -> bool:
+    """The rest of `_evidence`: load, export (time-stamped by the local TSA when it
+    runs), verify."""
+    tsa = [] if tsa_url is None else ["--tsa-url", tsa_url]
+    if tsa_url is not None:
+        shutil.copyfile(tsa_dir / "ca.pem", tsa_cert)
     shutil.copyfile(keys / "consentwatch.pub", public_key)
     out.print(f"evidence: signing key pair generated; public key in {shown(public_key)}")
     for label, args in (
         ("ledger load", ["ledger", "load", str(findings_file), "--ledger", str(ledger)]),
         ("export", ["export", "--ledger", str(ledger), "--from", format_ms(min(times)),
                     "--to", format_ms(max(times) + 1), "--purpose", "consentwatch demo",
-                    str(bundle)]),
+                    *tsa, str(bundle)]),
     ):
         if (last := step(*args)) is None:
             return False
@@ -609,9 +658,11 @@ def _evidence(findings_file: Path, findings: Iterable[dict[str, Any]], run_dir: 
     # What a regulator receives is the zip; export writes it beside the directory.
     sent = bundle.with_name(f"{bundle.name}.zip")
     sent = sent if sent.exists() else bundle
-    if (last := step("verify", str(sent), "--public-key", str(public_key))) is None:
+    checked = None if tsa_url is None else tsa_cert
+    extra = [] if checked is None else ["--tsa-cert", str(checked)]
+    if (last := step("verify", str(sent), "--public-key", str(public_key), *extra)) is None:
         return False
     out.print(f"evidence: verify: {last}")
     out.print(f"evidence bundle {shown(sent)} written and verified; verify it again with: "
-              f"{verify_command(sent, public_key)}")
+              f"{verify_command(sent, public_key, checked)}")
     return True

@@ -125,12 +125,16 @@ def _rfc3339(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
                  "Export only against a stored checkpoint cosigned by at least N of the "
                  "--witness-key witnesses (the newest such; docs/witnesses.md), never one "
                  "signed now.")
+@click.option("--tsa-url", metavar="URL",
+              help="Have the checkpoint time-stamped by this RFC 3161 time-stamping "
+                   "authority first (stored in the ledger); the bundle carries the token "
+                   "of its checkpoint as checkpoint.tsr whenever the ledger holds one.")
 @click.argument("out", type=click.Path(path_type=Path))
 def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | None,
            account: str | None, subject: str | None, actor: str | None, private_key: Path,
            allowed_lateness: float, notice_grace: float, notice_validity: float,
            witness_keys: tuple[Path, ...], require_witnesses: int | None,
-           out: Path) -> None:
+           tsa_url: str | None, out: Path) -> None:
     """Write the evidence bundle OUT (a directory) and OUT.zip.
 
     Selects the ledger's findings with FROM <= occurred_at < TO (and the filters),
@@ -162,7 +166,8 @@ def export(ledger_url: str, from_ms: int, to_ms: int, purpose: str, rule: str | 
         with _progress() as progress:
             result = export_bundle(ledger, out, query, key, actor=actor or _os_user(),
                                    params=params, progress=progress,
-                                   witnesses=_policy(witnesses, required))
+                                   witnesses=_policy(witnesses, required),
+                                   tsa_url=tsa_url)
     finally:
         ledger.close()
     if not result.findings:
@@ -263,9 +268,14 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
                  "file, from `consentwatch witness keys generate`); repeatable.",
                  "Fail unless at least N of the --witness-key witnesses validly cosigned "
                  "(default: all of them).")
+@click.option("--tsa-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="CA.pem",
+              help="Check the checkpoint's RFC 3161 time-stamp token (checkpoint.tsr) "
+                   "against this CA certificate of the time-stamping authority (PEM), and "
+                   "say when it was time-stamped; a bundle without a token fails.")
 def verify(bundle_path: Path, public_key: Path, since: Path | None,
            proof: Path | None, witness_keys: tuple[Path, ...],
-           require_witnesses: int | None) -> int:
+           require_witnesses: int | None, tsa_cert: Path | None) -> int:
     """Verify the evidence bundle BUNDLE (directory or .zip) offline.
 
     Prints OK, or one line per failure and exits 1 (an unreadable or unsafe zip too).
@@ -291,6 +301,12 @@ def verify(bundle_path: Path, public_key: Path, since: Path | None,
 
         problems, witnessed = check_witnesses(new.note, witnesses, required)
         failures = failures + problems
+    stamped = ""
+    if tsa_cert is not None:  # issue 18: trusted time
+        from streams.evidence.timestamp import check_bundle_timestamp
+
+        problems, stamped = check_bundle_timestamp(bundle_path, new.note, tsa_cert)
+        failures = failures + problems
     if failures:
         for failure in failures:
             click.echo(f"FAIL {failure}")
@@ -305,5 +321,7 @@ def verify(bundle_path: Path, public_key: Path, since: Path | None,
         click.echo(report.summary(since.name))
     if witnessed:
         click.echo(witnessed)
+    if stamped:
+        click.echo(stamped)
     return 0
 

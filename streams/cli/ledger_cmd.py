@@ -416,7 +416,11 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
               help="Ed25519 private key (PEM) to sign with (or CONSENTWATCH_SIGNING_KEY).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the signed note here (default: stdout).")
-def checkpoint(ledger_url: str, private_key: Path, out: Path | None) -> int:
+@click.option("--tsa-url", metavar="URL",
+              help="Have the checkpoint time-stamped by this RFC 3161 time-stamping "
+                   "authority and store the token with it (exports carry it).")
+def checkpoint(ledger_url: str, private_key: Path, out: Path | None,
+               tsa_url: str | None) -> int:
     """Sign a checkpoint of the whole ledger (recomputed from every leaf) and write its
     note, for the witnesses to cosign (`consentwatch witness cosign`)."""
     from streams.cli.evidence_cmds import load_signing_key
@@ -427,7 +431,11 @@ def checkpoint(ledger_url: str, private_key: Path, out: Path | None) -> int:
     key = load_signing_key(private_key)
     with _existing_ledger(ledger_url) as store:
         note = store.audited_checkpoint(key, KEY_NAME).note
-    signed = verify_checkpoint(note, key.public_key())
+        signed = verify_checkpoint(note, key.public_key())
+        if tsa_url is not None:
+            from streams.evidence.timestamp import request_timestamp
+
+            store.add_timestamp(signed.size, signed.root, request_timestamp(tsa_url, note))
     if out is None:
         sys.stdout.write(note)
         sys.stdout.flush()

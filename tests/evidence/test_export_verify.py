@@ -487,7 +487,8 @@ def _verify_only_install(target: Path) -> Path:
     config = tomllib.loads((VERIFY_ONLY / "pyproject.toml").read_text())
     shipped = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
     assert set(config["project"]["dependencies"]) == {
-        "cryptography>=42,<51", "rfc8785>=0.1.4,<0.2", "orjson>=3.9,<4"}
+        "cryptography>=42,<51", "rfc8785>=0.1.4,<0.2", "orjson>=3.9,<4",
+        "rfc3161-client>=1.0.3,<2"}
     for source, dest in shipped.items():
         (target / dest).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(VERIFY_ONLY / source, target / dest)

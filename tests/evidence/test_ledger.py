@@ -189,6 +189,9 @@ def test_a_batch_with_a_bad_record_stores_nothing(ledger: SqlLedger) -> None:
     "DELETE FROM entries WHERE kind = 'export'",
     "DELETE FROM tree_state",
     "UPDATE tree_state SET size = 1",
+    # issue 18: the checkpoints' RFC 3161 tokens
+    "UPDATE timestamps SET token = token || token",
+    "DELETE FROM timestamps",
     "INSERT INTO entries (idx, kind, entry_id, occurred_at, rule, account_id, subject_id, "
     "leaf, leaf_hash, stored_at) SELECT 7, kind, 'x', occurred_at, rule, account_id, "
     "subject_id, leaf, leaf_hash, stored_at FROM entries WHERE idx = 0",
@@ -199,7 +202,9 @@ def test_the_database_refuses_to_rewrite_history(ledger_url: str, statement: str
         store.append("finding", [finding(n) for n in range(3)])
         store.checkpoint(Ed25519PrivateKey.generate(), "consentwatch")
         store.record_export("auditor", "case 42", {"rule": None}, "ab" * 32, T0)
-        before = (store.size(), store.leaf_hashes(), store.latest_checkpoint(), store.exports())
+        store.add_timestamp(3, b"r" * 32, b"a token")
+        before = (store.size(), store.leaf_hashes(), store.latest_checkpoint(), store.exports(),
+                  store.timestamp_token(3, b"r" * 32))
     finally:
         store.close()
     with pytest.raises(Exception, match=r"append-only|next leaf|cannot shrink"):
@@ -207,7 +212,7 @@ def test_the_database_refuses_to_rewrite_history(ledger_url: str, statement: str
     store = open_ledger(ledger_url)
     try:
         assert (store.size(), store.leaf_hashes(), store.latest_checkpoint(),
-                store.exports()) == before
+                store.exports(), store.timestamp_token(3, b"r" * 32)) == before
     finally:
         store.close()
 
@@ -216,7 +221,7 @@ def test_postgres_also_refuses_truncate(postgres_url: str) -> None:
     with fresh_database(postgres_url) as url:
         with open_ledger(url) as store:
             store.append("finding", [finding(1)])
-        for table in ("entries", "checkpoints", "exports", "tree_state"):
+        for table in ("entries", "checkpoints", "exports", "timestamps", "tree_state"):
             with pytest.raises(Exception, match="append-only"):
                 raw_execute(url)(f"TRUNCATE {table}")
         with open_ledger(url) as store:

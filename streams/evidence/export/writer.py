@@ -93,7 +93,8 @@ class _Selection:
 def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519PrivateKey, *,
                   actor: str, params: EngineParams | None = None,
                   progress: Progress | None = None, now_ms: int | None = None,
-                  witnesses: WitnessPolicy | None = None) -> ExportResult:
+                  witnesses: WitnessPolicy | None = None,
+                  tsa_url: str | None = None) -> ExportResult:
     """Write the bundle OUT (directory) and OUT.zip, record the export; see the module doc.
 
     With `witnesses`, step 1 signs nothing: the bundle proves the newest stored checkpoint
@@ -126,6 +127,7 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
 
     facts = ExportFacts(actor, at_ms, key_fingerprint(key.public_key()))
     files = _content_files(selection, params, query, note, facts, progress)
+    files.update(_timestamp(ledger, tree, tsa_url))  # issue 18: trusted time
     manifest = _manifest(query, params, note, key, files, selection, proofs, leaf_hashes, at_ms)
     manifest["previous"] = previous  # issue 18: see export/previous.py
     manifest_bytes = rfc8785.dumps(manifest)
@@ -147,6 +149,18 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
     return ExportResult(out, zip_path, manifest_sha256, len(selection.findings),
                         len(selection.amendments), tree.size, len(selection.reviews),
                         len(selection.exceptions))
+
+
+def _timestamp(ledger: Ledger, tree: AuditedTree, tsa_url: str | None) -> dict[str, bytes]:
+    """checkpoint.tsr: the time-stamp token of the bundle's checkpoint, asked for now
+    when `tsa_url` is given (and stored in the ledger first), else the one the ledger
+    holds (`ledger checkpoint --tsa-url`), if any."""
+    from streams.evidence.timestamp import TOKEN_FILE, request_timestamp
+
+    if tsa_url is not None:
+        ledger.add_timestamp(tree.size, tree.root, request_timestamp(tsa_url, tree.note))
+    token = ledger.timestamp_token(tree.size, tree.root)
+    return {} if token is None else {TOKEN_FILE: token}
 
 
 def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection:

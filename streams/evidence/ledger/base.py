@@ -199,6 +199,15 @@ class Ledger(Protocol):
         key: the caller verifies them)."""
         ...
 
+    def add_timestamp(self, size: int, root: bytes, token: bytes) -> None:
+        """Store `token`, an RFC 3161 time-stamp reply (DER) of the checkpoint of tree
+        (size, root) (streams/evidence/timestamp.py; the caller checks it)."""
+        ...
+
+    def timestamp_token(self, size: int, root: bytes) -> bytes | None:
+        """The time-stamp reply stored last for the checkpoint of tree (size, root)."""
+        ...
+
     def record_export(self, actor: str, purpose: str, query: dict[str, Any],
                       bundle_sha256: str, at_ms: int) -> None:
         """Append who exported what, when and why as a ledger leaf of kind `export`

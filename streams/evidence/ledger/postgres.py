@@ -23,7 +23,7 @@ __all__ = ["PostgresLedger"]
 
 SCHEMA_VERSION = "2"  # 2: reviews, exceptions and exports are leaves; finding_id column
 _SCHEMA_LOCK = 0x63775F6C6564  # "cw_led": the advisory lock held while creating the schema
-_APPEND_ONLY = ("entries", "checkpoints", "exports")
+_APPEND_ONLY = ("entries", "checkpoints", "exports", "timestamps")
 
 _KINDS_SQL = ", ".join(f"'{kind}'" for kind in KINDS)
 
@@ -103,6 +103,13 @@ _SCHEMA = [
         note TEXT NOT NULL,
         key_name TEXT NOT NULL,
         signed_at BIGINT NOT NULL)""",
+    # issue 18: RFC 3161 time-stamp replies of checkpoints (streams/evidence/timestamp.py)
+    """CREATE TABLE IF NOT EXISTS timestamps (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        size BIGINT NOT NULL,
+        root BYTEA NOT NULL,
+        token BYTEA NOT NULL,
+        stored_at BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS exports (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         actor TEXT NOT NULL,

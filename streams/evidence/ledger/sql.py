@@ -494,6 +494,20 @@ class SqlLedger(ABC):
             row = cur.fetchone()
         return None if row is None else str(row[0])
 
+    def add_timestamp(self, size: int, root: bytes, token: bytes) -> None:
+        """See `Ledger.add_timestamp`: one more row of the append-only `timestamps`."""
+        with self._write() as cur:
+            cur.execute(self._sql("INSERT INTO timestamps (size, root, token, stored_at) "
+                                  "VALUES (?, ?, ?, ?)"), (size, root, token, _now_ms()))
+
+    def timestamp_token(self, size: int, root: bytes) -> bytes | None:
+        """See `Ledger.timestamp_token`."""
+        with self._cursor() as cur:
+            cur.execute(self._sql("SELECT token FROM timestamps WHERE size = ? AND root = ? "
+                                  "ORDER BY seq DESC LIMIT 1"), (size, root))
+            row = cur.fetchone()
+        return None if row is None else bytes(row[0])
+
     def checkpoint_notes(self, size: int) -> list[str]:
         """See `Ledger.checkpoint_notes`."""
         with self._cursor() as cur:

@@ -29,7 +29,7 @@ _BUSY_TIMEOUT_MS = 60_000
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 SCHEMA_VERSION = "2"  # 2: reviews, exceptions and exports are leaves; finding_id column
 
-_APPEND_ONLY = ("entries", "checkpoints", "exports")
+_APPEND_ONLY = ("entries", "checkpoints", "exports", "timestamps")
 
 _ENTRIES = """CREATE TABLE IF NOT EXISTS {name} (
         idx INTEGER PRIMARY KEY,
@@ -74,6 +74,13 @@ _SCHEMA = [
         note TEXT NOT NULL,
         key_name TEXT NOT NULL,
         signed_at INTEGER NOT NULL)""",
+    # issue 18: RFC 3161 time-stamp replies of checkpoints (streams/evidence/timestamp.py)
+    """CREATE TABLE IF NOT EXISTS timestamps (
+        seq INTEGER PRIMARY KEY,
+        size INTEGER NOT NULL,
+        root BLOB NOT NULL,
+        token BLOB NOT NULL,
+        stored_at INTEGER NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS exports (
         seq INTEGER PRIMARY KEY,
         actor TEXT NOT NULL,
