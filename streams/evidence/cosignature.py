@@ -133,7 +133,11 @@ def _split_key(text: str, what: str) -> tuple[str, bytes, bytes]:
     if len(parts) != 3:
         raise ConfigError(f"{what} is not a witness key (<name>+<key id>+<key>)")
     name, hex_id, encoded = parts
-    _check_name(name)
+    try:
+        _check_name(name)
+    except ConfigError:  # e.g. a PEM file, whose base64 may hold "+"
+        raise ConfigError(f"{what} is not a witness key (its name part is not a name)") \
+            from None
     try:
         key_id = bytes.fromhex(hex_id)
         material = base64.b64decode(encoded, validate=True)
