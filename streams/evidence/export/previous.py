@@ -23,7 +23,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from streams.evidence.checkpoint import CheckpointError, NotSignedByKey, verify_checkpoint
+from streams.evidence.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    NotSignedByKey,
+    verify_checkpoint,
+)
 from streams.evidence.ledger import LedgerTampered
 from streams.evidence.merkle import consistency_proof, leaf_hash, root_hash
 
@@ -32,7 +37,22 @@ if TYPE_CHECKING:
 
     from streams.evidence.ledger import AuditedTree, Ledger, LedgerEntry
 
-__all__ = ["previous_export"]
+__all__ = ["own_checkpoint", "previous_export"]
+
+
+def own_checkpoint(note: str, public_key: Ed25519PublicKey, origin: str
+                   ) -> Checkpoint | None:
+    """The checkpoint of a stored note when `public_key` signed it for this ledger's
+    `origin`; None for another key's or origin's; LedgerTampered for a note that is not
+    a valid checkpoint at all."""
+    try:
+        checkpoint = verify_checkpoint(note, public_key)
+    except NotSignedByKey:
+        return None
+    except CheckpointError as exc:
+        raise LedgerTampered(f"a stored checkpoint is not valid: {exc} (was the database "
+                             "edited?)") from None
+    return checkpoint if checkpoint.origin == origin else None
 
 
 def previous_export(ledger: Ledger, tree: AuditedTree,
@@ -57,14 +77,8 @@ def previous_export(ledger: Ledger, tree: AuditedTree,
     origin = ledger.checkpoint_origin()
     note = None
     for candidate in ledger.checkpoint_notes(size):
-        try:
-            checkpoint = verify_checkpoint(candidate, public_key)
-        except NotSignedByKey:
-            continue
-        except CheckpointError as exc:
-            raise LedgerTampered(f"a stored checkpoint is not valid: {exc} (was the database "
-                                 "edited?)") from None
-        if checkpoint.origin != origin:
+        checkpoint = own_checkpoint(candidate, public_key, origin)
+        if checkpoint is None:
             continue
         if checkpoint.root != root:
             raise LedgerTampered(f"the checkpoint of the previous export (size {size}) is not "

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streams.errors import ConsentwatchError
-from streams.evidence.checkpoint import CheckpointError, NotSignedByKey, verify_checkpoint
 from streams.evidence.cosignature import WitnessKey, check_cosignatures
+from streams.evidence.export.previous import own_checkpoint
 from streams.evidence.ledger import AuditedTree, LedgerTampered
 from streams.evidence.merkle import root_hash
 
@@ -51,14 +51,8 @@ def cosigned_tree(ledger: Ledger, public_key: Ed25519PublicKey,
     best: tuple[int, int] | None = None  # (cosignatures, size) of the best one short of N
     for row in reversed(ledger.checkpoint_rows()):
         note = row["note"]
-        try:
-            checkpoint = verify_checkpoint(note, public_key)
-        except NotSignedByKey:
-            continue
-        except CheckpointError as exc:
-            raise LedgerTampered(f"a stored checkpoint is not valid: {exc} (was the database "
-                                 "edited?)") from None
-        if checkpoint.origin != origin:
+        checkpoint = own_checkpoint(note, public_key, origin)
+        if checkpoint is None:
             continue
         count = len(check_cosignatures(note, list(policy.keys)).signed)
         if count < policy.required:
