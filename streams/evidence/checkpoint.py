@@ -117,7 +117,9 @@ def open_note(note: str, public_key: Ed25519PublicKey) -> str:
     if split < 0:
         raise CheckpointError("malformed signed note: no signature block")
     text, block = note[:split + 1], note[split + 2:]
-    lines = block.splitlines()
+    # "\n" only: str.splitlines would also split at U+2028 and the like, which Go's
+    # sumdb/note reads as part of one (malformed) line.
+    lines = block.removesuffix("\n").split("\n") if block else []
     if not lines or len(lines) > _MAX_SIGNATURES:
         raise CheckpointError("malformed signed note: bad number of signatures")
     verified = False

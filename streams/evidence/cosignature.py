@@ -200,7 +200,8 @@ def note_parts(note: str) -> tuple[str, list[str]]:
     split = note.rfind("\n\n")
     if split < 0:
         raise CheckpointError("malformed signed note: no signature block")
-    body, lines = note[:split + 1], note[split + 2:].splitlines()
+    block = note[split + 2:]  # lines end at "\n" only, as Go's sumdb/note reads them
+    body, lines = note[:split + 1], block.removesuffix("\n").split("\n") if block else []
     if not lines or len(lines) > _MAX_SIGNATURES:
         raise CheckpointError("malformed signed note: bad number of signatures")
     for line in lines:

@@ -159,15 +159,16 @@ def _verify(token: bytes, note: str, trusted: list[x509.Certificate]) -> Stamped
         gen_time = info.gen_time
         embedded = [x509.load_der_x509_certificate(der)
                     for der in response.signed_data.certificates]
-    except (ValueError, TypeError) as exc:
+        imprint = info.message_imprint.message
+        signer = _signer(response, embedded)
+    except Exception as exc:  # the ASN.1 and X.509 parsers raise several kinds: bad bytes
         raise TimestampError(f"not a time-stamp reply (truncated or corrupt?): "
                              f"{_reason(exc)}") from None
     if gen_time.tzinfo is None:
         gen_time = gen_time.replace(tzinfo=UTC)
-    if info.message_imprint.message != note_digest(note):
+    if imprint != note_digest(note):
         raise TimestampError("the token time-stamps another digest, not this bundle's "
                              "checkpoint")
-    signer = _signer(response, embedded)
     if signer is not None:
         valid_from = signer.not_valid_before_utc
         valid_to = signer.not_valid_after_utc
@@ -183,7 +184,7 @@ def _verify(token: bytes, note: str, trusted: list[x509.Certificate]) -> Stamped
     # only to build the chain inside the PKCS #7 check).
     try:
         builder.build().verify(response, note_digest(note))
-    except (VerificationError, ValueError) as exc:
+    except (VerificationError, ValueError, TypeError) as exc:
         reason = _reason(exc)
         if "certificate verify error" in reason:
             reason = "the TSA's certificate does not chain to the certificate given"

@@ -222,7 +222,7 @@ class _Verification:
         self.failures += self._query_failures
         if checkpoint is not None:
             self._check_evidence()
-            self._check_consent_records()
+            self._check_consent_records(manifest)
         counts = {"findings": findings, "amendments": amendments, "reviews": reviews,
                   "exceptions": exceptions, "files": len(self.files.sizes),
                   "checkpoint_size": checkpoint.size if checkpoint else 0}
@@ -543,11 +543,15 @@ class _Verification:
             self.failures.append(f"{name}: no exported finding cites it")
 
 
-    def _check_consent_records(self) -> None:
-        """consent_records.jsonl, when present: line by line, the consent record of each
-        proven finding, in order, as `consent_record_line` recomputes it."""
+    def _check_consent_records(self, manifest: dict[str, Any]) -> None:
+        """consent_records.jsonl, required from format /4: line by line, the consent record
+        of each proven finding, in order, as `consent_record_line` recomputes it."""
         name = bundle.CONSENT_RECORDS
         if name not in self.files.sizes:
+            if bundle.format_version(manifest.get("format")) >= 4:
+                self.failures.append(f"{name}: missing (a bundle of format "
+                                     f"{manifest.get('format')} carries the consent record "
+                                     "in force of each finding)")
             return
         expected, lines, differ = self._consent_lines, 0, []
         try:

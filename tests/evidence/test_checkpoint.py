@@ -158,3 +158,19 @@ def test_bad_key_files_give_one_line_errors(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message) as info:
             loader(path)  # type: ignore[operator]
         assert "\n" not in str(info.value)
+
+
+def test_a_signature_block_splits_at_newlines_only() -> None:
+    """U+2028 inside a signature line keeps it one (malformed) line, as Go's sumdb/note
+    reads it, never two."""
+    from streams.evidence.cosignature import note_parts
+
+    key = Ed25519PrivateKey.generate()
+    note = sign_note("consentwatch ledger\n1\nAAAA\n", key, "consentwatch")
+    text, _, line = note.rstrip("\n").rpartition("\n")
+    broken = f"{text}\n{line}\u2028{line}\n"
+    with pytest.raises(CheckpointError, match="signature"):
+        open_note(broken, key.public_key())
+    with pytest.raises(CheckpointError, match="bad signature line"):
+        note_parts(broken)
+    assert len(note_parts(note)[1]) == 1

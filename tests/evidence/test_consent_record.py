@@ -238,3 +238,20 @@ def test_the_docs_map_every_field_to_its_dpv_term() -> None:
         assert any(f"| {term} | {iso} |" in row for row in rows), key
     assert set(consent_record({})) == {key for key, *_ in FIELDS} | {
         "basis", "status_label", "notice_version_note", "jurisdiction_note"}
+
+
+def test_a_bundle_of_format_4_without_its_consent_records_fails(
+        bundle_of: tuple[Path, Path, list[dict[str, Any]]]) -> None:
+    """Dropped with its manifest entry and re-signed with the ledger's key: still missing."""
+    out, public, _ = bundle_of
+    private = out.parent / "keys" / "consentwatch.key"
+    (out / bundle.CONSENT_RECORDS).unlink()
+    manifest = orjson.loads((out / bundle.MANIFEST).read_bytes())
+    del manifest["files"][bundle.CONSENT_RECORDS]
+    raw = rfc8785.dumps(manifest)
+    (out / bundle.MANIFEST).write_bytes(raw)
+    (out / bundle.SIGNATURE).write_bytes(load_private_key(private).sign(raw))
+    reattest(out, private)
+    failures = verify_bundle(out, load_public_key(public))[0]
+    assert len(failures) == 1 and failures[0].startswith(
+        f"{bundle.CONSENT_RECORDS}: missing (a bundle of format"), failures

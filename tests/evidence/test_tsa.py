@@ -318,3 +318,19 @@ def test_a_tsa_cert_that_is_no_certificate_is_a_usage_error(tmp_path: Path) -> N
     bundle = setup.export("plain")
     code, _, err = setup.verify(bundle, "--tsa-cert", bundle / "manifest.json")
     assert code == 2 and err.count("\n") == 1 and "holds no PEM certificate" in err, err
+
+
+def test_a_damaged_token_is_one_line_never_a_traceback(tmp_path: Path, tsa: Tsa) -> None:
+    """Bytes flipped all over a real token: whatever the ASN.1 and X.509 parsers raise, one
+    FAIL line of the token (and the manifest's line for the changed file), exit 1."""
+    setup = Setup(tmp_path)
+    bundle = setup.export("damaged", "--tsa-url", tsa.url)
+    good = (bundle / TOKEN_FILE).read_bytes()
+    for offset in range(0, len(good), max(1, len(good) // 40)):
+        damaged = bytearray(good)
+        damaged[offset] ^= 0xFF
+        (bundle / TOKEN_FILE).write_bytes(bytes(damaged))
+        code, lines, err = setup.verify(bundle, "--tsa-cert", tsa.ca)
+        assert code == 1 and "Traceback" not in err, (offset, err)
+        assert f"FAIL {TOKEN_FILE}: SHA-256 does not match the manifest (file changed)" in lines
+        assert all(line.startswith(("FAIL", "OK")) for line in lines), (offset, lines)
