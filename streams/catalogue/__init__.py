@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import string
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["SEVERITIES", "Catalogue", "Regulation", "Rule", "load_catalogue"]
+__all__ = ["SEVERITIES", "Catalogue", "Regulation", "Rule", "load_catalogue", "template_pieces"]
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 
@@ -34,9 +35,26 @@ class Rule:
     trigger: str = ""
     fires_when: str = ""
     evidence: str = ""
+    # `explanation` cut once into (literal, placeholder) pairs: filled for every finding,
+    # and a join of the pieces is about three times cheaper than `str.format_map`, which
+    # parses the template on each call. None when the template uses more than plain
+    # `{name}` placeholders (a conversion, a format spec, an index): then format_map.
+    pieces: tuple[tuple[str, str], ...] | None = field(init=False, compare=False,
+                                                       repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pieces", template_pieces(self.explanation))
 
     def explain(self, context: dict[str, Any]) -> str:
-        return self.explanation.format_map(context)
+        pieces = self.pieces
+        if pieces is None:
+            return self.explanation.format_map(context)
+        out: list[str] = []
+        for literal, name in pieces:
+            out.append(literal)
+            if name:
+                out.append(str(context[name]))
+        return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +67,17 @@ class Catalogue:
             if rule.id == rule_id:
                 return rule
         raise KeyError(rule_id)
+
+
+def template_pieces(template: str) -> tuple[tuple[str, str], ...] | None:
+    """`template` as (literal, placeholder name or "") pairs, or None unless every
+    placeholder is a plain `{name}`."""
+    pieces: list[tuple[str, str]] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        if name is not None and (spec or conversion or not name.isidentifier()):
+            return None
+        pieces.append((literal, name or ""))
+    return tuple(pieces)
 
 
 @cache
