@@ -110,18 +110,13 @@ def cosign(state_path: Path, key_path: Path, log_key: Path, note_path: Path,
 def _read(path: Path, what: str, limit: int) -> str:
     """A small text file (or stdin for `-`): one line, exit 1, when unreadable."""
     from streams.evidence.checkpoint import CheckpointError
+    from streams.evidence.small_file import TooLarge, read_small
 
     try:
-        if str(path) == "-":
-            raw = sys.stdin.buffer.read(limit + 1)
-        else:
-            with open(path, "rb") as handle:
-                raw = handle.read(limit + 1)
+        return read_small(path, limit).decode("utf-8")
     except OSError as exc:
         raise CheckpointError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(raw) > limit:
-        raise CheckpointError(f"{what} {path} is too large")
-    try:
-        return raw.decode("utf-8")
+    except TooLarge:
+        raise CheckpointError(f"{what} {path} is too large") from None
     except UnicodeDecodeError:
         raise CheckpointError(f"{what} {path} is not UTF-8 text") from None

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streams.evidence.checkpoint import Checkpoint
 from streams.evidence.merkle import verify_consistency
+from streams.evidence.small_file import TooLarge, read_small
 from streams.evidence.verify import BundleCheck, check_bundle, parse_hashes
 
 __all__ = ["MAX_PROOF_FILE_BYTES", "PROOF_FORMAT", "SinceReport", "proof_file", "read_proof",
@@ -161,13 +162,10 @@ def _read_proof(path: Path, old_size: int, new_size: int) -> tuple[list[bytes], 
     """(proof, None) from a `ledger prove` file proving old_size to new_size, or ([], why)."""
     where = f"--proof {path.name}"
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_PROOF_FILE_BYTES + 1)
+        document = orjson.loads(read_small(path, MAX_PROOF_FILE_BYTES))
     except OSError as exc:
         return [], f"{where}: cannot be read ({exc.strerror})"
-    try:
-        document = orjson.loads(raw) if len(raw) <= MAX_PROOF_FILE_BYTES else None
-    except orjson.JSONDecodeError:
+    except (TooLarge, orjson.JSONDecodeError):
         document = None
     if not isinstance(document, dict) or document.get("format") != PROOF_FORMAT:
         return [], (f"{where}: not a consistency proof file ({PROOF_FORMAT}, from "

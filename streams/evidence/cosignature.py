@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from streams.errors import ConfigError
 from streams.evidence.checkpoint import CheckpointError
 from streams.evidence.keys import public_key_bytes
+from streams.evidence.small_file import TooLarge, read_small
 
 __all__ = [
     "COSIGNATURE_V1",
@@ -169,14 +170,11 @@ def parse_witness_private_key(text: str, what: str = "the witness private key") 
 
 def _read_text(path: Path, what: str) -> str:
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
+        return read_small(path, _MAX_KEY_FILE_BYTES).decode("ascii")
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(raw) > _MAX_KEY_FILE_BYTES:
-        raise ConfigError(f"{what} {path} is not a witness key (too large)")
-    try:
-        return raw.decode("ascii")
+    except TooLarge:
+        raise ConfigError(f"{what} {path} is not a witness key (too large)") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} is not a witness key (not ASCII)") from None
 

@@ -40,6 +40,7 @@ from streams.errors import ConfigError, ConsentwatchError
 from streams.evidence.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from streams.evidence.cosignature import Witness, add_cosignature
 from streams.evidence.merkle import verify_consistency
+from streams.evidence.small_file import TooLarge, read_small
 
 __all__ = ["STATE_FORMAT", "CosignResult", "WitnessRefused", "cosign"]
 
@@ -123,17 +124,14 @@ def _locked(state_path: Path) -> Iterator[None]:
 
 def _read_state(path: Path) -> dict[str, Any]:
     """The state file's content, checked; an absent file is an empty state."""
+    bad = ConfigError(f"the witness state {path} is not a {STATE_FORMAT} file")
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_MAX_STATE_BYTES + 1)
+        state = orjson.loads(read_small(path, _MAX_STATE_BYTES))
     except FileNotFoundError:
         return {"format": STATE_FORMAT, "logs": {}}
     except OSError as exc:
         raise ConfigError(f"cannot read the witness state {path}: {exc.strerror}") from None
-    bad = ConfigError(f"the witness state {path} is not a {STATE_FORMAT} file")
-    try:
-        state = orjson.loads(raw) if len(raw) <= _MAX_STATE_BYTES else None
-    except orjson.JSONDecodeError:
+    except (TooLarge, orjson.JSONDecodeError):
         raise bad from None
     if (not isinstance(state, dict) or state.get("format") != STATE_FORMAT
             or not isinstance(state.get("logs"), dict)):
