@@ -105,7 +105,7 @@ class Previous:
     manifest_sha256: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BundleCheck:
     """What verifying one bundle found, for `verify --since` (streams.evidence.consistency).
 
@@ -115,8 +115,8 @@ class BundleCheck:
     (leaf_index, leaf hash).
     """
 
-    failures: list[str]
-    counts: dict[str, int]
+    failures: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
     checkpoint: Checkpoint | None = None
     previous: Previous | None = None
     manifest_sha256: str | None = None
@@ -130,14 +130,14 @@ def check_bundle(path: Path, public_key: Ed25519PublicKey) -> BundleCheck:
     try:
         files = bundle.open_bundle(path)
     except BundleError as exc:
-        return BundleCheck([str(exc)], {})
+        return BundleCheck([str(exc)])
     with files:
         verification = _Verification(files, public_key)
-        failures, counts = verification.run()
-        return BundleCheck(failures, counts, verification.checkpoint, verification.previous,
-                           verification.manifest_sha256, verification.leaves,
-                           verification.previous_given,
-                           verification.note if verification.checkpoint else None)
+        found = verification.found
+        found.failures, found.counts = verification.run()
+        if found.checkpoint is None:
+            found.note = None
+        return found
 
 
 def parse_hashes(value: Any) -> list[bytes] | None:
@@ -190,12 +190,9 @@ class _Verification:
     _scopes: list[dict[str, Any]] = field(default_factory=list)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
-    checkpoint: Checkpoint | None = None
-    previous: Previous | None = None
-    manifest_sha256: str | None = None
-    leaves: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
-    previous_given: bool = False
-    note: str | None = None  # the checkpoint's signed note, once it verified (witnesses)
+    # What verified (checkpoint, previous, manifest digest, leaves, note); `check_bundle`
+    # returns it with the failures and counts.
+    found: BundleCheck = field(default_factory=BundleCheck)
 
     def run(self) -> tuple[list[str], dict[str, int]]:
         self.failures += self.files.problems
@@ -205,8 +202,8 @@ class _Verification:
         if manifest.get("format") not in bundle.FORMATS:
             self.failures.append(f"{bundle.MANIFEST}: format is not {bundle.FORMAT}")
         self._check_hashes(manifest.get("files"))
-        checkpoint = self.checkpoint = self._checkpoint(manifest.get("checkpoint"))
-        self.previous = self._previous(manifest, checkpoint)
+        checkpoint = self.found.checkpoint = self._checkpoint(manifest.get("checkpoint"))
+        self.found.previous = self._previous(manifest, checkpoint)
         self._check_attestation(manifest, checkpoint)
         query = self._query(manifest.get("window"), manifest.get("filters"))
         findings = self._check_entries(
@@ -254,7 +251,7 @@ class _Verification:
             return None
         signed = self._check_signature(raw)
         if signed:
-            self.manifest_sha256 = bundle.sha256_hex(raw)
+            self.found.manifest_sha256 = bundle.sha256_hex(raw)
         if not signed and len(raw) > MAX_UNSIGNED_MANIFEST_BYTES:
             self.failures.append(f"{bundle.MANIFEST}: more than {MAX_UNSIGNED_MANIFEST_BYTES} "
                                  "bytes and not signed by the given key; not read further")
@@ -303,7 +300,7 @@ class _Verification:
         except CheckpointError as exc:
             self.failures.append(f"checkpoint: {exc}")
             return None
-        self.note = note
+        self.found.note = note
         return checkpoint
 
     def _previous(self, manifest: dict[str, Any], checkpoint: Checkpoint | None
@@ -318,7 +315,7 @@ class _Verification:
         previous, where = manifest["previous"], f"{bundle.MANIFEST}: previous"
         if previous is None:
             return None
-        self.previous_given = True
+        self.found.previous_given = True
         if not (isinstance(previous, dict) and isinstance(previous.get("checkpoint"), str)
                 and isinstance(previous.get("manifest_sha256"), str)):
             self.failures.append(f"{where}: malformed (it needs checkpoint, manifest_sha256 "
@@ -363,7 +360,7 @@ class _Verification:
                                      f"{manifest.get('format')} carries its in-toto "
                                      "attestation)")
             return
-        signed = self.manifest_sha256 is not None
+        signed = self.found.manifest_sha256 is not None
         raw = self._read(bundle.ATTESTATION,
                          MAX_MANIFEST_BYTES if signed else MAX_UNSIGNED_MANIFEST_BYTES)
         if raw is None:
@@ -371,7 +368,7 @@ class _Verification:
         listed, digests = manifest.get("files"), None
         if signed and isinstance(listed, dict) and (
                 signature := self._digest(bundle.SIGNATURE)) is not None:
-            digests = listed | {bundle.MANIFEST: self.manifest_sha256,
+            digests = listed | {bundle.MANIFEST: self.found.manifest_sha256,
                                 bundle.SIGNATURE: signature}
         self.failures += check_attestation(raw, self.public_key, manifest,
                                            checkpoint if signed else None, digests)
@@ -523,7 +520,7 @@ class _Verification:
         if checkpoint is None:
             return record
         if _proven(line, claim, checkpoint):
-            self.leaves[(name, str(entry_id))] = (claim["leaf_index"], leaf_hash(line))
+            self.found.leaves[(name, str(entry_id))] = (claim["leaf_index"], leaf_hash(line))
             return record
         self.failures.append(f"{where}: {entry_id} is not proven in the ledger: its inclusion "
                              f"proof does not verify against the checkpoint (size "
