@@ -131,6 +131,9 @@ class Engine:
         self._undecided = 0  # trigger stages not decided yet (`pending`)
         self._swept_at = NEVER
         self._position = -1
+        # The event time the last `process` counted: the event's own, or for a duplicate
+        # its first copy's (a worker's input watermark takes this, not the record's).
+        self.counted_at = NEVER
 
     # -- input -----------------------------------------------------------------
 
@@ -151,7 +154,10 @@ class Engine:
         outputs: list[Output] = []
         kind = type(event)
         if kind is FeatureToggled:
-            fresh = self._apply_toggle(event, late, outputs)  # type: ignore[arg-type]
+            first_at = self._apply_toggle(event, late, outputs)  # type: ignore[arg-type]
+            fresh = first_at is None
+            if first_at is not None:
+                t = first_at
         else:
             # A subject's event, applied here rather than in a method of its own: this
             # runs for nearly every event, and a call costs about 3% of the engine's time.
@@ -168,7 +174,13 @@ class Engine:
                 state.pruned_at = watermark  # nothing to prune yet
                 fresh = True
             else:
-                fresh = event_id not in state.seen
+                seen_at = state.seen.get(event_id)
+                fresh = seen_at is None
+                if seen_at is not None:
+                    # A duplicate counts with its first copy's time, never its own: a copy
+                    # whose time differs is still "otherwise ignored" (spec), so it must
+                    # not move the watermark.
+                    t = seen_at
             if fresh:
                 state.seen[event_id] = t
                 # The most frequent kinds first.
@@ -195,12 +207,13 @@ class Engine:
                 elif created:
                     plain[subject_id] = state
         if not fresh:
-            # Counted and otherwise ignored. Its time was seen with the first copy, so
-            # this changes nothing, except after a restart, where the copies read again
-            # bring the watermark back to where it was.
+            # Counted and otherwise ignored. `t` is the first copy's time, so this
+            # changes nothing, except after a restart, where the copies read again bring
+            # the watermark back to where it was.
             stats.duplicates += 1
         elif late:
             stats.late += 1
+        self.counted_at = t
         max_seen = self.max_seen
         if t > max_seen:
             self.max_seen = max_seen = t
@@ -304,14 +317,17 @@ class Engine:
 
     # -- applying events ---------------------------------------------------------
 
-    def _apply_toggle(self, event: FeatureToggled, late: bool, outputs: list[Output]) -> bool:
-        """Apply a toggle; False when it is a duplicate."""
+    def _apply_toggle(self, event: FeatureToggled, late: bool, outputs: list[Output]
+                      ) -> int | None:
+        """Apply a toggle; when it is a duplicate, the time of its first copy instead."""
         account = self.store.account(event.account_id)
         if account is None:
             account = AccountState()
             account.pruned_at = self.watermark
-        elif event.event_id in account.seen:
-            return False
+        else:
+            first_at = account.seen.get(event.event_id)
+            if first_at is not None:
+                return first_at
         account.seen[event.event_id] = event.occurred_at
         account.add_toggle(event)
         if self.watermark - account.pruned_at >= self._prune_every:
@@ -325,7 +341,7 @@ class Engine:
                     continue
                 self._amend(subject_id, state, event, outputs)
                 self.store.put_subject(subject_id, state)
-        return True
+        return None
 
 
     def _schedule(self, subject_id: str, record: TriggerRecord) -> None:

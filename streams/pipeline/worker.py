@@ -47,7 +47,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,8 +332,8 @@ class _Pipeline:
         except InvalidEvent:
             raise
         except Exception:  # a decoder bug must not stop the stage
-            log.exception("unexpected error decoding %s[%s]@%s", record.topic,
-                          record.partition, record.offset)
+            _log_bug("unexpected error decoding %s[%s]@%s", record.topic,
+                     record.partition, record.offset)
             raise InvalidEvent("internal_error", "the record could not be decoded") from None
 
     async def _schemas_of(self, records: list[Any]) -> None:
@@ -529,14 +531,12 @@ class _Pipeline:
                 if partition != number:  # not keyed by subject with murmur2: forwarded
                     await batch.append(correlate, partition, key, encode_relayed(event))
                 else:
-                    try:
-                        at = position_of(source_number, record.offset)
-                        outputs.extend(engine.process(event, wall_ms=now, position=at))
-                    except Exception:  # an engine bug must not stop the partition
-                        log.exception("engine error at %s[%s]@%s", tp.topic, tp.partition,
-                                      record.offset)
-                        await self._dead_letter(batch, tp, record, InvalidEvent(
-                            "internal_error", "the correlation stage failed on this record"))
+                    counted = await self._process_here(
+                        engine, event, position_of(source_number, record.offset), now,
+                        outputs, batch, tp, record)
+                    if counted is not None and (latest is None or counted > latest):
+                        latest = counted
+                    continue
             if latest is None or event.occurred_at > latest:
                 latest = event.occurred_at
         self._read_to[source] = records[-1].offset + 1
@@ -550,6 +550,22 @@ class _Pipeline:
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
         return await self._commit(part, number, batch)
+
+    async def _process_here(self, engine: Engine, event: Any, at: int, now: int,
+                            outputs: list[Finding | Amendment], batch: _Batch, tp: Any,
+                            record: Any) -> int | None:
+        """`event` into this partition's engine (direct mode); the event time it counted,
+        which for a duplicate is its first copy's: a duplicate's own time must not move
+        the input's watermark (spec: "otherwise ignored"). None when the engine failed
+        (the record is then dead-lettered)."""
+        try:
+            outputs.extend(engine.process(event, wall_ms=now, position=at))
+        except Exception:  # an engine bug must not stop the partition
+            _log_bug("engine error at %s[%s]@%s", tp.topic, tp.partition, record.offset)
+            await self._dead_letter(batch, tp, record, InvalidEvent(
+                "internal_error", "the correlation stage failed on this record"))
+            return None
+        return engine.counted_at
 
     # -- stage 2: correlate -------------------------------------------------------------
 
@@ -658,8 +674,8 @@ class _Pipeline:
             try:
                 outputs.extend(engine.process(event, wall_ms=now, position=record.offset))
             except Exception:  # an engine bug must not stop the partition
-                log.exception("engine error at %s[%s]@%s", tp.topic, tp.partition,
-                              record.offset)
+                _log_bug("engine error at %s[%s]@%s", tp.topic, tp.partition,
+                         record.offset)
                 await self._dead_letter(batch, tp, record, InvalidEvent(
                     "internal_error", "the correlation stage failed on this record"), event)
         await self._send_outputs(batch, outputs)
@@ -865,6 +881,15 @@ def stop_on_failure(handler: BatchHandler) -> BatchHandler:
             _fail_stop(tp, records, exc)
 
     return handle
+
+
+def _log_bug(message: str, *args: object) -> None:
+    """Log the exception being handled, a bug met on a record: its type and traceback, not
+    its text, which may quote the record's personal data."""
+    exc = sys.exc_info()[1]
+    where = "".join(traceback.format_tb(exc.__traceback__)) if exc is not None else ""
+    log.error(message + " (%s; its text is not logged: it may quote the record)\n%s",
+              *args, type(exc).__name__, where)
 
 
 def _fail_stop(tp: Any, records: list[Any], exc: Exception) -> NoReturn:

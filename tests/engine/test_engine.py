@@ -129,6 +129,29 @@ def test_duplicate_trigger_days_later_is_still_a_duplicate() -> None:
     assert engine.stats.duplicates == 1
 
 
+def test_a_duplicate_with_a_later_time_does_not_move_the_watermark() -> None:
+    """Its own time is "otherwise ignored": a grant 1 s out of order after it is on time."""
+    n = notice(-DAY, meeting_id=None, provider=None)
+    r = requested(0)
+    copy = {**n, "occurred_at": T0 + 3_600_000}
+    g = consent(-SEC, provider=None)
+    findings, amendments, engine = run([n, r, copy, g])
+    assert findings == [] and amendments == []
+    assert engine.stats.duplicates == 1
+    assert engine.max_seen == T0
+
+
+def test_a_duplicate_toggle_with_a_later_time_does_not_move_the_watermark() -> None:
+    t = toggle(-60 * SEC, enabled=True)
+    r = automatic()
+    copy = {**t, "occurred_at": T0 + 3_600_000}
+    g = consent(-SEC, provider=None)
+    findings, amendments, engine = run([*covered(), t, r, copy, g])
+    assert amendments == []
+    assert engine.stats.duplicates == 1
+    assert engine.max_seen == T0
+
+
 # -- event time: when decisions are taken ------------------------------------------------
 
 

@@ -53,3 +53,18 @@ def test_a_batch_that_succeeds_passes_through() -> None:
 
     handle = worker.stop_on_failure(fine)
     assert asyncio.run(handle(_TP("in.consent", 0), [_Record(1)])) == "delivered"
+
+
+def test_a_bug_met_on_a_record_is_logged_without_the_exception_text(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An engine or decoder bug is logged with its type and traceback; its text may quote
+    the record (a name, an email) and is left out."""
+    caplog.set_level(logging.ERROR, logger=worker.log.name)
+    try:
+        raise ValueError("bad value 'zoe@example.com'")
+    except ValueError:
+        worker._log_bug("engine error at %s[%s]@%s", "events", 3, 17)
+    text = caplog.text
+    assert "engine error at events[3]@17" in text
+    assert "ValueError" in text and "test_worker_failure.py" in text
+    assert "zoe@example.com" not in text
