@@ -765,6 +765,9 @@ def _block_items(block: Any, datums: Plan | None) -> Iterator[Any]:
     fastavro without a plan."""
     if datums is None:
         yield from block
+        stream = block.bytes_
+        if stream.tell() != len(stream.getbuffer()):
+            raise CountMismatch
         return
     data = block.bytes_.getvalue()
     position = 0
@@ -772,6 +775,9 @@ def _block_items(block: Any, datums: Plan | None) -> Iterator[Any]:
     for _ in range(block.num_records):
         item, position = read_next(data, position)
         yield item
+    # Records the count leaves out would be lost in silence: the block is corrupt.
+    if position != len(data):
+        raise CountMismatch
 
 
 def _intern_field_names(schema: Any) -> None:
@@ -806,10 +812,17 @@ def _unreadable(source: str, fo: IO[bytes], start: int | None, exc: _Unreadable)
     return _ending(source, 1, exc.code, f"{exc.reason}{_capped(payload)}", payload)
 
 
+class CountMismatch(ValueError):
+    """A block whose bytes hold more records than its count declares (or whose count is
+    negative): the records past the count would be lost in silence."""
+
+
 def _check_block_size(block: Any) -> None:
     """Every event takes bytes: a block claiming more records than it has bytes is
     corrupt (and would otherwise yield dead letters for ever)."""
     data = getattr(block, "bytes_", None)
+    if block.num_records < 0:
+        raise CountMismatch
     if isinstance(data, io.BytesIO) and block.num_records > len(data.getbuffer()):
         raise ValueError("block declares more records than it has bytes")
 
@@ -909,6 +922,8 @@ def read_event_container(
                     start,
                     number + 1,
                     stood,
+                    f"its block at byte offset {stood} holds more records than it declares"
+                    if isinstance(exc, CountMismatch) else
                     f"undecodable record in the block at byte offset {stood}"
                     f" ({type(exc).__name__})",
                 ),

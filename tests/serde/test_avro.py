@@ -545,6 +545,51 @@ def test_block_claiming_more_records_than_bytes_ends_the_file() -> None:
     assert got[0][1].reason_code == CORRUPT_CONTAINER
 
 
+def _with_second_block_count(data: bytes, count: int) -> bytes:
+    """`data` (a container of small blocks) with its second block's record count set."""
+    sync = data[-16:]
+    first = data.index(sync) + 16  # the header's end
+    second = data.index(sync, first) + 16
+    old_count, length = _zigzag_at(data, second)
+    assert old_count > 2
+    encoded = bytearray()
+    value = (count << 1) ^ (count >> 63)
+    while value > 0x7F:
+        encoded.append((value & 0x7F) | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return data[:second] + bytes(encoded) + data[second + length:]
+
+
+def _zigzag_at(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = length = 0
+    while True:
+        byte = data[at + length]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        length += 1
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), length
+
+
+@pytest.mark.parametrize("count", [0, 1, -3])
+def test_a_block_holding_more_records_than_it_declares_is_corrupt(count: int) -> None:
+    """Its records past the count must not vanish: the file ends with corrupt_container,
+    whose payload starts at that block."""
+    items = [PJ, ER, PV, CC] * 200
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, event_union_schema(),
+                    [(f"{NAMESPACE}.{e.TYPE}", event_to_record(e)) for e in items],
+                    sync_interval=2048)
+    data = _with_second_block_count(buffer.getvalue(), count)
+    got = _read_all(data)
+    *_, (_, last) = got
+    assert isinstance(last, DeadLetter)
+    assert last.reason_code == CORRUPT_CONTAINER
+    assert "holds more records than it declares" in last.reason
+    assert data.endswith(last.payload)
+
+
 def test_corrupt_payload_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(avro_serde, "_MAX_CORRUPT_PAYLOAD", 100)
     data = _container([PJ, ER, PV, CC] * 200)
