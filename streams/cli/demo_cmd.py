@@ -40,6 +40,7 @@ from typing import Any
 import click
 import orjson
 
+from streams.cli.options import Finite
 from streams.errors import ConfigError, ConsentwatchError
 from streams.model.events import Event
 from streams.model.timestamps import format_ms
@@ -75,9 +76,9 @@ def _desk_bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple
 
 
 @click.command()
-@click.option("--duration", type=click.FloatRange(min=1, max=3_600), default=60,
+@click.option("--duration", type=Finite(min=1, max=3_600), default=60,
               show_default=True, metavar="SECONDS", help="How long to produce traffic.")
-@click.option("--rate", type=click.FloatRange(min=1, max=100_000), default=200,
+@click.option("--rate", type=Finite(min=1, max=100_000), default=200,
               show_default=True, metavar="EVENTS_PER_S", help="Events produced per second.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
 @click.option("--partitions", type=click.IntRange(1, 64), default=4, show_default=True)
@@ -87,7 +88,7 @@ def _desk_bind(_ctx: click.Context, param: click.Parameter, value: str) -> tuple
                    "OUT_DIR/<UTC time>/; OUT_DIR/latest points to the last one.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Broker and worker state (default: a temporary directory, removed after).")
-@click.option("--drain-timeout", type=click.FloatRange(min=1), default=180, show_default=True,
+@click.option("--drain-timeout", type=Finite(min=1), default=180, show_default=True,
               metavar="SECONDS", help="How long to wait for the worker to decide everything.")
 @click.option("--desk/--no-desk", default=True, show_default=True,
               help="At the end, leave the review desk running on the run's ledger, with a "

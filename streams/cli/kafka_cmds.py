@@ -14,6 +14,7 @@ import orjson
 
 from streams.cli.filters import FindingFilter, filter_options
 from streams.cli.options import (
+    Finite,
     engine_options,
     kafka_options,
     make_params,
@@ -59,7 +60,7 @@ def topics_create(broker: str | None, topic_prefix: str, kafka_config: Path | No
                                           path_type=Path))
 @kafka_options
 @wire_options
-@click.option("--rate", type=click.FloatRange(min=0.1), metavar="EVENTS_PER_S",
+@click.option("--rate", type=Finite(min=0.1), metavar="EVENTS_PER_S",
               help="Send at most this many events per second.")
 @click.option("--end-of-input", is_flag=True,
               help="After the events, an end-of-input control record on every input "
@@ -161,10 +162,10 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 @click.option("--partitions", type=click.IntRange(1, 10_000), default=4, show_default=True,
               help="Partitions of the correlate topic and the state table.")
 @max_future_skew_option
-@click.option("--idle-timeout", type=click.FloatRange(min=0), default=30, show_default=True,
+@click.option("--idle-timeout", type=Finite(min=0), default=30, show_default=True,
               metavar="SECONDS", help="After this long with no events a partition's "
               "watermark advances with the wall clock.")
-@click.option("--state-flush-interval", type=click.FloatRange(min=0), default=5,
+@click.option("--state-flush-interval", type=Finite(min=0), default=5,
               show_default=True, metavar="SECONDS", envvar="CONSENTWATCH_STATE_FLUSH_INTERVAL",
               help="Longest a partition's changed state waits before it is written to its "
               "store and changelog; offsets are committed after it.")

@@ -24,7 +24,7 @@ import orjson
 
 from streams.cli.evidence_cmds import ledger_option
 from streams.cli.filters import FindingFilter, filter_options
-from streams.cli.options import kafka_options, resolve_kafka
+from streams.cli.options import Finite, kafka_options, resolve_kafka
 
 __all__ = ["ledger"]
 
@@ -46,7 +46,7 @@ def ledger() -> None:
 @_optional_key
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True,
               help="Most records stored per transaction.")
-@click.option("--checkpoint-interval", type=click.FloatRange(min=0), default=10,
+@click.option("--checkpoint-interval", type=Finite(min=0), default=10,
               show_default=True, metavar="SECONDS",
               help="Sign at most one checkpoint per interval while records arrive (one more "
                    "when they stop).")

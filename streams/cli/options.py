@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,11 +18,15 @@ if TYPE_CHECKING:
     from streams.privacy.pseudonymise import Pseudonymiser
 
 __all__ = [
+    "Finite",
+    "broker_address",
+    "distinct_files",
     "engine_options",
     "kafka_options",
     "make_params",
     "make_pseudonymiser",
     "max_future_skew_option",
+    "printable_path",
     "pseudonym_key_option",
     "resolve_kafka",
     "warn_development_key",
@@ -30,8 +35,63 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SECONDS = click.FloatRange(min=0, max=10 * 365 * 86_400)
-DAYS = click.FloatRange(min=0, max=36_500)
+
+
+class Finite(click.FloatRange):
+    """click.FloatRange that also refuses nan (which passes every range comparison) and
+    the infinities."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+SECONDS = Finite(min=0, max=10 * 365 * 86_400)
+DAYS = Finite(min=0, max=36_500)
+
+
+def distinct_files(**paths: Path | None) -> None:
+    """A usage error when two of the options name one file: writing one would empty or
+    garble the other (the input read, or a second output). `-` and None are skipped."""
+    seen: dict[str, str] = {}
+    for option, path in paths.items():
+        if path is None or str(path) == "-":
+            continue
+        try:
+            key = str(Path(path).resolve())
+            if Path(path).exists():
+                stat = Path(path).stat()
+                key = f"{stat.st_dev}:{stat.st_ino}"
+        except OSError:
+            continue  # it fails, with its own message, where it is opened
+        if key in seen:
+            raise click.UsageError(f"{seen[key]} and {option} name the same file")
+        seen[key] = option
+
+
+def printable_path(path: Path | str) -> str:
+    """A path as text that can be written anywhere: a byte of a file name that is not
+    UTF-8 (held as a surrogate) becomes a \\x escape."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def broker_address(ctx: click.Context, param: click.Parameter, value: str | None
+                   ) -> str | None:
+    """--broker: HOST:PORT[,HOST:PORT...], each port 1-65535 (a usage error if not)."""
+    if value is None:
+        return None
+    for address in value.split(","):
+        host, colon, port = address.strip().rpartition(":")
+        if not (colon and host and port.isascii() and port.isdigit()
+                and 0 < int(port) < 65_536):
+            raise click.BadParameter(f"{address.strip()!r} is not HOST:PORT (a port 1-65535)",
+                                     ctx, param)
+    return value
 
 
 def kafka_options(command: F) -> F:
@@ -47,6 +107,7 @@ def kafka_options(command: F) -> F:
     )(command)
     command = click.option(
         "--broker", envvar="CONSENTWATCH_BROKER", metavar="HOST:PORT",
+        callback=broker_address,
         help="Kafka bootstrap address (or CONSENTWATCH_BROKER).",
     )(command)
     return command

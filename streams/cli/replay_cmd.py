@@ -11,10 +11,12 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from streams.cli.options import (
+    distinct_files,
     engine_options,
     make_params,
     make_pseudonymiser,
     max_future_skew_option,
+    printable_path,
     pseudonym_key_option,
     warn_development_key,
 )
@@ -76,6 +78,9 @@ def replay(
     from streams.replay import replay_records
     from streams.serde.sources import detect_format, read_events
 
+    distinct_files(EVENTS=events, **{"--out": out, "--dead-letter": dead_letter,
+                                     "--amendments": amendments,
+                                     "--metrics-file": metrics_file})
     params = make_params(allowed_lateness, notice_grace, notice_validity,
                          max_future_skew_ms=round(max_future_skew * 1000))
     pseudonymiser = make_pseudonymiser(pseudonym_key)
@@ -108,8 +113,8 @@ def replay(
             unit = units[fmt]
             # Capped in containers only, where one small block can hold millions of
             # invalid records; a JSON line is at most one, each reported (the spec).
-            records = read_events(source, str(events), fmt, limit if fmt == "avro" else None,
-                                  params.max_future_skew_ms)
+            records = read_events(source, printable_path(events), fmt,
+                                  limit if fmt == "avro" else None, params.max_future_skew_ms)
             summary = replay_records(
                 records,
                 findings_out,

@@ -11,12 +11,18 @@ from typing import IO
 
 import click
 
-from streams.cli.options import kafka_options, resolve_kafka, wire_options
+from streams.cli.options import (
+    Finite,
+    distinct_files,
+    kafka_options,
+    resolve_kafka,
+    wire_options,
+)
 from streams.model.events import Event
 
 __all__ = ["simulate"]
 
-SHARE = click.FloatRange(0.0, 1.0)
+SHARE = Finite(0.0, 1.0)
 
 
 @click.command()
@@ -40,7 +46,7 @@ SHARE = click.FloatRange(0.0, 1.0)
               help="Produce the events to their Kafka topics instead of writing a file.")
 @kafka_options
 @wire_options
-@click.option("--rate", type=click.FloatRange(min=0.1), metavar="EVENTS_PER_S",
+@click.option("--rate", type=Finite(min=0.1), metavar="EVENTS_PER_S",
               help="With --kafka: send at most this many events per second.")
 def simulate(seed: int, events: int, out: Path | None, truth: Path | None,
              guest_share: float, pseudonym_share: float, duplicate_share: float,
@@ -62,6 +68,7 @@ def simulate(seed: int, events: int, out: Path | None, truth: Path | None,
 
     if to_kafka and out is not None:
         raise click.UsageError("--out and --kafka exclude each other")
+    distinct_files(**{"--out": out, "--truth": truth})
     if rate is not None and not to_kafka:
         raise click.UsageError("--rate applies to --kafka only")
     config = SimulationConfig(seed=seed, events=events, guest_share=guest_share,

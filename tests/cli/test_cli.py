@@ -51,6 +51,55 @@ def test_bad_parameter_value_is_a_one_line_usage_error() -> None:
     _one_line(result.stderr)
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_a_number_that_is_not_finite_is_a_one_line_usage_error(value: str) -> None:
+    result = run_cli("replay", str(SEED), "--allowed-lateness", value)
+    assert result.returncode == 2
+    assert "--allowed-lateness" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize("broker", ["127.0.0.1:99999", "127.0.0.1:abc", "a:b:c", "host",
+                                    "127.0.0.1:0", ":9092", "h:1,h:x"])
+def test_a_malformed_broker_address_is_a_one_line_usage_error(broker: str) -> None:
+    result = run_cli("topics", "create", "--broker", broker)
+    assert result.returncode == 2
+    assert "--broker" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize("args", [
+    ("{events}", "--out", "{events}"),
+    ("{events}", "--out", "{tmp}/a.jsonl", "--dead-letter", "{tmp}/./a.jsonl"),
+    ("{events}", "--dead-letter", "{events}"),
+])
+def test_two_options_naming_one_file_are_refused_before_anything_is_written(
+        tmp_path: Path, args: tuple[str, ...]) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(SEED.read_bytes())
+    result = run_cli("replay", *(a.format(events=events, tmp=tmp_path) for a in args))
+    assert result.returncode == 2
+    assert "name the same file" in _one_line(result.stderr)
+    assert events.read_bytes() == SEED.read_bytes()
+
+
+def test_simulate_refuses_one_file_for_events_and_truth(tmp_path: Path) -> None:
+    same = tmp_path / "x.jsonl"
+    result = run_cli("simulate", "--events", "10", "--out", str(same), "--truth", str(same))
+    assert result.returncode == 2
+    assert "name the same file" in _one_line(result.stderr)
+
+
+def test_a_file_name_that_is_not_utf8_is_named_with_an_escape(tmp_path: Path) -> None:
+    events = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xffname.jsonl"))
+    events.write_bytes(SEED.read_bytes() + b'{"not": "an event"}\n')
+    dead = tmp_path / "dead.jsonl"
+    result = run_cli("replay", str(events), "--out", str(tmp_path / "f.jsonl"),
+                     "--dead-letter", str(dead), "-q")
+    assert result.returncode == 1, result.stderr
+    (letter,) = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    assert letter["source"].endswith("bad\\xffname.jsonl")
+    assert base64.b64decode(letter["payload"]) == b'{"not": "an event"}'
+
+
 def test_unknown_command_is_a_one_line_usage_error() -> None:
     result = run_cli("frobnicate")
     assert result.returncode == 2
