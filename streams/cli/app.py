@@ -87,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # a file or device that failed under a command (a full disk)
+        where = f" ({exc.filename})" if exc.filename else ""
+        _error(f"{exc.strerror or type(exc).__name__}{where}")
+        return 1
     except KeyboardInterrupt:
         _stopped()
         return 130

@@ -110,6 +110,8 @@ def serve(ledger_url: str, bind: tuple[str, int], tls_cert: Path | None,
             ipaddress.ip_address(proxy)
         except ValueError:
             raise ConfigError(f"--trusted-proxy {proxy!r}: not an IP address") from None
+    if tls_cert is not None and tls_key is not None:
+        _check_tls(tls_cert, tls_key)
     key = None if private_key is None else load_signing_key(private_key)
     params = make_params(allowed_lateness, notice_grace, notice_validity)
     listener = _listen(host, port)
@@ -214,3 +216,18 @@ def list_(ledger_url: str) -> None:
             click.echo(f"{name}\t{role}\t{describe_ms(created)}")
     finally:
         db.close()
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """The certificate and key load as uvicorn will load them: one line now, not a
+    traceback after the desk said it is serving."""
+    import ssl
+
+    from streams.errors import ConfigError
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: cannot be used ({reason})"
+                          ) from None

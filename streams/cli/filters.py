@@ -26,10 +26,15 @@ def time_option(_ctx: click.Context, param: click.Parameter, value: str | None) 
     if value is None:
         return None
     try:
-        return parse_time_ms(value)
+        ms = parse_time_ms(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither an RFC 3339 time with an offset nor "
                                  "epoch milliseconds", param=param) from None
+    from streams.model.timestamps import MAX_MS, MIN_MS
+
+    if not MIN_MS <= ms <= MAX_MS:
+        raise click.BadParameter(f"{value!r} is outside the years 1 to 9999", param=param)
+    return ms
 
 
 def _rule(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

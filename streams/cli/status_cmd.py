@@ -50,8 +50,8 @@ def fetch_metrics(url: str) -> str:
 
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--url must be an http:// or https:// address, not {url!r}")
-    request = urllib.request.Request(url, headers={"Accept": "text/plain"})
     try:
+        request = urllib.request.Request(url, headers={"Accept": "text/plain"})
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
             body: bytes = response.read()
     except urllib.error.HTTPError as exc:

@@ -512,3 +512,24 @@ def test_status_of_a_page_that_is_not_a_workers_is_one_line() -> None:
         server.server_close()
     assert result.returncode == 1
     assert "not a consentwatch worker's metrics page" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize("args", [
+    ("ledger", "findings", "--ledger", "{tmp}/none.db", "--from", "99999999999999999999999"),
+    ("ledger", "findings", "--ledger", "{tmp}/none.db", "--to", "9223372036854775808"),
+    ("status", "--url", "http://[::1"),
+    ("desk", "serve", "--ledger", "{tmp}/none.db", "--tls-cert", "{tmp}/bad.pem",
+     "--tls-key", "{tmp}/bad.pem"),
+])
+def test_more_bad_values_are_one_line_and_no_traceback(tmp_path: Path,
+                                                       args: tuple[str, ...]) -> None:
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    result = run_cli(*(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode in (1, 2)
+    _one_line(result.stderr)
+
+
+def test_a_full_disk_under_simulate_is_one_line() -> None:
+    result = run_cli("simulate", "--events", "10", "--out", "/dev/full")
+    assert result.returncode == 1
+    assert "No space left on device" in _one_line(result.stderr)
