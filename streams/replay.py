@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
+import orjson
+
 from streams.engine import DictStore, Engine, EngineParams
+from streams.errors import InvalidEvent
 from streams.model.events import Event
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.privacy.pseudonymise import Pseudonymiser, default_pseudonymiser
-from streams.serde.jsonl import dump_line
+from streams.serde.jsonl import dump_line, event_to_json
 
 __all__ = ["ReplaySummary", "replay_records"]
 
@@ -38,15 +42,18 @@ def replay_records(
     on_progress: Callable[[int], None] | None = None,
     engine: Engine | None = None,
     pseudonymiser: Pseudonymiser | None = None,
+    source: str = "replay",
 ) -> ReplaySummary:
     """Feed every record to one engine, then flush it; write each output as it appears.
 
     Findings and amendments are written with their evidence pseudonymised by
-    `pseudonymiser` (default: the development key's).
+    `pseudonymiser` (default: the development key's). An event the engine refuses (a
+    trigger beyond its horizon) is a dead letter of `source` whose payload is the event
+    in its JSON Lines form.
     """
     run = _Run(engine or Engine(DictStore(), params), pseudonymiser or default_pseudonymiser(),
                findings_out, amendments_out, dead_letters_out, on_dead_letter, on_amendment,
-               on_progress)
+               on_progress, source)
     # A batch run: the engine's state makes no reference cycles, so the cyclic
     # collector would only spend time (about a third of it) finding nothing.
     collecting = gc.isenabled()
@@ -87,8 +94,10 @@ class _Run:
         on_dead_letter: Callable[[DeadLetter], None] | None,
         on_amendment: Callable[[Amendment], None] | None,
         on_progress: Callable[[int], None] | None,
+        source: str,
     ) -> None:
         self.engine = engine
+        self.source = source
         self.pseudonymiser = pseudonymiser
         self.findings_out = findings_out
         self.amendments_out = amendments_out
@@ -126,10 +135,15 @@ class _Run:
         # is stored in `summary` whenever something may look at it, and at the end.
         count = summary.records
         try:
-            for _, item in records:
+            for position, item in records:
                 count += 1
                 if type(item) is not DeadLetter:
-                    outputs = engine.process(item)  # type: ignore[arg-type]
+                    try:
+                        outputs = engine.process(item)  # type: ignore[arg-type]
+                    except InvalidEvent as refused:
+                        summary.records = count
+                        self.dead_letter(self.refused(position, item, refused))  # type: ignore[arg-type]
+                        continue
                     if outputs:
                         self.emit(outputs)
                 else:
@@ -140,6 +154,14 @@ class _Run:
                     on_progress(count)
         finally:
             summary.records = count
+
+    def refused(self, position: int, event: Event, error: InvalidEvent) -> DeadLetter:
+        """The dead letter of an event the engine refused: it was valid, so its payload is
+        the event in its JSON Lines form (what `replay` reads again)."""
+        return DeadLetter(source=self.source, partition=None, position=position,
+                          reason_code=error.code, reason=error.message,
+                          payload=orjson.dumps(event_to_json(event)),
+                          dead_lettered_at=time.time_ns() // 1_000_000)
 
     def dead_letter(self, item: DeadLetter) -> None:
         self.summary.dead_letters += 1

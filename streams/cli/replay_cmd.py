@@ -125,6 +125,7 @@ def replay(
                 on_amendment=report_amendment,
                 engine=engine,
                 pseudonymiser=pseudonymiser,
+                source=printable_path(events),
             )
             findings_out.flush()
     except BrokenPipeError:

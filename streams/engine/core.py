@@ -28,6 +28,7 @@ from streams.engine.state import (
     SubjectState,
     TriggerRecord,
 )
+from streams.errors import InvalidEvent
 from streams.model.events import (
     ConsentChanged,
     EnrichmentMatched,
@@ -41,7 +42,7 @@ from streams.model.events import (
 )
 from streams.model.findings import Amendment, Finding, amendment_id, finding_id
 
-__all__ = ["NEVER", "Engine", "EngineStats", "Output"]
+__all__ = ["BEYOND_HORIZON", "NEVER", "Engine", "EngineStats", "Output"]
 
 # The events a rule may judge: the others are facts, kept in the state for the rules.
 _TRIGGER_TYPES: Final = frozenset({EnrichmentRequested, ProfileViewed})
@@ -51,6 +52,8 @@ _heappop: Final = heapq.heappop
 _make_finding: Final = fast_constructor(Finding)
 
 NEVER: Final = -(1 << 62)  # the watermark before any event
+# The reason code of a trigger too old to decide (see `Engine.process`).
+BEYOND_HORIZON: Final = "beyond_horizon"
 LATENCY_BUFFER: Final = 65_536  # finding latencies kept until the metrics read them
 FOREVER: Final = 1 << 62  # the watermark after the final flush
 
@@ -91,6 +94,7 @@ class Engine:
         # A subject is pruned when touched, at most once per amendment horizon of event time.
         self._prune_every = max(3_600_000, self.params.amendment_horizon_ms)
         self._lateness = self.params.allowed_lateness_ms
+        self._lookback = self.params.lookback_ms
         self._grace = self.params.notice_grace_ms
         self._get_subject = store.subject
         self._put_subject = store.put_subject
@@ -143,6 +147,14 @@ class Engine:
 
         `wall_ms` (the wall clock now) feeds the idle advance; `position` (the
         input offset) is recorded with each decision, see `decided_since`.
+
+        Raises InvalidEvent (`beyond_horizon`), having changed nothing, for a trigger
+        (not a duplicate) older than the watermark by more than `lookback_ms`: the
+        state keeps what a decision that old needs no longer (a consent superseded
+        since is pruned), so deciding it could raise a finding the facts do not
+        support. The caller
+        dead-letters it, as it does an invalid record: never decided in silence,
+        never on half the facts.
         """
         self._position = position
         t = event.occurred_at
@@ -181,6 +193,11 @@ class Engine:
                     # whose time differs is still "otherwise ignored" (spec), so it must
                     # not move the watermark.
                     t = seen_at
+            if fresh and late and t < watermark - self._lookback and kind in self._trigger_kinds:
+                raise InvalidEvent(BEYOND_HORIZON, (  # nothing is changed yet
+                    f"a {event.TYPE} older than the watermark by more than the amendment "
+                    "horizon: the facts to decide it are no longer all kept, so it is not "
+                    "decided"))
             if fresh:
                 state.seen[event_id] = t
                 # The most frequent kinds first.

@@ -560,6 +560,9 @@ class _Pipeline:
         (the record is then dead-lettered)."""
         try:
             outputs.extend(engine.process(event, wall_ms=now, position=at))
+        except InvalidEvent as refused:  # a trigger beyond the engine's horizon
+            await self._dead_letter(batch, tp, record, refused)
+            return None
         except Exception:  # an engine bug must not stop the partition
             _log_bug("engine error at %s[%s]@%s", tp.topic, tp.partition, record.offset)
             await self._dead_letter(batch, tp, record, InvalidEvent(
@@ -673,6 +676,8 @@ class _Pipeline:
                 continue
             try:
                 outputs.extend(engine.process(event, wall_ms=now, position=record.offset))
+            except InvalidEvent as refused:  # a trigger beyond the engine's horizon
+                await self._dead_letter(batch, tp, record, refused, event)
             except Exception:  # an engine bug must not stop the partition
                 _log_bug("engine error at %s[%s]@%s", tp.topic, tp.partition,
                          record.offset)

@@ -3,8 +3,12 @@ taken (event time, the watermark), and late events with their amendments."""
 
 from __future__ import annotations
 
-from streams.engine.core import NEVER, Engine
+import pytest
+
+from streams.engine.core import BEYOND_HORIZON, NEVER, Engine
 from streams.engine.state import DictStore
+from streams.errors import InvalidEvent
+from streams.model.findings import Finding
 from streams.model.validate import event_from_record
 from tests.builders import (
     ACCOUNT,
@@ -147,9 +151,36 @@ def test_a_duplicate_toggle_with_a_later_time_does_not_move_the_watermark() -> N
     copy = {**t, "occurred_at": T0 + 3_600_000}
     g = consent(-SEC, provider=None)
     findings, amendments, engine = run([*covered(), t, r, copy, g])
-    assert amendments == []
+    assert findings == [] and amendments == []
     assert engine.stats.duplicates == 1
     assert engine.max_seen == T0
+
+
+def test_a_trigger_beyond_the_horizon_is_refused_not_decided_on_pruned_state() -> None:
+    """The grant in force at the trigger's time was pruned (a withdrawal superseded it
+    more than the amendment horizon ago): deciding would raise a finding the facts do
+    not support. The engine refuses the trigger, changing nothing."""
+    engine = make_engine()
+    g = consent(0, provider=None)
+    w = consent(2 * 3_600_000, provider=None, status="WITHDRAWN")
+    later = notice(27 * 3_600_000, subject_id="u-other")
+    feed(engine, [*covered(), g, w, later, notice(27 * 3_600_000 + 1)])
+    r = event_from_record(requested(3_600_000))
+    before = engine.store.subject(r.subject_id)
+    assert before is not None
+    seen = dict(before.seen)
+    with pytest.raises(InvalidEvent) as refused:
+        engine.process(r)
+    assert refused.value.code == BEYOND_HORIZON
+    assert before.seen == seen and r.event_id not in before.triggers
+    assert engine.flush() == []
+
+
+def test_a_trigger_late_within_the_horizon_is_decided_as_usual() -> None:
+    engine = make_engine()
+    feed(engine, [*covered(), notice(20 * 3_600_000, subject_id="u-other")])
+    outputs = feed(engine, [requested(3_600_000)]) + engine.flush()
+    assert [f.rule for f in outputs if isinstance(f, Finding)] == [WITHOUT_CONSENT]
 
 
 # -- event time: when decisions are taken ------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import pickle
 
 from hypothesis import given
@@ -83,7 +84,7 @@ def test_pending_deadlines_are_restored_from_the_store() -> None:
     assert rules == ["enrichment-without-consent", "enrichment-without-notice"]
 
 
-def test_a_trigger_resent_after_the_dedupe_horizon_is_written_once_by_replay() -> None:
+def test_a_trigger_resent_after_the_horizons_is_a_dead_letter_and_written_once() -> None:
     import io
 
     import orjson
@@ -96,11 +97,19 @@ def test_a_trigger_resent_after_the_dedupe_horizon_is_written_once_by_replay() -
     records = [r, *later, dict(r)]
     out = io.BytesIO()
     events = [(n, event_from_record(rec)) for n, rec in enumerate(records, 1)]
-    summary = replay_records(events, out, EngineParams(dedupe_horizon_ms=2 * DAY))
+    dead = io.BytesIO()
+    summary = replay_records(events, out, EngineParams(dedupe_horizon_ms=2 * DAY),
+                             dead_letters_out=dead, source="resent.jsonl")
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     ids = [line["finding_id"] for line in lines]
     assert len(ids) == len(set(ids)) == 2  # without consent, without notice
-    assert summary.late == 1  # the copy came back far behind the watermark
+    # The copy came back far behind the watermark: beyond the engine's horizon, so it is
+    # not decided again on pruned state but dead-lettered, the event as its payload.
+    (letter,) = [orjson.loads(line) for line in dead.getvalue().splitlines()]
+    assert letter["reason_code"] == "beyond_horizon"
+    assert letter["source"] == "resent.jsonl" and letter["position"] == len(records)
+    assert orjson.loads(base64.b64decode(letter["payload"]))["event_id"] == r["event_id"]
+    assert summary.dead_letters == 1
 
 
 @given(strategies.events())
