@@ -237,10 +237,14 @@ def oncall(runbook_base: str = "") -> Dashboard:
                   "{{type}}"), unit="ops"))
         .with_panel(graph(
             "Duplicates and late events", "Events ignored as duplicates (an event id seen "
-            "before) and events that arrived after the watermark (applied, may amend).",
+            "before), events that arrived after the watermark (applied, may amend), and "
+            "late facts beyond the amendment horizon (applied; decisions older than the "
+            "horizon are no longer kept to amend: see the dead-letters runbook).",
             query(f"sum(rate(consentwatch_duplicate_events_total{{{INSTANCE}}}[{rate}]))",
                   "duplicates", "A"),
             query(f"sum(rate(consentwatch_late_events_total{{{INSTANCE}}}[{rate}]))", "late", "B"),
+            query(f"sum(rate(consentwatch_late_events_beyond_horizon_total{{{INSTANCE}}}"
+                  f"[{rate}]))", "beyond horizon", "C"),
             unit="ops"))
         .with_panel(graph(
             "Findings raised", "Findings per second by rule (the compliance dashboard has "

@@ -17,6 +17,7 @@ CONTRACT_METRICS: dict[str, str] = {
     "consentwatch_events_consumed_total": "counter",
     "consentwatch_duplicate_events_total": "counter",
     "consentwatch_late_events_total": "counter",
+    "consentwatch_late_events_beyond_horizon_total": "counter",
     "consentwatch_dead_letters_total": "counter",
     "consentwatch_schema_registry_errors_total": "counter",
     "consentwatch_findings_total": "counter",

@@ -67,6 +67,9 @@ class EngineStats:
     events: dict[str, int] = field(default_factory=dict)  # by event type
     duplicates: int = 0
     late: int = 0
+    # Late facts older than watermark - amendment_horizon: applied, but the decisions
+    # they could change that are older than the horizon are no longer kept to re-check.
+    beyond_horizon: int = 0
     findings: dict[tuple[str, str, str], int] = field(default_factory=dict)  # rule, sev, provider
     amendments: dict[str, int] = field(default_factory=dict)  # by kind
     # (detected - trigger occurred_at, detected - trigger received) in ms, per finding of a
@@ -95,6 +98,7 @@ class Engine:
         self._prune_every = max(3_600_000, self.params.amendment_horizon_ms)
         self._lateness = self.params.allowed_lateness_ms
         self._lookback = self.params.lookback_ms
+        self._horizon = self.params.amendment_horizon_ms
         self._grace = self.params.notice_grace_ms
         self._get_subject = store.subject
         self._put_subject = store.put_subject
@@ -230,6 +234,8 @@ class Engine:
             stats.duplicates += 1
         elif late:
             stats.late += 1
+            if t < watermark - self._horizon:
+                stats.beyond_horizon += 1
         self.counted_at = t
         max_seen = self.max_seen
         if t > max_seen:

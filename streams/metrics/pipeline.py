@@ -53,6 +53,7 @@ class _Seen:
     events: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     late: int = 0
+    beyond_horizon: int = 0
     findings: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     amendments: Counter[str] = field(default_factory=Counter)
 
@@ -92,6 +93,12 @@ class PipelineMetrics:
         self.late = PromCounter(
             "consentwatch_late_events",
             "Events older than the watermark: applied, and amending decisions they change.",
+            registry=reg)
+        self.beyond_horizon = PromCounter(
+            "consentwatch_late_events_beyond_horizon",
+            "Late facts older than the watermark by more than the amendment horizon: "
+            "applied, but decisions older than the horizon are no longer kept, so none of "
+            "them was re-checked (a trigger that late is dead-lettered, beyond_horizon).",
             registry=reg)
         self.dead_letters = PromCounter(
             "consentwatch_dead_letters", "Records that could not be used, by reason code.",
@@ -157,8 +164,11 @@ class PipelineMetrics:
             self.duplicates.inc(stats.duplicates - seen.duplicates)
         if stats.late > seen.late:
             self.late.inc(stats.late - seen.late)
+        if stats.beyond_horizon > seen.beyond_horizon:
+            self.beyond_horizon.inc(stats.beyond_horizon - seen.beyond_horizon)
         seen.duplicates = stats.duplicates
         seen.late = stats.late
+        seen.beyond_horizon = stats.beyond_horizon
         latencies = stats.latencies
         while latencies:
             event_time_ms, ingestion_ms = latencies.popleft()

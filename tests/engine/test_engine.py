@@ -176,6 +176,19 @@ def test_a_trigger_beyond_the_horizon_is_refused_not_decided_on_pruned_state() -
     assert engine.flush() == []
 
 
+def test_a_fact_beyond_the_horizon_is_applied_and_counted() -> None:
+    """Later decisions must see it (a late grant in force now), so it is applied; the
+    decisions older than the horizon it might change are gone, which the count says."""
+    engine = make_engine()
+    feed(engine, [*covered(), notice(2 * DAY, subject_id="u-other")])
+    feed(engine, [consent(0, provider=None), consent(DAY + 3_600_000, provider=None,
+                                                     status="GRANTED")])
+    assert engine.stats.late == 2
+    assert engine.stats.beyond_horizon == 1
+    outputs = feed(engine, [requested(2 * DAY + SEC)]) + engine.flush()
+    assert [o for o in outputs if isinstance(o, Finding)] == []
+
+
 def test_a_trigger_late_within_the_horizon_is_decided_as_usual() -> None:
     engine = make_engine()
     feed(engine, [*covered(), notice(20 * 3_600_000, subject_id="u-other")])

@@ -180,6 +180,7 @@ def test_replay_metrics_count_dead_letters_by_reason_duplicates_and_late(tmp_pat
         "not_json": 1, "unknown_type": 2}
     assert metrics["consentwatch_duplicate_events_total"] == {(): 1.0}
     assert metrics["consentwatch_late_events_total"] == {(): 1.0}
+    assert metrics["consentwatch_late_events_beyond_horizon_total"] == {(): 0.0}
     assert by_label(metrics["consentwatch_amendments_total"], "kind") == {"RETRACTED": 1}
     assert sum(metrics["consentwatch_events_consumed_total"].values()) == 5
     # A replay has no ingestion time: no latency is observed (see the engine's latencies).
