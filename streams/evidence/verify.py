@@ -190,6 +190,7 @@ class _Verification:
     _scopes: list[dict[str, Any]] = field(default_factory=list)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
+    _missing: set[str] = field(default_factory=set)  # listed files not in the bundle
     # What verified (checkpoint, previous, manifest digest, leaves, note); `check_bundle`
     # returns it with the failures and counts.
     found: BundleCheck = field(default_factory=BundleCheck)
@@ -283,6 +284,7 @@ class _Verification:
             return
         for name, expected in sorted(listed.items()):
             if name not in self.files.sizes:
+                self._missing.add(name)
                 self.failures.append(f"{name}: missing from the bundle")
             elif (digest := self._digest(name)) is not None and digest != expected:
                 self.failures.append(f"{name}: SHA-256 does not match the manifest "
@@ -465,7 +467,7 @@ class _Verification:
                        on_proven: Callable[..., None]) -> int:
         """How many records of `name` are proven (each is passed to `on_proven`)."""
         if name not in self.files.sizes:
-            if listed:
+            if listed and name not in self._missing:  # else reported with the hashes
                 self.failures.append(f"{name}: missing from the bundle")
             return 0
         if not isinstance(listed, list):
@@ -534,6 +536,8 @@ class _Verification:
             elif (digest := self._digest(name)) is not None and digest != expected:
                 self.failures.append(f"{name}: differs from the evidence event in "
                                      f"{bundle.FINDINGS}")
+        if bundle.FINDINGS not in self.files.sizes:
+            return  # reported; without the findings every evidence file would be "uncited"
         prefix = bundle.EVIDENCE_DIR + "/"
         for name in sorted(n for n in self.files.sizes
                            if n.startswith(prefix) and n not in self._evidence):

@@ -332,3 +332,13 @@ def test_keys_generate_ignores_a_permissive_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert stat.S_IMODE((out / "consentwatch.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((out / "consentwatch.pub").stat().st_mode) == 0o644
+
+
+def test_a_deleted_findings_file_is_one_failure_not_one_per_evidence_file(
+        exported: Path, keys: tuple[Path, Path]) -> None:
+    """A regulator reads the failures: the one cause, not a line for each file it
+    orphans."""
+    (exported / bundle.FINDINGS).unlink()
+    failures = _failures(exported, keys[1])
+    assert failures.count(f"{bundle.FINDINGS}: missing from the bundle") == 1
+    assert not [line for line in failures if "no exported finding cites it" in line]
