@@ -9,6 +9,7 @@ findings `replay` gives for the event.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from pathlib import Path
@@ -93,5 +94,40 @@ def test_a_dead_letter_of_a_transient_cause_is_resent_and_decided(
         assert [orjson.loads(line)["rule"] for line in filtered.stdout.splitlines()] == [rule]
         none = kh.cli("findings", *args, "--to", str(now))
         assert none.returncode == 0 and none.stdout == b""
+    finally:
+        workers.stop_all()
+
+
+def test_a_trigger_beyond_the_horizon_is_a_dead_letter_of_the_worker(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A request three days behind the watermark: the worker does not decide it on pruned
+    state but dead-letters it (`beyond_horizon`), its record's bytes kept."""
+    now = time.time_ns() // 1_000_000
+    subject = f"u-{uuid.uuid4().hex[:8]}"
+    recent = event_from_record(requested(event_id=f"r-{uuid.uuid4().hex[:8]}",
+                                         subject_id=subject) | {"occurred_at": now - 60_000})
+    old = event_from_record(requested(event_id=f"r-{uuid.uuid4().hex[:8]}",
+                                      subject_id=subject) | {"occurred_at": now - 3 * 86_400_000})
+    pipeline = kh.Pipeline(kafka_bootstrap, f"t-horizon-{uuid.uuid4().hex[:8]}")
+    pipeline.create_topics()
+    workers = kh.Workers(kafka_bootstrap, tmp_path)
+    try:
+        worker = workers.start(pipeline.prefix, extra_args=("--idle-timeout", "1",
+                                                            "--allowed-lateness", "1"))
+        pipeline.wait_assigned(timeout=180)
+        pipeline.send_events([recent])
+        # Its past rules decided: the watermark has passed it (the other inputs idle).
+        kh.wait_until(lambda: any(f["trigger_event_id"] == recent.event_id
+                                  for f in pipeline.read()), timeout=120,
+                      what="the recent request's finding", on_timeout=worker.tail)
+        topic = pipeline.names.inputs[old.TYPE]
+        payload = SingleObjectFraming().encode(old)
+        pipeline.send_raw(topic, payload, event_key(old))
+        (letter,) = kh.wait_until(lambda: pipeline.read("dead_letters"), timeout=120,
+                                  what="the dead letter", on_timeout=worker.tail)
+        assert letter["reason_code"] == "beyond_horizon"
+        assert letter["source"] == topic
+        assert base64.b64decode(letter["payload"]) == payload
+        assert not [f for f in pipeline.read() if f["trigger_event_id"] == old.event_id]
     finally:
         workers.stop_all()
