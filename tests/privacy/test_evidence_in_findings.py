@@ -17,6 +17,7 @@ import fastavro
 import orjson
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.engine.rules.automatic_egress_feature_inactive import ID as FEATURE_INACTIVE
 from streams.engine.rules.covert_profile_view import ID as COVERT_VIEW
@@ -412,3 +413,12 @@ def test_the_json_form_of_a_sealed_amendment_is_that_of_the_amendment_read_back(
     sealed = Pseudonymiser(b"k" * 32).amendment(amendment)
     read = replace(amendment, evidence=sealed.evidence, late_event=sealed.late_event)
     assert dump_line(sealed) == orjson.dumps(read, option=orjson.OPT_APPEND_NEWLINE)
+
+
+@given(st.binary(min_size=1, max_size=200), st.text(max_size=60))
+def test_the_keyed_copy_gives_hmac_digest_for_any_key_and_value(key: bytes, value: str) -> None:
+    """Keys longer than SHA-256's block (64 bytes) are hashed first, as RFC 2104 says."""
+    import hmac
+
+    expected = hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
+    assert Pseudonymiser(key).pseudonym(value) == PREFIX + expected
