@@ -702,6 +702,29 @@ def _corrupt(
                    f"{what}, payload from byte offset {offset}{_capped(payload)}", payload)
 
 
+def _bad_block(source: str, fo: IO[bytes], start: int | None, record_number: int,
+               block: Any, exc: Exception) -> DeadLetter:
+    """The DeadLetter of one damaged block, whose payload is the block's bytes in the file
+    (empty when `fo` cannot seek); reading goes on after it."""
+    what = ("it holds more records than it declares" if isinstance(exc, CountMismatch)
+            else f"a record does not decode ({type(exc).__name__})")
+    payload = b""
+    if start is not None:
+        try:
+            here = fo.tell()
+            fo.seek(start + block.offset)
+            data = fo.read(min(block.size, _MAX_CORRUPT_PAYLOAD))
+            fo.seek(here)
+            payload = bytes(data) if isinstance(data, bytes | bytearray) else b""
+        except Exception:
+            payload = b""
+    return _ending(source, record_number, CORRUPT_CONTAINER,
+                   f"Avro container block is corrupt: at record {record_number}, {what}; "
+                   f"its records from there on are skipped, reading goes on with the next "
+                   f"block; payload the block (byte offset {block.offset}, {block.size} "
+                   f"bytes){_capped(payload)}", payload)
+
+
 def _capped(payload: bytes) -> str:
     if len(payload) >= _MAX_CORRUPT_PAYLOAD:
         return f"; payload holds the first {_MAX_CORRUPT_PAYLOAD} bytes from there"
@@ -847,9 +870,13 @@ def read_event_container(
     Record numbers count from 1. A record that decodes but is not a valid event
     yields a DeadLetter (position = its record number, payload = the record
     re-encoded with the writer's schema), unless `limit` does not admit it (then it
-    is only counted there, by block: blocks count from 1). A corrupt or truncated
-    container ends with one `corrupt_container` DeadLetter whose payload holds the
-    file's bytes from where reading stopped (empty when `fo` cannot seek); a container
+    is only counted there, by block: blocks count from 1). A block whose records do not
+    decode (or do not fill it exactly) is one `corrupt_container` DeadLetter whose
+    payload is that block, and reading goes on with the next block (record numbers
+    count the block's declared records). A container whose block structure breaks (a
+    bad sync marker, a truncation) ends with one `corrupt_container` DeadLetter whose
+    payload holds the file's bytes from where reading stopped (empty when `fo` cannot
+    seek); a container
     that cannot be read safely is one DeadLetter saying why (`unsupported_codec`,
     `schema_too_deep`), whose payload holds the file. With `max_future_skew_ms`, an
     event from the future (see `refuse_future`) is an invalid record. Never raises on
@@ -886,6 +913,7 @@ def read_event_container(
             return
         stood = block.offset
         block_number += 1
+        first = number  # the record number before the block's first
         try:
             _check_block_size(block)
             for item in _block_items(block, plan.datums):
@@ -914,19 +942,8 @@ def read_event_container(
                     continue
                 yield number, event
         except Exception as exc:
-            yield (
-                number + 1,
-                _corrupt(
-                    source,
-                    fo,
-                    start,
-                    number + 1,
-                    stood,
-                    f"its block at byte offset {stood} holds more records than it declares"
-                    if isinstance(exc, CountMismatch) else
-                    f"undecodable record in the block at byte offset {stood}"
-                    f" ({type(exc).__name__})",
-                ),
-            )
-            return
+            # The block was read whole and ends at its sync marker, so the damage is its
+            # own: it is one dead letter (its bytes) and reading goes on with the next.
+            yield number + 1, _bad_block(source, fo, start, number + 1, block, exc)
+            number = max(number, first + block.num_records)
         stood = block.offset + block.size

@@ -573,9 +573,9 @@ def _zigzag_at(data: bytes, at: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("count", [0, 1, -3])
-def test_a_block_holding_more_records_than_it_declares_is_corrupt(count: int) -> None:
-    """Its records past the count must not vanish: the file ends with corrupt_container,
-    whose payload starts at that block."""
+def test_a_block_holding_more_records_than_it_declares_is_one_dead_letter(count: int) -> None:
+    """Its records past the count must not vanish in silence: the block is one
+    corrupt_container dead letter (its bytes), and the blocks after it are read."""
     items = [PJ, ER, PV, CC] * 200
     buffer = io.BytesIO()
     fastavro.writer(buffer, event_union_schema(),
@@ -583,11 +583,38 @@ def test_a_block_holding_more_records_than_it_declares_is_corrupt(count: int) ->
                     sync_interval=2048)
     data = _with_second_block_count(buffer.getvalue(), count)
     got = _read_all(data)
-    *_, (_, last) = got
-    assert isinstance(last, DeadLetter)
-    assert last.reason_code == CORRUPT_CONTAINER
-    assert "holds more records than it declares" in last.reason
-    assert data.endswith(last.payload)
+    (letter,) = [item for _, item in got if isinstance(item, DeadLetter)]
+    assert letter.reason_code == CORRUPT_CONTAINER
+    assert "holds more records than it declares" in letter.reason
+    assert letter.payload and letter.payload in data and letter.payload.endswith(data[-16:])
+    events = [item for _, item in got if not isinstance(item, DeadLetter)]
+    assert 0 < len(items) - len(events) < len(items) // 2  # the second block's only
+    assert events[-1] == items[-1]  # the blocks after it are read
+
+
+def test_a_record_that_does_not_decode_costs_its_block_only() -> None:
+    """Bad UTF-8 inside one block's record: that block is one dead letter, the others
+    come through, and record numbers go on counting the block's declared records."""
+    items = [PJ, ER, PV, CC] * 200
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, event_union_schema(),
+                    [(f"{NAMESPACE}.{e.TYPE}", event_to_record(e)) for e in items],
+                    sync_interval=2048)
+    data = bytearray(buffer.getvalue())
+    sync = bytes(data[-16:])
+    second = data.index(sync, data.index(sync) + 16) + 16
+    at = data.index(PJ.event_id.encode(), second)  # a string of the second block
+    data[at] = 0xFF
+    got = _read_all(bytes(data))
+    letters = [(number, item) for number, item in got if isinstance(item, DeadLetter)]
+    assert len(letters) == 1
+    number, letter = letters[0]
+    assert 1 < number < len(items) and letter.position == number
+    assert letter.reason_code == CORRUPT_CONTAINER and "does not decode" in letter.reason
+    assert letter.payload and letter.payload in data
+    events = [(n, item) for n, item in got if not isinstance(item, DeadLetter)]
+    assert events[-1] == (len(items), items[-1])  # numbering goes on as if all were read
+    assert all(items[n - 1] == item for n, item in events)
 
 
 def test_corrupt_payload_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
