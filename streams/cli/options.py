@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,17 +57,21 @@ DAYS = Finite(min=0, max=36_500)
 
 
 def distinct_files(**paths: Path | None) -> None:
-    """A usage error when two of the options name one file: writing one would empty or
-    garble the other (the input read, or a second output). `-` and None are skipped."""
+    """A usage error when two of the options name one regular file: writing one would
+    empty or garble the other (the input read, or a second output). `-`, None and
+    devices (/dev/null, a terminal) are skipped."""
     seen: dict[str, str] = {}
     for option, path in paths.items():
         if path is None or str(path) == "-":
             continue
         try:
-            key = str(Path(path).resolve())
             if Path(path).exists():
-                stat = Path(path).stat()
-                key = f"{stat.st_dev}:{stat.st_ino}"
+                status = Path(path).stat()
+                if not stat.S_ISREG(status.st_mode):
+                    continue
+                key = f"{status.st_dev}:{status.st_ino}"
+            else:
+                key = str(Path(path).resolve())
         except OSError:
             continue  # it fails, with its own message, where it is opened
         if key in seen:
@@ -82,14 +87,23 @@ def printable_path(path: Path | str) -> str:
 
 def broker_address(ctx: click.Context, param: click.Parameter, value: str | None
                    ) -> str | None:
-    """--broker: HOST:PORT[,HOST:PORT...], each port 1-65535 (a usage error if not)."""
+    """--broker: HOST[:PORT][,HOST[:PORT]...] as Kafka clients take it (no port: 9092);
+    a port must be 1-65535 (a usage error if not)."""
     if value is None:
         return None
-    for address in value.split(","):
-        host, colon, port = address.strip().rpartition(":")
-        if not (colon and host and port.isascii() and port.isdigit()
-                and 0 < int(port) < 65_536):
-            raise click.BadParameter(f"{address.strip()!r} is not HOST:PORT (a port 1-65535)",
+    for address in filter(None, (part.strip() for part in value.split(","))):
+        if address.startswith("["):  # [IPv6 literal], maybe with :port
+            _, bracket, rest = address.partition("]")
+            port = rest[1:] if rest.startswith(":") else None
+            bad = not bracket or (rest != "" and port is None)
+        elif address.count(":") == 1 or "://" in address:
+            port = address.rpartition(":")[2]
+            bad = not address.rpartition(":")[0].rstrip("/")
+        else:  # a bare host name or address (the clients add 9092), or bare IPv6
+            port, bad = None, False
+        if bad or (port is not None and not (port.isascii() and port.isdigit()
+                                             and 0 < int(port) < 65_536)):
+            raise click.BadParameter(f"{address!r} is not HOST:PORT (a port 1-65535)",
                                      ctx, param)
     return value
 

@@ -34,7 +34,7 @@ __all__ = ["replay"]
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, allow_dash=True,
                                           path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Write findings here (JSON Lines); default stdout.")
+              help="Write findings here (JSON Lines); default (or -) stdout.")
 @engine_options
 @max_future_skew_option
 @click.option("--dead-letter", type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -105,7 +105,8 @@ def replay(
         with ExitStack() as stack:
             source = (_stdin() if str(events) == "-"
                       else stack.enter_context(_open(events, "rb")))
-            findings_out = stack.enter_context(_open(out, "wb")) if out else _stdout()
+            findings_out = (stack.enter_context(_open(out, "wb"))
+                            if out and str(out) != "-" else _stdout())
             dead_out = stack.enter_context(_open(dead_letter, "wb")) if dead_letter else None
             amend_out = stack.enter_context(_open(amendments, "wb")) if amendments else None
             warn_development_key(pseudonymiser)

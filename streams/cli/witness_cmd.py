@@ -113,7 +113,7 @@ def _read(path: Path, what: str, limit: int) -> str:
     from streams.evidence.small_file import TooLarge, read_small
 
     try:
-        return read_small(path, limit).decode("utf-8")
+        return read_small(path, limit, dash_is_stdin=True).decode("utf-8")
     except OSError as exc:
         raise CheckpointError(f"cannot read {what} {path}: {exc.strerror}") from None
     except TooLarge:

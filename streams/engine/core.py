@@ -163,8 +163,6 @@ class Engine:
         self._position = position
         t = event.occurred_at
         stats = self.stats
-        counts = stats.events
-        counts[event.TYPE] = counts.get(event.TYPE, 0) + 1
         watermark = self.watermark
         late = t < watermark
         outputs: list[Output] = []
@@ -227,6 +225,9 @@ class Engine:
                     self._put_subject(subject_id, state)
                 elif created:
                     plain[subject_id] = state
+        # Counted here, after the one refusal above: a refused trigger is a dead letter.
+        counts = stats.events
+        counts[event.TYPE] = counts.get(event.TYPE, 0) + 1
         if not fresh:
             # Counted and otherwise ignored. `t` is the first copy's time, so this
             # changes nothing, except after a restart, where the copies read again bring

@@ -14,10 +14,10 @@ class TooLarge(Exception):
     """The file holds more than the bound."""
 
 
-def read_small(path: Path | str, limit: int) -> bytes:
-    """The bytes of `path` (`-`: standard input); TooLarge beyond `limit` bytes, OSError
-    when it cannot be read."""
-    if str(path) == "-":
+def read_small(path: Path | str, limit: int, dash_is_stdin: bool = False) -> bytes:
+    """The bytes of `path` (with `dash_is_stdin`, `-` is standard input); TooLarge beyond
+    `limit` bytes, OSError when it cannot be read."""
+    if dash_is_stdin and str(path) == "-":
         raw = sys.stdin.buffer.read(limit + 1)
     else:
         with open(path, "rb") as handle:

@@ -568,7 +568,10 @@ class _Pipeline:
             await self._dead_letter(batch, tp, record, InvalidEvent(
                 "internal_error", "the correlation stage failed on this record"))
             return None
-        return engine.counted_at
+        # For a duplicate, the first copy's time may be another input's: never above the
+        # record's own.
+        own: int = event.occurred_at
+        return min(engine.counted_at, own)
 
     # -- stage 2: correlate -------------------------------------------------------------
 

@@ -945,5 +945,7 @@ def read_event_container(
             # The block was read whole and ends at its sync marker, so the damage is its
             # own: it is one dead letter (its bytes) and reading goes on with the next.
             yield number + 1, _bad_block(source, fo, start, number + 1, block, exc)
-            number = max(number, first + block.num_records)
+            # The letter took number + 1; the next block's records come after both it
+            # and every record the block declared.
+            number = max(number + 1, first + block.num_records)
         stood = block.offset + block.size

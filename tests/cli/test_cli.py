@@ -58,12 +58,26 @@ def test_a_number_that_is_not_finite_is_a_one_line_usage_error(value: str) -> No
     assert "--allowed-lateness" in _one_line(result.stderr)
 
 
-@pytest.mark.parametrize("broker", ["127.0.0.1:99999", "127.0.0.1:abc", "a:b:c", "host",
-                                    "127.0.0.1:0", ":9092", "h:1,h:x"])
+@pytest.mark.parametrize("broker", ["127.0.0.1:99999", "127.0.0.1:abc", "127.0.0.1:0",
+                                    ":9092", "h:1,h:x", "[::1]:x", "[::1"])
 def test_a_malformed_broker_address_is_a_one_line_usage_error(broker: str) -> None:
     result = run_cli("topics", "create", "--broker", broker)
     assert result.returncode == 2
     assert "--broker" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize("broker", ["localhost", "a-b.example:9092", "[::1]:9092", "[::1]",
+                                    "h1:9092,h2:9093,", "PLAINTEXT://h:9092"])
+def test_broker_addresses_kafka_clients_take_pass_the_check(broker: str) -> None:
+    from streams.cli.options import broker_address
+
+    assert broker_address(None, None, broker) == broker  # type: ignore[arg-type]
+
+
+def test_devices_named_twice_are_not_the_same_file(tmp_path: Path) -> None:
+    result = run_cli("replay", str(SEED), "--out", "/dev/null", "--dead-letter", "/dev/null",
+                     "-q")
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("args", [
@@ -533,3 +547,11 @@ def test_a_full_disk_under_simulate_is_one_line() -> None:
     result = run_cli("simulate", "--events", "10", "--out", "/dev/full")
     assert result.returncode == 1
     assert "No space left on device" in _one_line(result.stderr)
+
+
+def test_out_dash_is_standard_output(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "streams.cli.app", "replay", str(SEED),
+                             "--out", "-", "-q"], capture_output=True, cwd=tmp_path,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(b"\n") >= 1 and not (tmp_path / "-").exists()

@@ -169,9 +169,11 @@ def test_a_trigger_beyond_the_horizon_is_refused_not_decided_on_pruned_state() -
     before = engine.store.subject(r.subject_id)
     assert before is not None
     seen = dict(before.seen)
+    counted = dict(engine.stats.events)
     with pytest.raises(InvalidEvent) as refused:
         engine.process(r)
     assert refused.value.code == BEYOND_HORIZON
+    assert engine.stats.events == counted  # a dead letter, not an event consumed
     assert before.seen == seen and r.event_id not in before.triggers
     assert engine.flush() == []
 

@@ -590,6 +590,8 @@ def test_a_block_holding_more_records_than_it_declares_is_one_dead_letter(count:
     events = [item for _, item in got if not isinstance(item, DeadLetter)]
     assert 0 < len(items) - len(events) < len(items) // 2  # the second block's only
     assert events[-1] == items[-1]  # the blocks after it are read
+    numbers = [number for number, _ in got]
+    assert numbers == sorted(set(numbers))  # the letter's number is its own
 
 
 def test_a_record_that_does_not_decode_costs_its_block_only() -> None:
