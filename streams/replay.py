@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
@@ -13,7 +12,7 @@ import orjson
 from streams.engine import DictStore, Engine, EngineParams
 from streams.errors import InvalidEvent
 from streams.model.events import Event
-from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.findings import Amendment, DeadLetter, Finding, file_dead_letter
 from streams.privacy.pseudonymise import Pseudonymiser, default_pseudonymiser
 from streams.serde.jsonl import dump_line, event_to_json
 
@@ -158,10 +157,8 @@ class _Run:
     def refused(self, position: int, event: Event, error: InvalidEvent) -> DeadLetter:
         """The dead letter of an event the engine refused: it was valid, so its payload is
         the event in its JSON Lines form (what `replay` reads again)."""
-        return DeadLetter(source=self.source, partition=None, position=position,
-                          reason_code=error.code, reason=error.message,
-                          payload=orjson.dumps(event_to_json(event)),
-                          dead_lettered_at=time.time_ns() // 1_000_000)
+        return file_dead_letter(self.source, position, error.code, error.message,
+                                orjson.dumps(event_to_json(event)))
 
     def dead_letter(self, item: DeadLetter) -> None:
         self.summary.dead_letters += 1

@@ -156,9 +156,8 @@ class Engine:
         (not a duplicate) older than the watermark by more than `lookback_ms`: the
         state keeps what a decision that old needs no longer (a consent superseded
         since is pruned), so deciding it could raise a finding the facts do not
-        support. The caller
-        dead-letters it, as it does an invalid record: never decided in silence,
-        never on half the facts.
+        support. The caller dead-letters it, as it does an invalid record: never
+        decided in silence, never on half the facts.
         """
         self._position = position
         t = event.occurred_at

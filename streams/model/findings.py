@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -15,6 +16,7 @@ __all__ = [
     "Finding",
     "amendment_id",
     "evidence_record",
+    "file_dead_letter",
     "finding_id",
 ]
 
@@ -137,6 +139,14 @@ class DeadLetter:
         record = {name: getattr(self, name) for name in _DEAD_LETTER_FIELDS}
         record["payload"] = base64.b64encode(self.payload).decode("ascii")
         return record
+
+
+def file_dead_letter(source: str, position: int, code: str, reason: str, payload: bytes
+                     ) -> DeadLetter:
+    """The DeadLetter of a file's record (a file has no partitions), dead-lettered now."""
+    return DeadLetter(source=source, partition=None, position=position, reason_code=code,
+                      reason=reason, payload=bytes(payload),
+                      dead_lettered_at=time.time_ns() // 1_000_000)
 
 
 _FINDING_FIELDS = tuple(f.name for f in fields(Finding))

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
 from datetime import datetime
@@ -35,7 +34,7 @@ import fastavro
 from streams.errors import InvalidEvent, SchemaError
 from streams.model import contract
 from streams.model.events import EVENT_TYPES, Event
-from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.findings import Amendment, DeadLetter, Finding, file_dead_letter
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime
 from streams.model.validate import (
     BadValue,
@@ -671,10 +670,6 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _bytes_from(fo: IO[bytes], start: int | None, offset: int) -> bytes:
     """Up to _MAX_CORRUPT_PAYLOAD bytes of `fo` from `offset` (relative to `start`)."""
     if start is None:
@@ -697,7 +692,7 @@ def _corrupt(
 ) -> DeadLetter:
     """The one DeadLetter that ends a container; its payload is the file from `offset`."""
     payload = _bytes_from(fo, start, offset)
-    return _ending(source, record_number, CORRUPT_CONTAINER,
+    return file_dead_letter(source, record_number, CORRUPT_CONTAINER,
                    f"Avro container is corrupt or truncated: stopped at record {record_number}, "
                    f"{what}, payload from byte offset {offset}{_capped(payload)}", payload)
 
@@ -718,7 +713,7 @@ def _bad_block(source: str, fo: IO[bytes], start: int | None, record_number: int
             payload = bytes(data) if isinstance(data, bytes | bytearray) else b""
         except Exception:
             payload = b""
-    return _ending(source, record_number, CORRUPT_CONTAINER,
+    return file_dead_letter(source, record_number, CORRUPT_CONTAINER,
                    f"Avro container block is corrupt: at record {record_number}, {what}; "
                    f"its records from there on are skipped, reading goes on with the next "
                    f"block; payload the block (byte offset {block.offset}, {block.size} "
@@ -729,32 +724,6 @@ def _capped(payload: bytes) -> str:
     if len(payload) >= _MAX_CORRUPT_PAYLOAD:
         return f"; payload holds the first {_MAX_CORRUPT_PAYLOAD} bytes from there"
     return ""
-
-
-def _ending(source: str, record_number: int, code: str, reason: str,
-            payload: bytes) -> DeadLetter:
-    return DeadLetter(
-        source=source,
-        partition=None,
-        position=record_number,
-        reason_code=code,
-        reason=reason,
-        payload=payload,
-        dead_lettered_at=_now_ms(),
-    )
-
-
-def _invalid(source: str, number: int, exc: InvalidEvent, payload: bytes) -> DeadLetter:
-    """The DeadLetter of a record that decodes but is not a valid event."""
-    return DeadLetter(
-        source=source,
-        partition=None,
-        position=number,
-        reason_code=exc.code,
-        reason=exc.message,
-        payload=payload,
-        dead_lettered_at=_now_ms(),
-    )
 
 
 def _open_container(source: _Source) -> tuple[_Plan, Any]:
@@ -832,7 +801,8 @@ def _position(fo: IO[bytes]) -> int | None:
 def _unreadable(source: str, fo: IO[bytes], start: int | None, exc: _Unreadable) -> DeadLetter:
     """The one DeadLetter of a container read no further; its payload is the file."""
     payload = _bytes_from(fo, start, 0)
-    return _ending(source, 1, exc.code, f"{exc.reason}{_capped(payload)}", payload)
+    return file_dead_letter(source, 1, exc.code, f"{exc.reason}{_capped(payload)}",
+                            payload)
 
 
 class CountMismatch(ValueError):
@@ -937,8 +907,8 @@ def read_event_container(
                         refuse_future(event.occurred_at, max_future_skew_ms)
                 except InvalidEvent as exc:
                     if limit is None or limit.admit(exc.code, block_number):
-                        yield number, _invalid(source, number, exc,
-                                               plan.payload(name, item, record))
+                        yield number, file_dead_letter(source, number, exc.code, exc.message,
+                                                       plan.payload(name, item, record))
                     continue
                 yield number, event
         except Exception as exc:

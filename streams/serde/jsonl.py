@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from operator import attrgetter
@@ -13,7 +12,7 @@ import orjson
 
 from streams.errors import InvalidEvent
 from streams.model.events import EVENT_TYPES, Event
-from streams.model.findings import Amendment, DeadLetter
+from streams.model.findings import Amendment, DeadLetter, file_dead_letter
 from streams.model.json_form import JsonForm, json_form
 from streams.model.validate import event_from_record, refuse_future
 from streams.privacy.sealed import SealedAmendment, SealedFinding
@@ -58,7 +57,7 @@ def read_jsonl(
             extra_colons = line.count(b":") - len(record)
             if extra_colons and _repeats_a_key(line, record, extra_colons):
                 if limit is None or limit.admit("duplicate_key"):
-                    yield number, _dead(source, number, "duplicate_key",
+                    yield number, file_dead_letter(source, number, "duplicate_key",
                                         "line repeats a key in a JSON object", line)
                 continue
         try:
@@ -67,16 +66,17 @@ def read_jsonl(
                 refuse_future(event.occurred_at, max_future_skew_ms)
         except InvalidEvent as exc:
             if limit is None or limit.admit(exc.code):
-                yield number, _dead(source, number, exc.code, exc.message, line)
+                yield number, file_dead_letter(source, number, exc.code, exc.message, line)
             continue
         yield number, event
 
 
 def _not_json(source: str, number: int, exc: orjson.JSONDecodeError, line: bytes) -> DeadLetter:
     if exc.msg.startswith(_TOO_DEEP_MESSAGES):
-        return _dead(source, number, "too_deep",
+        return file_dead_letter(source, number, "too_deep",
                      f"line is JSON nested deeper than {MAX_JSON_DEPTH} levels", line)
-    return _dead(source, number, "not_json", "line is not valid UTF-8 JSON", line)
+    return file_dead_letter(source, number, "not_json", "line is not valid UTF-8 JSON",
+                            line)
 
 
 # Fields whose values are often RFC 3339 times, with colons of their own.
@@ -119,18 +119,6 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         raise _RepeatedKey
     return result
-
-
-def _dead(source: str, number: int, code: str, reason: str, payload: bytes) -> DeadLetter:
-    return DeadLetter(
-        source=source,
-        partition=None,
-        position=number,
-        reason_code=code,
-        reason=reason,
-        payload=bytes(payload),
-        dead_lettered_at=time.time_ns() // 1_000_000,
-    )
 
 
 _PLAIN: dict[type[Any], JsonForm] = {cls: json_form(cls) for cls in EVENT_TYPES.values()}
