@@ -229,8 +229,9 @@ def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
     if profile_dir:  # where the worker's time goes: a py-spy flame graph per worker
         seconds = os.environ.get("CONSENTWATCH_BENCH_PROFILE_S", "60")
         out = Path(profile_dir) / f"{data_dir.name}.txt"  # collapsed stacks
+        idle = ["--idle"] if os.environ.get("CONSENTWATCH_BENCH_PROFILE_IDLE") else []
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "50",
-               "--duration", seconds, "--format", "raw", "-o", str(out), "--", *cmd]
+               *idle, "--duration", seconds, "--format", "raw", "-o", str(out), "--", *cmd]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tree.path,
                                 env=tree.env(), start_new_session=True)

@@ -102,6 +102,8 @@ log = logging.getLogger("consentwatch.worker")
 # Route sends markers after its batches at most this often (and every tick_interval_s).
 _MARKER_INTERVAL_S = 0.1
 _PARTITION_CACHE = 1_000_000
+# How long a revocation waits for the revoked partitions' last flush to be delivered.
+_REVOKED_FLUSH_WAIT_S = 30.0
 
 
 def _now_ms() -> int:
@@ -779,11 +781,18 @@ class _Pipeline:
     async def flush_revoked(self, parts: Iterable[tuple[int, _Partition]]) -> None:
         """A revoked partition's unflushed state goes out now: the batches that wait for
         it are acknowledged (`faust_adapter`'s ordered commit), so it must be in the
-        changelog."""
+        changelog. Waits for its delivery: the partition's next owner reads the changelog
+        once the rebalance ends, and a flush still in this worker's producer would reach the
+        changelog after what that owner writes there."""
         for number, part in parts:
             if part.store.dirty_keys() or part.waiting:
                 try:
-                    await self._flush(part, number)
+                    commit = await self._flush(part, number)
+                    await asyncio.wait_for(asyncio.shield(commit.outputs), _REVOKED_FLUSH_WAIT_S)
+                except TimeoutError:
+                    log.warning("partition %s: the state flush on revocation was not delivered "
+                                "within %.0f s; the rebalance goes on", number,
+                                _REVOKED_FLUSH_WAIT_S)
                 except Exception:
                     log.exception("partition %s: the state flush on revocation failed", number)
 

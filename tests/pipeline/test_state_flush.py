@@ -122,3 +122,42 @@ def test_the_timer_leaves_the_partition_a_batch_is_in_to_that_batch() -> None:
         assert producer.sent == [] and not waiting.done()
 
     asyncio.run(scenario())
+
+
+class _SlowProducer(_Producer):
+    """Delivers nothing until `deliver` is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def send_batch(self, builder: _Builder, topic: str, partition: int
+                         ) -> asyncio.Future[Any]:
+        self.sent.append((topic, partition, builder.records))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+    def deliver(self) -> None:
+        for future in self.pending:
+            future.set_result(SimpleNamespace(offset=100))
+
+
+def test_a_revoked_partitions_flush_is_delivered_before_the_revocation_ends() -> None:
+    """The next owner reads the changelog once the rebalance ends: the revoked partition's
+    last flush must be in it by then, not behind what that owner writes."""
+    async def scenario() -> None:
+        producer = _SlowProducer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=1.0)
+        part.store.dirty_keys = lambda: 1
+        revocation = asyncio.ensure_future(pipeline.flush_revoked([(2, part)]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert producer.sent == [("changelog", 2, [(b"k", b"v")])]
+        assert not revocation.done() and not waiting.done()
+        producer.deliver()
+        await asyncio.wait_for(revocation, timeout=5)
+        await asyncio.wait_for(waiting, timeout=5)
+
+    asyncio.run(scenario())
