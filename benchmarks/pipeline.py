@@ -278,6 +278,7 @@ def measure_aiokafka(broker: str, prefix: str, n: int) -> dict[str, float]:
 
     async def run() -> dict[str, float]:
         started = time.perf_counter()
+        cpu_started = time.process_time()
         consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
@@ -296,11 +297,41 @@ def measure_aiokafka(broker: str, prefix: str, n: int) -> dict[str, float]:
                         decode(record.value)
                         count += 1
             seconds = time.perf_counter() - started
-            return {"events": count, "seconds": seconds, "events_per_s": count / seconds}
+            cpu = time.process_time() - cpu_started
+            return {"events": count, "seconds": seconds, "events_per_s": count / seconds,
+                    "cpu_seconds": cpu, "events_per_cpu_s": count / cpu}
         finally:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and of its children still running (the
+    worker under py-spy is py-spy's child); 0 once it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in (root, *root.children(recursive=True)):
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def _broker_pids(kafka_dir: Path | None) -> list[int]:
+    """The pids of the brokers `deploy/kafka/kafka.sh` started in `kafka_dir`."""
+    if kafka_dir is None:
+        return []
+    pids = []
+    for pidfile in kafka_dir.rglob("kafka.pid"):
+        text = pidfile.read_text().strip()
+        if text.isdigit():
+            pids.append(int(text))
+    return pids
 
 
 def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str, table: bool,
@@ -371,6 +402,8 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
     from streams.kafka.topics import TopicNames
 
     names = TopicNames(prefix)
+    brokers = _broker_pids(work / "kafka")
+    broker_cpu_started = sum(map(_cpu_seconds, brokers))
     started = time.perf_counter()
     started_wall = time.time()
     procs = [_start_worker(broker, prefix, work / f"{prefix}-worker{i}",
@@ -407,6 +440,10 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                         "decided_by_input": len(decided)}
         _end_of_input(broker, prefix)
         _wait(lambda: len(findings.poll()) >= len(expected), 600, 2.0)
+        # CPU time from the start (imports included) to now: the workers idle since their
+        # last finding, which adds a little.
+        cpu = sum(_cpu_seconds(proc.pid) for proc in procs)
+        broker_cpu = sum(map(_cpu_seconds, brokers)) - broker_cpu_started if brokers else None
         times = findings.seen
         # From the start to the last finding's append (the polling above takes time too).
         seconds = max(times.values(), default=0) / 1000 - started_wall
@@ -416,7 +453,11 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                 "seconds_to_consume": processed, "findings": len(got),
                 "expected_findings": len(expected), "findings_match_replay": got == expected,
                 "missing": len(expected - got), "unexpected": len(got - expected),
-                "copies_sent_again": duplicates, **catch_up}
+                "copies_sent_again": duplicates, "cpu_seconds": cpu,
+                "events_per_cpu_s": n / cpu if cpu else None,
+                "broker_cpu_seconds": broker_cpu,
+                # between 10% and 90% consumed: without the start and the end of input
+                "steady_events_per_s": _steady_rate(samples, n), **catch_up}
     finally:
         findings.close()
         for proc in procs:
@@ -663,6 +704,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
         results["faust_agent_events_per_s"] = results["faust_agent"]["events_per_s"]
         results["worker_events_per_s"] = worker_rate
         results["worker_vs_aiokafka"] = worker_rate / results["aiokafka_events_per_s"]
+        # The same ratio per CPU-second of each (steadier on a busy machine): the worker's
+        # process against the plain consumer's, the broker left out of both.
+        if results["worker"].get("events_per_cpu_s"):
+            results["worker_vs_aiokafka_cpu"] = (results["worker"]["events_per_cpu_s"]
+                                                 / results["aiokafka"]["events_per_cpu_s"])
         results["worker_vs_faust_agent"] = worker_rate / results["faust_agent_events_per_s"]
         results["faust_table_agent_events_per_s"] = results["faust_table_agent"]["events_per_s"]
         results["worker_vs_faust_table_agent"] = (
@@ -704,6 +750,16 @@ def _print_table(results: dict[str, Any]) -> None:
                       f"{worker / row['events_per_s']:.3f}")
     Console().print(table)
     w = results["worker"]
+    if results.get("worker_vs_aiokafka_cpu"):
+        broker = w.get("broker_cpu_seconds")
+        print(f"per CPU-second: worker {w['events_per_cpu_s']:,.0f} events "
+              f"({w['cpu_seconds']:.1f} s of CPU in {w['seconds']:.1f} s), plain aiokafka "
+              f"{results['aiokafka']['events_per_cpu_s']:,.0f}: ratio "
+              f"{results['worker_vs_aiokafka_cpu']:.3f}"
+              + (f"; the broker used {broker:.1f} s of CPU meanwhile" if broker else ""))
+    if w.get("steady_events_per_s"):
+        print(f"worker between 10% and 90% of its input committed: "
+              f"{w['steady_events_per_s']:,.0f} events/s")
     print(f"worker findings match replay: {w['findings_match_replay']} "
           f"({w['findings']:,} of {w['expected_findings']:,}; missing {w['missing']}, "
           f"unexpected {w['unexpected']})")
