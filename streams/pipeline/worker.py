@@ -546,12 +546,14 @@ class _Pipeline:
         for ready in part.gate.read(source, records[-1].offset + 1):
             outputs.extend(self._apply_marker(part, ready, at))
         await self._send_outputs(batch, outputs)
-        # Its records are processed, or with the producer, before any marker covering them.
+        commit = await self._commit(part, number, batch)
+        # Its records are processed, or with the producer (those forwarded to another
+        # partition: `_commit` handed them over), before any marker covering them.
         if latest is not None:
             self.clocks.observe(source, latest, _now_ms())
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
-        return await self._commit(part, number, batch)
+        return commit
 
     async def _process_here(self, engine: Engine, event: Any, at: int, now: int,
                             outputs: list[Finding | Amendment], batch: _Batch, tp: Any,

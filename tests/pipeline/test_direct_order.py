@@ -1,0 +1,73 @@
+"""A correlate partition reads the events another input partition forwards to it before the
+marker that covers them, in direct mode as in route mode: otherwise its watermark passes
+them first, a trigger is decided without them (a wrong finding) and they arrive late."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams.kafka.topics import TopicNames
+from streams.pipeline import worker
+from streams.pipeline.watermarks import is_marker
+from streams.serde.relay import decode_relayed, is_relayed
+from tests import builders as b
+from tests.pipeline.worker_fakes import WallClock, input_record, make_pipeline, subject_on
+
+SECOND = 1000
+NAMES = TopicNames()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["route", "direct"])
+def test_a_forwarded_consent_reaches_its_partition_before_the_marker_that_covers_it(
+        direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = WallClock(b.T0 + 10 * SECOND)
+    monkeypatch.setattr(worker, "_now_ms", clock)
+
+    async def scenario() -> tuple[list[str], Any]:
+        pipeline = make_pipeline(clock, partitions=2, direct=direct)
+        handle = pipeline.direct if direct else pipeline.route
+        consumer = pipeline.consumer
+        correlate = NAMES.correlate
+        tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
+        tps += [TP(correlate, 0), TP(correlate, 1)]
+        consumer.assigned = set(tps)
+        pipeline.assigned(tps)
+        s1 = subject_on(1, 2)
+        requests = TP(NAMES.inputs["EnrichmentRequested"], 1)
+        consents = TP(NAMES.inputs["ConsentChanged"], 0)
+        # s1's request at T0+1s; then every input read, quiet for the idle timeout
+        consumer.high[requests] = consumer.next[requests] = 1
+        await handle(requests, [input_record(requests.topic, 1, 0, b.requested(
+            1 * SECOND, subject_id=s1, event_id="r-1"), clock.now)])
+        clock.now += 31 * SECOND
+        await pipeline.send_markers(always=True)
+        # consent-changed:0 (not keyed by subject): s1's grant at T0, forwarded to partition
+        # 1, then another subject's consent at T0+60s, which stays on partition 0
+        consumer.high[consents] = consumer.next[consents] = 2
+        pipeline._markers_sent = 0.0
+        await handle(consents, [
+            input_record(consents.topic, 0, 0, b.consent(0, subject_id=s1,
+                                                          event_id="c-grant"), clock.now),
+            input_record(consents.topic, 0, 1, b.consent(60 * SECOND,
+                                                          subject_id=subject_on(0, 2),
+                                                          event_id="c-other"), clock.now)])
+        log = pipeline.producer.logs[(correlate, 1)]
+        order = ["marker" if is_marker(r.value) else decode_relayed(r.value).event_id
+                 for r in log if is_marker(r.value) or is_relayed(r.value)]
+        commit = await pipeline.correlate_batch(TP(correlate, 1), list(log))
+        await commit.outputs
+        return order, pipeline
+
+    order, pipeline = asyncio.run(scenario())
+    grant = order.index("c-grant")
+    assert "marker" in order[grant:], order
+    findings = [r for (topic, _), log in pipeline.producer.logs.items()
+                if topic == NAMES.findings for r in log]
+    amendments = [r for (topic, _), log in pipeline.producer.logs.items()
+                  if topic == NAMES.amendments for r in log]
+    assert findings == [] and amendments == []
+    assert pipeline.partitions[1].engine.stats.late == 0
