@@ -455,9 +455,7 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                 "missing": len(expected - got), "unexpected": len(got - expected),
                 "copies_sent_again": duplicates, "cpu_seconds": cpu,
                 "events_per_cpu_s": n / cpu if cpu else None,
-                "broker_cpu_seconds": broker_cpu,
-                # between 10% and 90% consumed: without the start and the end of input
-                "steady_events_per_s": _steady_rate(samples, n), **catch_up}
+                "broker_cpu_seconds": broker_cpu, **catch_up}
     finally:
         findings.close()
         for proc in procs:
@@ -757,9 +755,6 @@ def _print_table(results: dict[str, Any]) -> None:
               f"{results['aiokafka']['events_per_cpu_s']:,.0f}: ratio "
               f"{results['worker_vs_aiokafka_cpu']:.3f}"
               + (f"; the broker used {broker:.1f} s of CPU meanwhile" if broker else ""))
-    if w.get("steady_events_per_s"):
-        print(f"worker between 10% and 90% of its input committed: "
-              f"{w['steady_events_per_s']:,.0f} events/s")
     print(f"worker findings match replay: {w['findings_match_replay']} "
           f"({w['findings']:,} of {w['expected_findings']:,}; missing {w['missing']}, "
           f"unexpected {w['unexpected']})")
