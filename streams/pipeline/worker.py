@@ -145,7 +145,8 @@ class _Partition:
     """One correlate partition's engine, store and source watermarks, and the batches
     whose state changes wait for the next flush."""
 
-    __slots__ = ("dirty_since", "engine", "gate", "saved", "sources", "store", "waiting")
+    __slots__ = ("dirty_since", "engine", "gate", "in_flight", "saved", "sources", "store",
+                 "waiting")
 
     def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks,
                  gate: MarkerGate) -> None:
@@ -156,6 +157,7 @@ class _Partition:
         self.dirty_since: float | None = None  # monotonic time of the first unflushed change
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
         self.saved: tuple[int, int, dict[str, int]] | None = None  # the progress last put
+        self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
 
     def save_progress(self) -> None:
         """Put the event-time progress in the store when it changed (the next flush
@@ -733,6 +735,8 @@ class _Pipeline:
         batch = batch or _Batch(self._producer())
         waiting, part.waiting, part.dirty_since = part.waiting, [], None
         changelog = self.table.changelog_topic.get_topic_name()
+        # Done once this flush is delivered or failed: a revocation waits for it.
+        in_flight = part.in_flight = asyncio.get_running_loop().create_future()
         try:
             for key, value in part.store.flush():
                 await batch.append(changelog, number, key, value)
@@ -741,7 +745,9 @@ class _Pipeline:
             # The batches that waited for this flush are not acknowledged (read again
             # after a restart), and their commit tasks end instead of waiting for ever.
             _fail(waiting, error)
+            _settle(in_flight)
             raise
+        delivered.add_done_callback(lambda _: _settle(in_flight))
         self._collector.settle()  # once the batch is with the producer: it waits for none
         store = part.store
 
@@ -783,20 +789,28 @@ class _Pipeline:
     async def flush_revoked(self, parts: Iterable[tuple[int, _Partition]]) -> None:
         """A revoked partition's unflushed state goes out now: the batches that wait for
         it are acknowledged (`faust_adapter`'s ordered commit), so it must be in the
-        changelog. Waits for its delivery: the partition's next owner reads the changelog
-        once the rebalance ends, and a flush still in this worker's producer would reach the
-        changelog after what that owner writes there."""
+        changelog. Waits for its delivery, and for a flush already under way: the
+        partition's next owner reads the changelog once the rebalance ends, and a flush
+        still in this worker's producer would reach the changelog after what that owner
+        writes there.
+
+        Not a partition whose batch is half-way (suspended at a send): its state holds part
+        of that batch, which must not persist should the batch fail (`stop_on_failure`).
+        That batch flushes it, with what waits for a flush, once it ends (`_commit`: its
+        partition is no longer this worker's)."""
         for number, part in parts:
-            if part.store.dirty_keys() or part.waiting:
-                try:
-                    commit = await self._flush(part, number)
-                    await asyncio.wait_for(asyncio.shield(commit.outputs), _REVOKED_FLUSH_WAIT_S)
-                except TimeoutError:
-                    log.warning("partition %s: the state flush on revocation was not delivered "
-                                "within %.0f s; the rebalance goes on", number,
-                                _REVOKED_FLUSH_WAIT_S)
-                except Exception:
-                    log.exception("partition %s: the state flush on revocation failed", number)
+            if number == self._handling:
+                continue
+            try:
+                if part.store.dirty_keys() or part.waiting:
+                    await self._flush(part, number)
+                if part.in_flight is not None:
+                    await asyncio.wait_for(asyncio.shield(part.in_flight), _REVOKED_FLUSH_WAIT_S)
+            except TimeoutError:
+                log.warning("partition %s: the state flush on revocation was not delivered "
+                            "within %.0f s; the rebalance goes on", number, _REVOKED_FLUSH_WAIT_S)
+            except Exception:
+                log.exception("partition %s: the state flush on revocation failed", number)
 
     # -- rebalancing ---------------------------------------------------------------------
 
@@ -872,6 +886,11 @@ def _is_end_of_input(tp: Any, record: Any) -> bool:
     log.warning("%s[%s]@%s: a control record of unknown kind, ignored", tp.topic, tp.partition,
                 record.offset)
     return False
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _fail(futures: Iterable[asyncio.Future[None]], error: BaseException) -> None:

@@ -89,7 +89,7 @@ def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float
     store = SimpleNamespace(flush=lambda: [(b"k", b"v")], persisted=persisted.append)
     waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     part = SimpleNamespace(waiting=[waiting], dirty_since=time.monotonic() - dirty_for_s,
-                           store=store)
+                           store=store, in_flight=None)
     pipeline.partitions[number] = part
     return part, waiting
 
@@ -159,5 +159,38 @@ def test_a_revoked_partitions_flush_is_delivered_before_the_revocation_ends() ->
         producer.deliver()
         await asyncio.wait_for(revocation, timeout=5)
         await asyncio.wait_for(waiting, timeout=5)
+
+    asyncio.run(scenario())
+
+
+def test_a_revocation_waits_for_a_flush_already_under_way() -> None:
+    async def scenario() -> None:
+        producer = _SlowProducer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=6.0)
+        await pipeline.flush_due()  # the timer's flush: handed over, not delivered
+        assert part.waiting == [] and producer.sent
+        part.store.dirty_keys = lambda: 0
+        revocation = asyncio.ensure_future(pipeline.flush_revoked([(2, part)]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not revocation.done()
+        producer.deliver()
+        await asyncio.wait_for(revocation, timeout=5)
+        await asyncio.wait_for(waiting, timeout=5)
+
+    asyncio.run(scenario())
+
+
+def test_a_revocation_leaves_a_half_done_batchs_state_to_that_batch() -> None:
+    """Its state holds part of the batch, which must not persist should the batch fail."""
+    async def scenario() -> None:
+        producer = _SlowProducer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=1.0)
+        part.store.dirty_keys = lambda: 1
+        pipeline._handling = 2
+        await asyncio.wait_for(pipeline.flush_revoked([(2, part)]), timeout=5)
+        assert producer.sent == [] and not waiting.done() and part.waiting == [waiting]
 
     asyncio.run(scenario())
