@@ -145,8 +145,8 @@ class _Partition:
     """One correlate partition's engine, store and source watermarks, and the batches
     whose state changes wait for the next flush."""
 
-    __slots__ = ("dirty_since", "engine", "gate", "in_flight", "saved", "sources", "store",
-                 "waiting")
+    __slots__ = ("dirty_since", "engine", "flushing", "gate", "in_flight", "saved", "sources",
+                 "store", "unflushed_outputs", "waiting")
 
     def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks,
                  gate: MarkerGate) -> None:
@@ -158,6 +158,9 @@ class _Partition:
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
         self.saved: tuple[int, int, dict[str, int]] | None = None  # the progress last put
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
+        self.flushing = asyncio.Lock()
+        # The outputs of the batches whose state waits for the next flush: it waits for them.
+        self.unflushed_outputs: list[asyncio.Future[Any]] = []
 
     def save_progress(self) -> None:
         """Put the event-time progress in the store when it changed (the next flush
@@ -710,7 +713,9 @@ class _Pipeline:
             return await self._flush(part, number, batch)
         flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         part.waiting.append(flushed)
-        return BatchCommit(await batch.enqueue(), flushed)
+        delivered = await batch.enqueue()
+        part.unflushed_outputs.append(delivered)
+        return BatchCommit(delivered, flushed)
 
     def _apply_marker(self, part: _Partition, marker: HeldMarker, position: int
                       ) -> list[Finding | Amendment]:
@@ -728,25 +733,43 @@ class _Pipeline:
 
     async def _flush(self, part: _Partition, number: int,
                      batch: _Batch | None = None) -> BatchCommit:
-        """Write the partition's changed state to its storage and changelog (in `batch`,
-        or a batch of its own): the batch's records, and the changelog's, done once that
-        is delivered and the store recorded it, which also releases the batches that
-        waited for this flush."""
-        batch = batch or _Batch(self._producer())
-        waiting, part.waiting, part.dirty_since = part.waiting, [], None
+        """Write the partition's changed state to its storage and changelog: the batch's
+        outputs (in `batch`, the batch whose commit flushes) and the changelog's records,
+        done once they are delivered and the store recorded it, which also releases the
+        batches that waited for this flush.
+
+        The state is written only once everything the batches it carries sent is
+        delivered (findings, amendments, dead letters): a state holding an event as seen
+        must never be stored while that event's outputs may still be lost. After a crash
+        the event, read again, would be a duplicate, and an amendment it caused would
+        never be sent again (`Engine.decided_since` re-sends findings, not amendments)."""
         changelog = self.table.changelog_topic.get_topic_name()
-        # Done once this flush is delivered or failed: a revocation waits for it.
-        in_flight = part.in_flight = asyncio.get_running_loop().create_future()
-        try:
-            for key, value in part.store.flush():
-                await batch.append(changelog, number, key, value)
-            delivered = await batch.enqueue()
-        except BaseException as error:
-            # The batches that waited for this flush are not acknowledged (read again
-            # after a restart), and their commit tasks end instead of waiting for ever.
-            _fail(waiting, error)
-            _settle(in_flight)
-            raise
+        outputs: list[asyncio.Future[Any]] = []
+        waiting: list[asyncio.Future[None]] = []
+        async with part.flushing:  # one flush of a partition at a time, in order
+            # Done once this flush is delivered or failed: a revocation waits for it.
+            in_flight = part.in_flight = asyncio.get_running_loop().create_future()
+            try:
+                if batch is not None:
+                    part.unflushed_outputs.append(await batch.enqueue())
+                # Batches of the partition may come meanwhile (this flush may be the timer's):
+                # their outputs are waited for too.
+                while part.unflushed_outputs:
+                    pending, part.unflushed_outputs = part.unflushed_outputs, []
+                    outputs.extend(pending)
+                    await _delivered_or_stop(pending, number)
+                # From here to `store.flush()` nothing awaits: the state cannot change.
+                waiting, part.waiting, part.dirty_since = part.waiting, [], None
+                batch = _Batch(self._producer())
+                for key, value in part.store.flush():
+                    await batch.append(changelog, number, key, value)
+                delivered = await batch.enqueue()
+            except BaseException as error:
+                # The batches that waited for this flush are not acknowledged (read again
+                # after a restart), and their commit tasks end instead of waiting for ever.
+                _fail(waiting or part.waiting, error)
+                _settle(in_flight)
+                raise
         delivered.add_done_callback(lambda _: _settle(in_flight))
         self._collector.settle()  # once the batch is with the producer: it waits for none
         store = part.store
@@ -764,7 +787,8 @@ class _Pipeline:
                 if not future.done():
                     future.set_result(None)
 
-        return BatchCommit(delivered, asyncio.ensure_future(persisted()))
+        outputs_delivered = asyncio.ensure_future(asyncio.gather(*outputs, delivered))
+        return BatchCommit(outputs_delivered, asyncio.ensure_future(persisted()))
 
     async def flush_due(self) -> None:
         """The flush of a partition whose oldest unflushed change is `state_flush_interval_s`
@@ -797,12 +821,10 @@ class _Pipeline:
         Not a partition whose batch is half-way (suspended at a send): its state holds part
         of that batch, which must not persist should the batch fail (`stop_on_failure`).
         That batch flushes it, with what waits for a flush, once it ends (`_commit`: its
-        partition is no longer this worker's)."""
+        partition is no longer this worker's); a flush it has begun is waited for."""
         for number, part in parts:
-            if number == self._handling:
-                continue
             try:
-                if part.store.dirty_keys() or part.waiting:
+                if number != self._handling and (part.store.dirty_keys() or part.waiting):
                     await self._flush(part, number)
                 if part.in_flight is not None:
                     await asyncio.wait_for(asyncio.shield(part.in_flight), _REVOKED_FLUSH_WAIT_S)
@@ -886,6 +908,20 @@ def _is_end_of_input(tp: Any, record: Any) -> bool:
     log.warning("%s[%s]@%s: a control record of unknown kind, ignored", tp.topic, tp.partition,
                 record.offset)
     return False
+
+
+async def _delivered_or_stop(outputs: list[asyncio.Future[Any]], number: int) -> None:
+    """Wait until every one of `outputs` is delivered. One that cannot be stops the worker
+    at once, as a batch that fails half-way does (`stop_on_failure`): the state that
+    holds its events must not be written, now or by a later flush."""
+    try:
+        await asyncio.gather(*outputs)
+    except Exception as exc:
+        log.critical("partition %s: outputs of its batches were not delivered (%s); the "
+                     "worker stops and they are read again after its restart", number,
+                     type(exc).__name__)
+        logging.shutdown()
+        os._exit(EXIT_BATCH_FAILED)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -29,7 +29,8 @@ def test_the_batches_waiting_for_a_failed_flush_fail_with_it() -> None:
 
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         part = SimpleNamespace(waiting=[waiting], dirty_since=1.0,
-                               store=SimpleNamespace(flush=flush))
+                               store=SimpleNamespace(flush=flush), in_flight=None,
+                               flushing=asyncio.Lock(), unflushed_outputs=[])
         with pytest.raises(_Broken):
             await pipeline._flush(part, 0)
         assert waiting.done()
@@ -89,7 +90,8 @@ def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float
     store = SimpleNamespace(flush=lambda: [(b"k", b"v")], persisted=persisted.append)
     waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     part = SimpleNamespace(waiting=[waiting], dirty_since=time.monotonic() - dirty_for_s,
-                           store=store, in_flight=None)
+                           store=store, in_flight=None, flushing=asyncio.Lock(),
+                           unflushed_outputs=[])
     pipeline.partitions[number] = part
     return part, waiting
 
@@ -140,7 +142,8 @@ class _SlowProducer(_Producer):
 
     def deliver(self) -> None:
         for future in self.pending:
-            future.set_result(SimpleNamespace(offset=100))
+            if not future.done():
+                future.set_result(SimpleNamespace(offset=100))
 
 
 def test_a_revoked_partitions_flush_is_delivered_before_the_revocation_ends() -> None:
@@ -192,5 +195,35 @@ def test_a_revocation_leaves_a_half_done_batchs_state_to_that_batch() -> None:
         pipeline._handling = 2
         await asyncio.wait_for(pipeline.flush_revoked([(2, part)]), timeout=5)
         assert producer.sent == [] and not waiting.done() and part.waiting == [waiting]
+
+    asyncio.run(scenario())
+
+
+def test_the_state_is_written_once_the_outputs_of_its_batches_are_delivered() -> None:
+    """Written before, a crash could leave an event seen in the stored state while its
+    finding or amendment was lost: read again, the event is a duplicate."""
+    async def scenario() -> None:
+        producer = _SlowProducer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        part, waiting = _waiting_partition(pipeline, 1, dirty_for_s=1.0)
+        written: list[int] = []
+        part.store.flush = lambda: written.append(1) or [(b"k", b"v")]
+        earlier = worker._Batch(producer)  # a batch whose state waits for this flush
+        await earlier.append("findings", 0, b"f1", b"finding 1")
+        part.unflushed_outputs.append(await earlier.enqueue())
+        batch = worker._Batch(producer)
+        await batch.append("amendments", 0, b"a1", b"amendment 1")
+        flush = asyncio.ensure_future(pipeline._flush(part, 1, batch))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert [topic for topic, _, _ in producer.sent] == ["findings", "amendments"]
+        assert written == [] and not flush.done()
+        producer.deliver()
+        commit = await asyncio.wait_for(flush, timeout=5)
+        assert written == [1] and producer.sent[-1] == ("changelog", 1, [(b"k", b"v")])
+        assert not waiting.done()
+        producer.deliver()
+        await asyncio.wait_for(commit.outputs, timeout=5)
+        await asyncio.wait_for(waiting, timeout=5)
 
     asyncio.run(scenario())
