@@ -192,6 +192,7 @@ class SourceWatermarks:
         self._marks: dict[str, int] = {}  # the highest watermark each source reported
         self._states: dict[str, str] = {}  # each source's latest state (not saved)
         self._idle_from: tuple[int, int] | None = None  # (watermark, wall ms) when all went idle
+        self._idle_wall: int | None = None  # the latest wall ms counted while all are idle
 
     def update(self, report: Mapping[str, SourceReport]) -> None:
         marks = self._marks
@@ -226,15 +227,17 @@ class SourceWatermarks:
             if lowest is None or mark < lowest:
                 lowest = mark
         if lowest is not None:
-            self._idle_from = None
+            self._idle_from = self._idle_wall = None
             return lowest
         if ended:
-            self._idle_from = None
+            self._idle_from = self._idle_wall = None
             return END
         # Every source idle: everything was read, so (as Flink's valve does) the watermark
         # is at least the highest an idle source reported, and from there the wall clock
         # moves it (never to the wall clock). A report that arrives while all are idle
-        # (a source read and gone idle between two markers) moves the base up.
+        # (a source read and gone idle between two markers) moves the base up. The base's
+        # wall time never goes back (markers from workers whose clocks differ arrive out
+        # of order): a stretch of wall time already counted is not counted again.
         base = current
         for source in expected:
             mark = marks.get(source)
@@ -244,9 +247,11 @@ class SourceWatermarks:
         if self._idle_from is not None:
             since, at = self._idle_from
             advanced = since + max(0, wall_ms - at)
+        counted = wall_ms if self._idle_wall is None else max(self._idle_wall, wall_ms)
         if advanced is None or base > advanced:
-            self._idle_from = (base, wall_ms)
+            self._idle_from = (base, counted)
             advanced = base
+        self._idle_wall = counted
         if advanced <= -(1 << 61):  # nothing was ever read: nothing to advance
             return None
         return advanced

@@ -119,6 +119,19 @@ def test_when_every_source_is_idle_the_wall_clock_advances_the_watermark() -> No
     assert empty.watermark(-(1 << 62), 5_000) is None
 
 
+def test_markers_out_of_wall_clock_order_count_the_wall_time_that_passed_once() -> None:
+    # Two workers whose clocks differ: a marker stamped earlier than one already counted
+    # (and the markers after it) must not count that stretch of wall time again.
+    marks = SourceWatermarks(lambda: [A, B])
+    marks.update({A: (50, IDLE), B: (40, IDLE)})
+    assert marks.watermark(40, wall_ms=1_000) == 50
+    assert marks.watermark(50, wall_ms=6_000) == 5_050
+    assert marks.watermark(5_050, wall_ms=5_950) == 5_050  # the other worker's clock
+    assert marks.watermark(5_050, wall_ms=9_000) == 8_050  # 8 s of wall time: 8 s
+    assert marks.watermark(8_050, wall_ms=8_990) == 8_050
+    assert marks.watermark(8_050, wall_ms=9_010) == 8_060
+
+
 def test_a_source_read_and_gone_idle_between_two_markers_still_moves_the_watermark() -> None:
     # CI saw this stall: every source idle before any traffic, then the first report of
     # the source that got events already says IDLE (its events were read more than the
