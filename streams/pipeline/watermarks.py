@@ -259,8 +259,17 @@ class SourceWatermarks:
     def reported(self) -> dict[str, int]:
         return dict(self._marks)
 
-    def restore(self, marks: Mapping[str, int]) -> None:
-        """The marks saved with the partition's state (a new owner, a restart)."""
+    def idle_wall(self) -> int | None:
+        """The latest wall time counted while every source is idle (None: not all idle)."""
+        return self._idle_wall
+
+    def restore(self, marks: Mapping[str, int], idle_wall: int | None = None) -> None:
+        """The marks saved with the partition's state (a new owner, a restart), and the
+        wall time counted up to then: the watermark saved with them already holds the
+        advance of the markers read again, which must not count it twice."""
         for source, watermark in marks.items():
             old = self._marks.get(source)
             self._marks[source] = watermark if old is None else max(old, watermark)
+        if idle_wall is not None:
+            self._idle_wall = (idle_wall if self._idle_wall is None
+                               else max(self._idle_wall, idle_wall))

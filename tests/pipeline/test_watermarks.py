@@ -164,6 +164,26 @@ def test_restored_marks_stand_for_sources_until_they_report_more() -> None:
     assert moved.watermark(50, 0) == 50
 
 
+def test_a_restored_partition_does_not_count_the_idle_time_of_markers_read_again() -> None:
+    # The saved watermark already holds the wall time the markers after the last commit
+    # counted: read again by the next owner (or after a restart), they add nothing.
+    markers = [1_000, 4_000, 9_000, 15_000]
+    first = SourceWatermarks(lambda: [A, B])
+    first.update({A: (50, IDLE), B: (40, IDLE)})
+    current = 40
+    for wall in markers:
+        current = first.watermark(current, wall) or current
+    assert current == 14_050
+    again = SourceWatermarks(lambda: [A, B])
+    again.restore(first.reported(), idle_wall=first.idle_wall())
+    restored = current
+    again.update({A: (50, IDLE), B: (40, IDLE)})
+    for wall in markers:
+        restored = again.watermark(restored, wall) or restored
+    assert restored == current
+    assert again.watermark(restored, 16_000) == first.watermark(current, 16_000) == 15_050
+
+
 def test_correlate_waits_for_the_topics_metadata() -> None:
     expected: list[str] | None = None
     marks = SourceWatermarks(lambda: expected)
