@@ -137,24 +137,24 @@ class SourceClocks:
         return sorted(self._clocks)
 
     def observe(self, source: str, max_event_ms: int, wall_ms: int) -> None:
-        """Records up to `max_event_ms` from `source` have been handed to the producer."""
-        clock = self._clock(source, wall_ms)
+        """Records up to `max_event_ms` from `source` have been handed to the producer
+        (ignored once `source` is revoked: a batch that finished after its revocation)."""
+        clock = self._clocks.get(source)
+        if clock is None:
+            return
         if clock.max_event is None or max_event_ms > clock.max_event:
             clock.max_event = max_event_ms
         clock.wall_at_event = wall_ms
         clock.ended = False
 
     def end(self, source: str, wall_ms: int) -> None:
-        """`source` gave an end-of-input control record after everything observed so far."""
-        clock = self._clock(source, wall_ms)
-        clock.wall_at_event = wall_ms
-        clock.ended = True
-
-    def _clock(self, source: str, wall_ms: int) -> _Clock:
+        """`source` gave an end-of-input control record after everything observed so far
+        (ignored once `source` is revoked)."""
         clock = self._clocks.get(source)
         if clock is None:
-            clock = self._clocks[source] = _Clock(wall_ms)
-        return clock
+            return
+        clock.wall_at_event = wall_ms
+        clock.ended = True
 
     def report(self, wall_ms: int, caught_up: Callable[[str], bool | None]
                ) -> dict[str, SourceReport]:

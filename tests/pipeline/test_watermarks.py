@@ -55,6 +55,7 @@ def test_clock_reports_max_event_minus_lateness_and_idle_only_after_the_timeout(
 
 def test_a_caught_up_source_is_idle_after_the_timeout_and_active_again_on_a_record() -> None:
     clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=1_000)
     caught_up = {A: True}.__getitem__
     assert clocks.report(1_000 + IDLE_MS - 1, caught_up) == {A: (70_000, ACTIVE)}
@@ -67,6 +68,7 @@ def test_a_caught_up_source_is_idle_after_the_timeout_and_active_again_on_a_reco
 
 def test_an_ended_source_stays_ended_until_its_next_record() -> None:
     clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.end(A, wall_ms=0)
     assert clocks.report(10 * IDLE_MS, {A: True}.__getitem__) == {A: (70_000, ENDED)}
@@ -76,10 +78,23 @@ def test_an_ended_source_stays_ended_until_its_next_record() -> None:
 
 def test_revoked_sources_are_no_longer_reported() -> None:
     clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A, B], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.observe(B, 100_000, wall_ms=0)
     clocks.revoke([A])
     assert clocks.report(0, lambda _: False) == {B: (70_000, ACTIVE)}
+
+
+def test_a_batch_that_finishes_after_its_sources_revocation_does_not_bring_it_back() -> None:
+    clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A, B], wall_ms=0)
+    clocks.observe(B, 100_000, wall_ms=0)
+    clocks.revoke([A])
+    clocks.observe(A, 100_000, wall_ms=1)  # only `assign` makes a source this worker's
+    clocks.end(A, wall_ms=1)
+    clocks.observe(C, 100_000, wall_ms=1)
+    assert clocks.sources() == [B]
+    assert clocks.report(1, lambda _: False) == {B: (70_000, ACTIVE)}
 
 
 def test_correlate_waits_for_every_expected_source_then_takes_the_minimum() -> None:
