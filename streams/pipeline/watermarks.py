@@ -137,24 +137,24 @@ class SourceClocks:
         return sorted(self._clocks)
 
     def observe(self, source: str, max_event_ms: int, wall_ms: int) -> None:
-        """Records up to `max_event_ms` from `source` have been handed to the producer."""
-        clock = self._clock(source, wall_ms)
+        """Records up to `max_event_ms` from `source` have been handed to the producer
+        (ignored once `source` is revoked: a batch that finished after its revocation)."""
+        clock = self._clocks.get(source)
+        if clock is None:
+            return
         if clock.max_event is None or max_event_ms > clock.max_event:
             clock.max_event = max_event_ms
         clock.wall_at_event = wall_ms
         clock.ended = False
 
     def end(self, source: str, wall_ms: int) -> None:
-        """`source` gave an end-of-input control record after everything observed so far."""
-        clock = self._clock(source, wall_ms)
-        clock.wall_at_event = wall_ms
-        clock.ended = True
-
-    def _clock(self, source: str, wall_ms: int) -> _Clock:
+        """`source` gave an end-of-input control record after everything observed so far
+        (ignored once `source` is revoked)."""
         clock = self._clocks.get(source)
         if clock is None:
-            clock = self._clocks[source] = _Clock(wall_ms)
-        return clock
+            return
+        clock.wall_at_event = wall_ms
+        clock.ended = True
 
     def report(self, wall_ms: int, caught_up: Callable[[str], bool | None]
                ) -> dict[str, SourceReport]:
@@ -192,6 +192,7 @@ class SourceWatermarks:
         self._marks: dict[str, int] = {}  # the highest watermark each source reported
         self._states: dict[str, str] = {}  # each source's latest state (not saved)
         self._idle_from: tuple[int, int] | None = None  # (watermark, wall ms) when all went idle
+        self._idle_wall: int | None = None  # the latest wall ms counted while all are idle
 
     def update(self, report: Mapping[str, SourceReport]) -> None:
         marks = self._marks
@@ -226,15 +227,17 @@ class SourceWatermarks:
             if lowest is None or mark < lowest:
                 lowest = mark
         if lowest is not None:
-            self._idle_from = None
+            self._idle_from = self._idle_wall = None
             return lowest
         if ended:
-            self._idle_from = None
+            self._idle_from = self._idle_wall = None
             return END
         # Every source idle: everything was read, so (as Flink's valve does) the watermark
         # is at least the highest an idle source reported, and from there the wall clock
         # moves it (never to the wall clock). A report that arrives while all are idle
-        # (a source read and gone idle between two markers) moves the base up.
+        # (a source read and gone idle between two markers) moves the base up. The base's
+        # wall time never goes back (markers from workers whose clocks differ arrive out
+        # of order): a stretch of wall time already counted is not counted again.
         base = current
         for source in expected:
             mark = marks.get(source)
@@ -244,9 +247,11 @@ class SourceWatermarks:
         if self._idle_from is not None:
             since, at = self._idle_from
             advanced = since + max(0, wall_ms - at)
+        counted = wall_ms if self._idle_wall is None else max(self._idle_wall, wall_ms)
         if advanced is None or base > advanced:
-            self._idle_from = (base, wall_ms)
+            self._idle_from = (base, counted)
             advanced = base
+        self._idle_wall = counted
         if advanced <= -(1 << 61):  # nothing was ever read: nothing to advance
             return None
         return advanced
@@ -254,8 +259,17 @@ class SourceWatermarks:
     def reported(self) -> dict[str, int]:
         return dict(self._marks)
 
-    def restore(self, marks: Mapping[str, int]) -> None:
-        """The marks saved with the partition's state (a new owner, a restart)."""
+    def idle_wall(self) -> int | None:
+        """The latest wall time counted while every source is idle (None: not all idle)."""
+        return self._idle_wall
+
+    def restore(self, marks: Mapping[str, int], idle_wall: int | None = None) -> None:
+        """The marks saved with the partition's state (a new owner, a restart), and the
+        wall time counted up to then: the watermark saved with them already holds the
+        advance of the markers read again, which must not count it twice."""
         for source, watermark in marks.items():
             old = self._marks.get(source)
             self._marks[source] = watermark if old is None else max(old, watermark)
+        if idle_wall is not None:
+            self._idle_wall = (idle_wall if self._idle_wall is None
+                               else max(self._idle_wall, idle_wall))

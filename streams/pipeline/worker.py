@@ -156,7 +156,7 @@ class _Partition:
         self.gate = gate
         self.dirty_since: float | None = None  # monotonic time of the first unflushed change
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
-        self.saved: tuple[int, int, dict[str, int]] | None = None  # the progress last put
+        self.saved: tuple[int, int, dict[str, int], int | None] | None = None  # last put
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
         self.flushing = asyncio.Lock()
         # The outputs of the batches whose state waits for the next flush: it waits for them.
@@ -166,12 +166,14 @@ class _Partition:
         """Put the event-time progress in the store when it changed (the next flush
         writes it, after the state it goes with)."""
         engine = self.engine
-        progress = (engine.watermark, engine.max_seen, self.sources.reported())
+        progress = (engine.watermark, engine.max_seen, self.sources.reported(),
+                    self.sources.idle_wall())
         if progress != self.saved:
             self.saved = progress
             self.store.put_meta(orjson.dumps({"watermark": progress[0],
                                               "max_seen": progress[1],
-                                              "sources": progress[2]}))
+                                              "sources": progress[2],
+                                              "idle_wall": progress[3]}))
 
     def restore_progress(self) -> None:
         raw = self.store.meta()
@@ -181,14 +183,17 @@ class _Partition:
             saved = orjson.loads(raw)
             watermark, max_seen = int(saved["watermark"]), int(saved["max_seen"])
             marks = {str(k): int(v) for k, v in saved["sources"].items()}
+            idle_wall = saved.get("idle_wall")  # absent in what older versions saved
+            idle_wall = None if idle_wall is None else int(idle_wall)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.error("partition %s: its saved watermark cannot be read; it is rebuilt "
                       "from the input partitions' reports", self.store.partition)
             return
-        self.sources.restore(marks)
+        self.sources.restore(marks, idle_wall=idle_wall)
         self.engine.max_seen = max(self.engine.max_seen, max_seen)
         self.engine.watermark = max(self.engine.watermark, watermark)
-        self.saved = (self.engine.watermark, self.engine.max_seen, self.sources.reported())
+        self.saved = (self.engine.watermark, self.engine.max_seen, self.sources.reported(),
+                      self.sources.idle_wall())
 
 
 _PARTITION_COUNTS: dict[str, int] = {}

@@ -227,3 +227,47 @@ def test_the_state_is_written_once_the_outputs_of_its_batches_are_delivered() ->
         await asyncio.wait_for(waiting, timeout=5)
 
     asyncio.run(scenario())
+
+
+class _MetaStore:
+    partition = 0
+
+    def __init__(self, raw: bytes | None = None) -> None:
+        self.raw = raw
+
+    def meta(self) -> bytes | None:
+        return self.raw
+
+    def put_meta(self, raw: bytes) -> None:
+        self.raw = raw
+
+
+def _progress_partition(store: _MetaStore) -> Any:
+    from streams.pipeline.marker_gate import MarkerGate
+    from streams.pipeline.watermarks import SourceWatermarks
+    from tests import builders
+
+    return worker._Partition(builders.make_engine(), store,  # type: ignore[arg-type]
+                             SourceWatermarks(lambda: ["in:0"]),
+                             MarkerGate(lambda _: False, lambda _: 0))
+
+
+def test_the_idle_wall_time_counted_is_saved_with_the_progress_and_restored() -> None:
+    import orjson
+
+    from streams.pipeline.watermarks import IDLE
+
+    part = _progress_partition(_MetaStore())
+    part.sources.update({"in:0": (50, IDLE)})
+    part.engine.watermark = part.sources.watermark(0, 7_000)
+    part.save_progress()
+    assert orjson.loads(part.store.raw)["idle_wall"] == 7_000
+    moved = _progress_partition(_MetaStore(part.store.raw))
+    moved.restore_progress()
+    assert moved.sources.idle_wall() == 7_000 and moved.engine.watermark == 50
+    # what an older version saved (no idle wall time) still loads
+    old = _progress_partition(_MetaStore(b'{"watermark": 50, "max_seen": 80, '
+                                         b'"sources": {"in:0": 50}}'))
+    old.restore_progress()
+    assert old.sources.idle_wall() is None and old.sources.reported() == {"in:0": 50}
+    assert old.engine.watermark == 50 and old.engine.max_seen == 80

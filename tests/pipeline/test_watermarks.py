@@ -55,6 +55,7 @@ def test_clock_reports_max_event_minus_lateness_and_idle_only_after_the_timeout(
 
 def test_a_caught_up_source_is_idle_after_the_timeout_and_active_again_on_a_record() -> None:
     clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=1_000)
     caught_up = {A: True}.__getitem__
     assert clocks.report(1_000 + IDLE_MS - 1, caught_up) == {A: (70_000, ACTIVE)}
@@ -67,6 +68,7 @@ def test_a_caught_up_source_is_idle_after_the_timeout_and_active_again_on_a_reco
 
 def test_an_ended_source_stays_ended_until_its_next_record() -> None:
     clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.end(A, wall_ms=0)
     assert clocks.report(10 * IDLE_MS, {A: True}.__getitem__) == {A: (70_000, ENDED)}
@@ -76,10 +78,23 @@ def test_an_ended_source_stays_ended_until_its_next_record() -> None:
 
 def test_revoked_sources_are_no_longer_reported() -> None:
     clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A, B], wall_ms=0)
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.observe(B, 100_000, wall_ms=0)
     clocks.revoke([A])
     assert clocks.report(0, lambda _: False) == {B: (70_000, ACTIVE)}
+
+
+def test_a_batch_that_finishes_after_its_sources_revocation_does_not_bring_it_back() -> None:
+    clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A, B], wall_ms=0)
+    clocks.observe(B, 100_000, wall_ms=0)
+    clocks.revoke([A])
+    clocks.observe(A, 100_000, wall_ms=1)  # only `assign` makes a source this worker's
+    clocks.end(A, wall_ms=1)
+    clocks.observe(C, 100_000, wall_ms=1)
+    assert clocks.sources() == [B]
+    assert clocks.report(1, lambda _: False) == {B: (70_000, ACTIVE)}
 
 
 def test_correlate_waits_for_every_expected_source_then_takes_the_minimum() -> None:
@@ -119,6 +134,19 @@ def test_when_every_source_is_idle_the_wall_clock_advances_the_watermark() -> No
     assert empty.watermark(-(1 << 62), 5_000) is None
 
 
+def test_markers_out_of_wall_clock_order_count_the_wall_time_that_passed_once() -> None:
+    # Two workers whose clocks differ: a marker stamped earlier than one already counted
+    # (and the markers after it) must not count that stretch of wall time again.
+    marks = SourceWatermarks(lambda: [A, B])
+    marks.update({A: (50, IDLE), B: (40, IDLE)})
+    assert marks.watermark(40, wall_ms=1_000) == 50
+    assert marks.watermark(50, wall_ms=6_000) == 5_050
+    assert marks.watermark(5_050, wall_ms=5_950) == 5_050  # the other worker's clock
+    assert marks.watermark(5_050, wall_ms=9_000) == 8_050  # 8 s of wall time: 8 s
+    assert marks.watermark(8_050, wall_ms=8_990) == 8_050
+    assert marks.watermark(8_050, wall_ms=9_010) == 8_060
+
+
 def test_a_source_read_and_gone_idle_between_two_markers_still_moves_the_watermark() -> None:
     # CI saw this stall: every source idle before any traffic, then the first report of
     # the source that got events already says IDLE (its events were read more than the
@@ -149,6 +177,26 @@ def test_restored_marks_stand_for_sources_until_they_report_more() -> None:
     moved.restore(first.reported())
     moved.update({A: (None, ACTIVE), B: (None, ACTIVE)})  # nothing read yet there
     assert moved.watermark(50, 0) == 50
+
+
+def test_a_restored_partition_does_not_count_the_idle_time_of_markers_read_again() -> None:
+    # The saved watermark already holds the wall time the markers after the last commit
+    # counted: read again by the next owner (or after a restart), they add nothing.
+    markers = [1_000, 4_000, 9_000, 15_000]
+    first = SourceWatermarks(lambda: [A, B])
+    first.update({A: (50, IDLE), B: (40, IDLE)})
+    current = 40
+    for wall in markers:
+        current = first.watermark(current, wall) or current
+    assert current == 14_050
+    again = SourceWatermarks(lambda: [A, B])
+    again.restore(first.reported(), idle_wall=first.idle_wall())
+    restored = current
+    again.update({A: (50, IDLE), B: (40, IDLE)})
+    for wall in markers:
+        restored = again.watermark(restored, wall) or restored
+    assert restored == current
+    assert again.watermark(restored, 16_000) == first.watermark(current, 16_000) == 15_050
 
 
 def test_correlate_waits_for_the_topics_metadata() -> None:
