@@ -29,6 +29,7 @@ __all__ = [
     "BatchCommit",
     "BatchHandler",
     "BatchingConsumer",
+    "FailedDelivery",
     "IdempotentProducer",
     "app_class",
     "batching_transport",
@@ -59,11 +60,17 @@ class BatchCommit:
 # BatchCommit; the records are aiokafka ConsumerRecords.
 BatchHandler = Callable[[Any, list[Any]], Awaitable[BatchCommit | None]]
 
+# (topic-partition, offsets, error) -> None: a batch's outputs or changelog flush were
+# not delivered (`BatchingConsumer._commit_in_order`).
+FailedDelivery = Callable[[Any, range, Exception], None]
+
 
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer with a batch path for the topics in `batch_handlers`."""
 
     batch_handlers: Mapping[str, BatchHandler] = {}
+    # Called when a batch was not delivered; None: it is logged.
+    on_failed_delivery: FailedDelivery | None = None
     _n_acked: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -185,18 +192,24 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
         A step that fails ends the procedure: the offsets stay unacknowledged, and so do
         those of the partition's later batches (3), its commits stop before them, and
-        the batch is read again after the next restart or rebalance. Acknowledged even
-        when a rebalance came in between steps: what it produced is out, and Faust
-        commits only the partitions still assigned (dropping it would leave a gap that
-        stops the partition's commits where it kept the partition).
+        the batch is read again after the next restart or rebalance. A delivery that
+        fails (1, 2) is handed to `on_failed_delivery` (the worker stops, so the batch is
+        read again, whole, at once), else logged; a cancelled one (shutdown) is neither.
+        Acknowledged even when a rebalance came in between steps: what it produced is
+        out, and Faust commits only the partitions still assigned (dropping it would
+        leave a gap that stops the partition's commits where it kept the partition).
         """
         try:
             if commit is not None:
                 await commit.outputs  # 1
                 if commit.changelog is not None:
                     await commit.changelog  # 2
-        except Exception:
-            log.exception("a batch of %s was not delivered", tp)
+        except Exception as exc:
+            failed = self.on_failed_delivery
+            if failed is None:
+                log.exception("a batch of %s was not delivered", tp)
+            else:
+                failed(tp, offsets, exc)
             return False
         if previous is not None:
             await asyncio.wait((previous,))  # 3 (cancelling this one leaves it running)
@@ -262,9 +275,16 @@ class BatchingTransport(faust_aiokafka.Transport):  # type: ignore[misc]
     Producer = IdempotentProducer
 
 
-def batching_transport(handlers: Mapping[str, BatchHandler]) -> type[BatchingTransport]:
-    """A transport whose consumers send the topics of `handlers` down the batch path."""
-    consumer = type("WorkerConsumer", (BatchingConsumer,), {"batch_handlers": handlers})
+def batching_transport(handlers: Mapping[str, BatchHandler],
+                       on_failed_delivery: FailedDelivery | None = None
+                       ) -> type[BatchingTransport]:
+    """A transport whose consumers send the topics of `handlers` down the batch path;
+    `on_failed_delivery`: called with a batch whose outputs or changelog flush were not
+    delivered (None: it is logged)."""
+    attributes: dict[str, Any] = {"batch_handlers": handlers}
+    if on_failed_delivery is not None:
+        attributes["on_failed_delivery"] = staticmethod(on_failed_delivery)
+    consumer = type("WorkerConsumer", (BatchingConsumer,), attributes)
     return type("WorkerTransport", (BatchingTransport,), {"Consumer": consumer})
 
 

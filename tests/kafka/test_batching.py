@@ -205,6 +205,48 @@ def test_a_later_batch_of_a_partition_is_acked_only_after_the_one_before_it() ->
     assert asyncio.run(scenario()) == [[], list(range(8)), list(range(9))]
 
 
+def test_a_batch_not_delivered_leaves_the_later_ones_unacked_and_is_reported_once() -> None:
+    async def scenario() -> tuple[list[int], list[tuple[TP, range, str]]]:
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[None] = loop.create_future()
+        second: asyncio.Future[None] = loop.create_future()
+        third: asyncio.Future[None] = loop.create_future()
+        failures: list[tuple[TP, range, str]] = []
+        consumer = _in_order_consumer([first, second, third])
+        consumer.on_failed_delivery = (
+            lambda tp, offsets, exc: failures.append((tp, offsets, str(exc))))
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(o) for o in range(5)]}, {tp})
+        await consumer._drain_batch({tp: [_Record(5), _Record(6)]}, {tp})
+        second.set_result(None)
+        first.set_exception(RuntimeError("KafkaTimeoutError"))
+        await consumer._drain_batch({tp: [_Record(7)]}, {tp})
+        third.set_result(None)
+        await asyncio.gather(*consumer._in_flight)
+        return consumer._acked[tp], failures
+
+    assert asyncio.run(scenario()) == ([], [(TP("t", 0), range(5), "KafkaTimeoutError")])
+
+
+def test_a_cancelled_delivery_is_not_a_failed_one() -> None:
+    async def scenario() -> tuple[list[int], list[Exception]]:
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[None] = loop.create_future()
+        second: asyncio.Future[None] = loop.create_future()
+        failures: list[Exception] = []
+        consumer = _in_order_consumer([first, second])
+        consumer.on_failed_delivery = lambda tp, offsets, exc: failures.append(exc)
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(0)]}, {tp})
+        await consumer._drain_batch({tp: [_Record(1)]}, {tp})
+        first.cancel()  # shutting down
+        second.set_result(None)
+        await asyncio.gather(*consumer._in_flight, return_exceptions=True)
+        return consumer._acked[tp], failures
+
+    assert asyncio.run(scenario()) == ([], [])
+
+
 def test_after_a_seek_a_partitions_batches_wait_for_none_of_the_old_assignment() -> None:
     async def scenario() -> list[int]:
         loop = asyncio.get_running_loop()
