@@ -29,6 +29,7 @@ __all__ = [
     "BatchCommit",
     "BatchHandler",
     "BatchingConsumer",
+    "FailedDelivery",
     "IdempotentProducer",
     "app_class",
     "batching_transport",
@@ -59,17 +60,25 @@ class BatchCommit:
 # BatchCommit; the records are aiokafka ConsumerRecords.
 BatchHandler = Callable[[Any, list[Any]], Awaitable[BatchCommit | None]]
 
+# (topic-partition, offsets, error) -> None: a batch's outputs or changelog flush were
+# not delivered (`BatchingConsumer._commit_in_order`).
+FailedDelivery = Callable[[Any, range, Exception], None]
+
 
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer with a batch path for the topics in `batch_handlers`."""
 
     batch_handlers: Mapping[str, BatchHandler] = {}
+    # Called when a batch was not delivered; None: it is logged.
+    on_failed_delivery: FailedDelivery | None = None
     _n_acked: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_last: dict[Any, int] = {}  # last offset handled, by partition
-        self._in_flight: set[asyncio.Future[None]] = set()
+        self._in_flight: set[asyncio.Future[bool]] = set()
+        # by partition, the ordered commit of its last batch, until it acknowledged
+        self._last_commit: dict[Any, asyncio.Future[bool]] = {}
 
     def next_offset(self, tp: Any) -> int | None:
         """The offset after the last record handed to a handler; before the first, where
@@ -91,9 +100,13 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         Kept, the last offset handled of a partition this worker had before (revoked and
         assigned again, or held in an earlier generation) made `next_offset` answer from
         the old position until the partition's first batch: a wrong lag, and an input
-        partition reported caught up while its records were read again."""
+        partition reported caught up while its records were read again. So are the
+        ordered commits still running: each partition's batches are read again from its
+        committed offset, and acknowledged in order among themselves, waiting for none
+        of the old assignment (which may never end)."""
         await super().perform_seek()
         self._batch_last.clear()
+        self._last_commit.clear()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
@@ -141,48 +154,72 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 # the partition's reading goes on.
                 current = self.flow_active and self.app.consumer_generation_id == generation
                 offsets = self._offsets_of(tp, batch, keep=current)
-                if commit is None:
+                previous = self._last_commit.get(tp)
+                if commit is None and previous is None:
                     self._ack(tp, offsets)
                     await self._commit_if_due()
                 else:
-                    # The next batch is processed meanwhile (Faust commits runs without
-                    # gaps, so a later batch delivered first waits for this one).
-                    task = asyncio.ensure_future(self._commit_in_order(commit, tp, offsets))
+                    # The next batch is processed meanwhile; its offsets are acknowledged
+                    # after this batch's (`_commit_in_order`).
+                    task = asyncio.ensure_future(
+                        self._commit_in_order(commit, tp, offsets, previous))
+                    self._last_commit[tp] = task
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
                 if not current:
                     return  # where the rebalance's seek left the partition, it stays
             self._read_offset[tp] = batch[-1].offset
 
-    async def _commit_in_order(self, commit: BatchCommit, tp: Any, offsets: range) -> None:
-        """The ordered commit of one batch (as quix-streams' `Checkpoint.commit`).
+    async def _commit_in_order(self, commit: BatchCommit | None, tp: Any, offsets: range,
+                               previous: asyncio.Future[bool] | None) -> bool:
+        """The ordered commit of one batch (as quix-streams' `Checkpoint.commit`); True
+        once its offsets are acknowledged. `commit` None: nothing to deliver; `previous`:
+        the ordered commit of the partition's batch before it, if still running.
 
         1. Findings delivered: every record the batch sent (findings, amendments, dead
            letters, forwarded events, markers) is acknowledged by the broker.
         2. Changelog delivered: the state the batch changed is in the changelog (the
            first flush after the batch), and the store recorded the changelog offset.
-        3. Offsets acknowledged: the batch's offsets join the partition's acknowledged
+        3. In order: the partition's batch before this one is acknowledged. Faust does
+           not hold back every gap (`_new_offset` skips its check while the committed
+           offset is None or 0, and passes a gap of one offset at the head): a later
+           batch acknowledged first could be committed past one not delivered.
+        4. Offsets acknowledged: the batch's offsets join the partition's acknowledged
            run, as Faust's own `ack` adds a message's.
-        4. Committed: once `broker_commit_every` offsets are acknowledged (and on Faust's
+        5. Committed: once `broker_commit_every` offsets are acknowledged (and on Faust's
            commit timer, every `broker_commit_interval`), Faust commits each partition
            up to its first offset not acknowledged.
 
-        A step that fails ends the procedure: the offsets stay unacknowledged, the
-        partition's commits stop before them, and the batch is read again after the
-        next restart or rebalance. Acknowledged even when a rebalance came in between
-        steps: what it produced is out, and Faust commits only the partitions still
-        assigned (dropping it would leave a gap that stops the partition's commits
-        where it kept the partition).
+        A step that fails ends the procedure: the offsets stay unacknowledged, and so do
+        those of the partition's later batches (3), its commits stop before them, and
+        the batch is read again after the next restart or rebalance. A delivery that
+        fails (1, 2) is handed to `on_failed_delivery` (the worker stops, so the batch is
+        read again, whole, at once), else logged; a cancelled one (shutdown) is neither.
+        Acknowledged even when a rebalance came in between steps: what it produced is
+        out, and Faust commits only the partitions still assigned (dropping it would
+        leave a gap that stops the partition's commits where it kept the partition).
         """
         try:
-            await commit.outputs  # 1
-            if commit.changelog is not None:
-                await commit.changelog  # 2
-        except Exception:
-            log.exception("a batch of %s was not delivered", tp)
-            return
-        self._ack(tp, offsets)  # 3
-        await self._commit_if_due()  # 4
+            if commit is not None:
+                await commit.outputs  # 1
+                if commit.changelog is not None:
+                    await commit.changelog  # 2
+        except Exception as exc:
+            failed = self.on_failed_delivery
+            if failed is None:
+                log.exception("a batch of %s was not delivered", tp)
+            else:
+                failed(tp, offsets, exc)
+            return False
+        if previous is not None:
+            await asyncio.wait((previous,))  # 3 (cancelling this one leaves it running)
+            if previous.cancelled() or not previous.result():
+                return False
+        self._ack(tp, offsets)  # 4
+        if self._last_commit.get(tp) is asyncio.current_task():
+            del self._last_commit[tp]  # no later batch waits: the next one needs no task
+        await self._commit_if_due()  # 5
+        return True
 
     async def _commit_if_due(self) -> None:
         if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -238,9 +275,16 @@ class BatchingTransport(faust_aiokafka.Transport):  # type: ignore[misc]
     Producer = IdempotentProducer
 
 
-def batching_transport(handlers: Mapping[str, BatchHandler]) -> type[BatchingTransport]:
-    """A transport whose consumers send the topics of `handlers` down the batch path."""
-    consumer = type("WorkerConsumer", (BatchingConsumer,), {"batch_handlers": handlers})
+def batching_transport(handlers: Mapping[str, BatchHandler],
+                       on_failed_delivery: FailedDelivery | None = None
+                       ) -> type[BatchingTransport]:
+    """A transport whose consumers send the topics of `handlers` down the batch path;
+    `on_failed_delivery`: called with a batch whose outputs or changelog flush were not
+    delivered (None: it is logged)."""
+    attributes: dict[str, Any] = {"batch_handlers": handlers}
+    if on_failed_delivery is not None:
+        attributes["on_failed_delivery"] = staticmethod(on_failed_delivery)
+    consumer = type("WorkerConsumer", (BatchingConsumer,), attributes)
     return type("WorkerTransport", (BatchingTransport,), {"Consumer": consumer})
 
 

@@ -980,12 +980,25 @@ def _fail_stop(tp: Any, records: list[Any], exc: Exception) -> NoReturn:
     os._exit(EXIT_BATCH_FAILED)
 
 
+def _delivery_failed(tp: Any, offsets: range, exc: Exception) -> NoReturn:
+    """A batch whose outputs or state flush were not delivered stops the process too
+    (`stop_on_failure`): its partition's commits would stop before it while later state
+    kept being flushed, and after the restart its events would be duplicates of that
+    state, their amendments lost. Ended now, the batch is read again, whole."""
+    # The exception's text is not logged: it may hold a record's personal data.
+    log.critical("a batch of %s[%s] from offset %s was not delivered (%s); the worker stops "
+                 "and the batch is read again after its restart", tp.topic, tp.partition,
+                 offsets.start, type(exc).__name__)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
+
+
 def build_app(settings: WorkerSettings) -> Any:
     """The Faust app with both stages wired; `faust.Worker(app).execute_from_commandline()`."""
     import faust
 
     handlers: dict[str, Any] = {}
-    transport = batching_transport(handlers)
+    transport = batching_transport(handlers, on_failed_delivery=_delivery_failed)
 
     app = app_class(faust.App, transport)(
         settings.topics.group_id,

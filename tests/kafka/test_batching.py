@@ -41,6 +41,7 @@ def _consumer(handlers: dict[str, Any]) -> Any:
     consumer = object.__new__(batching_transport(handlers).Consumer)
     consumer._batch_last = {}
     consumer._in_flight = set()
+    consumer._last_commit = {}
     consumer._read_offset = defaultdict(lambda: None)
     consumer._committed_offset = defaultdict(lambda: None)
     consumer._acked = defaultdict(list)
@@ -162,6 +163,114 @@ def test_a_changelog_not_delivered_leaves_the_batch_unacknowledged() -> None:
         return consumer._acked[tp], consumer._n_acked
 
     assert asyncio.run(scenario()) == ([], 0)
+
+
+def _in_order_consumer(outputs: list[Any]) -> Any:
+    """A consumer whose handler returns, batch after batch, a BatchCommit of each of
+    `outputs` (None: a batch with nothing to deliver)."""
+    commits = iter(outputs)
+
+    async def handler(tp: TP, records: list[_Record]) -> BatchCommit | None:
+        delivered = next(commits)
+        return None if delivered is None else BatchCommit(delivered)
+
+    return _consumer({"t": handler})
+
+
+def test_a_later_batch_of_a_partition_is_acked_only_after_the_one_before_it() -> None:
+    """With no committed offset yet Faust commits past a gap: a later batch delivered
+    first would have let it commit past the earlier one, never delivered."""
+    async def scenario() -> list[list[int]]:
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[None] = loop.create_future()
+        second: asyncio.Future[None] = loop.create_future()
+        consumer = _in_order_consumer([first, second, None, None])
+        tp = TP("t", 0)
+        seen: list[list[int]] = []
+        await consumer._drain_batch({tp: [_Record(o) for o in range(5)]}, {tp})
+        await consumer._drain_batch({tp: [_Record(5), _Record(6)]}, {tp})
+        await consumer._drain_batch({tp: [_Record(7)]}, {tp})  # nothing to deliver
+        second.set_result(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        seen.append(list(consumer._acked[tp]))
+        first.set_result(None)
+        await asyncio.gather(*consumer._in_flight)
+        seen.append(list(consumer._acked[tp]))
+        # the partition's order ended with its last batch: the next one is acked at once
+        await consumer._drain_batch({tp: [_Record(8)]}, {tp})
+        seen.append(list(consumer._acked[tp]))
+        return seen
+
+    assert asyncio.run(scenario()) == [[], list(range(8)), list(range(9))]
+
+
+def test_a_batch_not_delivered_leaves_the_later_ones_unacked_and_is_reported_once() -> None:
+    async def scenario() -> tuple[list[int], list[tuple[TP, range, str]]]:
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[None] = loop.create_future()
+        second: asyncio.Future[None] = loop.create_future()
+        third: asyncio.Future[None] = loop.create_future()
+        failures: list[tuple[TP, range, str]] = []
+        consumer = _in_order_consumer([first, second, third])
+        consumer.on_failed_delivery = (
+            lambda tp, offsets, exc: failures.append((tp, offsets, str(exc))))
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(o) for o in range(5)]}, {tp})
+        await consumer._drain_batch({tp: [_Record(5), _Record(6)]}, {tp})
+        second.set_result(None)
+        first.set_exception(RuntimeError("KafkaTimeoutError"))
+        await consumer._drain_batch({tp: [_Record(7)]}, {tp})
+        third.set_result(None)
+        await asyncio.gather(*consumer._in_flight)
+        return consumer._acked[tp], failures
+
+    assert asyncio.run(scenario()) == ([], [(TP("t", 0), range(5), "KafkaTimeoutError")])
+
+
+def test_a_cancelled_delivery_is_not_a_failed_one() -> None:
+    async def scenario() -> tuple[list[int], list[Exception]]:
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[None] = loop.create_future()
+        second: asyncio.Future[None] = loop.create_future()
+        failures: list[Exception] = []
+        consumer = _in_order_consumer([first, second])
+        consumer.on_failed_delivery = lambda tp, offsets, exc: failures.append(exc)
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(0)]}, {tp})
+        await consumer._drain_batch({tp: [_Record(1)]}, {tp})
+        first.cancel()  # shutting down
+        second.set_result(None)
+        await asyncio.gather(*consumer._in_flight, return_exceptions=True)
+        return consumer._acked[tp], failures
+
+    assert asyncio.run(scenario()) == ([], [])
+
+
+def test_after_a_seek_a_partitions_batches_wait_for_none_of_the_old_assignment() -> None:
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        old: asyncio.Future[None] = loop.create_future()  # never delivered
+        new: asyncio.Future[None] = loop.create_future()
+
+        async def seek_to_committed() -> dict[TP, int]:
+            return {tp: 3}
+
+        consumer = _in_order_consumer([old, new])
+        consumer.seek_to_committed = seek_to_committed
+        tp = TP("t", 0)
+        consumer._committed_offset[tp] = 3
+        await consumer._drain_batch({tp: [_Record(3), _Record(4)]}, {tp})
+        await consumer.perform_seek()  # a rebalance kept the partition
+        await consumer._drain_batch({tp: [_Record(3), _Record(4)]}, {tp})
+        new.set_result(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        acked = list(consumer._acked[tp])
+        old.cancel()
+        return acked
+
+    assert asyncio.run(scenario()) == [3, 4]
 
 
 def test_nothing_is_acked_when_the_handler_fails() -> None:

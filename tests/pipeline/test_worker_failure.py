@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from streams.kafka.connection import KafkaConnection
 from streams.pipeline import worker
 
 
@@ -69,3 +71,28 @@ def test_a_bug_met_on_a_record_is_logged_without_the_exception_text(
     assert "engine error at events[3]@17" in text
     assert "ValueError" in text and "test_worker_failure.py" in text
     assert "zoe@example.com" not in text
+
+
+def test_a_batch_not_delivered_ends_the_process_and_logs_no_record_data(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
+    # Logged only, it left the partition's commits stuck while later state was flushed:
+    # after the restart the batch's events were duplicates, their amendments lost.
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(worker.os, "_exit", fake_exit)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
+    app = worker.build_app(worker.WorkerSettings(connection=KafkaConnection("127.0.0.1:9"),
+                                                 data_dir=tmp_path, store="memory"))
+    consumer_class = app.transport.Consumer
+    error = RuntimeError("{'display_name': 'Alice Liddell', 'email': 'alice@example.com'}")
+    with caplog.at_level(logging.CRITICAL, logger="consentwatch.worker"), \
+            pytest.raises(SystemExit):
+        consumer_class.on_failed_delivery(_TP("in.consent", 3), range(41, 43), error)
+    assert exits == [worker.EXIT_BATCH_FAILED]
+    assert "in.consent[3] from offset 41 was not delivered (RuntimeError)" in caplog.text
+    assert "alice" not in caplog.text.lower()
