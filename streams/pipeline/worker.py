@@ -922,11 +922,7 @@ async def _delivered_or_stop(outputs: list[asyncio.Future[Any]], number: int) ->
     try:
         await asyncio.gather(*outputs)
     except Exception as exc:
-        log.critical("partition %s: outputs of its batches were not delivered (%s); the "
-                     "worker stops and they are read again after its restart", number,
-                     type(exc).__name__)
-        logging.shutdown()
-        os._exit(EXIT_BATCH_FAILED)
+        _stop_worker(f"outputs of partition {number}'s batches were not delivered", exc)
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -971,13 +967,19 @@ def _log_bug(message: str, *args: object) -> None:
               *args, type(exc).__name__, where)
 
 
-def _fail_stop(tp: Any, records: list[Any], exc: Exception) -> NoReturn:
-    # The exception's text is not logged: it may hold the record's personal data.
-    log.critical("a batch of %s[%s] from offset %s failed (%s); the worker stops and the "
-                 "batch is read again after its restart", tp.topic, tp.partition,
-                 records[0].offset if records else "?", type(exc).__name__)
+def _stop_worker(what: str, exc: BaseException) -> NoReturn:
+    """End the process as `kill -9` would, after one critical line: `what` failed, and
+    is read again after the restart. The exception's text is not logged: it may hold a
+    record's personal data."""
+    log.critical("%s (%s); the worker stops and the batch is read again after its restart",
+                 what, type(exc).__name__)
     logging.shutdown()
     os._exit(EXIT_BATCH_FAILED)
+
+
+def _fail_stop(tp: Any, records: list[Any], exc: Exception) -> NoReturn:
+    _stop_worker(f"a batch of {tp.topic}[{tp.partition}] from offset "
+                 f"{records[0].offset if records else '?'} failed", exc)
 
 
 def _delivery_failed(tp: Any, offsets: range, exc: Exception) -> NoReturn:
@@ -985,12 +987,8 @@ def _delivery_failed(tp: Any, offsets: range, exc: Exception) -> NoReturn:
     (`stop_on_failure`): its partition's commits would stop before it while later state
     kept being flushed, and after the restart its events would be duplicates of that
     state, their amendments lost. Ended now, the batch is read again, whole."""
-    # The exception's text is not logged: it may hold a record's personal data.
-    log.critical("a batch of %s[%s] from offset %s was not delivered (%s); the worker stops "
-                 "and the batch is read again after its restart", tp.topic, tp.partition,
-                 offsets.start, type(exc).__name__)
-    logging.shutdown()
-    os._exit(EXIT_BATCH_FAILED)
+    _stop_worker(f"a batch of {tp.topic}[{tp.partition}] from offset {offsets.start} was "
+                 "not delivered", exc)
 
 
 def build_app(settings: WorkerSettings) -> Any:
