@@ -147,6 +147,15 @@ class SourceClocks:
         clock.wall_at_event = wall_ms
         clock.ended = False
 
+    def rejoin(self, source: str, wall_ms: int) -> None:
+        """`source`, reported idle or ended, has records again: active from now (its
+        watermark stays where it was until they are observed)."""
+        clock = self._clocks.get(source)
+        if clock is None:
+            return
+        clock.wall_at_event = wall_ms
+        clock.ended = False
+
     def end(self, source: str, wall_ms: int) -> None:
         """`source` gave an end-of-input control record after everything observed so far
         (ignored once `source` is revoked)."""

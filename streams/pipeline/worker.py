@@ -79,6 +79,7 @@ from streams.pipeline.control import END_OF_INPUT, control_kind, is_control
 from streams.pipeline.marker_gate import HeldMarker, MarkerGate
 from streams.pipeline.positions import position_of, resend_after
 from streams.pipeline.watermarks import (
+    ACTIVE,
     END,
     SourceClocks,
     SourceReport,
@@ -380,6 +381,7 @@ class _Pipeline:
         source = source_id(tp.topic, tp.partition)
         future_skew = self.settings.params.max_future_skew_ms
         await self._schemas_of(records)
+        await self._rejoin(batch, source)
         for record in records:
             if is_control(record.value):
                 latest = await self._control(batch, tp, record, latest)
@@ -406,6 +408,19 @@ class _Pipeline:
         if time.monotonic() - self._markers_sent >= _MARKER_INTERVAL_S:
             await self.send_markers()
         return BatchCommit(delivered)
+
+    async def _rejoin(self, batch: _Batch, source: str) -> bool:
+        """Before the records of an input partition this worker last reported idle or
+        ended: markers (in `batch`, ahead of them) that report it active again. Without
+        them a correlate partition kept it out of its minimum until this worker's next
+        marker, and a marker of another worker read meanwhile could move its watermark
+        past the records (spec: an idle input takes part again from its next record)."""
+        last = self._last_report.get(source)
+        if last is None or last[1] == ACTIVE:
+            return False
+        self.clocks.rejoin(source, _now_ms())
+        await self._append_markers(batch)
+        return True
 
     async def _control(self, batch: _Batch, tp: Any, record: Any, latest: int | None
                        ) -> int | None:
@@ -520,6 +535,9 @@ class _Pipeline:
         source_number = self.direct_topics[tp.topic]
         future_skew = self.settings.params.max_future_skew_ms
         await self._schemas_of(records)
+        if await self._rejoin(batch, source):
+            # this partition applies the records now, before it reads those markers back
+            part.sources.update({source: (None, ACTIVE)})
         now = _now_ms()
         for record in records:
             if is_control(record.value):

@@ -85,8 +85,10 @@ class FakeConsumer:
         return self.committed.get(tp)
 
 
-def make_pipeline(clock: WallClock, partitions: int = 2, direct: bool = False) -> Any:
-    """A `_Pipeline` on the memory store; its `producer` and `consumer` are the fakes."""
+def make_pipeline(clock: WallClock, partitions: int = 2, direct: bool = False,
+                  producer: FakeProducer | None = None) -> Any:
+    """A `_Pipeline` on the memory store; its `producer` (shared by two workers of one
+    cluster) and `consumer` are the fakes."""
     table = SimpleNamespace(data=SimpleNamespace(data={}),
                             changelog_topic=SimpleNamespace(get_topic_name=lambda: "changelog"))
     consumer = FakeConsumer()
@@ -96,7 +98,7 @@ def make_pipeline(clock: WallClock, partitions: int = 2, direct: bool = False) -
                                      partitions=partitions, params=EngineParams(),
                                      direct=direct, store="memory")
     pipeline: Any = worker._Pipeline(app, settings)
-    producer = FakeProducer(clock)
+    producer = producer or FakeProducer(clock)
     pipeline._producer = lambda: producer
     pipeline.producer = producer
     pipeline.consumer = consumer
