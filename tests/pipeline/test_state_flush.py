@@ -126,6 +126,12 @@ def test_the_timer_leaves_the_partition_a_batch_is_in_to_that_batch() -> None:
     asyncio.run(scenario())
 
 
+async def _let_others_run() -> None:
+    """Enough turns of the event loop for the tasks started to reach their next wait."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
 class _SlowProducer(_Producer):
     """Delivers nothing until `deliver` is called."""
 
@@ -155,8 +161,7 @@ def test_a_revoked_partitions_flush_is_delivered_before_the_revocation_ends() ->
         part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=1.0)
         part.store.dirty_keys = lambda: 1
         revocation = asyncio.ensure_future(pipeline.flush_revoked([(2, part)]))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await _let_others_run()
         assert producer.sent == [("changelog", 2, [(b"k", b"v")])]
         assert not revocation.done() and not waiting.done()
         producer.deliver()
@@ -175,8 +180,7 @@ def test_a_revocation_waits_for_a_flush_already_under_way() -> None:
         assert part.waiting == [] and producer.sent
         part.store.dirty_keys = lambda: 0
         revocation = asyncio.ensure_future(pipeline.flush_revoked([(2, part)]))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await _let_others_run()
         assert not revocation.done()
         producer.deliver()
         await asyncio.wait_for(revocation, timeout=5)
@@ -214,8 +218,7 @@ def test_the_state_is_written_once_the_outputs_of_its_batches_are_delivered() ->
         batch = worker._Batch(producer)
         await batch.append("amendments", 0, b"a1", b"amendment 1")
         flush = asyncio.ensure_future(pipeline._flush(part, 1, batch))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await _let_others_run()
         assert [topic for topic, _, _ in producer.sent] == ["findings", "amendments"]
         assert written == [] and not flush.done()
         producer.deliver()

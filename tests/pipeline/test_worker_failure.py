@@ -24,18 +24,24 @@ class _Record:
     offset: int
 
 
-def test_a_batch_that_fails_half_way_ends_the_process_and_logs_no_record_data(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    # An encoder crash once let a later state flush mark the batch's events as seen:
-    # after the restart they were duplicates, and the amendment they caused was lost.
-    exits: list[int] = []
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The exit statuses `os._exit` was called with (it raises SystemExit instead)."""
+    statuses: list[int] = []
 
     def fake_exit(code: int) -> None:
-        exits.append(code)
+        statuses.append(code)
         raise SystemExit(code)
 
     monkeypatch.setattr(worker.os, "_exit", fake_exit)
     monkeypatch.setattr(logging, "shutdown", lambda: None)
+    return statuses
+
+
+def test_a_batch_that_fails_half_way_ends_the_process_and_logs_no_record_data(
+        exits: list[int], caplog: pytest.LogCaptureFixture) -> None:
+    # An encoder crash once let a later state flush mark the batch's events as seen:
+    # after the restart they were duplicates, and the amendment they caused was lost.
 
     async def broken(tp: object, records: list[object]) -> None:
         raise ValueError("{'display_name': 'Alice Liddell', 'email': 'alice@example.com'}")
@@ -74,18 +80,9 @@ def test_a_bug_met_on_a_record_is_logged_without_the_exception_text(
 
 
 def test_a_batch_not_delivered_ends_the_process_and_logs_no_record_data(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        tmp_path: Path) -> None:
+        exits: list[int], caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     # Logged only, it left the partition's commits stuck while later state was flushed:
     # after the restart the batch's events were duplicates, their amendments lost.
-    exits: list[int] = []
-
-    def fake_exit(code: int) -> None:
-        exits.append(code)
-        raise SystemExit(code)
-
-    monkeypatch.setattr(worker.os, "_exit", fake_exit)
-    monkeypatch.setattr(logging, "shutdown", lambda: None)
     app = worker.build_app(worker.WorkerSettings(connection=KafkaConnection("127.0.0.1:9"),
                                                  data_dir=tmp_path, store="memory"))
     consumer_class = app.transport.Consumer
