@@ -202,6 +202,9 @@ class SourceWatermarks:
         self._states: dict[str, str] = {}  # each source's latest state (not saved)
         self._idle_from: tuple[int, int] | None = None  # (watermark, wall ms) when all went idle
         self._idle_wall: int | None = None  # the latest wall ms counted while all are idle
+        # The wall time counted up to the state restored (`restore`): never counted again,
+        # even after markers read again that were not all idle.
+        self._restored_wall: int | None = None
 
     def update(self, report: Mapping[str, SourceReport]) -> None:
         marks = self._marks
@@ -256,7 +259,10 @@ class SourceWatermarks:
         if self._idle_from is not None:
             since, at = self._idle_from
             advanced = since + max(0, wall_ms - at)
-        counted = wall_ms if self._idle_wall is None else max(self._idle_wall, wall_ms)
+        counted = wall_ms
+        for earlier in (self._idle_wall, self._restored_wall):
+            if earlier is not None and earlier > counted:
+                counted = earlier
         if advanced is None or base > advanced:
             self._idle_from = (base, counted)
             advanced = base
@@ -282,3 +288,4 @@ class SourceWatermarks:
         if idle_wall is not None:
             self._idle_wall = (idle_wall if self._idle_wall is None
                                else max(self._idle_wall, idle_wall))
+            self._restored_wall = self._idle_wall

@@ -381,7 +381,7 @@ class _Pipeline:
         source = source_id(tp.topic, tp.partition)
         future_skew = self.settings.params.max_future_skew_ms
         await self._schemas_of(records)
-        await self._rejoin(batch, source)
+        rejoined = False
         for record in records:
             if is_control(record.value):
                 latest = await self._control(batch, tp, record, latest)
@@ -391,6 +391,7 @@ class _Pipeline:
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue
+            rejoined = rejoined or await self._rejoin(batch, source)
             relayed = encode_relayed(event)
             if type(event) is FeatureToggled:
                 key = event.account_id.encode()
@@ -409,17 +410,23 @@ class _Pipeline:
             await self.send_markers()
         return BatchCommit(delivered)
 
-    async def _rejoin(self, batch: _Batch, source: str) -> bool:
-        """Before the records of an input partition this worker last reported idle or
-        ended: markers (in `batch`, ahead of them) that report it active again. Without
-        them a correlate partition kept it out of its minimum until this worker's next
-        marker, and a marker of another worker read meanwhile could move its watermark
-        past the records (spec: an idle input takes part again from its next record)."""
+    async def _rejoin(self, batch: _Batch, source: str, part: _Partition | None = None
+                      ) -> bool:
+        """Before the first event of a batch of an input partition this worker last
+        reported idle or ended: markers (in `batch`, ahead of the event) that report it
+        active again, and `part` (direct mode: the partition that applies the events
+        before it reads those markers back) told at once. Without them a correlate
+        partition kept it out of its minimum until this worker's next marker, and a
+        marker of another worker read meanwhile could move its watermark past the
+        events (spec: an idle input takes part again from its next record). True (done
+        for this batch)."""
         last = self._last_report.get(source)
         if last is None or last[1] == ACTIVE:
-            return False
+            return True
         self.clocks.rejoin(source, _now_ms())
         await self._append_markers(batch)
+        if part is not None:
+            part.sources.update({source: (None, ACTIVE)})
         return True
 
     async def _control(self, batch: _Batch, tp: Any, record: Any, latest: int | None
@@ -535,9 +542,7 @@ class _Pipeline:
         source_number = self.direct_topics[tp.topic]
         future_skew = self.settings.params.max_future_skew_ms
         await self._schemas_of(records)
-        if await self._rejoin(batch, source):
-            # this partition applies the records now, before it reads those markers back
-            part.sources.update({source: (None, ACTIVE)})
+        rejoined = False
         now = _now_ms()
         for record in records:
             if is_control(record.value):
@@ -550,6 +555,7 @@ class _Pipeline:
             except InvalidEvent as error:
                 await self._dead_letter(batch, tp, record, error)
                 continue
+            rejoined = rejoined or await self._rejoin(batch, source, part)
             if type(event) is FeatureToggled:  # account-wide: every partition
                 key = event.account_id.encode()
                 relayed = encode_relayed(event)
@@ -727,11 +733,20 @@ class _Pipeline:
         part.save_progress()
         if not part.store.dirty_keys():
             return BatchCommit(await batch.enqueue())  # nothing of its own waits for a flush
+        if self.partitions.get(number) is not part:
+            # Revoked while the batch was half-way (`flush_revoked` left it alone): the
+            # rebalance is over and the next owner may be restoring the state already, so
+            # it is not written. This batch, and those that waited for a flush, are not
+            # acknowledged: the next owner reads them again.
+            _cancel(part.waiting)
+            part.waiting = []
+            dropped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            dropped.cancel()
+            return BatchCommit(await batch.enqueue(), dropped)
         now_s = time.monotonic()
         if part.dirty_since is None:
             part.dirty_since = now_s
-        if (self.partitions.get(number) is not part  # revoked meanwhile
-                or now_s - part.dirty_since >= self.settings.state_flush_interval_s
+        if (now_s - part.dirty_since >= self.settings.state_flush_interval_s
                 or part.store.dirty_keys() >= self.settings.state_flush_max_keys):
             return await self._flush(part, number, batch)
         flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -769,6 +784,7 @@ class _Pipeline:
         changelog = self.table.changelog_topic.get_topic_name()
         outputs: list[asyncio.Future[Any]] = []
         waiting: list[asyncio.Future[None]] = []
+        own = batch is not None  # else the timer's or a revocation's
         async with part.flushing:  # one flush of a partition at a time, in order
             # Done once this flush is delivered or failed: a revocation waits for it.
             in_flight = part.in_flight = asyncio.get_running_loop().create_future()
@@ -781,6 +797,11 @@ class _Pipeline:
                     pending, part.unflushed_outputs = part.unflushed_outputs, []
                     outputs.extend(pending)
                     await _delivered_or_stop(pending, number)
+                if not own and self._handling == number:
+                    # A batch of the partition began meanwhile: the state holds part of it
+                    # and its outputs are not sent yet. It flushes when it is due.
+                    _settle(in_flight)
+                    return BatchCommit(asyncio.ensure_future(asyncio.gather(*outputs)))
                 # From here to `store.flush()` nothing awaits: the state cannot change.
                 waiting, part.waiting, part.dirty_since = part.waiting, [], None
                 batch = _Batch(self._producer())
@@ -941,6 +962,11 @@ async def _delivered_or_stop(outputs: list[asyncio.Future[Any]], number: int) ->
         await asyncio.gather(*outputs)
     except Exception as exc:
         _stop_worker(f"outputs of partition {number}'s batches were not delivered", exc)
+
+
+def _cancel(futures: Iterable[asyncio.Future[None]]) -> None:
+    for future in futures:
+        future.cancel()
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -118,3 +119,32 @@ def test_direct_mode_a_rejoining_input_holds_back_its_own_partition_at_once(
 
     before, after = asyncio.run(scenario())
     assert (before, after) == ("idle", "active")
+
+
+def test_a_batch_of_poison_only_does_not_bring_an_idle_input_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reported active with no event to observe, it would hold every partition at its
+    old mark (or none) until it went idle again."""
+    clock = WallClock(b.T0 + 10 * SECOND)
+    monkeypatch.setattr(worker, "_now_ms", clock)
+
+    async def scenario() -> Any:
+        pipeline = make_pipeline(clock)
+        requests = TP(NAMES.inputs["EnrichmentRequested"], 0)
+        pipeline.consumer.assigned = {requests}
+        pipeline.assigned([requests])
+        pipeline.consumer.high[requests] = pipeline.consumer.next[requests] = 1
+        await pipeline.route(requests, [input_record(requests.topic, 0, 0, b.requested(
+            0, event_id="r-0"), clock.now)])
+        clock.now += 31 * SECOND
+        await pipeline.send_markers(always=True)
+        source = f"{requests.topic}:0"
+        before = pipeline._last_report[source][1]
+        poison = SimpleNamespace(topic=requests.topic, partition=0, offset=1, key=None,
+                                 value=b"\xc3\x01not avro", timestamp=clock.now)
+        pipeline.consumer.high[requests] = 2
+        pipeline._markers_sent = time.monotonic()
+        await pipeline.route(requests, [poison])
+        return before, pipeline.clocks.report(clock.now, lambda _: True)[source][1]
+
+    assert asyncio.run(scenario()) == ("idle", "idle")

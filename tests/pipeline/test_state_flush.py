@@ -23,6 +23,7 @@ def test_the_batches_waiting_for_a_failed_flush_fail_with_it() -> None:
         pipeline.table = SimpleNamespace(
             changelog_topic=SimpleNamespace(get_topic_name=lambda: "changelog"))
         pipeline._producer = SimpleNamespace
+        pipeline._handling = None
 
         def flush() -> list[tuple[bytes, bytes]]:
             raise _Broken
@@ -274,3 +275,46 @@ def test_the_idle_wall_time_counted_is_saved_with_the_progress_and_restored() ->
     old.restore_progress()
     assert old.sources.idle_wall() is None and old.sources.reported() == {"in:0": 50}
     assert old.engine.watermark == 50 and old.engine.max_seen == 80
+
+
+def test_a_timer_flush_leaves_the_state_alone_once_a_batch_of_its_partition_began() -> None:
+    """The timer's flush waits for earlier outputs; a batch that began meanwhile changed
+    the state and has not sent its outputs yet: writing now would store its events."""
+    async def scenario() -> None:
+        producer = _SlowProducer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        part, waiting = _waiting_partition(pipeline, 1, dirty_for_s=6.0)
+        written: list[int] = []
+        part.store.flush = lambda: written.append(1) or [(b"k", b"v")]
+        earlier = worker._Batch(producer)
+        await earlier.append("findings", 0, b"f1", b"finding 1")
+        part.unflushed_outputs.append(await earlier.enqueue())
+        timer = asyncio.ensure_future(pipeline.flush_due())
+        await _let_others_run()
+        pipeline._handling = 1  # a batch of partition 1 begins
+        producer.deliver()
+        await asyncio.wait_for(timer, timeout=5)
+        assert written == [] and not waiting.done() and part.waiting == [waiting]
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_that_ends_after_its_partition_was_revoked_writes_no_state() -> None:
+    """The next owner may be restoring the partition already: the batch, and those that
+    waited for a flush, are left unacknowledged (read again by that owner)."""
+    async def scenario() -> None:
+        producer = _SlowProducer()
+        pipeline = _pipeline(producer, interval_s=5.0)
+        part, waiting = _waiting_partition(pipeline, 1, dirty_for_s=6.0)
+        written: list[int] = []
+        part.store.flush = lambda: written.append(1) or [(b"k", b"v")]
+        part.store.dirty_keys = lambda: 1
+        part.save_progress = lambda: None
+        del pipeline.partitions[1]  # revoked while the batch was half-way
+        batch = worker._Batch(producer)
+        await batch.append("findings", 0, b"f2", b"finding 2")
+        commit = await pipeline._commit(part, 1, batch)
+        assert written == [] and waiting.cancelled() and part.waiting == []
+        assert commit.changelog is not None and commit.changelog.cancelled()
+
+    asyncio.run(scenario())

@@ -199,6 +199,25 @@ def test_a_restored_partition_does_not_count_the_idle_time_of_markers_read_again
     assert again.watermark(restored, 16_000) == first.watermark(current, 16_000) == 15_050
 
 
+def test_markers_read_again_from_before_the_idle_stretch_add_nothing_either() -> None:
+    # The committed offset is before the sources went idle: the first markers read again
+    # still say active, and must not make the restored partition forget what was counted.
+    markers = [(1_000, ACTIVE), (2_000, IDLE), (12_000, IDLE)]
+
+    def read(marks: SourceWatermarks, current: int) -> int:
+        for wall, state in markers:
+            marks.update({A: (100, state)})
+            current = max(current, marks.watermark(current, wall) or current)
+        return current
+
+    first = SourceWatermarks(lambda: [A])
+    reached = read(first, -(1 << 60))
+    assert reached == 10_100
+    again = SourceWatermarks(lambda: [A])
+    again.restore(first.reported(), idle_wall=first.idle_wall())
+    assert read(again, reached) == reached
+
+
 def test_correlate_waits_for_the_topics_metadata() -> None:
     expected: list[str] | None = None
     marks = SourceWatermarks(lambda: expected)
