@@ -164,6 +164,22 @@ class Worker:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
+    def progress(self) -> str:
+        """Its log's tail and the metrics that say where its decisions stand (watermarks,
+        pending decisions, consumer lag): what a test that timed out waiting reports."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics",
+                                        timeout=10) as response:
+                text = response.read().decode("utf-8", "replace")
+        except OSError as exc:
+            return f"{self.tail()}\n(no metrics: {type(exc).__name__})"
+        wanted = ("consentwatch_watermark", "consentwatch_pending_decisions",
+                  "consentwatch_consumer_lag_records")
+        metrics = [line for line in text.splitlines() if line.startswith(wanted)]
+        return self.tail() + "\n" + "\n".join(metrics)
+
 
 class Workers:
     """Starts workers and guarantees each one is stopped (the fixture's finalizer)."""

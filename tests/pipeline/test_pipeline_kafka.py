@@ -464,7 +464,7 @@ def test_a_second_worker_on_a_data_dir_in_use_exits_and_every_decision_is_still_
         return findings if len({f["finding_id"] for f in findings}) >= len(expected) else None
 
     got = kh.wait_until(all_out, timeout=240, interval=1.0,
-                        what="every decision, with no new traffic", on_timeout=first.tail)
+                        what="every decision, with no new traffic", on_timeout=first.progress)
     compare(got, expected)
     check_worker_healthy(first)
 
