@@ -153,13 +153,21 @@ class _SlowProducer(_Producer):
                 future.set_result(SimpleNamespace(offset=100))
 
 
+def _slow_partition(number: int, dirty_for_s: float
+                    ) -> tuple[_SlowProducer, Any, Any, asyncio.Future[None]]:
+    """A pipeline on a producer that delivers only when told, and its partition `number`
+    with a batch waiting for a flush."""
+    producer = _SlowProducer()
+    pipeline = _pipeline(producer, interval_s=5.0)
+    part, waiting = _waiting_partition(pipeline, number, dirty_for_s=dirty_for_s)
+    return producer, pipeline, part, waiting
+
+
 def test_a_revoked_partitions_flush_is_delivered_before_the_revocation_ends() -> None:
     """The next owner reads the changelog once the rebalance ends: the revoked partition's
     last flush must be in it by then, not behind what that owner writes."""
     async def scenario() -> None:
-        producer = _SlowProducer()
-        pipeline = _pipeline(producer, interval_s=5.0)
-        part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=1.0)
+        producer, pipeline, part, waiting = _slow_partition(2, dirty_for_s=1.0)
         part.store.dirty_keys = lambda: 1
         revocation = asyncio.ensure_future(pipeline.flush_revoked([(2, part)]))
         await _let_others_run()
@@ -174,9 +182,7 @@ def test_a_revoked_partitions_flush_is_delivered_before_the_revocation_ends() ->
 
 def test_a_revocation_waits_for_a_flush_already_under_way() -> None:
     async def scenario() -> None:
-        producer = _SlowProducer()
-        pipeline = _pipeline(producer, interval_s=5.0)
-        part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=6.0)
+        producer, pipeline, part, waiting = _slow_partition(2, dirty_for_s=6.0)
         await pipeline.flush_due()  # the timer's flush: handed over, not delivered
         assert part.waiting == [] and producer.sent
         part.store.dirty_keys = lambda: 0
@@ -193,9 +199,7 @@ def test_a_revocation_waits_for_a_flush_already_under_way() -> None:
 def test_a_revocation_leaves_a_half_done_batchs_state_to_that_batch() -> None:
     """Its state holds part of the batch, which must not persist should the batch fail."""
     async def scenario() -> None:
-        producer = _SlowProducer()
-        pipeline = _pipeline(producer, interval_s=5.0)
-        part, waiting = _waiting_partition(pipeline, 2, dirty_for_s=1.0)
+        producer, pipeline, part, waiting = _slow_partition(2, dirty_for_s=1.0)
         part.store.dirty_keys = lambda: 1
         pipeline._handling = 2
         await asyncio.wait_for(pipeline.flush_revoked([(2, part)]), timeout=5)
@@ -208,9 +212,7 @@ def test_the_state_is_written_once_the_outputs_of_its_batches_are_delivered() ->
     """Written before, a crash could leave an event seen in the stored state while its
     finding or amendment was lost: read again, the event is a duplicate."""
     async def scenario() -> None:
-        producer = _SlowProducer()
-        pipeline = _pipeline(producer, interval_s=5.0)
-        part, waiting = _waiting_partition(pipeline, 1, dirty_for_s=1.0)
+        producer, pipeline, part, waiting = _slow_partition(1, dirty_for_s=1.0)
         written: list[int] = []
         part.store.flush = lambda: written.append(1) or [(b"k", b"v")]
         earlier = worker._Batch(producer)  # a batch whose state waits for this flush
@@ -281,9 +283,7 @@ def test_a_timer_flush_leaves_the_state_alone_once_a_batch_of_its_partition_bega
     """The timer's flush waits for earlier outputs; a batch that began meanwhile changed
     the state and has not sent its outputs yet: writing now would store its events."""
     async def scenario() -> None:
-        producer = _SlowProducer()
-        pipeline = _pipeline(producer, interval_s=5.0)
-        part, waiting = _waiting_partition(pipeline, 1, dirty_for_s=6.0)
+        producer, pipeline, part, waiting = _slow_partition(1, dirty_for_s=6.0)
         written: list[int] = []
         part.store.flush = lambda: written.append(1) or [(b"k", b"v")]
         earlier = worker._Batch(producer)
@@ -303,9 +303,7 @@ def test_a_batch_that_ends_after_its_partition_was_revoked_writes_no_state() -> 
     """The next owner may be restoring the partition already: the batch, and those that
     waited for a flush, are left unacknowledged (read again by that owner)."""
     async def scenario() -> None:
-        producer = _SlowProducer()
-        pipeline = _pipeline(producer, interval_s=5.0)
-        part, waiting = _waiting_partition(pipeline, 1, dirty_for_s=6.0)
+        producer, pipeline, part, waiting = _slow_partition(1, dirty_for_s=6.0)
         written: list[int] = []
         part.store.flush = lambda: written.append(1) or [(b"k", b"v")]
         part.store.dirty_keys = lambda: 1
