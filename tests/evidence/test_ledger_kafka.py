@@ -118,7 +118,8 @@ def wait_for_size(url: str, at_least: int, process: subprocess.Popen[bytes],
 
 def stop_and_check(process: subprocess.Popen[bytes], url: str, log: Path, expected: set[str],
                    pub_path: Path) -> None:
-    """Wait for the whole topic, SIGTERM, then: each id once, and a checkpoint of it all."""
+    """Wait for the whole topics and a checkpoint of every entry, SIGTERM, then: each id
+    once, and a checkpoint of it all."""
     wait_for_size(url, len(expected), process)
     key = load_public_key(pub_path)
 
@@ -128,6 +129,10 @@ def stop_and_check(process: subprocess.Popen[bytes], url: str, log: Path, expect
         return note is not None and verify_checkpoint(note, key).size >= len(expected)
 
     wait_until(checkpointed, timeout=40, interval=0.05, what="a checkpoint of every entry")
+    # A checkpoint of every entry can come before the last duplicates are read (a poll that
+    # returns nothing mid-topic signs one), so wait for the whole topics too.
+    wait_until(lambda: "caught up" in log.read_text(), timeout=40, interval=0.05,
+               what="the run to read the topics to their end")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     text = log.read_text()
