@@ -199,13 +199,16 @@ def _insert(items: list[_E], event: _E, order: Callable[[_E], tuple[Any, ...]]) 
 
 
 def _drop_superseded(items: list[Any], oldest: int) -> None:
-    """Keep the last item at or before `oldest` (it is still in force) and all after it."""
+    """Keep the last item at or before `oldest` (it is still in force), those of the same
+    time (at a tie the more restrictive one decides, whatever their order) and all after."""
     keep_from = 0
     for index, item in enumerate(items):
         if item.occurred_at < oldest:
             keep_from = index
         else:
             break
+    while keep_from and items[keep_from - 1].occurred_at == items[keep_from].occurred_at:
+        keep_from -= 1
     if keep_from:
         del items[:keep_from]
 

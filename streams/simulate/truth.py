@@ -81,17 +81,26 @@ def _covers(general: str, specific: str) -> bool:
     return specific == general or specific.startswith(general + ".")
 
 
-def _consent(story: Story, use: str, provider: str, t: int) -> ConsentChanged | None:
+def _consent(story: Story, use: str, provider: str, t: int, categories: Sequence[str]
+             ) -> ConsentChanged | None:
     """The latest ConsentChanged at t whose data use covers `use`, for `provider` or any;
-    at equal times the withdrawal wins."""
+    at equal times the more restrictive wins: a withdrawal, then a grant not in force at
+    t, then the grant that leaves more of `categories` (what the trigger sent or showed)
+    outside its scope."""
     candidates = [c for c in story.consents
                   if c.occurred_at <= t and _covers(c.data_use, use)
                   and c.provider in (None, provider)]
     if not candidates:
         return None
-    # The spec leaves two events of one kind at one millisecond to the implementation;
-    # the engine's order (and so this one) ends with the event id.
-    return max(candidates, key=lambda c: (c.occurred_at, c.status == "WITHDRAWN", c.event_id))
+
+    def restriction(c: ConsentChanged) -> tuple[int, bool, bool, int, str]:
+        withdrawn = c.status == "WITHDRAWN"
+        lapsed = not withdrawn and not _in_force(c, t)
+        left_out = 0 if withdrawn or lapsed else _left_out(c.data_categories, categories)
+        # Two events alike in all of that: the engine's order ends with the event id.
+        return (c.occurred_at, withdrawn, lapsed, left_out, c.event_id)
+
+    return max(candidates, key=restriction)
 
 
 def _toggle(toggles: Iterable[FeatureToggled], account: str, meeting: str, provider: str,
@@ -130,12 +139,16 @@ def _in_force(consent: ConsentChanged | None, t: int) -> bool:
 
 
 def _outside(scope: Sequence[str], categories: Sequence[str]) -> bool:
-    return any(not any(_covers(key, c) for key in scope) for c in categories)
+    return _left_out(scope, categories) > 0
+
+
+def _left_out(scope: Sequence[str], categories: Sequence[str]) -> int:
+    return sum(1 for c in categories if not any(_covers(key, c) for key in scope))
 
 
 def _without_consent(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
                      params: TruthParams) -> tuple[str, ...] | None:
-    consent = _consent(story, r.data_use, r.provider, r.occurred_at)
+    consent = _consent(story, r.data_use, r.provider, r.occurred_at, r.data_sent)
     if _in_force(consent, r.occurred_at):
         return None
     return (r.event_id,) if consent is None else (r.event_id, consent.event_id)
@@ -143,7 +156,7 @@ def _without_consent(r: EnrichmentRequested, story: Story, toggles: Sequence[Fea
 
 def _exceeds_consent(r: EnrichmentRequested, story: Story, toggles: Sequence[FeatureToggled],
                      params: TruthParams) -> tuple[str, ...] | None:
-    consent = _consent(story, r.data_use, r.provider, r.occurred_at)
+    consent = _consent(story, r.data_use, r.provider, r.occurred_at, r.data_sent)
     if consent is None or not _in_force(consent, r.occurred_at):
         return None
     return (r.event_id, consent.event_id) if _outside(consent.data_categories,
@@ -180,7 +193,8 @@ def _disclosure_without_consent(v: ProfileViewed, story: Story,
                                 params: TruthParams) -> tuple[str, ...] | None:
     if v.viewer_id == v.subject_id:
         return None
-    consent = _consent(story, "third_party_sharing.enrichment", v.provider, v.occurred_at)
+    consent = _consent(story, "third_party_sharing.enrichment", v.provider, v.occurred_at,
+                       v.data_disclosed)
     if consent is None:
         return (v.event_id,)
     if (not _in_force(consent, v.occurred_at)

@@ -16,6 +16,7 @@ from tests.builders import (
     DAY,
     SEC,
     SUBJECT,
+    T0,
     consent,
     feed,
     joined,
@@ -60,6 +61,21 @@ def test_latest_consent_survives_pruning_however_old() -> None:
         feed(engine, [notice(day * DAY, subject_id="someone-else")])
     outputs = feed(engine, [notice(800 * DAY), requested(800 * DAY + 1)]) + engine.flush()
     assert [o.rule for o in outputs] == []  # the two-year-old grant is still in force
+
+
+def test_grants_of_one_millisecond_survive_pruning_together() -> None:
+    """Pruning keeps every consent of the latest time before the horizon, not one of
+    them: at a tie the more restrictive decides, whichever sorted last."""
+    engine = make_engine(amendment_horizon_ms=DAY)
+    lapsed = consent(0, event_id="c-a-lapsed", expires_at=T0 + 10 * DAY)
+    open_ = consent(0, event_id="c-z-open")
+    feed(engine, [lapsed, open_])
+    for day in range(1, 30):
+        feed(engine, [notice(day * DAY, subject_id="someone-else")])
+    assert sum(map(len, _state(engine).consents.values())) == 2
+    outputs = feed(engine, [notice(30 * DAY), requested(30 * DAY + 1)]) + engine.flush()
+    assert [(o.rule, o.evidence_event_ids[-1]) for o in outputs] == [
+        ("enrichment-without-consent", "c-a-lapsed")]
 
 
 def test_sweep_drops_subjects_that_hold_nothing_any_more() -> None:

@@ -28,7 +28,8 @@ class DisclosureWithoutConsent(Rule[ProfileViewed]):
     def decide(self, trigger: ProfileViewed, state: SubjectState,
                account: AccountState | None, params: EngineParams) -> Verdict:
         t = trigger.occurred_at
-        consent = deciding_consent(state, DATA_USE, trigger.provider, t)
+        consent = deciding_consent(state, DATA_USE, trigger.provider, t,
+                                   trigger.data_disclosed)
         if consent is None:
             context = view_context(trigger)
             context["consent_state"] = "no consent was ever recorded"

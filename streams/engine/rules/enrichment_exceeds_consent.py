@@ -21,7 +21,8 @@ class EnrichmentExceedsConsent(Rule[EnrichmentRequested]):
     def decide(self, trigger: EnrichmentRequested, state: SubjectState,
                account: AccountState | None, params: EngineParams) -> Verdict:
         t = trigger.occurred_at
-        consent = deciding_consent(state, trigger.data_use, trigger.provider, t)
+        consent = deciding_consent(state, trigger.data_use, trigger.provider, t,
+                                   trigger.data_sent)
         if consent is None or not consent_in_force(consent, t):
             return None  # enrichment-without-consent's case
         outside = uncovered(consent.data_categories, trigger.data_sent)

@@ -25,7 +25,8 @@ class EnrichmentWithoutConsent(Rule[EnrichmentRequested]):
     def decide(self, trigger: EnrichmentRequested, state: SubjectState,
                account: AccountState | None, params: EngineParams) -> Verdict:
         t = trigger.occurred_at
-        consent = deciding_consent(state, trigger.data_use, trigger.provider, t)
+        consent = deciding_consent(state, trigger.data_use, trigger.provider, t,
+                                   trigger.data_sent)
         if consent is not None and consent_in_force(consent, t):
             return None
         context = request_context(trigger)

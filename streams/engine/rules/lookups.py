@@ -10,8 +10,8 @@ from bisect import bisect_left
 from typing import Any
 
 from streams.engine.params import EngineParams
-from streams.engine.state import AccountState, SubjectState, consent_order, toggle_order
-from streams.engine.taxonomy import covers
+from streams.engine.state import AccountState, SubjectState, toggle_order
+from streams.engine.taxonomy import covers, uncovered
 from streams.model.events import (
     ConsentChanged,
     EnrichmentRequested,
@@ -34,22 +34,40 @@ __all__ = [
 
 
 def deciding_consent(
-    state: SubjectState, data_use: str, provider: str, at: int
+    state: SubjectState, data_use: str, provider: str, at: int,
+    categories: tuple[str, ...] = (),
 ) -> ConsentChanged | None:
     """The latest ConsentChanged at `at` whose data use covers `data_use`, for `provider` or
-    any (spec: at equal times the withdrawal wins; `consent_order` is that order)."""
+    any. At equal times the more restrictive one wins (spec): a withdrawal, then a grant
+    not in force at `at` (expired), then the grant whose scope leaves more of `categories`
+    (what the trigger sent or showed) uncovered; then the greater event id, so the choice
+    never depends on the order the events came in."""
     best: ConsentChanged | None = None
-    best_key: tuple[int, int, str] | None = None
+    best_key: tuple[int, bool, bool, int, str] | None = None
     for (use, for_provider), events in state.consents.items():
         if (for_provider is not None and for_provider != provider) or not covers(use, data_use):
             continue
-        for event in reversed(events):
-            if event.occurred_at <= at:
-                key = consent_order(event)
-                if best_key is None or key > best_key:
-                    best, best_key = event, key
-                break
+        # An index loop: mypyc (streams.native) fails on reversed() over a list[Any].
+        index = len(events) - 1
+        while index >= 0 and events[index].occurred_at > at:
+            index -= 1
+        latest = events[index].occurred_at if index >= 0 else 0
+        while index >= 0 and events[index].occurred_at == latest:  # the latest, ties too
+            event = events[index]
+            key = _restriction(event, at, categories)
+            if best_key is None or key > best_key:
+                best, best_key = event, key
+            index -= 1
     return best
+
+
+def _restriction(event: ConsentChanged, at: int, categories: tuple[str, ...]
+                 ) -> tuple[int, bool, bool, int, str]:
+    """The order of `deciding_consent`: later, then more restrictive, then the event id."""
+    withdrawn = event.status == "WITHDRAWN"
+    lapsed = not withdrawn and not consent_in_force(event, at)
+    left_out = 0 if withdrawn or lapsed else len(uncovered(event.data_categories, categories))
+    return (event.occurred_at, withdrawn, lapsed, left_out, event.event_id)
 
 
 def consent_in_force(consent: ConsentChanged | None, at: int) -> bool:

@@ -27,6 +27,7 @@ from tests.builders import (
 )
 from tests.engine.rules.cases import (
     DISCLOSURE,
+    TIE_CASES,
     covered,
     ids,
     one,
@@ -139,3 +140,18 @@ def test_late_consent_after_a_view_changes_no_disclosure() -> None:
     feed(engine, [joined(2 * GRACE, subject_id="u-other")])
     findings, amendments = split(feed(engine, [consent(10 * SEC, data_categories=["user"])]))
     assert (findings, amendments) == ([], [])
+
+
+@TIE_CASES
+def test_disclosure_the_narrower_grant_decides_at_the_same_millisecond(
+    restrictive_first: bool, restrictive_id: str, at: int
+) -> None:
+    """Of two grants at one millisecond, the one that leaves what the view shows
+    uncovered decides (the more restrictive), whatever the order or the ids."""
+    other_id = "z" if restrictive_id == "a" else "a"
+    narrow = consent(at - 10 * SEC, event_id=f"c-{restrictive_id}-narrow",
+                     data_categories=["user.name"])
+    wide = consent(at - 10 * SEC, event_id=f"c-{other_id}-wide", data_categories=["user"])
+    pair = [narrow, wide] if restrictive_first else [wide, narrow]
+    findings, v = _view_rules(*pair, data_disclosed=["user.name", "user.workplace"])
+    assert one(findings, DISCLOSURE, v).evidence_event_ids == ids(v, narrow)

@@ -16,6 +16,7 @@ from tests.builders import (
 )
 from tests.engine.rules.cases import (
     EXCEEDS_CONSENT,
+    TIE_CASES,
     WITHOUT_CONSENT,
     covered,
     ids,
@@ -69,3 +70,20 @@ def test_no_exceeds_without_consent_in_force() -> None:
     r = requested(data_sent=["user.job_title"])
     findings, _, _ = run([*covered(), w, r])
     assert rules_of(findings, r) == {WITHOUT_CONSENT}
+
+
+@TIE_CASES
+def test_the_narrower_grant_decides_at_the_same_millisecond(
+    restrictive_first: bool, restrictive_id: str, at: int
+) -> None:
+    """Spec: at equal times the more restrictive event decides: of two grants, the one
+    whose scope leaves the request's categories uncovered, whatever the order or ids."""
+    other_id = "z" if restrictive_id == "a" else "a"
+    narrow = consent(at - 10 * SEC, event_id=f"c-{restrictive_id}-narrow",
+                     data_categories=["user.name"])
+    wide = consent(at - 10 * SEC, event_id=f"c-{other_id}-wide", data_categories=["user"])
+    r = requested(data_sent=["user.name", "user.contact.email"])
+    pair = [narrow, wide] if restrictive_first else [wide, narrow]
+    findings, _, _ = run([*covered(), *pair, r])
+    assert one(findings, EXCEEDS_CONSENT, r).evidence_event_ids == ids(r, narrow)
+    assert WITHOUT_CONSENT not in rules_of(findings, r)

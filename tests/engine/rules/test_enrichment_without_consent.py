@@ -172,3 +172,18 @@ def test_withdrawal_under_a_parent_data_use_decides() -> None:
     r = requested()
     findings, _, _ = run([*covered(), g, w, r])
     assert one(findings, WITHOUT_CONSENT, r).evidence_event_ids == ids(r, w)
+
+
+@TIE_CASES
+def test_a_lapsed_grant_beats_one_in_force_at_the_same_millisecond(
+    restrictive_first: bool, restrictive_id: str, at: int
+) -> None:
+    """Spec: at equal times the more restrictive event decides; a grant expired at the
+    request's time leaves no consent in force, whatever the order or the ids."""
+    other_id = "z" if restrictive_id == "a" else "a"
+    lapsed = consent(at - 60 * SEC, event_id=f"c-{restrictive_id}-lapsed", expires_at=T0 - 1)
+    open_ = consent(at - 60 * SEC, event_id=f"c-{other_id}-open")
+    r = requested(0)
+    pair = [lapsed, open_] if restrictive_first else [open_, lapsed]
+    findings, _, _ = run([*covered(), *pair, r])
+    assert one(findings, WITHOUT_CONSENT, r).evidence_event_ids == ids(r, lapsed)
