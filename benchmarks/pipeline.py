@@ -13,12 +13,15 @@ those same topics, in one run:
 * `faust_table_agent_events_per_s`: a Faust agent that makes one table update per
   event (RocksDB through rocksdict, with its changelog);
 * `worker_events_per_s`: one `consentwatch worker` (RocksDB state, changelogs),
-  from its start to the last finding (all input routed and correlated, then the
-  end-of-input control records that close every pending decision, then the last finding);
+  from its start to the last finding (the events are followed on the topics by the
+  end-of-input control records that close every pending decision);
 * latency at half the worker's rate: a fresh pipeline fed at that rate; for the
   rules about the past, p50/p99 of (finding produced - trigger appended).
 
-Each of the three rates counts from the start of its own client or process. The worker
+Each of the three rates counts from the start of its own client or process. Beside
+them, the pace between 10% and 90% of the input (starts and ends left out): the plain
+consumer's by its count, the worker's by the events its engine consumed (its metrics,
+sampled every 0.2 s: `_ConsumedSamples`). The worker
 runs the code of one tree (--code, default this checkout; benchmarks/trees.py); the
 clients of the harness use this checkout's. The
 worker's findings are checked against `replay` of the same events.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -36,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -140,6 +145,68 @@ def _steady_rate(samples: list[tuple[float, int]], n: int) -> float | None:
     if low is None or high is None or high[0] <= low[0]:
         return None
     return (high[1] - low[1]) / (high[0] - low[0])
+
+
+class _ConsumedSamples(threading.Thread):
+    """(time, events) every 0.2 s: the worker's `consentwatch_events_consumed_total`
+    (all types) read from its metrics endpoint, named by the "ready" line of its log."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__(daemon=True)
+        self.log = log
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+
+    def _url(self) -> str | None:
+        import re
+
+        found = re.search(rb"ready: metrics at (http://\S+)", self.log.read_bytes())
+        return found.group(1).decode() if found else None
+
+    def run(self) -> None:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = None
+        while not self.done.wait(0.2):
+            url = url or self._url()
+            if url is None:
+                continue
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    text = response.read().decode()
+            except OSError:
+                continue
+            total = sum(sample.value for family in text_string_to_metric_families(text)
+                        for sample in family.samples
+                        if sample.name == "consentwatch_events_consumed_total")
+            self.samples.append((time.perf_counter(), total))
+
+
+def _pace(samples: list[tuple[float, float]], n: int) -> float | None:
+    """Events/s between the samples where 10% and 90% of `n` were reached (interpolated)."""
+    def when(target: float) -> float | None:
+        for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+            if c0 < target <= c1:
+                return t0 + (t1 - t0) * (target - c0) / (c1 - c0)
+        return None
+
+    low, high = when(n * 0.1), when(n * 0.9)
+    if low is None or high is None or high <= low:
+        return None
+    return 0.8 * n / (high - low)
+
+
+def _timeline(samples: list[tuple[float, float]], n: int, started: float,
+              last_finding: float) -> dict[str, float | None]:
+    """Seconds from the worker's start to its first event consumed, to 10%, 50%, 90% and
+    all of `n` consumed, and to its last finding: where a run's time goes."""
+    def first(target: float) -> float | None:
+        return next((t - started for t, count in samples if count >= target), None)
+
+    return {"first_event": first(1), "10%": first(n * 0.1), "50%": first(n * 0.5),
+            "90%": first(n * 0.9), "all": first(n), "last_finding": last_finding}
 
 
 def _connection(broker: str) -> Any:
@@ -290,15 +357,23 @@ def measure_aiokafka(broker: str, prefix: str, n: int) -> dict[str, float]:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             count = 0
+            marks = [round(n * 0.1), round(n * 0.9)]
+            crossed: list[float] = []
             while count < n:
                 for records in (await consumer.getmany(timeout_ms=500,
                                                        max_records=10_000)).values():
                     for record in records:
                         decode(record.value)
                         count += 1
+                    while marks and count >= marks[0]:
+                        marks.pop(0)
+                        crossed.append(time.perf_counter())
             seconds = time.perf_counter() - started
             cpu = time.process_time() - cpu_started
+            steady = (0.8 * n / (crossed[1] - crossed[0])
+                      if len(crossed) == 2 and crossed[1] > crossed[0] else None)
             return {"events": count, "seconds": seconds, "events_per_s": count / seconds,
+                    "steady_events_per_s": steady,
                     "cpu_seconds": cpu, "events_per_cpu_s": count / cpu}
         finally:
             await consumer.stop()
@@ -391,8 +466,8 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                    decided: set[tuple[str, str, str]] | None = None) -> dict[str, Any]:
     """`workers` processes of one consumer group (they share the partitions), running
     `tree`'s code (default this checkout), started cold on `n` events already on the
-    topics: the rate from the start to the last finding, all of `expected`, end-of-input
-    control records sent once the input is consumed.
+    topics behind end-of-input control records: the rate from the start to the last
+    finding, all of `expected`.
 
     With `decided` (the findings the events' own watermark decides) the run measures the
     catch-up instead: no end of input until every one of them is out; the time from the
@@ -402,6 +477,10 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
     from streams.kafka.topics import TopicNames
 
     names = TopicNames(prefix)
+    if decided is None:
+        # The end of input is on the topics behind the events, as for a file produced at
+        # once: the worker's last decisions wait for nothing the harness does.
+        _end_of_input(broker, prefix)
     brokers = _broker_pids(work / "kafka")
     broker_cpu_started = sum(map(_cpu_seconds, brokers))
     started = time.perf_counter()
@@ -411,11 +490,13 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
              for i in range(workers)]
     findings = _FindingsSeen(broker, names.findings)
     samples: list[tuple[float, int]] = []
+    consumed = _ConsumedSamples(work / f"{prefix}-worker0.log")
+    consumed.start()
     try:
         def routed() -> bool:
             inputs = asyncio.run(_offsets(broker, names.group_id, list(names.inputs.values())))
             samples.append((time.perf_counter(), inputs[0]))
-            return inputs[0] >= inputs[1] == n
+            return inputs[0] >= inputs[1] >= n  # end-of-input records are beyond n
 
         if not _wait(routed, 3600, 1.0):
             raise RuntimeError("the worker did not consume its input")
@@ -438,7 +519,7 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                         "catch_up_limit_seconds": limit,
                         "catch_up_within_limit": limit is not None and seconds <= limit,
                         "decided_by_input": len(decided)}
-        _end_of_input(broker, prefix)
+            _end_of_input(broker, prefix)
         _wait(lambda: len(findings.poll()) >= len(expected), 600, 2.0)
         # CPU time from the start (imports included) to now: the workers idle since their
         # last finding, which adds a little.
@@ -454,9 +535,14 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                 "expected_findings": len(expected), "findings_match_replay": got == expected,
                 "missing": len(expected - got), "unexpected": len(got - expected),
                 "copies_sent_again": duplicates, "cpu_seconds": cpu,
+                "steady_events_per_s": (_pace(consumed.samples, n) if workers == 1
+                                        else None),
+                "timeline_s": _timeline(consumed.samples, n, started,
+                                        max(times.values(), default=0) / 1000 - started_wall),
                 "events_per_cpu_s": n / cpu if cpu else None,
                 "broker_cpu_seconds": broker_cpu, **catch_up}
     finally:
+        consumed.done.set()
         findings.close()
         for proc in procs:
             _stop(proc)
@@ -707,6 +793,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
         if results["worker"].get("events_per_cpu_s"):
             results["worker_vs_aiokafka_cpu"] = (results["worker"]["events_per_cpu_s"]
                                                  / results["aiokafka"]["events_per_cpu_s"])
+        # Both from 10% to 90% of the input, the starts and the ends left out.
+        steady = results["worker"].get("steady_events_per_s")
+        if steady and results["aiokafka"].get("steady_events_per_s"):
+            results["worker_steady_vs_aiokafka_steady"] = (
+                steady / results["aiokafka"]["steady_events_per_s"])
         results["worker_vs_faust_agent"] = worker_rate / results["faust_agent_events_per_s"]
         results["faust_table_agent_events_per_s"] = results["faust_table_agent"]["events_per_s"]
         results["worker_vs_faust_table_agent"] = (
@@ -755,6 +846,15 @@ def _print_table(results: dict[str, Any]) -> None:
               f"{results['aiokafka']['events_per_cpu_s']:,.0f}: ratio "
               f"{results['worker_vs_aiokafka_cpu']:.3f}"
               + (f"; the broker used {broker:.1f} s of CPU meanwhile" if broker else ""))
+    if results.get("worker_steady_vs_aiokafka_steady"):
+        print(f"from 10% to 90% of the input: worker {w['steady_events_per_s']:,.0f} "
+              f"events/s (events its engine consumed), plain aiokafka "
+              f"{results['aiokafka']['steady_events_per_s']:,.0f}: ratio "
+              f"{results['worker_steady_vs_aiokafka_steady']:.3f}")
+    if w.get("timeline_s"):
+        print("worker timeline (s from its start): " + ", ".join(
+            f"{key} {value:.1f}" for key, value in w["timeline_s"].items()
+            if value is not None))
     print(f"worker findings match replay: {w['findings_match_replay']} "
           f"({w['findings']:,} of {w['expected_findings']:,}; missing {w['missing']}, "
           f"unexpected {w['unexpected']})")
