@@ -43,7 +43,6 @@ def deciding_consent(
     (what the trigger sent or showed) uncovered; then the greater event id, so the choice
     never depends on the order the events came in."""
     best: ConsentChanged | None = None
-    best_key: tuple[int, bool, bool, int, str] | None = None
     for (use, for_provider), events in state.consents.items():
         if (for_provider is not None and for_provider != provider) or not covers(use, data_use):
             continue
@@ -54,20 +53,23 @@ def deciding_consent(
         latest = events[index].occurred_at if index >= 0 else 0
         while index >= 0 and events[index].occurred_at == latest:  # the latest, ties too
             event = events[index]
-            key = _restriction(event, at, categories)
-            if best_key is None or key > best_key:
-                best, best_key = event, key
+            if best is None or event.occurred_at > best.occurred_at or (
+                    event.occurred_at == best.occurred_at
+                    and _restriction(event, at, categories)
+                    > _restriction(best, at, categories)):
+                best = event
             index -= 1
     return best
 
 
 def _restriction(event: ConsentChanged, at: int, categories: tuple[str, ...]
-                 ) -> tuple[int, bool, bool, int, str]:
-    """The order of `deciding_consent`: later, then more restrictive, then the event id."""
+                 ) -> tuple[bool, bool, int, str]:
+    """Of two consents of one time, the greater decides: a withdrawal, a grant lapsed at
+    `at`, the grant leaving more of `categories` uncovered, then the greater event id."""
     withdrawn = event.status == "WITHDRAWN"
     lapsed = not withdrawn and not consent_in_force(event, at)
     left_out = 0 if withdrawn or lapsed else len(uncovered(event.data_categories, categories))
-    return (event.occurred_at, withdrawn, lapsed, left_out, event.event_id)
+    return (withdrawn, lapsed, left_out, event.event_id)
 
 
 def consent_in_force(consent: ConsentChanged | None, at: int) -> bool:
