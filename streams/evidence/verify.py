@@ -82,6 +82,12 @@ _FILTERS = (("rule", "rule", "--rule"), ("account", "account_id", "--account"),
 #: The id field of each entry file's records.
 _ID_FIELDS = {bundle.FINDINGS: "finding_id", bundle.AMENDMENTS: "amendment_id",
               bundle.REVIEWS: "review_id", bundle.EXCEPTIONS: "exception_id"}
+#: Per file, the id fields of other kinds of ledger entry its records never hold
+#: (streams/evidence/ledger/records.py FOREIGN_ID_FIELDS, which the ledger enforces).
+_FOREIGN_ID_FIELDS = {
+    bundle.FINDINGS: ("amendment_id", "review_id", "exception_id", "export_id"),
+    bundle.AMENDMENTS: ("review_id", "exception_id", "export_id"),
+}
 #: What a finding's exception scope is checked against (no evidence, no free text).
 _SCOPE_FIELDS = ("account_id", "provider", "rule", "occurred_at")
 
@@ -191,6 +197,8 @@ class _Verification:
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
     _missing: set[str] = field(default_factory=set)  # listed files not in the bundle
+    _leaf_lines: dict[int, str] = field(default_factory=dict)  # leaf index -> file and line
+    _last_leaf: dict[str, int] = field(default_factory=dict)  # file -> greatest leaf so far
     # What verified (checkpoint, previous, manifest digest, leaves, note); `check_bundle`
     # returns it with the failures and counts.
     found: BundleCheck = field(default_factory=BundleCheck)
@@ -515,18 +523,39 @@ class _Verification:
             self.failures.append(f"{bundle.MANIFEST}: entry {number} of {name} is malformed")
             return None
         entry_id = record.get(_ID_FIELDS[name])
-        if entry_id != claim.get("id"):
-            self.failures.append(f"{where}: holds {entry_id} where the manifest lists "
-                                 f"{claim.get('id')} (entries removed or reordered)")
+        if not isinstance(entry_id, str) or entry_id != claim.get("id"):
+            self.failures.append(f"{where}: holds {_shown(entry_id)} where the manifest "
+                                 f"lists {_shown(claim.get('id'))} (entries removed or "
+                                 "reordered)")
+            return None
+        if (not_its_kind := _not_its_kind(name, record)) is not None:
+            self.failures.append(f"{where}: {not_its_kind}")
             return None
         if checkpoint is None:
             return record
         if _proven(line, claim, checkpoint):
+            if (misplaced := self._misplaced(name, number, claim["leaf_index"])) is not None:
+                self.failures.append(f"{where}: {misplaced}")
+                return None
             self.found.leaves[(name, str(entry_id))] = (claim["leaf_index"], leaf_hash(line))
             return record
         self.failures.append(f"{where}: {entry_id} is not proven in the ledger: its inclusion "
                              f"proof does not verify against the checkpoint (size "
                              f"{checkpoint.size})")
+        return None
+
+    def _misplaced(self, name: str, number: int, index: int) -> str | None:
+        """Why leaf `index`, proven for line `number` of `name`, is not where the export
+        puts it: each file holds its entries in ledger order, and a leaf is one entry of
+        one file (else a re-signed bundle could count one leaf twice)."""
+        listed = self._leaf_lines.setdefault(index, f"{name} line {number}")
+        if listed != f"{name} line {number}":
+            return f"is ledger leaf {index}, which {listed} is too (an entry listed twice)"
+        last = self._last_leaf.get(name, -1)
+        self._last_leaf[name] = max(last, index)
+        if index <= last:
+            return (f"is ledger leaf {index}, before leaf {last} on a line above it (the "
+                    "entries are not in ledger order)")
         return None
 
     def _check_evidence(self) -> None:
@@ -573,6 +602,19 @@ class _Verification:
         if lines != len(expected):
             self.failures.append(f"{name}: holds {lines} lines where {bundle.FINDINGS} proves "
                                  f"{len(expected)} findings (line removed or added)")
+
+
+def _not_its_kind(name: str, record: dict[str, Any]) -> str | None:
+    """Why `record` is not an entry of the kind `name` holds, or None. A leaf carries no
+    kind, but each kind of ledger entry has its own id field, and the ledger stores no
+    finding holding another kind's id field, and no amendment holding that of a review,
+    an exception or an export (reviews and exceptions are checked whole when proven)."""
+    foreign = _FOREIGN_ID_FIELDS.get(name, ())
+    held = [field_name for field_name in foreign if field_name in record]
+    if held:
+        return (f"is not an entry of {name}: it holds {held[0]}, the id of another kind "
+                "of ledger entry")
+    return None
 
 
 def _shown(entry_id: Any) -> str:

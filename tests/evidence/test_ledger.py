@@ -167,6 +167,17 @@ def test_records_the_ledger_cannot_index_are_refused(change: dict[str, Any]) -> 
     assert "u-1" not in str(caught.value) and "acct1" not in str(caught.value)
 
 
+@pytest.mark.parametrize(("kind", "foreign"), [
+    ("finding", "amendment_id"), ("finding", "review_id"), ("finding", "exception_id"),
+    ("finding", "export_id"), ("amendment", "review_id"), ("amendment", "exception_id"),
+])
+def test_a_record_holding_another_kinds_id_is_refused(kind: str, foreign: str) -> None:
+    """A verifier tells the kind of a leaf by its id fields (streams/evidence/verify.py)."""
+    record = finding(1) if kind == "finding" else amendment(finding(1))
+    with pytest.raises(InvalidRecord, match=foreign):
+        to_row(kind, record | {foreign: "0" * 64})
+
+
 def test_a_batch_with_a_bad_record_stores_nothing(ledger: SqlLedger) -> None:
     with pytest.raises(InvalidRecord):
         ledger.append("finding", [finding(1), finding(2) | {"rule": 3}])
@@ -881,3 +892,12 @@ def test_ledger_status_fails_on_a_rewritten_leaf(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "tree:                  FAIL: the latest checkpoint's root is not the root" in (
         result.stdout.decode())
+
+
+def test_verify_tells_the_kinds_apart_as_the_ledger_keeps_them() -> None:
+    """verify.py ships without the ledger's modules, so it keeps its own copy."""
+    from streams.evidence import bundle, verify
+    from streams.evidence.ledger.records import FOREIGN_ID_FIELDS
+
+    assert verify._FOREIGN_ID_FIELDS == {bundle.FINDINGS: FOREIGN_ID_FIELDS["finding"],
+                                         bundle.AMENDMENTS: FOREIGN_ID_FIELDS["amendment"]}

@@ -205,8 +205,11 @@ def test_reviews_out_of_ledger_order_fail(exported: Path, keys: tuple[Path, Path
         manifest["reviews"] = [manifest["reviews"][3], *manifest["reviews"][:3]]
 
     _resign(exported, keys[0], swap)
-    assert _verify(exported, keys[1])[0] == [
-        f"{bundle.REVIEWS}: the reviews of {A['finding_id']} are not in ledger order"]
+    failures = _verify(exported, keys[1])[0]
+    # The last review of A's trail now comes first: the lines after it are out of order
+    # (and, left out, break the trail that remains).
+    order = [f for f in failures if f.endswith("(the entries are not in ledger order)")]
+    assert order and order[0].startswith(f"{bundle.REVIEWS} line 2: is ledger leaf "), failures
 
 
 def test_a_trail_the_ledger_would_refuse_fails(exported: Path, keys: tuple[Path, Path]) -> None:
@@ -218,10 +221,9 @@ def test_a_trail_the_ledger_would_refuse_fails(exported: Path, keys: tuple[Path,
 
     _resign(exported, keys[0], acknowledge_twice)
     failures = _verify(exported, keys[1])[0]
-    assert failures == [
-        f"{bundle.REVIEWS}: the reviews of {A['finding_id']} are not one unbroken chain of "
-        "prev_review_id from its first review: a review of it is missing from the bundle, "
-        "or one is there twice"]
+    assert len(failures) == 1 and failures[0].startswith(f"{bundle.REVIEWS} line 2: is ledger "
+                                                         "leaf "), failures
+    assert failures[0].endswith(f"which {bundle.REVIEWS} line 1 is too (an entry listed twice)")
 
 
 def _keep_reviews(exported: Path, keys: tuple[Path, Path], keep: list[int]) -> list[str]:
@@ -328,3 +330,62 @@ def test_the_summary_has_each_findings_review_status_and_exception(exported: Pat
     got = {row["finding_id"]: (row["review_status"], row["excepted"]) for row in rows}
     assert got == {A["finding_id"]: ("resolved: false_positive (test_traffic)", "yes"),
                    B["finding_id"]: ("assigned to bob", "no")}
+
+
+def _findings_as(exported: Path, keys: tuple[Path, Path],
+                 pick: Callable[[list[bytes], list[Any], dict[str, Any]],
+                                tuple[list[bytes], list[Any]]]) -> list[str]:
+    """findings.jsonl and its manifest entries as `pick` makes them from the exported ones
+    (and the manifest), re-signed with the real key; verify's failures."""
+    lines = (exported / bundle.FINDINGS).read_bytes().splitlines()
+
+    def change(manifest: dict[str, Any]) -> None:
+        new_lines, claims = pick(lines, manifest["findings"], manifest)
+        _rewrite(exported, manifest, bundle.FINDINGS, new_lines)
+        manifest["findings"] = claims
+
+    _resign(exported, keys[0], change)
+    return _verify(exported, keys[1])[0]
+
+
+def test_a_finding_listed_twice_fails_though_signed(exported: Path,
+                                                    keys: tuple[Path, Path]) -> None:
+    failures = _findings_as(exported, keys, lambda lines, claims, _: (
+        [lines[0], *lines], [claims[0], *claims]))
+    assert f"{bundle.FINDINGS} line 2: is ledger leaf 0, which {bundle.FINDINGS} line 1 is " \
+           "too (an entry listed twice)" in failures
+
+
+def test_findings_out_of_ledger_order_fail_though_signed(exported: Path,
+                                                         keys: tuple[Path, Path]) -> None:
+    failures = _findings_as(exported, keys, lambda lines, claims, _: (
+        lines[::-1], claims[::-1]))
+    assert f"{bundle.FINDINGS} line 2: is ledger leaf 0, before leaf 1 on a line above it " \
+           "(the entries are not in ledger order)" in failures
+
+
+def test_a_review_passed_off_as_a_finding_fails_though_signed(
+        exported: Path, keys: tuple[Path, Path]) -> None:
+    """A review's leaf holds the finding_id of the finding it reviews, and its proof is
+    genuine: only its kind tells it from a finding."""
+    review_line = (exported / bundle.REVIEWS).read_bytes().splitlines()[0]
+
+    def pick(lines: list[bytes], claims: list[Any], manifest: dict[str, Any]
+             ) -> tuple[list[bytes], list[Any]]:
+        review_claim = dict(manifest["reviews"][0], id=orjson.loads(review_line)["finding_id"])
+        return [*lines, review_line], [*claims, review_claim]
+
+    failures = _findings_as(exported, keys, pick)
+    assert f"{bundle.FINDINGS} line 3: is not an entry of {bundle.FINDINGS}: it holds " \
+           "review_id, the id of another kind of ledger entry" in failures
+
+
+def test_an_id_with_line_breaks_cannot_write_a_line_of_its_own(exported: Path,
+                                                               keys: tuple[Path, Path]) -> None:
+    lines = (exported / bundle.FINDINGS).read_bytes().splitlines()
+    record = orjson.loads(lines[0])
+    record["finding_id"] += "\nOK: 2 findings"
+    (exported / bundle.FINDINGS).write_bytes(b"\n".join([rfc8785.dumps(record), *lines[1:]])
+                                             + b"\n")
+    failures = _verify(exported, keys[1])[0]
+    assert failures and not any("\n" in failure for failure in failures)

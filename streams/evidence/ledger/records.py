@@ -34,13 +34,21 @@ from streams.evidence.ledger.base import KINDS, InvalidRecord, Kind, LedgerEntry
 from streams.evidence.merkle import leaf_hash
 from streams.evidence.review import TrailError, check_review, record_id
 
-__all__ = ["ID_FIELDS", "Row", "StoredRow", "check_kind", "checked_entry", "checked_row",
-           "export_record", "record_of", "to_row"]
+__all__ = ["FOREIGN_ID_FIELDS", "ID_FIELDS", "Row", "StoredRow", "check_kind", "checked_entry",
+           "checked_row", "export_record", "record_of", "to_row"]
 
 #: The field that makes a record unique in the ledger, per kind.
 ID_FIELDS: dict[str, str] = {"finding": "finding_id", "amendment": "amendment_id",
                              "review": "review_id", "exception": "exception_id",
                              "export": "export_id"}
+
+#: Per kind, the id fields of other kinds its records must not hold: a leaf carries no
+#: kind, and a verifier tells a finding from an amendment or a review by them
+#: (streams/evidence/verify.py, which ships without this module, keeps the same table).
+FOREIGN_ID_FIELDS: dict[str, tuple[str, ...]] = {
+    "finding": ("amendment_id", "review_id", "exception_id", "export_id"),
+    "amendment": ("review_id", "exception_id", "export_id"),
+}
 
 _TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "finding": ("finding_id", "rule", "subject_id", "account_id"),
@@ -174,6 +182,10 @@ def _check_fields(kind: str, record: Any) -> None:
     if kind == "export":
         _check_export(record)
         return
+    for name in FOREIGN_ID_FIELDS[kind]:
+        if name in record:
+            raise InvalidRecord(f"a {kind} must not hold {name} (the id of another kind of "
+                                "ledger entry)")
     for name in _TEXT_FIELDS[kind]:
         value = record.get(name)
         if not isinstance(value, str) or not value:
