@@ -899,5 +899,6 @@ def test_verify_tells_the_kinds_apart_as_the_ledger_keeps_them() -> None:
     from streams.evidence import bundle, verify
     from streams.evidence.ledger.records import FOREIGN_ID_FIELDS
 
-    assert verify._FOREIGN_ID_FIELDS == {bundle.FINDINGS: FOREIGN_ID_FIELDS["finding"],
-                                         bundle.AMENDMENTS: FOREIGN_ID_FIELDS["amendment"]}
+    kept = verify._FOREIGN_ID_FIELDS
+    assert kept == {bundle.FINDINGS: FOREIGN_ID_FIELDS["finding"],
+                    bundle.AMENDMENTS: FOREIGN_ID_FIELDS["amendment"]}
