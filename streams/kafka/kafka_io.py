@@ -71,6 +71,13 @@ async def check_broker(connection: KafkaConnection) -> None:
     await admin.close()
 
 
+class TopicsNotCreated(ConsentwatchError):
+    """The broker refused to create some of the pipeline's topics (message: one line)."""
+
+
+_TOPIC_ALREADY_EXISTS = 36  # Kafka's error code
+
+
 class TopicsNotReady(ConsentwatchError):
     """The pipeline's topics are missing, or their partition counts do not fit the worker."""
 
@@ -172,11 +179,34 @@ async def create_topics(connection: KafkaConnection, names: TopicNames, partitio
         result = {name: "exists" for name in names.all() if name in existing}
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # lost a race: fine
-                await admin.create_topics(wanted)
-            result.update({topic.name: "created" for topic in wanted})
+                response = await admin.create_topics(wanted)
+                result.update(_created(response, {topic.name for topic in wanted}))
         return result
     finally:
         await admin.close()
+
+
+def _created(response: Any, wanted: set[str]) -> dict[str, str]:
+    """topic -> "created" | "exists" from a CreateTopics response, whose errors come per
+    topic (an impossible replication is no exception): TopicsNotCreated names them."""
+    from aiokafka.errors import for_code
+
+    result: dict[str, str] = {}
+    refused: list[str] = []
+    for topic, code, *message in response.topic_errors:
+        if code == _TOPIC_ALREADY_EXISTS:  # lost a race: fine
+            result[topic] = "exists"
+        elif code:
+            why = " ".join(str(message[0] if message and message[0] else "").split()) \
+                or for_code(code).__name__
+            refused.append(f"{topic}: {why}")
+        else:
+            result[topic] = "created"
+    if refused:
+        raise TopicsNotCreated(f"the broker refused to create {len(refused)} topics "
+                               f"({refused[0]}" + (", ..." if len(refused) > 1 else "") + ")")
+    result.update({topic: "created" for topic in wanted - result.keys()})
+    return result
 
 
 async def produce_events(connection: KafkaConnection, names: TopicNames,

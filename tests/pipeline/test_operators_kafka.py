@@ -63,6 +63,19 @@ def test_a_worker_before_topics_create_exits_with_one_line(kafka_bootstrap: str,
     assert topics_of(kafka_bootstrap, prefix) == set()
 
 
+def test_topics_create_with_more_replicas_than_brokers_fails_in_one_line(
+        kafka_bootstrap: str) -> None:
+    """The broker answers such a request with an error per topic, not a failed request."""
+    prefix = new_prefix("replicas")
+    done = kh.cli("topics", "create", "--broker", kafka_bootstrap, "--topic-prefix", prefix,
+                  "--replication", "3", timeout=60)
+    assert done.returncode == 1
+    line = one_line(done.stderr.decode(errors="replace"))
+    assert line.startswith("consentwatch: error: the broker refused to create "), line
+    assert "replication factor" in line.lower(), line
+    assert topics_of(kafka_bootstrap, prefix) == set()
+
+
 def test_a_worker_with_another_partition_count_exits_with_one_line(kafka_bootstrap: str,
                                                                    tmp_path: Path) -> None:
     pipeline = kh.Pipeline(kafka_bootstrap, new_prefix("partitions"))
