@@ -127,10 +127,30 @@ def kafka_options(command: F) -> F:
     return command
 
 
+def registry_url(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> str | None:
+    """An http(s) URL with a host, checked here: else the first record to decode would
+    find out (a worker then stops on every restart)."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter("must be an http:// or https:// URL with a host, e.g. "
+                                 "http://localhost:8081")
+    return value
+
+
 def wire_options(command: F) -> F:
     """--wire-format, --schema-registry and --subject-name-strategy."""
     command = click.option(
         "--schema-registry", envvar="CONSENTWATCH_SCHEMA_REGISTRY", metavar="URL",
+        callback=registry_url,
         help="Confluent Schema Registry URL, for --wire-format confluent.",
     )(command)
     command = click.option(

@@ -365,10 +365,10 @@ class RegistrySchemaIds:
         import urllib.request
 
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self._url + path, data=data, method=method,
-            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
         try:
+            request = urllib.request.Request(  # ValueError: not a URL (caught below)
+                self._url + path, data=data, method=method,
+                headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:

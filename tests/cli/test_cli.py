@@ -66,6 +66,18 @@ def test_a_malformed_broker_address_is_a_one_line_usage_error(broker: str) -> No
     assert "--broker" in _one_line(result.stderr)
 
 
+@pytest.mark.parametrize("url", ["notaurl", "http://", "ftp://registry:8081",
+                                 "http://registry:port"])
+@pytest.mark.parametrize("command", ["produce", "worker"])
+def test_a_registry_that_is_not_a_url_is_a_one_line_usage_error(command: str,
+                                                                 url: str) -> None:
+    args = [str(SEED)] if command == "produce" else []
+    result = run_cli(command, *args, "--broker", "127.0.0.1:1", "--wire-format", "confluent",
+                     "--schema-registry", url)
+    assert result.returncode == 2
+    assert "--schema-registry" in _one_line(result.stderr)
+
+
 @pytest.mark.parametrize("broker", ["localhost", "a-b.example:9092", "[::1]:9092", "[::1]",
                                     "h1:9092,h2:9093,", "PLAINTEXT://h:9092"])
 def test_broker_addresses_kafka_clients_take_pass_the_check(broker: str) -> None:

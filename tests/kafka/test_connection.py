@@ -204,3 +204,11 @@ def test_the_connect_timeout_comes_from_the_file_or_the_environment(tmp_path: Pa
     for bad in ("soon", "0", "-1", "nan", "inf"):
         with pytest.raises(ConfigError, match=r"(?i)connect_timeout"):
             KafkaConnection.resolve(None, None, {**env, "CONSENTWATCH_KAFKA_CONNECT_TIMEOUT": bad})
+
+
+def test_a_registry_url_that_is_not_one_is_the_registry_unavailable() -> None:
+    """Not a ValueError out of the decoder: the batch is held, the worker lives on."""
+    from streams.errors import RegistryUnavailable
+
+    with pytest.raises(RegistryUnavailable):
+        RegistrySchemaIds("notaurl").schema_for(1)
