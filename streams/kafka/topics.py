@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from streams.errors import ConfigError
 from streams.model.events import EVENT_TYPES
 
-__all__ = ["DEFAULT_PREFIX", "MAX_REPLICATION", "TopicNames", "replica_configs",
+__all__ = ["DEFAULT_PREFIX", "MAX_RECORD_BYTES", "MAX_REPLICATION", "TopicNames", "replica_configs",
            "replication_for", "topic_configs"]
 
 DEFAULT_PREFIX = "consentwatch"
@@ -86,6 +86,12 @@ def replica_configs(replication: int) -> dict[str, str]:
     return {"min.insync.replicas": "2"} if replication >= MAX_REPLICATION else {}
 
 
+#: The largest record the worker writes (a subject's state in the changelog, a finding
+#: citing large events): topic config `max.message.bytes` of the topics it writes, and its
+#: producer's `max.request.size`. Kafka's default, 1 MB, is not a bound these have.
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+
+
 def topic_configs(names: TopicNames) -> dict[str, dict[str, str]]:
     """Topic-level configuration of every topic the project creates.
 
@@ -109,4 +115,6 @@ def topic_configs(names: TopicNames) -> dict[str, dict[str, str]]:
     configs[names.findings] = dict(compacted)
     configs[names.amendments] = dict(compacted)
     configs[names.dead_letters] = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
+    for written in (names.correlate, names.findings, names.amendments, names.dead_letters):
+        configs[written]["max.message.bytes"] = str(MAX_RECORD_BYTES)
     return configs

@@ -20,8 +20,17 @@ from streams.model.contract import EVENT_FIELDS, FieldContract
 from streams.model.events import EVENT_TYPES, Event, fast_constructor
 from streams.model.timestamps import MAX_MS, MIN_MS, ms_from_datetime, parse_rfc3339_ms
 
-__all__ = ["BadValue", "Validator", "event_from_record", "refuse_future", "string_array",
-           "validator_for"]
+__all__ = ["MAX_ID_CHARS", "MAX_ITEMS", "MAX_KEY_CHARS", "MAX_TEXT_CHARS", "BadValue",
+           "Validator", "event_from_record", "refuse_future", "string_array", "validator_for"]
+
+# How large a field may be. The contract sets no size, but each event is copied into
+# the findings that cite it, the state of its subject and a Kafka record of its own, and
+# a Kafka record has a size limit: a value past these is an invalid_field like any other
+# (generous: ids are a few dozen characters, names and emails a few hundred).
+MAX_ID_CHARS = 512
+MAX_TEXT_CHARS = 4096
+MAX_KEY_CHARS = 256  # taxonomy keys and providers
+MAX_ITEMS = 256  # arrays (data categories)
 
 _TAXONOMY_KEY = re.compile(r"[^\s.]+(?:\.[^\s.]+)*")
 _NO_SPACE = re.compile(r"\S+")
@@ -44,6 +53,8 @@ class BadValue(Exception):
 def _id(value: Any) -> str:
     if type(value) is not str or not value:
         raise BadValue("must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise BadValue(f"is longer than {MAX_ID_CHARS} characters")
     return value
 
 
@@ -65,6 +76,8 @@ def _remember(known: dict[Any, Any], value: Any, canonical: Any) -> Any:
 def _text(value: Any) -> str:
     if type(value) is not str:
         raise BadValue("must be a string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise BadValue(f"is longer than {MAX_TEXT_CHARS} characters")
     return value
 
 
@@ -76,6 +89,8 @@ def _key(value: Any) -> str:
         return known
     if not _TAXONOMY_KEY.fullmatch(value):
         raise BadValue("must be a dotted taxonomy key such as user.contact.email")
+    if len(value) > MAX_KEY_CHARS:
+        raise BadValue(f"is longer than {MAX_KEY_CHARS} characters")
     return _remember(_KNOWN_KEYS, value, sys.intern(value))  # type: ignore[no-any-return]
 
 
@@ -87,6 +102,8 @@ def _provider(value: Any) -> str:
         return known
     if not _NO_SPACE.fullmatch(value):
         raise BadValue("must be a provider key without spaces")
+    if len(value) > MAX_KEY_CHARS:
+        raise BadValue(f"is longer than {MAX_KEY_CHARS} characters")
     return _remember(_KNOWN_PROVIDERS, value,  # type: ignore[no-any-return]
                      sys.intern(value))
 
@@ -135,9 +152,13 @@ def _categories(value: Any) -> tuple[str, ...]:
     known = _KNOWN_CATEGORIES.get(as_tuple)
     if known is not None:
         return known
+    if len(as_tuple) > MAX_ITEMS:
+        raise BadValue(f"holds more than {MAX_ITEMS} items")
     for item in as_tuple:
         if not _TAXONOMY_KEY.fullmatch(item):
             raise BadValue("must be an array of dotted taxonomy keys")
+        if len(item) > MAX_KEY_CHARS:
+            raise BadValue(f"holds a key longer than {MAX_KEY_CHARS} characters")
     return _remember(_KNOWN_CATEGORIES, as_tuple,  # type: ignore[no-any-return]
                      tuple(sys.intern(item) for item in as_tuple))
 
@@ -146,9 +167,13 @@ def string_array(value: Any) -> tuple[str, ...]:
     """An Avro array of strings (a list, or a tuple already), as a tuple."""
     if type(value) is not list and type(value) is not tuple:
         raise BadValue("must be an array of strings")
+    if len(value) > MAX_ITEMS:
+        raise BadValue(f"holds more than {MAX_ITEMS} items")
     for item in value:
         if type(item) is not str:
             raise BadValue("must be an array of strings")
+        if len(item) > MAX_TEXT_CHARS:
+            raise BadValue(f"holds a string longer than {MAX_TEXT_CHARS} characters")
     return tuple(value)
 
 
@@ -261,11 +286,11 @@ class Validator:
                 raise InvalidEvent("missing_field", field.missing)
             kind = field.kind
             if kind == _ID:
-                ok = type(value) is str and len(value) > 0
+                ok = type(value) is str and 0 < len(value) <= MAX_ID_CHARS
             elif kind == _TIMESTAMP:
                 ok = type(value) is int and MIN_MS <= value <= MAX_MS
             elif kind == _TEXT:
-                ok = type(value) is str
+                ok = type(value) is str and len(value) <= MAX_TEXT_CHARS
             elif kind == _BOOL:
                 ok = type(value) is bool
             elif kind == _ENUM:

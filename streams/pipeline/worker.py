@@ -45,6 +45,7 @@ id, rule, subject, trigger and evidence.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import sys
@@ -70,7 +71,7 @@ from streams.kafka.faust_adapter import (
     producer_of,
 )
 from streams.kafka.murmur2 import partition_for
-from streams.kafka.topics import TopicNames, replica_configs
+from streams.kafka.topics import MAX_RECORD_BYTES, TopicNames, replica_configs
 from streams.metrics import EnginePartition, PartitionView, PipelineMetrics
 from streams.model.events import FeatureToggled
 from streams.model.findings import Amendment, DeadLetter, Finding
@@ -102,6 +103,8 @@ log = logging.getLogger("consentwatch.worker")
 
 # Route sends markers after its batches at most this often (and every tick_interval_s).
 _MARKER_INTERVAL_S = 0.1
+# A dead letter keeps at most this much of its record (the rest is named by its digest).
+MAX_DEAD_LETTER_PAYLOAD = 256 * 1024
 _PARTITION_CACHE = 1_000_000
 # How long a revocation waits for the revoked partitions' last flush to be delivered.
 _REVOKED_FLUSH_WAIT_S = 30.0
@@ -276,7 +279,9 @@ class _Pipeline:
         # bytes keys and values make Faust use its "raw" codec for the table and its store
         self.table = app.Table("state", default=None, partitions=settings.partitions,
                                key_type=bytes, value_type=bytes,
-                               extra_topic_configs=replica_configs(settings.replication))
+                               extra_topic_configs={
+                                   **replica_configs(settings.replication),
+                                   "max.message.bytes": str(MAX_RECORD_BYTES)})
         self.partitions: dict[int, _Partition] = {}
         params = settings.params
         self.clocks = SourceClocks(params.allowed_lateness_ms, params.idle_timeout_ms)
@@ -317,8 +322,16 @@ class _Pipeline:
         the input's own encoding (a correlate record holds it relayed, see relay.py)."""
         self.metrics.observe_dead_letter(error.code)
         payload = bytes(record.value or b"") if event is None else self.framing.encode(event)
+        reason = error.message
+        if len(payload) > MAX_DEAD_LETTER_PAYLOAD:
+            # Whole, it may not fit a Kafka record: its delivery would fail, stopping the
+            # worker on every restart. The record itself stays on its topic meanwhile.
+            reason += (f" (payload: the first {MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} "
+                       f"bytes, whose SHA-256 is {hashlib.sha256(payload).hexdigest()}; the "
+                       f"whole record is {tp.topic}[{tp.partition}]@{record.offset})")
+            payload = payload[:MAX_DEAD_LETTER_PAYLOAD]
         letter = DeadLetter(source=tp.topic, partition=tp.partition, position=record.offset,
-                            reason_code=error.code, reason=error.message,
+                            reason_code=error.code, reason=reason,
                             payload=payload, dead_lettered_at=_now_ms())
         key = f"{letter.source}/{letter.partition}/{letter.position}".encode()
         await batch.send(self.settings.topics.dead_letters, key, encode_output(letter))
@@ -1063,6 +1076,9 @@ def build_app(settings: WorkerSettings) -> Any:
         # The stages append whole batches (faust_adapter.py): larger producer batches, fewer
         # requests. A record still fits: the largest state value is far below this.
         producer_max_batch_size=256 * 1024,
+        # A subject's state is one changelog record, and its size has no fixed bound:
+        # past 1 MB (Kafka's default) its delivery would fail and stop the worker.
+        producer_max_request_size=MAX_RECORD_BYTES,
         # Larger fetches, larger batches: a subject's events of one meeting then more
         # often share a batch, and its state is written once for them.
         consumer_max_fetch_size=4 * 1024 * 1024,

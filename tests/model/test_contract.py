@@ -300,3 +300,32 @@ def test_the_schemas_are_found_in_the_source_tree_and_in_a_wheel(
     assert contract._schema_dir() == package / "_schemas"  # pyproject's force-include
     repository = Path(__file__).resolve().parents[2]
     assert repository / "schemas" == contract.SCHEMA_DIR  # this checkout's, as it runs
+
+
+@pytest.mark.parametrize("name", list(EVENT_TYPES))
+def test_every_text_and_array_field_has_a_size_limit(name: str) -> None:
+    """At the limit an event is valid; one character or item past it, invalid_field:
+    an event is copied into findings, its subject's state and Kafka records, whose size
+    is bounded (streams.model.validate)."""
+    from streams.model.validate import MAX_ID_CHARS, MAX_ITEMS, MAX_KEY_CHARS, MAX_TEXT_CHARS
+
+    good = _record(name)
+    for field_contract in EVENT_FIELDS[name]:
+        value = good[field_contract.name]
+        if field_contract.kind == "array":
+            item = value[0] if value else "user"
+            limit, at, past = MAX_ITEMS, [item] * MAX_ITEMS, [item] * (MAX_ITEMS + 1)
+        elif field_contract.kind == "string" and field_contract.format in ("", "id"):
+            limit = MAX_ID_CHARS if field_contract.format == "id" else MAX_TEXT_CHARS
+            at, past = "x" * limit, "x" * (limit + 1)
+        elif field_contract.kind == "string" and field_contract.format in ("taxonomy-key",
+                                                                          "provider"):
+            limit = MAX_KEY_CHARS
+            at, past = "k" * limit, "k" * (limit + 1)
+        else:
+            continue
+        where = f"{name}.{field_contract.name} ({limit})"
+        assert event_from_record({**good, field_contract.name: at}) is not None, where
+        with pytest.raises(InvalidEvent, match=f"'{field_contract.name}'") as invalid:
+            event_from_record({**good, field_contract.name: past})
+        assert invalid.value.code == "invalid_field", where
