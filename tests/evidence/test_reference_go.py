@@ -376,3 +376,43 @@ def test_attestation_missing_from_a_format_4_bundle(refcheck: Path, bundles: dic
            bundles["private"])
     done = run(refcheck, bundles["public"], str(copy))
     assert done.returncode == 0 and bundle.ATTESTATION not in done.stdout, done.stdout
+
+
+def _findings_resigned(copy: Path, bundles: dict[str, Path], lines: list[bytes],
+                       claims: list[Any]) -> None:
+    """findings.jsonl and its manifest entries replaced, signed with the real key."""
+    manifest = manifest_of(copy)
+    data = b"".join(line + b"\n" for line in lines)
+    (copy / bundle.FINDINGS).write_bytes(data)
+    manifest["files"][bundle.FINDINGS] = bundle.sha256_hex(data)
+    manifest["findings"] = claims
+    resign(copy, manifest, bundles["private"])
+
+
+def test_a_finding_listed_twice(refcheck: Path, bundles: dict[str, Path], copy: Path) -> None:
+    lines = (copy / bundle.FINDINGS).read_bytes().splitlines()
+    claims = manifest_of(copy)["findings"]
+    _findings_resigned(copy, bundles, [lines[0], *lines], [claims[0], *claims])
+    _fails_both(refcheck, bundles, copy,
+                "findings.jsonl line 2: is ledger leaf 0, which findings.jsonl line 1 is too")
+
+
+def test_findings_out_of_ledger_order(refcheck: Path, bundles: dict[str, Path],
+                                      copy: Path) -> None:
+    lines = (copy / bundle.FINDINGS).read_bytes().splitlines()
+    claims = manifest_of(copy)["findings"]
+    _findings_resigned(copy, bundles, lines[::-1], claims[::-1])
+    _fails_both(refcheck, bundles, copy, "findings.jsonl line 2: is ledger leaf")
+    _fails_both(refcheck, bundles, copy, "(not in ledger order)")
+
+
+def test_an_amendment_passed_off_as_a_finding(refcheck: Path, bundles: dict[str, Path],
+                                              copy: Path) -> None:
+    manifest = manifest_of(copy)
+    line = (copy / bundle.AMENDMENTS).read_bytes().splitlines()[0]
+    claim = dict(manifest["amendments"][0], id=orjson.loads(line)["finding_id"])
+    lines = (copy / bundle.FINDINGS).read_bytes().splitlines()
+    # in ledger order: the amendment was appended after the findings exported
+    _findings_resigned(copy, bundles, [*lines, line], [*manifest["findings"], claim])
+    _fails_both(refcheck, bundles, copy, f"findings.jsonl line {len(lines) + 1}: holds "
+                                         "amendment_id, the id of another kind of ledger entry")

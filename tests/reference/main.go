@@ -6,7 +6,8 @@
 //     with a verifier built by note.NewEd25519VerifierKey from the PEM public key given
 //     (never from the bundle), and the manifest's verifier_key must be that same key;
 //   - every entry's leaf hash and inclusion proof with github.com/transparency-dev/merkle
-//     (rfc6962.DefaultHasher, proof.VerifyInclusion);
+//     (rfc6962.DefaultHasher, proof.VerifyInclusion); each entry a record of its file's
+//     kind with the id the manifest lists, no leaf twice, each file in ledger order;
 //   - the consistency proof from the previous export's checkpoint (manifest `previous`,
 //     itself opened with note.Open) with proof.VerifyConsistency;
 //   - with -since OLD: that OLD's checkpoint is consistent with NEW's, using NEW's
@@ -270,12 +271,13 @@ func (c *checker) bundle(dir string) (*manifest, []byte, *checkpoint) {
 	if c.note == nil {
 		c.note, _ = c.open(m.Checkpoint) // the first bundle's: BUNDLE's (read before OLD)
 	}
+	leaves := map[uint64]string{} // leaf index -> the file and line that hold it
 	for _, part := range []struct {
 		file    string
 		entries []entry
 	}{{"findings.jsonl", m.Findings}, {"amendments.jsonl", m.Amendments},
 		{"reviews.jsonl", m.Reviews}, {"exceptions.jsonl", m.Exceptions}} {
-		c.inclusion(name, filepath.Join(dir, part.file), part.file, part.entries, cp)
+		c.inclusion(name, filepath.Join(dir, part.file), part.file, part.entries, cp, leaves)
 	}
 	c.attestation(name, dir, &m, cp)
 	if m.Previous != nil {
@@ -299,7 +301,50 @@ func (c *checker) bundle(dir string) (*manifest, []byte, *checkpoint) {
 	return &m, raw, cp
 }
 
-func (c *checker) inclusion(bundle, path, file string, entries []entry, cp *checkpoint) {
+// ownID is the id field of each entry file's records; foreignIDs, the id fields of other
+// kinds of ledger entry its records never hold (a leaf carries no kind: a review holds
+// the finding_id of the finding it reviews, an amendment that of the finding it amends).
+var ownID = map[string]string{"findings.jsonl": "finding_id", "amendments.jsonl": "amendment_id",
+	"reviews.jsonl": "review_id", "exceptions.jsonl": "exception_id"}
+var foreignIDs = map[string][]string{
+	"findings.jsonl":   {"amendment_id", "review_id", "exception_id", "export_id"},
+	"amendments.jsonl": {"review_id", "exception_id", "export_id"},
+}
+
+// entryShape checks that a line is a record of its file's kind holding the listed id, that
+// no other line of the bundle is the same leaf, and that the file is in ledger order.
+func (c *checker) entryShape(bundle, file string, line int, raw []byte, e entry, last *int64,
+	leaves map[uint64]string) {
+	where := fmt.Sprintf("%s line %d", file, line)
+	var record map[string]json.RawMessage
+	var id string
+	if json.Unmarshal(raw, &record) != nil {
+		c.fail("%s: %s: not a JSON object", bundle, where)
+	} else if held, ok := record[ownID[file]]; !ok || json.Unmarshal(held, &id) != nil ||
+		id != e.ID {
+		c.fail("%s: %s: does not hold the %s the manifest lists", bundle, where, ownID[file])
+	}
+	for _, field := range foreignIDs[file] {
+		if _, ok := record[field]; ok {
+			c.fail("%s: %s: holds %s, the id of another kind of ledger entry", bundle, where,
+				field)
+		}
+	}
+	if other, ok := leaves[e.LeafIndex]; ok {
+		c.fail("%s: %s: is ledger leaf %d, which %s is too", bundle, where, e.LeafIndex, other)
+	} else {
+		leaves[e.LeafIndex] = where
+	}
+	if int64(e.LeafIndex) <= *last {
+		c.fail("%s: %s: is ledger leaf %d, before leaf %d above it (not in ledger order)",
+			bundle, where, e.LeafIndex, *last)
+	} else {
+		*last = int64(e.LeafIndex)
+	}
+}
+
+func (c *checker) inclusion(bundle, path, file string, entries []entry, cp *checkpoint,
+	leaves map[uint64]string) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if len(entries) > 0 || !errors.Is(err, os.ErrNotExist) {
@@ -315,7 +360,9 @@ func (c *checker) inclusion(bundle, path, file string, entries []entry, cp *chec
 		c.fail("%s: %s: %d lines, the manifest lists %d", bundle, file, len(lines), len(entries))
 		return
 	}
+	last := int64(-1)
 	for i, e := range entries {
+		c.entryShape(bundle, file, i+1, lines[i], e, &last, leaves)
 		leafHash := rfc6962.DefaultHasher.HashLeaf(lines[i])
 		if hex.EncodeToString(leafHash) != e.LeafHash {
 			c.fail("%s: %s line %d: leaf hash is not the manifest's", bundle, file, i+1)
