@@ -55,6 +55,7 @@ __all__ = [
     "BundleFiles",
     "evidence_events",
     "evidence_file",
+    "folder_problem",
     "format_version",
     "open_bundle",
     "sha256_hex",
@@ -122,6 +123,17 @@ def evidence_events(record: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     for event in record.get("evidence") or ():
         if isinstance(event, dict) and isinstance(event.get("event_id"), str):
             yield event
+
+
+def folder_problem(folder: str) -> str | None:
+    """Why `folder` cannot be the folder of a bundle's zip (its entries would be refused
+    on reading, as `_safe_parts` refuses them), or None."""
+    problems: list[str] = []
+    info = zipfile.ZipInfo(f"{folder}/{MANIFEST}")
+    info.external_attr = 0o644 << 16
+    if _safe_parts(info, problems) is None:
+        return problems[0].split(": zip entry refused: ", 1)[-1]
+    return None
 
 
 def write_zip(path: Path, folder: str, files: Mapping[str, bytes]) -> None:

@@ -342,3 +342,15 @@ def test_a_deleted_findings_file_is_one_failure_not_one_per_evidence_file(
     failures = _failures(exported, keys[1])
     assert failures.count(f"{bundle.FINDINGS}: missing from the bundle") == 1
     assert not [line for line in failures if "no exported finding cites it" in line]
+
+
+@pytest.mark.parametrize("name", ["DPA\u00a0inquiry", "back\\slash", "line\nbreak"])
+def test_export_refuses_a_name_its_zip_could_not_be_verified_with(
+        tmp_path: Path, ledger: Ledger, keys: tuple[Path, Path], name: str) -> None:
+    """The zip's folder is the bundle's name: verify refuses entries under such a folder."""
+    from streams.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the bundle's name cannot be used"):
+        export_bundle(ledger, tmp_path / name, ExportQuery(0, 2**62, "inquiry"),
+                      load_private_key(keys[0]), actor="tester")
+    assert list(tmp_path.glob("*inquiry*")) == list(tmp_path.glob("*slash*")) == []

@@ -103,6 +103,9 @@ def export_bundle(ledger: Ledger, out: Path, query: ExportQuery, key: Ed25519Pri
         raise ConfigError("--purpose must say why the data is exported")
     if query.from_ms >= query.to_ms:
         raise ConfigError("--from must be earlier than --to")
+    problem = bundle.folder_problem(out.name)
+    if problem is not None:  # the zip's folder: its own verify would refuse every entry
+        raise ConfigError(f"the bundle's name cannot be used: {problem}")
     zip_path = out.with_name(out.name + ".zip")
     for path in (out, zip_path):
         if path.exists():
