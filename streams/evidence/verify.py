@@ -412,8 +412,13 @@ class _Verification:
         self._consent_lines.append((_shown(record.get("finding_id")),
                                     rfc8785.dumps(consent_record_line(record))))
         for event in bundle.evidence_events(record):
-            self._evidence.setdefault(bundle.evidence_file(event["event_id"]),
-                                      hashlib.sha256(rfc8785.dumps(event)).hexdigest())
+            name = bundle.evidence_file(event["event_id"])
+            digest = hashlib.sha256(rfc8785.dumps(event)).hexdigest()
+            if self._evidence.setdefault(name, digest) != digest:
+                # One file cannot be both: one of the findings would cite the wrong event.
+                self._query_failures.append(
+                    f"{name}: the findings cite two different events under its id "
+                    f"({_shown(record.get('finding_id'))} one of them)")
 
     def _proven_amendment(self, record: dict[str, Any]) -> None:
         if record.get("finding_id") not in self._finding_ids:

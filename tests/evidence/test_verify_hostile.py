@@ -354,3 +354,21 @@ def test_export_refuses_a_name_its_zip_could_not_be_verified_with(
         export_bundle(ledger, tmp_path / name, ExportQuery(0, 2**62, "inquiry"),
                       load_private_key(keys[0]), actor="tester")
     assert list(tmp_path.glob("*inquiry*")) == list(tmp_path.glob("*slash*")) == []
+
+
+def test_export_refuses_two_events_under_one_id(tmp_path: Path, keys: tuple[Path, Path]
+                                               ) -> None:
+    """Two findings citing different events of one id (the producer's ids collided): one
+    evidence file cannot hold both, and one finding would point to the other's event."""
+    from streams.errors import ConfigError
+
+    first = _finding("x", rule="covert-profile-view", account="acct1", subject="u-1")
+    second = _finding("x", rule="disclosure-without-consent", account="acct1", subject="u-2")
+    assert first["evidence"][0]["event_id"] == second["evidence"][0]["event_id"]
+    assert first["evidence"][0] != second["evidence"][0]
+    with open_ledger(str(tmp_path / "ledger.db")) as led:
+        led.append("finding", [first, second])
+        with pytest.raises(ConfigError, match="cite different events under one event id"):
+            export_bundle(led, tmp_path / "bundle", ExportQuery(0, 2**62, "inquiry"),
+                          load_private_key(keys[0]), actor="tester")
+    assert not (tmp_path / "bundle").exists()
