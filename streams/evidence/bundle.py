@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+import rfc8785
+
 from streams.errors import ConfigError, ConsentwatchError
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "SUMMARY",
     "BundleError",
     "BundleFiles",
+    "EvidenceNames",
     "evidence_events",
     "evidence_file",
     "folder_problem",
@@ -116,6 +119,29 @@ def evidence_file(event_id: str) -> str:
     else `sha256-<hex of the id>` (ids are the producer's and may hold '/' or '..')."""
     stem = event_id if _SAFE_ID.fullmatch(event_id) else f"sha256-{sha256_hex(event_id.encode())}"
     return f"{EVIDENCE_DIR}/{stem}.json"
+
+
+class EvidenceNames:
+    """The bundle path of each evidence event the findings cite, given in ledger order
+    (the exporter, its report and verify all go through the findings in that order).
+
+    The first event of an id is at `evidence_file(id)`. Another event under the same id
+    (ids are the producer's: two example sets in one ledger, a pseudonymisation key
+    changed between two findings) is at that path with `~` and the SHA-256 of its
+    canonical bytes before `.json`, which no id's own path has (`~` is never in an id
+    used as a file name). So every finding's evidence file is its own event."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, bytes] = {}
+
+    def name(self, event: Mapping[str, Any]) -> tuple[str, bytes]:
+        """(bundle path, canonical bytes) of `event`; the same path each time it is asked."""
+        data = rfc8785.dumps(dict(event))
+        name = evidence_file(event["event_id"])
+        if self._held.setdefault(name, data) != data:
+            name = f"{name.removesuffix('.json')}~{sha256_hex(data)}.json"
+            self._held.setdefault(name, data)
+        return name, data
 
 
 def evidence_events(record: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

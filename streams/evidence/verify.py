@@ -191,6 +191,7 @@ class _Verification:
     _digests: dict[str, str | None] = field(default_factory=dict)
     _query_failures: list[str] = field(default_factory=list)
     _evidence: dict[str, str] = field(default_factory=dict)  # bundle path -> expected SHA-256
+    _names: bundle.EvidenceNames = field(default_factory=bundle.EvidenceNames)
     _finding_ids: set[str] = field(default_factory=set)
     _consent_lines: list[tuple[str, bytes]] = field(default_factory=list)  # (finding id, line)
     _scopes: list[dict[str, Any]] = field(default_factory=list)
@@ -412,13 +413,8 @@ class _Verification:
         self._consent_lines.append((_shown(record.get("finding_id")),
                                     rfc8785.dumps(consent_record_line(record))))
         for event in bundle.evidence_events(record):
-            name = bundle.evidence_file(event["event_id"])
-            digest = hashlib.sha256(rfc8785.dumps(event)).hexdigest()
-            if self._evidence.setdefault(name, digest) != digest:
-                # One file cannot be both: one of the findings would cite the wrong event.
-                self._query_failures.append(
-                    f"{name}: the findings cite two different events under its id "
-                    f"({_shown(record.get('finding_id'))} one of them)")
+            name, data = self._names.name(event)
+            self._evidence.setdefault(name, hashlib.sha256(data).hexdigest())
 
     def _proven_amendment(self, record: dict[str, Any]) -> None:
         if record.get("finding_id") not in self._finding_ids:

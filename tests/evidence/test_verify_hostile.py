@@ -351,24 +351,37 @@ def test_export_refuses_a_name_its_zip_could_not_be_verified_with(
     from streams.errors import ConfigError
 
     with pytest.raises(ConfigError, match="the bundle's name cannot be used"):
-        export_bundle(ledger, tmp_path / name, ExportQuery(0, 2**62, "inquiry"),
+        export_bundle(ledger, tmp_path / name, ExportQuery(0, 2**52, "inquiry"),
                       load_private_key(keys[0]), actor="tester")
     assert list(tmp_path.glob("*inquiry*")) == list(tmp_path.glob("*slash*")) == []
 
 
-def test_export_refuses_two_events_under_one_id(tmp_path: Path, keys: tuple[Path, Path]
-                                               ) -> None:
-    """Two findings citing different events of one id (the producer's ids collided): one
-    evidence file cannot hold both, and one finding would point to the other's event."""
-    from streams.errors import ConfigError
-
+def test_two_events_under_one_id_get_a_file_each(tmp_path: Path, keys: tuple[Path, Path]
+                                                  ) -> None:
+    """Two findings citing different events of one id (the producer's ids collided, or
+    two example sets share a ledger): each finding's evidence file is its own event."""
     first = _finding("x", rule="covert-profile-view", account="acct1", subject="u-1")
     second = _finding("x", rule="disclosure-without-consent", account="acct1", subject="u-2")
-    assert first["evidence"][0]["event_id"] == second["evidence"][0]["event_id"]
+    assert first["evidence"][0]["event_id"] == second["evidence"][0]["event_id"] == "ev-x"
     assert first["evidence"][0] != second["evidence"][0]
     with open_ledger(str(tmp_path / "ledger.db")) as led:
         led.append("finding", [first, second])
-        with pytest.raises(ConfigError, match="cite different events under one event id"):
-            export_bundle(led, tmp_path / "bundle", ExportQuery(0, 2**62, "inquiry"),
-                          load_private_key(keys[0]), actor="tester")
-    assert not (tmp_path / "bundle").exists()
+        export_bundle(led, tmp_path / "bundle", ExportQuery(0, 2**52, "inquiry"),
+                      load_private_key(keys[0]), actor="tester")
+    out = tmp_path / "bundle"
+    files = sorted(p.name for p in (out / "evidence").iterdir())
+    digest = hashlib.sha256(rfc8785.dumps(second["evidence"][0])).hexdigest()
+    assert files == ["ev-x.json", f"ev-x~{digest}.json"]
+    assert orjson.loads((out / "evidence" / "ev-x.json").read_bytes()) == first["evidence"][0]
+    assert orjson.loads((out / "evidence" / f"ev-x~{digest}.json").read_bytes()) == \
+        second["evidence"][0]
+    report = (out / bundle.REPORT).read_text()
+    assert f'href="evidence/ev-x~{digest}.json"' in report
+    assert _failures(out, keys[1]) == []
+    assert _failures(tmp_path / "bundle.zip", keys[1]) == []
+    # Swapped, the files no longer match the findings that cite them.
+    a, b = out / "evidence" / "ev-x.json", out / "evidence" / f"ev-x~{digest}.json"
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(a_bytes)
+    assert any("differs from the evidence event" in f for f in _failures(out, keys[1]))

@@ -170,8 +170,14 @@ def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEn
         _contents(ordered, statuses, catalogue),
     ]
     total = len(ordered)
+    names = bundle.EvidenceNames()  # the files' paths are given in ledger order
+    for entry in findings:
+        for event in bundle.evidence_events(entry.record):
+            names.name(event)
     for done, entry in enumerate(ordered, 1):
-        out.append(_section(entry, catalogue, list(bundle.evidence_events(entry.record)),
+        events = [(event, names.name(event)[0])
+                  for event in bundle.evidence_events(entry.record)]
+        out.append(_section(entry, catalogue, events,
                             by_finding.get(entry.entry_id, ()), statuses[entry.entry_id],
                             grace, trails.get(entry.entry_id, []),
                             exception_records, facts.created_ms))
@@ -279,26 +285,28 @@ def _value(name: str, value: Any) -> str:
     return _e(value)
 
 
-def _event(event: Mapping[str, Any], note: str, *, linked: bool = True) -> str:
-    """An event's fields in a small table; `linked` to its file in evidence/ (a late
-    event of an amendment has none: it is proven by the amendment's leaf)."""
+def _event(event: Mapping[str, Any], note: str, *, href: str | None) -> str:
+    """An event's fields in a small table, linked to its file in evidence/ (`href`; a
+    late event of an amendment has none: it is proven by the amendment's leaf)."""
     event_id = str(event.get("event_id", ""))
     rows = "".join(f"<tr><th>{_e(name)}</th><td>{_value(name, value)}</td></tr>"
                    for name, value in event.items()
                    if name not in ("type", "event_id", "occurred_at"))
     ident = f"<code>{_e(event_id)}</code>"
-    if linked:
-        ident = f'<a href="{_e(bundle.evidence_file(event_id))}">{ident}</a>'
+    if href is not None:
+        ident = f'<a href="{_e(href)}">{ident}</a>'
     return (f'<div class="event"><strong>{_e(event.get("type"))}</strong>{_e(note)} at '
             f"{_time(event.get('occurred_at'))}, {ident}"
             f'<table class="fields">{rows}</table></div>')
 
 
-def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
+def _section(entry: LedgerEntry, catalogue: Any, linked: list[tuple[dict[str, Any], str]],
              amendments: Iterable[LedgerEntry], status: str, grace: int | None,
              trail: Sequence[LedgerEntry] = (), exceptions: Sequence[Mapping[str, Any]] = (),
              at_ms: int = 0) -> str:
+    """`linked`: the finding's evidence events, each with the path of its file."""
     record = entry.record
+    events = [event for event, _ in linked]
     rule_id = str(record.get("rule", ""))
     severity = _e(record.get("severity"))
     try:
@@ -329,11 +337,11 @@ def _section(entry: LedgerEntry, catalogue: Any, events: list[dict[str, Any]],
         _consent_record(record),
         "<h3>Evidence events</h3>",
     ]
-    if events:
-        by_time = sorted(events, key=lambda e: (type(e.get("occurred_at")) is not int,
-                                               e.get("occurred_at") or 0))
+    if linked:
+        by_time = sorted(linked, key=lambda pair: (type(pair[0].get("occurred_at")) is not int,
+                                                  pair[0].get("occurred_at") or 0))
         parts.extend(_event(event, " (trigger)" if str(event.get("event_id")) == trigger_id
-                            else "") for event in by_time)
+                            else "", href=href) for event, href in by_time)
     else:
         ids = ", ".join(str(i) for i in record.get("evidence_event_ids") or ())
         parts.append(f"<p>This record names its evidence by id only: <code>{_e(ids)}</code>."
@@ -428,7 +436,7 @@ def _exceptions(finding: Mapping[str, Any], exceptions: Sequence[Mapping[str, An
 
 def _amendment(a: Mapping[str, Any]) -> str:
     late = a.get("late_event")
-    late_html = (_event(late, " (the late event)", linked=False) if isinstance(late, dict)
+    late_html = (_event(late, " (the late event)", href=None) if isinstance(late, dict)
                  else "")
     return (f'<div class="amend"><strong>Amended ({_e(a.get("kind"))})</strong> by a late '
             f"event, decided at {_time(a.get('detected_at'))}: {_e(a.get('explanation'))}"

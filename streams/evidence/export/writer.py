@@ -222,15 +222,11 @@ def _content_files(selection: _Selection, params: EngineParams | None, query: Ex
         bundle.AMENDMENTS: b"".join(e.leaf + b"\n" for e in selection.amendments),
     }
     total = len(selection.findings)
+    names = bundle.EvidenceNames()
     for done, entry in enumerate(selection.findings, 1):
         for event in bundle.evidence_events(entry.record):
-            name, data = bundle.evidence_file(event["event_id"]), rfc8785.dumps(event)
-            if files.setdefault(name, data) != data:
-                raise ConfigError(
-                    f"two findings of this export cite different events under one event id "
-                    f"({name}; the ids are the producer's, and should be unique): one "
-                    "evidence file cannot hold both; export them separately (--rule, "
-                    "--account, --subject, or another window)")
+            name, data = names.name(event)
+            files.setdefault(name, data)
         if progress is not None:
             progress("evidence", done, total)
     files[bundle.SUMMARY] = render_summary(selection.findings,
