@@ -62,6 +62,7 @@ __all__ = [
     "format_version",
     "open_bundle",
     "sha256_hex",
+    "trigger_account",
     "write_zip",
 ]
 
@@ -119,6 +120,17 @@ def evidence_file(event_id: str) -> str:
     else `sha256-<hex of the id>` (ids are the producer's and may hold '/' or '..')."""
     stem = event_id if _SAFE_ID.fullmatch(event_id) else f"sha256-{sha256_hex(event_id.encode())}"
     return f"{EVIDENCE_DIR}/{stem}.json"
+
+
+def trigger_account(amendment: Mapping[str, Any]) -> str | None:
+    """The account of an amendment: its trigger's, from its evidence (amendments carry no
+    account_id of their own); None when the evidence does not hold the trigger."""
+    trigger = amendment.get("trigger_event_id")
+    for event in evidence_events(amendment):
+        if event["event_id"] == trigger:
+            account = event.get("account_id")
+            return account if isinstance(account, str) else None
+    return None
 
 
 class EvidenceNames:

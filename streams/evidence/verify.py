@@ -170,8 +170,9 @@ class _Query:
     to_ms: int
     filters: tuple[tuple[str, str, str], ...]  # (record field, value, option)
 
-    def mismatches(self, finding: dict[str, Any]) -> list[str]:
-        where = f"{bundle.FINDINGS}: {finding.get('finding_id')}"
+    def mismatches(self, finding: dict[str, Any], where: str | None = None) -> list[str]:
+        if where is None:
+            where = f"{bundle.FINDINGS}: {_shown(finding.get('finding_id'))}"
         occurred_at = finding.get("occurred_at")
         problems = []
         if type(occurred_at) is not int or not self.from_ms <= occurred_at < self.to_ms:
@@ -219,8 +220,9 @@ class _Verification:
         findings = self._check_entries(
             bundle.FINDINGS, manifest.get("findings"), checkpoint,
             lambda record: self._proven_finding(record, query, checkpoint is not None))
-        amendments = self._check_entries(bundle.AMENDMENTS, manifest.get("amendments"),
-                                         checkpoint, self._proven_amendment)
+        amendments = self._check_entries(
+            bundle.AMENDMENTS, manifest.get("amendments"), checkpoint,
+            lambda record: self._proven_amendment(record, query))
         reviews = self._check_entries(bundle.REVIEWS, manifest.get("reviews"), checkpoint,
                                       self._proven_review)
         exceptions = self._check_entries(bundle.EXCEPTIONS, manifest.get("exceptions"),
@@ -416,10 +418,19 @@ class _Verification:
             name, data = self._names.name(event)
             self._evidence.setdefault(name, hashlib.sha256(data).hexdigest())
 
-    def _proven_amendment(self, record: dict[str, Any]) -> None:
-        if record.get("finding_id") not in self._finding_ids:
-            self._query_failures.append(f"{bundle.AMENDMENTS}: {record.get('amendment_id')} "
-                                        "amends no exported finding")
+    def _proven_amendment(self, record: dict[str, Any], query: _Query | None) -> None:
+        if record.get("finding_id") in self._finding_ids:
+            return
+        where = f"{bundle.AMENDMENTS}: {_shown(record.get('amendment_id'))}"
+        if record.get("kind") != "WOULD_RAISE":
+            self._query_failures.append(f"{where} amends no exported finding")
+        elif query is not None:
+            # A finding never raised: the amendment is selected by the query itself.
+            scope = {"occurred_at": record.get("occurred_at"), "rule": record.get("rule"),
+                     "subject_id": record.get("subject_id"),
+                     "account_id": bundle.trigger_account(record)}
+            self._query_failures += query.mismatches(
+                scope, f"{where} (would raise {_shown(record.get('finding_id'))})")
 
     def _proven_review(self, record: dict[str, Any], claim: dict[str, Any]) -> None:
         where = f"{bundle.REVIEWS}: {_shown(record.get('review_id'))}"

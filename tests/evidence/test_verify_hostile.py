@@ -385,3 +385,55 @@ def test_two_events_under_one_id_get_a_file_each(tmp_path: Path, keys: tuple[Pat
     a.write_bytes(b.read_bytes())
     b.write_bytes(a_bytes)
     assert any("differs from the evidence event" in f for f in _failures(out, keys[1]))
+
+
+def _would_raise(name: str, at: int, account: str) -> dict[str, Any]:
+    """A WOULD_RAISE amendment of a finding never raised: its trigger, `ev-<name>`, was
+    decided without one, and a late consent withdrawal showed the rule fires."""
+    from streams.model.findings import amendment_id, finding_id
+
+    trigger = {"type": "EnrichmentRequested", "event_id": f"ev-{name}", "occurred_at": at,
+               "account_id": account, "meeting_id": "m9", "subject_id": "u-9",
+               "provider": "prov", "data_use": "third_party_sharing.enrichment",
+               "data_sent": ["user.name"], "trigger": "USER_ACTION",
+               "requested_by": "hmac-sha256:00"}
+    never = finding_id("enrichment-without-consent", f"ev-{name}")
+    return {"amendment_id": amendment_id(never, "late-w", "WOULD_RAISE"),
+            "kind": "WOULD_RAISE", "finding_id": never, "rule": "enrichment-without-consent",
+            "subject_id": "u-9", "trigger_event_id": f"ev-{name}", "late_event_id": "late-w",
+            "evidence_event_ids": [f"ev-{name}"], "occurred_at": at, "detected_at": at + 9,
+            "explanation": "would have been raised", "evidence": [trigger], "late_event": None}
+
+
+def test_a_finding_never_raised_is_exported_with_its_amendment(
+        tmp_path: Path, ledger: Ledger, keys: tuple[Path, Path]) -> None:
+    """The ledger holds no finding a WOULD_RAISE names: its amendment is exported by the
+    query itself (window, rule, subject, and its trigger's account), and verifies."""
+    inside = _would_raise("late-in", FINDINGS[0]["occurred_at"] + 5, "acct1")
+    other_account = _would_raise("late-other", FINDINGS[0]["occurred_at"] + 6, "acct2")
+    outside = _would_raise("late-out", TO_MS + 5, "acct1")
+    ledger.append("amendment", [inside, other_account, outside])
+    out = tmp_path / "all"
+    export_bundle(ledger, out, ExportQuery(FROM_MS, TO_MS, "inquiry"),
+                  load_private_key(keys[0]), actor="tester")
+    ids = [orjson.loads(line)["amendment_id"]
+           for line in (out / bundle.AMENDMENTS).read_bytes().splitlines()]
+    assert inside["amendment_id"] in ids and other_account["amendment_id"] in ids
+    assert outside["amendment_id"] not in ids
+    assert "should have been raised" in (out / bundle.REPORT).read_text()
+    assert _failures(out, keys[1]) == []
+    one_account = tmp_path / "acct1"
+    export_bundle(ledger, one_account, ExportQuery(FROM_MS, TO_MS, "inquiry", account="acct1"),
+                  load_private_key(keys[0]), actor="tester")
+    ids = [orjson.loads(line)["amendment_id"]
+           for line in (one_account / bundle.AMENDMENTS).read_bytes().splitlines()]
+    assert inside["amendment_id"] in ids and other_account["amendment_id"] not in ids
+    assert _failures(one_account, keys[1]) == []
+
+    # Signed with the real key, an amendment outside the account the manifest names fails.
+    def widen(manifest: dict[str, Any]) -> None:
+        manifest["filters"]["account"] = "acct2"
+
+    _resign(one_account, keys[0], widen)
+    assert any("(would raise " in failure and "--account filter" in failure
+               for failure in _failures(one_account, keys[1]))

@@ -183,8 +183,18 @@ def render_report(findings: Sequence[LedgerEntry], amendments: Sequence[LedgerEn
                             exception_records, facts.created_ms))
         if progress is not None:
             progress("report", done, total)
-    if not findings:
+    exported = {entry.entry_id for entry in findings}
+    never_raised = [entry for entry in amendments
+                    if str(entry.record.get("finding_id")) not in exported]
+    if not findings and not never_raised:
         out.append("<p>No finding matched.</p>")
+    if never_raised:
+        out.append('<section id="never-raised"><h2>Findings a late event showed should have '
+                   "been raised</h2><p>Each trigger below was decided without a finding; an "
+                   "event that arrived late showed that the rule fires. The ledger holds the "
+                   "amendment, not a finding: it is the evidence.</p>")
+        out.extend(_amendment(entry.record) for entry in never_raised)
+        out.append("</section>")
     out.append("</body></html>\n")
     return "".join(out).encode()
 
