@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -163,7 +162,6 @@ async def create_topics(connection: KafkaConnection, names: TopicNames, partitio
 
     `replication` None: `replication_for` the brokers the cluster has now."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(**connection.aiokafka_options())
     await start_client(admin, connection, stop="close")
@@ -177,10 +175,9 @@ async def create_topics(connection: KafkaConnection, names: TopicNames, partitio
                            topic_configs={**configs[name], **extra})
                   for name in names.all() if name not in existing]
         result = {name: "exists" for name in names.all() if name in existing}
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # lost a race: fine
-                response = await admin.create_topics(wanted)
-                result.update(_created(response, {topic.name for topic in wanted}))
+        if wanted:  # errors come per topic in the response, never as an exception
+            response = await admin.create_topics(wanted)
+            result.update(_created(response, {topic.name for topic in wanted}))
         return result
     finally:
         await admin.close()
