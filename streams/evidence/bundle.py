@@ -60,9 +60,9 @@ __all__ = [
     "evidence_file",
     "folder_problem",
     "format_version",
+    "never_raised_scope",
     "open_bundle",
     "sha256_hex",
-    "trigger_account",
     "write_zip",
 ]
 
@@ -122,15 +122,21 @@ def evidence_file(event_id: str) -> str:
     return f"{EVIDENCE_DIR}/{stem}.json"
 
 
-def trigger_account(amendment: Mapping[str, Any]) -> str | None:
-    """The account of an amendment: its trigger's, from its evidence (amendments carry no
-    account_id of their own); None when the evidence does not hold the trigger."""
-    trigger = amendment.get("trigger_event_id")
-    for event in evidence_events(amendment):
-        if event["event_id"] == trigger:
-            account = event.get("account_id")
-            return account if isinstance(account, str) else None
-    return None
+def never_raised_scope(amendment: Mapping[str, Any]) -> dict[str, Any]:
+    """What a query, an exception and summary.csv read of a WOULD_RAISE amendment whose
+    finding was never raised, as they read a finding: its rule, subject and time, and its
+    trigger's account, meeting and provider (amendments carry none of these three; from
+    the trigger in its evidence, None when the evidence does not hold it)."""
+    trigger = next((event for event in evidence_events(amendment)
+                    if event["event_id"] == amendment.get("trigger_event_id")), {})
+
+    def text(name: str) -> str | None:
+        value = trigger.get(name)
+        return value if isinstance(value, str) else None
+
+    return {"rule": amendment.get("rule"), "subject_id": amendment.get("subject_id"),
+            "occurred_at": amendment.get("occurred_at"), "account_id": text("account_id"),
+            "meeting_id": text("meeting_id"), "provider": text("provider")}
 
 
 class EvidenceNames:

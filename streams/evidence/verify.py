@@ -424,11 +424,12 @@ class _Verification:
         where = f"{bundle.AMENDMENTS}: {_shown(record.get('amendment_id'))}"
         if record.get("kind") != "WOULD_RAISE":
             self._query_failures.append(f"{where} amends no exported finding")
-        elif query is not None:
-            # A finding never raised: the amendment is selected by the query itself.
-            scope = {"occurred_at": record.get("occurred_at"), "rule": record.get("rule"),
-                     "subject_id": record.get("subject_id"),
-                     "account_id": bundle.trigger_account(record)}
+            return
+        # A finding never raised: the amendment is selected by the query itself, and an
+        # exception may cover it as it would the finding.
+        scope = bundle.never_raised_scope(record)
+        self._scopes.append({name: scope[name] for name in _SCOPE_FIELDS})
+        if query is not None:
             self._query_failures += query.mismatches(
                 scope, f"{where} (would raise {_shown(record.get('finding_id'))})")
 

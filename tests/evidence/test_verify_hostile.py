@@ -7,10 +7,13 @@ a buggy exporter, re-signing with the real key) would change it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +23,12 @@ import orjson
 import pytest
 import rfc8785
 
+from streams.catalogue import load_catalogue
 from streams.engine import EngineParams
 from streams.evidence import bundle, verify
+from streams.evidence.exception_scope import new_exception
 from streams.evidence.export import ExportQuery, export_bundle
+from streams.evidence.export.summary import NEVER_RAISED
 from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
 from streams.evidence.ledger import Ledger, open_ledger
 from streams.evidence.verify import verify_bundle
@@ -413,14 +419,37 @@ def test_a_finding_never_raised_is_exported_with_its_amendment(
     other_account = _would_raise("late-other", FINDINGS[0]["occurred_at"] + 6, "acct2")
     outside = _would_raise("late-out", TO_MS + 5, "acct1")
     ledger.append("amendment", [inside, other_account, outside])
+    # An exception of acct2's covers its finding never raised (and no exported finding).
+    now = int(time.time() * 1000)  # the ledger refuses an exception dated far from its clock
+    excepted = new_exception(account_id="acct2", provider="prov", rule=None,
+                             from_ms=other_account["occurred_at"],
+                             to_ms=other_account["occurred_at"] + 1, reason="DPA",
+                             expires_at_ms=now + 10**9, at_ms=now - 10, author="carol")
+    ledger.append("exception", [excepted])
     out = tmp_path / "all"
     export_bundle(ledger, out, ExportQuery(FROM_MS, TO_MS, "inquiry"),
-                  load_private_key(keys[0]), actor="tester")
+                  load_private_key(keys[0]), actor="tester", now_ms=now)
     ids = [orjson.loads(line)["amendment_id"]
            for line in (out / bundle.AMENDMENTS).read_bytes().splitlines()]
     assert inside["amendment_id"] in ids and other_account["amendment_id"] in ids
     assert outside["amendment_id"] not in ids
     assert "should have been raised" in (out / bundle.REPORT).read_text()
+    assert (out / bundle.EXCEPTIONS).read_bytes() == rfc8785.dumps(excepted) + b"\n"
+    # summary.csv: after the findings, a row for each finding never raised, read as the
+    # finding would have been (account, meeting, provider from its trigger).
+    rows = list(csv.DictReader(io.StringIO((out / bundle.SUMMARY).read_text())))
+    never = [row for row in rows if row["status"] == NEVER_RAISED]
+    assert rows[-len(never):] == never and len(rows) - len(never) == len(FINDINGS)
+    by_id = {row["finding_id"]: row for row in never}
+    assert set(by_id) == {inside["finding_id"], other_account["finding_id"]}
+    row = by_id[inside["finding_id"]]
+    assert (row["rule"], row["severity"], row["account_id"], row["meeting_id"],
+            row["provider"], row["trigger_event_id"], row["review_status"],
+            row["excepted"], row["consent_status"]) == (
+        "enrichment-without-consent", load_catalogue()["enrichment-without-consent"].severity,
+        "acct1", "m9", "prov", "ev-late-in", NEVER_RAISED, "no", "none in force")
+    assert row["regulations"] and row["explanation"] == "would have been raised"
+    assert by_id[other_account["finding_id"]]["excepted"] == "yes"
     assert _failures(out, keys[1]) == []
     one_account = tmp_path / "acct1"
     export_bundle(ledger, one_account, ExportQuery(FROM_MS, TO_MS, "inquiry", account="acct1"),

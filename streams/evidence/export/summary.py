@@ -1,4 +1,6 @@
-"""summary.csv: one row per exported finding, for spreadsheets.
+"""summary.csv: one row per exported finding, for spreadsheets, then one per finding never
+raised that a late event showed should have been (a WOULD_RAISE amendment whose finding
+the ledger does not hold; `status` and `review_status` are `never_raised`).
 
 A cell that a spreadsheet would run as a formula (starting with = + - @, tab or CR)
 gets a leading apostrophe (OWASP "CSV injection"); findings.jsonl keeps the exact
@@ -20,16 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streams.catalogue import load_catalogue
+from streams.evidence.bundle import never_raised_scope
 from streams.evidence.consent_record import consent_record
 from streams.evidence.exception_scope import covering
 from streams.evidence.export.times import describe_ms
 from streams.evidence.review import TrailError, fold
 
 if TYPE_CHECKING:
+    from streams.catalogue import Rule
     from streams.evidence.ledger import LedgerEntry
 
-__all__ = ["COLUMNS", "OPEN", "RETRACTED", "amendments_by_finding", "finding_status",
-           "render_summary", "review_label", "reviews_by_finding"]
+__all__ = ["COLUMNS", "NEVER_RAISED", "OPEN", "RETRACTED", "amendments_by_finding",
+           "finding_status", "render_summary", "review_label", "reviews_by_finding"]
 
 COLUMNS = ("leaf_index", "finding_id", "status", "rule", "severity", "occurred_at",
            "detected_at", "subject_id", "account_id", "meeting_id", "provider",
@@ -39,6 +43,9 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 OPEN = "open"
 RETRACTED = "retracted"
+#: The status (and review status) of a finding never raised that a late event showed
+#: should have been (its WOULD_RAISE amendment's row).
+NEVER_RAISED = "never_raised"
 #: The status an amendment of each kind leaves its finding in. WOULD_RAISE on a finding
 #: that was raised means a later late event made a retracted finding hold again.
 _STATUS_AFTER = {"RETRACTED": RETRACTED, "EVIDENCE_CHANGED": "evidence_changed",
@@ -99,15 +106,24 @@ def render_summary(findings: Sequence[LedgerEntry],
     by_finding = amendments or {}
     trails = reviews or {}
     scopes = [entry.record for entry in exceptions]
+
+    def known(rule: Any) -> Rule | None:
+        try:
+            return catalogue[rule]
+        except KeyError:
+            return None
+
+    def regulations(rule: Any) -> str:
+        found = known(rule)
+        return "" if found is None else "; ".join(r.cite() for r in found.regulations)
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(COLUMNS)
+    exported: set[str] = set()
     for entry in findings:
         record = entry.record
-        try:
-            regulations = "; ".join(r.cite() for r in catalogue[entry.rule].regulations)
-        except KeyError:
-            regulations = ""
+        exported.add(entry.entry_id)
         writer.writerow([
             entry.index, _cell(record.get("finding_id")),
             _cell(finding_status(by_finding.get(entry.entry_id, ()))),
@@ -117,9 +133,30 @@ def render_summary(findings: Sequence[LedgerEntry],
             _cell(record.get("account_id")), _cell(record.get("meeting_id")),
             _cell(record.get("provider")), _cell(record.get("trigger_event_id")),
             _cell(" ".join(str(i) for i in record.get("evidence_event_ids") or ())),
-            _cell(regulations), _cell(record.get("explanation")),
+            _cell(regulations(entry.rule)), _cell(record.get("explanation")),
             _cell(review_label(trails.get(entry.entry_id, ()))),
             "yes" if covering(scopes, record, at_ms) else "no",
+            _cell(consent_record(record)["status_label"]),
+        ])
+    # A WOULD_RAISE amendment of a finding never raised (the bundle holds no finding it
+    # names): its own row, read as the finding would have been, which nobody reviewed.
+    never_raised = sorted((entry for finding_id, trail in by_finding.items()
+                           if finding_id not in exported for entry in trail),
+                          key=lambda entry: entry.index)
+    for entry in never_raised:
+        record = entry.record
+        scope = never_raised_scope(record)
+        rule = record.get("rule")
+        severity = getattr(known(rule), "severity", None)
+        writer.writerow([
+            entry.index, _cell(record.get("finding_id")), NEVER_RAISED, _cell(rule),
+            _cell(severity), _time(record.get("occurred_at")),
+            _time(record.get("detected_at")), _cell(record.get("subject_id")),
+            _cell(scope["account_id"]), _cell(scope["meeting_id"]), _cell(scope["provider"]),
+            _cell(record.get("trigger_event_id")),
+            _cell(" ".join(str(i) for i in record.get("evidence_event_ids") or ())),
+            _cell(regulations(rule)), _cell(record.get("explanation")), NEVER_RAISED,
+            "yes" if covering(scopes, scope, at_ms) else "no",
             _cell(consent_record(record)["status_label"]),
         ])
     return buffer.getvalue().encode()

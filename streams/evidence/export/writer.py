@@ -189,6 +189,19 @@ def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection
         and ledger.finding(str(entry.record.get("finding_id"))) is None
         and _audited(entry, tree)]
     selection.amendments = never_raised
+    # Exceptions are read of the findings, and of the findings never raised as of findings
+    # (summary.csv says whether one covers them).
+    scopes = [entry.record for entry in selection.findings]
+    scopes += [bundle.never_raised_scope(entry.record) for entry in never_raised]
+    by_account: dict[str, list[Mapping[str, Any]]] = {}
+    for scope in scopes:
+        by_account.setdefault(scope.get("account_id") or "", []).append(scope)
+    selection.exceptions = [
+        entry for entry in ledger.exceptions()
+        if entry.index < tree.size
+        and any(covers(entry.record, scope)
+                for scope in by_account.get(entry.record.get("account_id", ""), ()))
+        and _audited(entry, tree)]
     if wanted:
         selection.amendments = sorted(
             [*never_raised, *(entry for entry in ledger.entries(kind="amendment")
@@ -199,15 +212,6 @@ def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection
             (entry for trail in ledger.reviews_of(wanted).values() for entry in trail
              if entry.index < tree.size and entry.record.get("finding_id") in wanted
              and _audited(entry, tree)), key=lambda entry: entry.index)
-        by_account: dict[str, list[LedgerEntry]] = {}
-        for finding in selection.findings:
-            by_account.setdefault(finding.account_id, []).append(finding)
-        selection.exceptions = [
-            entry for entry in ledger.exceptions()
-            if entry.index < tree.size
-            and any(covers(entry.record, finding.record)
-                    for finding in by_account.get(entry.record.get("account_id", ""), ()))
-            and _audited(entry, tree)]
     return selection
 
 
@@ -226,7 +230,7 @@ def _matches_would_raise(record: Mapping[str, Any], query: ExportQuery) -> bool:
     return (query.from_ms <= record["occurred_at"] < query.to_ms
             and query.rule in (None, record["rule"])
             and query.subject in (None, record["subject_id"])
-            and query.account in (None, bundle.trigger_account(record)))
+            and query.account in (None, bundle.never_raised_scope(record)["account_id"]))
 
 
 def _audited(entry: LedgerEntry, tree: AuditedTree) -> bool:
