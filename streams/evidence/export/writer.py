@@ -175,7 +175,7 @@ def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection
         entry for entry in ledger.entries(kind="finding", from_ms=query.from_ms,
                                           to_ms=query.to_ms, rule=query.rule,
                                           account=query.account, subject=query.subject)
-        if entry.index < tree.size and _matches(entry, query) and _audited(entry, tree)]
+        if entry.index < tree.size and _matches(entry.record, query) and _audited(entry, tree)]
     wanted = {entry.entry_id for entry in selection.findings}
     # A late event can show that a decision taken without a finding should have raised
     # one (WOULD_RAISE): that finding is in no ledger, the amendment is the evidence.
@@ -185,7 +185,7 @@ def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection
                                           subject=query.subject)
         if entry.index < tree.size and entry.record.get("kind") == "WOULD_RAISE"
         and entry.record.get("finding_id") not in wanted
-        and _matches_would_raise(entry.record, query)
+        and _matches(bundle.never_raised_scope(entry.record), query)
         and ledger.finding(str(entry.record.get("finding_id"))) is None
         and _audited(entry, tree)]
     selection.amendments = never_raised
@@ -215,22 +215,13 @@ def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection
     return selection
 
 
-def _matches(entry: LedgerEntry, query: ExportQuery) -> bool:
-    """The export's selection, on the values the leaf itself holds."""
-    record = entry.record
+def _matches(record: Mapping[str, Any], query: ExportQuery) -> bool:
+    """The export's selection, on the values the leaf itself holds: a finding's record,
+    or the scope of a finding never raised (`bundle.never_raised_scope`)."""
     return (query.from_ms <= record["occurred_at"] < query.to_ms
             and query.rule in (None, record["rule"])
             and query.account in (None, record["account_id"])
             and query.subject in (None, record["subject_id"]))
-
-
-def _matches_would_raise(record: Mapping[str, Any], query: ExportQuery) -> bool:
-    """The export's selection for an amendment whose finding was never raised, on the
-    values its leaf holds: the account is its trigger's (an amendment has no account_id)."""
-    return (query.from_ms <= record["occurred_at"] < query.to_ms
-            and query.rule in (None, record["rule"])
-            and query.subject in (None, record["subject_id"])
-            and query.account in (None, bundle.never_raised_scope(record)["account_id"]))
 
 
 def _audited(entry: LedgerEntry, tree: AuditedTree) -> bool:
