@@ -672,8 +672,10 @@ def test_an_empty_or_foreign_file_is_refused_not_made_a_ledger(tmp_path: Path,
 
     existing = tmp_path / "empty.db"
     existing.write_bytes(content)
-    with pytest.raises(ConfigError, match=r"empty file, not a ledger|not an SQLite database"):
+    with pytest.raises(ConfigError, match=r"empty file, not a ledger|file is not a database"):
         open_ledger(str(existing))
+    assert existing.read_bytes() == content  # left as it was, nothing beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
     findings = tmp_path / "findings.jsonl"
     findings.write_bytes(orjson.dumps(finding(1)) + b"\n")
     key = Ed25519PrivateKey.generate()
@@ -902,3 +904,25 @@ def test_verify_tells_the_kinds_apart_as_the_ledger_keeps_them() -> None:
     kept = verify._FOREIGN_ID_FIELDS
     assert kept == {bundle.FINDINGS: FOREIGN_ID_FIELDS["finding"],
                     bundle.AMENDMENTS: FOREIGN_ID_FIELDS["amendment"]}
+
+
+def test_opening_the_ledger_again_keeps_the_locks_of_its_open_connections(
+        tmp_path: Path) -> None:
+    """A process that holds the ledger open (the desk) and opens it again for a write
+    (each review) must keep its SQLite locks: closing any descriptor of a file drops all
+    of a process's POSIX locks on it, and another process closing the ledger then took
+    itself for the last one, checkpointed and deleted the write-ahead log under the
+    open connections ("file is not a database" from then on)."""
+    path = tmp_path / "ledger.db"
+    with open_ledger(str(path)) as reader:
+        reader.append("finding", [finding(1)])
+        with open_ledger(str(path)) as writer:
+            writer.append("finding", [finding(2)])
+        other = subprocess.run(
+            [sys.executable, "-c", "import sys; from streams.evidence.ledger import "
+             "open_ledger; open_ledger(sys.argv[1]).close()", str(path)],
+            check=False, capture_output=True, text=True, timeout=60)
+        assert other.returncode == 0, other.stderr
+        assert path.with_name("ledger.db-wal").exists()  # still in use by `reader`
+        assert [e.entry_id for e in reader.entries(kind="finding")] == [
+            finding(1)["finding_id"], finding(2)["finding_id"]]

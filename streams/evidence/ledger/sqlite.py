@@ -26,7 +26,6 @@ from streams.evidence.ledger.sql import SqlLedger
 __all__ = ["SqliteLedger"]
 
 _BUSY_TIMEOUT_MS = 60_000
-_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 SCHEMA_VERSION = "2"  # 2: reviews, exceptions and exports are leaves; finding_id column
 
 _APPEND_ONLY = ("entries", "checkpoints", "exports", "timestamps")
@@ -145,19 +144,24 @@ class SqliteLedger(SqlLedger):
 
 
 def _is_sqlite_file(path: Path) -> bool:
-    """False when nothing is at `path`; True for an SQLite database; else ConfigError."""
+    """False when nothing is at `path`; True for a file SQLite is to open (which refuses
+    one that is not a database: "file is not a database", see `_connect`); ConfigError
+    for an empty file, which SQLite would silently make a new database.
+
+    The file is never opened here: closing a descriptor of a file drops every POSIX lock
+    the process holds on it, SQLite's included. A process holding the ledger open (the
+    desk) and opening it again (each review) then lost its locks, and another process
+    closing the ledger took itself for the last one and deleted the write-ahead log under
+    the open connections. SQLite's own opens share the locks of its other connections."""
     try:
-        with open(path, "rb") as file:
-            header = file.read(len(_SQLITE_HEADER))
+        size = path.stat().st_size
     except FileNotFoundError:
         return False
     except OSError as exc:
         raise ConfigError(f"cannot open the ledger {path}: {exc.strerror}") from None
-    if not header:
+    if size == 0 and path.is_file():
         raise ConfigError(f"{path} is an empty file, not a ledger (a new ledger is created "
                           "only where no file exists)")
-    if header != _SQLITE_HEADER:
-        raise ConfigError(f"{path} is not a usable ledger: not an SQLite database")
     return True
 
 
