@@ -321,6 +321,12 @@ class Engine:
         At-least-once recovery: state changes may have reached the changelog while
         the findings they led to had not reached their topic. Sending these again
         is harmless, since a finding's id is deterministic.
+
+        Only the findings the decisions raised, as raised: not a rule a late event
+        changed since (the state that holds its amendment was stored after the finding
+        and the amendment were delivered). Sent again on its amended outcome, a
+        WOULD_RAISE became a finding never raised, an EVIDENCE_CHANGED a second finding
+        under one id.
         """
         findings: list[Finding] = []
         for _, state in self.store.subjects():
@@ -333,7 +339,8 @@ class Engine:
                         continue
                     for rule, verdict in self._evaluate(record, state, stage):
                         evidence = record.outcomes.get(rule.id)
-                        if verdict is not None and evidence is not None:
+                        if (verdict is not None and evidence is not None
+                                and rule.id not in record.amended and verdict[0] == evidence):
                             findings.append(self._finding(rule.id, record.event, evidence,
                                                           verdict[1], state, count=False))
         return findings
@@ -529,11 +536,13 @@ class Engine:
                     account = self.store.account(trigger.account_id)
                 verdict = rule.decide(trigger, state, account, params)
                 rule_id = rule.id
-                before = record.outcomes.get(rule_id)
+                amended = record.amended
+                before = (amended[rule_id] if rule_id in amended
+                          else record.outcomes.get(rule_id))
                 after = verdict[0] if verdict is not None else None
                 if before == after:
                     continue
-                record.outcomes[rule_id] = after
+                amended[rule_id] = after
                 if after is None:
                     change = "RETRACTED"
                 elif before is None:

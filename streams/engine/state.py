@@ -60,7 +60,7 @@ def event_order(event: ParticipantJoined | EnrichmentMatched) -> tuple[int, str]
 
 
 # Each state class's attributes (its slots).
-TRIGGER_FIELDS = ("decided_at", "event", "outcomes", "pending", "received_at")
+TRIGGER_FIELDS = ("amended", "decided_at", "event", "outcomes", "pending", "received_at")
 SUBJECT_FIELDS = ("consents", "joins", "matches", "notices", "pruned_at", "seen", "triggers")
 ACCOUNT_FIELDS = ("automatic", "pruned_at", "seen", "toggles")
 
@@ -73,7 +73,12 @@ class TriggerRecord:
     def __init__(self, event: Trigger, pending: int, received_at: int | None = None) -> None:
         self.event = event
         self.pending = pending
+        # What the decisions took, rule by rule: never changed after (`decided_since`
+        # sends again exactly the findings raised).
         self.outcomes: Outcomes = {}
+        # The outcome now of each rule a late event changed (an amendment): what further
+        # late events are compared with.
+        self.amended: Outcomes = {}
         # The input position (Kafka offset) whose processing took the last decision:
         # after a restart, decisions taken at or after the committed offset are sent again.
         self.decided_at = -1

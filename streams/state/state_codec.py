@@ -160,7 +160,7 @@ def _subject_values(state: SubjectState) -> tuple[Any, ...]:
 def _trigger_values(record: TriggerRecord) -> tuple[Any, ...]:
     kind, values = _TRIGGER_VALUES[type(record.event)]
     return (kind, values(record.event), record.pending, record.outcomes, record.decided_at,
-            record.received_at)
+            record.received_at, record.amended)
 
 
 def _subject_from(values: object) -> SubjectState:
@@ -185,7 +185,10 @@ def _subject_from(values: object) -> SubjectState:
 
 
 def _trigger_from(values: object) -> TriggerRecord:
-    kind, event, pending, outcomes, decided_at, received_at = _record(values, 6, "trigger")
+    if type(values) is tuple and len(values) == 6:  # written before `amended` existed
+        values = (*values, {})
+    kind, event, pending, outcomes, decided_at, received_at, amended = _record(
+        values, 7, "trigger")
     _require(type(kind) is int and kind in (0, 1), "trigger kind")
     _require(_IS_TRIGGER[kind](event), "trigger event")
     _require(type(pending) is int and type(decided_at) is int
@@ -193,8 +196,12 @@ def _trigger_from(values: object) -> TriggerRecord:
     _require(_is_text_map(outcomes, frozenset({tuple, _NONE}))
              and all(only(evidence, _TEXT) for evidence in outcomes.values() if evidence),
              "trigger outcomes")
+    _require(_is_text_map(amended, frozenset({tuple, _NONE}))
+             and all(only(evidence, _TEXT) for evidence in amended.values() if evidence),
+             "trigger amended")
     record = TriggerRecord(_MAKE_TRIGGER[kind](*event), pending, received_at)
     record.outcomes = outcomes
+    record.amended = amended
     record.decided_at = decided_at
     return record
 

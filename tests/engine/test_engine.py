@@ -323,17 +323,25 @@ def test_late_withdrawal_would_raise_without_a_new_finding() -> None:
     assert findings == []
     assert [(a.kind, a.finding_id, a.evidence_event_ids) for a in amendments] == [
         ("WOULD_RAISE", sha(WITHOUT_CONSENT, r["event_id"]), ids(r, w))]
+    # Recovery sends again what the decisions raised: never the finding only amended in.
+    assert engine.decided_since(-1) == []
     assert split(engine.flush()) == ([], [])
 
 
 def test_late_withdrawal_changes_the_evidence_of_a_raised_finding() -> None:
     r = requested(0)
-    engine, _ = past_decided(*covered(), r)
+    engine, raised = past_decided(*covered(), r)
+    assert [(f.rule, f.evidence_event_ids) for f in raised] == [(WITHOUT_CONSENT, ids(r))]
+    assert [(f.rule, f.evidence_event_ids) for f in engine.decided_since(-1)] == [
+        (WITHOUT_CONSENT, ids(r))]
     w = consent(-10 * SEC, status="WITHDRAWN")
     findings, amendments = split(feed(engine, [w]))
     assert findings == []
     assert [(a.kind, a.finding_id, a.evidence_event_ids) for a in amendments] == [
         ("EVIDENCE_CHANGED", sha(WITHOUT_CONSENT, r["event_id"]), ids(r, w))]
+    # Recovery never sends the finding again on its amended evidence (a second content
+    # under its id): the state holding the amendment was stored after both went out.
+    assert engine.decided_since(-1) == []
 
 
 def test_late_profile_view_notice_retracts_a_covert_view_finding() -> None:

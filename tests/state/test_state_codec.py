@@ -27,6 +27,7 @@ from streams.engine.state import (
 from streams.errors import InvalidEvent
 from streams.model.events import Event
 from streams.state.state_codec import DamagedState, decode_state, encode_state
+from tests.builders import LATENESS, SEC, consent, feed, joined, make_engine, requested
 from tests.hypothesis_profiles import examples
 from tests.strategies import events
 
@@ -36,7 +37,7 @@ def canonical(state: SubjectState | AccountState) -> object:
     def plain(value: object) -> object:
         if isinstance(value, TriggerRecord):
             return ("record", value.event, value.pending, value.outcomes, value.decided_at,
-                    value.received_at)
+                    value.received_at, value.amended)
         if isinstance(value, dict):
             return {key: plain(item) for key, item in value.items()}
         if isinstance(value, list):
@@ -168,3 +169,26 @@ def test_a_pickled_value_is_refused_and_runs_nothing() -> None:
         with pytest.raises(ValueError):
             decode_state(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     assert not _MARK.exists()
+
+
+def test_what_late_events_amended_is_kept_apart_and_older_values_still_read() -> None:
+    """A trigger's record keeps what its decisions raised (`outcomes`) and what late
+    events changed since (`amended`); a value written before `amended` existed (six
+    fields to a trigger) reads as amended by nothing."""
+    engine = make_engine()
+    r = requested(0)
+    feed(engine, [r, joined(LATENESS + 1, subject_id="u-other"),
+                  consent(-10 * SEC, status="WITHDRAWN")])
+    state = engine.store.subject(r["subject_id"])
+    assert state is not None
+    record = state.triggers[r["event_id"]]
+    assert record.outcomes["enrichment-without-consent"] == (r["event_id"],)
+    assert set(record.amended) == {"enrichment-without-consent"}
+    raw = encode_state(state)
+    assert canonical(decode_state(raw)) == canonical(state)
+    values = marshal.loads(raw[2:])
+    triggers = {event_id: trigger[:6] for event_id, trigger in values[6].items()}
+    older = decode_state(raw[:2] + marshal.dumps((*values[:6], triggers)))
+    assert isinstance(older, SubjectState)
+    assert older.triggers[r["event_id"]].amended == {}
+    assert older.triggers[r["event_id"]].outcomes == record.outcomes
