@@ -123,10 +123,11 @@ def evidence_file(event_id: str) -> str:
 
 
 def never_raised_scope(amendment: Mapping[str, Any]) -> dict[str, Any]:
-    """What a query, an exception and summary.csv read of a WOULD_RAISE amendment whose
-    finding was never raised, as they read a finding: its rule, subject and time, and its
-    trigger's account, meeting and provider (amendments carry none of these three; from
-    the trigger in its evidence, None when the evidence does not hold it)."""
+    """What a query, an exception and summary.csv read of an amendment of a finding never
+    raised, as they read that finding: its rule and subject, and from its trigger (the
+    event in its evidence) the time, account, meeting and provider a finding takes from
+    it. An amendment's own `occurred_at` is its late event's; without the trigger in the
+    evidence, that time and None for the others."""
     trigger = next((event for event in evidence_events(amendment)
                     if event["event_id"] == amendment.get("trigger_event_id")), {})
 
@@ -134,8 +135,11 @@ def never_raised_scope(amendment: Mapping[str, Any]) -> dict[str, Any]:
         value = trigger.get(name)
         return value if isinstance(value, str) else None
 
+    occurred_at = trigger.get("occurred_at")
+    if type(occurred_at) is not int:
+        occurred_at = amendment.get("occurred_at")
     return {"rule": amendment.get("rule"), "subject_id": amendment.get("subject_id"),
-            "occurred_at": amendment.get("occurred_at"), "account_id": text("account_id"),
+            "occurred_at": occurred_at, "account_id": text("account_id"),
             "meeting_id": text("meeting_id"), "provider": text("provider")}
 
 

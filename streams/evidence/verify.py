@@ -196,6 +196,9 @@ class _Verification:
     _finding_ids: set[str] = field(default_factory=set)
     _consent_lines: list[tuple[str, bytes]] = field(default_factory=list)  # (finding id, line)
     _scopes: list[dict[str, Any]] = field(default_factory=list)
+    # Each finding never raised of amendments.jsonl: None once one of its WOULD_RAISE
+    # matched the query, else what did not match
+    _never_raised: dict[str, list[str] | None] = field(default_factory=dict)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
     _missing: set[str] = field(default_factory=set)  # listed files not in the bundle
@@ -223,6 +226,7 @@ class _Verification:
         amendments = self._check_entries(
             bundle.AMENDMENTS, manifest.get("amendments"), checkpoint,
             lambda record: self._proven_amendment(record, query))
+        self._check_never_raised()
         reviews = self._check_entries(bundle.REVIEWS, manifest.get("reviews"), checkpoint,
                                       self._proven_review)
         exceptions = self._check_entries(bundle.EXCEPTIONS, manifest.get("exceptions"),
@@ -422,16 +426,28 @@ class _Verification:
         if record.get("finding_id") in self._finding_ids:
             return
         where = f"{bundle.AMENDMENTS}: {_shown(record.get('amendment_id'))}"
+        finding = str(record.get("finding_id"))
         if record.get("kind") != "WOULD_RAISE":
-            self._query_failures.append(f"{where} amends no exported finding")
+            # A later amendment of a finding never raised (one of its WOULD_RAISE before)
+            if finding not in self._never_raised:
+                self._query_failures.append(f"{where} amends no exported finding")
             return
-        # A finding never raised: the amendment is selected by the query itself, and an
-        # exception may cover it as it would the finding.
+        # A finding never raised: the query selects it by any of its WOULD_RAISE
+        # amendments (`_check_never_raised`), and an exception may cover it as it would
+        # the finding.
         scope = bundle.never_raised_scope(record)
         self._scopes.append({name: scope[name] for name in _SCOPE_FIELDS})
-        if query is not None:
-            self._query_failures += query.mismatches(
-                scope, f"{where} (would raise {_shown(record.get('finding_id'))})")
+        misses = self._never_raised.setdefault(finding, [])
+        if query is not None and misses is not None:
+            found = query.mismatches(scope, f"{where} (would raise {_shown(finding)})")
+            self._never_raised[finding] = misses + found if found else None
+
+    def _check_never_raised(self) -> None:
+        """Every finding never raised is selected by the query through one of its
+        WOULD_RAISE amendments at least (else all of theirs are reported)."""
+        for misses in self._never_raised.values():
+            if misses:
+                self._query_failures += misses
 
     def _proven_review(self, record: dict[str, Any], claim: dict[str, Any]) -> None:
         where = f"{bundle.REVIEWS}: {_shown(record.get('review_id'))}"

@@ -29,6 +29,7 @@ from streams.evidence import bundle, verify
 from streams.evidence.exception_scope import new_exception
 from streams.evidence.export import ExportQuery, export_bundle
 from streams.evidence.export.summary import NEVER_RAISED
+from streams.evidence.export.times import describe_ms
 from streams.evidence.keys import generate_keypair, load_private_key, load_public_key
 from streams.evidence.ledger import Ledger, open_ledger
 from streams.evidence.verify import verify_bundle
@@ -466,3 +467,46 @@ def test_a_finding_never_raised_is_exported_with_its_amendment(
     _resign(one_account, keys[0], widen)
     assert any("(would raise " in failure and "--account filter" in failure
                for failure in _failures(one_account, keys[1]))
+
+
+def test_every_amendment_of_a_finding_never_raised_is_exported(
+        tmp_path: Path, ledger: Ledger, keys: tuple[Path, Path]) -> None:
+    """A late withdrawal made a decision WOULD_RAISE, a later late grant retracted it: the
+    bundle holds both (the first alone told a regulator it should have been raised), and
+    the query selects it by its trigger's time (an amendment's own is its late event's)."""
+    from streams.model.findings import amendment_id
+
+    trigger_at = FINDINGS[0]["occurred_at"] + 5
+    would = _would_raise("chain", trigger_at, "acct1")
+    would["occurred_at"] = TO_MS + 60_000  # the late withdrawal came after the window
+    retracted = {**would, "kind": "RETRACTED", "late_event_id": "late-g",
+                 "amendment_id": amendment_id(would["finding_id"], "late-g", "RETRACTED"),
+                 "explanation": "would not have been raised", "occurred_at": TO_MS + 90_000}
+    ledger.append("amendment", [would, retracted])
+    out = tmp_path / "chain"
+    export_bundle(ledger, out, ExportQuery(FROM_MS, TO_MS, "inquiry"),
+                  load_private_key(keys[0]), actor="tester")
+    lines = (out / bundle.AMENDMENTS).read_bytes().splitlines()
+    kinds = [(line["amendment_id"], line["kind"]) for line in map(orjson.loads, lines)
+             if line["finding_id"] == would["finding_id"]]
+    assert kinds == [(would["amendment_id"], "WOULD_RAISE"),
+                     (retracted["amendment_id"], "RETRACTED")]
+    rows = list(csv.DictReader(io.StringIO((out / bundle.SUMMARY).read_text())))
+    row = next(row for row in rows if row["finding_id"] == would["finding_id"])
+    assert (row["status"], row["review_status"]) == ("retracted", NEVER_RAISED)
+    assert row["occurred_at"] == describe_ms(trigger_at)
+    assert _failures(out, keys[1]) == []
+    assert _failures(tmp_path / "chain.zip", keys[1]) == []
+
+    # Without its WOULD_RAISE, the retraction amends nothing the bundle holds.
+    alone = b"".join(line + b"\n" for line in lines
+                     if orjson.loads(line)["amendment_id"] != would["amendment_id"])
+
+    def drop_would_raise(manifest: dict[str, Any]) -> None:
+        manifest["amendments"] = [e for e in manifest["amendments"]
+                                  if e["id"] != would["amendment_id"]]
+        manifest["files"][bundle.AMENDMENTS] = bundle.sha256_hex(alone)
+
+    (out / bundle.AMENDMENTS).write_bytes(alone)
+    _resign(out, keys[0], drop_would_raise)
+    assert any("amends no exported finding" in failure for failure in _failures(out, keys[1]))

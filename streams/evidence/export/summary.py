@@ -1,6 +1,7 @@
 """summary.csv: one row per exported finding, for spreadsheets, then one per finding never
-raised that a late event showed should have been (a WOULD_RAISE amendment whose finding
-the ledger does not hold; `status` and `review_status` are `never_raised`).
+raised that a late event showed should have been (WOULD_RAISE amendments of a finding the
+ledger does not hold; `review_status` is `never_raised`, and so is `status` unless a later
+amendment retracted it).
 
 A cell that a spreadsheet would run as a formula (starting with = + - @, tab or CR)
 gets a leading apostrophe (OWASP "CSV injection"); findings.jsonl keeps the exact
@@ -138,25 +139,31 @@ def render_summary(findings: Sequence[LedgerEntry],
             "yes" if covering(scopes, record, at_ms) else "no",
             _cell(consent_record(record)["status_label"]),
         ])
-    # A WOULD_RAISE amendment of a finding never raised (the bundle holds no finding it
-    # names): its own row, read as the finding would have been, which nobody reviewed.
-    never_raised = sorted((entry for finding_id, trail in by_finding.items()
-                           if finding_id not in exported for entry in trail),
-                          key=lambda entry: entry.index)
-    for entry in never_raised:
+    # A finding never raised that a late event showed should have been (the bundle holds
+    # no finding of its amendments' id): its own row, read as the finding would have been
+    # from its latest amendment; nobody reviewed it. Its status: never_raised while it
+    # holds, else what the last amendment made of it (retracted).
+    never_raised = sorted((trail for finding_id, trail in by_finding.items()
+                           if finding_id not in exported and trail),
+                          key=lambda trail: trail[0].index)
+    for trail in never_raised:
+        entry = trail[-1]
         record = entry.record
         scope = never_raised_scope(record)
         rule = record.get("rule")
-        severity = getattr(known(rule), "severity", None)
+        status = finding_status(trail)
         writer.writerow([
-            entry.index, _cell(record.get("finding_id")), NEVER_RAISED, _cell(rule),
-            _cell(severity), _time(record.get("occurred_at")),
-            _time(record.get("detected_at")), _cell(record.get("subject_id")),
-            _cell(scope["account_id"]), _cell(scope["meeting_id"]), _cell(scope["provider"]),
+            entry.index, _cell(record.get("finding_id")),
+            NEVER_RAISED if status in ("reinstated", "evidence_changed") else _cell(status),
+            _cell(rule), _cell(getattr(known(rule), "severity", None)),
+            _time(scope["occurred_at"]), _time(record.get("detected_at")),
+            _cell(record.get("subject_id")), _cell(scope["account_id"]),
+            _cell(scope["meeting_id"]), _cell(scope["provider"]),
             _cell(record.get("trigger_event_id")),
             _cell(" ".join(str(i) for i in record.get("evidence_event_ids") or ())),
             _cell(regulations(rule)), _cell(record.get("explanation")), NEVER_RAISED,
             "yes" if covering(scopes, scope, at_ms) else "no",
-            _cell(consent_record(record)["status_label"]),
+            _cell(consent_record({**record, "occurred_at": scope["occurred_at"]})[
+                "status_label"]),
         ])
     return buffer.getvalue().encode()

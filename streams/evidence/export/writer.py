@@ -178,21 +178,29 @@ def _select(ledger: Ledger, query: ExportQuery, tree: AuditedTree) -> _Selection
         if entry.index < tree.size and _matches(entry.record, query) and _audited(entry, tree)]
     wanted = {entry.entry_id for entry in selection.findings}
     # A late event can show that a decision taken without a finding should have raised
-    # one (WOULD_RAISE): that finding is in no ledger, the amendment is the evidence.
-    never_raised = [
-        entry for entry in ledger.entries(kind="amendment", from_ms=query.from_ms,
-                                          to_ms=query.to_ms, rule=query.rule,
-                                          subject=query.subject)
+    # one (WOULD_RAISE): that finding is in no ledger, its amendments are the evidence.
+    # The query selects it as it would the finding (the trigger's time, account...) by
+    # any of its WOULD_RAISE amendments; then every amendment of it goes, as for a
+    # finding (a later one may retract it again).
+    never_raised_ids = {
+        str(entry.record.get("finding_id"))
+        for entry in ledger.entries(kind="amendment", rule=query.rule, subject=query.subject)
         if entry.index < tree.size and entry.record.get("kind") == "WOULD_RAISE"
         and entry.record.get("finding_id") not in wanted
         and _matches(bundle.never_raised_scope(entry.record), query)
         and ledger.finding(str(entry.record.get("finding_id"))) is None
-        and _audited(entry, tree)]
+        and _audited(entry, tree)}
+    never_raised = [
+        entry for finding in sorted(never_raised_ids)
+        for entry in ledger.entries(kind="amendment", finding=finding)
+        if entry.index < tree.size and _audited(entry, tree)]
+    never_raised.sort(key=lambda entry: entry.index)
     selection.amendments = never_raised
     # Exceptions are read of the findings, and of the findings never raised as of findings
     # (summary.csv says whether one covers them).
     scopes = [entry.record for entry in selection.findings]
-    scopes += [bundle.never_raised_scope(entry.record) for entry in never_raised]
+    scopes += [bundle.never_raised_scope(entry.record) for entry in never_raised
+               if entry.record.get("kind") == "WOULD_RAISE"]
     by_account: dict[str, list[Mapping[str, Any]]] = {}
     for scope in scopes:
         by_account.setdefault(scope.get("account_id") or "", []).append(scope)
