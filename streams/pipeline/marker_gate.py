@@ -10,6 +10,10 @@ read directly, how far (`read_to`: the next offset); the gate holds the marker, 
 marker after it, until the engine has read each of those partitions as far. In normal
 operation the sender is this worker, which read them before it sent the marker: nothing
 waits.
+
+The other way round, the engine may have read past a marker's `read_to` by the time the
+marker comes back (an end-of-input record followed at once by more records): what the
+marker says of those sources is then older than the records (`read_past`).
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ class MarkerGate:
         while self._held and self._covers(self._held[0]):
             released.append(self._held.pop(0))
         return released
+
+    def read_past(self, marker: HeldMarker) -> list[str]:
+        """The sources this partition reads directly whose records after the marker's
+        report (beyond its `read_to`) are in the engine already: the report's state of
+        them (ended, idle) is older than those records, which made them active again."""
+        return [source for source, offset in marker.read_to.items()
+                if self._is_own(source) and self._read(source) > offset]
 
     def held(self) -> int:
         return len(self._held)

@@ -772,7 +772,15 @@ class _Pipeline:
                       ) -> list[Finding | Amendment]:
         """The decisions a marker lets partition `part` take (`position`: what caused
         them, for `Engine.decided_since`)."""
-        part.sources.update(marker.report)
+        report = marker.report
+        stale = [source for source in part.gate.read_past(marker)
+                 if source in report and report[source][1] != ACTIVE]
+        if stale:
+            # Records after its end (or idle) report are in the engine already: they made
+            # the source active again (`_rejoin`), which this older report must not undo.
+            # An end applied now would decide them with everything before it.
+            report = {**report, **{source: (report[source][0], ACTIVE) for source in stale}}
+        part.sources.update(report)
         engine = part.engine
         watermark = part.sources.watermark(engine.watermark, marker.sent_at)
         log.debug("partition %s: watermark %s", part.store.partition, watermark)
