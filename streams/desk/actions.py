@@ -52,6 +52,8 @@ __all__ = ["STALE", "ActionError", "Export", "allowed_actions", "export", "now_m
 
 #: What the desk says when the finding's reviews changed since the page was loaded.
 STALE = "someone reviewed this finding meanwhile; reload the page to see what changed"
+AMENDED = ("a late event amended this finding since the page was loaded; reload the page to "
+           "see the amendment")
 
 
 class ActionError(ConsentwatchError):
@@ -100,10 +102,12 @@ def _latest_id(trail: list[LedgerEntry]) -> str:
 def record_review(db: Database, reviewer: str, form: Mapping[str, Any],
                   at_ms: int | None = None) -> str:
     """Append the review the form asks for; returns the finding id. The form names the
-    finding (`finding_id`), the `action` and its fields, and `seen`: the id of the
+    finding (`finding_id`), the `action` and its fields, `seen`: the id of the
     latest review the page showed ("" for none), which becomes the review's
     prev_review_id: a review written against a stale page is refused (409, `STALE`),
-    here or, when another review got in between, by the ledger under its lock."""
+    here or, when another review got in between, by the ledger under its lock; and
+    `amended`: the id of the latest amendment the page showed ("" for none): a finding
+    amended since is refused too (409, `AMENDED`)."""
     from streams.evidence.ledger import InvalidRecord, open_ledger
 
     finding_id = _text(form, "finding_id", required=True, limit=200, exact=True) or ""
@@ -115,6 +119,10 @@ def record_review(db: Database, reviewer: str, form: Mapping[str, Any],
     trail = queries.reviews_of(db, finding_id)
     if str(form.get("seen") or "") != _latest_id(trail):
         raise ActionError(409, STALE)
+    if str(form.get("amended") or "") != _latest_id(queries.amendments_of(db, finding_id)):
+        # A late event amended the finding (retracted it, changed its evidence) after the
+        # page was loaded: the decision was taken on what the finding no longer is.
+        raise ActionError(409, AMENDED)
     status = fold(entry.record for entry in trail)
     if action not in allowed_actions(status):
         raise ActionError(409, f"a finding that is {status.state} cannot take a {action} "

@@ -85,6 +85,8 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _MAX_ID = 200
+# A POST body: the longest form (a comment of 10,000 characters) is far below.
+MAX_FORM_BYTES = 1024 * 1024
 _ACCOUNTS_SHOWN = 200  # the accounts page's first rows (all of them with ?all=1)
 
 
@@ -300,6 +302,17 @@ class _Desk:
         """A POST endpoint: the session's CSRF token checked first (403 without), then
         `handler` on the thread pool."""
         async def endpoint(request: Request) -> Response:
+            # Read whole before the session is known: bounded, or an anonymous POST of
+            # hundreds of MiB took minutes of CPU (the form parser grows a field by +=).
+            # Browsers declare a form's length; the server keeps a body to it.
+            declared = request.headers.get("content-length", "")
+            if not declared.isdigit():
+                return self.error_page(request, 411, "Length Required",
+                                       "A form sent to the desk must declare its length.")
+            if int(declared) > MAX_FORM_BYTES:
+                return self.error_page(request, 413, "Content Too Large",
+                                       f"A form sent to the desk is at most "
+                                       f"{MAX_FORM_BYTES // 1024} KiB.")
             form = await request.form()
             session = self.session_of(request)
             token = request.headers.get("x-csrf-token") or form.get("csrf_token")
@@ -436,7 +449,7 @@ class _Desk:
         if panel_only:
             return self.render(request, "_review.html", status=status, session=session,
                                entry=entry, problem=problem, **review)
-        amendments = queries.amendments_of(self.db, entry)
+        amendments = queries.amendments_of(self.db, entry.entry_id)
         events, svg = _evidence(entry)
         try:
             rule = self.catalogue[entry.rule]
@@ -462,8 +475,10 @@ class _Desk:
                                  "(was the database edited?)") from None
         standing = queries.standing(self.db)
         covering = [] if status.state == "resolved" else standing.covering(entry.record)
+        amended = queries.amendments_of(self.db, entry.entry_id)
         return {"trail": trail, "review_status": status,
                 "seen": trail[-1].entry_id if trail else "",
+                "amended": amended[-1].entry_id if amended else "",
                 "covering": covering, "excepted": bool(covering),
                 "actions": actions.allowed_actions(status),
                 "assignees": [name for name, _, _ in list_users(self.db)],

@@ -509,11 +509,11 @@ def finding(db: Database, finding_id: str) -> LedgerEntry | None:
     return checked_row(rows[0]) if rows else None
 
 
-def amendments_of(db: Database, entry: LedgerEntry) -> list[LedgerEntry]:
+def amendments_of(db: Database, finding_id: str) -> list[LedgerEntry]:
     """The finding's amendments in ledger order (by the ledger's finding_id column, each
     checked against its leaf)."""
     rows = db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE finding_id = ? "
-                    "AND kind = 'amendment' ORDER BY idx", (entry.entry_id,))
+                    "AND kind = 'amendment' ORDER BY idx", (finding_id,))
     return [checked_row(values) for values in rows]
 
 

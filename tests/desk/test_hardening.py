@@ -167,3 +167,27 @@ def _login_through_proxy(url: str, client_ip: str, name: str, password: str) -> 
         return proxy.post("/login", headers={"Cookie": cookie}, data={
             "username": name, "password": password,
             "csrf_token": csrf_of(form.text)}).status_code
+
+
+def test_a_form_body_is_bounded_before_anything_reads_it(own_db: Database) -> None:
+    """An anonymous POST of hundreds of MiB took minutes of CPU in the form parser before
+    its CSRF token was even looked at: a body over the bound, or one whose length is not
+    declared, is refused unread."""
+    from streams.desk.app import MAX_FORM_BYTES
+
+    with TestClient(create_app(own_db), follow_redirects=False, client=LOCAL) as anyone:
+        page = anyone.get("/login").text
+        big = anyone.post("/login", content=b"a=" + b"x" * MAX_FORM_BYTES, headers={
+            "content-type": "application/x-www-form-urlencoded"})
+        assert big.status_code == 413
+
+        def chunks() -> Iterator[bytes]:
+            yield b"csrf_token=" + csrf_of(page).encode()
+
+        unsized = anyone.post("/login", content=chunks(), headers={
+            "content-type": "application/x-www-form-urlencoded"})
+        assert unsized.status_code == 411
+        # A form of ordinary size goes on to the CSRF check and the login.
+        wrong = anyone.post("/login", data={"csrf_token": csrf_of(page), "username": "rex",
+                                            "password": "wrong"})
+        assert wrong.status_code not in (411, 413)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.testclient import TestClient
 
 from streams.desk import Database, DeskConfig, create_app
-from streams.desk.actions import STALE
+from streams.desk.actions import AMENDED, STALE
 from streams.desk.users import add_user
 from streams.evidence.ledger import open_ledger
 from tests.desk.conftest import HOSTILE, IMG, LOCAL, PASSWORD, SCRIPT, csrf_of, sign_in
@@ -74,10 +74,16 @@ def _seen(page: str) -> str:
     return found.group(1)
 
 
+def _amended(page: str) -> str:
+    found = re.search(r'name="amended" value="([^"]*)"', page)
+    assert found, "no review form on the page"
+    return found.group(1)
+
+
 def _review(client: TestClient, finding_id: str, action: str, **fields: str) -> Any:
     page = client.get(f"/findings/{finding_id}").text
     data = {"csrf_token": csrf_of(page), "finding_id": finding_id, "action": action,
-            "seen": _seen(page), **fields}
+            "seen": _seen(page), "amended": _amended(page), **fields}
     return client.post("/reviews", data=data)
 
 
@@ -160,6 +166,39 @@ def test_a_review_on_a_stale_page_is_409_reload(desk: Any, own_db: Database) -> 
                                          "seen": _seen(stale)})
     assert refused.status_code == 409 and STALE in refused.text
     assert [r["action"] for r in _reviews(own_db, finding_id)] == ["acknowledge"]
+
+
+def test_a_decision_on_a_finding_amended_since_the_page_was_loaded_is_409_reload(
+        desk: Any, own_db: Database) -> None:
+    """The pipeline retracted the finding while rex read it: his decision was taken on
+    what the finding no longer is."""
+    from streams.model.findings import amendment_id
+
+    rex = desk("rex")
+    finding_id = _finding_id(own_db, "made-up finding n11")
+    stale = rex.get(f"/findings/{finding_id}").text
+    assert _amended(stale) == ""
+    with open_ledger(own_db.target) as ledger:
+        finding = ledger.finding(finding_id)
+        assert finding is not None
+        record = finding.record
+        retraction = {
+            "amendment_id": amendment_id(finding_id, "late-1", "RETRACTED"),
+            "kind": "RETRACTED", "finding_id": finding_id, "rule": record["rule"],
+            "subject_id": record["subject_id"], "trigger_event_id": record["trigger_event_id"],
+            "late_event_id": "late-1", "evidence_event_ids": record["evidence_event_ids"],
+            "occurred_at": record["occurred_at"] + 1, "detected_at": record["occurred_at"] + 2,
+            "explanation": "would not have been raised", "evidence": record.get("evidence"),
+            "late_event": None}
+        ledger.append("amendment", [retraction])
+    refused = rex.post("/reviews", data={"csrf_token": csrf_of(stale), "finding_id": finding_id,
+                                         "action": "resolve", "reason": "remediated",
+                                         "seen": _seen(stale), "amended": _amended(stale)})
+    assert refused.status_code == 409 and AMENDED in refused.text
+    assert _reviews(own_db, finding_id) == []
+    assert _amended(rex.get(f"/findings/{finding_id}").text) == retraction["amendment_id"]
+    assert _review(rex, finding_id, "resolve", reason="remediated").status_code == 303
+    assert [r["action"] for r in _reviews(own_db, finding_id)] == ["resolve"]
 
 
 def test_a_review_the_ledger_finds_stale_under_its_lock_is_409_reload(
