@@ -133,7 +133,11 @@ class WorkerSettings:
     # (Kafka Streams flushes its state caches at each commit, every 30 s by default).
     # A batch flushes its partition once this is over; so does a timer, on a partition no
     # batch reaches (`_Pipeline.flush_due`).
-    state_flush_interval_s: float = 5.0
+    state_flush_interval_s: float = 30.0
+    # A partition no batch reached for this long is flushed without waiting for the
+    # interval: with no traffic to share a flush, waiting saves nothing and only holds
+    # back its commits (its consumer lag, a restart's re-reading).
+    state_flush_quiet_s: float = 1.0
     # A flush also starts once this many keys are waiting (bounds a flush's size).
     state_flush_max_keys: int = 50_000
     framing: WireFormat = field(default_factory=SingleObjectFraming)
@@ -149,8 +153,8 @@ class _Partition:
     """One correlate partition's engine, store and source watermarks, and the batches
     whose state changes wait for the next flush."""
 
-    __slots__ = ("dirty_since", "engine", "flushing", "gate", "in_flight", "saved", "sources",
-                 "store", "unflushed_outputs", "waiting")
+    __slots__ = ("dirty_keys", "dirty_since", "engine", "flushing", "gate", "in_flight", "saved",
+                 "sources", "store", "traffic_at", "unflushed_outputs", "waiting")
 
     def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks,
                  gate: MarkerGate) -> None:
@@ -159,6 +163,10 @@ class _Partition:
         self.sources = sources
         self.gate = gate
         self.dirty_since: float | None = None  # monotonic time of the first unflushed change
+        # When a batch last changed more of its state (markers alone change its progress
+        # only), and how many keys waited then: its traffic, for `flush_due`.
+        self.traffic_at = time.monotonic()
+        self.dirty_keys = 0
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
         self.saved: tuple[int, int, dict[str, int], int | None] | None = None  # last put
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
@@ -757,6 +765,10 @@ class _Pipeline:
             dropped.cancel()
             return BatchCommit(await batch.enqueue(), dropped)
         now_s = time.monotonic()
+        dirty = part.store.dirty_keys()
+        if dirty > part.dirty_keys:
+            part.traffic_at = now_s
+        part.dirty_keys = dirty
         if part.dirty_since is None:
             part.dirty_since = now_s
         if (now_s - part.dirty_since >= self.settings.state_flush_interval_s
@@ -825,6 +837,7 @@ class _Pipeline:
                     return BatchCommit(asyncio.ensure_future(asyncio.gather(*outputs)))
                 # From here to `store.flush()` nothing awaits: the state cannot change.
                 waiting, part.waiting, part.dirty_since = part.waiting, [], None
+                part.dirty_keys = 0
                 batch = _Batch(self._producer())
                 for key, value in part.store.flush():
                     await batch.append(changelog, number, key, value)
@@ -857,7 +870,9 @@ class _Pipeline:
 
     async def flush_due(self) -> None:
         """The flush of a partition whose oldest unflushed change is `state_flush_interval_s`
-        old, when no batch came to take it (a batch flushes its own partition then).
+        old, when no batch came to take it (a batch flushes its own partition then), or
+        which no batch changed for `state_flush_quiet_s` (traffic stopped: waiting would
+        share the flush with nothing).
 
         Without it the batches that wait for the flush (`part.waiting`) are committed only
         once another batch reaches the partition: while none comes (markers stopped, a
@@ -866,9 +881,10 @@ class _Pipeline:
         sent, and it decides itself whether it flushes."""
         now_s = time.monotonic()
         interval = self.settings.state_flush_interval_s
+        quiet = self.settings.state_flush_quiet_s
         for number, part in list(self.partitions.items()):
             if (part.waiting and part.dirty_since is not None
-                    and now_s - part.dirty_since >= interval
+                    and (now_s - part.dirty_since >= interval or now_s - part.traffic_at >= quiet)
                     and number != self._handling and self.partitions.get(number) is part):
                 try:
                     await self._flush(part, number)
@@ -1126,7 +1142,8 @@ def build_app(settings: WorkerSettings) -> Any:
         except Exception:
             log.exception("the watermark timer failed; it runs again in a second")
 
-    @app.timer(interval=min(settings.tick_interval_s, settings.state_flush_interval_s))
+    @app.timer(interval=min(settings.tick_interval_s, settings.state_flush_interval_s,
+                            settings.state_flush_quiet_s))
     async def flush_due() -> None:
         # Its own timer: a tick held up (a slow broker call) does not hold up the flush.
         try:

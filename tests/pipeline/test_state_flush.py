@@ -71,7 +71,7 @@ class _Producer:
         return future
 
 
-def _pipeline(producer: _Producer, interval_s: float) -> Any:
+def _pipeline(producer: _Producer, interval_s: float, quiet_s: float = 3600.0) -> Any:
     from streams.runtime import StateCollector
 
     pipeline: Any = object.__new__(worker._Pipeline)
@@ -80,17 +80,19 @@ def _pipeline(producer: _Producer, interval_s: float) -> Any:
     pipeline._producer = lambda: producer
     pipeline._collector = StateCollector()
     pipeline._handling = None
-    pipeline.settings = SimpleNamespace(state_flush_interval_s=interval_s)
+    pipeline.settings = SimpleNamespace(state_flush_interval_s=interval_s,
+                                        state_flush_quiet_s=quiet_s)
     pipeline.partitions = {}
     return pipeline
 
 
-def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float
-                       ) -> tuple[Any, asyncio.Future[None]]:
+def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float,
+                       quiet_for_s: float = 0.0) -> tuple[Any, asyncio.Future[None]]:
     persisted: list[int] = []
     store = SimpleNamespace(flush=lambda: [(b"k", b"v")], persisted=persisted.append)
     waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     part = SimpleNamespace(waiting=[waiting], dirty_since=time.monotonic() - dirty_for_s,
+                           traffic_at=time.monotonic() - quiet_for_s, dirty_keys=1,
                            store=store, in_flight=None, flushing=asyncio.Lock(),
                            unflushed_outputs=[])
     pipeline.partitions[number] = part
@@ -111,6 +113,23 @@ def test_a_partition_no_batch_reaches_is_flushed_by_the_timer_and_its_batches_re
         assert producer.sent == [("changelog", 2, [(b"k", b"v")])]
         assert part.waiting == [] and part.dirty_since is None
         assert not fresh.done()  # its interval has not passed yet
+
+    asyncio.run(scenario())
+
+
+def test_a_partition_whose_traffic_stopped_is_flushed_before_its_interval() -> None:
+    """Under traffic a flush waits for the interval (each one writes every subject changed
+    since the last); once no batch changed the partition for `state_flush_quiet_s` there
+    is nothing to wait for, and its commits (its lag) should not."""
+    async def scenario() -> None:
+        producer = _Producer()
+        pipeline = _pipeline(producer, interval_s=30.0, quiet_s=1.0)
+        _, quiet = _waiting_partition(pipeline, 0, dirty_for_s=3.0, quiet_for_s=2.0)
+        _, busy = _waiting_partition(pipeline, 1, dirty_for_s=3.0, quiet_for_s=0.2)
+        await pipeline.flush_due()
+        await asyncio.wait_for(quiet, timeout=5)
+        assert producer.sent == [("changelog", 0, [(b"k", b"v")])]
+        assert not busy.done()
 
     asyncio.run(scenario())
 
