@@ -199,6 +199,8 @@ class _Verification:
     # Each finding never raised of amendments.jsonl: None once one of its WOULD_RAISE
     # matched the query, else what did not match
     _never_raised: dict[str, list[str] | None] = field(default_factory=dict)
+    # (finding id, where) of each amendment of no exported finding that is no WOULD_RAISE
+    _other_amendments: list[tuple[str, str]] = field(default_factory=list)
     _reviews: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     _unordered: set[str] = field(default_factory=set)  # findings with a bad leaf_index
     _missing: set[str] = field(default_factory=set)  # listed files not in the bundle
@@ -428,9 +430,10 @@ class _Verification:
         where = f"{bundle.AMENDMENTS}: {_shown(record.get('amendment_id'))}"
         finding = str(record.get("finding_id"))
         if record.get("kind") != "WOULD_RAISE":
-            # A later amendment of a finding never raised (one of its WOULD_RAISE before)
-            if finding not in self._never_raised:
-                self._query_failures.append(f"{where} amends no exported finding")
+            # Another amendment of a finding never raised, before or after its WOULD_RAISE
+            # (a retraction and a reinstatement may both reach the ledger before the
+            # finding): decided once the whole file is read (`_check_never_raised`).
+            self._other_amendments.append((finding, where))
             return
         # A finding never raised: the query selects it by any of its WOULD_RAISE
         # amendments (`_check_never_raised`), and an exception may cover it as it would
@@ -444,10 +447,14 @@ class _Verification:
 
     def _check_never_raised(self) -> None:
         """Every finding never raised is selected by the query through one of its
-        WOULD_RAISE amendments at least (else all of theirs are reported)."""
+        WOULD_RAISE amendments at least (else all of theirs are reported); every other
+        amendment amends an exported finding or one of these."""
         for misses in self._never_raised.values():
             if misses:
                 self._query_failures += misses
+        for finding, where in self._other_amendments:
+            if finding not in self._never_raised:
+                self._query_failures.append(f"{where} amends no exported finding")
 
     def _proven_review(self, record: dict[str, Any], claim: dict[str, Any]) -> None:
         where = f"{bundle.REVIEWS}: {_shown(record.get('review_id'))}"

@@ -510,3 +510,27 @@ def test_every_amendment_of_a_finding_never_raised_is_exported(
     (out / bundle.AMENDMENTS).write_bytes(alone)
     _resign(out, keys[0], drop_would_raise)
     assert any("amends no exported finding" in failure for failure in _failures(out, keys[1]))
+
+
+def test_a_finding_retracted_and_reinstated_before_it_reached_the_ledger_verifies(
+        tmp_path: Path, ledger: Ledger, keys: tuple[Path, Path]) -> None:
+    """The findings and amendments topics are read together, in no fixed order: a raised
+    finding's retraction and reinstatement can be in the ledger before the finding. The
+    export takes it for one never raised, with both amendments; verify accepts them in
+    ledger order, the RETRACTED before the WOULD_RAISE."""
+    from streams.model.findings import amendment_id
+
+    would = _would_raise("reinstated", FROM_MS + 5000, "acct1")
+    retracted = {**would, "kind": "RETRACTED", "late_event_id": "late-g",
+                 "amendment_id": amendment_id(would["finding_id"], "late-g", "RETRACTED"),
+                 "explanation": "would not have been raised", "occurred_at": FROM_MS + 6000}
+    ledger.append("amendment", [retracted])
+    ledger.append("amendment", [{**would, "occurred_at": FROM_MS + 7000}])
+    out = tmp_path / "early"
+    export_bundle(ledger, out, ExportQuery(FROM_MS, TO_MS, "inquiry"),
+                  load_private_key(keys[0]), actor="tester")
+    kinds = [line["kind"] for line in map(orjson.loads,
+                                          (out / bundle.AMENDMENTS).read_bytes().splitlines())
+             if line["finding_id"] == would["finding_id"]]
+    assert kinds == ["RETRACTED", "WOULD_RAISE"]
+    assert _failures(out, keys[1]) == []
