@@ -306,7 +306,9 @@ class _Desk:
             # hundreds of MiB took minutes of CPU (the form parser grows a field by +=).
             # Browsers declare a form's length; the server keeps a body to it.
             declared = request.headers.get("content-length", "")
-            if not declared.isdigit():
+            # A chunked body is read by its chunks whatever length it declares (h11 takes
+            # both headers): refused unread, as a body without a length.
+            if not declared.isdigit() or "transfer-encoding" in request.headers:
                 return self.error_page(request, 411, "Length Required",
                                        "A form sent to the desk must declare its length.")
             if int(declared) > MAX_FORM_BYTES:
