@@ -153,7 +153,7 @@ class _Partition:
     """One correlate partition's engine, store and source watermarks, and the batches
     whose state changes wait for the next flush."""
 
-    __slots__ = ("dirty_keys", "dirty_since", "engine", "flushing", "gate", "in_flight", "saved",
+    __slots__ = ("dirty_since", "engine", "events_seen", "flushing", "gate", "in_flight", "saved",
                  "sources", "store", "traffic_at", "unflushed_outputs", "waiting")
 
     def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks,
@@ -163,10 +163,10 @@ class _Partition:
         self.sources = sources
         self.gate = gate
         self.dirty_since: float | None = None  # monotonic time of the first unflushed change
-        # When a batch last changed more of its state (markers alone change its progress
-        # only), and how many keys waited then: its traffic, for `flush_due`.
+        # When a batch last brought events (markers alone bring none), and how many the
+        # engine had taken then: its traffic, for `flush_due`.
         self.traffic_at = time.monotonic()
-        self.dirty_keys = 0
+        self.events_seen = 0
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
         self.saved: tuple[int, int, dict[str, int], int | None] | None = None  # last put
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
@@ -765,10 +765,9 @@ class _Pipeline:
             dropped.cancel()
             return BatchCommit(await batch.enqueue(), dropped)
         now_s = time.monotonic()
-        dirty = part.store.dirty_keys()
-        if dirty > part.dirty_keys:
-            part.traffic_at = now_s
-        part.dirty_keys = dirty
+        events = sum(part.engine.stats.events.values())
+        if events != part.events_seen:
+            part.traffic_at, part.events_seen = now_s, events
         if part.dirty_since is None:
             part.dirty_since = now_s
         if (now_s - part.dirty_since >= self.settings.state_flush_interval_s
@@ -837,7 +836,6 @@ class _Pipeline:
                     return BatchCommit(asyncio.ensure_future(asyncio.gather(*outputs)))
                 # From here to `store.flush()` nothing awaits: the state cannot change.
                 waiting, part.waiting, part.dirty_since = part.waiting, [], None
-                part.dirty_keys = 0
                 batch = _Batch(self._producer())
                 for key, value in part.store.flush():
                     await batch.append(changelog, number, key, value)

@@ -92,7 +92,7 @@ def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float,
     store = SimpleNamespace(flush=lambda: [(b"k", b"v")], persisted=persisted.append)
     waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     part = SimpleNamespace(waiting=[waiting], dirty_since=time.monotonic() - dirty_for_s,
-                           traffic_at=time.monotonic() - quiet_for_s, dirty_keys=1,
+                           traffic_at=time.monotonic() - quiet_for_s,
                            store=store, in_flight=None, flushing=asyncio.Lock(),
                            unflushed_outputs=[])
     pipeline.partitions[number] = part
