@@ -159,8 +159,11 @@ def _subject_values(state: SubjectState) -> tuple[Any, ...]:
 
 def _trigger_values(record: TriggerRecord) -> tuple[Any, ...]:
     kind, values = _TRIGGER_VALUES[type(record.event)]
-    return (kind, values(record.event), record.pending, record.outcomes, record.decided_at,
-            record.received_at, record.amended)
+    written = (kind, values(record.event), record.pending, record.outcomes, record.decided_at,
+               record.received_at)
+    # `amended` only where a late event changed something: the other triggers stay in the
+    # six fields a release before it reads (one rolled back to).
+    return (*written, record.amended) if record.amended else written
 
 
 def _subject_from(values: object) -> SubjectState:

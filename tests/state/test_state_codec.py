@@ -192,3 +192,7 @@ def test_what_late_events_amended_is_kept_apart_and_older_values_still_read() ->
     assert isinstance(older, SubjectState)
     assert older.triggers[r["event_id"]].amended == {}
     assert older.triggers[r["event_id"]].outcomes == record.outcomes
+    # A trigger no late event changed is written in the six fields a release before
+    # `amended` reads.
+    record.amended = {}
+    assert {len(t) for t in marshal.loads(encode_state(state)[2:])[6].values()} == {6}
