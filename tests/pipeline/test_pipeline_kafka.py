@@ -449,9 +449,13 @@ def test_a_second_worker_on_a_data_dir_in_use_exits_and_every_decision_is_still_
     pipeline = new_pipeline(kafka_bootstrap, "stall")
     args = ("--notice-grace", "3", "--idle-timeout", "1")
     data_dir = tmp_path / "shared-data"
+    # Sent before the worker starts, as a backlog: sent live, one input partition's next
+    # batch could come more than the 1-s idle timeout after its last (a busy machine),
+    # and its records would then be late (spec: idle input partitions), not what replay
+    # decides.
+    pipeline.send_events(events)
     first = workers.start(pipeline.prefix, data_dir=data_dir, name="first", extra_args=args)
     pipeline.wait_assigned(timeout=180)
-    pipeline.send_events(events)
     second = workers.start(pipeline.prefix, data_dir=data_dir, name="second", extra_args=args)
     assert second.process is not None
     status = second.process.wait(60)
@@ -482,9 +486,9 @@ def test_a_restarted_worker_takes_its_pending_decisions_with_no_new_traffic(
     pipeline = new_pipeline(kafka_bootstrap, "restart-idle")
     args = ("--notice-grace", "45", "--idle-timeout", "1", "--state-flush-interval", "0.5")
     data_dir = tmp_path / "data"
+    pipeline.send_events(events)  # a backlog, as above: no input goes idle mid-send
     first = workers.start(pipeline.prefix, data_dir=data_dir, name="first", extra_args=args)
     pipeline.wait_assigned(timeout=180)
-    pipeline.send_events(events)
     kh.wait_until(lambda: any(f["rule"] not in notice_rules for f in pipeline.read()) or None,
                   timeout=180, interval=1.0, what="the first findings", on_timeout=first.tail)
     assert len({f["finding_id"] for f in pipeline.read()}) < len(expected)
