@@ -134,9 +134,10 @@ class WorkerSettings:
     # A batch flushes its partition once this is over; so does a timer, on a partition no
     # batch reaches (`_Pipeline.flush_due`).
     state_flush_interval_s: float = 30.0
-    # A partition no batch reached for this long is flushed without waiting for the
-    # interval: with no traffic to share a flush, waiting saves nothing and only holds
-    # back its commits (its consumer lag, a restart's re-reading).
+    # Once no batch changed the worker's state for this long, a partition whose inputs
+    # have nothing left to read is flushed without waiting for the interval: with no
+    # traffic to share a flush, waiting saves nothing and only holds back its commits
+    # (its consumer lag, a restart's re-reading).
     state_flush_quiet_s: float = 1.0
     # A flush also starts once this many keys are waiting (bounds a flush's size).
     state_flush_max_keys: int = 50_000
@@ -153,8 +154,8 @@ class _Partition:
     """One correlate partition's engine, store and source watermarks, and the batches
     whose state changes wait for the next flush."""
 
-    __slots__ = ("dirty_since", "engine", "events_seen", "flushing", "gate", "in_flight", "saved",
-                 "sources", "store", "traffic_at", "unflushed_outputs", "waiting")
+    __slots__ = ("changes_seen", "dirty_since", "engine", "flushing", "gate", "in_flight",
+                 "saved", "sources", "store", "unflushed_outputs", "waiting")
 
     def __init__(self, engine: Engine, store: TableStore, sources: SourceWatermarks,
                  gate: MarkerGate) -> None:
@@ -163,10 +164,8 @@ class _Partition:
         self.sources = sources
         self.gate = gate
         self.dirty_since: float | None = None  # monotonic time of the first unflushed change
-        # When a batch last brought events (markers alone bring none), and how many the
-        # engine had taken then: its traffic, for `flush_due`.
-        self.traffic_at = time.monotonic()
-        self.events_seen = 0
+        # Its store's count of changes at its last batch (`_Pipeline.traffic_at`).
+        self.changes_seen = 0
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
         self.saved: tuple[int, int, dict[str, int], int | None] | None = None  # last put
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
@@ -306,6 +305,9 @@ class _Pipeline:
         # with every marker (marker_gate.py).
         self._read_to: dict[str, int] = {}
         self._handling: int | None = None  # the correlate partition a batch is in
+        # When a batch last changed the state of any partition (events taken, or the
+        # decisions a marker let it take): the worker's traffic, for `flush_due`.
+        self.traffic_at = time.monotonic()
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -765,9 +767,9 @@ class _Pipeline:
             dropped.cancel()
             return BatchCommit(await batch.enqueue(), dropped)
         now_s = time.monotonic()
-        events = sum(part.engine.stats.events.values())
-        if events != part.events_seen:
-            part.traffic_at, part.events_seen = now_s, events
+        changes = part.store.changes
+        if changes != part.changes_seen:
+            self.traffic_at, part.changes_seen = now_s, changes
         if part.dirty_since is None:
             part.dirty_since = now_s
         if (now_s - part.dirty_since >= self.settings.state_flush_interval_s
@@ -869,8 +871,14 @@ class _Pipeline:
     async def flush_due(self) -> None:
         """The flush of a partition whose oldest unflushed change is `state_flush_interval_s`
         old, when no batch came to take it (a batch flushes its own partition then), or
-        which no batch changed for `state_flush_quiet_s` (traffic stopped: waiting would
-        share the flush with nothing).
+        whose inputs have nothing waiting to be read once no batch changed any
+        partition's state for `state_flush_quiet_s` (traffic stopped: waiting would share
+        the flush with nothing). The pause is the worker's, not the partition's: under a
+        backlog one partition's batches can be seconds apart (the consumer hands over
+        one partition's fetched records after another's, and one marker can let a
+        partition take a million decisions), and its decisions trail its events; flushed
+        at each of its own pauses, a subject was written once for its events and again
+        for its decisions (a quarter of the worker's time on the 1M mix).
 
         Without it the batches that wait for the flush (`part.waiting`) are committed only
         once another batch reaches the partition: while none comes (markers stopped, a
@@ -882,12 +890,24 @@ class _Pipeline:
         quiet = self.settings.state_flush_quiet_s
         for number, part in list(self.partitions.items()):
             if (part.waiting and part.dirty_since is not None
-                    and (now_s - part.dirty_since >= interval or now_s - part.traffic_at >= quiet)
+                    and (now_s - part.dirty_since >= interval
+                         or (now_s - self.traffic_at >= quiet and not self._inputs_waiting(number)))
                     and number != self._handling and self.partitions.get(number) is part):
                 try:
                     await self._flush(part, number)
                 except Exception:
                     log.exception("partition %s: the state flush on the timer failed", number)
+
+    def _inputs_waiting(self, number: int) -> bool:
+        """Records of correlate partition `number`'s inputs are waiting to be read (its
+        correlate topic partition, and in direct mode the input partitions it reads);
+        False when that is not known."""
+        names = [self.settings.topics.correlate, *self.direct_topics]
+        for topic in names:
+            position = self.position(source_tp(source_id(topic, number)))
+            if position is not None and position[0] < position[1]:
+                return True
+        return False
 
     async def flush_revoked(self, parts: Iterable[tuple[int, _Partition]]) -> None:
         """A revoked partition's unflushed state goes out now: the batches that wait for

@@ -45,6 +45,9 @@ class TableStore:
         self._meta_key = f"m/{partition}".encode()
         self._cache: dict[bytes, Any] = {}
         self._dirty: dict[bytes, Any] = {}
+        # Subjects and accounts put or deleted so far (not the progress, `put_meta`): a
+        # partition's traffic, events or decisions, for the worker's quiet flush.
+        self.changes = 0
         self._cache_size = cache_size
         db = partition_db(self._store, partition)
         if db is not None:  # RocksDB: this partition's own database
@@ -92,11 +95,13 @@ class TableStore:
         key = (self._subject_prefix + subject_id).encode()
         self._cache[key] = state
         self._dirty[key] = state
+        self.changes += 1
 
     def delete_subject(self, subject_id: str) -> None:
         key = (self._subject_prefix + subject_id).encode()
         self._cache.pop(key, None)
         self._dirty[key] = _DELETED
+        self.changes += 1
 
     def account(self, account_id: str) -> AccountState | None:
         return self._load((self._account_prefix + account_id).encode())  # type: ignore[no-any-return]
@@ -105,6 +110,7 @@ class TableStore:
         key = (self._account_prefix + account_id).encode()
         self._cache[key] = state
         self._dirty[key] = state
+        self.changes += 1
 
     def subjects(self) -> Iterator[tuple[str, SubjectState]]:
         prefix = self._subject_prefix.encode()

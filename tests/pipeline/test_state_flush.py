@@ -71,28 +71,46 @@ class _Producer:
         return future
 
 
+class _Consumer:
+    """Positions of the records handed over, and high watermarks, by topic-partition."""
+
+    def __init__(self) -> None:
+        self.next: dict[tuple[str, int], int] = {}
+        self.high: dict[tuple[str, int], int] = {}
+
+    def highwater(self, tp: Any) -> int | None:
+        return self.high.get((tp.topic, tp.partition))
+
+    def next_offset(self, tp: Any) -> int | None:
+        return self.next.get((tp.topic, tp.partition))
+
+
 def _pipeline(producer: _Producer, interval_s: float, quiet_s: float = 3600.0) -> Any:
     from streams.runtime import StateCollector
 
     pipeline: Any = object.__new__(worker._Pipeline)
+    pipeline.app = SimpleNamespace(consumer=_Consumer())
+    pipeline.direct_topics = {"joins": 1}
+    pipeline._earliest = {}
     pipeline.table = SimpleNamespace(
         changelog_topic=SimpleNamespace(get_topic_name=lambda: "changelog"))
     pipeline._producer = lambda: producer
     pipeline._collector = StateCollector()
     pipeline._handling = None
     pipeline.settings = SimpleNamespace(state_flush_interval_s=interval_s,
-                                        state_flush_quiet_s=quiet_s)
+                                        state_flush_quiet_s=quiet_s, state_flush_max_keys=50_000,
+                                        topics=SimpleNamespace(correlate="correlate"))
     pipeline.partitions = {}
+    pipeline.traffic_at = time.monotonic()  # busy: only the interval flushes
     return pipeline
 
 
-def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float,
-                       quiet_for_s: float = 0.0) -> tuple[Any, asyncio.Future[None]]:
+def _waiting_partition(pipeline: Any, number: int, dirty_for_s: float
+                       ) -> tuple[Any, asyncio.Future[None]]:
     persisted: list[int] = []
     store = SimpleNamespace(flush=lambda: [(b"k", b"v")], persisted=persisted.append)
     waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     part = SimpleNamespace(waiting=[waiting], dirty_since=time.monotonic() - dirty_for_s,
-                           traffic_at=time.monotonic() - quiet_for_s,
                            store=store, in_flight=None, flushing=asyncio.Lock(),
                            unflushed_outputs=[])
     pipeline.partitions[number] = part
@@ -117,19 +135,70 @@ def test_a_partition_no_batch_reaches_is_flushed_by_the_timer_and_its_batches_re
     asyncio.run(scenario())
 
 
-def test_a_partition_whose_traffic_stopped_is_flushed_before_its_interval() -> None:
+@pytest.mark.parametrize(("quiet_for_s", "flushed"), [(2.0, True), (0.2, False)])
+def test_once_the_workers_traffic_stopped_its_partitions_are_flushed_before_the_interval(
+        quiet_for_s: float, flushed: bool) -> None:
     """Under traffic a flush waits for the interval (each one writes every subject changed
-    since the last); once no batch changed the partition for `state_flush_quiet_s` there
-    is nothing to wait for, and its commits (its lag) should not."""
+    since the last); once no batch changed any partition for `state_flush_quiet_s` there
+    is nothing to wait for, and the commits (the lag) should not. A pause of one
+    partition while another changes is no pause: its decisions may be next."""
     async def scenario() -> None:
         producer = _Producer()
         pipeline = _pipeline(producer, interval_s=30.0, quiet_s=1.0)
-        _, quiet = _waiting_partition(pipeline, 0, dirty_for_s=3.0, quiet_for_s=2.0)
-        _, busy = _waiting_partition(pipeline, 1, dirty_for_s=3.0, quiet_for_s=0.2)
+        pipeline.traffic_at = time.monotonic() - quiet_for_s
+        _, first = _waiting_partition(pipeline, 0, dirty_for_s=3.0)
+        _, second = _waiting_partition(pipeline, 1, dirty_for_s=3.0)
         await pipeline.flush_due()
-        await asyncio.wait_for(quiet, timeout=5)
+        if flushed:
+            await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
+            assert sorted(producer.sent) == [("changelog", 0, [(b"k", b"v")]),
+                                             ("changelog", 1, [(b"k", b"v")])]
+        else:
+            assert producer.sent == [] and not first.done() and not second.done()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("topic", ["correlate", "joins"])
+def test_a_quiet_partition_whose_inputs_have_records_waiting_is_not_flushed_early(
+        topic: str) -> None:
+    """Under a backlog a partition's batches can be seconds apart (the consumer hands over
+    one partition's records after another's): that is no pause in its traffic, and
+    flushed at each gap its subjects were written again and again."""
+    async def scenario() -> None:
+        producer = _Producer()
+        pipeline = _pipeline(producer, interval_s=30.0, quiet_s=1.0)
+        consumer = pipeline.app.consumer
+        consumer.next[(topic, 0)], consumer.high[(topic, 0)] = 500, 900
+        pipeline.traffic_at = time.monotonic() - 2.0
+        _, waiting = _waiting_partition(pipeline, 0, dirty_for_s=3.0)
+        await pipeline.flush_due()
+        assert producer.sent == [] and not waiting.done()
+        consumer.next[(topic, 0)] = 900  # read to the end: its traffic has stopped
+        await pipeline.flush_due()
+        await asyncio.wait_for(waiting, timeout=5)
         assert producer.sent == [("changelog", 0, [(b"k", b"v")])]
-        assert not busy.done()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("changes", "busy"), [(7, True), (5, False)])
+def test_a_batch_that_changed_the_state_is_traffic_even_with_no_event(changes: int,
+                                                                     busy: bool) -> None:
+    """The decisions a marker lets a partition take change its state as events do (after
+    a backlog they come long after its last event): its traffic has not stopped. A batch
+    of markers that changed nothing is no traffic."""
+    async def scenario() -> None:
+        pipeline = _pipeline(_Producer(), interval_s=30.0, quiet_s=1.0)
+        long_ago = time.monotonic() - 10.0
+        store = SimpleNamespace(dirty_keys=lambda: 3, changes=changes)
+        pipeline.traffic_at = long_ago
+        part = SimpleNamespace(save_progress=lambda: None, store=store, changes_seen=5,
+                               dirty_since=time.monotonic(), waiting=[], unflushed_outputs=[])
+        pipeline.partitions[0] = part
+        await pipeline._commit(part, 0, worker._Batch(_Producer()))
+        assert (pipeline.traffic_at > long_ago) is busy
+        assert part.changes_seen == changes
 
     asyncio.run(scenario())
 
