@@ -289,13 +289,34 @@ def batching_transport(handlers: Mapping[str, BatchHandler],
 
 
 def app_class(base: type, transport: type[BatchingTransport]) -> type:
-    """Faust's App class `base`, with `transport` for its consumer."""
+    """Faust's App class `base`, with `transport` for its consumer, and tables registered
+    as soon as it starts (`prompt_table_manager`)."""
 
     class App(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("TableManager", prompt_table_manager())
+            super().__init__(*args, **kwargs)
+
         def _new_transport(self) -> Any:
             return transport(self.conf.broker_consumer, self)
 
     return App
+
+
+def prompt_table_manager() -> type:
+    """Faust's TableManager without the second it sleeps before registering the tables'
+    changelogs (so that agents started late can still declare tables): the worker
+    declares its one table before it starts (`build_app`), and the pause only delayed
+    every start, by a second of the 1M benchmark's 25."""
+    from faust.tables import TableManager
+
+    class PromptTableManager(TableManager):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            if not self.should_stop:
+                await self._update_channels()
+                await self.recovery.start()
+
+    return PromptTableManager
 
 
 def producer_of(app: Any) -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiokafka
 import faust
 import mode
+from faust import tables as faust_tables
 from faust.stores import rocksdb as faust_rocksdb
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -29,6 +30,7 @@ METHODS = [
     (faust_consumer.Consumer, "_wait_next_records"),
     (faust_aiokafka.Consumer, "_to_message"),
     (faust.App, "_new_transport"),
+    (faust_tables.TableManager, "_update_channels"),
     (faust_aiokafka.Producer, "_ensure_producer"),
     (faust_aiokafka.Producer, "_settings_extra"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer"),
@@ -72,6 +74,13 @@ def test_the_pinned_libraries_still_have_every_private_name_the_adapter_uses() -
     assert callable(getattr(aiokafka.AIOKafkaClient, "force_metadata_update", None))
     assert "self.cluster" in inspect.getsource(aiokafka.AIOKafkaClient)
     assert "self.offset_key" in inspect.getsource(faust_rocksdb.Store)
+    # prompt_table_manager's on_start is Faust's without its pause: Faust's still does
+    # only these once the pause is over.
+    upstream = [line.strip() for line in
+                inspect.getsource(faust_tables.TableManager.on_start).splitlines()[2:]]
+    assert [line for line in upstream if line and not line.startswith('"""')] == [
+        "await self.sleep(1.0)", "if not self.should_stop:",
+        "await self._update_channels()", "await self.recovery.start()"]
 
 
 def test_every_private_name_the_adapter_uses_is_listed_here() -> None:
@@ -99,3 +108,39 @@ def test_no_other_module_imports_the_internals_of_faust() -> None:
     offenders = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
                  if path != ADAPTER and internal.search(path.read_text())]
     assert offenders == []
+
+
+def test_the_apps_tables_are_registered_as_it_starts_with_no_pause() -> None:
+    """Faust's TableManager sleeps a second before it registers the tables' changelogs;
+    the worker's declares its table first, so its manager registers them at once."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from streams.kafka.faust_adapter import app_class, batching_transport
+
+    async def scenario() -> None:
+        app = app_class(faust.App, batching_transport({}))(
+            "t-prompt", broker="kafka://localhost:9", autodiscover=False, store="memory://")
+        table = app.Table("state", default=None, partitions=2)
+        manager = app.tables
+        slept: list[float] = []
+        recovered: list[bool] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        async def start() -> None:
+            recovered.append(True)
+
+        async def started() -> None:  # the table's own service: no broker here
+            pass
+
+        manager.sleep = sleep
+        manager._recovery = SimpleNamespace(start=start)
+        table.maybe_start = started
+        app._consumer = SimpleNamespace(assignment=set, pause_partitions=lambda tps: None)
+        await manager.on_start()
+        assert manager._tables_registered.is_set()
+        assert recovered == [True] and slept == []
+
+    asyncio.run(scenario())
