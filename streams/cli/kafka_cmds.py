@@ -168,8 +168,8 @@ def findings(broker: str | None, topic_prefix: str, kafka_config: Path | None, f
 @click.option("--state-flush-interval", type=Finite(min=0), default=30,
               show_default=True, metavar="SECONDS", envvar="CONSENTWATCH_STATE_FLUSH_INTERVAL",
               help="Longest a partition's changed state waits before it is written to its "
-              "store and changelog while traffic goes on (a partition whose inputs are "
-              "all read is written once nothing changed the worker's state for a second); "
+              "store and changelog while traffic goes on (once nothing changed the "
+              "worker's state for a second, it is written then); "
               "offsets are committed after it, so a restart reads up to this much input "
               "again.")
 @click.option("--repartition-inputs", is_flag=True,

@@ -134,10 +134,9 @@ class WorkerSettings:
     # A batch flushes its partition once this is over; so does a timer, on a partition no
     # batch reaches (`_Pipeline.flush_due`).
     state_flush_interval_s: float = 30.0
-    # Once no batch changed the worker's state for this long, a partition whose inputs
-    # have nothing left to read is flushed without waiting for the interval: with no
-    # traffic to share a flush, waiting saves nothing and only holds back its commits
-    # (its consumer lag, a restart's re-reading).
+    # Once no batch changed the worker's state for this long, its partitions are flushed
+    # without waiting for the interval: with no traffic to share a flush, waiting saves
+    # nothing and only holds back their commits (consumer lag, a restart's re-reading).
     state_flush_quiet_s: float = 1.0
     # A flush also starts once this many keys are waiting (bounds a flush's size).
     state_flush_max_keys: int = 50_000
@@ -871,9 +870,9 @@ class _Pipeline:
     async def flush_due(self) -> None:
         """The flush of a partition whose oldest unflushed change is `state_flush_interval_s`
         old, when no batch came to take it (a batch flushes its own partition then), or
-        whose inputs have nothing waiting to be read once no batch changed any
-        partition's state for `state_flush_quiet_s` (traffic stopped: waiting would share
-        the flush with nothing). The pause is the worker's, not the partition's: under a
+        of any partition once no batch changed any partition's state for
+        `state_flush_quiet_s` (traffic stopped: waiting would share the flush with
+        nothing). The pause is the worker's, not the partition's: under a
         backlog one partition's batches can be seconds apart (the consumer hands over
         one partition's fetched records after another's, and one marker can let a
         partition take a million decisions), and its decisions trail its events; flushed
@@ -891,23 +890,12 @@ class _Pipeline:
         for number, part in list(self.partitions.items()):
             if (part.waiting and part.dirty_since is not None
                     and (now_s - part.dirty_since >= interval
-                         or (now_s - self.traffic_at >= quiet and not self._inputs_waiting(number)))
+                         or now_s - self.traffic_at >= quiet)
                     and number != self._handling and self.partitions.get(number) is part):
                 try:
                     await self._flush(part, number)
                 except Exception:
                     log.exception("partition %s: the state flush on the timer failed", number)
-
-    def _inputs_waiting(self, number: int) -> bool:
-        """Records of correlate partition `number`'s inputs are waiting to be read (its
-        correlate topic partition, and in direct mode the input partitions it reads);
-        False when that is not known."""
-        names = [self.settings.topics.correlate, *self.direct_topics]
-        for topic in names:
-            position = self.position(source_tp(source_id(topic, number)))
-            if position is not None and position[0] < position[1]:
-                return True
-        return False
 
     async def flush_revoked(self, parts: Iterable[tuple[int, _Partition]]) -> None:
         """A revoked partition's unflushed state goes out now: the batches that wait for

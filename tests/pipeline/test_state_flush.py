@@ -160,21 +160,19 @@ def test_once_the_workers_traffic_stopped_its_partitions_are_flushed_before_the_
 
 
 @pytest.mark.parametrize("topic", ["correlate", "joins"])
-def test_a_quiet_partition_whose_inputs_have_records_waiting_is_not_flushed_early(
+def test_a_quiet_worker_flushes_a_partition_whose_input_ends_with_a_transaction_marker(
         topic: str) -> None:
-    """Under a backlog a partition's batches can be seconds apart (the consumer hands over
-    one partition's records after another's): that is no pause in its traffic, and
-    flushed at each gap its subjects were written again and again."""
+    """A transactional producer ends each transaction with a control record: an offset
+    never handed over, so the next offset to hand over stays one below the high
+    watermark for good. Taken for records still waiting, it held every quiet flush back
+    to the 30-s interval (found by review): the quiet flush asks nothing of positions."""
     async def scenario() -> None:
         producer = _Producer()
         pipeline = _pipeline(producer, interval_s=30.0, quiet_s=1.0)
         consumer = pipeline.app.consumer
-        consumer.next[(topic, 0)], consumer.high[(topic, 0)] = 500, 900
+        consumer.next[(topic, 0)], consumer.high[(topic, 0)] = 899, 900
         pipeline.traffic_at = time.monotonic() - 2.0
         _, waiting = _waiting_partition(pipeline, 0, dirty_for_s=3.0)
-        await pipeline.flush_due()
-        assert producer.sent == [] and not waiting.done()
-        consumer.next[(topic, 0)] = 900  # read to the end: its traffic has stopped
         await pipeline.flush_due()
         await asyncio.wait_for(waiting, timeout=5)
         assert producer.sent == [("changelog", 0, [(b"k", b"v")])]
