@@ -6,8 +6,10 @@ reaches the user for anything they can fix themselves.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -17,44 +19,54 @@ from streams.errors import ConfigError, ConsentwatchError
 __all__ = ["cli", "main", "run"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each command is imported when it is run (or listed by `--help`), not at start: `replay`
+# on a small file would otherwise spend a tenth of its run importing the Kafka and web
+# stacks it never uses (click's documented lazy group).
+_COMMANDS = {
+    "dead-letters": "streams.cli.dead_letter_cmd:dead_letters",
+    "demo": "streams.cli.demo_cmd:demo",
+    "desk": "streams.cli.desk_cmd:desk",
+    "export": "streams.cli.evidence_cmds:export",
+    "findings": "streams.cli.kafka_cmds:findings",
+    "keys": "streams.cli.evidence_cmds:keys",
+    "ledger": "streams.cli.ledger_cmd:ledger",
+    "produce": "streams.cli.kafka_cmds:produce",
+    "replay": "streams.cli.replay_cmd:replay",
+    "rules": "streams.cli.rules_cmd:rules",
+    "simulate": "streams.cli.simulate_cmd:simulate",
+    "status": "streams.cli.status_cmd:status",
+    "topics": "streams.cli.kafka_cmds:topics",
+    "verify": "streams.cli.evidence_cmds:verify",
+    "witness": "streams.cli.witness_cmd:witness",
+    "worker": "streams.cli.kafka_cmds:worker",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose subcommands are `module:attribute` names, imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module_name, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command) or command.name != cmd_name:
+                raise RuntimeError(f"{self.lazy[cmd_name]} is not the command {cmd_name!r}")
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, lazy=_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="consentwatch")
 def cli() -> None:
     """consentwatch: proves enrichment without consent or notice, event by event."""
-
-
-def _register() -> None:
-    from streams.cli import kafka_cmds, replay_cmd, rules_cmd
-
-    cli.add_command(replay_cmd.replay)
-    cli.add_command(rules_cmd.rules)
-    for command in (kafka_cmds.topics, kafka_cmds.produce, kafka_cmds.findings,
-                    kafka_cmds.worker):
-        cli.add_command(command)
-    from streams.cli import evidence_cmds
-
-    for command in (evidence_cmds.keys, evidence_cmds.export, evidence_cmds.verify):
-        cli.add_command(command)
-    from streams.cli import demo_cmd, simulate_cmd
-
-    cli.add_command(simulate_cmd.simulate)
-    cli.add_command(demo_cmd.demo)
-    from streams.cli import dead_letter_cmd, ledger_cmd
-
-    cli.add_command(ledger_cmd.ledger)
-    cli.add_command(dead_letter_cmd.dead_letters)
-    from streams.cli import status_cmd
-
-    cli.add_command(status_cmd.status)
-    from streams.cli import desk_cmd
-
-    cli.add_command(desk_cmd.desk)
-    from streams.cli import witness_cmd
-
-    cli.add_command(witness_cmd.witness)
-
-
-_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -554,9 +554,11 @@ def _has_command(*path: str) -> bool:
         return False
     command: Any = context.find_root().command
     for name in path:
-        if not isinstance(command, click.Group) or name not in command.commands:
+        if not isinstance(command, click.Group):
             return False
-        command = command.commands[name]
+        command = command.get_command(context, name)
+        if command is None:
+            return False
     return True
 
 

@@ -106,8 +106,11 @@ def _commands(command: click.Command, path: tuple[str, ...]) -> Iterator[
         tuple[tuple[str, ...], click.Command]]:
     yield path, command
     if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            yield from _commands(command.commands[name], (*path, name))
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, name
+            yield from _commands(sub, (*path, name))
 
 
 def _default(param: click.Parameter) -> str:

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from streams.engine import DAY_MS, EngineParams
-from streams.kafka.connection import KafkaConnection
 from streams.kafka.topics import DEFAULT_PREFIX, TopicNames
 from streams.serde.subjects import SUBJECT_NAME_STRATEGIES
 
 if TYPE_CHECKING:
+    from streams.kafka.connection import KafkaConnection
     from streams.privacy.pseudonymise import Pseudonymiser
 
 __all__ = [
@@ -169,6 +169,8 @@ def wire_options(command: F) -> F:
 
 def resolve_kafka(broker: str | None, topic_prefix: str,
                   kafka_config: Path | None) -> tuple[KafkaConnection, TopicNames]:
+    from streams.kafka.connection import KafkaConnection  # ssl: only for the Kafka commands
+
     return KafkaConnection.resolve(broker, kafka_config), TopicNames(topic_prefix)
 
 

@@ -567,3 +567,31 @@ def test_out_dash_is_standard_output(tmp_path: Path) -> None:
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(b"\n") >= 1 and not (tmp_path / "-").exists()
+
+
+def test_every_command_is_listed_and_loads_under_its_own_name() -> None:
+    import click
+
+    from streams.cli.app import _COMMANDS, cli
+
+    context = click.Context(cli)
+    assert cli.list_commands(context) == sorted(_COMMANDS)
+    for name in _COMMANDS:
+        command = cli.get_command(context, name)
+        assert isinstance(command, click.Command) and command.name == name
+    assert cli.get_command(context, "no-such-command") is None
+
+
+def test_replay_imports_neither_the_kafka_nor_the_web_stack(tmp_path: Path) -> None:
+    """Commands are imported when run: `replay` of a small file would otherwise spend a
+    tenth of its run importing what it never uses."""
+    probe = ("import sys\n"
+             "from streams.cli.app import main\n"
+             f"status = main(['replay', {str(SEED)!r}, '--out', {str(tmp_path / 'f')!r}, '-q'])\n"
+             "print(sorted(m for m in ('aiokafka', 'faust', 'prometheus_client', 'ssl', "
+             "'jinja2', 'asyncio', 'streams.cli.kafka_cmds', 'streams.cli.desk_cmd') "
+             "if m in sys.modules), status)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120,
+                            check=True)
+    assert result.stdout.decode().split() == ["[]", "0"]
+    assert (tmp_path / "f").stat().st_size > 0
