@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from streams.errors import InvalidEvent, SchemaError
 from streams.model.contract import EVENT_FIELDS, FieldContract
@@ -214,6 +214,9 @@ def _check_of(field: FieldContract) -> Check:
     return check
 
 
+# A field the record does not have (as opposed to one it has as null).
+_ABSENT: Final = object()
+
 # How a field is checked on the common path; anything else goes to its Check.
 _ANY, _ID, _TIMESTAMP, _TEXT, _BOOL, _ENUM = range(6)
 _KINDS: dict[Any, int] = {_id: _ID, _timestamp: _TIMESTAMP, _text: _TEXT, _bool: _BOOL}
@@ -267,21 +270,30 @@ class Validator:
                 f"{type_name}: the schema's fields {[field.name for field in contract]} are "
                 f"not those of the dataclass {cls.__module__}.{cls.__name__} {expected}")
         self.fields = [_Field(type_name, field) for field in contract]
+        # The field names in the dataclass's order: a reader that has the values in this
+        # order (an Avro record of the current schema) calls `validate_values`.
+        self.names = [field.name for field in self.fields]
         # Builds the event like the dataclass's own constructor, only faster.
         self.make: Callable[..., Event] = fast_constructor(cls)
 
     def validate(self, record: Mapping[str, Any]) -> Event:
         """The event `record` describes; InvalidEvent says why not."""
         fields: dict[str, Any] = record if type(record) is dict else dict(record)
-        values: list[Any] = []
-        for field in self.fields:
-            value = fields.get(field.name)
-            if value is None:
+        return self.validate_values([fields.get(name, _ABSENT) for name in self.names])
+
+    def validate_values(self, values: list[Any]) -> Event:
+        """The event whose field values, in the order of `names`, are `values` (taken,
+        and changed in place); a field the record does not have is `_ABSENT`."""
+        fields = self.fields
+        for n in range(len(fields)):
+            field = fields[n]
+            value = values[n]
+            if value is None or value is _ABSENT:
                 if field.optional:
-                    values.append(None)
+                    values[n] = None
                     continue
-                if field.has_default and field.name not in fields:
-                    values.append(field.default)
+                if field.has_default and value is _ABSENT:
+                    values[n] = field.default
                     continue
                 raise InvalidEvent("missing_field", field.missing)
             kind = field.kind
@@ -297,15 +309,14 @@ class Validator:
                 canonical = field.symbols.get(value) if type(value) is str else None
                 ok = canonical is not None
                 if ok:
-                    value = canonical
+                    values[n] = canonical
             else:
                 ok = False
             if not ok:
                 try:
-                    value = field.check(value)
+                    values[n] = field.check(value)
                 except BadValue as bad:
                     raise InvalidEvent("invalid_field", field.invalid + bad.reason) from None
-            values.append(value)
         return self.make(*values)
 
 

@@ -560,7 +560,8 @@ def _event_defaults() -> dict[str, dict[str, Any]]:
 class _Plan:
     """What reading a container needs per record name, worked out once per schema."""
 
-    __slots__ = ("by_name", "datums", "fast", "named", "parsed", "single", "stripped")
+    __slots__ = ("by_name", "datums", "fast", "field_names", "named", "parsed", "single",
+                 "stripped")
 
     def __init__(self, writer_schema: Any) -> None:
         self.stripped = strip_timestamp_millis(writer_schema)
@@ -574,6 +575,8 @@ class _Plan:
         defaults = _event_defaults()
         # full name -> (event type name for the validator, defaults to add or None)
         self.by_name: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        # full name -> its fields' names, in the writer's order
+        self.field_names: dict[str, list[str]] = {}
         for branch in branches:
             if not isinstance(branch, dict) or branch.get("type") != "record":
                 continue
@@ -582,9 +585,9 @@ class _Plan:
             if short not in EVENT_TYPES:
                 self.by_name[full] = (full, None)  # the validator reports unknown_type
                 continue
-            written = {
-                field.get("name") for field in branch.get("fields", []) if isinstance(field, dict)
-            }
+            self.field_names[full] = [str(field.get("name")) for field in branch.get("fields", [])
+                                      if isinstance(field, dict)]
+            written = set(self.field_names[full])
             # Schema evolution: a field the writer did not have takes the reader's default.
             fill = {
                 name: value
@@ -595,17 +598,22 @@ class _Plan:
         # The common case, a union of event records that need no defaults: full name ->
         # the validator of that event, looked up once here instead of once per record.
         self.fast: dict[str, Validator] = {}
+        # Of these, the records whose fields are the validator's, in its order: their
+        # datums are read as lists of values, which it takes by position.
+        as_values: set[str] = set()
         for full, (short, defaults_to_add) in self.by_name.items():
             validate = validator_for(short) if defaults_to_add is None else None
             if validate is not None:
                 self.fast[full] = validate
+                if self.field_names[full] == validate.names:
+                    as_values.add(full)
         self.parsed: Any = None
         self.named: dict[str, Any] = {}
         # The blocks' datums read by a plan (streams/serde/datum_codec.py: the same values
         # as fastavro's, a third of its time), or by fastavro where none can be made.
         self.datums: Plan | None
         try:
-            self.datums = container_plan(self.stripped)
+            self.datums = container_plan(self.stripped, frozenset(as_values))
         except Unplannable:
             self.datums = None
 
@@ -616,6 +624,8 @@ class _Plan:
                 self.parsed = fastavro.parse_schema(self.stripped, self.named)
             out = io.BytesIO()
             branch = self.named.get(name) if name else None
+            if type(record) is list:  # read as its values (`as_values` above)
+                record = dict(zip(self.field_names[name], record, strict=True))
             if branch is not None and isinstance(record, Mapping):
                 fastavro.schemaless_writer(out, branch, record)
             else:
@@ -898,7 +908,8 @@ def read_event_container(
                 quick = fast.get(name)
                 try:
                     if quick is not None:
-                        event = quick.validate(record)
+                        event = (quick.validate_values(record) if type(record) is list
+                                 else quick.validate(record))
                     else:
                         type_name, fill = by_name.get(name) or (name, None)
                         event = validate(record if fill is None else {**fill, **record},

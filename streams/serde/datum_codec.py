@@ -63,6 +63,15 @@ class _Reader:
         self.end = len(data)
 
     def long(self) -> int:
+        pos = self.pos
+        if pos < self.end:
+            byte = self.data[pos]
+            if byte < 0x80:  # one byte: most lengths, counts and indexes
+                self.pos = pos + 1
+                return (byte >> 1) ^ -(byte & 1)
+        return self._long()
+
+    def _long(self) -> int:
         data = self.data
         pos = self.pos
         end = self.end
@@ -340,6 +349,17 @@ class _Record(_Node):
             record[names[n]] = fields[n].read(r)
         return record
 
+    def read_values(self, r: _Reader) -> list[Any]:
+        """The record's field values, in the order of its fields."""
+        return [field.read(r) for field in self.fields]
+
+    def write_values(self, out: bytearray, values: Any) -> None:
+        fields = self.fields
+        if not isinstance(values, (list, tuple)) or len(values) != len(fields):
+            raise TypeError(f"{self.name}: a value per field expected")
+        for n in range(len(fields)):
+            fields[n].write(out, values[n])
+
     def write(self, out: bytearray, value: Any) -> None:
         if not isinstance(value, dict):
             raise TypeError("record expected")
@@ -386,18 +406,38 @@ class _Union(_Node):
         raise Unplannable("a union inside a union")
 
 
+class _Values(_Node):
+    """A record read as the list of its field values (see `plan_for`)."""
+
+    def __init__(self, record: _Record) -> None:
+        self.record = record
+
+    def read(self, r: _Reader) -> Any:
+        return self.record.read_values(r)
+
+    def write(self, out: bytearray, value: Any) -> None:
+        self.record.write_values(out, value)
+
+    def kind(self) -> str:
+        return "list"
+
+
 class _NamedUnion(_Node):
     """The top level of a container of several record types: (the record's full name, the
-    record), as fastavro's reader gives it with `return_record_name=True`."""
+    record), as fastavro's reader gives it with `return_record_name=True`; or (full name,
+    its field values) for the records named in `as_values`."""
 
-    def __init__(self, branches: list[_Record]) -> None:
+    def __init__(self, branches: list[_Record], as_values: frozenset[str]) -> None:
         self.branches = branches
+        self.as_values = [branch.name in as_values for branch in branches]
 
     def read(self, r: _Reader) -> Any:
         n = r.long()
         if n < 0 or n >= len(self.branches):
             raise DatumError("a union index out of range")
         branch = self.branches[n]
+        if self.as_values[n]:
+            return (branch.name, branch.read_values(r))
         return (branch.name, branch.read(r))
 
     def write(self, out: bytearray, value: Any) -> None:
@@ -467,18 +507,30 @@ _PRIMITIVES: Final[dict[str, type[_Node]]] = {
 }
 
 
-def plan_for(schema: Any) -> Plan:
-    """The plan of a schema (as JSON-like data, parsed by fastavro or not)."""
-    return Plan(_plan(schema, {}, ""))
+def plan_for(schema: Any, as_values: bool = False) -> Plan:
+    """The plan of a schema (as JSON-like data, parsed by fastavro or not).
+
+    `as_values`: the schema is a record, read (and written) as the list of its field
+    values in the schema's order, not as a dict: for a reader that takes the fields by
+    position (the event validator), a dict built only to be looked up again costs a
+    fifth of the decoding (`benchmarks/foundation.py`, replay from Avro).
+    """
+    root = _plan(schema, {}, "")
+    if as_values:
+        if not isinstance(root, _Record):
+            raise Unplannable("only a record is read as its values")
+        root = _Values(root)
+    return Plan(root)
 
 
-def container_plan(schema: Any) -> Plan:
+def container_plan(schema: Any, as_values: frozenset[str] = frozenset()) -> Plan:
     """The plan of a container file's datums, read as fastavro's reader reads them with
     `return_record_name=True`: a record, or for a union of records (record name, record).
 
     Unplannable where that reader would give something else: a union nested anywhere
     that may hold a record (fastavro gives it as a (name, record) tuple too), or a top
-    level union with a branch that is not a record.
+    level union with a branch that is not a record. A top-level record whose full name is
+    in `as_values` is read as the list of its field values instead (see `plan_for`).
     """
     if isinstance(schema, list):
         named: dict[str, _Node] = {}
@@ -490,9 +542,12 @@ def container_plan(schema: Any) -> Plan:
             node = _plan(branch, named, "")
             assert isinstance(node, _Record)
             branches.append(node)
-        return Plan(_NamedUnion(branches))
+        return Plan(_NamedUnion(branches, as_values))
     _no_record_in_unions(schema)
-    return Plan(_plan(schema, {}, ""))
+    root = _plan(schema, {}, "")
+    if isinstance(root, _Record) and root.name in as_values:
+        root = _Values(root)
+    return Plan(root)
 
 
 _UNION_SAFE: Final = frozenset({"null", "boolean", "int", "long", "string", "bytes"})

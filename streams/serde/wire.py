@@ -28,9 +28,10 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from streams.errors import InvalidEvent, RegistryUnavailable
+from streams.errors import InvalidEvent, RegistryUnavailable, SchemaError
 from streams.model.events import Event
 from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.validate import Validator, validator_for
 from streams.privacy.sealed import SealedAmendment, SealedFinding
 from streams.serde.avro import (
     EVENT_SCHEMA_NAMES,
@@ -80,7 +81,7 @@ class _Known:
     def plan(self) -> Plan | None:
         """The compiled reader of the current schema; None for another writer schema
         (fastavro resolves it into the current one)."""
-        return _plan(self.name) if self.writer is self.reader else None
+        return _event_plan(self.name) if self.writer is self.reader else None
 
 
 def _known(name: str, schema: Mapping[str, Any]) -> _Known:
@@ -103,6 +104,24 @@ def _plan(name: str) -> Plan:
 
 
 @cache
+def _event_plan(name: str) -> Plan:
+    """The current schema's datums read as the list of their field values, which the
+    event's validator takes by position (its fields are the schema's, in its order)."""
+    schema = _current(name)
+    if [field["name"] for field in schema["fields"]] != _validator(name).names:
+        raise SchemaError(f"{name}: the schema's fields are not the validator's")
+    return plan_for(schema, as_values=True)
+
+
+@cache
+def _validator(name: str) -> Validator:
+    validator = validator_for(name)
+    if validator is None:
+        raise SchemaError(f"{name} is not an event of the contract")
+    return validator
+
+
+@cache
 def _known_by_fingerprint() -> dict[bytes, _Known]:
     known: dict[bytes, _Known] = {}
     for name in EVENT_SCHEMA_NAMES:
@@ -121,13 +140,14 @@ def _decode_datum(payload: bytes, offset: int, known: _Known) -> Event:
     plan = known.plan
     if plan is not None:
         try:
-            return record_to_event(known.name, plan.decode(payload, offset))
+            values = plan.decode(payload, offset)
         except TrailingBytes as exc:
             raise InvalidEvent("trailing_bytes", f"{exc.count} bytes follow the Avro datum "
                                f"of {known.name}") from None
         except DatumError as exc:
             raise InvalidEvent("truncated_avro", f"the Avro datum of {known.name} is "
                                f"truncated or corrupt ({exc})") from None
+        return _validator(known.name).validate_values(values)
     # another writer schema: fastavro resolves it into the current one
     stream = io.BytesIO(payload)
     stream.seek(offset)

@@ -26,6 +26,7 @@ from streams.model.events import (
     ProfileViewed,
 )
 from streams.model.findings import Amendment, DeadLetter, Finding
+from streams.model.validate import MAX_ID_CHARS, MAX_TEXT_CHARS
 from streams.privacy.pseudonymise import Pseudonymiser
 from streams.serde.avro import (
     CORRUPT_CONTAINER,
@@ -342,6 +343,30 @@ def test_invalid_event_becomes_a_dead_letter_and_the_rest_come_through() -> None
     )
     assert decoded["event_id"] == ""
     assert decoded["data_sent"] == list(ER.data_sent)
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["union", "single-record"])
+def test_a_dead_letters_payload_is_its_datum_byte_for_byte(single: bool) -> None:
+    """The record is read as its values and checked field by field in place; its last
+    field is invalid, so every field before it was checked (the enum and the array
+    normalised) when it was refused: what is written again must still be its bytes."""
+    bad = event_to_record(ER) | {"requested_by": "x" * (MAX_TEXT_CHARS + MAX_ID_CHARS + 1)}
+    buffer = io.BytesIO()
+    if single:
+        fastavro.writer(buffer, parsed_schema("EnrichmentRequested"),
+                        [event_to_record(ER), bad])
+    else:
+        fastavro.writer(buffer, event_union_schema(),
+                        [(f"{NAMESPACE}.EnrichmentRequested", event_to_record(ER)),
+                         (f"{NAMESPACE}.EnrichmentRequested", bad)])
+    got = _read_all(buffer.getvalue())
+    assert got[0] == (1, ER)
+    letter = got[1][1]
+    assert isinstance(letter, DeadLetter) and letter.reason_code == "invalid_field"
+    assert "requested_by" in letter.reason
+    datum = io.BytesIO()
+    fastavro.schemaless_writer(datum, parsed_schema("EnrichmentRequested"), bad)
+    assert letter.payload == datum.getvalue()
 
 
 def test_timestamp_out_of_range_is_one_dead_letter_not_a_corrupt_file() -> None:

@@ -36,6 +36,7 @@ PSEUDONYMISER = Pseudonymiser(b"a test key of thirty-two bytes!!")
 _PARSED = {name: fastavro.parse_schema(strip_timestamp_millis(load_schema(name)))
            for name in (*EVENT_SCHEMA_NAMES, "Finding", "Amendment", "DeadLetter")}
 _PLANS = {name: plan_for(schema) for name, schema in _PARSED.items()}
+_VALUE_PLANS = {name: plan_for(_PARSED[name], as_values=True) for name in EVENT_SCHEMA_NAMES}
 
 
 def _fastavro_bytes(name: str, record: Any) -> bytes:
@@ -68,6 +69,17 @@ def test_events_encode_and_decode_as_fastavro_does(event: Any) -> None:
     assert plan.encode(record) == payload
     assert plan.decode(payload) == _fastavro_read(event.TYPE, payload)
     assert plan.decode(b"\x00\x01" + payload, 2) == plan.decode(payload)
+    # read as its values: the same, in the schema's order
+    values = _VALUE_PLANS[event.TYPE].decode(payload)
+    assert values == list(plan.decode(payload).values())
+    assert _VALUE_PLANS[event.TYPE].encode(values) == payload
+
+
+def test_only_a_record_is_planned_as_its_values() -> None:
+    with pytest.raises(Unplannable):
+        plan_for(["null", "string"], as_values=True)
+    with pytest.raises(TypeError):
+        _VALUE_PLANS["ParticipantJoined"].encode([1, 2])
 
 
 @settings(max_examples=examples(200), deadline=None)
@@ -214,6 +226,8 @@ def _container_of(items: list[Any], codec: str, sync_interval: int) -> bytes:
 
 
 _CONTAINER_PLAN = container_plan(_UNION)
+_AS_VALUES = frozenset(f"{NAMESPACE}.{name}" for name in sorted(EVENT_SCHEMA_NAMES)[::2])
+_VALUES_CONTAINER_PLAN = container_plan(_UNION, _AS_VALUES)
 
 
 @settings(max_examples=examples(150), deadline=None)
@@ -226,6 +240,10 @@ def test_container_blocks_are_read_as_fastavro_reads_them(items: list[Any], code
         ours = _items(block, _CONTAINER_PLAN)
         assert isinstance(ours, list)
         assert ours == _items(block, None)
+        # the records of the names asked for, read as their values, in the fields' order
+        as_values = _items(block, _VALUES_CONTAINER_PLAN)
+        assert as_values == [(name, list(record.values()) if name in _AS_VALUES else record)
+                             for name, record in ours]
     # and through the whole reader: every event comes back
     got = [item for _, item in avro_serde.read_event_container(io.BytesIO(data), "t.avro")]
     assert got == items
