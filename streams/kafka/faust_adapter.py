@@ -65,6 +65,35 @@ BatchHandler = Callable[[Any, list[Any]], Awaitable[BatchCommit | None]]
 FailedDelivery = Callable[[Any, range, Exception], None]
 
 
+class FetchedRecords(dict[Any, list[Any]]):
+    """The records of one fetch, by partition, and `positions`: where the consumer stood
+    in each partition it was asked for once they were taken, read in aiokafka's own
+    thread at that moment. A position follows the last record taken, and the control
+    records after it (transaction markers), which aiokafka skips and never returns."""
+
+    positions: dict[Any, int]
+
+
+class PositionedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    """Faust's consumer thread, whose fetches return `FetchedRecords`."""
+
+    async def _fetch_records(self, consumer: Any, active_partitions: Any,
+                             timeout: float | None = None,
+                             max_records: int | None = None) -> Any:
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                               max_records=max_records)
+        fetched = FetchedRecords(records)
+        assignment = consumer._fetcher._subscriptions.subscription.assignment
+        positions: dict[Any, int] = {}
+        if assignment is not None:
+            for tp in active_partitions or records:
+                state = assignment.state_value(tp)
+                if state is not None and state.has_valid_position:
+                    positions[tp] = state.position
+        fetched.positions = positions
+        return fetched
+
+
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer with a batch path for the topics in `batch_handlers`."""
 
@@ -79,6 +108,9 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._in_flight: set[asyncio.Future[bool]] = set()
         # by partition, the ordered commit of its last batch, until it acknowledged
         self._last_commit: dict[Any, asyncio.Future[bool]] = {}
+
+    def _new_consumer_thread(self) -> Any:
+        return PositionedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def next_offset(self, tp: Any) -> int | None:
         """The offset after the last record handed to a handler; before the first, where
@@ -115,12 +147,18 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             while not (consumer_should_stop() or fetcher_should_stop()):
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
-                if not records or self.should_stop:
+                if self.should_stop:
                     continue
                 if not self.flow_active:
-                    await self.perform_seek()
+                    if records:
+                        await self.perform_seek()
                     continue
-                await self._drain_batch(records, active)
+                generation = self.app.consumer_generation_id
+                if records:
+                    await self._drain_batch(records, active)
+                positions = getattr(records, "positions", None)
+                if positions:
+                    self._pass_over(positions, active, generation)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -232,6 +270,36 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         for record in batch:
             message = self._to_message(tp, record)
             await self.wait_first(callback(message), self.suspend_flow.wait())
+
+    def _pass_over(self, positions: Mapping[Any, int], active: Any, generation: int) -> None:
+        """After a fetch's records were handed over: a batch partition whose consumed
+        position is past its next offset has only offsets without a record for us
+        between them (transaction markers, aborted records): they count as handed over,
+        and are acknowledged after the partition's batches. Without this, an input whose
+        last records were written in a transaction was never read to its end (never
+        idle, so the watermark waited for its next record), and its committed offset
+        stayed one below the end."""
+        if not self.flow_active or self.app.consumer_generation_id != generation:
+            return  # a rebalance began: its seek decides where reading goes on
+        for tp, position in positions.items():
+            if tp.topic not in self.batch_handlers:
+                continue
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue  # its records were not handed over (`_drain_batch`)
+            start = self.next_offset(tp)
+            if start is None or position <= start:
+                continue
+            self._batch_last[tp] = position - 1
+            offsets = range(start, position)
+            previous = self._last_commit.get(tp)
+            if previous is None:
+                self._ack(tp, offsets)
+            else:
+                task = asyncio.ensure_future(
+                    self._commit_in_order(None, tp, offsets, previous))
+                self._last_commit[tp] = task
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
 
     def _offsets_of(self, tp: Any, batch: list[Any], keep: bool = True) -> range:
         """The offsets a batch covers: its own, and those without a record just before

@@ -494,10 +494,11 @@ class _Pipeline:
         """(next offset to hand over, high watermark) of a partition this worker reads,
         or None while either is not known.
 
-        The next offset follows the last record handed to a stage; before the first,
-        where this consumer started (its committed offset, kept by Faust's seek, or the
-        earliest offset). Never the fetch position: records fetched ahead are not
-        handed over yet.
+        The next offset follows the last record handed to a stage, and the offsets
+        without a record after it that the consumer passed over once every record
+        before them was handed over (transaction markers); before the first, where this
+        consumer started (its committed offset, kept by Faust's seek, or the earliest
+        offset). Never the fetch position: records fetched ahead are not handed over yet.
         """
         consumer = self._app_consumer()
         try:

@@ -340,6 +340,49 @@ def test_a_batch_a_rebalance_overtook_is_acked_but_leaves_the_position_to_the_se
     assert asyncio.run(scenario()) == ([3, 4], 3, 3)
 
 
+def test_offsets_past_the_last_record_with_none_for_us_are_passed_over_and_acked() -> None:
+    """A fetch whose consumed position is past its last record (aiokafka skipped the
+    transaction marker after it): the partition is read to that position, and the
+    marker's offset is acknowledged after the batch, so the commit reaches the end."""
+    async def scenario() -> list[Any]:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def handler(tp: TP, records: list[_Record]) -> BatchCommit:
+            return BatchCommit(delivered)
+
+        consumer = _consumer({"t": handler})
+        tp = TP("t", 0)
+        await consumer._drain_batch({tp: [_Record(0), _Record(1), _Record(2)]}, {tp})
+        consumer._pass_over({tp: 4}, {tp}, 1)
+        seen: list[Any] = [consumer.next_offset(tp), list(consumer._acked[tp])]
+        delivered.set_result(None)  # the batch's outputs: now the marker's turn too
+        await asyncio.gather(*consumer._in_flight)
+        await asyncio.gather(*consumer._in_flight)
+        seen.append(list(consumer._acked[tp]))
+        # a fetch of nothing but another marker: passed over at once
+        consumer._pass_over({tp: 5}, {tp}, 1)
+        seen += [consumer.next_offset(tp), list(consumer._acked[tp])]
+        return seen
+
+    assert asyncio.run(scenario()) == [4, [], [0, 1, 2, 3], 5, [0, 1, 2, 3, 4]]
+
+
+def test_positions_are_not_passed_over_where_records_were_not_handed_over() -> None:
+    async def handler(tp: TP, records: list[_Record]) -> None:
+        return None
+
+    consumer = _consumer({"t": handler})
+    handled, paused, other = TP("t", 0), TP("t", 1), TP("faust-changelog", 0)
+    asyncio.run(consumer._drain_batch({handled: [_Record(0)]}, {handled}))
+    consumer._pass_over({handled: 1, paused: 7, other: 7}, {handled, other}, 1)
+    assert consumer.next_offset(handled) == 1  # the position is the record's own next
+    assert consumer.next_offset(paused) is None  # its records were skipped, not read
+    assert consumer.next_offset(other) is None  # not a batch topic: Faust's own path
+    consumer._pass_over({handled: 9}, {handled}, 2)  # a rebalance began: the seek decides
+    assert consumer.next_offset(handled) == 1
+    assert consumer._acked[handled] == [0]
+
+
 def test_the_workers_producer_waits_for_every_in_sync_replica_and_is_idempotent(
         tmp_path: Any) -> None:
     # On a cluster, a send retried after a broker failed over must not write twice.

@@ -34,6 +34,8 @@ METHODS = [
     (faust_aiokafka.Producer, "_ensure_producer"),
     (faust_aiokafka.Producer, "_settings_extra"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records"),
+    (faust_aiokafka.Consumer, "_new_consumer_thread"),
     (faust_rocksdb.Store, "_db_for_partition"),
     (mode.Worker, "_on_sigterm"),
     (mode.Worker, "_on_sigint"),
@@ -50,6 +52,8 @@ ATTRIBUTES = [
     (mode.Service, "_stopped"),  # the consumer's and its fetcher's
     (faust.App, "_consumer"),
     (aiokafka.AIOKafkaConsumer, "_client"),
+    (aiokafka.AIOKafkaConsumer, "_fetcher"),
+    (aiokafka.consumer.fetcher.Fetcher, "_subscriptions"),
     (faust.Worker, "_shutdown_immediately"),
 ]
 PRIVATE_NAMES = sorted({name for _, name in METHODS + ATTRIBUTES})
@@ -74,6 +78,20 @@ def test_the_pinned_libraries_still_have_every_private_name_the_adapter_uses() -
     assert callable(getattr(aiokafka.AIOKafkaClient, "force_metadata_update", None))
     assert "self.cluster" in inspect.getsource(aiokafka.AIOKafkaClient)
     assert "self.offset_key" in inspect.getsource(faust_rocksdb.Store)
+    # PositionedConsumerThread: Faust builds its thread so, and fetches through the
+    # method it overrides; aiokafka's subscription state as it reads it.
+    assert "AIOKafkaConsumerThread(self, loop=self.loop, beacon=self.beacon)" in (
+        inspect.getsource(faust_aiokafka.Consumer._new_consumer_thread))
+    assert "self._fetch_records," in inspect.getsource(
+        faust_aiokafka.AIOKafkaConsumerThread.getmany)
+    from aiokafka.consumer import subscription_state
+
+    assert isinstance(subscription_state.SubscriptionState.subscription, property)
+    assert isinstance(subscription_state.Subscription.assignment, property)
+    assert callable(subscription_state.Assignment.state_value)
+    state = subscription_state.TopicPartitionState
+    assert isinstance(state.has_valid_position, property)
+    assert isinstance(state.position, property)
     # prompt_table_manager's on_start is Faust's without its pause: Faust's still does
     # only these once the pause is over.
     upstream = [line.strip() for line in
@@ -87,7 +105,7 @@ def test_every_private_name_the_adapter_uses_is_listed_here() -> None:
     used = re.findall(r"(?:\.|def |\")(_[a-z][a-z_]*)\b", ADAPTER.read_text())
     names = set(used)
     own = {"_batch_last", "_in_flight", "_last_commit", "_drain_batch", "_commit_in_order",
-           "_commit_if_due", "_one_by_one", "_offsets_of", "_ack"}
+           "_commit_if_due", "_one_by_one", "_offsets_of", "_ack", "_pass_over"}
     assert names - own == set(PRIVATE_NAMES)
 
 

@@ -437,6 +437,64 @@ def test_idle_inputs_advance_with_the_wall_clock_and_notice_deadlines_fire(
     check_worker_healthy(worker)
 
 
+async def _send_in_transactions(pipeline: kh.Pipeline, events: list[Event]) -> None:
+    """Each event in a transaction of its own: every input partition written to ends
+    with a transaction marker, a control record no consumer is handed."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.kafka.kafka_io import event_key
+
+    producer = AIOKafkaProducer(transactional_id=f"tx-{uuid.uuid4().hex[:8]}",
+                                **pipeline.connection.aiokafka_options())
+    await producer.start()
+    try:
+        for event in events:
+            async with producer.transaction():
+                await producer.send_and_wait(pipeline.names.inputs[event.TYPE],
+                                             FRAMING.encode(event), key=event_key(event))
+    finally:
+        await producer.stop()
+
+
+def test_inputs_written_in_transactions_are_read_to_their_end_and_go_idle(
+        kafka_bootstrap: str, workers: kh.Workers) -> None:
+    """The offset of a transaction's marker is never handed to the worker: an input
+    partition ending with one counted as not read to its end, so it never went idle
+    (the decisions below waited for new traffic for ever) and its committed offset
+    stayed one below the end (a consumer lag of one, for good)."""
+    import asyncio
+
+    from tests import builders
+
+    at = time.time_ns() // 1_000_000 - builders.T0
+    subject = f"u-tx-{uuid.uuid4().hex[:6]}"
+    events = [event_from_record(builders.joined(at, subject_id=subject)),
+              event_from_record(builders.requested(at + 100, subject_id=subject))]
+    params = EngineParams(allowed_lateness_ms=1_000, notice_grace_ms=2_000)
+    expected = kh.replay_findings(events, params)
+    assert {f["rule"] for f in expected} == {"enrichment-without-consent",
+                                             "enrichment-without-notice"}
+    pipeline = new_pipeline(kafka_bootstrap, "transactions")
+    asyncio.run(_send_in_transactions(pipeline, events))
+    inputs = list(pipeline.names.inputs.values())
+    ends = pipeline.end_offsets(inputs)
+    assert sorted(end for end in ends.values() if end) == [2, 2]  # a record, a marker
+    worker = workers.start(pipeline.prefix, extra_args=(
+        "--allowed-lateness", "1", "--notice-grace", "2", "--idle-timeout", "1"))
+
+    def all_out() -> list[dict[str, Any]] | None:
+        findings = pipeline.read()
+        return findings if len(findings) >= len(expected) else None
+
+    got = kh.wait_until(all_out, timeout=120, interval=1.0,
+                        what="the decisions, with every input idle", on_timeout=worker.tail)
+    compare(got, expected)
+    kh.wait_until(lambda: pipeline.consumed(inputs, ends), timeout=60, interval=0.5,
+                  what="the inputs committed to their end, markers included",
+                  on_timeout=lambda: f"committed {pipeline.group_offsets()}, ends {ends}")
+    check_worker_healthy(worker)
+
+
 def test_a_second_worker_on_a_data_dir_in_use_exits_and_every_decision_is_still_taken(
         kafka_bootstrap: str, workers: kh.Workers, tmp_path: Path) -> None:
     """The stalled worker (issue: a second worker on the same data dir looped on a locked
