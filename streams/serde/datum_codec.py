@@ -6,7 +6,8 @@ and on truncated and damaged bytes). It is used where a benchmark shows fastavro
 per-call cost dominates, the worker's hot path (`benchmarks/hot_path.py`): fastavro
 reads through a file object a call per value and dispatches on the schema's type names
 at each one; a plan is a tree of small compiled nodes (`streams.native` compiles this
-module) that walk a `bytes` by index and write to one `bytearray`.
+module) that walk a `bytes` by index, and write a datum as a list of `bytes` joined once
+(a list append is a primitive of the compiled build; a bytearray's is a method call).
 
 Only what our schemas use is planned: null, boolean, int, long, string, bytes, enum,
 array, map, record, and unions whose branches a Python value tells apart (at most one
@@ -121,12 +122,12 @@ class _Reader:
 
 
 class _Node:
-    """One schema type: reads its value from a `_Reader`, writes it to a bytearray."""
+    """One schema type: reads its value from a `_Reader`, writes its bytes to a list."""
 
     def read(self, r: _Reader) -> Any:
         raise NotImplementedError
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         raise NotImplementedError
 
     def kind(self) -> str:
@@ -134,32 +135,38 @@ class _Node:
         raise NotImplementedError
 
 
-def _write_long(out: bytearray, value: int) -> None:
-    if 0 <= value < 64:  # lengths, counts, indexes: one byte
-        out.append(value << 1)
+# The one-byte varints: zigzag 0..127, the longs -64..63.
+_ONE_BYTE: Final = [bytes([n]) for n in range(128)]
+
+
+def _write_long(out: list[bytes], value: int) -> None:
+    if -64 <= value < 64:  # lengths, counts, indexes: one byte
+        out.append(_ONE_BYTE[(value << 1) ^ (value >> 63)])
         return
     # Compared first with bounds that fit mypyc's short integers (cheap), then exactly.
     if (value > 0x3FFFFFFFFFFFFFFF or value < -0x4000000000000000) and (
             value < _LONG_MIN or value > _LONG_MAX):
         raise ValueError("a long must fit 64 bits")
     n = (value << 1) ^ (value >> 63)
+    digits: list[int] = []
     while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
+        digits.append((n & 0x7F) | 0x80)
         n >>= 7
-    out.append(n)
+    digits.append(n)
+    out.append(bytes(digits))
 
 
-def _write_text(out: bytearray, value: str) -> None:
+def _write_text(out: list[bytes], value: str) -> None:
     encoded = value.encode("utf-8")
     _write_long(out, len(encoded))
-    out += encoded
+    out.append(encoded)
 
 
 class _Null(_Node):
     def read(self, r: _Reader) -> Any:
         return None
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if value is not None:
             raise TypeError("null expected")
 
@@ -177,10 +184,10 @@ class _Boolean(_Node):
             raise DatumError("a boolean is neither 0 nor 1")
         return byte == 1
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if type(value) is not bool:
             raise TypeError("boolean expected")
-        out.append(1 if value else 0)
+        out.append(_ONE_BYTE[1] if value else _ONE_BYTE[0])
 
     def kind(self) -> str:
         return "boolean"
@@ -190,7 +197,7 @@ class _Long(_Node):
     def read(self, r: _Reader) -> Any:
         return r.long()
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if type(value) is not int:
             raise TypeError("integer expected")
         _write_long(out, value)
@@ -206,7 +213,7 @@ class _Int(_Node):
             raise DatumError("an int is longer than 32 bits")
         return value
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if type(value) is not int:
             raise TypeError("integer expected")
         if value < _INT_MIN or value > _INT_MAX:
@@ -221,7 +228,7 @@ class _String(_Node):
     def read(self, r: _Reader) -> Any:
         return r.text()
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if type(value) is not str:
             raise TypeError("string expected")
         _write_text(out, value)
@@ -234,11 +241,11 @@ class _Bytes(_Node):
     def read(self, r: _Reader) -> Any:
         return r.raw()
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if not isinstance(value, (bytes, bytearray)):
             raise TypeError("bytes expected")
         _write_long(out, len(value))
-        out += value
+        out.append(bytes(value))
 
     def kind(self) -> str:
         return "bytes"
@@ -255,7 +262,7 @@ class _Enum(_Node):
             raise DatumError("an enum index out of range")
         return self.symbols[n]
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         n = self.index.get(value) if type(value) is str else None
         if n is None:
             raise ValueError("not a symbol of the enum")
@@ -288,7 +295,7 @@ class _Array(_Node):
             count = _block_count(r)
         return values
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if not isinstance(value, (list, tuple)):
             raise TypeError("array expected")
         if value:
@@ -296,7 +303,7 @@ class _Array(_Node):
             items = self.items
             for item in value:
                 items.write(out, item)
-        out.append(0)
+        out.append(_ONE_BYTE[0])
 
     def kind(self) -> str:
         return "list"
@@ -317,7 +324,7 @@ class _Map(_Node):
             count = _block_count(r)
         return result
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if not isinstance(value, dict):
             raise TypeError("map expected")
         if value:
@@ -328,7 +335,7 @@ class _Map(_Node):
                     raise TypeError("map keys must be strings")
                 _write_text(out, key)
                 values.write(out, item)
-        out.append(0)
+        out.append(_ONE_BYTE[0])
 
     def kind(self) -> str:
         return "mapping"
@@ -353,27 +360,26 @@ class _Record(_Node):
         """The record's field values, in the order of its fields."""
         return [field.read(r) for field in self.fields]
 
-    def write_values(self, out: bytearray, values: Any) -> None:
+    def write_values(self, out: list[bytes], values: Any) -> None:
         fields = self.fields
         if not isinstance(values, (list, tuple)) or len(values) != len(fields):
             raise TypeError(f"{self.name}: a value per field expected")
         for n in range(len(fields)):
             fields[n].write(out, values[n])
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         if not isinstance(value, dict):
             raise TypeError("record expected")
         names = self.names
         fields = self.fields
         defaults = self.defaults
         for n in range(len(names)):
-            name = names[n]
-            if name in value:
-                fields[n].write(out, value[name])
-            elif defaults[n] is not _NO_DEFAULT:
-                fields[n].write(out, defaults[n])
-            else:
-                raise ValueError(f"{self.name}: field {name} is missing")
+            item = value.get(names[n], _NO_DEFAULT)
+            if item is _NO_DEFAULT:
+                item = defaults[n]
+                if item is _NO_DEFAULT:
+                    raise ValueError(f"{self.name}: field {names[n]} is missing")
+            fields[n].write(out, item)
 
     def kind(self) -> str:
         return "mapping"
@@ -395,7 +401,7 @@ class _Union(_Node):
             raise DatumError("a union index out of range")
         return self.branches[n].read(r)
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         n = self.by_kind.get(_kind_of(value), -1)
         if n < 0:
             raise TypeError("no branch of the union takes this value")
@@ -415,7 +421,7 @@ class _Values(_Node):
     def read(self, r: _Reader) -> Any:
         return self.record.read_values(r)
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         self.record.write_values(out, value)
 
     def kind(self) -> str:
@@ -440,7 +446,7 @@ class _NamedUnion(_Node):
             return (branch.name, branch.read_values(r))
         return (branch.name, branch.read(r))
 
-    def write(self, out: bytearray, value: Any) -> None:
+    def write(self, out: list[bytes], value: Any) -> None:
         raise Unplannable("a container plan only reads")
 
     def kind(self) -> str:
@@ -496,9 +502,9 @@ class Plan:
     def encode(self, value: Any) -> bytes:
         """The Avro binary encoding of `value`; TypeError or ValueError when it does not
         fit the schema."""
-        out = bytearray()
+        out: list[bytes] = []
         self._root.write(out, value)
-        return bytes(out)
+        return b"".join(out)
 
 
 _PRIMITIVES: Final[dict[str, type[_Node]]] = {
