@@ -410,6 +410,38 @@ _AMENDMENT_TO_RECORD = _record_maker(Amendment)
 _DEAD_LETTER_TO_RECORD = _record_maker(DeadLetter)
 
 
+def _values_getter(cls: type[Any], name: str) -> Callable[[Any], tuple[Any, ...]]:
+    """The field values of a `cls`, in the order of the schema `name` (checked to be the
+    dataclass's)."""
+    names = [field.name for field in fields(cls)]
+    if names != [field["name"] for field in load_schema(name)["fields"]]:
+        raise SchemaError(f"the fields of schema {name} are not those of {cls.__name__}, "
+                          "in its order")
+    return attrgetter(*names)
+
+
+_FINDING_VALUES = _values_getter(Finding, "Finding")
+_AMENDMENT_VALUES = _values_getter(Amendment, "Amendment")
+
+
+def finding_values(sealed: SealedFinding) -> list[Any]:
+    """The datum of a sealed finding as the list of its field values (schema `Finding`),
+    for a plan that writes it from them (`datum_codec.plan_for(..., as_values=True)`):
+    the dict of `finding_to_record` is built only to be looked up again."""
+    values = list(_FINDING_VALUES(sealed.finding))
+    values[-1] = [_evidence_datum(item) for item in sealed.evidence]  # evidence is last
+    return values
+
+
+def amendment_values(sealed: SealedAmendment) -> list[Any]:
+    """The datum of a sealed amendment as its field values, as `finding_values`."""
+    values = list(_AMENDMENT_VALUES(sealed.amendment))
+    late = sealed.late_event
+    values[-2] = [_evidence_datum(item) for item in sealed.evidence]  # then late_event
+    values[-1] = None if late is None else _evidence_datum(late)
+    return values
+
+
 def finding_to_record(sealed: SealedFinding) -> dict[str, Any]:
     """The Avro datum of a sealed finding (schema `Finding`)."""
     record = _FINDING_TO_RECORD(sealed.finding)

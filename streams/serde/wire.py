@@ -104,6 +104,12 @@ def _plan(name: str) -> Plan:
 
 
 @cache
+def _values_plan(name: str) -> Plan:
+    """The current schema's datums written from (and read as) their field values."""
+    return plan_for(_current(name), as_values=True)
+
+
+@cache
 def _event_plan(name: str) -> Plan:
     """The current schema's datums read as the list of their field values, which the
     event's validator takes by position (its fields are the schema's, in its order)."""
@@ -324,17 +330,14 @@ def encode_output(item: SealedFinding | SealedAmendment | DeadLetter) -> bytes:
     """A sealed finding, sealed amendment or dead letter in single-object encoding."""
     from streams.serde import avro
 
-    record: dict[str, Any]
     if isinstance(item, SealedFinding):
-        name = "Finding"
-        record = avro.finding_to_record(item)
-    elif isinstance(item, SealedAmendment):
-        name = "Amendment"
-        record = avro.amendment_to_record(item)
-    else:
-        name = "DeadLetter"
-        record = avro.dead_letter_to_record(item)
-    return SINGLE_OBJECT_MARKER + _current_fingerprint(name) + _plan(name).encode(record)
+        return (SINGLE_OBJECT_MARKER + _current_fingerprint("Finding")
+                + _values_plan("Finding").encode(avro.finding_values(item)))
+    if isinstance(item, SealedAmendment):
+        return (SINGLE_OBJECT_MARKER + _current_fingerprint("Amendment")
+                + _values_plan("Amendment").encode(avro.amendment_values(item)))
+    return (SINGLE_OBJECT_MARKER + _current_fingerprint("DeadLetter")
+            + _plan("DeadLetter").encode(avro.dead_letter_to_record(item)))
 
 
 def decode_output(payload: bytes) -> Finding | Amendment | DeadLetter:

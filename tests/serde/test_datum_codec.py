@@ -29,6 +29,7 @@ from streams.serde.datum_codec import (
     container_plan,
     plan_for,
 )
+from streams.serde.wire import SINGLE_OBJECT_MARKER, encode_output, fingerprint_of
 from tests.hypothesis_profiles import examples
 from tests.strategies import amendments, dead_letters, events, findings
 
@@ -88,6 +89,10 @@ def test_findings_are_written_as_fastavro_writes_them(finding: Any) -> None:
     record = finding_to_record(PSEUDONYMISER.finding(finding))
     payload = _PLANS["Finding"].encode(record)
     assert payload == _fastavro_bytes("Finding", record)
+    # the worker's: written from the finding's values, the same bytes
+    sealed = PSEUDONYMISER.finding(finding)
+    assert encode_output(sealed) == (SINGLE_OBJECT_MARKER + fingerprint_of(
+        load_schema("Finding")) + payload)
     assert _PLANS["Finding"].decode(payload) == _fastavro_read("Finding", payload)
 
 
@@ -97,6 +102,9 @@ def test_amendments_are_written_as_fastavro_writes_them(amendment: Any) -> None:
     record = amendment_to_record(PSEUDONYMISER.amendment(amendment))
     payload = _PLANS["Amendment"].encode(record)
     assert payload == _fastavro_bytes("Amendment", record)
+    sealed = PSEUDONYMISER.amendment(amendment)
+    assert encode_output(sealed) == (SINGLE_OBJECT_MARKER + fingerprint_of(
+        load_schema("Amendment")) + payload)
     assert _PLANS["Amendment"].decode(payload) == _fastavro_read("Amendment", payload)
 
 
