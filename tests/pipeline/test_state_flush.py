@@ -163,9 +163,10 @@ def test_once_the_workers_traffic_stopped_its_partitions_are_flushed_before_the_
 def test_a_quiet_worker_flushes_a_partition_whose_input_ends_with_a_transaction_marker(
         topic: str) -> None:
     """A transactional producer ends each transaction with a control record: an offset
-    never handed over, so the next offset to hand over stays one below the high
-    watermark for good. Taken for records still waiting, it held every quiet flush back
-    to the 30-s interval (found by review): the quiet flush asks nothing of positions."""
+    never handed over (the consumer passes over it only after its next fetch), so the
+    next offset to hand over may stay one below the high watermark. Taken for records
+    still waiting, it held every quiet flush back to the 30-s interval (found by review):
+    the quiet flush asks nothing of positions."""
     async def scenario() -> None:
         producer = _Producer()
         pipeline = _pipeline(producer, interval_s=30.0, quiet_s=1.0)
