@@ -27,10 +27,11 @@ __all__ = ["MAX_ID_CHARS", "MAX_ITEMS", "MAX_KEY_CHARS", "MAX_TEXT_CHARS", "BadV
 # the findings that cite it, the state of its subject and a Kafka record of its own, and
 # a Kafka record has a size limit: a value past these is an invalid_field like any other
 # (generous: ids are a few dozen characters, names and emails a few hundred).
-MAX_ID_CHARS = 512
-MAX_TEXT_CHARS = 4096
-MAX_KEY_CHARS = 256  # taxonomy keys and providers
-MAX_ITEMS = 256  # arrays (data categories)
+# Final: the compiled build reads these as constants, not from the module's dict.
+MAX_ID_CHARS: Final = 512
+MAX_TEXT_CHARS: Final = 4096
+MAX_KEY_CHARS: Final = 256  # taxonomy keys and providers
+MAX_ITEMS: Final = 256  # arrays (data categories)
 
 _TAXONOMY_KEY = re.compile(r"[^\s.]+(?:\.[^\s.]+)*")
 _NO_SPACE = re.compile(r"\S+")
@@ -218,7 +219,12 @@ def _check_of(field: FieldContract) -> Check:
 _ABSENT: Final = object()
 
 # How a field is checked on the common path; anything else goes to its Check.
-_ANY, _ID, _TIMESTAMP, _TEXT, _BOOL, _ENUM = range(6)
+_ANY: Final = 0
+_ID: Final = 1
+_TIMESTAMP: Final = 2
+_TEXT: Final = 3
+_BOOL: Final = 4
+_ENUM: Final = 5
 _KINDS: dict[Any, int] = {_id: _ID, _timestamp: _TIMESTAMP, _text: _TEXT, _bool: _BOOL}
 
 
