@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
 from datetime import datetime
@@ -873,7 +874,7 @@ def _open_or_dead_letter(reader_source: _Source, fo: IO[bytes], source: str, sta
         return _corrupt(source, fo, start, 1, 0, f"bad header ({type(exc).__name__})")
 
 
-def read_event_container(
+def read_event_container(  # noqa: PLR0915 (one loop over the records, kept whole)
     fo: IO[bytes], source: str, limit: DeadLetterLimit | None = None,
     max_future_skew_ms: int | None = None,
 ) -> Iterator[tuple[int, Event | DeadLetter]]:
@@ -926,6 +927,8 @@ def read_event_container(
         stood = block.offset
         block_number += 1
         first = number  # the record number before the block's first
+        # The block's records are received together: one reading of the clock for all.
+        received_ms = time.time_ns() // 1_000_000
         try:
             _check_block_size(block)
             for item in _block_items(block, plan.datums):
@@ -947,7 +950,7 @@ def read_event_container(
                         event = validate(record if fill is None else {**fill, **record},
                                          type_name)
                     if max_future_skew_ms is not None:
-                        refuse_future(event.occurred_at, max_future_skew_ms)
+                        refuse_future(event.occurred_at, max_future_skew_ms, received_ms)
                 except InvalidEvent as exc:
                     if limit is None or limit.admit(exc.code, block_number):
                         yield number, file_dead_letter(source, number, exc.code, exc.message,
