@@ -581,6 +581,31 @@ def _full_name(schema: Mapping[str, Any], namespace: str | None) -> str:
     return f"{namespace}.{name}" if namespace else name
 
 
+def _field_shapes(record: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """A record schema's fields as (name, the shape of its type): what the bytes and the
+    values read from them depend on."""
+    return [(field.get("name"), _shape(field.get("type")))
+            for field in record.get("fields", []) if isinstance(field, dict)]
+
+
+# What does not change how a value is written or read (an enum's symbols do, its name
+# does not: fastavro writes it with its full name, the schema files with a namespace).
+_NOT_SHAPE = frozenset({"doc", "name", "namespace", "aliases", "default"})
+
+
+def _shape(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {key: _shape(value) for key, value in schema.items() if key not in _NOT_SHAPE}
+    if isinstance(schema, list):
+        return [_shape(item) for item in schema]
+    return schema
+
+
+@functools.cache
+def _current_field_shapes(name: str) -> list[tuple[Any, Any]]:
+    return _field_shapes(load_schema(name))
+
+
 @functools.cache
 def _event_defaults() -> dict[str, dict[str, Any]]:
     """Per event: field name -> default, from the current schemas (for older writers)."""
@@ -593,8 +618,8 @@ def _event_defaults() -> dict[str, dict[str, Any]]:
 class _Plan:
     """What reading a container needs per record name, worked out once per schema."""
 
-    __slots__ = ("by_name", "datums", "fast", "field_names", "named", "parsed", "single",
-                 "stripped")
+    __slots__ = ("as_values", "by_name", "datums", "fast", "field_names", "named", "parsed",
+                 "single", "stripped")
 
     def __init__(self, writer_schema: Any) -> None:
         self.stripped = strip_timestamp_millis(writer_schema)
@@ -610,6 +635,8 @@ class _Plan:
         self.by_name: dict[str, tuple[str, dict[str, Any] | None]] = {}
         # full name -> its fields' names, in the writer's order
         self.field_names: dict[str, list[str]] = {}
+        # the event records written with the current schema's fields (names and types)
+        current_fields: set[str] = set()
         for branch in branches:
             if not isinstance(branch, dict) or branch.get("type") != "record":
                 continue
@@ -620,6 +647,8 @@ class _Plan:
                 continue
             self.field_names[full] = [str(field.get("name")) for field in branch.get("fields", [])
                                       if isinstance(field, dict)]
+            if _field_shapes(branch) == _current_field_shapes(short):
+                current_fields.add(full)
             written = set(self.field_names[full])
             # Schema evolution: a field the writer did not have takes the reader's default.
             fill = {
@@ -631,22 +660,26 @@ class _Plan:
         # The common case, a union of event records that need no defaults: full name ->
         # the validator of that event, looked up once here instead of once per record.
         self.fast: dict[str, Validator] = {}
-        # Of these, the records whose fields are the validator's, in its order: their
-        # datums are read as lists of values, which it takes by position.
+        # Of these, the records written with the current schema's fields (so the
+        # validator's, in its order): their datums are read as lists of values, which it
+        # takes by position. Only these: the validator converts values in place (a
+        # timestamp written as a string becomes epoch ms), and a dead letter's payload is
+        # its values written again with the writer's schema, which then must still take them.
         as_values: set[str] = set()
         for full, (short, defaults_to_add) in self.by_name.items():
             validate = validator_for(short) if defaults_to_add is None else None
             if validate is not None:
                 self.fast[full] = validate
-                if self.field_names[full] == validate.names:
+                if full in current_fields and self.field_names[full] == validate.names:
                     as_values.add(full)
+        self.as_values = frozenset(as_values)
         self.parsed: Any = None
         self.named: dict[str, Any] = {}
         # The blocks' datums read by a plan (streams/serde/datum_codec.py: the same values
         # as fastavro's, a third of its time), or by fastavro where none can be made.
         self.datums: Plan | None
         try:
-            self.datums = container_plan(self.stripped, frozenset(as_values))
+            self.datums = container_plan(self.stripped, self.as_values)
         except Unplannable:
             self.datums = None
 
@@ -657,7 +690,7 @@ class _Plan:
                 self.parsed = fastavro.parse_schema(self.stripped, self.named)
             out = io.BytesIO()
             branch = self.named.get(name) if name else None
-            if type(record) is list:  # read as its values (`as_values` above)
+            if type(record) is list and name in self.as_values:  # read as its values
                 record = dict(zip(self.field_names[name], record, strict=True))
             if branch is not None and isinstance(record, Mapping):
                 fastavro.schemaless_writer(out, branch, record)

@@ -418,6 +418,45 @@ def test_container_of_non_records_yields_dead_letters() -> None:
     ]
 
 
+def test_a_record_that_is_an_array_is_dead_lettered_with_its_bytes() -> None:
+    """Found by review: read as a list, it was taken for an event record read as its
+    values, and its payload came out empty."""
+    for schema, datum in ((fastavro.parse_schema({"type": "array", "items": "string"}),
+                           ["x", "y"]),
+                          (fastavro.parse_schema([load_schema("ConsentChanged"),
+                                                  {"type": "array", "items": "string"}]),
+                           ["x", "y"])):
+        buffer = io.BytesIO()
+        fastavro.writer(buffer, schema, [datum])
+        (_, letter), = _read_all(buffer.getvalue())
+        assert isinstance(letter, DeadLetter) and letter.reason_code == "not_an_object"
+        expected = io.BytesIO()
+        fastavro.schemaless_writer(expected, fastavro.parse_schema(
+            {"type": "array", "items": "string"}), datum)
+        assert letter.payload.endswith(expected.getvalue())
+
+
+def test_a_writer_with_other_field_types_is_dead_lettered_with_its_bytes() -> None:
+    """The validator converts what it checks (a timestamp written as a string becomes
+    epoch ms): the record of a writer whose field types differ from the current schema's
+    is read as a dict, so its dead letter's payload is its own bytes, not values the
+    writer's schema no longer takes (found by review)."""
+    schema = load_schema("EnrichmentRequested")
+    for field in schema["fields"]:
+        if field["name"] == "occurred_at":
+            field["type"] = "string"
+    record = event_to_record(ER) | {
+        "occurred_at": "2023-11-14T22:13:20.500Z",
+        "requested_by": "x" * (MAX_TEXT_CHARS + MAX_ID_CHARS + 1)}
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema(schema), [record])
+    (_, letter), = _read_all(buffer.getvalue())
+    assert isinstance(letter, DeadLetter) and letter.reason_code == "invalid_field"
+    datum = io.BytesIO()
+    fastavro.schemaless_writer(datum, fastavro.parse_schema(schema), record)
+    assert letter.payload == datum.getvalue()
+
+
 def test_older_writer_gets_the_defaults_of_new_fields() -> None:
     # A v0 writer without the optional `email`: the current reader treats it as null.
     schema = load_schema("ParticipantJoined")
