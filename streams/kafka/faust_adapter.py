@@ -86,7 +86,9 @@ class PositionedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: 
         assignment = consumer._fetcher._subscriptions.subscription.assignment
         positions: dict[Any, int] = {}
         if assignment is not None:
-            for tp in active_partitions or records:
+            # A copy, taken at once (the main thread changes Faust's set of active
+            # partitions while this thread would be iterating it).
+            for tp in tuple(active_partitions or records):
                 state = assignment.state_value(tp)
                 if state is not None and state.has_valid_position:
                     positions[tp] = state.position
@@ -105,6 +107,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_last: dict[Any, int] = {}  # last offset handled, by partition
+        self._seeks = 0  # seeks begun: a fetch's positions are stale after one
         self._in_flight: set[asyncio.Future[bool]] = set()
         # by partition, the ordered commit of its last batch, until it acknowledged
         self._last_commit: dict[Any, asyncio.Future[bool]] = {}
@@ -136,6 +139,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         ordered commits still running: each partition's batches are read again from its
         committed offset, and acknowledged in order among themselves, waiting for none
         of the old assignment (which may never end)."""
+        self._seeks += 1
         await super().perform_seek()
         self._batch_last.clear()
         self._last_commit.clear()
@@ -145,6 +149,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         fetcher_should_stop = fetcher._stopped.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                generation, seeks = self.app.consumer_generation_id, self._seeks
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
                 if self.should_stop:
@@ -153,12 +158,11 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     if records:
                         await self.perform_seek()
                     continue
-                generation = self.app.consumer_generation_id
                 if records:
                     await self._drain_batch(records, active)
                 positions = getattr(records, "positions", None)
                 if positions:
-                    self._pass_over(positions, active, generation)
+                    self._pass_over(positions, active, generation, seeks)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -271,16 +275,20 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             message = self._to_message(tp, record)
             await self.wait_first(callback(message), self.suspend_flow.wait())
 
-    def _pass_over(self, positions: Mapping[Any, int], active: Any, generation: int) -> None:
+    def _pass_over(self, positions: Mapping[Any, int], active: Any, generation: int,
+                   seeks: int) -> None:
         """After a fetch's records were handed over: a batch partition whose consumed
         position is past its next offset has only offsets without a record for us
         between them (transaction markers, aborted records): they count as handed over,
         and are acknowledged after the partition's batches. Without this, an input whose
         last records were written in a transaction was never read to its end (never
         idle, so the watermark waited for its next record), and its committed offset
-        stayed one below the end."""
-        if not self.flow_active or self.app.consumer_generation_id != generation:
-            return  # a rebalance began: its seek decides where reading goes on
+        stayed one below the end. `generation` and `seeks`: as they were before the fetch;
+        after a rebalance or a seek (Faust seeks within a generation too, after a table's
+        recovery) the positions are stale, and the seek decides where reading goes on."""
+        if (not self.flow_active or self.app.consumer_generation_id != generation
+                or self._seeks != seeks):
+            return
         for tp, position in positions.items():
             if tp.topic not in self.batch_handlers:
                 continue
