@@ -203,14 +203,18 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 else:
                     # The next batch is processed meanwhile; its offsets are acknowledged
                     # after this batch's (`_commit_in_order`).
-                    task = asyncio.ensure_future(
-                        self._commit_in_order(commit, tp, offsets, previous))
-                    self._last_commit[tp] = task
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+                    self._commit_later(commit, tp, offsets, previous)
                 if not current:
                     return  # where the rebalance's seek left the partition, it stays
             self._read_offset[tp] = batch[-1].offset
+
+    def _commit_later(self, commit: BatchCommit | None, tp: Any, offsets: range,
+                      previous: asyncio.Future[bool] | None) -> None:
+        """`_commit_in_order` of `offsets` as a task: the partition's last commit now."""
+        task = asyncio.ensure_future(self._commit_in_order(commit, tp, offsets, previous))
+        self._last_commit[tp] = task
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     async def _commit_in_order(self, commit: BatchCommit | None, tp: Any, offsets: range,
                                previous: asyncio.Future[bool] | None) -> bool:
@@ -303,11 +307,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             if previous is None:
                 self._ack(tp, offsets)
             else:
-                task = asyncio.ensure_future(
-                    self._commit_in_order(None, tp, offsets, previous))
-                self._last_commit[tp] = task
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+                self._commit_later(None, tp, offsets, previous)
 
     def _offsets_of(self, tp: Any, batch: list[Any], keep: bool = True) -> range:
         """The offsets a batch covers: its own, and those without a record just before

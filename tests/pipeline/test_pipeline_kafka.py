@@ -410,31 +410,47 @@ def test_idle_inputs_advance_with_the_wall_clock_and_notice_deadlines_fire(
         kafka_bootstrap: str, workers: kh.Workers) -> None:
     """No end-of-input record: once every input is quiet for the idle timeout, the watermarks move
     with the wall clock, and both a past rule and a notice rule (grace 2 s) decide."""
-    from tests import builders
-
-    now = time.time_ns() // 1_000_000
-    at = now - builders.T0  # builders place events at T0 + at
-    subject = f"u-idle-{uuid.uuid4().hex[:6]}"
-    records = [builders.joined(at, subject_id=subject),
-               builders.requested(at + 100, subject_id=subject)]
-    events = [event_from_record(record) for record in records]
-    params = EngineParams(allowed_lateness_ms=1_000, notice_grace_ms=2_000)
-    expected = kh.replay_findings(events, params)
-    assert {f["rule"] for f in expected} == {"enrichment-without-consent",
-                                             "enrichment-without-notice"}
+    events, expected = _a_request_just_now("idle")
     pipeline = new_pipeline(kafka_bootstrap, "idle")
-    worker = workers.start(pipeline.prefix, extra_args=(
-        "--allowed-lateness", "1", "--notice-grace", "2", "--idle-timeout", "1"))
+    worker = workers.start(pipeline.prefix, extra_args=_IDLE_ARGS)
     pipeline.wait_assigned(timeout=180)
     pipeline.send_events(events)
+    got = _wait_all(pipeline, expected, worker, 60, "the findings of an idle pipeline")
+    compare(got, expected)
+    check_worker_healthy(worker)
+
+
+# A second's lateness, a 2-s notice grace, an input idle after a second of nothing.
+_IDLE_ARGS = ("--allowed-lateness", "1", "--notice-grace", "2", "--idle-timeout", "1")
+
+
+def _a_request_just_now(name: str) -> tuple[list[Event], list[dict[str, Any]]]:
+    """A subject joins and is enriched now, with neither consent nor notice: a rule
+    about the past and a notice rule fire, once the watermark passes now + 2 s (only the
+    wall clock moves it: nothing comes after)."""
+    from tests import builders
+
+    at = time.time_ns() // 1_000_000 - builders.T0  # builders place events at T0 + at
+    subject = f"u-{name}-{uuid.uuid4().hex[:6]}"
+    events = [event_from_record(builders.joined(at, subject_id=subject)),
+              event_from_record(builders.requested(at + 100, subject_id=subject))]
+    expected = kh.replay_findings(events, EngineParams(allowed_lateness_ms=1_000,
+                                                       notice_grace_ms=2_000))
+    assert {f["rule"] for f in expected} == {"enrichment-without-consent",
+                                             "enrichment-without-notice"}
+    return events, expected
+
+
+def _wait_all(pipeline: kh.Pipeline, expected: list[dict[str, Any]], worker: kh.Worker,
+              timeout: float, what: str) -> list[dict[str, Any]]:
+    """The findings on the topic once there are as many as `expected`."""
     def all_out() -> list[dict[str, Any]] | None:
         findings = pipeline.read()
         return findings if len(findings) >= len(expected) else None
 
-    got = kh.wait_until(all_out, timeout=60, interval=1.0,
-                        what="the findings of an idle pipeline", on_timeout=worker.tail)
-    compare(got, expected)
-    check_worker_healthy(worker)
+    found: list[dict[str, Any]] = kh.wait_until(all_out, timeout=timeout, interval=1.0,
+                                                what=what, on_timeout=worker.tail)
+    return found
 
 
 async def _send_in_transactions(pipeline: kh.Pipeline, events: list[Event]) -> None:
@@ -464,30 +480,14 @@ def test_inputs_written_in_transactions_are_read_to_their_end_and_go_idle(
     stayed one below the end (a consumer lag of one, for good)."""
     import asyncio
 
-    from tests import builders
-
-    at = time.time_ns() // 1_000_000 - builders.T0
-    subject = f"u-tx-{uuid.uuid4().hex[:6]}"
-    events = [event_from_record(builders.joined(at, subject_id=subject)),
-              event_from_record(builders.requested(at + 100, subject_id=subject))]
-    params = EngineParams(allowed_lateness_ms=1_000, notice_grace_ms=2_000)
-    expected = kh.replay_findings(events, params)
-    assert {f["rule"] for f in expected} == {"enrichment-without-consent",
-                                             "enrichment-without-notice"}
+    events, expected = _a_request_just_now("tx")
     pipeline = new_pipeline(kafka_bootstrap, "transactions")
     asyncio.run(_send_in_transactions(pipeline, events))
     inputs = list(pipeline.names.inputs.values())
     ends = pipeline.end_offsets(inputs)
     assert sorted(end for end in ends.values() if end) == [2, 2]  # a record, a marker
-    worker = workers.start(pipeline.prefix, extra_args=(
-        "--allowed-lateness", "1", "--notice-grace", "2", "--idle-timeout", "1"))
-
-    def all_out() -> list[dict[str, Any]] | None:
-        findings = pipeline.read()
-        return findings if len(findings) >= len(expected) else None
-
-    got = kh.wait_until(all_out, timeout=120, interval=1.0,
-                        what="the decisions, with every input idle", on_timeout=worker.tail)
+    worker = workers.start(pipeline.prefix, extra_args=_IDLE_ARGS)
+    got = _wait_all(pipeline, expected, worker, 120, "the decisions, with every input idle")
     compare(got, expected)
     kh.wait_until(lambda: pipeline.consumed(inputs, ends), timeout=60, interval=0.5,
                   what="the inputs committed to their end, markers included",
