@@ -116,7 +116,7 @@ def _event_plan(name: str) -> Plan:
     schema = _current(name)
     if [field["name"] for field in schema["fields"]] != _validator(name).names:
         raise SchemaError(f"{name}: the schema's fields are not the validator's")
-    return plan_for(schema, as_values=True)
+    return _values_plan(name)
 
 
 @cache
