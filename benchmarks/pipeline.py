@@ -295,7 +295,9 @@ def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
     tree = tree or trees.current_tree()
     cmd = [sys.executable, "-m", "streams.cli.app", "worker", "--broker", broker,
            "--topic-prefix", prefix, "--data-dir", str(data_dir), "--web-port",
-           str(_free_port()), "--log-level", "warning", "--partitions", str(partitions)]
+           str(_free_port()), "--log-level",
+           os.environ.get("CONSENTWATCH_BENCH_LOG_LEVEL", "warning"),  # info: rebalances
+           "--partitions", str(partitions)]
     profile_dir = os.environ.get("CONSENTWATCH_BENCH_PROFILE")
     if profile_dir:  # where the worker's time goes: a py-spy flame graph per worker
         seconds = os.environ.get("CONSENTWATCH_BENCH_PROFILE_S", "60")

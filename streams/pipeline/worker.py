@@ -300,6 +300,9 @@ class _Pipeline:
         # events/s in a same-hour A/B on the 1M mix).
         self._collector = StateCollector()
         self._last_report: dict[str, SourceReport] = {}
+        # An end of input is in the clocks while the records before it are not yet with
+        # the producer (`_control`): no report may be sent meanwhile (`send_markers`).
+        self._end_unsent = False
         # Direct mode: the next offset of each input partition its engine has read, sent
         # with every marker (marker_gate.py).
         self._read_to: dict[str, int] = {}
@@ -404,27 +407,30 @@ class _Pipeline:
         future_skew = self.settings.params.max_future_skew_ms
         await self._schemas_of(records)
         rejoined = False
-        for record in records:
-            if is_control(record.value):
-                latest = await self._control(batch, tp, record, latest)
-                continue
-            try:
-                event = self._input_event(record, future_skew)
-            except InvalidEvent as error:
-                await self._dead_letter(batch, tp, record, error)
-                continue
-            rejoined = rejoined or await self._rejoin(batch, source)
-            relayed = encode_relayed(event)
-            if type(event) is FeatureToggled:
-                key = event.account_id.encode()
-                for partition in partitions:
-                    await batch.append(correlate, partition, key, relayed)
-            else:
-                key = event.subject_id.encode()
-                await batch.append(correlate, self._correlate_partition(key), key, relayed)
-            if latest is None or event.occurred_at > latest:
-                latest = event.occurred_at
-        delivered = await batch.enqueue()
+        try:
+            for record in records:
+                if is_control(record.value):
+                    latest = await self._control(batch, tp, record, latest)
+                    continue
+                try:
+                    event = self._input_event(record, future_skew)
+                except InvalidEvent as error:
+                    await self._dead_letter(batch, tp, record, error)
+                    continue
+                rejoined = rejoined or await self._rejoin(batch, source)
+                relayed = encode_relayed(event)
+                if type(event) is FeatureToggled:
+                    key = event.account_id.encode()
+                    for partition in partitions:
+                        await batch.append(correlate, partition, key, relayed)
+                else:
+                    key = event.subject_id.encode()
+                    await batch.append(correlate, self._correlate_partition(key), key, relayed)
+                if latest is None or event.occurred_at > latest:
+                    latest = event.occurred_at
+            delivered = await batch.enqueue()
+        finally:
+            self._end_unsent = False
         # Records are in the producer's queue before any marker that covers them.
         if latest is not None:
             self.clocks.observe(source, latest, _now_ms())
@@ -459,6 +465,10 @@ class _Pipeline:
         if not _is_end_of_input(tp, record):
             return latest
         source = source_id(tp.topic, tp.partition)
+        # Until the batch is with the producer, a report of this end sent by another task
+        # (the timer's) could reach a correlate partition ahead of the records it covers;
+        # this batch carries its own, after them.
+        self._end_unsent = True
         if latest is not None:
             self.clocks.observe(source, latest, _now_ms())
         self.clocks.end(source, _now_ms())
@@ -470,7 +480,11 @@ class _Pipeline:
 
         After its batches, only a changed report is sent; the timer sends it `always`:
         a correlate partition that moved to another worker learns every source again
-        from the records after its committed offset."""
+        from the records after its committed offset. Not while a batch's end of input is
+        in the clocks before its records are with the producer (`_control`): the timer
+        sends it a second later."""
+        if self._end_unsent:
+            return
         self._markers_sent = time.monotonic()
         report = self.clocks.report(_now_ms(), self._caught_up)
         if not report or (report == self._last_report and not always):
@@ -712,6 +726,7 @@ class _Pipeline:
             return await handler(tp, records)
         finally:
             self._handling = None
+            self._end_unsent = False  # a batch that failed half-way sends nothing more
 
     async def _correlate_batch(self, tp: Any, records: list[Any]) -> BatchCommit:
         number = tp.partition
@@ -752,7 +767,15 @@ class _Pipeline:
 
     async def _commit(self, part: _Partition, number: int, batch: _Batch) -> BatchCommit:
         """The BatchCommit of a batch of partition `number` whose outputs are in `batch`:
-        its state flushed with it, or with a later batch (`state_flush_interval_s`)."""
+        its state flushed with it, or with a later batch (`state_flush_interval_s`). When
+        it returns, `batch` is with the producer (an end of input in it too)."""
+        try:
+            return await self._commit_batch(part, number, batch)
+        finally:
+            self._end_unsent = False
+
+    async def _commit_batch(self, part: _Partition, number: int, batch: _Batch
+                            ) -> BatchCommit:
         part.save_progress()
         if not part.store.dirty_keys():
             return BatchCommit(await batch.enqueue())  # nothing of its own waits for a flush

@@ -5,6 +5,7 @@ them first, a trigger is decided without them (a wrong finding) and they arrive 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,10 +13,17 @@ from faust.types import TP
 
 from streams.kafka.topics import TopicNames
 from streams.pipeline import worker
-from streams.pipeline.watermarks import is_marker
+from streams.pipeline.control import encode_control
+from streams.pipeline.watermarks import ENDED, decode_marker, is_marker, source_id
 from streams.serde.relay import decode_relayed, is_relayed
 from tests import builders as b
-from tests.pipeline.worker_fakes import WallClock, input_record, make_pipeline, subject_on
+from tests.pipeline.worker_fakes import (
+    FakeProducer,
+    WallClock,
+    input_record,
+    make_pipeline,
+    subject_on,
+)
 
 SECOND = 1000
 NAMES = TopicNames()
@@ -71,3 +79,67 @@ def test_a_forwarded_consent_reaches_its_partition_before_the_marker_that_covers
                   if topic == NAMES.amendments for r in log]
     assert findings == [] and amendments == []
     assert pipeline.partitions[1].engine.stats.late == 0
+
+
+class _FirstSendWaits(FakeProducer):
+    """The producer of a batch whose first send waits (aiokafka's `send_batch` waits while
+    its partition has a batch not yet sent) until `release` is set."""
+
+    def __init__(self, clock: WallClock) -> None:
+        super().__init__(clock)
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send_batch(self, builder: Any, topic: str, partition: int) -> Any:
+        if not self.waiting.is_set():
+            self.waiting.set()
+            await self.release.wait()
+        return await super().send_batch(builder, topic, partition)
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["route", "direct"])
+def test_an_end_of_input_reaches_no_partition_before_the_records_it_covers(
+        direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a batch with an end of input waits for the producer, the timer's report (which
+    says the input ended) is not sent ahead of the records the batch forwards."""
+    clock = WallClock(b.T0 + 10 * SECOND)
+    monkeypatch.setattr(worker, "_now_ms", clock)
+    consents = TP(NAMES.inputs["ConsentChanged"], 0)
+    source = source_id(consents.topic, 0)
+
+    async def scenario() -> list[str]:
+        producer = _FirstSendWaits(clock)
+        pipeline = make_pipeline(clock, partitions=2, direct=direct, producer=producer)
+        handle = pipeline.direct if direct else pipeline.route
+        correlate = NAMES.correlate
+        tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
+        tps += [TP(correlate, 0), TP(correlate, 1)]
+        pipeline.consumer.assigned = set(tps)
+        pipeline.assigned(tps)
+        # a poison record (its dead letter is the batch's first send), s1's grant (forwarded
+        # to partition 1 in both modes), the end of input
+        records = [
+            SimpleNamespace(topic=consents.topic, partition=0, offset=0, key=None,
+                            value=b"not an event", timestamp=clock.now),
+            input_record(consents.topic, 0, 1, b.consent(0, subject_id=subject_on(1, 2),
+                                                          event_id="c-grant"), clock.now),
+            SimpleNamespace(topic=consents.topic, partition=0, offset=2, key=None,
+                            value=encode_control(), timestamp=clock.now)]
+        batch = asyncio.ensure_future(handle(consents, records))
+        await producer.waiting.wait()
+        tick = asyncio.ensure_future(pipeline.send_markers(always=True))
+        await asyncio.sleep(0.01)  # the timer's report goes as far as it can
+        producer.release.set()
+        await asyncio.gather(batch, tick)
+        order = []
+        for record in producer.logs[(correlate, 1)]:
+            if is_marker(record.value):
+                if decode_marker(record.value).get(source, (None, ""))[1] == ENDED:
+                    order.append("ended")
+            elif is_relayed(record.value):
+                order.append(decode_relayed(record.value).event_id)
+        return order
+
+    order = asyncio.run(scenario())
+    assert "c-grant" in order and "ended" in order, order
+    assert "ended" not in order[:order.index("c-grant")], order
