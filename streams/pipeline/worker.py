@@ -727,6 +727,7 @@ class _Pipeline:
         finally:
             self._handling = None
             self._end_unsent = False  # a batch that failed half-way sends nothing more
+            self._collector.keep()
 
     async def _correlate_batch(self, tp: Any, records: list[Any]) -> BatchCommit:
         number = tp.partition
@@ -1138,6 +1139,7 @@ def build_app(settings: WorkerSettings) -> Any:
         consumer_max_fetch_size=4 * 1024 * 1024,
     )
     pipeline = _Pipeline(app, settings)
+    pipeline._collector.start()
     app.consentwatch = pipeline  # for tests and metrics
     for topic in pipeline.input_topics:
         handler = pipeline.direct if topic in pipeline.direct_topics else pipeline.route
