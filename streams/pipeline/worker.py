@@ -300,9 +300,9 @@ class _Pipeline:
         # events/s in a same-hour A/B on the 1M mix).
         self._collector = StateCollector()
         self._last_report: dict[str, SourceReport] = {}
-        # An end of input is in the clocks while the records before it are not yet with
-        # the producer (`_control`): no report may be sent meanwhile (`send_markers`).
-        self._end_unsent = False
+        # Held by an input batch from its first send to its last, and by the timer's
+        # report (`tick_markers`): see there.
+        self._sending = asyncio.Lock()
         # Direct mode: the next offset of each input partition its engine has read, sent
         # with every marker (marker_gate.py).
         self._read_to: dict[str, int] = {}
@@ -399,6 +399,10 @@ class _Pipeline:
     # -- stage 1: route ---------------------------------------------------------------
 
     async def route(self, tp: Any, records: list[Any]) -> BatchCommit:
+        async with self._sending:
+            return await self._route(tp, records)
+
+    async def _route(self, tp: Any, records: list[Any]) -> BatchCommit:
         batch = _Batch(self._producer())
         correlate = self.settings.topics.correlate
         partitions = range(self.settings.partitions)
@@ -407,30 +411,27 @@ class _Pipeline:
         future_skew = self.settings.params.max_future_skew_ms
         await self._schemas_of(records)
         rejoined = False
-        try:
-            for record in records:
-                if is_control(record.value):
-                    latest = await self._control(batch, tp, record, latest)
-                    continue
-                try:
-                    event = self._input_event(record, future_skew)
-                except InvalidEvent as error:
-                    await self._dead_letter(batch, tp, record, error)
-                    continue
-                rejoined = rejoined or await self._rejoin(batch, source)
-                relayed = encode_relayed(event)
-                if type(event) is FeatureToggled:
-                    key = event.account_id.encode()
-                    for partition in partitions:
-                        await batch.append(correlate, partition, key, relayed)
-                else:
-                    key = event.subject_id.encode()
-                    await batch.append(correlate, self._correlate_partition(key), key, relayed)
-                if latest is None or event.occurred_at > latest:
-                    latest = event.occurred_at
-            delivered = await batch.enqueue()
-        finally:
-            self._end_unsent = False
+        for record in records:
+            if is_control(record.value):
+                latest = await self._control(batch, tp, record, latest)
+                continue
+            try:
+                event = self._input_event(record, future_skew)
+            except InvalidEvent as error:
+                await self._dead_letter(batch, tp, record, error)
+                continue
+            rejoined = rejoined or await self._rejoin(batch, source)
+            relayed = encode_relayed(event)
+            if type(event) is FeatureToggled:
+                key = event.account_id.encode()
+                for partition in partitions:
+                    await batch.append(correlate, partition, key, relayed)
+            else:
+                key = event.subject_id.encode()
+                await batch.append(correlate, self._correlate_partition(key), key, relayed)
+            if latest is None or event.occurred_at > latest:
+                latest = event.occurred_at
+        delivered = await batch.enqueue()
         # Records are in the producer's queue before any marker that covers them.
         if latest is not None:
             self.clocks.observe(source, latest, _now_ms())
@@ -465,10 +466,6 @@ class _Pipeline:
         if not _is_end_of_input(tp, record):
             return latest
         source = source_id(tp.topic, tp.partition)
-        # Until the batch is with the producer, a report of this end sent by another task
-        # (the timer's) could reach a correlate partition ahead of the records it covers;
-        # this batch carries its own, after them.
-        self._end_unsent = True
         if latest is not None:
             self.clocks.observe(source, latest, _now_ms())
         self.clocks.end(source, _now_ms())
@@ -480,11 +477,8 @@ class _Pipeline:
 
         After its batches, only a changed report is sent; the timer sends it `always`:
         a correlate partition that moved to another worker learns every source again
-        from the records after its committed offset. Not while a batch's end of input is
-        in the clocks before its records are with the producer (`_control`): the timer
-        sends it a second later."""
-        if self._end_unsent:
-            return
+        from the records after its committed offset. Called by an input batch, or by the
+        timer through `tick_markers`."""
         self._markers_sent = time.monotonic()
         report = self.clocks.report(_now_ms(), self._caught_up)
         if not report or (report == self._last_report and not always):
@@ -492,6 +486,19 @@ class _Pipeline:
         batch = _Batch(self._producer())
         await self._append_markers(batch, report)
         await batch.enqueue()
+
+    async def tick_markers(self) -> None:
+        """The timer's report (`send_markers(always=True)`), never while an input batch
+        sends. A batch changes the clocks before all its records are with the producer
+        (an end of input, `_control`; a rejoin, `_rejoin`), and the producer does not
+        keep the order of two tasks' sends to a partition (a send that comes just after
+        the partition's pending batch went out is appended before the one that waited
+        for it). Interleaved, a report could reach a correlate partition ahead of the
+        records it covers, or an older report (input ended) after a newer one (input
+        active again) and that batch's records: either way a trigger is decided without
+        records that then arrive late."""
+        async with self._sending:
+            await self.send_markers(always=True)
 
     async def _append_markers(self, batch: _Batch,
                               report: dict[str, SourceReport] | None = None) -> None:
@@ -556,7 +563,8 @@ class _Pipeline:
         return source_tp(source_id(self.settings.topics.correlate, number)) in assignment
 
     async def direct(self, tp: Any, records: list[Any]) -> BatchCommit:
-        return await self._handle(self._direct, tp, records)
+        async with self._sending:
+            return await self._handle(self._direct, tp, records)
 
     async def _direct(self, tp: Any, records: list[Any]) -> BatchCommit:
         """A batch of partition p of a subject-keyed input topic, processed by correlate
@@ -568,7 +576,7 @@ class _Pipeline:
             # Faust's assignor gives partition p of co-partitioned topics to one worker
             # (tests/pipeline: test_two_workers_each_get_partition_p_...); should that ever
             # not hold, forwarding is correct still.
-            return await self.route(tp, records)
+            return await self._route(tp, records)
         outputs: list[Finding | Amendment] = []
         part = self._part(number, records[0].offset, outputs)
         engine = part.engine
@@ -726,7 +734,6 @@ class _Pipeline:
             return await handler(tp, records)
         finally:
             self._handling = None
-            self._end_unsent = False  # a batch that failed half-way sends nothing more
             self._collector.keep()
 
     async def _correlate_batch(self, tp: Any, records: list[Any]) -> BatchCommit:
@@ -768,15 +775,7 @@ class _Pipeline:
 
     async def _commit(self, part: _Partition, number: int, batch: _Batch) -> BatchCommit:
         """The BatchCommit of a batch of partition `number` whose outputs are in `batch`:
-        its state flushed with it, or with a later batch (`state_flush_interval_s`). When
-        it returns, `batch` is with the producer (an end of input in it too)."""
-        try:
-            return await self._commit_batch(part, number, batch)
-        finally:
-            self._end_unsent = False
-
-    async def _commit_batch(self, part: _Partition, number: int, batch: _Batch
-                            ) -> BatchCommit:
+        its state flushed with it, or with a later batch (`state_flush_interval_s`)."""
         part.save_progress()
         if not part.store.dirty_keys():
             return BatchCommit(await batch.enqueue())  # nothing of its own waits for a flush
@@ -1169,7 +1168,7 @@ def build_app(settings: WorkerSettings) -> Any:
     async def tick() -> None:
         # An exception in a Faust timer stops the whole worker: log it, try next time.
         try:
-            await pipeline.send_markers(always=True)
+            await pipeline.tick_markers()
             await pipeline.refresh_earliest()
         except Exception:
             log.exception("the watermark timer failed; it runs again in a second")

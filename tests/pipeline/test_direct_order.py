@@ -14,7 +14,7 @@ from faust.types import TP
 from streams.kafka.topics import TopicNames
 from streams.pipeline import worker
 from streams.pipeline.control import encode_control
-from streams.pipeline.watermarks import ENDED, decode_marker, is_marker, source_id
+from streams.pipeline.watermarks import ACTIVE, ENDED, decode_marker, is_marker, source_id
 from streams.serde.relay import decode_relayed, is_relayed
 from tests import builders as b
 from tests.pipeline.worker_fakes import (
@@ -127,7 +127,7 @@ def test_an_end_of_input_reaches_no_partition_before_the_records_it_covers(
                             value=encode_control(), timestamp=clock.now)]
         batch = asyncio.ensure_future(handle(consents, records))
         await producer.waiting.wait()
-        tick = asyncio.ensure_future(pipeline.send_markers(always=True))
+        tick = asyncio.ensure_future(pipeline.tick_markers())
         await asyncio.sleep(0.01)  # the timer's report goes as far as it can
         producer.release.set()
         await asyncio.gather(batch, tick)
@@ -143,3 +143,48 @@ def test_an_end_of_input_reaches_no_partition_before_the_records_it_covers(
     order = asyncio.run(scenario())
     assert "c-grant" in order and "ended" in order, order
     assert "ended" not in order[:order.index("c-grant")], order
+
+
+def test_the_timers_older_report_never_follows_a_batch_that_made_its_input_active_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timer's report says an input ended and waits for the producer; a batch of that
+    input comes meanwhile (it is active again). Its records and its report must not be
+    followed by the timer's older one, which would end the input again (found by review)."""
+    clock = WallClock(b.T0 + 10 * SECOND)
+    monkeypatch.setattr(worker, "_now_ms", clock)
+    consents = TP(NAMES.inputs["ConsentChanged"], 0)
+    source = source_id(consents.topic, 0)
+
+    async def scenario() -> list[str]:
+        producer = _FirstSendWaits(clock)
+        pipeline = make_pipeline(clock, partitions=2, producer=producer)
+        correlate = NAMES.correlate
+        tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
+        tps += [TP(correlate, 0), TP(correlate, 1)]
+        pipeline.consumer.assigned = set(tps)
+        pipeline.assigned(tps)
+        producer.waiting.set()  # the end of input goes through at once
+        await pipeline.route(consents, [SimpleNamespace(
+            topic=consents.topic, partition=0, offset=0, key=None, value=encode_control(),
+            timestamp=clock.now)])
+        producer.waiting.clear()  # the timer's first send waits
+        tick = asyncio.ensure_future(pipeline.tick_markers())
+        await producer.waiting.wait()
+        batch = asyncio.ensure_future(pipeline.route(consents, [
+            input_record(consents.topic, 0, 1, b.consent(0, subject_id=subject_on(1, 2),
+                                                          event_id="c-grant"), clock.now)]))
+        await asyncio.sleep(0.01)  # the batch goes as far as it can
+        producer.release.set()
+        await asyncio.gather(tick, batch)
+        states = []
+        for record in producer.logs[(correlate, 1)]:
+            if is_marker(record.value) and source in decode_marker(record.value):
+                states.append(decode_marker(record.value)[source][1])
+            elif is_relayed(record.value):
+                states.append(decode_relayed(record.value).event_id)
+        return states
+
+    states = asyncio.run(scenario())
+    assert "c-grant" in states, states
+    assert ENDED not in states[states.index("c-grant"):], states
+    assert [state for state in states if state in (ACTIVE, ENDED)][-1] == ACTIVE, states
