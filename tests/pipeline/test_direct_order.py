@@ -97,6 +97,46 @@ class _FirstSendWaits(FakeProducer):
         return await super().send_batch(builder, topic, partition)
 
 
+CONSENTS = TP(NAMES.inputs["ConsentChanged"], 0)
+CONSENTS_SOURCE = source_id(CONSENTS.topic, 0)
+
+
+def _reading_everything(clock: WallClock, producer: FakeProducer, direct: bool = False
+                        ) -> Any:
+    """A pipeline of two partitions that reads every input partition and correlate's."""
+    pipeline = make_pipeline(clock, partitions=2, direct=direct, producer=producer)
+    tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
+    tps += [TP(NAMES.correlate, 0), TP(NAMES.correlate, 1)]
+    pipeline.consumer.assigned = set(tps)
+    pipeline.assigned(tps)
+    return pipeline
+
+
+def _end_record(offset: int, clock: WallClock) -> Any:
+    return SimpleNamespace(topic=CONSENTS.topic, partition=0, offset=offset, key=None,
+                           value=encode_control(), timestamp=clock.now)
+
+
+def _grant(offset: int, clock: WallClock) -> Any:
+    """s1's grant on consent-changed:0, forwarded to correlate partition 1 in both modes."""
+    return input_record(CONSENTS.topic, 0, offset, b.consent(
+        0, subject_id=subject_on(1, 2), event_id="c-grant"), clock.now)
+
+
+def _as_read(producer: FakeProducer) -> list[str]:
+    """Correlate partition 1 as its reader sees it: each relayed event's id, and the state
+    each marker reports of consent-changed:0."""
+    seen = []
+    for record in producer.logs[(NAMES.correlate, 1)]:
+        if is_marker(record.value):
+            report = decode_marker(record.value)
+            if CONSENTS_SOURCE in report:
+                seen.append(report[CONSENTS_SOURCE][1])
+        elif is_relayed(record.value):
+            seen.append(decode_relayed(record.value).event_id)
+    return seen
+
+
 @pytest.mark.parametrize("direct", [False, True], ids=["route", "direct"])
 def test_an_end_of_input_reaches_no_partition_before_the_records_it_covers(
         direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,45 +144,26 @@ def test_an_end_of_input_reaches_no_partition_before_the_records_it_covers(
     says the input ended) is not sent ahead of the records the batch forwards."""
     clock = WallClock(b.T0 + 10 * SECOND)
     monkeypatch.setattr(worker, "_now_ms", clock)
-    consents = TP(NAMES.inputs["ConsentChanged"], 0)
-    source = source_id(consents.topic, 0)
 
     async def scenario() -> list[str]:
         producer = _FirstSendWaits(clock)
-        pipeline = make_pipeline(clock, partitions=2, direct=direct, producer=producer)
+        pipeline = _reading_everything(clock, producer, direct)
         handle = pipeline.direct if direct else pipeline.route
-        correlate = NAMES.correlate
-        tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
-        tps += [TP(correlate, 0), TP(correlate, 1)]
-        pipeline.consumer.assigned = set(tps)
-        pipeline.assigned(tps)
-        # a poison record (its dead letter is the batch's first send), s1's grant (forwarded
-        # to partition 1 in both modes), the end of input
-        records = [
-            SimpleNamespace(topic=consents.topic, partition=0, offset=0, key=None,
-                            value=b"not an event", timestamp=clock.now),
-            input_record(consents.topic, 0, 1, b.consent(0, subject_id=subject_on(1, 2),
-                                                          event_id="c-grant"), clock.now),
-            SimpleNamespace(topic=consents.topic, partition=0, offset=2, key=None,
-                            value=encode_control(), timestamp=clock.now)]
-        batch = asyncio.ensure_future(handle(consents, records))
+        # a poison record (its dead letter is the batch's first send), the grant, the end
+        poison = SimpleNamespace(topic=CONSENTS.topic, partition=0, offset=0, key=None,
+                                 value=b"not an event", timestamp=clock.now)
+        batch = asyncio.ensure_future(handle(CONSENTS, [
+            poison, _grant(1, clock), _end_record(2, clock)]))
         await producer.waiting.wait()
         tick = asyncio.ensure_future(pipeline.tick_markers())
         await asyncio.sleep(0.01)  # the timer's report goes as far as it can
         producer.release.set()
         await asyncio.gather(batch, tick)
-        order = []
-        for record in producer.logs[(correlate, 1)]:
-            if is_marker(record.value):
-                if decode_marker(record.value).get(source, (None, ""))[1] == ENDED:
-                    order.append("ended")
-            elif is_relayed(record.value):
-                order.append(decode_relayed(record.value).event_id)
-        return order
+        return _as_read(producer)
 
-    order = asyncio.run(scenario())
-    assert "c-grant" in order and "ended" in order, order
-    assert "ended" not in order[:order.index("c-grant")], order
+    seen = asyncio.run(scenario())
+    assert "c-grant" in seen and ENDED in seen, seen
+    assert ENDED not in seen[:seen.index("c-grant")], seen
 
 
 def test_the_timers_older_report_never_follows_a_batch_that_made_its_input_active_again(
@@ -152,39 +173,22 @@ def test_the_timers_older_report_never_follows_a_batch_that_made_its_input_activ
     followed by the timer's older one, which would end the input again (found by review)."""
     clock = WallClock(b.T0 + 10 * SECOND)
     monkeypatch.setattr(worker, "_now_ms", clock)
-    consents = TP(NAMES.inputs["ConsentChanged"], 0)
-    source = source_id(consents.topic, 0)
 
     async def scenario() -> list[str]:
         producer = _FirstSendWaits(clock)
-        pipeline = make_pipeline(clock, partitions=2, producer=producer)
-        correlate = NAMES.correlate
-        tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
-        tps += [TP(correlate, 0), TP(correlate, 1)]
-        pipeline.consumer.assigned = set(tps)
-        pipeline.assigned(tps)
+        pipeline = _reading_everything(clock, producer)
         producer.waiting.set()  # the end of input goes through at once
-        await pipeline.route(consents, [SimpleNamespace(
-            topic=consents.topic, partition=0, offset=0, key=None, value=encode_control(),
-            timestamp=clock.now)])
+        await pipeline.route(CONSENTS, [_end_record(0, clock)])
         producer.waiting.clear()  # the timer's first send waits
         tick = asyncio.ensure_future(pipeline.tick_markers())
         await producer.waiting.wait()
-        batch = asyncio.ensure_future(pipeline.route(consents, [
-            input_record(consents.topic, 0, 1, b.consent(0, subject_id=subject_on(1, 2),
-                                                          event_id="c-grant"), clock.now)]))
+        batch = asyncio.ensure_future(pipeline.route(CONSENTS, [_grant(1, clock)]))
         await asyncio.sleep(0.01)  # the batch goes as far as it can
         producer.release.set()
         await asyncio.gather(tick, batch)
-        states = []
-        for record in producer.logs[(correlate, 1)]:
-            if is_marker(record.value) and source in decode_marker(record.value):
-                states.append(decode_marker(record.value)[source][1])
-            elif is_relayed(record.value):
-                states.append(decode_relayed(record.value).event_id)
-        return states
+        return _as_read(producer)
 
-    states = asyncio.run(scenario())
-    assert "c-grant" in states, states
-    assert ENDED not in states[states.index("c-grant"):], states
-    assert [state for state in states if state in (ACTIVE, ENDED)][-1] == ACTIVE, states
+    seen = asyncio.run(scenario())
+    assert "c-grant" in seen, seen
+    assert ENDED not in seen[seen.index("c-grant"):], seen
+    assert [state for state in seen if state in (ACTIVE, ENDED)][-1] == ACTIVE, seen
