@@ -35,9 +35,9 @@ class StateCollector:
     the young collections took 1.3 s of the worker's 21 s of CPU, and those still run
     with a freeze per batch freed 2,109 objects in all. After each state flush,
     `settle` collects the young generation (where the cycles of asyncio and the Kafka
-    client die) and freezes what survived.
-    Every `full_every_s` it unfreezes everything and runs one full collection, so a
-    cycle that was frozen is freed within that time and memory stays bounded.
+    client die) and freezes what survived. Every `full_every_s` it unfreezes everything
+    and runs one full collection, so a cycle that was frozen is freed within that time
+    and memory stays bounded.
     """
 
     # With a freeze after every batch, a young collection is due only inside a batch of
@@ -49,7 +49,8 @@ class StateCollector:
         self._full_at = time.monotonic()
 
     def start(self) -> None:
-        """The worker's process from now on (not called by tests sharing a process)."""
+        """The young threshold for a worker (`build_app`), process-wide: the other
+        commands keep the CLI's (`tune_gc`)."""
         _, middle, old = gc.get_threshold()
         gc.set_threshold(self.YOUNG_THRESHOLD, middle, old)
 
