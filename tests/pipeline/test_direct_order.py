@@ -29,6 +29,17 @@ SECOND = 1000
 NAMES = TopicNames()
 
 
+def _reading_everything(clock: WallClock, producer: FakeProducer | None = None,
+                        direct: bool = False) -> Any:
+    """A pipeline of two partitions that reads every input partition and correlate's."""
+    pipeline = make_pipeline(clock, partitions=2, direct=direct, producer=producer)
+    tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
+    tps += [TP(NAMES.correlate, 0), TP(NAMES.correlate, 1)]
+    pipeline.consumer.assigned = set(tps)
+    pipeline.assigned(tps)
+    return pipeline
+
+
 @pytest.mark.parametrize("direct", [False, True], ids=["route", "direct"])
 def test_a_forwarded_consent_reaches_its_partition_before_the_marker_that_covers_it(
         direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,14 +47,10 @@ def test_a_forwarded_consent_reaches_its_partition_before_the_marker_that_covers
     monkeypatch.setattr(worker, "_now_ms", clock)
 
     async def scenario() -> tuple[list[str], Any]:
-        pipeline = make_pipeline(clock, partitions=2, direct=direct)
+        pipeline = _reading_everything(clock, direct=direct)
         handle = pipeline.direct if direct else pipeline.route
         consumer = pipeline.consumer
         correlate = NAMES.correlate
-        tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
-        tps += [TP(correlate, 0), TP(correlate, 1)]
-        consumer.assigned = set(tps)
-        pipeline.assigned(tps)
         s1 = subject_on(1, 2)
         requests = TP(NAMES.inputs["EnrichmentRequested"], 1)
         consents = TP(NAMES.inputs["ConsentChanged"], 0)
@@ -101,17 +108,6 @@ CONSENTS = TP(NAMES.inputs["ConsentChanged"], 0)
 CONSENTS_SOURCE = source_id(CONSENTS.topic, 0)
 
 
-def _reading_everything(clock: WallClock, producer: FakeProducer, direct: bool = False
-                        ) -> Any:
-    """A pipeline of two partitions that reads every input partition and correlate's."""
-    pipeline = make_pipeline(clock, partitions=2, direct=direct, producer=producer)
-    tps = [TP(topic, n) for topic in pipeline.input_topics for n in range(2)]
-    tps += [TP(NAMES.correlate, 0), TP(NAMES.correlate, 1)]
-    pipeline.consumer.assigned = set(tps)
-    pipeline.assigned(tps)
-    return pipeline
-
-
 def _end_record(offset: int, clock: WallClock) -> Any:
     return SimpleNamespace(topic=CONSENTS.topic, partition=0, offset=offset, key=None,
                            value=encode_control(), timestamp=clock.now)
@@ -147,7 +143,7 @@ def test_an_end_of_input_reaches_no_partition_before_the_records_it_covers(
 
     async def scenario() -> list[str]:
         producer = _FirstSendWaits(clock)
-        pipeline = _reading_everything(clock, producer, direct)
+        pipeline = _reading_everything(clock, producer, direct=direct)
         handle = pipeline.direct if direct else pipeline.route
         # a poison record (its dead letter is the batch's first send), the grant, the end
         poison = SimpleNamespace(topic=CONSENTS.topic, partition=0, offset=0, key=None,
