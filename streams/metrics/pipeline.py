@@ -17,7 +17,6 @@ from typing import TypeVar
 from prometheus_client import (
     CollectorRegistry,
     Gauge,
-    Histogram,
     disable_created_metrics,
 )
 from prometheus_client import Counter as PromCounter
@@ -26,6 +25,7 @@ from streams import __version__
 from streams.catalogue import Catalogue, load_catalogue
 from streams.engine import EngineStats
 from streams.metrics.collector import ScrapeCollector
+from streams.metrics.histogram import ScrapeHistogram
 from streams.metrics.labels import BoundedLabel
 from streams.metrics.view import PipelineView
 from streams.model.events import EVENT_TYPES
@@ -113,12 +113,13 @@ class PipelineMetrics:
         self.amendments = PromCounter(
             "consentwatch_amendments", "Amendments to decisions taken, caused by late events.",
             ["kind"], registry=reg)
-        self.latency = Histogram(
+        # Two values per finding: counted in plain lists, read at scrape time.
+        self.latency = ScrapeHistogram(
             "consentwatch_finding_latency_seconds",
             "Time from a trigger to its finding: since its event time, or since it was ingested.",
-            ["since"], buckets=LATENCY_BUCKETS, registry=reg)
-        self._event_time_latency = self.latency.labels(since="event_time")
-        self._ingestion_latency = self.latency.labels(since="ingestion")
+            "since", ("event_time", "ingestion"), LATENCY_BUCKETS, reg)
+        self._event_time_latency = self.latency.series("event_time")
+        self._ingestion_latency = self.latency.series("ingestion")
         catalogue = catalogue or load_catalogue()
         self.build_info = Gauge(
             "consentwatch_build_info", "Always 1; the running version and rule catalogue.",
@@ -170,10 +171,11 @@ class PipelineMetrics:
         seen.late = stats.late
         seen.beyond_horizon = stats.beyond_horizon
         latencies = stats.latencies
+        event_time, ingestion = self._event_time_latency.observe, self._ingestion_latency.observe
         while latencies:
             event_time_ms, ingestion_ms = latencies.popleft()
-            self._event_time_latency.observe(event_time_ms / 1000)
-            self._ingestion_latency.observe(ingestion_ms / 1000)
+            event_time(event_time_ms / 1000)
+            ingestion(ingestion_ms / 1000)
 
     def forget_engine(self, key: Hashable) -> None:
         """Stop tracking `key` (its partition was revoked); observe it first to keep its tail."""
