@@ -303,8 +303,9 @@ def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
         seconds = os.environ.get("CONSENTWATCH_BENCH_PROFILE_S", "60")
         out = Path(profile_dir) / f"{data_dir.name}.txt"  # collapsed stacks
         idle = ["--idle"] if os.environ.get("CONSENTWATCH_BENCH_PROFILE_IDLE") else []
+        native = ["--native"] if os.environ.get("CONSENTWATCH_BENCH_PROFILE_NATIVE") else []
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "50",
-               *idle, "--duration", seconds, "--format", "raw", "-o", str(out), "--", *cmd]
+               *idle, *native, "--duration", seconds, "--format", "raw", "-o", str(out), "--", *cmd]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tree.path,
                                 env=tree.env(), start_new_session=True)

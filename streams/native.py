@@ -66,6 +66,7 @@ MODULES = (
     "streams/serde/jsonl.py",
     "streams/serde/avro.py",
     "streams/serde/datum_codec.py",
+    "streams/serde/finding_writer.py",
     "streams/kafka/murmur2.py",
     "streams/replay.py",
 )

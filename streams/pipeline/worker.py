@@ -94,7 +94,13 @@ from streams.pipeline.watermarks import (
 from streams.privacy.pseudonymise import Pseudonymiser, default_pseudonymiser
 from streams.runtime import StateCollector
 from streams.serde.relay import decode_relayed, encode_relayed, is_relayed
-from streams.serde.wire import SingleObjectFraming, WireFormat, await_schemas, encode_output
+from streams.serde.wire import (
+    SingleObjectFraming,
+    WireFormat,
+    await_schemas,
+    encode_finding,
+    encode_output,
+)
 from streams.state.faust_store import TableStore
 
 __all__ = ["WorkerSettings", "build_app"]
@@ -355,7 +361,7 @@ class _Pipeline:
         for output in outputs:
             if isinstance(output, Finding):
                 await batch.send(names.findings, output.finding_id.encode(),
-                                 encode_output(pseudonymiser.finding(output)))
+                                 encode_finding(output, pseudonymiser))
             else:
                 await batch.send(names.amendments, output.amendment_id.encode(),
                                  encode_output(pseudonymiser.amendment(output)))

@@ -59,6 +59,7 @@ __all__ = [
     "default_pseudonymiser",
     "development_key_warning",
     "load_pseudonymiser",
+    "pseudonymised_fields",
 ]
 
 PREFIX: Final = "hmac-sha256:"
@@ -78,10 +79,16 @@ NAMES_IN_CLEAR_FOR: Final = frozenset({"pseudonym-deanonymized"})
 _CACHE_SIZE: Final = 1 << 16
 
 
+def pseudonymised_fields(cls: type[Any], names_in_clear: bool) -> frozenset[str]:
+    """The fields of event class `cls` that evidence carries as their pseudonym (when not
+    null); with `names_in_clear` (the rules of NAMES_IN_CLEAR_FOR), the names are kept."""
+    kept = _NAMES if names_in_clear else frozenset()
+    return frozenset(HASHED_FIELDS[cls.TYPE]) - kept
+
+
 def _forms(names_in_clear: bool) -> dict[type[Any], JsonForm]:
     """Per event class, its pseudonymised JSON form."""
-    kept = _NAMES if names_in_clear else frozenset()
-    return {cls: json_form(cls, frozenset(HASHED_FIELDS[cls.TYPE]) - kept)
+    return {cls: json_form(cls, pseudonymised_fields(cls, names_in_clear))
             for cls in EVENT_TYPES.values()}
 
 

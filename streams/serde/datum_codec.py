@@ -29,7 +29,16 @@ from __future__ import annotations
 import sys
 from typing import Any, Final
 
-__all__ = ["DatumError", "Plan", "TrailingBytes", "Unplannable", "container_plan", "plan_for"]
+__all__ = [
+    "DatumError",
+    "Plan",
+    "TrailingBytes",
+    "Unplannable",
+    "container_plan",
+    "plan_for",
+    "write_long",
+    "write_text",
+]
 
 # A varint of more than 10 bytes does not fit 64 bits.
 _MAX_VARINT_BYTES: Final = 10
@@ -139,7 +148,8 @@ class _Node:
 _ONE_BYTE: Final = [bytes([n]) for n in range(128)]
 
 
-def _write_long(out: list[bytes], value: int) -> None:
+def write_long(out: list[bytes], value: int) -> None:
+    """A long's bytes, appended to `out` (as a plan of "long" writes them)."""
     if -64 <= value < 64:  # lengths, counts, indexes: one byte
         out.append(_ONE_BYTE[(value << 1) ^ (value >> 63)])
         return
@@ -156,9 +166,10 @@ def _write_long(out: list[bytes], value: int) -> None:
     out.append(bytes(digits))
 
 
-def _write_text(out: list[bytes], value: str) -> None:
+def write_text(out: list[bytes], value: str) -> None:
+    """A string's bytes, appended to `out` (as a plan of "string" writes them)."""
     encoded = value.encode("utf-8")
-    _write_long(out, len(encoded))
+    write_long(out, len(encoded))
     out.append(encoded)
 
 
@@ -200,7 +211,7 @@ class _Long(_Node):
     def write(self, out: list[bytes], value: Any) -> None:
         if type(value) is not int:
             raise TypeError("integer expected")
-        _write_long(out, value)
+        write_long(out, value)
 
     def kind(self) -> str:
         return "number"
@@ -218,7 +229,7 @@ class _Int(_Node):
             raise TypeError("integer expected")
         if value < _INT_MIN or value > _INT_MAX:
             raise ValueError("an int must fit 32 bits")
-        _write_long(out, value)
+        write_long(out, value)
 
     def kind(self) -> str:
         return "number"
@@ -231,7 +242,7 @@ class _String(_Node):
     def write(self, out: list[bytes], value: Any) -> None:
         if type(value) is not str:
             raise TypeError("string expected")
-        _write_text(out, value)
+        write_text(out, value)
 
     def kind(self) -> str:
         return "text"
@@ -244,7 +255,7 @@ class _Bytes(_Node):
     def write(self, out: list[bytes], value: Any) -> None:
         if not isinstance(value, (bytes, bytearray)):
             raise TypeError("bytes expected")
-        _write_long(out, len(value))
+        write_long(out, len(value))
         out.append(bytes(value))
 
     def kind(self) -> str:
@@ -266,7 +277,7 @@ class _Enum(_Node):
         n = self.index.get(value) if type(value) is str else None
         if n is None:
             raise ValueError("not a symbol of the enum")
-        _write_long(out, n)
+        write_long(out, n)
 
     def kind(self) -> str:
         return "text"
@@ -299,7 +310,7 @@ class _Array(_Node):
         if not isinstance(value, (list, tuple)):
             raise TypeError("array expected")
         if value:
-            _write_long(out, len(value))
+            write_long(out, len(value))
             items = self.items
             for item in value:
                 items.write(out, item)
@@ -328,12 +339,12 @@ class _Map(_Node):
         if not isinstance(value, dict):
             raise TypeError("map expected")
         if value:
-            _write_long(out, len(value))
+            write_long(out, len(value))
             values = self.values
             for key, item in value.items():
                 if type(key) is not str:
                     raise TypeError("map keys must be strings")
-                _write_text(out, key)
+                write_text(out, key)
                 values.write(out, item)
         out.append(_ONE_BYTE[0])
 
@@ -405,7 +416,7 @@ class _Union(_Node):
         n = self.by_kind.get(_kind_of(value), -1)
         if n < 0:
             raise TypeError("no branch of the union takes this value")
-        _write_long(out, n)
+        write_long(out, n)
         self.branches[n].write(out, value)
 
     def kind(self) -> str:
@@ -505,6 +516,11 @@ class Plan:
         out: list[bytes] = []
         self._root.write(out, value)
         return b"".join(out)
+
+    def write(self, out: list[bytes], value: Any) -> None:
+        """`encode`, appended to `out` in pieces: for a writer that puts a datum together
+        from the datums of its parts (a record's encoding is its fields', in order)."""
+        self._root.write(out, value)
 
 
 _PRIMITIVES: Final[dict[str, type[_Node]]] = {

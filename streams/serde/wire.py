@@ -32,7 +32,9 @@ from streams.errors import InvalidEvent, RegistryUnavailable, SchemaError
 from streams.model.events import Event
 from streams.model.findings import Amendment, DeadLetter, Finding
 from streams.model.validate import Validator, validator_for
+from streams.privacy.pseudonymise import Pseudonymiser
 from streams.privacy.sealed import SealedAmendment, SealedFinding
+from streams.serde import avro
 from streams.serde.avro import (
     EVENT_SCHEMA_NAMES,
     NAMESPACE,
@@ -43,6 +45,7 @@ from streams.serde.avro import (
     strip_timestamp_millis,
 )
 from streams.serde.datum_codec import DatumError, Plan, TrailingBytes, plan_for
+from streams.serde.finding_writer import FindingWriter
 
 __all__ = [
     "SINGLE_OBJECT_MARKER",
@@ -54,6 +57,7 @@ __all__ = [
     "WireFormat",
     "await_schemas",
     "decode_output",
+    "encode_finding",
     "encode_output",
     "fingerprint_of",
     "wire_format",
@@ -326,10 +330,20 @@ def _outputs() -> dict[bytes, _Known]:
     return known
 
 
+@cache
+def _finding_writer() -> FindingWriter:
+    return FindingWriter(_current("Finding"))
+
+
+def encode_finding(finding: Finding, pseudonymiser: Pseudonymiser) -> bytes:
+    """`encode_output(pseudonymiser.finding(finding))`, byte for byte, written without the
+    sealed copy and its dicts (`finding_writer`): the worker's path for its findings."""
+    return (SINGLE_OBJECT_MARKER + _current_fingerprint("Finding")
+            + _finding_writer().encode(finding, pseudonymiser))
+
+
 def encode_output(item: SealedFinding | SealedAmendment | DeadLetter) -> bytes:
     """A sealed finding, sealed amendment or dead letter in single-object encoding."""
-    from streams.serde import avro
-
     if isinstance(item, SealedFinding):
         return (SINGLE_OBJECT_MARKER + _current_fingerprint("Finding")
                 + _values_plan("Finding").encode(avro.finding_values(item)))
@@ -342,8 +356,6 @@ def encode_output(item: SealedFinding | SealedAmendment | DeadLetter) -> bytes:
 
 def decode_output(payload: bytes) -> Finding | Amendment | DeadLetter:
     """The finding, amendment or dead letter in `payload`; raises InvalidEvent."""
-    from streams.serde import avro
-
     if payload[:2] != SINGLE_OBJECT_MARKER or len(payload) < 10:
         raise InvalidEvent("bad_marker", "not an Avro single-object message")
     known = _outputs().get(payload[2:10])
