@@ -43,8 +43,15 @@ class TableStore:
         self._subject_prefix = f"s/{partition}/"
         self._account_prefix = f"a/{partition}/"
         self._meta_key = f"m/{partition}".encode()
-        self._cache: dict[bytes, Any] = {}
-        self._dirty: dict[bytes, Any] = {}
+        # Live objects and changes by subject or account id, not by storage key: the
+        # engine reads and puts a subject twice per event and per decision, and a key
+        # built each time (a concatenation, an encoding, a bytes hash) cost more than
+        # the lookup. Storage keys are built when a change is written or a miss is read.
+        self._subjects: dict[str, SubjectState] = {}
+        self._accounts: dict[str, AccountState] = {}
+        self._dirty_subjects: dict[str, Any] = {}  # a state, or _DELETED
+        self._dirty_accounts: dict[str, Any] = {}
+        self._dirty_meta: bytes | None = None
         # Subjects and accounts put or deleted so far (not the progress, `put_meta`): a
         # partition's traffic, events or decisions, for the worker's quiet flush.
         self.changes = 0
@@ -89,39 +96,47 @@ class TableStore:
     # -- StateStore ------------------------------------------------------------------
 
     def subject(self, subject_id: str) -> SubjectState | None:
-        return self._load((self._subject_prefix + subject_id).encode())  # type: ignore[no-any-return]
+        state = self._subjects.get(subject_id)
+        if state is not None:
+            return state
+        return self._load(self._subjects, self._dirty_subjects, self._subject_prefix,  # type: ignore[no-any-return]
+                          subject_id)
 
     def put_subject(self, subject_id: str, state: SubjectState) -> None:
-        key = (self._subject_prefix + subject_id).encode()
-        self._cache[key] = state
-        self._dirty[key] = state
+        self._subjects[subject_id] = state
+        self._dirty_subjects[subject_id] = state
         self.changes += 1
 
     def delete_subject(self, subject_id: str) -> None:
-        key = (self._subject_prefix + subject_id).encode()
-        self._cache.pop(key, None)
-        self._dirty[key] = _DELETED
+        self._subjects.pop(subject_id, None)
+        self._dirty_subjects[subject_id] = _DELETED
         self.changes += 1
 
     def account(self, account_id: str) -> AccountState | None:
-        return self._load((self._account_prefix + account_id).encode())  # type: ignore[no-any-return]
+        state = self._accounts.get(account_id)
+        if state is not None:
+            return state
+        return self._load(self._accounts, self._dirty_accounts, self._account_prefix,  # type: ignore[no-any-return]
+                          account_id)
 
     def put_account(self, account_id: str, state: AccountState) -> None:
-        key = (self._account_prefix + account_id).encode()
-        self._cache[key] = state
-        self._dirty[key] = state
+        self._accounts[account_id] = state
+        self._dirty_accounts[account_id] = state
         self.changes += 1
 
     def subjects(self) -> Iterator[tuple[str, SubjectState]]:
         prefix = self._subject_prefix.encode()
-        keys = {key for key in self._keys() if isinstance(key, bytes) and key.startswith(prefix)}
-        keys.update(key for key, value in self._dirty.items()
-                    if key.startswith(prefix) and value is not _DELETED)
-        keys.difference_update(key for key, value in self._dirty.items() if value is _DELETED)
-        for key in sorted(keys):
-            state = self._load(key)
+        ids = {key[len(prefix):].decode() for key in self._keys()
+               if isinstance(key, bytes) and key.startswith(prefix)}
+        dirty = self._dirty_subjects
+        ids.update(subject_id for subject_id, value in dirty.items() if value is not _DELETED)
+        ids.difference_update(subject_id for subject_id, value in dirty.items()
+                              if value is _DELETED)
+        # In the order of their storage keys (bytes), as before keys were by id.
+        for subject_id in sorted(ids, key=lambda subject_id: subject_id.encode()):
+            state = self.subject(subject_id)
             if state is not None:
-                yield key[len(prefix):].decode(), state
+                yield subject_id, state
 
     def size(self) -> int:
         """Keys in this partition's state (RocksDB's own estimate; exact in memory)."""
@@ -132,21 +147,21 @@ class TableStore:
 
     def meta(self) -> bytes | None:
         """The partition's saved event-time progress (`put_meta`), or None."""
-        value = self._dirty.get(self._meta_key)
-        if isinstance(value, bytes):
-            return value
+        if self._dirty_meta is not None:
+            return self._dirty_meta
         raw = self._get_raw(self._meta_key)
         return bytes(raw) if raw is not None else None
 
     def put_meta(self, value: bytes) -> None:
         """Written with the next flush, after every other key of it."""
-        self._dirty[self._meta_key] = value
+        self._dirty_meta = value
 
     # -- writing ---------------------------------------------------------------------
 
     def dirty_keys(self) -> int:
         """How many keys changed since the last flush."""
-        return len(self._dirty)
+        return (len(self._dirty_subjects) + len(self._dirty_accounts)
+                + (self._dirty_meta is not None))
 
     def flush(self) -> list[ChangelogRecord]:
         """Write every changed key to storage; return the changelog records to send."""
@@ -158,27 +173,23 @@ class TableStore:
         # its account as recent, and a copy of a decision re-sent after the restart cites
         # what the first one cited.
         # The event-time progress goes last: it must never be ahead of the state.
-        account_prefix = self._account_prefix.encode()
-        meta_key = self._meta_key
-
-        def order(item: tuple[bytes, Any]) -> int:
-            key = item[0]
-            return 0 if key.startswith(account_prefix) else 2 if key == meta_key else 1
-
-        dirty = sorted(self._dirty.items(), key=order)
-        for key, value in dirty:
-            if value is _DELETED:
-                self._delete_raw(key)
-                records.append((key, None))
-            elif key == meta_key:
-                self._put_raw(key, value)
-                records.append((key, value))
-            else:
-                raw = encode_state(value)
-                self._put_raw(key, raw)
-                records.append((key, raw))
-        self._dirty.clear()
-        if len(self._cache) > self._cache_size:
+        for prefix, dirty in ((self._account_prefix, self._dirty_accounts),
+                              (self._subject_prefix, self._dirty_subjects)):
+            for some_id, value in dirty.items():
+                key = (prefix + some_id).encode()
+                if value is _DELETED:
+                    self._delete_raw(key)
+                    records.append((key, None))
+                else:
+                    raw = encode_state(value)
+                    self._put_raw(key, raw)
+                    records.append((key, raw))
+            dirty.clear()
+        if self._dirty_meta is not None:
+            self._put_raw(self._meta_key, self._dirty_meta)
+            records.append((self._meta_key, self._dirty_meta))
+            self._dirty_meta = None
+        if len(self._subjects) + len(self._accounts) > self._cache_size:
             self._evict()
         return records
 
@@ -187,21 +198,23 @@ class TableStore:
         from, kept as Faust's own `set_persisted_offset` keeps it (but unlogged)."""
         self._put_offset(offset)
 
-    def _load(self, key: bytes) -> Any:
-        value = self._cache.get(key)
-        if value is not None:
-            return value
-        if self._dirty.get(key) is _DELETED:
+    def _load(self, cache: dict[str, Any], dirty: dict[str, Any], prefix: str,
+              some_id: str) -> Any:
+        """A state not in `cache`: None when deleted and not flushed yet, else read from
+        storage (and kept in `cache`)."""
+        if dirty.get(some_id) is _DELETED:
             return None
-        raw = self._get_raw(key)
+        raw = self._get_raw((prefix + some_id).encode())
         if raw is None:
             return None
         value = decode_state(raw)
-        self._cache[key] = value
+        cache[some_id] = value
         return value
 
     def _evict(self) -> None:
-        """Drop the oldest tenth of the cache (it is only a cache: storage has it all)."""
-        for key in list(self._cache)[: self._cache_size // 10]:
-            if key not in self._dirty:
-                del self._cache[key]
+        """Drop the oldest tenth of each cache (it is only a cache: storage has it all)."""
+        for cache, dirty in ((self._subjects, self._dirty_subjects),
+                             (self._accounts, self._dirty_accounts)):
+            for some_id in list(cache)[: max(1, len(cache) // 10)]:
+                if some_id not in dirty:
+                    del cache[some_id]

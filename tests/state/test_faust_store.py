@@ -58,3 +58,28 @@ def test_a_key_changed_many_times_is_written_once_per_flush() -> None:
     records = store.flush()
     assert len(records) == 1
     assert len(decode_state(records[0][1]).seen) == 100
+
+
+def test_an_evicted_state_is_read_back_from_storage_and_a_deleted_one_is_gone() -> None:
+    table = memory_table()
+    store = TableStore(table, partition=2, cache_size=10)
+    for n in range(20):
+        state = SubjectState()
+        state.seen[f"e-{n}"] = n
+        store.put_subject(f"s-{n}", state)
+    store.put_account("acct", AccountState())
+    store.put_meta(b"progress")
+    keys = [key for key, _ in store.flush()]
+    assert keys[0] == b"a/2/acct" and keys[-1] == b"m/2"  # the progress last
+    assert len(store._subjects) < 20  # the oldest were evicted after the flush
+    assert store.subject("s-0") is not None and store.subject("s-0").seen == {"e-0": 0}
+    store.delete_subject("s-1")
+    assert store.subject("s-1") is None  # deleted, not flushed yet: not read from storage
+    assert [subject_id for subject_id, _ in store.subjects()] == sorted(
+        f"s-{n}" for n in range(20) if n != 1)
+    assert store.meta() == b"progress"
+    fresh = TableStore(table, partition=2)
+    assert fresh.subject("s-1") is not None  # the deletion was never flushed
+    store.flush()
+    assert TableStore(table, partition=2).subject("s-1") is None
+    assert TableStore(table, partition=2).account("acct") is not None
