@@ -14,6 +14,7 @@ engine's counters.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
@@ -45,9 +46,11 @@ class ScrapeHistogram(Collector):
 
     def __init__(self, name: str, documentation: str, label: str, values: Sequence[str],
                  buckets: Sequence[float], registry: CollectorRegistry) -> None:
-        bounds = sorted(float(bound) for bound in buckets)
-        if not bounds or len(set(bounds)) != len(bounds):
-            raise ValueError("histogram buckets must be distinct and at least one")
+        bounds = [float(bound) for bound in buckets]
+        if bounds and bounds[-1] == math.inf:
+            bounds.pop()  # +Inf is always the last bucket, as prometheus_client adds it
+        if not bounds or bounds != sorted(set(bounds)):
+            raise ValueError("histogram buckets must be distinct, in order, and at least one")
         self._name = name
         self._documentation = documentation
         self._label = label

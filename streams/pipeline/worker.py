@@ -100,6 +100,7 @@ from streams.serde.wire import (
     await_schemas,
     encode_finding,
     encode_output,
+    finding_writer,
 )
 from streams.state.faust_store import TableStore
 
@@ -278,6 +279,7 @@ class _Pipeline:
         self.settings = settings
         self.framing = settings.framing
         self.pseudonymiser = settings.pseudonymiser or default_pseudonymiser()
+        finding_writer()  # at start: a Finding schema it cannot write stops the worker here
         self.input_topics = sorted(names.inputs.values())
         # Read by the correlate partitions themselves, in direct mode: source number
         # (positions.py) by topic.

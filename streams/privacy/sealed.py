@@ -4,8 +4,10 @@ A finding straight from the engine cites its evidence as the events themselves, 
 personal data in them. `Pseudonymiser.finding` and `.amendment` (`pseudonymise.py`)
 seal it where it leaves (`replay`, the worker): a sealed finding holds the finding and
 its evidence in pseudonymised JSON form, and serde's writers take nothing else, so
-mypy rejects a raw finding given to a writer. The raw evidence of `finding` is never
-written.
+mypy rejects a raw finding given to a writer. The one exception is the worker's
+`wire.encode_finding`, which takes the finding with the `Pseudonymiser` itself and
+pseudonymises the evidence as it writes it (`serde/finding_writer.py`: the same bytes).
+The raw evidence of `finding` is never written.
 """
 
 from __future__ import annotations

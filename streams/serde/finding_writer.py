@@ -81,6 +81,10 @@ class _EvidenceWriter:
 
     def __init__(self, cls: type[Event], hashed: frozenset[str], value: Plan) -> None:
         names = [field.name for field in fields(cls) if field.name not in _HEAD]
+        if {field.name for field in fields(cls)} & {"type", "fields"}:
+            # The JSON form writes `type` as the class's and such a field's own value
+            # after it; the datum's head and its map would take one of the two.
+            raise SchemaError(f"{cls.__name__}: a field named type or fields")
         if len(names) < 2:  # an attrgetter of one name returns the value, not a tuple
             raise SchemaError(f"{cls.__name__}: too few fields for an evidence writer")
         self._values = attrgetter(*names)

@@ -59,6 +59,7 @@ __all__ = [
     "decode_output",
     "encode_finding",
     "encode_output",
+    "finding_writer",
     "fingerprint_of",
     "wire_format",
 ]
@@ -331,7 +332,9 @@ def _outputs() -> dict[bytes, _Known]:
 
 
 @cache
-def _finding_writer() -> FindingWriter:
+def finding_writer() -> FindingWriter:
+    """The writer of `encode_finding`, built once (the worker builds it at start, so a
+    schema it cannot write stops the worker before it reads anything)."""
     return FindingWriter(_current("Finding"))
 
 
@@ -339,7 +342,7 @@ def encode_finding(finding: Finding, pseudonymiser: Pseudonymiser) -> bytes:
     """`encode_output(pseudonymiser.finding(finding))`, byte for byte, written without the
     sealed copy and its dicts (`finding_writer`): the worker's path for its findings."""
     return (SINGLE_OBJECT_MARKER + _current_fingerprint("Finding")
-            + _finding_writer().encode(finding, pseudonymiser))
+            + finding_writer().encode(finding, pseudonymiser))
 
 
 def encode_output(item: SealedFinding | SealedAmendment | DeadLetter) -> bytes:

@@ -184,11 +184,13 @@ class TableStore:
                     raw = encode_state(value)
                     self._put_raw(key, raw)
                     records.append((key, raw))
-            dirty.clear()
         if self._dirty_meta is not None:
             self._put_raw(self._meta_key, self._dirty_meta)
             records.append((self._meta_key, self._dirty_meta))
-            self._dirty_meta = None
+        # Only once every write is done: a flush that fails half-way keeps all its changes.
+        self._dirty_accounts.clear()
+        self._dirty_subjects.clear()
+        self._dirty_meta = None
         if len(self._subjects) + len(self._accounts) > self._cache_size:
             self._evict()
         return records
@@ -215,6 +217,6 @@ class TableStore:
         """Drop the oldest tenth of each cache (it is only a cache: storage has it all)."""
         for cache, dirty in ((self._subjects, self._dirty_subjects),
                              (self._accounts, self._dirty_accounts)):
-            for some_id in list(cache)[: max(1, len(cache) // 10)]:
+            for some_id in list(cache)[: len(cache) // 10]:
                 if some_id not in dirty:
                     del cache[some_id]

@@ -46,5 +46,14 @@ def test_a_value_on_a_bound_counts_in_that_bucket() -> None:
 
 
 def test_buckets_must_be_distinct() -> None:
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(ValueError, match="distinct, in order"):
         ScrapeHistogram("h", "h.", "k", ("a",), (1.0, 1.0), CollectorRegistry())
+
+
+def test_buckets_out_of_order_are_refused_and_a_last_inf_is_the_inf_bucket() -> None:
+    with pytest.raises(ValueError, match="in order"):
+        ScrapeHistogram("h", "h.", "k", ("a",), (2.0, 1.0), CollectorRegistry())
+    registry = CollectorRegistry()
+    ScrapeHistogram("h", "h.", "k", ("a",), (1.0, float("inf")), registry).series("a").observe(5)
+    assert registry.get_sample_value("h_bucket", {"k": "a", "le": "1.0"}) == 0
+    assert registry.get_sample_value("h_bucket", {"k": "a", "le": "+Inf"}) == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from streams.engine.state import AccountState, SubjectState
 from streams.state.faust_store import TableStore
 from streams.state.state_codec import decode_state
@@ -83,3 +85,28 @@ def test_an_evicted_state_is_read_back_from_storage_and_a_deleted_one_is_gone() 
     store.flush()
     assert TableStore(table, partition=2).subject("s-1") is None
     assert TableStore(table, partition=2).account("acct") is not None
+
+
+def test_a_flush_that_fails_half_way_keeps_every_change() -> None:
+    table = memory_table()
+    store = TableStore(table, partition=0)
+    store.put_account("acct", AccountState())
+    store.put_subject("s-1", SubjectState())
+    store.put_meta(b"progress")
+    writes = table.data.data
+
+    class Full(dict):  # storage that refuses subjects
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            if key.startswith(b"s/"):
+                raise OSError("disk full")
+            super().__setitem__(key, value)
+
+    failing = TableStore(SimpleNamespace(data=SimpleNamespace(data=Full())), partition=0)
+    failing.put_account("acct", AccountState())
+    failing.put_subject("s-1", SubjectState())
+    failing.put_meta(b"progress")
+    with pytest.raises(OSError, match="disk full"):
+        failing.flush()
+    assert failing.dirty_keys() == 3  # the account's change is not lost with the failure
+    assert [key for key, _ in store.flush()] == [b"a/0/acct", b"s/0/s-1", b"m/0"]
+    assert set(writes) == {b"a/0/acct", b"s/0/s-1", b"m/0"}
