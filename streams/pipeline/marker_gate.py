@@ -35,13 +35,16 @@ class HeldMarker:
 
 class MarkerGate:
     """One per correlate partition. `is_own(source)`: a source this partition reads
-    directly; `committed(source)`: its committed offset as the consumer knows it now
-    (what is before it is in the state: read as far, whether or not it is read again)."""
+    directly; `handed_over(source)`: how far the consumer has handed it over now (its
+    committed offset, or further: records handed to the handler and the offsets without
+    a record passed over after them). What is before it is in the state or the engine:
+    read as far, whether or not it is read again."""
 
-    def __init__(self, is_own: Callable[[str], bool], committed: Callable[[str], int]) -> None:
+    def __init__(self, is_own: Callable[[str], bool],
+                 handed_over: Callable[[str], int]) -> None:
         self._read_to: dict[str, int] = {}
         self._is_own = is_own
-        self._committed = committed
+        self._handed_over = handed_over
         self._held: list[HeldMarker] = []
 
     def offer(self, marker: HeldMarker) -> list[HeldMarker]:
@@ -82,7 +85,7 @@ class MarkerGate:
                 if self._is_own(source) and self._read(source) < offset}
 
     def _read(self, source: str) -> int:
-        return max(self._read_to.get(source, 0), self._committed(source))
+        return max(self._read_to.get(source, 0), self._handed_over(source))
 
     def _covers(self, marker: HeldMarker) -> bool:
         return all(self._read(source) >= offset for source, offset in marker.read_to.items()

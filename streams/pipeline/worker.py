@@ -515,9 +515,23 @@ class _Pipeline:
             report = self.clocks.report(_now_ms(), self._caught_up)
         self._last_report = report
         log.debug("watermark report: %s", report)
-        value = encode_marker(report, self._read_to)
+        value = encode_marker(report, self._read_positions())
         for partition in range(self.settings.partitions):
             await batch.append(self.settings.topics.correlate, partition, None, value)
+
+    def _read_positions(self) -> dict[str, int]:
+        """How far this worker has read each input partition it reads directly, as the
+        report says (`position`): after its last record handed over, or after the offsets
+        without a record the consumer passed over since (transaction markers). Said
+        without them, the partition's committed offset (past a marker) looked like
+        records read after an idle report, which made the source active again for good."""
+        consumer = self._app_consumer()
+        read_to = self._read_to
+        for source, offset in read_to.items():
+            handed = consumer.next_offset(source_tp(source))
+            if handed is not None and handed > offset:
+                read_to[source] = handed
+        return read_to
 
     def position(self, tp: Any) -> tuple[int, int] | None:
         """(next offset to hand over, high watermark) of a partition this worker reads,
@@ -700,14 +714,19 @@ class _Pipeline:
 
     def _gate(self, number: int) -> MarkerGate:
         """Partition `number`'s marker gate: its direct sources are read at least as far
-        as their committed offsets (what is before them is in the state)."""
+        as their committed offsets (what is before them is in the state), and as far as
+        the consumer handed them over (records, and the offsets without a record it passed
+        over after them: a marker that says so is not held until the next commit)."""
         own = frozenset(source_id(topic, number) for topic in self.direct_topics)
 
-        def committed(source: str) -> int:
-            offset = self._app_consumer().committed_offset(source_tp(source))
-            return 0 if offset is None else offset
+        def handed_over(source: str) -> int:
+            consumer = self._app_consumer()
+            tp = source_tp(source)
+            committed = consumer.committed_offset(tp)
+            handed = consumer.next_offset(tp)
+            return max(0 if committed is None else committed, 0 if handed is None else handed)
 
-        return MarkerGate(own.__contains__, committed)
+        return MarkerGate(own.__contains__, handed_over)
 
     def _resend_after(self, number: int) -> Callable[[int], bool]:
         """`resend_after` for partition `number`: each of its sources' committed offset,
