@@ -501,9 +501,7 @@ class _broker:  # noqa: N801 - used as a context manager, like a function
     def __enter__(self) -> str:
         if self.given:
             return self.given
-        script = str(ROOT / "deploy/kafka/kafka.sh")
-        return subprocess.run([script, "start", "--dir", str(self.dir)], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return pipeline.start_broker(self.dir)
 
     def __exit__(self, *exc: object) -> None:
         if not self.given:

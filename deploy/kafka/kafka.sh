@@ -30,7 +30,9 @@
 #
 # Environment: KAFKA_START_TIMEOUT (s, default 90), KAFKA_STOP_TIMEOUT (s, default 30),
 # KAFKA_HEAP_OPTS (default "-Xms256m -Xmx1g", a cluster's nodes "-Xms128m -Xmx512m"),
-# KAFKA_JVM_OPTS (extra JVM flags),
+# KAFKA_JVM_OPTS (extra JVM flags), KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS (default 0: a new
+# consumer group starts at once; Kafka's own default, 3000, waits that long for more
+# members, so workers started together join one generation: the benchmarks use it),
 # JAVA_HOME or JAVA, PYTHON (python3 for the free-port pick and the readiness probe).
 set -euo pipefail
 
@@ -50,6 +52,9 @@ fi
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
+GROUP_DELAY_MS=${KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS:-0}
+[[ $GROUP_DELAY_MS =~ ^[0-9]+$ ]] \
+    || { printf '[kafka.sh] error: KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS wants a number of ms, got %s\n' "$GROUP_DELAY_MS" >&2; exit 2; }
 
 log() { printf '[kafka.sh] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -281,8 +286,8 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-# Groups start at once instead of waiting 3 s for more members.
-group.initial.rebalance.delay.ms=0
+# A new group starts at once instead of waiting 3 s for more members (unless asked).
+group.initial.rebalance.delay.ms=$GROUP_DELAY_MS
 # Topics created without a partition count (or auto-created) get 4 partitions.
 num.partitions=4
 # auto.create.topics.enable stays at Kafka's default (true): producing to an unknown topic
@@ -555,7 +560,7 @@ share.coordinator.state.topic.min.isr=$min_isr
 # A killed node is fenced (its partitions led elsewhere) within 6 s, not Kafka's 9 s.
 broker.heartbeat.interval.ms=1000
 broker.session.timeout.ms=6000
-group.initial.rebalance.delay.ms=0
+group.initial.rebalance.delay.ms=$GROUP_DELAY_MS
 num.partitions=4
 
 # $n JVMs on a small machine beside the test suite.

@@ -107,6 +107,9 @@ def test_broker_starts_serves_100_messages_and_stops(tmp_path: Path) -> None:
     assert re.fullmatch(r"127\.0\.0\.1:\d+\n", started.stdout), started.stdout
     assert (data_dir / "bootstrap").read_text().strip() == bootstrap
     pid = int((data_dir / "kafka.pid").read_text())
+    # A new consumer group starts at once (KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS unset).
+    assert "\ngroup.initial.rebalance.delay.ms=0\n" in (
+        data_dir / "server.properties").read_text()
     try:
         status = kafka_sh("status", "--dir", str(data_dir), timeout=60)
         assert status.returncode == 0, status.stderr
@@ -137,3 +140,14 @@ def test_broker_starts_serves_100_messages_and_stops(tmp_path: Path) -> None:
     assert down.stdout == ""
     # Stopping what is not running is fine.
     assert kafka_sh("stop", "--dir", str(data_dir), timeout=60).returncode == 0
+
+
+def test_a_group_start_delay_that_is_not_a_number_is_one_line_and_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "3s")
+    started = kafka_sh("start", "--dir", str(tmp_path / "kafka"), timeout=60)
+    assert started.returncode == 2
+    assert started.stdout == ""
+    assert started.stderr.strip().splitlines() == [
+        "[kafka.sh] error: KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS wants a number of ms, got 3s"]
+    assert not (tmp_path / "kafka").exists()
