@@ -138,3 +138,13 @@ def test_the_desk_benchmark_builds_its_ledger_and_times_every_page(tmp_path: Pat
                if r["case"] in ("status resolved", "status excepted"))
     first = next(r for r in results if r["case"] == "no filter" and r["page"] == "first")
     assert first["rows"] == 50
+
+
+def test_the_end_of_input_benchmark_decides_every_pending_trigger() -> None:
+    done = subprocess.run([sys.executable, "benchmarks/end_of_input.py", "--events", "3000",
+                           "--subjects", "300", "--repeat", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "current: end of input" in done.stdout
+    pending = int(done.stderr.split(" pending")[0].rsplit("(", 1)[1].replace(",", ""))
+    assert pending > 0

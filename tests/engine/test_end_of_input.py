@@ -1,0 +1,57 @@
+"""The end of input (`flush`, `decide_pending`) decides a backlog's pending deadlines
+sorted once instead of popped from the heap one by one: the same decisions, in the same
+order, as a plain advance of the watermark past them (`advance_to`, the heap's path)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from benchmarks.mix import generate
+from streams.engine import DictStore, Engine, EngineParams
+from streams.engine.core import FOREVER
+from streams.engine.core import Engine as CoreEngine
+
+# Lateness and grace small against the mix's hours, so a backlog leaves most triggers
+# pending and deciding them adds notice-stage deadlines on the way (`_settle_notices`).
+PARAMS = EngineParams(allowed_lateness_ms=1_000, notice_grace_ms=120_000)
+
+
+def _backlog(events: int, subjects: int, seed: int) -> Engine:
+    """An engine whose watermark comes from outside and never moved: every trigger of
+    the events pending, as in a worker that read its inputs one topic after another."""
+    engine = Engine(DictStore(), PARAMS, external_watermark=True)
+    for event in generate(events, subjects, seed):
+        engine.process(event)
+    return engine
+
+
+def _last_deadline(engine: CoreEngine) -> int:
+    """As `decide_pending` computes it: the last deadline, a notice stage counted."""
+    return max(at + (PARAMS.notice_grace_ms if stage == 1 else 0)
+               for at, _, _, _, stage in engine._deadlines)
+
+
+def _without_clock(outputs: list[Any]) -> list[Any]:
+    """The outputs, their wall-clock detection time aside (each engine read the clock)."""
+    return [dataclasses.replace(o, detected_at=0) if hasattr(o, "detected_at") else o
+            for o in outputs]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("end", ["flush", "decide_pending"])
+def test_the_end_of_input_decides_as_the_heap_would(seed: int, end: str) -> None:
+    sorted_path, heap_path = _backlog(6_000, 400, seed), _backlog(6_000, 400, seed)
+    assert sorted_path.pending() > 1_000
+    watermark = FOREVER if end == "flush" else _last_deadline(heap_path) + 1
+    decide: Callable[[], list[Any]] = getattr(sorted_path, end)
+    got = decide()
+    expected = heap_path.advance_to(watermark)
+    assert len(got) > 500
+    assert _without_clock(got) == _without_clock(expected)
+    assert sorted_path.pending() == heap_path.pending() == 0
+    assert sorted_path.watermark == heap_path.watermark
+    assert sorted_path._deadlines == heap_path._deadlines == []
