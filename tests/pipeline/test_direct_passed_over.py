@@ -18,7 +18,7 @@ from faust.types import TP
 from streams.kafka.topics import TopicNames
 from streams.pipeline import worker
 from tests import builders as b
-from tests.pipeline.worker_fakes import WallClock, input_record, make_pipeline
+from tests.pipeline.worker_fakes import WallClock, assigned_direct_pipeline, input_record
 
 SECOND = 1000
 NAMES = TopicNames()
@@ -31,12 +31,8 @@ def test_a_source_ending_with_a_transaction_marker_goes_idle_and_its_request_is_
     monkeypatch.setattr(worker, "_now_ms", clock)
 
     async def scenario() -> Any:
-        pipeline = make_pipeline(clock, partitions=1, direct=True)
+        pipeline, correlate = assigned_direct_pipeline(clock)
         consumer = pipeline.consumer
-        correlate = TP(NAMES.correlate, 0)
-        tps = [TP(topic, 0) for topic in pipeline.input_topics] + [correlate]
-        consumer.assigned = set(tps)
-        pipeline.assigned(tps)
         requests = TP(NAMES.inputs["EnrichmentRequested"], 0)
         request = b.requested(3600 * SECOND - 10 * SECOND, event_id="r-1")
         await pipeline.direct(requests, [input_record(requests.topic, 0, 0, request,

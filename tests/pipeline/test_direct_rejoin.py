@@ -17,7 +17,7 @@ from streams.kafka.topics import TopicNames
 from streams.pipeline import worker
 from streams.pipeline.control import encode_control
 from tests import builders as b
-from tests.pipeline.worker_fakes import WallClock, input_record, make_pipeline
+from tests.pipeline.worker_fakes import WallClock, assigned_direct_pipeline, input_record
 
 SECOND = 1000
 NAMES = TopicNames()
@@ -34,12 +34,7 @@ def test_a_record_after_an_end_marker_is_not_decided_by_that_marker(
     monkeypatch.setattr(worker, "_now_ms", clock)
 
     async def scenario() -> Any:
-        pipeline = make_pipeline(clock, partitions=1, direct=True)
-        consumer = pipeline.consumer
-        correlate = TP(NAMES.correlate, 0)
-        tps = [TP(topic, 0) for topic in pipeline.input_topics] + [correlate]
-        consumer.assigned = set(tps)
-        pipeline.assigned(tps)
+        pipeline, correlate = assigned_direct_pipeline(clock)
         requests = NAMES.inputs["EnrichmentRequested"]
         r1 = b.requested(100 * SECOND, event_id="r-1")
         await pipeline.direct(TP(requests, 0), [input_record(requests, 0, 0, r1, clock.now)])

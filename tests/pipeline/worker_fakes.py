@@ -107,6 +107,19 @@ def make_pipeline(clock: WallClock, partitions: int = 2, direct: bool = False,
     return pipeline
 
 
+def assigned_direct_pipeline(clock: WallClock) -> tuple[Any, Any]:
+    """A one-partition pipeline in direct mode holding partition 0 of every input topic
+    and of the correlate topic: (the pipeline, the correlate partition)."""
+    from faust.types import TP
+
+    pipeline = make_pipeline(clock, partitions=1, direct=True)
+    correlate = TP(pipeline.settings.topics.correlate, 0)
+    tps = [TP(topic, 0) for topic in pipeline.input_topics] + [correlate]
+    pipeline.consumer.assigned = set(tps)
+    pipeline.assigned(tps)
+    return pipeline, correlate
+
+
 def input_record(topic: str, partition: int, offset: int, record: dict[str, Any],
                  timestamp: int) -> Any:
     return SimpleNamespace(topic=topic, partition=partition, offset=offset, key=None,
