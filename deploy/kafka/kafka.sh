@@ -53,8 +53,6 @@ START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
 GROUP_DELAY_MS=${KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS:-0}
-[[ $GROUP_DELAY_MS =~ ^[0-9]+$ ]] \
-    || { printf '[kafka.sh] error: KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS wants a number of ms, got %s\n' "$GROUP_DELAY_MS" >&2; exit 2; }
 
 log() { printf '[kafka.sh] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -777,6 +775,11 @@ if [[ -n $BROKERS && ! $BROKERS =~ ^[1-9][0-9]*$ ]]; then
 fi
 if [[ -n $PORT && ${BROKERS:-1} -gt 1 ]]; then
     die "--port is for one broker; a cluster picks its nodes' ports"
+fi
+# Only `start` writes the configuration: a bad value left in the environment must not
+# keep anyone from stopping a broker.
+if [[ $COMMAND == start ]] && ! [[ $GROUP_DELAY_MS =~ ^[0-9]{1,10}$ && 10#$GROUP_DELAY_MS -le 2147483647 ]]; then
+    die "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS wants a number of ms (0 to 2147483647), got '$GROUP_DELAY_MS'"
 fi
 DIR=$(realpath -m -- "$DIR")
 PIDFILE=$DIR/kafka.pid

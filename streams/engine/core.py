@@ -48,6 +48,7 @@ __all__ = ["BEYOND_HORIZON", "NEVER", "Engine", "EngineStats", "Output"]
 _TRIGGER_TYPES: Final = frozenset({EnrichmentRequested, ProfileViewed})
 _heappush: Final = heapq.heappush
 _heappop: Final = heapq.heappop
+_heapify: Final = heapq.heapify
 # Finding(...) with its fields in order, built without the frozen __init__'s cost.
 _make_finding: Final = fast_constructor(Finding)
 
@@ -437,11 +438,18 @@ class Engine:
         pending.sort()
         added: list[tuple[int, int, str, str, int]] = []
         self._deadlines = added
-        for item in pending:
-            while added and added[0] < item:
-                _, _, subject_id, event_id, stage = _heappop(added)
-                self._decide(subject_id, event_id, stage, outputs)
-            self._decide(item[2], item[3], item[4], outputs)
+        taken = 0  # of `pending`, as the heap would have popped them
+        try:
+            for item in pending:
+                while added and added[0] < item:
+                    _, _, subject_id, event_id, stage = _heappop(added)
+                    self._decide(subject_id, event_id, stage, outputs)
+                taken += 1
+                self._decide(item[2], item[3], item[4], outputs)
+        finally:
+            if taken < len(pending):  # a decision failed: the rest stays indexed
+                added.extend(pending[taken:])
+                _heapify(added)
         while added and added[0][0] < watermark:
             _, _, subject_id, event_id, stage = _heappop(added)
             self._decide(subject_id, event_id, stage, outputs)

@@ -55,3 +55,42 @@ def test_the_end_of_input_decides_as_the_heap_would(seed: int, end: str) -> None
     assert sorted_path.pending() == heap_path.pending() == 0
     assert sorted_path.watermark == heap_path.watermark
     assert sorted_path._deadlines == heap_path._deadlines == []
+
+
+class _FailingStore:
+    """A plain store (a DictStore inside: the compiled one cannot be subclassed) whose
+    subject lookups fail once `fail_after` more were made."""
+
+    def __init__(self) -> None:
+        self.inner = DictStore()
+        self.fail_after: int | None = None
+        self.put_subject = self.inner.put_subject
+        self.account = self.inner.account
+        self.put_account = self.inner.put_account
+        self.delete_subject = self.inner.delete_subject
+        self.subjects = self.inner.subjects
+        self.accounts = self.inner.accounts
+
+    def subject(self, subject_id: str) -> Any:
+        if self.fail_after is not None:
+            if self.fail_after == 0:
+                raise OSError("the store is away")
+            self.fail_after -= 1
+        return self.inner.subject(subject_id)
+
+
+@pytest.mark.parametrize("end", ["flush", "decide_pending"])
+def test_a_decision_that_fails_at_the_end_of_input_leaves_the_rest_pending(end: str) -> None:
+    """As the heap's path does: what was not decided stays indexed (a caller that goes on
+    after the error decides it later), the failed one is lost with its error."""
+    store = _FailingStore()
+    engine = Engine(store, PARAMS, external_watermark=True)
+    for event in generate(6_000, 400, 1):
+        engine.process(event)
+    assert engine.pending() > 1_000
+    store.fail_after = 100
+    with pytest.raises(OSError):
+        getattr(engine, end)()
+    store.fail_after = None
+    assert len(engine.flush()) > 500
+    assert engine.pending() <= 2  # the failed decision's stages, never decided
