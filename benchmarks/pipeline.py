@@ -467,17 +467,11 @@ def measure_faust_agent(broker: str, prefix: str, n: int, work: Path, partitions
     raise RuntimeError(f"the Faust baseline failed: {result.stderr.decode()[-2000:]}")
 
 
-# The benchmarks' broker waits Kafka's default 3 s before a new consumer group's first
-# generation (the tests' broker starts it at once): workers started together join one
-# generation, as on a production cluster. Started at once, the first to join took every
-# partition, the second's join moved half of them, and both restored the state the first
-# had written from the changelog (Faust's recovery, about 4,000 records/s here).
-GROUP_START_DELAY_MS = 3000
-
-
-def start_broker(kafka_dir: Path) -> str:
-    """A broker started with deploy/kafka/kafka.sh in `kafka_dir`: its bootstrap address."""
-    env = {**os.environ, "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": str(GROUP_START_DELAY_MS)}
+def start_broker(kafka_dir: Path, group_start_delay_ms: int = 0) -> str:
+    """A broker started with deploy/kafka/kafka.sh in `kafka_dir`: its bootstrap address.
+    Its new consumer groups wait `group_start_delay_ms` before their first generation
+    (Kafka's default is 3000; 0, as the tests' broker, starts a group at once)."""
+    env = {**os.environ, "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": str(group_start_delay_ms)}
     return subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "start", "--dir",
                            str(kafka_dir)], capture_output=True, text=True, check=True,
                           env=env).stdout.strip()

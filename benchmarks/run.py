@@ -405,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller run of a few minutes")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument("--broker", help="use this Kafka broker instead of starting one")
+    parser.add_argument("--group-start-delay-ms", type=int, default=0, metavar="MS",
+                        help="the started broker's wait before a new consumer group's first "
+                             "generation (Kafka's default: 3000; default here 0, as the "
+                             "tests' broker); see benchmarks/README.md")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cpu", type=int, default=0, help="pin single-core children here")
@@ -421,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of the compared measurements, the best kept "
                              "(default 3 with --baseline, else 1)")
     args = parser.parse_args(argv)
+    if not 0 <= args.group_start_delay_ms <= 2**31 - 1:
+        parser.error("--group-start-delay-ms wants 0 to 2147483647 ms")
     repeat = args.repeat or (3 if args.baseline else 1)
     sections = set(SECTIONS) - {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.quick:
@@ -472,7 +478,7 @@ def _run_sections(args: argparse.Namespace, sections: set[str], sizes: dict[str,
     compiled = bool(args.baseline)
 
     def pipeline_section() -> dict[str, Any]:
-        with _broker(args.broker, work) as broker:
+        with _broker(args.broker, work, args.group_start_delay_ms) as broker:
             return measure_pipeline(broker, *sizes["pipeline"], args.seed, args.partitions,
                                     sections, work, args.baseline_events, code, repeat)
 
@@ -495,13 +501,13 @@ def _run_sections(args: argparse.Namespace, sections: set[str], sizes: dict[str,
 class _broker:  # noqa: N801 - used as a context manager, like a function
     """A broker for the pipeline sections: the given one, or one started here and stopped."""
 
-    def __init__(self, given: str | None, work: Path) -> None:
-        self.given, self.dir = given, work / "kafka"
+    def __init__(self, given: str | None, work: Path, group_start_delay_ms: int = 0) -> None:
+        self.given, self.dir, self.delay = given, work / "kafka", group_start_delay_ms
 
     def __enter__(self) -> str:
         if self.given:
             return self.given
-        return pipeline.start_broker(self.dir)
+        return pipeline.start_broker(self.dir, self.delay)
 
     def __exit__(self, *exc: object) -> None:
         if not self.given:
