@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def child(path: str) -> dict[str, Any]:
     ended = time.perf_counter()
     return {"events": len(events), "process_seconds": processed - started,
             "end_seconds": ended - processed, "pending": pending, "outputs": len(outputs),
-            "core_module": streams.engine.core.__file__}
+            "pending_after": engine.pending(), "core_module": streams.engine.core.__file__}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,20 +73,24 @@ def main(argv: list[str] | None = None) -> int:
     except trees.TreeError as exc:
         raise SystemExit(str(exc)) from exc
     jsonl, _ = foundation._ensure_data(args.events, args.subjects, args.seed, False)
+    # Pinned as foundation.py's children are; unpinned where taskset is missing.
+    pin = ["taskset", "-c", str(args.cpu)] if shutil.which("taskset") else []
     best: dict[str, dict[str, Any]] = {}
     for round_no in range(args.repeat):
         for tree in measured:
-            cmd = ["taskset", "-c", str(args.cpu), sys.executable, str(Path(__file__).resolve()),
-                   "--_child", str(jsonl)]
+            cmd = [*pin, sys.executable, str(Path(__file__).resolve()), "--_child", str(jsonl)]
             code, _, _, _, out, err = foundation._run(cmd, tree)
             if code != 0:
                 raise SystemExit(f"{tree.describe()} failed ({code}):\n{err[-2000:]}")
             result = json.loads(out.strip().splitlines()[-1])
-            trees.verify(tree, result["core_module"], require_compiled=False)
+            try:
+                trees.verify(tree, result["core_module"], require_compiled=False)
+            except trees.TreeError as exc:
+                raise SystemExit(str(exc)) from exc
             print(f"[{round_no + 1}/{args.repeat}] {tree.describe()}: process "
                   f"{result['process_seconds']:.2f} s, end of input {result['end_seconds']:.2f} s "
-                  f"({result['pending']:,} pending, {result['outputs']:,} outputs)",
-                  file=sys.stderr, flush=True)
+                  f"({result['pending']:,} pending, {result['outputs']:,} outputs, "
+                  f"{result['pending_after']:,} left)", file=sys.stderr, flush=True)
             kept = best.get(tree.label)
             if kept is None or result["end_seconds"] < kept["end_seconds"]:
                 best[tree.label] = result

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--json OUT] [--broker HOST:PORT]
         [--cpu 0] [--partitions 4] [--skip foundation,pipeline,latency,scaling]
-        [--code DIR] [--baseline REF] [--repeat N]
+        [--code DIR] [--baseline REF] [--repeat N] [--group-start-delay-ms MS]
 
 Measures, on the benchmark mix (benchmarks/mix.py: seeded, with a chosen number of
 subjects, cached under benchmarks/data/):

@@ -3,6 +3,7 @@ a baseline worktree never outlives the run, and the comparison's verdict."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,5 +147,8 @@ def test_the_end_of_input_benchmark_decides_every_pending_trigger() -> None:
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert "current: end of input" in done.stdout
-    pending = int(done.stderr.split(" pending")[0].rsplit("(", 1)[1].replace(",", ""))
-    assert pending > 0
+    found = re.search(r"\(([\d,]+) pending, ([\d,]+) outputs, ([\d,]+) left\)", done.stderr)
+    assert found, done.stderr
+    pending, outputs, left = (int(n.replace(",", "")) for n in found.groups())
+    assert pending > 0 and outputs > 0
+    assert left == 0

@@ -32,7 +32,8 @@
 # KAFKA_HEAP_OPTS (default "-Xms256m -Xmx1g", a cluster's nodes "-Xms128m -Xmx512m"),
 # KAFKA_JVM_OPTS (extra JVM flags), KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS (default 0: a new
 # consumer group starts at once; Kafka's own default, 3000, waits that long for more
-# members, so workers started together join one generation: the benchmarks use it),
+# members, so workers started together join one generation; read when a node's
+# configuration is written: `start`, `start-node`),
 # JAVA_HOME or JAVA, PYTHON (python3 for the free-port pick and the readiness probe).
 set -euo pipefail
 
@@ -776,9 +777,9 @@ fi
 if [[ -n $PORT && ${BROKERS:-1} -gt 1 ]]; then
     die "--port is for one broker; a cluster picks its nodes' ports"
 fi
-# Only `start` writes the configuration: a bad value left in the environment must not
-# keep anyone from stopping a broker.
-if [[ $COMMAND == start ]] && ! [[ $GROUP_DELAY_MS =~ ^[0-9]{1,10}$ && 10#$GROUP_DELAY_MS -le 2147483647 ]]; then
+# Checked where a node's configuration is written (start, start-node): a bad value left in
+# the environment must not keep anyone from stopping a broker.
+if [[ $COMMAND == start || $COMMAND == start-node ]] && ! [[ $GROUP_DELAY_MS =~ ^[0-9]{1,10}$ && 10#$GROUP_DELAY_MS -le 2147483647 ]]; then
     die "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS wants a number of ms (0 to 2147483647), got '$GROUP_DELAY_MS'"
 fi
 DIR=$(realpath -m -- "$DIR")

@@ -153,5 +153,8 @@ def test_a_group_start_delay_that_is_not_a_number_of_ms_is_one_line_and_no_broke
         "[kafka.sh] error: KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS wants a number of ms "
         f"(0 to 2147483647), got '{value}'"]
     assert not (tmp_path / "kafka").exists()
+    # A cluster's node started again writes its configuration too.
+    node = kafka_sh("start-node", "1", "--dir", str(tmp_path / "kafka"), timeout=60)
+    assert (node.returncode, node.stderr) == (1, started.stderr)
     # Stopping is not refused for it: there is nothing to stop.
     assert kafka_sh("stop", "--dir", str(tmp_path / "kafka"), timeout=60).returncode == 0
