@@ -424,7 +424,10 @@ class Engine:
         while deadlines and deadlines[0][0] < watermark:
             _, _, subject_id, event_id, stage = _heappop(deadlines)
             self._decide(subject_id, event_id, stage, outputs)
-        self._swept(watermark)
+        if self._swept_at == NEVER:
+            self._swept_at = watermark
+        elif watermark - self._swept_at >= self.params.amendment_horizon_ms and watermark < FOREVER:
+            self.sweep()
 
     def _advance_past_all(self, watermark: int, outputs: list[Output]) -> None:
         """`_advance` to a watermark past every deadline pending and every one deciding
@@ -450,17 +453,7 @@ class Engine:
             if taken < len(pending):  # a decision failed: the rest stays indexed
                 added.extend(pending[taken:])
                 _heapify(added)
-        while added and added[0][0] < watermark:
-            _, _, subject_id, event_id, stage = _heappop(added)
-            self._decide(subject_id, event_id, stage, outputs)
-        self._swept(watermark)
-
-    def _swept(self, watermark: int) -> None:
-        """After the watermark moved: prune once it moved an amendment horizon since."""
-        if self._swept_at == NEVER:
-            self._swept_at = watermark
-        elif watermark - self._swept_at >= self.params.amendment_horizon_ms and watermark < FOREVER:
-            self.sweep()
+        self._advance(watermark, outputs)  # what deciding added and is left; the sweep
 
     def _evaluate(self, record: TriggerRecord, state: SubjectState, stage: int
                   ) -> list[tuple[Rule[Any], Verdict]]:
