@@ -291,12 +291,14 @@ def _end_of_input(broker: str, prefix: str) -> None:
 
 
 def _start_worker(broker: str, prefix: str, data_dir: Path, log: Path,
-                  partitions: int, tree: trees.Tree | None = None) -> subprocess.Popen[bytes]:
+                  partitions: int, tree: trees.Tree | None = None,
+                  log_level: str | None = None) -> subprocess.Popen[bytes]:
     tree = tree or trees.current_tree()
     cmd = [sys.executable, "-m", "streams.cli.app", "worker", "--broker", broker,
            "--topic-prefix", prefix, "--data-dir", str(data_dir), "--web-port",
            str(_free_port()), "--log-level",
-           os.environ.get("CONSENTWATCH_BENCH_LOG_LEVEL", "warning"),  # info: rebalances
+           # info: rebalances, Faust's recovery
+           log_level or os.environ.get("CONSENTWATCH_BENCH_LOG_LEVEL", "warning"),
            "--partitions", str(partitions)]
     profile_dir = os.environ.get("CONSENTWATCH_BENCH_PROFILE")
     if profile_dir:  # where the worker's time goes: a py-spy flame graph per worker
@@ -475,6 +477,12 @@ def start_broker(kafka_dir: Path, group_start_delay_ms: int = 0) -> str:
     return subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "start", "--dir",
                            str(kafka_dir)], capture_output=True, text=True, check=True,
                           env=env).stdout.strip()
+
+
+def stop_broker(kafka_dir: Path) -> None:
+    """Stop the broker `start_broker` started in `kafka_dir`."""
+    subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "stop", "--dir", str(kafka_dir)],
+                   capture_output=True, check=False)
 
 
 def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, str, str]],
@@ -829,8 +837,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, in o
             args.json.write_text(json.dumps(results, indent=2))
     finally:
         if args.broker is None:
-            subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "stop", "--dir",
-                            str(kafka_dir)], capture_output=True, check=False)
+            stop_broker(kafka_dir)
     return 0
 
 

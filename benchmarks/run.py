@@ -57,7 +57,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -264,7 +263,6 @@ def measure_foundation(events: int, subjects: int, seed: int, cpu: int | None,
 # -- pipeline and latency --------------------------------------------------------------------
 
 
-
 def _scaling_bound(one: dict[str, Any]) -> float | None:
     """The most two workers can reach against one on this machine's cores: one worker's
     run used `cpu_seconds` (its process: RocksDB's threads too) and the broker
@@ -275,6 +273,7 @@ def _scaling_bound(one: dict[str, Any]) -> float | None:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(2.0, (cores or 1) * one["seconds"] / used)
+
 
 def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partitions: int,
                      sections: set[str], work: Path, baseline_events: int,
@@ -533,8 +532,7 @@ class _broker:  # noqa: N801 - used as a context manager, like a function
 
     def __exit__(self, *exc: object) -> None:
         if not self.given:
-            subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "stop", "--dir",
-                            str(self.dir)], capture_output=True, check=False)
+            pipeline.stop_broker(self.dir)
 
 
 def print_table(figures: dict[str, Any]) -> None:

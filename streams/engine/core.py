@@ -310,8 +310,7 @@ class Engine:
         self._deadlines = []
         self._undecided = 0
         for subject_id, state in self.store.subjects():
-            for record in state.triggers.values():
-                self._schedule(subject_id, record)
+            self._index_triggers(subject_id, state)
 
     def decided_since(self, position: int,
                       again: Callable[[int], bool] | None = None) -> list[Finding]:
@@ -331,20 +330,42 @@ class Engine:
         """
         findings: list[Finding] = []
         for _, state in self.store.subjects():
-            for record in state.triggers.values():
-                if (record.decided_at < position if again is None
-                        else not again(record.decided_at)):
-                    continue
-                for stage in (STAGE_PAST, STAGE_NOTICE):
-                    if record.pending & stage:
-                        continue
-                    for rule, verdict in self._evaluate(record, state, stage):
-                        evidence = record.outcomes.get(rule.id)
-                        if (verdict is not None and evidence is not None
-                                and rule.id not in record.amended and verdict[0] == evidence):
-                            findings.append(self._finding(rule.id, record.event, evidence,
-                                                          verdict[1], state, count=False))
+            self._decided_in(state, position, again, findings)
         return findings
+
+    def recover(self, position: int,
+                again: Callable[[int], bool] | None = None) -> list[Finding]:
+        """`restore_deadlines`, then `decided_since(position, again)`, in one pass over
+        the stored subjects: each is read from storage and decoded once, not twice (a
+        partition's subjects outnumber its state cache at scale)."""
+        self._deadlines = []
+        self._undecided = 0
+        findings: list[Finding] = []
+        for subject_id, state in self.store.subjects():
+            self._index_triggers(subject_id, state)
+            self._decided_in(state, position, again, findings)
+        return findings
+
+    def _index_triggers(self, subject_id: str, state: SubjectState) -> None:
+        for record in state.triggers.values():
+            self._schedule(subject_id, record)
+
+    def _decided_in(self, state: SubjectState, position: int,
+                    again: Callable[[int], bool] | None, findings: list[Finding]) -> None:
+        """`decided_since`'s findings of one subject, appended to `findings`."""
+        for record in state.triggers.values():
+            if (record.decided_at < position if again is None
+                    else not again(record.decided_at)):
+                continue
+            for stage in (STAGE_PAST, STAGE_NOTICE):
+                if record.pending & stage:
+                    continue
+                for rule, verdict in self._evaluate(record, state, stage):
+                    evidence = record.outcomes.get(rule.id)
+                    if (verdict is not None and evidence is not None
+                            and rule.id not in record.amended and verdict[0] == evidence):
+                        findings.append(self._finding(rule.id, record.event, evidence,
+                                                      verdict[1], state, count=False))
 
     # -- applying events ---------------------------------------------------------
 

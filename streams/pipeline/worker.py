@@ -696,11 +696,10 @@ class _Pipeline:
     def open_partition(self, number: int, first_offset: int) -> tuple[_Partition, list[Finding]]:
         store = TableStore(self.table, number)
         engine = Engine(store, self.settings.params, external_watermark=True)
-        engine.restore_deadlines()
         if self.direct_topics:
-            again = engine.decided_since(0, self._resend_after(number))
+            again = engine.recover(0, self._resend_after(number))
         else:
-            again = engine.decided_since(first_offset)
+            again = engine.recover(first_offset)
         if again:
             log.info("partition %s: sending %d findings again after recovery", number, len(again))
         part = _Partition(engine, store, SourceWatermarks(self.expected_sources),

@@ -16,6 +16,7 @@ import faust
 import mode
 from faust import tables as faust_tables
 from faust.stores import rocksdb as faust_rocksdb
+from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -31,6 +32,8 @@ METHODS = [
     (faust_aiokafka.Consumer, "_to_message"),
     (faust.App, "_new_transport"),
     (faust_tables.TableManager, "_update_channels"),
+    (faust_recovery.Recovery, "_slurp_changelogs"),
+    (faust_recovery.Recovery, "_set_recovery_ended"),
     (faust_aiokafka.Producer, "_ensure_producer"),
     (faust_aiokafka.Producer, "_settings_extra"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer"),
@@ -55,6 +58,14 @@ ATTRIBUTES = [
     (aiokafka.AIOKafkaConsumer, "_fetcher"),
     (aiokafka.consumer.fetcher.Fetcher, "_subscriptions"),
     (faust.Worker, "_shutdown_immediately"),
+    (faust_tables.TableManager, "_recovery"),
+    (faust_recovery.Recovery, "_active_events_received_at"),
+    (faust_recovery.Recovery, "_standby_events_received_at"),
+    (faust_recovery.Recovery, "_processing_times"),
+    (faust_recovery.Recovery, "_last_flush_at"),
+    (faust_recovery.Recovery, "_last_active_event_processed_at"),
+    (faust_recovery.Recovery, "_actives_span"),
+    (faust_recovery.Recovery, "_standbys_span"),
 ]
 PRIVATE_NAMES = sorted({name for _, name in METHODS + ATTRIBUTES})
 
@@ -101,12 +112,45 @@ def test_the_pinned_libraries_still_have_every_private_name_the_adapter_uses() -
         "await self._update_channels()", "await self.recovery.start()"]
 
 
+def test_the_batch_recovery_mirrors_the_pinned_recovery_loop() -> None:
+    """batch_recovery's loop keeps Faust's per-record bookkeeping and its end of
+    recovery: the pinned version's loop still does each of these, in these terms."""
+    task = faust_recovery.Recovery._slurp_changelogs
+    assert isinstance(task, mode.services.ServiceTask)  # started by its name, by mode
+    upstream = inspect.getsource(task.fun)
+    for line in ("changelog_queue.get(), timeout=5.0", "tp_to_table[tp]",
+                 "bufsize = buffer_sizes[tp] = table.recovery_buffer_size",
+                 "bufsize = buffer_sizes[tp] = table.standby_buffer_size",
+                 "if seen_offset is None or offset > seen_offset:",
+                 "await table.on_changelog_event(event)",
+                 "table.apply_changelog_batch(buf)",
+                 "if self.in_recovery and not self.need_recovery():",
+                 "self.flush_buffers()", "self._set_recovery_ended()",
+                 "self.signal_recovery_end.set()", "self.tables.on_standbys_ready()",
+                 "if timeout and self.app.in_transaction and timeout_count > 1:"):
+        assert line in upstream, line
+    # BatchingConsumer._one_by_one races a batch's delivery once, where Faust's loop
+    # races each record's callback against the same events.
+    assert "callback(message), self.suspend_flow.wait()" in inspect.getsource(
+        faust_consumer.Consumer._drain_messages)
+    from streams.kafka.faust_adapter import batch_recovery, prompt_table_manager
+
+    ours = batch_recovery()
+    assert isinstance(ours._slurp_changelogs, mode.services.ServiceTask)
+    assert "_slurp_changelogs" in ours._tasks[ours._get_class_id()]
+    assert ours.logger.name == "faust.tables.recovery"  # its progress lines are kept
+
+    manager = inspect.getsource(faust_tables.TableManager)
+    assert "self._recovery = Recovery(" in manager
+    assert prompt_table_manager().recovery.fget is not faust_tables.TableManager.recovery.fget
+
+
 def test_every_private_name_the_adapter_uses_is_listed_here() -> None:
     used = re.findall(r"(?:\.|def |\")(_[a-z][a-z_]*)\b", ADAPTER.read_text())
     names = set(used)
     own = {"_batch_last", "_in_flight", "_last_commit", "_drain_batch", "_commit_in_order",
            "_commit_if_due", "_one_by_one", "_offsets_of", "_ack", "_pass_over", "_seeks",
-           "_commit_later"}
+           "_commit_later", "_apply_changelog_event", "_end_if_recovered", "_deliver"}
     assert names - own == set(PRIVATE_NAMES)
 
 
