@@ -164,3 +164,35 @@ def test_the_end_of_input_benchmark_decides_every_pending_trigger() -> None:
     pending, outputs, left = (int(n.replace(",", "")) for n in found.groups())
     assert pending > 0 and outputs > 0
     assert left == 0
+
+
+def test_the_restore_benchmark_times_a_cold_workers_restore(kafka_bootstrap: str) -> None:
+    done = subprocess.run([sys.executable, "benchmarks/restore.py", "--events", "3000",
+                           "--subjects", "300", "--repeat", "1", "--broker", kafka_bootstrap],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r"([\d,]+) records; the filling run's findings = replay: (\w+)",
+                      done.stdout)
+    assert found, done.stdout
+    assert int(found.group(1).replace(",", "")) > 100  # a state per subject at least
+    assert found.group(2) == "True"
+    assert re.search(r"current \S+: [\d,]+ records/s \(\d+\.\d\d s; rounds: ", done.stdout)
+
+
+def test_a_restore_is_timed_from_faust_s_start_line_to_its_done_line(tmp_path: Path) -> None:
+    from benchmarks import restore
+
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "consentwatch: warning: no pseudonymisation key\n"
+        "[2026-12-07 16:32:21,975] [1] [INFO] [^---Recovery]: Restoring state from "
+        "changelog topics... \n"
+        "[2026-12-07 16:32:22,500] [1] [INFO] [^---Recovery]: Still fetching changelog "
+        "topics for recovery\n"
+        "[2026-12-07 16:32:26,950] [1] [INFO] [^---Recovery]: Done reading from changelog "
+        "topics \n")
+    span = restore._restore_span(log)
+    assert span is not None and round(span[1] - span[0], 3) == 4.975
+    log.write_text("[2026-12-07 16:32:21,975] [1] [INFO] [^---Recovery]: Restoring state "
+                   "from changelog topics... \n")
+    assert restore._restore_span(log) is None  # not done yet
