@@ -438,6 +438,8 @@ def batch_recovery() -> type:
     from faust.utils.tracing import finish_span
     from mode import Service
 
+    recovery_log = logging.getLogger(Recovery.__module__)  # Faust's, as its own lines
+
     class BatchRecovery(Recovery):  # type: ignore[misc]
         # A service task, as Faust's: mode starts the tasks its class names so.
         @Service.task  # type: ignore[untyped-decorator]
@@ -457,10 +459,19 @@ def batch_recovery() -> type:
                         self._end_if_recovered()
                         continue
                     events = [first]
-                    while len(events) < RECOVERY_BATCH and not queue.empty():
-                        events.append(queue.get_nowait())
+                    try:
+                        while len(events) < RECOVERY_BATCH and not queue.empty():
+                            events.append(queue.get_nowait())
+                    except Exception as exc:  # an error the queue held, not a record
+                        recovery_log.warning("Error in recovery %s", exc)
+                    # One by one, as Faust's loop: an error costs its record, never the
+                    # rest of the batch (already off the queue, never fetched again). A
+                    # failed apply keeps its buffer, applied again with the next record.
                     for event in events:
-                        await self._apply_changelog_event(event)
+                        try:
+                            await self._apply_changelog_event(event)
+                        except Exception as exc:
+                            recovery_log.warning("Error in recovery %s", exc)
                     self._end_if_recovered()
                     if (not (self._standbys_span is None and self.tables.standbys_ready)
                             and not self.standby_remaining_total()):
@@ -469,7 +480,7 @@ def batch_recovery() -> type:
                             self._standbys_span = None
                         self.tables.on_standbys_ready()
                 except Exception as exc:
-                    log.warning("error in the state's recovery: %r", exc)
+                    recovery_log.warning("Error in recovery %s", exc)
 
         async def _apply_changelog_event(self: Any, event: Any) -> None:
             now = monotonic()
@@ -491,8 +502,8 @@ def batch_recovery() -> type:
                     bufsize = self.buffer_sizes[tp] = table.standby_buffer_size
                     self._standby_events_received_at[tp] = now
             else:
-                log.warning("recovery: a changelog record of %s, not assigned here, "
-                            "offset %s: left out", tp, offset)
+                recovery_log.warning("a changelog record of %s, not assigned here, "
+                                 "offset %s: left out", tp, offset)
                 return
             seen_offset = offsets.get(tp)
             if seen_offset is not None and offset <= seen_offset:
