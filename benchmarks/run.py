@@ -263,18 +263,6 @@ def measure_foundation(events: int, subjects: int, seed: int, cpu: int | None,
 # -- pipeline and latency --------------------------------------------------------------------
 
 
-def _scaling_bound(one: dict[str, Any]) -> float | None:
-    """The most two workers can reach against one on this machine's cores: one worker's
-    run used `cpu_seconds` (its process: RocksDB's threads too) and the broker
-    `broker_cpu_seconds` in `seconds`; two workers do the same work (about the same
-    CPU-seconds per event), which on N cores takes at least their sum / N seconds."""
-    used = one.get("cpu_seconds", 0) + (one.get("broker_cpu_seconds") or 0)
-    if not used:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(2.0, (cores or 1) * one["seconds"] / used)
-
-
 def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partitions: int,
                      sections: set[str], work: Path, baseline_events: int,
                      code: list[trees.Tree], repeat: int) -> dict[str, Any]:
@@ -346,7 +334,6 @@ def measure_pipeline(broker: str, events: int, subjects: int, seed: int, partiti
         results["worker_events_per_s"] = worker_rate
         results["workers_2_events_per_s"] = results["workers_2"]["events_per_s"]  # combined
         results["workers_2_vs_1"] = results["workers_2_events_per_s"] / worker_rate
-        results["workers_2_vs_1_at_most"] = _scaling_bound(results["workers_1"])
         results["aiokafka_events_per_s"] = results["workers_1"]["baseline_events_per_s"]
         results["faust_agent_events_per_s"] = results["faust_agent"]["events_per_s"]
         results["faust_table_events_per_s"] = results["faust_table_agent"]["events_per_s"]
@@ -574,11 +561,7 @@ def print_table(figures: dict[str, Any]) -> None:
                           f"baseline: aiokafka read+decode; findings = replay: "
                           f"{run['findings_match_replay']}"
                           + (f"; {p['workers_2_vs_1']:.2f}x one worker"
-                             if workers == 2 and "workers_2_vs_1" in p else "")
-                          + (f" (at most {p['workers_2_vs_1_at_most']:.2f}x on these "
-                             f"{figures['machine']['cpu_count']} CPUs: one worker's run "
-                             "and its broker's CPU-seconds over the cores)"
-                             if workers == 2 and p.get("workers_2_vs_1_at_most") else ""))
+                             if workers == 2 and "workers_2_vs_1" in p else ""))
     run = p.get("catch_up")
     if run:
         limit = run["catch_up_limit_seconds"]

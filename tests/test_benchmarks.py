@@ -110,18 +110,6 @@ def test_the_comparison_marks_within_five_percent_and_skips_a_failed_section(
     assert "all within 5%: NO" in out
 
 
-def test_the_two_worker_bound_is_the_cores_over_one_workers_cpu(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run.os, "sched_getaffinity", lambda pid: {0, 1})
-    # 17.2 s on 2 cores, 20.4 + 5.8 CPU-seconds: the same work takes >= 13.1 s.
-    one = {"seconds": 17.2, "cpu_seconds": 20.4, "broker_cpu_seconds": 5.8}
-    assert run._scaling_bound(one) == pytest.approx(2 * 17.2 / 26.2)
-    # A run that left a core idle: two workers may double it, never more.
-    assert run._scaling_bound({"seconds": 10.0, "cpu_seconds": 8.0,
-                               "broker_cpu_seconds": None}) == 2.0
-    assert run._scaling_bound({"seconds": 1.0, "cpu_seconds": 0}) is None
-
-
 def test_the_hot_path_benchmark_runs_and_checks_the_bytes_it_compares() -> None:
     done = subprocess.run([sys.executable, "benchmarks/hot_path.py", "--events", "1000",
                            "--repeat", "1"], cwd=ROOT, capture_output=True, text=True,
