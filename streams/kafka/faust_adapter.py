@@ -430,8 +430,8 @@ def batch_recovery() -> type:
     already queued behind it are taken without waiting and applied in turn with
     Faust's bookkeeping, and whether the recovery is done is asked once per batch.
     With the changelog delivered a batch at a time (`BatchingConsumer._one_by_one`),
-    a cold worker's restore went from about 9,000 to about 31,000 records/s
-    (benchmarks/restore.py, 96,339 records); the delivery alone gave about 1.2x.
+    a cold worker's restore became about 4x faster (benchmarks/restore.py); the
+    delivery alone gave about 1.2x.
     A record of a partition neither active nor standby is left out, with a warning
     (Faust's loop applied it to the previous record's table)."""
     from time import monotonic
