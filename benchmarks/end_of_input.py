@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measured = [trees.current_tree()]
         if args.baseline_code:
-            base = trees.current_tree(args.baseline_code)
-            measured.append(trees.Tree(base.path, "baseline", base.commit))
+            measured.append(trees.current_tree(args.baseline_code, label="baseline"))
     except trees.TreeError as exc:
         raise SystemExit(str(exc)) from exc
     jsonl, _ = foundation._ensure_data(args.events, args.subjects, args.seed, False)

@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = [trees.current_tree(args.code)]
         if args.baseline_code:
-            base = trees.current_tree(args.baseline_code)
-            code.insert(0, trees.Tree(base.path, "baseline", base.commit))
+            code.insert(0, trees.current_tree(args.baseline_code, label="baseline"))
     except trees.TreeError as exc:
         parser.error(str(exc))
 

@@ -78,11 +78,13 @@ def _commit(path: Path) -> str:
     return short + ("+dirty" if dirty else "")
 
 
-def current_tree(path: Path | None = None) -> Tree:
+def current_tree(path: Path | None = None, label: str = "current") -> Tree:
+    """The checkout at `path` (default this one) as it is, named `label` in the tables
+    ("baseline" for a checkout given to measure beside this one)."""
     path = (path or ROOT).resolve()
     if not (path / "streams" / "__init__.py").is_file():
         raise TreeError(f"{path} holds no streams package")
-    return Tree(path, "current", _commit(path))
+    return Tree(path, label, _commit(path))
 
 
 def build(tree: Tree) -> None:

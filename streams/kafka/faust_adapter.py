@@ -505,7 +505,7 @@ def batch_recovery() -> type:
                     self._standby_events_received_at[tp] = now
             else:
                 recovery_log.warning("a changelog record of %s, not assigned here, "
-                                 "offset %s: left out", tp, offset)
+                                     "offset %s: left out", tp, offset)
                 return
             seen_offset = offsets.get(tp)
             if seen_offset is not None and offset <= seen_offset:
