@@ -13,7 +13,10 @@ sources that are not idle (spec: "Event time, lateness and absence"):
   to its end and nothing new came for `idle_timeout` (since its last record, or since
   it was assigned); ENDED after an end-of-input control record (`control.py`), until
   its next record; ACTIVE otherwise, with its watermark, or none yet when nothing was
-  read from it since it was assigned.
+  read from it since it was assigned. A source read to its end that this worker has
+  heard nothing of since it was assigned is left out until it goes idle: its state is
+  what its previous reader last reported (an end of input read there is not read again
+  here), and the worker reports it active again before its next record (`_rejoin`).
 - A marker record on the correlate topic carries a worker's report for all of its
   sources; it is sent to every correlate partition after the records it covers
   (one producer, so a partition receives them in that order).
@@ -23,7 +26,8 @@ sources that are not idle (spec: "Event time, lateness and absence"):
   and some ENDED, everything read so far is decided (`END`); with all IDLE, the
   watermark advances by the wall-clock time that passes. Its marks are saved with the
   partition's state, so a partition that moves to another worker, or a worker that
-  restarts, goes on from them instead of waiting for traffic.
+  restarts, goes on from them instead of waiting for traffic; so are the states, so that a
+  source ended or idle stays so while its new reader has heard nothing of it.
 """
 
 from __future__ import annotations
@@ -109,12 +113,13 @@ def decode_marker_read_to(value: bytes) -> tuple[dict[str, SourceReport], dict[s
 
 
 class _Clock:
-    __slots__ = ("ended", "max_event", "wall_at_event")
+    __slots__ = ("ended", "heard", "max_event", "wall_at_event")
 
     def __init__(self, wall_ms: int) -> None:
         self.max_event: int | None = None
         self.wall_at_event = wall_ms  # since assignment, while no event came
         self.ended = False
+        self.heard = False  # a record (event or control) read since assignment
 
 
 class SourceClocks:
@@ -146,6 +151,7 @@ class SourceClocks:
             clock.max_event = max_event_ms
         clock.wall_at_event = wall_ms
         clock.ended = False
+        clock.heard = True
 
     def rejoin(self, source: str, wall_ms: int) -> None:
         """`source`, reported idle or ended, has records again: active from now (its
@@ -155,6 +161,7 @@ class SourceClocks:
             return
         clock.wall_at_event = wall_ms
         clock.ended = False
+        clock.heard = True
 
     def end(self, source: str, wall_ms: int) -> None:
         """`source` gave an end-of-input control record after everything observed so far
@@ -164,11 +171,16 @@ class SourceClocks:
             return
         clock.wall_at_event = wall_ms
         clock.ended = True
+        clock.heard = True
 
     def report(self, wall_ms: int, caught_up: Callable[[str], bool | None]
                ) -> dict[str, SourceReport]:
         """Each source's (watermark, state); a source whose state is not known yet
-        (nothing read, not known to be caught up) is left out.
+        (nothing read, not known to be caught up) is left out, and so is one read to its
+        end that nothing was heard of since it was assigned, until it is idle: it is as
+        its previous reader left it (ended, idle or active), which this worker does not
+        know. Reported active, it held every correlate partition at its last watermark
+        until the idle timeout, though an end of input had been read there.
 
         `caught_up(source)`: True when everything in the partition has been read,
         False when records are waiting, None when not known yet.
@@ -181,10 +193,12 @@ class SourceClocks:
                 continue
             state = caught_up(source)
             if state is None:
-                if watermark is not None:
+                if watermark is not None or clock.heard:  # read since it was assigned
                     report[source] = (watermark, ACTIVE)
                 continue
             idle = state and wall_ms - clock.wall_at_event >= self._idle_timeout
+            if state and not idle and not clock.heard:
+                continue
             report[source] = (watermark, IDLE if idle else ACTIVE)
         return report
 
@@ -199,7 +213,7 @@ class SourceWatermarks:
     def __init__(self, expected: Callable[[], Iterable[str] | None]) -> None:
         self._expected = expected
         self._marks: dict[str, int] = {}  # the highest watermark each source reported
-        self._states: dict[str, str] = {}  # each source's latest state (not saved)
+        self._states: dict[str, str] = {}  # each source's latest state
         self._idle_from: tuple[int, int] | None = None  # (watermark, wall ms) when all went idle
         self._idle_wall: int | None = None  # the latest wall ms counted while all are idle
         # The wall time counted up to the state restored (`restore`): never counted again,
@@ -274,14 +288,22 @@ class SourceWatermarks:
     def reported(self) -> dict[str, int]:
         return dict(self._marks)
 
+    def states(self) -> dict[str, str]:
+        return dict(self._states)
+
     def idle_wall(self) -> int | None:
         """The latest wall time counted while every source is idle (None: not all idle)."""
         return self._idle_wall
 
-    def restore(self, marks: Mapping[str, int], idle_wall: int | None = None) -> None:
-        """The marks saved with the partition's state (a new owner, a restart), and the
-        wall time counted up to then: the watermark saved with them already holds the
-        advance of the markers read again, which must not count it twice."""
+    def restore(self, marks: Mapping[str, int], idle_wall: int | None = None,
+                states: Mapping[str, str] | None = None) -> None:
+        """The marks and states saved with the partition's state (a new owner, a
+        restart), and the wall time counted up to then: the watermark saved with them
+        already holds the advance of the markers read again, which must not count it
+        twice. A state reported since (a marker read first) stands."""
+        for source, state in (states or {}).items():
+            if state in _STATES:
+                self._states.setdefault(source, state)
         for source, watermark in marks.items():
             old = self._marks.get(source)
             self._marks[source] = watermark if old is None else max(old, watermark)

@@ -173,7 +173,8 @@ class _Partition:
         # Its store's count of changes at its last batch (`_Pipeline.traffic_at`).
         self.changes_seen = 0
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
-        self.saved: tuple[int, int, dict[str, int], int | None] | None = None  # last put
+        # the last progress put
+        self.saved: tuple[int, int, dict[str, int], int | None, dict[str, str]] | None = None
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
         self.flushing = asyncio.Lock()
         # The outputs of the batches whose state waits for the next flush: it waits for them.
@@ -184,13 +185,14 @@ class _Partition:
         writes it, after the state it goes with)."""
         engine = self.engine
         progress = (engine.watermark, engine.max_seen, self.sources.reported(),
-                    self.sources.idle_wall())
+                    self.sources.idle_wall(), self.sources.states())
         if progress != self.saved:
             self.saved = progress
             self.store.put_meta(orjson.dumps({"watermark": progress[0],
                                               "max_seen": progress[1],
                                               "sources": progress[2],
-                                              "idle_wall": progress[3]}))
+                                              "idle_wall": progress[3],
+                                              "states": progress[4]}))
 
     def restore_progress(self) -> None:
         raw = self.store.meta()
@@ -202,15 +204,16 @@ class _Partition:
             marks = {str(k): int(v) for k, v in saved["sources"].items()}
             idle_wall = saved.get("idle_wall")  # absent in what older versions saved
             idle_wall = None if idle_wall is None else int(idle_wall)
+            states = {str(k): str(v) for k, v in saved.get("states", {}).items()}
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.error("partition %s: its saved watermark cannot be read; it is rebuilt "
                       "from the input partitions' reports", self.store.partition)
             return
-        self.sources.restore(marks, idle_wall=idle_wall)
+        self.sources.restore(marks, idle_wall=idle_wall, states=states)
         self.engine.max_seen = max(self.engine.max_seen, max_seen)
         self.engine.watermark = max(self.engine.watermark, watermark)
         self.saved = (self.engine.watermark, self.engine.max_seen, self.sources.reported(),
-                      self.sources.idle_wall())
+                      self.sources.idle_wall(), self.sources.states())
 
 
 _PARTITION_COUNTS: dict[str, int] = {}
@@ -450,15 +453,16 @@ class _Pipeline:
     async def _rejoin(self, batch: _Batch, source: str, part: _Partition | None = None
                       ) -> bool:
         """Before the first event of a batch of an input partition this worker last
-        reported idle or ended: markers (in `batch`, ahead of the event) that report it
-        active again, and `part` (direct mode: the partition that applies the events
-        before it reads those markers back) told at once. Without them a correlate
-        partition kept it out of its minimum until this worker's next marker, and a
-        marker of another worker read meanwhile could move its watermark past the
-        events (spec: an idle input takes part again from its next record). True (done
-        for this batch)."""
+        reported idle or ended, or has not reported since it was assigned (its previous
+        reader may have reported it ended or idle, `SourceClocks.report`): markers (in
+        `batch`, ahead of the event) that report it active again, and `part` (direct
+        mode: the partition that applies the events before it reads those markers back)
+        told at once. Without them a correlate partition kept it out of its minimum
+        until this worker's next marker, and a marker of another worker read meanwhile
+        could move its watermark past the events (spec: an idle input takes part again
+        from its next record). True (done for this batch)."""
         last = self._last_report.get(source)
-        if last is None or last[1] == ACTIVE:
+        if last is not None and last[1] == ACTIVE:
             return True
         self.clocks.rejoin(source, _now_ms())
         await self._append_markers(batch)
@@ -992,6 +996,7 @@ class _Pipeline:
             elif tp.topic in inputs:
                 source = source_id(tp.topic, tp.partition)
                 self.clocks.revoke([source])
+                self._last_report.pop(source, None)  # reported again, if it comes back
                 self._earliest.pop(source, None)
                 self._read_to.pop(source, None)
         return dropped

@@ -366,6 +366,20 @@ def test_the_idle_wall_time_counted_is_saved_with_the_progress_and_restored() ->
     assert old.engine.watermark == 50 and old.engine.max_seen == 80
 
 
+def test_the_sources_states_are_saved_with_the_progress_and_restored() -> None:
+    """A partition that moves keeps an ended input ended while that input's new reader
+    has heard nothing of it (tests/pipeline/test_moved_input.py)."""
+    from streams.pipeline.watermarks import END, ENDED
+
+    part = _progress_partition(_MetaStore())
+    part.sources.update({"in:0": (50, ENDED)})
+    part.save_progress()
+    moved = _progress_partition(_MetaStore(part.store.raw))
+    moved.restore_progress()
+    assert moved.sources.states() == {"in:0": ENDED}
+    assert moved.sources.watermark(50, 0) == END
+
+
 def test_a_timer_flush_leaves_the_state_alone_once_a_batch_of_its_partition_began() -> None:
     """The timer's flush waits for earlier outputs; a batch that began meanwhile changed
     the state and has not sent its outputs yet: writing now would store its events."""

@@ -47,10 +47,24 @@ def test_clock_reports_max_event_minus_lateness_and_idle_only_after_the_timeout(
     clocks.observe(A, 100_000, wall_ms=0)
     clocks.observe(A, 90_000, wall_ms=1)  # an older event does not move it back
     state = {A: False, B: None, C: True}
-    # B: nothing read and not known to be caught up: left out. C: caught up, idle only
-    # once the idle timeout has passed since it was assigned.
-    assert clocks.report(2, state.__getitem__) == {A: (70_000, ACTIVE), C: (None, ACTIVE)}
+    # B: nothing read and not known to be caught up: left out. C: caught up with nothing
+    # heard since it was assigned: left out (as its previous reader left it) until it is
+    # idle, once the idle timeout has passed since it was assigned.
+    assert clocks.report(2, state.__getitem__) == {A: (70_000, ACTIVE)}
     assert clocks.report(IDLE_MS, state.__getitem__) == {A: (70_000, ACTIVE), C: (None, IDLE)}
+    # records waiting there: active, a backlog that holds the others back
+    assert clocks.report(2, {**state, C: False}.__getitem__) == {
+        A: (70_000, ACTIVE), C: (None, ACTIVE)}
+
+
+def test_a_source_heard_of_since_it_was_assigned_is_reported_without_an_event() -> None:
+    clocks = SourceClocks(LATENESS, IDLE_MS)
+    clocks.assign([A, B], wall_ms=0)
+    clocks.rejoin(A, wall_ms=1)  # a record read, its event not observed yet
+    clocks.end(B, wall_ms=1)  # an end of input read first
+    for caught_up in ({A: True, B: True}, {A: None, B: None}):
+        assert clocks.report(2, caught_up.__getitem__) == {
+            A: (None, ACTIVE), B: (None, ENDED)}
 
 
 def test_a_caught_up_source_is_idle_after_the_timeout_and_active_again_on_a_record() -> None:
@@ -177,6 +191,24 @@ def test_restored_marks_stand_for_sources_until_they_report_more() -> None:
     moved.restore(first.reported())
     moved.update({A: (None, ACTIVE), B: (None, ACTIVE)})  # nothing read yet there
     assert moved.watermark(50, 0) == 50
+
+
+def test_restored_states_stand_until_a_source_reports_again() -> None:
+    first = SourceWatermarks(lambda: [A, B])
+    first.update({A: (50, ENDED), B: (70, IDLE)})
+    moved = SourceWatermarks(lambda: [A, B])  # the partition on another worker
+    moved.restore(first.reported(), states=first.states())
+    # nothing heard of them on their new readers: they are as they were left
+    assert moved.watermark(40, 0) == END
+    moved.update({A: (None, ACTIVE)})  # a record of A again
+    assert moved.watermark(40, 0) == 50
+
+
+def test_a_state_reported_before_the_restore_stands() -> None:
+    marks = SourceWatermarks(lambda: [A])
+    marks.update({A: (50, ACTIVE)})
+    marks.restore({A: 40}, states={A: ENDED, B: "asleep"})
+    assert marks.states() == {A: ACTIVE}
 
 
 def test_a_restored_partition_does_not_count_the_idle_time_of_markers_read_again() -> None:
