@@ -214,16 +214,31 @@ class SourceWatermarks:
         self._expected = expected
         self._marks: dict[str, int] = {}  # the highest watermark each source reported
         self._states: dict[str, str] = {}  # each source's latest state
+        # The correlate offset of the last marker applied, and of the last one whose states
+        # the restored states already hold (`restore`): read again, it adds its marks only.
+        self._offset: int | None = None
+        self._states_upto: int | None = None
         self._idle_from: tuple[int, int] | None = None  # (watermark, wall ms) when all went idle
         self._idle_wall: int | None = None  # the latest wall ms counted while all are idle
         # The wall time counted up to the state restored (`restore`): never counted again,
         # even after markers read again that were not all idle.
         self._restored_wall: int | None = None
 
-    def update(self, report: Mapping[str, SourceReport]) -> None:
+    def update(self, report: Mapping[str, SourceReport], offset: int | None = None) -> None:
+        """A report: a marker's (`offset`: its offset in the correlate partition), or the
+        partition's own news of a source it reads directly (no offset)."""
         marks = self._marks
+        states = True
+        if offset is not None:
+            # A marker read again after a restore is older than the states restored: its
+            # states beside them would make a mix the partition never was in (a source
+            # ended in it, another ended only later).
+            states = self._states_upto is None or offset > self._states_upto
+            if self._offset is None or offset > self._offset:
+                self._offset = offset
         for source, (watermark, state) in report.items():
-            self._states[source] = state
+            if states:
+                self._states[source] = state
             if watermark is not None:
                 old = marks.get(source)
                 marks[source] = watermark if old is None else max(old, watermark)
@@ -291,19 +306,32 @@ class SourceWatermarks:
     def states(self) -> dict[str, str]:
         return dict(self._states)
 
+    def state(self, source: str) -> str | None:
+        return self._states.get(source)
+
+    def states_offset(self) -> int | None:
+        """The correlate offset of the last marker applied: what `states()` holds."""
+        return self._offset
+
     def idle_wall(self) -> int | None:
         """The latest wall time counted while every source is idle (None: not all idle)."""
         return self._idle_wall
 
     def restore(self, marks: Mapping[str, int], idle_wall: int | None = None,
-                states: Mapping[str, str] | None = None) -> None:
+                states: Mapping[str, str] | None = None,
+                states_offset: int | None = None) -> None:
         """The marks and states saved with the partition's state (a new owner, a
         restart), and the wall time counted up to then: the watermark saved with them
         already holds the advance of the markers read again, which must not count it
-        twice. A state reported since (a marker read first) stands."""
-        for source, state in (states or {}).items():
-            if state in _STATES:
-                self._states.setdefault(source, state)
+        twice. `states` hold the markers up to `states_offset` (the states of those read
+        again are left out, `update`); a state reported since (read first) stands."""
+        if states and states_offset is not None:
+            for source, state in states.items():
+                if state in _STATES:
+                    self._states.setdefault(source, state)
+            self._states_upto = states_offset
+            if self._offset is None or states_offset > self._offset:
+                self._offset = states_offset
         for source, watermark in marks.items():
             old = self._marks.get(source)
             self._marks[source] = watermark if old is None else max(old, watermark)

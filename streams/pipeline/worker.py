@@ -174,7 +174,8 @@ class _Partition:
         self.changes_seen = 0
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
         # the last progress put
-        self.saved: tuple[int, int, dict[str, int], int | None, dict[str, str]] | None = None
+        self.saved: tuple[int, int, dict[str, int], int | None, dict[str, str],
+                          int | None] | None = None
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
         self.flushing = asyncio.Lock()
         # The outputs of the batches whose state waits for the next flush: it waits for them.
@@ -184,15 +185,17 @@ class _Partition:
         """Put the event-time progress in the store when it changed (the next flush
         writes it, after the state it goes with)."""
         engine = self.engine
-        progress = (engine.watermark, engine.max_seen, self.sources.reported(),
-                    self.sources.idle_wall(), self.sources.states())
+        sources = self.sources
+        progress = (engine.watermark, engine.max_seen, sources.reported(),
+                    sources.idle_wall(), sources.states(), sources.states_offset())
         if progress != self.saved:
             self.saved = progress
             self.store.put_meta(orjson.dumps({"watermark": progress[0],
                                               "max_seen": progress[1],
                                               "sources": progress[2],
                                               "idle_wall": progress[3],
-                                              "states": progress[4]}))
+                                              "states": progress[4],
+                                              "states_offset": progress[5]}))
 
     def restore_progress(self) -> None:
         raw = self.store.meta()
@@ -204,16 +207,20 @@ class _Partition:
             marks = {str(k): int(v) for k, v in saved["sources"].items()}
             idle_wall = saved.get("idle_wall")  # absent in what older versions saved
             idle_wall = None if idle_wall is None else int(idle_wall)
+            # absent in what older versions saved: the states are learnt again
             states = {str(k): str(v) for k, v in saved.get("states", {}).items()}
+            states_offset = saved.get("states_offset")
+            states_offset = None if states_offset is None else int(states_offset)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.error("partition %s: its saved watermark cannot be read; it is rebuilt "
                       "from the input partitions' reports", self.store.partition)
             return
-        self.sources.restore(marks, idle_wall=idle_wall, states=states)
+        sources = self.sources
+        sources.restore(marks, idle_wall=idle_wall, states=states, states_offset=states_offset)
         self.engine.max_seen = max(self.engine.max_seen, max_seen)
         self.engine.watermark = max(self.engine.watermark, watermark)
-        self.saved = (self.engine.watermark, self.engine.max_seen, self.sources.reported(),
-                      self.sources.idle_wall(), self.sources.states())
+        self.saved = (self.engine.watermark, self.engine.max_seen, sources.reported(),
+                      sources.idle_wall(), sources.states(), sources.states_offset())
 
 
 _PARTITION_COUNTS: dict[str, int] = {}
@@ -462,11 +469,12 @@ class _Pipeline:
         could move its watermark past the events (spec: an idle input takes part again
         from its next record). True (done for this batch)."""
         last = self._last_report.get(source)
-        if last is not None and last[1] == ACTIVE:
-            return True
-        self.clocks.rejoin(source, _now_ms())
-        await self._append_markers(batch)
-        if part is not None:
+        if last is None or last[1] != ACTIVE:
+            self.clocks.rejoin(source, _now_ms())
+            await self._append_markers(batch)
+        # Whatever this worker last reported (a timer's report may have said it active
+        # already): the partition's own view may be older (restored with its state).
+        if part is not None and part.sources.state(source) != ACTIVE:
             part.sources.update({source: (None, ACTIVE)})
         return True
 
@@ -846,7 +854,7 @@ class _Pipeline:
             # the source active again (`_rejoin`), which this older report must not undo.
             # An end applied now would decide them with everything before it.
             report = {**report, **{source: (report[source][0], ACTIVE) for source in stale}}
-        part.sources.update(report)
+        part.sources.update(report, offset=marker.offset)
         engine = part.engine
         watermark = part.sources.watermark(engine.watermark, marker.sent_at)
         log.debug("partition %s: watermark %s", part.store.partition, watermark)

@@ -372,11 +372,11 @@ def test_the_sources_states_are_saved_with_the_progress_and_restored() -> None:
     from streams.pipeline.watermarks import END, ENDED
 
     part = _progress_partition(_MetaStore())
-    part.sources.update({"in:0": (50, ENDED)})
+    part.sources.update({"in:0": (50, ENDED)}, offset=4)
     part.save_progress()
     moved = _progress_partition(_MetaStore(part.store.raw))
     moved.restore_progress()
-    assert moved.sources.states() == {"in:0": ENDED}
+    assert moved.sources.states() == {"in:0": ENDED} and moved.sources.states_offset() == 4
     assert moved.sources.watermark(50, 0) == END
 
 

@@ -195,19 +195,36 @@ def test_restored_marks_stand_for_sources_until_they_report_more() -> None:
 
 def test_restored_states_stand_until_a_source_reports_again() -> None:
     first = SourceWatermarks(lambda: [A, B])
-    first.update({A: (50, ENDED), B: (70, IDLE)})
+    first.update({A: (50, ENDED)}, offset=7)
+    first.update({B: (70, IDLE)}, offset=9)
     moved = SourceWatermarks(lambda: [A, B])  # the partition on another worker
-    moved.restore(first.reported(), states=first.states())
+    moved.restore(first.reported(), states=first.states(),
+                  states_offset=first.states_offset())
     # nothing heard of them on their new readers: they are as they were left
     assert moved.watermark(40, 0) == END
-    moved.update({A: (None, ACTIVE)})  # a record of A again
+    moved.update({A: (None, ACTIVE)}, offset=10)  # a record of A again
     assert moved.watermark(40, 0) == 50
+
+
+def test_a_marker_read_again_after_the_restore_adds_its_marks_but_not_its_states() -> None:
+    # Saved after offset 9: A active again, B ended. The marker at 7, read again from
+    # the committed offset, said A ended: with B's later end that was never the state.
+    first = SourceWatermarks(lambda: [A, B])
+    first.update({A: (50, ENDED)}, offset=7)
+    first.update({A: (60, ACTIVE), B: (70, ENDED)}, offset=9)
+    again = SourceWatermarks(lambda: [A, B])
+    again.restore({A: 40, B: 70}, states=first.states(), states_offset=first.states_offset())
+    again.update({A: (50, ENDED)}, offset=7)
+    assert again.states() == {A: ACTIVE, B: ENDED}
+    assert again.reported() == {A: 50, B: 70} and again.watermark(0, 0) == 50
+    again.update({A: (80, ENDED)}, offset=12)  # beyond what the states held
+    assert again.watermark(50, 0) == END
 
 
 def test_a_state_reported_before_the_restore_stands() -> None:
     marks = SourceWatermarks(lambda: [A])
     marks.update({A: (50, ACTIVE)})
-    marks.restore({A: 40}, states={A: ENDED, B: "asleep"})
+    marks.restore({A: 40}, states={A: ENDED, B: "asleep"}, states_offset=3)
     assert marks.states() == {A: ACTIVE}
 
 
