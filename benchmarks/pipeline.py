@@ -202,6 +202,26 @@ def _pace(samples: list[tuple[float, float]], n: int) -> float | None:
     return 0.8 * n / (high - low)
 
 
+def _group_formed(samples: list[list[tuple[float, float]]], started: float) -> float:
+    """When the first of the workers began to consume (their group had formed and its
+    partitions were assigned): the earliest last sample before a worker's first event,
+    over the workers sampled before it; `started` when none was (a worker whose
+    endpoint answered only once it had events says nothing of when they began). A
+    worker's start and the group's join are left out of the processing rate, as Kafka's
+    consumer perf tool keeps its rebalance time apart from its fetch time; the group
+    start delay (`start_broker`) is spent there."""
+    begun: list[float] = []
+    for series in samples:
+        before: float | None = None
+        for t, count in series:
+            if count > 0:
+                if before is not None:
+                    begun.append(before)
+                break
+            before = t
+    return min(begun, default=started)
+
+
 def _timeline(samples: list[tuple[float, float]], n: int, started: float,
               last_finding: float) -> dict[str, float | None]:
     """Seconds from the worker's start to its first event consumed, to 10%, 50%, 90% and
@@ -430,6 +450,7 @@ def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str, table: bo
     from streams.kafka.topics import TopicNames
 
     started = time.perf_counter()
+    first: float | None = None  # the first event: the group has formed
     name = "faust-table-baseline" if table else "faust-baseline"
     app = faust.App(f"{prefix}.{name}", broker=f"kafka://{broker}",
                     store="rocksdb://" if table else "memory://", datadir=data_dir,
@@ -442,15 +463,21 @@ def child_faust_agent(broker: str, prefix: str, n: int, data_dir: str, table: bo
 
     @app.agent(topic)
     async def iterate(stream: Any) -> None:
-        nonlocal count
+        nonlocal count, first
         async for event in stream.events():
+            if first is None:
+                first = time.perf_counter()
             if counts is not None:
                 counts[event.key or b""] = event.value
             count += 1
             if count >= n:
-                seconds = time.perf_counter() - started
+                now = time.perf_counter()
+                seconds, processing = now - started, now - first
                 print(json.dumps({"events": count, "seconds": seconds,
-                                  "events_per_s": count / seconds}), flush=True)
+                                  "events_per_s": count / seconds,
+                                  "processing_seconds": processing,
+                                  "processing_events_per_s": count / processing}),
+                      flush=True)
                 os._exit(0)
 
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
@@ -469,10 +496,18 @@ def measure_faust_agent(broker: str, prefix: str, n: int, work: Path, partitions
     raise RuntimeError(f"the Faust baseline failed: {result.stderr.decode()[-2000:]}")
 
 
-def start_broker(kafka_dir: Path, group_start_delay_ms: int = 0) -> str:
+# What a broker waits, by default, for more members of a new consumer group before its
+# first generation (`group.initial.rebalance.delay.ms`).
+KAFKA_GROUP_START_DELAY_MS = 3000
+
+
+def start_broker(kafka_dir: Path, group_start_delay_ms: int = KAFKA_GROUP_START_DELAY_MS
+                 ) -> str:
     """A broker started with deploy/kafka/kafka.sh in `kafka_dir`: its bootstrap address.
     Its new consumer groups wait `group_start_delay_ms` before their first generation
-    (Kafka's default is 3000; 0, as the tests' broker, starts a group at once)."""
+    (Kafka's default; 0, as the tests' broker, starts a group at once, and two workers
+    started together then race: the first to join takes every partition, the second's
+    join moves half of them)."""
     env = {**os.environ, "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": str(group_start_delay_ms)}
     return subprocess.run([str(ROOT / "deploy/kafka/kafka.sh"), "start", "--dir",
                            str(kafka_dir)], capture_output=True, text=True, check=True,
@@ -515,8 +550,10 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
              for i in range(workers)]
     findings = _FindingsSeen(broker, names.findings)
     samples: list[tuple[float, int]] = []
-    consumed = _ConsumedSamples(work / f"{prefix}-worker0.log")
-    consumed.start()
+    consumers = [_ConsumedSamples(work / f"{prefix}-worker{i}.log") for i in range(workers)]
+    for sampler in consumers:
+        sampler.start()
+    consumed = consumers[0]
     try:
         def routed() -> bool:
             inputs = asyncio.run(_offsets(broker, names.group_id, list(names.inputs.values())))
@@ -555,7 +592,11 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
         seconds = max(times.values(), default=0) / 1000 - started_wall
         got = set(times)
         duplicates = sum(1 for f in asyncio.run(_count_findings(broker, names.findings))) - len(got)
+        formed = _group_formed([sampler.samples for sampler in consumers], started)
+        processing = seconds - (formed - started)
         return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
+                "group_formed_s": formed - started, "processing_seconds": processing,
+                "processing_events_per_s": n / processing,
                 "seconds_to_consume": processed, "findings": len(got),
                 "expected_findings": len(expected), "findings_match_replay": got == expected,
                 "missing": len(expected - got), "unexpected": len(got - expected),
@@ -567,7 +608,8 @@ def measure_worker(broker: str, prefix: str, n: int, expected: set[tuple[str, st
                 "events_per_cpu_s": n / cpu if cpu else None,
                 "broker_cpu_seconds": broker_cpu, **catch_up}
     finally:
-        consumed.done.set()
+        for sampler in consumers:
+            sampler.done.set()
         findings.close()
         for proc in procs:
             _stop(proc)

@@ -184,3 +184,40 @@ def test_a_restore_is_timed_from_faust_s_start_line_to_its_done_line(tmp_path: P
     log.write_text("[2026-12-07 16:32:21,975] [1] [INFO] [^---Recovery]: Restoring state "
                    "from changelog topics... \n")
     assert restore._restore_span(log) is None  # not done yet
+
+
+def test_the_group_forms_when_the_first_worker_reads_its_first_event() -> None:
+    from benchmarks.pipeline import _group_formed
+
+    started = 100.0
+    # worker 0 read nothing until after 103.5; worker 1's first sample has events already
+    samples = [[(101.0, 0), (103.5, 0), (104.0, 900)], [(104.5, 10), (105.0, 200)]]
+    assert _group_formed(samples, started) == 103.5
+    assert _group_formed([*samples, [(102.0, 0), (102.5, 5)]], started) == 102.0
+    assert _group_formed([[(104.5, 10)]], started) == started  # no sample before: the start
+    assert _group_formed([[(101.0, 0)], []], started) == started  # nothing read yet
+
+
+def test_the_pipeline_benchmark_times_a_worker_from_its_start_and_from_the_group_forming(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from benchmarks import pipeline
+    from streams.kafka.kafka_io import create_topics, produce_events
+    from streams.kafka.topics import TopicNames
+
+    events = pipeline._events(3000, 300, 1)
+    prefix = f"benchtest{int(time.time())}"
+    names = TopicNames(prefix)
+    asyncio.run(create_topics(pipeline._connection(kafka_bootstrap), names, 2, 1))
+    asyncio.run(produce_events(pipeline._connection(kafka_bootstrap), names, events))
+    run = pipeline.measure_worker(kafka_bootstrap, prefix, len(events),
+                                  pipeline._expected(events),
+                                  max(e.occurred_at for e in events), 2, tmp_path)
+    assert run["findings_match_replay"] and run["copies_sent_again"] == 0
+    # The tests' broker forms a group at once: a few thousand events may all be read
+    # before the worker's endpoint first answers, and the start stands for the forming.
+    assert 0 <= run["group_formed_s"] < run["seconds"]
+    assert run["processing_seconds"] == run["seconds"] - run["group_formed_s"]
+    assert run["processing_events_per_s"] >= run["events_per_s"]
