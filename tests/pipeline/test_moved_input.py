@@ -64,15 +64,21 @@ async def _ended_then_moved(clock: WallClock) -> tuple[Any, Any, FakeProducer]:
     return x, y, shared
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> WallClock:
+    """The workers' wall clock, an hour after the events."""
+    now = WallClock(b.T0 + 3600 * SECOND)
+    monkeypatch.setattr(worker, "_now_ms", now)
+    return now
+
+
 def _findings(producer: FakeProducer) -> list[Any]:
     return [r for (topic, _), log in producer.logs.items() if topic == NAMES.findings
             for r in log]
 
 
 def test_an_ended_input_that_moved_stays_ended_until_its_next_record(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = WallClock(b.T0 + 3600 * SECOND)
-    monkeypatch.setattr(worker, "_now_ms", clock)
+        clock: WallClock) -> None:
 
     async def scenario() -> Any:
         _, y, shared = await _ended_then_moved(clock)
@@ -87,9 +93,7 @@ def test_an_ended_input_that_moved_stays_ended_until_its_next_record(
 
 
 def test_the_next_record_of_a_moved_input_is_preceded_by_a_report_that_it_is_active(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = WallClock(b.T0 + 3600 * SECOND)
-    monkeypatch.setattr(worker, "_now_ms", clock)
+        clock: WallClock) -> None:
 
     async def scenario() -> Any:
         _, y, shared = await _ended_then_moved(clock)
@@ -108,13 +112,11 @@ def test_the_next_record_of_a_moved_input_is_preceded_by_a_report_that_it_is_act
 
 
 def test_direct_mode_a_restored_ended_input_is_active_again_on_its_own_partition_at_once(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        clock: WallClock) -> None:
     """Partition p, restarted with its inputs ended in its saved state, gets a record of
     its own input S: the timer may have reported S active already (records waiting), but
     p's own view is the restored one, and a marker of another worker read first must not
     decide S's record with an end (found by a review)."""
-    clock = WallClock(b.T0 + 3600 * SECOND)
-    monkeypatch.setattr(worker, "_now_ms", clock)
 
     async def scenario() -> Any:
         shared = FakeProducer(clock)
@@ -157,14 +159,12 @@ def test_direct_mode_a_restored_ended_input_is_active_again_on_its_own_partition
 
 
 def test_markers_read_again_after_a_restart_do_not_mix_older_states_with_the_restored(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        clock: WallClock) -> None:
     """The state saved after offset f, the offset committed at c < f (a crash between
     the changelog's delivery and the commit): the markers from c are read again. An
     older marker among them (REQUESTS ended, before its request) beside the restored
     states (every other input ended since) was never the partition's state, and would
     decide the request at once (found by a review)."""
-    clock = WallClock(b.T0 + 3600 * SECOND)
-    monkeypatch.setattr(worker, "_now_ms", clock)
     joins = TP(NAMES.inputs["ParticipantJoined"], 0)
 
     async def scenario() -> Any:
