@@ -193,7 +193,7 @@ class SourceClocks:
                 continue
             state = caught_up(source)
             if state is None:
-                if watermark is not None or clock.heard:  # read since it was assigned
+                if clock.heard:  # read since it was assigned (a watermark implies it)
                     report[source] = (watermark, ACTIVE)
                 continue
             idle = state and wall_ms - clock.wall_at_event >= self._idle_timeout
