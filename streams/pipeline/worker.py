@@ -186,8 +186,14 @@ class _Partition:
         writes it, after the state it goes with)."""
         engine = self.engine
         sources = self.sources
+        # With a marker held by the gate (direct mode), the offsets committed may pass it
+        # before it is applied: states saved without it would stand, after a restart or a
+        # move, for what it said, which is never read again. Saved without states, the
+        # next owner learns them again from the reports.
+        held = self.gate.held() > 0
         progress = (engine.watermark, engine.max_seen, sources.reported(),
-                    sources.idle_wall(), sources.states(), sources.states_offset())
+                    sources.idle_wall(), {} if held else sources.states(),
+                    None if held else sources.states_offset())
         if progress != self.saved:
             self.saved = progress
             self.store.put_meta(orjson.dumps({"watermark": progress[0],

@@ -127,15 +127,8 @@ def test_direct_mode_a_restored_ended_input_is_active_again_on_its_own_partition
         first.assigned([*direct, CORRELATE])
         z.consumer.assigned = {TOGGLES}
         z.assigned([TOGGLES])
-        for tp in direct:
-            first.consumer.high[tp] = first.consumer.next[tp] = 1
-            await first.direct(tp, [_end(tp, 0, clock)])
-        z.consumer.high[TOGGLES] = z.consumer.next[TOGGLES] = 1
-        await z.route(TOGGLES, [_end(TOGGLES, 0, clock)])
+        committed = await _every_input_ended(clock, shared, first, direct, z)
         log = shared.logs[(CORRELATE.topic, 0)]
-        await (await first.correlate_batch(CORRELATE, list(log))).outputs
-        await first._flush(first.partitions[0], 0)
-        committed = len(log)
         # the restart, on the same state; Z's timer reports the toggles meanwhile
         clock.now += 5 * SECOND
         await z.send_markers(always=True)
@@ -211,3 +204,95 @@ def test_markers_read_again_after_a_restart_do_not_mix_older_states_with_the_res
     pending, ended_before = asyncio.run(scenario())
     assert pending  # it waits for the requests' watermark, as in replay
     assert ended_before == ENDED  # restored: no marker read again says so
+
+
+async def _every_input_ended(clock: WallClock, shared: FakeProducer, reader: Any,
+                             direct: list[TP], toggles: Any) -> int:
+    """`reader` (direct mode, partition 0) reads the end of each of its `direct` inputs,
+    `toggles` the toggles' end; `reader` applies the markers and flushes its state.
+    Returns the correlate offset after them."""
+    for tp in direct:
+        reader.consumer.high[tp] = reader.consumer.next[tp] = 1
+        await reader.direct(tp, [_end(tp, 0, clock)])
+    toggles.consumer.high[TOGGLES] = toggles.consumer.next[TOGGLES] = 1
+    await toggles.route(TOGGLES, [_end(TOGGLES, 0, clock)])
+    log = shared.logs[(CORRELATE.topic, 0)]
+    await (await reader.correlate_batch(CORRELATE, list(log))).outputs
+    await reader._flush(reader.partitions[0], 0)
+    return len(log)
+
+
+def _direct_worker(clock: WallClock, shared: FakeProducer, table: Any = None
+                   ) -> tuple[Any, list[TP]]:
+    """A one-partition worker in direct mode holding every input and the correlate
+    partition (on `table`: a restart or a move), and its directly read inputs."""
+    pipeline = make_pipeline(clock, partitions=1, direct=True, producer=shared)
+    if table is not None:
+        pipeline.table = table
+    tps = [TP(topic, 0) for topic in pipeline.input_topics]
+    pipeline.consumer.assigned = {*tps, CORRELATE}
+    pipeline.assigned([*tps, CORRELATE])
+    return pipeline, [tp for tp in tps if tp.topic in pipeline.direct_topics]
+
+
+def _after_the_requests(pipeline: Any, direct: list[TP]) -> None:
+    """The offsets a worker starts from: every direct input after its end marker, two
+    requests waiting after it, the toggles read to their end."""
+    consumer = pipeline.consumer
+    for tp in direct:
+        consumer.committed[tp] = consumer.next[tp] = consumer.high[tp] = 1
+    consumer.high[REQUESTS] = 3
+    consumer.committed[TOGGLES] = consumer.next[TOGGLES] = consumer.high[TOGGLES] = 2
+
+
+def test_direct_mode_states_are_not_saved_past_a_marker_the_gate_still_holds(
+        clock: WallClock) -> None:
+    """A marker held by the gate (its sender had read an own input further than the
+    partition has) can be committed past before it is applied: a restart or a move then
+    never reads it again. States saved without it stood for what it said (the toggles
+    active again), and an end of them decided a request at once (found by a review)."""
+    async def scenario() -> Any:
+        shared = FakeProducer(clock)
+
+        def requests() -> list[Any]:
+            return [input_record(REQUESTS.topic, 0, 1, b.requested(
+                        100 * SECOND, event_id="r-1"), clock.now),
+                    input_record(REQUESTS.topic, 0, 2, b.requested(
+                        1000 * SECOND, event_id="r-2"), clock.now)]
+
+        first, direct = _direct_worker(clock, shared)
+        ended = await _every_input_ended(clock, shared, first, direct, first)
+        log = shared.logs[(CORRELATE.topic, 0)]
+        # two requests after the end (not flushed), a toggle after the toggles' end, and
+        # the first worker is gone
+        clock.now += SECOND
+        first.consumer.high[REQUESTS] = 3
+        await first.direct(REQUESTS, requests())
+        first.consumer.next[REQUESTS] = 3
+        first.consumer.high[TOGGLES] = 2
+        first._markers_sent = float("inf")
+        await first.route(TOGGLES, [input_record(TOGGLES.topic, 0, 1, b.toggle(
+            50 * SECOND, event_id="t-1"), clock.now)])
+        # the next owner holds the toggles' marker (requests read as far as 3 there),
+        # commits past it and loses the partition
+        second, _ = _direct_worker(clock, shared, first.table)
+        _after_the_requests(second, direct)
+        second.consumer.committed[CORRELATE] = ended
+        second._markers_sent = float("inf")
+        past = len(log)
+        await (await second.correlate_batch(CORRELATE, list(log[ended:past]))).outputs
+        assert second.partitions[0].gate.held() == 1
+        await second._flush(second.partitions[0], 0)
+        third, _ = _direct_worker(clock, shared, first.table)
+        _after_the_requests(third, direct)
+        third.consumer.committed[CORRELATE] = past
+        third._markers_sent = float("inf")
+        clock.now += SECOND
+        await third.direct(REQUESTS, requests())
+        third.consumer.next[REQUESTS] = 3
+        await third.send_markers(always=True)
+        await (await third.correlate_batch(CORRELATE, list(log[past:]))).outputs
+        return third.partitions[0].engine.store.subject(b.SUBJECT).triggers["r-1"].pending
+
+    # it waits for the toggles (active again, whose new reader has not reported them)
+    assert asyncio.run(scenario())
