@@ -173,27 +173,28 @@ class _Partition:
         # Its store's count of changes at its last batch (`_Pipeline.traffic_at`).
         self.changes_seen = 0
         self.waiting: list[asyncio.Future[None]] = []  # resolved once a flush is delivered
-        # the last progress put
-        self.saved: tuple[int, int, dict[str, int], int | None, dict[str, str],
-                          int | None] | None = None
+        self.saved: tuple[Any, ...] | None = None  # the last progress put (`_progress`)
         self.in_flight: asyncio.Future[None] | None = None  # the last flush, until delivered
         self.flushing = asyncio.Lock()
         # The outputs of the batches whose state waits for the next flush: it waits for them.
         self.unflushed_outputs: list[asyncio.Future[Any]] = []
 
-    def save_progress(self) -> None:
-        """Put the event-time progress in the store when it changed (the next flush
-        writes it, after the state it goes with)."""
-        engine = self.engine
-        sources = self.sources
+    def _progress(self) -> tuple[Any, ...]:
+        """The event-time progress: watermark, greatest event time, the sources' marks,
+        idle wall time, the sources' states and the marker offset they hold."""
+        engine, sources = self.engine, self.sources
         # With a marker held by the gate (direct mode), the offsets committed may pass it
         # before it is applied: states saved without it would stand, after a restart or a
         # move, for what it said, which is never read again. Saved without states, the
         # next owner learns them again from the reports.
         held = self.gate.held() > 0
-        progress = (engine.watermark, engine.max_seen, sources.reported(),
-                    sources.idle_wall(), {} if held else sources.states(),
-                    None if held else sources.states_offset())
+        return (engine.watermark, engine.max_seen, sources.reported(), sources.idle_wall(),
+                {} if held else sources.states(), None if held else sources.states_offset())
+
+    def save_progress(self) -> None:
+        """Put the event-time progress in the store when it changed (the next flush
+        writes it, after the state it goes with)."""
+        progress = self._progress()
         if progress != self.saved:
             self.saved = progress
             self.store.put_meta(orjson.dumps({"watermark": progress[0],
@@ -221,12 +222,11 @@ class _Partition:
             log.error("partition %s: its saved watermark cannot be read; it is rebuilt "
                       "from the input partitions' reports", self.store.partition)
             return
-        sources = self.sources
-        sources.restore(marks, idle_wall=idle_wall, states=states, states_offset=states_offset)
+        self.sources.restore(marks, idle_wall=idle_wall, states=states,
+                             states_offset=states_offset)
         self.engine.max_seen = max(self.engine.max_seen, max_seen)
         self.engine.watermark = max(self.engine.watermark, watermark)
-        self.saved = (self.engine.watermark, self.engine.max_seen, sources.reported(),
-                      sources.idle_wall(), sources.states(), sources.states_offset())
+        self.saved = self._progress()
 
 
 _PARTITION_COUNTS: dict[str, int] = {}
